@@ -1,0 +1,180 @@
+// conv2d forward, NCHW, as an implicit GEMM with fused bias and optional ReLU.
+//
+// The GEMM view: rows are output channels, columns are output pixels (all images of the batch
+// flattened), and the reduction runs over k = (input channel, kernel row, kernel column) of one
+// group. Every invocation owns a 16x16 register block: 16 output channels x 16 output pixels,
+// held in sixteen 4x4 matrices (row = channel, column = pixel). Named accumulators rather than an
+// array, because compilers keep those in registers and spill arrays to memory.
+//
+// The weights arrive repacked by the host as [group][k][out_channels_per_group rounded up to 16],
+// so four channels are one vec4 load and the padding channels are zero (no bounds checks on
+// weights). Input pixels are gathered with explicit bounds checks; that is where the padding
+// (per side, so TF's asymmetric SAME works) and the stride live.
+
+struct Params {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    groups: u32,
+    kernel_height: u32,
+    kernel_width: u32,
+    stride_height: u32,
+    stride_width: u32,
+    pad_top: u32,
+    pad_left: u32,
+    relu: u32,
+    // out_channels / groups rounded up to a multiple of 16: the row length of the packed weights.
+    packed_out_per_group: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+// A row far outside any image: pixels past the end of the batch read zeros and are never stored.
+const OUTSIDE: i32 = -1073741824;
+
+// Four output pixels: where their receptive fields start in the input, and where they are stored.
+struct Pixels {
+    input_base: vec4<i32>,
+    row: vec4<i32>,
+    col: vec4<i32>,
+    output_base: vec4<i32>,
+}
+
+fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
+}
+
+fn locate_pixels(first: u32, group: u32) -> Pixels {
+    let pixels_per_image = params.out_height * params.out_width;
+    let total = params.batch * pixels_per_image;
+    let in_plane = params.in_height * params.in_width;
+    let in_per_group = params.in_channels / params.groups;
+    var px: Pixels;
+    for (var j = 0u; j < 4u; j++) {
+        let pixel = first + j;
+        if pixel < total {
+            let image = pixel / pixels_per_image;
+            let within = pixel % pixels_per_image;
+            let oh = within / params.out_width;
+            let ow = within % params.out_width;
+            let row = i32(oh * params.stride_height) - i32(params.pad_top);
+            let col = i32(ow * params.stride_width) - i32(params.pad_left);
+            let channel0 = image * params.in_channels + group * in_per_group;
+            px.row[j] = row;
+            px.col[j] = col;
+            px.input_base[j] = i32(channel0 * in_plane) + row * i32(params.in_width) + col;
+            px.output_base[j] = i32(image * params.out_channels * pixels_per_image + within);
+        } else {
+            px.row[j] = OUTSIDE;
+            px.col[j] = OUTSIDE;
+            px.input_base[j] = 0;
+            px.output_base[j] = -1;
+        }
+    }
+    return px;
+}
+
+// The input values under kernel tap (dy, dx) of channel offset `offset`, zero where the tap falls
+// into the padding.
+fn gather(px: Pixels, offset: i32, dy: i32, dx: i32) -> vec4<f32> {
+    let row = px.row + vec4<i32>(dy);
+    let col = px.col + vec4<i32>(dx);
+    let inside = (row >= vec4<i32>(0)) & (row < vec4<i32>(i32(params.in_height)))
+        & (col >= vec4<i32>(0)) & (col < vec4<i32>(i32(params.in_width)));
+    let index = select(vec4<i32>(0), px.input_base + vec4<i32>(offset), inside);
+    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    return select(vec4<f32>(0.0), value, inside);
+}
+
+fn store_block(acc: mat4x4<f32>, first_channel: u32, px: Pixels) {
+    let pixels_per_image = params.out_height * params.out_width;
+    let out_per_group = params.out_channels / params.groups;
+    let group = first_channel / params.packed_out_per_group;
+    let within_group = first_channel % params.packed_out_per_group;
+    for (var i = 0u; i < 4u; i++) {
+        if within_group + i >= out_per_group {
+            return;
+        }
+        let channel = group * out_per_group + within_group + i;
+        let b = bias[channel];
+        for (var j = 0u; j < 4u; j++) {
+            if px.output_base[j] >= 0 {
+                var value = acc[j][i] + b;
+                if params.relu != 0u {
+                    value = max(value, 0.0);
+                }
+                output[u32(px.output_base[j]) + channel * pixels_per_image] = value;
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
+    let total_pixels = params.batch * params.out_height * params.out_width;
+    let first_pixel = id.x * 16u;
+    let channel_block = id.y;
+    let group = id.z;
+    if first_pixel >= total_pixels || channel_block * 16u >= params.packed_out_per_group {
+        return;
+    }
+    let px0 = locate_pixels(first_pixel, group);
+    let px1 = locate_pixels(first_pixel + 4u, group);
+    let px2 = locate_pixels(first_pixel + 8u, group);
+    let px3 = locate_pixels(first_pixel + 12u, group);
+
+    var acc00 = mat4x4<f32>(); var acc01 = mat4x4<f32>(); var acc02 = mat4x4<f32>(); var acc03 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>(); var acc11 = mat4x4<f32>(); var acc12 = mat4x4<f32>(); var acc13 = mat4x4<f32>();
+    var acc20 = mat4x4<f32>(); var acc21 = mat4x4<f32>(); var acc22 = mat4x4<f32>(); var acc23 = mat4x4<f32>();
+    var acc30 = mat4x4<f32>(); var acc31 = mat4x4<f32>(); var acc32 = mat4x4<f32>(); var acc33 = mat4x4<f32>();
+
+    let in_plane = i32(params.in_height * params.in_width);
+    let in_per_group = params.in_channels / params.groups;
+    let taps = params.kernel_height * params.kernel_width;
+    let row_vec4s = params.packed_out_per_group / 4u;
+    // Index (in vec4s) of this block's first weight for k = 0.
+    var w = group * in_per_group * taps * row_vec4s + channel_block * 4u;
+    for (var c = 0u; c < in_per_group; c++) {
+        let channel_offset = i32(c) * in_plane;
+        for (var ky = 0u; ky < params.kernel_height; ky++) {
+            let dy = i32(ky);
+            let row_offset = channel_offset + dy * i32(params.in_width);
+            for (var kx = 0u; kx < params.kernel_width; kx++) {
+                let dx = i32(kx);
+                let x0 = gather(px0, row_offset + dx, dy, dx);
+                let x1 = gather(px1, row_offset + dx, dy, dx);
+                let x2 = gather(px2, row_offset + dx, dy, dx);
+                let x3 = gather(px3, row_offset + dx, dy, dx);
+                let w0 = weight[w];
+                let w1 = weight[w + 1u];
+                let w2 = weight[w + 2u];
+                let w3 = weight[w + 3u];
+                w += row_vec4s;
+                acc00 += outer(w0, x0); acc01 += outer(w0, x1); acc02 += outer(w0, x2); acc03 += outer(w0, x3);
+                acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);
+                acc20 += outer(w2, x0); acc21 += outer(w2, x1); acc22 += outer(w2, x2); acc23 += outer(w2, x3);
+                acc30 += outer(w3, x0); acc31 += outer(w3, x1); acc32 += outer(w3, x2); acc33 += outer(w3, x3);
+            }
+        }
+    }
+
+    let first_channel = group * params.packed_out_per_group + channel_block * 16u;
+    store_block(acc00, first_channel, px0); store_block(acc01, first_channel, px1);
+    store_block(acc02, first_channel, px2); store_block(acc03, first_channel, px3);
+    store_block(acc10, first_channel + 4u, px0); store_block(acc11, first_channel + 4u, px1);
+    store_block(acc12, first_channel + 4u, px2); store_block(acc13, first_channel + 4u, px3);
+    store_block(acc20, first_channel + 8u, px0); store_block(acc21, first_channel + 8u, px1);
+    store_block(acc22, first_channel + 8u, px2); store_block(acc23, first_channel + 8u, px3);
+    store_block(acc30, first_channel + 12u, px0); store_block(acc31, first_channel + 12u, px1);
+    store_block(acc32, first_channel + 12u, px2); store_block(acc33, first_channel + 12u, px3);
+}

@@ -1,0 +1,51 @@
+// Local response normalisation across channels, TensorFlow's semantics (tf.nn.lrn), NCHW:
+//
+//   output[n, c, h, w] = input[n, c, h, w] / (bias + alpha * sum_{k = c - r .. c + r} input[n, k, h, w]^2)^beta
+//
+// with the window clipped at the first and last channel, and alpha NOT divided by the window size
+// (Caffe and PyTorch divide it). Every invocation owns one pixel position and produces all its
+// channels; neighbouring invocations read neighbouring pixels, so loads stay contiguous. The window
+// sum is taken afresh per channel rather than as a running sum, which would pick up cancellation
+// error as large values leave the window.
+
+struct Params {
+    batch: u32,
+    channels: u32,
+    plane: u32,
+    depth_radius: u32,
+    bias: f32,
+    alpha: f32,
+    beta: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn lrn_forward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
+    let position = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    if position >= params.batch * params.plane {
+        return;
+    }
+    let image = position / params.plane;
+    let base = image * params.channels * params.plane + position % params.plane;
+    let radius = i32(params.depth_radius);
+    let last = i32(params.channels) - 1;
+    for (var c = 0; c <= last; c++) {
+        var sum_sq = 0.0;
+        for (var k = max(c - radius, 0); k <= min(c + radius, last); k++) {
+            let v = input[base + u32(k) * params.plane];
+            sum_sq += v * v;
+        }
+        let at = base + u32(c) * params.plane;
+        output[at] = input[at] * pow(params.bias + params.alpha * sum_sq, -params.beta);
+    }
+}

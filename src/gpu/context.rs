@@ -1,0 +1,343 @@
+//! The GPU context: which adapter, its device and queue, and turning every wgpu error into a
+//! [`Result`](crate::Result) instead of a panic.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::Kernels;
+
+/// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
+/// to the default choice: the first hardware GPU, else a software adapter.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    /// An index into [`list_adapters`]'s order, or a case-insensitive substring of the name.
+    pub adapter: Option<String>,
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: Option<String>,
+}
+
+/// What `convnet adapters` shows of an adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub timestamps: bool,
+    pub software: bool,
+}
+
+fn parse_backends(choice: &AdapterChoice) -> Result<wgpu::Backends> {
+    match choice
+        .backend
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => {
+            Ok(wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY | wgpu::Backends::GL))
+        }
+        Some("vulkan") => Ok(wgpu::Backends::VULKAN),
+        Some("metal") => Ok(wgpu::Backends::METAL),
+        Some("dx12") => Ok(wgpu::Backends::DX12),
+        Some("gl") => Ok(wgpu::Backends::GL),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "unknown backend '{other}'; use vulkan, metal, dx12 or gl"
+        ))),
+    }
+}
+
+/// True for adapters that run on the CPU (lavapipe, llvmpipe, SwiftShader, WARP).
+fn is_software(info: &wgpu::AdapterInfo) -> bool {
+    let name = info.name.to_ascii_lowercase();
+    info.device_type == wgpu::DeviceType::Cpu
+        || [
+            "llvmpipe",
+            "lavapipe",
+            "swiftshader",
+            "warp",
+            "basic render",
+        ]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
+/// Preference order of the default choice: hardware first, and of the software adapters the
+/// Vulkan one (lavapipe runs compute faster than llvmpipe through GL).
+fn preference(info: &wgpu::AdapterInfo) -> u32 {
+    if is_software(info) {
+        return if info.backend == wgpu::Backend::Vulkan {
+            4
+        } else {
+            5
+        };
+    }
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        _ => 3,
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn enumerate(choice: &AdapterChoice) -> Result<Vec<wgpu::Adapter>> {
+    let backends = parse_backends(choice)?;
+    let adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    if adapters.is_empty() {
+        return Err(Error::Adapter(format!(
+            "no GPU adapter found for backends {backends:?} (on Linux, a software one comes with \
+             Mesa: apt-get install mesa-vulkan-drivers)"
+        )));
+    }
+    Ok(adapters)
+}
+
+/// Every adapter the chosen backends offer, in the order `--adapter N` counts them.
+pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
+    Ok(enumerate(choice)?
+        .iter()
+        .enumerate()
+        .map(|(index, adapter)| {
+            let info = adapter.get_info();
+            AdapterSummary {
+                index,
+                software: is_software(&info),
+                limits: adapter.limits(),
+                timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+                info,
+            }
+        })
+        .collect())
+}
+
+fn select(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+    let mut adapters = enumerate(choice)?;
+    let wanted = choice.adapter.clone().or_else(|| {
+        std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let Some(wanted) = wanted else {
+        let best = (0..adapters.len())
+            .min_by_key(|&i| preference(&adapters[i].get_info()))
+            .expect("enumerate returns at least one adapter");
+        return Ok(adapters.swap_remove(best));
+    };
+    let names: Vec<String> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i}: {}", a.get_info().name))
+        .collect();
+    let found = match wanted.parse::<usize>() {
+        Ok(index) => (index < adapters.len()).then_some(index),
+        Err(_) => {
+            let needle = wanted.to_ascii_lowercase();
+            adapters
+                .iter()
+                .position(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
+        }
+    };
+    match found {
+        Some(i) => Ok(adapters.swap_remove(i)),
+        None => Err(Error::Adapter(format!(
+            "no adapter matches '{wanted}'; available: {}",
+            names.join(", ")
+        ))),
+    }
+}
+
+/// An adapter's device and queue with the kernels compiled for it.
+///
+/// Errors wgpu reports asynchronously (validation, out of memory, a lost device) are collected
+/// here instead of panicking, and surface as [`Error::Gpu`] from [`GpuContext::scoped`] and
+/// [`GpuContext::wait`].
+pub struct GpuContext {
+    /// What the adapter says of itself.
+    pub info: wgpu::AdapterInfo,
+    /// True for a CPU-backed adapter.
+    pub software: bool,
+    /// The limits the device was created with: the adapter's own, not the defaults.
+    pub limits: wgpu::Limits,
+    /// The logical device: creates buffers, pipelines, bind groups.
+    pub device: wgpu::Device,
+    /// Where command buffers are submitted.
+    pub queue: wgpu::Queue,
+    /// The compiled compute pipelines.
+    pub kernels: Kernels,
+    /// The first error wgpu reported outside an error scope, or the device-lost message.
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// Opens the chosen adapter with its own limits and compiles the kernels.
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        let adapter = select(choice)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let gpu_error = |during: &str, message: String| Error::Gpu {
+            adapter: info.name.clone(),
+            during: during.into(),
+            message,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("convnet"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| gpu_error("device creation", e.to_string()))?;
+
+        let failure = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&failure);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            record_failure(&sink, first_line(&e.to_string()));
+        }));
+        let sink = Arc::clone(&failure);
+        device.set_device_lost_callback(move |reason, message| {
+            record_failure(&sink, format!("device lost ({reason:?}): {message}"));
+        });
+
+        let software = is_software(&info);
+        let kernels = capture_errors(&device, || Kernels::new(&device, software))
+            .map_err(|message| gpu_error("kernel compilation", message))?;
+        let ctx = GpuContext {
+            kernels,
+            info,
+            software,
+            limits,
+            device,
+            queue,
+            failure,
+        };
+        ctx.check("kernel compilation")?;
+        Ok(ctx)
+    }
+
+    /// One line naming the adapter, its backend and whether it is a software one.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}{})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            if self.software {
+                ", software adapter"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn error(&self, during: &str, message: String) -> Error {
+        Error::Gpu {
+            adapter: self.info.name.clone(),
+            during: during.into(),
+            message,
+        }
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes, and returns the first
+    /// error any of them caught (or an earlier uncaptured one) as an [`Error::Gpu`].
+    pub fn scoped<T>(&self, during: &str, f: impl FnOnce(&Self) -> T) -> Result<T> {
+        let value = capture_errors(&self.device, || f(self))
+            .map_err(|message| self.error(during, message))?;
+        self.check(during)?;
+        Ok(value)
+    }
+
+    /// Fails if wgpu has reported an error outside a scope or lost the device.
+    pub fn check(&self, during: &str) -> Result<()> {
+        match self.failure.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(self.error(during, message)),
+            Err(_) => Err(self.error(during, "error state poisoned".into())),
+        }
+    }
+
+    /// Blocks until the queue has finished all submitted work.
+    pub fn wait(&self, during: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| self.error(during, e.to_string()))?;
+        self.check(during)
+    }
+
+    /// Copies `len` f32 values from the start of `buffer` back to the CPU. Allocates a staging
+    /// buffer, so it belongs outside any timed loop.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let size = (len * 4) as u64;
+        let staging = self.scoped("readback", |ctx| {
+            let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+            ctx.queue.submit([encoder.finish()]);
+            staging
+        })?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| drop(sender.send(r)));
+        self.wait("readback")?;
+        receiver
+            .recv()
+            .map_err(|e| self.error("readback", e.to_string()))?
+            .map_err(|e| self.error("readback", e.to_string()))?;
+        let data = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| self.error("readback", e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}
+
+/// Runs `f` inside validation, out-of-memory and internal error scopes; the first error caught
+/// comes back as its message.
+fn capture_errors<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<T, String> {
+    let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+    let value = f();
+    // Scopes pop in reverse order of their pushes.
+    let errors = [
+        pollster::block_on(internal.pop()),
+        pollster::block_on(validation.pop()),
+        pollster::block_on(out_of_memory.pop()),
+    ];
+    match errors.into_iter().flatten().next() {
+        Some(e) => Err(first_line(&e.to_string())),
+        None => Ok(value),
+    }
+}
+
+fn record_failure(sink: &Mutex<Option<String>>, message: String) {
+    if let Ok(mut slot) = sink.lock() {
+        slot.get_or_insert(message);
+    }
+}
+
+/// wgpu's error texts run over several lines; the CLI prints one.
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}

@@ -1,0 +1,61 @@
+//! The compiled compute pipelines, one per WGSL kernel.
+
+use crate::shaders::{self, ShaderSource};
+
+/// Invocations per workgroup. On a CPU adapter (lavapipe, llvmpipe) a workgroup runs on one
+/// thread in SIMD lanes of 8, and small workgroups of big register blocks measured fastest; on
+/// GPUs 64 invocations (two warps, one wavefront) keep the SMs fed.
+fn workgroup_size(software: bool) -> u32 {
+    if software {
+        16
+    } else {
+        64
+    }
+}
+
+/// Every kernel, compiled for one device.
+pub struct Kernels {
+    /// The `WORKGROUP_SIZE` every kernel was compiled with.
+    pub workgroup_size: u32,
+    pub conv2d_forward: wgpu::ComputePipeline,
+    pub gemm: wgpu::ComputePipeline,
+    pub lrn_forward: wgpu::ComputePipeline,
+    pub max_pool_forward: wgpu::ComputePipeline,
+}
+
+fn compile(
+    device: &wgpu::Device,
+    shader: &ShaderSource,
+    workgroup_size: u32,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(shader.file),
+        source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(shader.entry_point),
+        // The bind group layout is derived from the shader's own declarations.
+        layout: None,
+        module: &module,
+        entry_point: Some(shader.entry_point),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WORKGROUP_SIZE", f64::from(workgroup_size))],
+            zero_initialize_workgroup_memory: false,
+        },
+        cache: None,
+    })
+}
+
+impl Kernels {
+    /// Compiles every kernel. Errors surface through the caller's error scope.
+    pub fn new(device: &wgpu::Device, software: bool) -> Self {
+        let size = workgroup_size(software);
+        Kernels {
+            workgroup_size: size,
+            conv2d_forward: compile(device, &shaders::CONV2D_FORWARD, size),
+            gemm: compile(device, &shaders::GEMM, size),
+            lrn_forward: compile(device, &shaders::LRN_FORWARD, size),
+            max_pool_forward: compile(device, &shaders::MAX_POOL_FORWARD, size),
+        }
+    }
+}

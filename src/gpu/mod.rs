@@ -1,0 +1,10 @@
+//! The GPU host: the context (adapter, device, queue, error capture), the compiled kernels, and
+//! the execution of a planned network on them.
+
+mod context;
+mod kernels;
+mod network;
+
+pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
+pub use kernels::Kernels;
+pub use network::{GpuNetwork, MemoryUse};

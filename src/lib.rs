@@ -1,0 +1,40 @@
+//! convnet-wgpu: classic convolutional networks on WGSL compute shaders through wgpu.
+//!
+//! The crate is split the way the work is:
+//! - [`model`] describes networks (layers, shapes, parameter and FLOP counts) and knows nothing of GPUs;
+//! - [`reference`] is the CPU reference of every op, plain loops (and a GEMM crate for the matrix
+//!   products), against which every GPU result is checked;
+//! - [`gpu`] owns the adapter, device and queue ([`gpu::GpuContext`]), the compiled kernels and the
+//!   execution of a network on them ([`gpu::GpuNetwork`]);
+//! - [`weights`] and [`npy`] read and write the file formats (safetensors weights, `.npy` tensors);
+//! - [`bench`] and [`check`] are the two jobs the command line runs on top of all that.
+//!
+//! ```no_run
+//! use convnet_wgpu::{gpu, model, weights};
+//! let network = model::alexnet();
+//! let plan = network.plan(2)?;
+//! let params = weights::Weights::init(&network, 42);
+//! let input = weights::random_input(&plan, 42);
+//! let ctx = gpu::GpuContext::new(&gpu::AdapterChoice::default())?;
+//! let mut net = gpu::GpuNetwork::new(&ctx, &plan, &params)?;
+//! net.upload_input(&input)?;
+//! net.forward()?;
+//! let logits = net.read_output()?;
+//! # Ok::<(), convnet_wgpu::Error>(())
+//! ```
+
+#[cfg(target_endian = "big")]
+compile_error!("the file formats are little-endian and are read by reinterpreting bytes");
+
+pub mod bench;
+pub mod check;
+pub mod error;
+mod files;
+pub mod gpu;
+pub mod model;
+pub mod npy;
+pub mod reference;
+pub mod shaders;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,242 @@
+//! A network's parameters: seed initialisation, safetensors files, and the random input.
+//!
+//! Names and layouts are PyTorch's, so a `state_dict` exported with safetensors loads unchanged:
+//! `conv1.weight` `[out, in/groups, kh, kw]`, `conv1.bias` `[out]`, `fc1.weight` `[out, in]` with
+//! `in` in (C, H, W) order, `fc1.bias` `[out]`.
+//!
+//! Initialisation follows the seed: weights from a truncated normal (stddev 0.1, values beyond two
+//! standard deviations redrawn, as `tf.truncated_normal`), convolution biases 0, fully connected
+//! biases 0.1, input images normal with stddev 0.1. Every tensor draws from its own ChaCha8 stream
+//! of the seed, so a tensor's values do not depend on the batch size or on the other tensors.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::files;
+use crate::model::{LayerKind, LayerPlan, Network};
+
+/// One parameter tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All parameter tensors of a network, in the network's order, each with the shape the network
+/// expects (checked when loading).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    tensors: Vec<(String, Tensor)>,
+}
+
+const WEIGHT_STDDEV: f64 = 0.1;
+const INPUT_STDDEV: f64 = 0.1;
+const FC_BIAS: f32 = 0.1;
+/// The input's stream; parameter tensor `i` uses stream `i + 1`.
+const INPUT_STREAM: u64 = 0;
+
+fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+fn truncated_normal(rng: &mut ChaCha8Rng, stddev: f64) -> f32 {
+    loop {
+        let x: f64 = rng.sample(StandardNormal);
+        if x.abs() <= 2.0 {
+            return (x * stddev) as f32;
+        }
+    }
+}
+
+/// The expected parameter names and shapes of a network, in order.
+fn expected_shapes(network: &Network) -> Result<Vec<(String, Vec<usize>, bool)>> {
+    let plan = network.plan(1)?;
+    Ok(plan
+        .iter()
+        .flat_map(|layer| {
+            let is_linear = matches!(layer.layer.kind, LayerKind::Linear { .. });
+            layer
+                .parameter_shapes()
+                .into_iter()
+                .map(move |(name, shape)| (name, shape, is_linear))
+        })
+        .collect())
+}
+
+impl Weights {
+    /// The seed's initialisation, reproducible from `seed`.
+    pub fn init(network: &Network, seed: u64) -> Result<Self> {
+        let tensors = expected_shapes(network)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape, is_linear))| {
+                let len = shape.iter().product();
+                let data = if name.ends_with(".bias") {
+                    vec![if is_linear { FC_BIAS } else { 0.0 }; len]
+                } else {
+                    let mut rng = rng(seed, i as u64 + 1);
+                    (0..len)
+                        .map(|_| truncated_normal(&mut rng, WEIGHT_STDDEV))
+                        .collect()
+                };
+                (name, Tensor { shape, data })
+            })
+            .collect();
+        Ok(Weights { tensors })
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Mutable access to the tensor called `name`.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.tensors
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+    }
+
+    /// A layer's weight and bias. Panics if the layer has none: a `Weights` is built for its
+    /// network, so asking for a parameterless layer is a bug, not bad input.
+    pub fn layer(&self, layer: &str) -> (&[f32], &[f32]) {
+        let get = |suffix: &str| {
+            let name = format!("{layer}.{suffix}");
+            self.get(&name)
+                .unwrap_or_else(|| panic!("no tensor {name}"))
+                .data
+                .as_slice()
+        };
+        (get("weight"), get("bias"))
+    }
+
+    /// Tensors in the network's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.tensors.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Loads a safetensors file and checks it against `network`: every expected tensor present
+    /// with its exact shape, f32, finite; no tensor the network does not have.
+    pub fn load(path: &Path, network: &Network) -> Result<Self> {
+        let bytes = files::read(path)?;
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+        let expected = expected_shapes(network)?;
+        for name in file.names() {
+            if !expected.iter().any(|(n, _, _)| n == name) {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "holds tensor '{name}', which {} does not have",
+                        network.name
+                    ),
+                ));
+            }
+        }
+        let mut tensors = Vec::with_capacity(expected.len());
+        for (name, shape, _) in expected {
+            let view = file.tensor(&name).map_err(|_| {
+                Error::file(
+                    path,
+                    format!("tensor '{name}' is missing ({})", network.name),
+                )
+            })?;
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::file(
+                    path,
+                    format!("tensor '{name}' is {:?}, expected F32", view.dtype()),
+                ));
+            }
+            if view.shape() != shape.as_slice() {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "tensor '{name}' has shape {:?}, {} expects {:?}",
+                        view.shape(),
+                        network.name,
+                        shape
+                    ),
+                ));
+            }
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let bad = data.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(Error::file(
+                    path,
+                    format!("tensor '{name}' holds {bad} NaN or infinite values"),
+                ));
+            }
+            tensors.push((name, Tensor { shape, data }));
+        }
+        Ok(Weights { tensors })
+    }
+
+    /// Writes the tensors as a safetensors file, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let views = self
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                let view = safetensors::tensor::TensorView::new(
+                    Dtype::F32,
+                    t.shape.clone(),
+                    bytemuck::cast_slice(&t.data),
+                )
+                .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+                Ok((name.as_str(), view))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = safetensors::tensor::serialize(views, None)
+            .map_err(|e| Error::file(path, format!("cannot encode safetensors: {e}")))?;
+        files::write_atomically(path, &bytes)
+    }
+}
+
+/// The seed's random input for a plan: `[batch, C, H, W]`, normal with stddev 0.1.
+pub fn random_input(plan: &[LayerPlan], seed: u64) -> Vec<f32> {
+    let first = &plan[0];
+    let mut rng = rng(seed, INPUT_STREAM);
+    (0..first.batch * first.input.len())
+        .map(|_| {
+            let x: f64 = rng.sample(StandardNormal);
+            (x * INPUT_STDDEV) as f32
+        })
+        .collect()
+}
+
+/// Reads a `.npy` input and checks it is `[N, C, H, W]` for the network, finite.
+/// Returns the batch size and the data.
+pub fn load_input(path: &Path, network: &Network) -> Result<(usize, Vec<f32>)> {
+    let array = crate::npy::read(path)?;
+    let d = network.input;
+    let expected_tail = [d.channels, d.height, d.width];
+    if array.shape.len() != 4 || array.shape[1..] != expected_tail || array.shape[0] == 0 {
+        return Err(Error::file(
+            path,
+            format!(
+                "input has shape {:?}, {} expects [N, {}, {}, {}] with N >= 1",
+                array.shape, network.name, d.channels, d.height, d.width
+            ),
+        ));
+    }
+    let bad = array.data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::file(
+            path,
+            format!("input holds {bad} NaN or infinite values"),
+        ));
+    }
+    Ok((array.shape[0], array.data))
+}
