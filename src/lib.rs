@@ -13,7 +13,7 @@
 //! use convnet_wgpu::{gpu, model, weights};
 //! let network = model::alexnet();
 //! let plan = network.plan(2)?;
-//! let params = weights::Weights::init(&network, 42);
+//! let params = weights::Weights::init(&network, 42)?;
 //! let input = weights::random_input(&plan, 42);
 //! let ctx = gpu::GpuContext::new(&gpu::AdapterChoice::default())?;
 //! let mut net = gpu::GpuNetwork::new(&ctx, &plan, &params)?;

@@ -17,6 +17,8 @@ pub enum Padding {
     Valid,
     /// Output size `ceil(W / S)`, padding split with the larger half after.
     Same,
+    /// Padding given per side; output `(W + before + after - F) / S + 1`.
+    Explicit(Pad),
 }
 
 /// The padding of each side of a window, resolved from [`Padding`] at a given input size.
@@ -191,26 +193,32 @@ impl LayerPlan {
     }
 }
 
-/// Output size and padding of one spatial dimension under TensorFlow's rules.
+/// Output size and the padding before and after, for one spatial dimension. `explicit` picks
+/// this dimension's (before, after) out of a [`Padding::Explicit`].
 fn resolve_dim(
     size: usize,
     window: usize,
     stride: usize,
     padding: Padding,
+    explicit: impl Fn(Pad) -> (usize, usize),
 ) -> (usize, usize, usize) {
-    match padding {
-        Padding::Valid => {
-            let out = if size >= window {
-                (size - window) / stride + 1
-            } else {
-                0
-            };
-            (out, 0, 0)
+    let valid_out = |padded: usize| {
+        if padded >= window {
+            (padded - window) / stride.max(1) + 1
+        } else {
+            0
         }
+    };
+    match padding {
+        Padding::Valid => (valid_out(size), 0, 0),
         Padding::Same => {
-            let out = size.div_ceil(stride);
+            let out = size.div_ceil(stride.max(1));
             let total = ((out.max(1) - 1) * stride + window).saturating_sub(size);
             (out, total / 2, total - total / 2)
+        }
+        Padding::Explicit(pad) => {
+            let (before, after) = explicit(pad);
+            (valid_out(size + before + after), before, after)
         }
     }
 }
@@ -221,12 +229,14 @@ fn resolve_window(input: Dims, window: &Window) -> (usize, usize, Pad) {
         window.height,
         window.stride_height,
         window.padding,
+        |p| (p.top, p.bottom),
     );
     let (width, left, right) = resolve_dim(
         input.width,
         window.width,
         window.stride_width,
         window.padding,
+        |p| (p.left, p.right),
     );
     (
         height,
@@ -277,6 +287,30 @@ impl Network {
     }
 }
 
+/// Strides and sizes of at least 1, and no side padded by a whole window (such a window would
+/// hold padding only).
+fn check_window(layer: &Layer, window: &Window, pad: &Pad) -> Result<()> {
+    let sizes = [
+        window.height,
+        window.width,
+        window.stride_height,
+        window.stride_width,
+    ];
+    if sizes.contains(&0) {
+        return Err(Error::InvalidArgument(format!(
+            "layer {}: window sizes and strides must be at least 1",
+            layer.name
+        )));
+    }
+    if pad.top.max(pad.bottom) >= window.height || pad.left.max(pad.right) >= window.width {
+        return Err(Error::InvalidArgument(format!(
+            "layer {}: padding {pad:?} is as large as the {}x{} window",
+            layer.name, window.height, window.width
+        )));
+    }
+    Ok(())
+}
+
 fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
     match &layer.kind {
         LayerKind::Conv2d {
@@ -285,13 +319,17 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
             groups,
             ..
         } => {
-            if *groups == 0 || input.channels % groups != 0 || out_channels % groups != 0 {
+            if *groups == 0
+                || !input.channels.is_multiple_of(*groups)
+                || !out_channels.is_multiple_of(*groups)
+            {
                 return Err(Error::InvalidArgument(format!(
                     "layer {}: {} input and {} output channels do not divide into {} groups",
                     layer.name, input.channels, out_channels, groups
                 )));
             }
             let (height, width, pad) = resolve_window(input, window);
+            check_window(layer, window, &pad)?;
             let dims = Dims {
                 channels: *out_channels,
                 height,
@@ -301,6 +339,7 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
         }
         LayerKind::MaxPool { window } => {
             let (height, width, pad) = resolve_window(input, window);
+            check_window(layer, window, &pad)?;
             let dims = Dims {
                 channels: input.channels,
                 height,

@@ -351,8 +351,10 @@ impl<'a> GpuNetwork<'a> {
 }
 
 fn build<'a>(ctx: &'a GpuContext, plan: &[LayerPlan], weights: &Weights) -> Result<GpuNetwork<'a>> {
-    let max_binding =
-        u64::from(ctx.limits.max_storage_buffer_binding_size).min(ctx.limits.max_buffer_size);
+    let max_binding = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
     let mut b = Builder {
         ctx,
         memory: MemoryUse::default(),

@@ -1,0 +1,199 @@
+//! AlexNet end to end on every adapter against the CPU reference, and its files.
+
+mod common;
+
+use common::contexts;
+use convnet_wgpu::check;
+use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::model;
+use convnet_wgpu::weights::{self, Weights};
+
+#[test]
+fn forward_matches_cpu_reference_at_batch_2() {
+    let network = model::alexnet();
+    let plan = network.plan(2).unwrap();
+    let params = Weights::init(&network, 7).unwrap();
+    let input = weights::random_input(&plan, 7);
+    for ctx in contexts() {
+        let net = GpuNetwork::new(ctx, &plan, &params).unwrap();
+        let report = check::forward(&net, &params, &input).unwrap();
+        assert_eq!(report.len(), plan.len());
+        for layer in &report {
+            assert!(
+                layer.passes(),
+                "{} on {}: {layer:?} (tolerance {:e})",
+                layer.layer,
+                ctx.info.name,
+                check::TOLERANCE
+            );
+        }
+        // The logits are far from trivial: the check would notice a zeroed layer.
+        assert!(report.last().unwrap().max_reference > 1.0);
+    }
+}
+
+#[test]
+fn batch_too_large_for_a_binding_is_refused_with_the_numbers() {
+    let network = model::alexnet();
+    // conv1's output at batch 512 is 616 MB, beyond any adapter's storage binding.
+    let plan = network.plan(512).unwrap();
+    let params = Weights::init(&network, 1).unwrap();
+    for ctx in contexts() {
+        let Err(err) = GpuNetwork::new(ctx, &plan, &params) else {
+            panic!("batch 512 built on {}", ctx.info.name);
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("conv1") && text.contains("largest batch"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn seed_initialisation_is_reproducible_and_follows_the_seed() {
+    let network = model::alexnet();
+    let a = Weights::init(&network, 3).unwrap();
+    assert_eq!(a, Weights::init(&network, 3).unwrap());
+    assert_ne!(a, Weights::init(&network, 4).unwrap());
+    let conv1 = &a.get("conv1.weight").unwrap().data;
+    assert!(
+        conv1.iter().all(|v| v.abs() <= 0.2),
+        "truncated at 2 stddev"
+    );
+    let sd = (conv1.iter().map(|v| v * v).sum::<f32>() / conv1.len() as f32).sqrt();
+    // A normal truncated at 2 sigma keeps 88% of its variance: sd ~ 0.088.
+    assert!((sd - 0.088).abs() < 0.005, "sd {sd}");
+    assert!(a.get("conv1.bias").unwrap().data.iter().all(|&v| v == 0.0));
+    assert!(a.get("fc1.bias").unwrap().data.iter().all(|&v| v == 0.1));
+}
+
+#[test]
+fn weights_and_input_round_trip_through_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = model::alexnet();
+    let params = Weights::init(&network, 11).unwrap();
+    let path = dir.path().join("w.safetensors");
+    params.save(&path).unwrap();
+    assert_eq!(Weights::load(&path, &network).unwrap(), params);
+
+    let plan = network.plan(2).unwrap();
+    let input = weights::random_input(&plan, 11);
+    let input_path = dir.path().join("x.npy");
+    convnet_wgpu::npy::write(&input_path, &[2, 3, 224, 224], &input).unwrap();
+    let (batch, loaded) = weights::load_input(&input_path, &network).unwrap();
+    assert_eq!((batch, loaded), (2, input));
+}
+
+/// A tensor as a test file describes it: name, dtype, shape (the values are zeros).
+type Entry = (String, safetensors::Dtype, Vec<usize>);
+
+/// A safetensors file with the given tensors, written by the safetensors crate itself.
+fn write_safetensors(path: &std::path::Path, tensors: &[Entry]) {
+    let buffers: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, dtype, shape)| vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8])
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&buffers)
+        .map(|((name, dtype, shape), data)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data);
+            (name.as_str(), view.unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn malformed_and_mismatched_weights_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = model::alexnet();
+    let good: Vec<Entry> = network
+        .plan(1)
+        .unwrap()
+        .iter()
+        .flat_map(|l| l.parameter_shapes())
+        .map(|(name, shape)| (name, safetensors::Dtype::F32, shape))
+        .collect();
+    let edit = |f: &dyn Fn(&mut Vec<Entry>)| {
+        let mut tensors = good.clone();
+        f(&mut tensors);
+        tensors
+    };
+    let at =
+        |tensors: &mut Vec<Entry>, name: &str| tensors.iter().position(|t| t.0 == name).unwrap();
+    let cases = [
+        (
+            "missing",
+            edit(&|t| {
+                let i = at(t, "fc3.bias");
+                t.remove(i);
+            }),
+            "'fc3.bias' is missing",
+        ),
+        (
+            "wrong_shape",
+            edit(&|t| {
+                let i = at(t, "conv2.weight");
+                t[i].2 = vec![256, 96, 3, 3];
+            }),
+            "'conv2.weight' has shape [256, 96, 3, 3]",
+        ),
+        (
+            "wrong_dtype",
+            edit(&|t| {
+                let i = at(t, "fc2.weight");
+                t[i].1 = safetensors::Dtype::F16;
+            }),
+            "'fc2.weight' is F16",
+        ),
+        (
+            "extra",
+            edit(&|t| t.push(("fc4.weight".into(), safetensors::Dtype::F32, vec![2, 2]))),
+            "'fc4.weight'",
+        ),
+    ];
+    for (label, tensors, expected) in cases {
+        let path = dir.path().join(format!("{label}.safetensors"));
+        write_safetensors(&path, &tensors);
+        let err = Weights::load(&path, &network).unwrap_err().to_string();
+        assert!(err.contains(expected), "{label}: {err}");
+        assert!(
+            err.contains(&path.display().to_string()),
+            "{label} names the file: {err}"
+        );
+    }
+
+    let truncated = dir.path().join("truncated.safetensors");
+    Weights::init(&network, 1)
+        .unwrap()
+        .save(&truncated)
+        .unwrap();
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Weights::load(&truncated, &network).unwrap_err().to_string();
+    assert!(err.contains("not a valid safetensors file"), "{err}");
+
+    let mut params = Weights::init(&network, 1).unwrap();
+    params.get_mut("conv3.weight").unwrap().data[5] = f32::NAN;
+    let nan = dir.path().join("nan.safetensors");
+    params.save(&nan).unwrap();
+    let err = Weights::load(&nan, &network).unwrap_err().to_string();
+    assert!(err.contains("conv3.weight") && err.contains("NaN"), "{err}");
+}
+
+#[test]
+fn input_of_the_wrong_shape_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = model::alexnet();
+    let path = dir.path().join("x.npy");
+    convnet_wgpu::npy::write(&path, &[2, 3, 227, 227], &vec![0.0; 2 * 3 * 227 * 227]).unwrap();
+    let err = weights::load_input(&path, &network)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[2, 3, 227, 227]") && err.contains("[N, 3, 224, 224]"),
+        "{err}"
+    );
+}

@@ -1,0 +1,133 @@
+//! Bad input through the real binary: a one-line error, a non-zero exit, no panic, no output file.
+
+use std::path::Path;
+use std::process::Command;
+
+fn convnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clean_failure(args: &[&str], expected: &str) {
+    let (ok, _, stderr) = convnet(args);
+    assert!(!ok, "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    let error_lines = stderr.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(error_lines, 1, "{args:?}: {stderr}");
+}
+
+#[test]
+fn shapes_prints_the_seeds_table() {
+    let (ok, stdout, _) = convnet(&["shapes", "--batch", "32"]);
+    assert!(ok);
+    assert!(stdout.contains("[32, 56, 56, 96]"));
+    assert!(stdout.contains("62,378,344"));
+    let (ok, json, _) = convnet(&["shapes", "--batch", "32", "--json"]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["total_parameters"], 62_378_344);
+}
+
+#[test]
+fn bad_flags_and_settings_fail_cleanly() {
+    assert_clean_failure(&["bench", "--frobnicate"], "unexpected argument");
+    assert_clean_failure(&["shapes", "--batch", "0"], "batch must be at least 1");
+    assert_clean_failure(&["shapes", "--batch", "-3"], "error");
+    assert_clean_failure(&["shapes", "--model", "lenet"], "known models: alexnet");
+    assert_clean_failure(&["bench", "--backend", "glide"], "unknown backend 'glide'");
+    assert_clean_failure(
+        &["bench", "--adapter", "no-such-gpu"],
+        "no adapter matches 'no-such-gpu'",
+    );
+    assert_clean_failure(&["bench", "--adapter", "99"], "no adapter matches '99'");
+}
+
+#[test]
+fn bad_files_fail_cleanly_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, _, stderr) = convnet(&["init", "--seed", "5", "--out", &d("w.safetensors")]);
+    assert!(ok, "{stderr}");
+
+    // A header length that runs past the end of the file, and a valid but empty header.
+    std::fs::write(d("garbage.safetensors"), b"\x08\0\0\0\0\0\0\0{}").unwrap();
+    std::fs::write(d("empty.safetensors"), b"\x02\0\0\0\0\0\0\0{}").unwrap();
+    std::fs::write(d("garbage.npy"), b"not numpy").unwrap();
+    let image = vec![0.1; 3 * 224 * 224];
+    convnet_wgpu::npy::write(Path::new(&d("x.npy")), &[1, 3, 224, 224], &image).unwrap();
+
+    let dir_path = dir.path().display().to_string();
+    let cases = [
+        (d("missing.safetensors"), d("x.npy"), "missing.safetensors"),
+        (
+            d("garbage.safetensors"),
+            d("x.npy"),
+            "not a valid safetensors file",
+        ),
+        (
+            d("empty.safetensors"),
+            d("x.npy"),
+            "'conv1.weight' is missing",
+        ),
+        (d("w.safetensors"), d("garbage.npy"), "bad magic"),
+        (d("w.safetensors"), dir_path, "is a directory"),
+    ];
+    let out = d("y.npy");
+    for (weights, input, expected) in &cases {
+        let args = [
+            "run",
+            "--weights",
+            weights,
+            "--input",
+            input,
+            "--output",
+            &out,
+        ];
+        assert_clean_failure(&args, expected);
+        assert!(!Path::new(&out).exists(), "{args:?} left {out}");
+    }
+    assert_clean_failure(
+        &["init", "--out", &d("no/such/dir/w.safetensors")],
+        "the directory does not exist",
+    );
+}
+
+#[test]
+fn run_writes_logits() {
+    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, _, stderr) = convnet(&["init", "--out", &d("w.safetensors")]);
+    assert!(ok, "{stderr}");
+    convnet_wgpu::npy::write(
+        Path::new(&d("x.npy")),
+        &[1, 3, 224, 224],
+        &vec![0.1; 3 * 224 * 224],
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = convnet(&[
+        "run",
+        "--weights",
+        &d("w.safetensors"),
+        "--input",
+        &d("x.npy"),
+        "--output",
+        &d("y.npy"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("adapter:"), "{stdout}");
+    let logits = convnet_wgpu::npy::read(Path::new(&d("y.npy"))).unwrap();
+    assert_eq!(logits.shape, vec![1, 1000]);
+    assert!(logits.data.iter().all(|v| v.is_finite()) && logits.data.iter().any(|&v| v != 0.0));
+}

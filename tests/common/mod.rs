@@ -1,0 +1,77 @@
+//! Shared by the GPU tests: the adapters to run on, random tensors, one-layer networks.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::sync::OnceLock;
+
+use convnet_wgpu::gpu::{list_adapters, AdapterChoice, GpuContext};
+use convnet_wgpu::model::{Dims, Layer, LayerKind, Network};
+use convnet_wgpu::weights::Weights;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Set to 1 to skip the GPU tests on a machine without any adapter (they fail otherwise).
+pub const SKIP_VAR: &str = "CONVNET_SKIP_GPU_TESTS";
+
+/// One context per adapter the machine has (lavapipe and llvmpipe-GL in CI; every GPU
+/// elsewhere), created once per test binary. Empty only when the skip variable is set.
+pub fn contexts() -> &'static [GpuContext] {
+    static CONTEXTS: OnceLock<Vec<GpuContext>> = OnceLock::new();
+    CONTEXTS.get_or_init(|| {
+        if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+            eprintln!("GPU tests SKIPPED: {SKIP_VAR}=1");
+            return Vec::new();
+        }
+        let adapters = list_adapters(&AdapterChoice::default()).unwrap_or_else(|e| {
+            panic!("no GPU adapter for the GPU tests ({e}); set {SKIP_VAR}=1 to skip them")
+        });
+        adapters
+            .iter()
+            .map(|a| {
+                let choice = AdapterChoice {
+                    adapter: Some(a.index.to_string()),
+                    backend: None,
+                };
+                let ctx = GpuContext::new(&choice)
+                    .unwrap_or_else(|e| panic!("adapter {}: {e}", a.info.name));
+                eprintln!("GPU tests run on: {}", ctx.describe());
+                ctx
+            })
+            .collect()
+    })
+}
+
+/// `len` values uniform in [-1, 1).
+pub fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// A network of one layer on `input`.
+pub fn single_layer(input: Dims, kind: LayerKind) -> Network {
+    Network {
+        name: "test".into(),
+        input,
+        layers: vec![Layer {
+            name: "layer".into(),
+            kind,
+        }],
+    }
+}
+
+/// Weights for `network` with every tensor (biases included) uniform in [-1, 1).
+pub fn random_weights(network: &Network, seed: u64) -> Weights {
+    let mut weights = Weights::init(network, seed).expect("network plans");
+    let names: Vec<String> = weights.iter().map(|(n, _)| n.to_string()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let t = weights.get_mut(name).expect("name just listed");
+        t.data = random(t.data.len(), seed * 1000 + i as u64);
+    }
+    weights
+}
+
+/// Largest |a - b| relative to the largest |b| (absolute when b is all zeros); NaN counts as
+/// infinitely wrong.
+pub fn relative_error(gpu: &[f32], cpu: &[f32]) -> f32 {
+    assert_eq!(gpu.len(), cpu.len());
+    convnet_wgpu::check::compare("", gpu, cpu).relative
+}
