@@ -32,10 +32,32 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Runs `burn_in + batches` forward passes; `on_step(i, seconds)` is called after each, `i`
-/// counting the timed steps from 0 (burn-in steps get `None`).
-pub fn forward(
+/// What one benchmark step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Pass {
+    /// The forward pass to the logits (the seed's "Forward").
+    Forward,
+    /// Forward, then the gradients of `l2_loss(logits)` for every parameter, no update (the
+    /// seed's "Forward-backward").
+    ForwardBackward,
+}
+
+impl Pass {
+    /// The seed's name for the pass, as its summary line prints it.
+    pub fn seed_name(self) -> &'static str {
+        match self {
+            Pass::Forward => "Forward",
+            Pass::ForwardBackward => "Forward-backward",
+        }
+    }
+}
+
+/// Runs `burn_in + batches` passes; `on_step(i, seconds)` is called after each, `i` counting the
+/// timed steps from 0 (burn-in steps get `None`). A forward-backward pass needs a network built
+/// with gradients.
+pub fn run(
     net: &GpuNetwork,
+    pass: Pass,
     batches: usize,
     burn_in: usize,
     mut on_step: impl FnMut(Option<usize>, f64),
@@ -44,7 +66,10 @@ pub fn forward(
     let mut steps = Vec::with_capacity(batches);
     for i in 0..burn_in + batches {
         let start = Instant::now();
-        net.forward()?;
+        match pass {
+            Pass::Forward => net.forward()?,
+            Pass::ForwardBackward => net.forward_backward()?,
+        }
         let seconds = start.elapsed().as_secs_f64();
         if i < burn_in {
             warm.push(seconds);

@@ -1,16 +1,14 @@
-//! GPU against CPU reference, layer by layer.
+//! GPU against CPU reference: every layer's output, every parameter gradient.
 //!
-//! Both sides run the whole network from the same weights and input, and every layer's GPU output
-//! is compared with the CPU's. The error that matters is relative to the layer's scale, so each
-//! layer reports its largest absolute difference and that difference divided by the layer's
-//! largest |reference value|.
+//! The error that matters is relative to a tensor's scale, so each comparison reports the largest
+//! absolute difference and that difference divided by the tensor's largest |reference value|.
 
 use crate::error::Result;
 use crate::gpu::GpuNetwork;
-use crate::reference;
+use crate::reference::{self, Parameters, Real};
 use crate::weights::Weights;
 
-/// Largest accepted `max |gpu - cpu| / max |cpu|` per layer.
+/// Largest accepted `max |gpu - cpu| / max |cpu|` for a layer's output.
 ///
 /// GPU and CPU both compute in f32 but sum in different orders (register blocks and FMA on the
 /// GPU, a blocked SGEMM on the CPU). Over a reduction of K products, reordering moves a result by
@@ -20,61 +18,130 @@ use crate::weights::Weights;
 /// indexing or padding mistake produces (errors of order 1).
 pub const TOLERANCE: f32 = 1e-4;
 
-/// How far one layer's GPU output is from the CPU reference.
+/// Largest accepted `max |gpu - exact| / max |exact|` for a parameter gradient, where the exact
+/// gradient is the f64 backward pass through the GPU's own forward activations.
+///
+/// Why through the GPU's activations: max pooling's gradient goes to each window's maximum, a
+/// discontinuous choice. Where two values of a window lie within f32 rounding of each other, the
+/// GPU's and an f64 forward pass can pick different maxima, and the one output gradient that then
+/// goes to a different input moves conv2's and conv1's weight gradients by up to ~1% of their
+/// scale (measured: one such flip in pool2 at batch 2 gave 0.75%; SEED.md's numerical note sees
+/// the same size of gap between frameworks). That is not an error of the backward kernels, so they
+/// are judged on the GPU's own routing, where the only differences are f32 rounding in sums of up
+/// to ~10^5 products (kept short by the chunked reductions): 1e-4 is ~50x the measured error and
+/// far below any wrong tap or lost chunk. The difference from a fully f64 forward and backward is
+/// reported beside it, not judged.
+pub const GRADIENT_TOLERANCE: f32 = 1e-4;
+
+/// How far one tensor is from its reference.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct LayerError {
-    pub layer: String,
-    /// max |gpu - cpu|
+pub struct Deviation {
+    pub name: String,
+    /// max |value - reference|
     pub max_abs: f32,
-    /// max |cpu|: the layer's scale.
+    /// max |reference|: the tensor's scale.
     pub max_reference: f32,
-    /// max_abs / max_reference (max_abs itself when the layer is all zeros).
+    /// max_abs / max_reference (max_abs itself when the reference is all zeros).
     pub relative: f32,
 }
 
-impl LayerError {
-    /// True when the layer is within [`TOLERANCE`].
-    pub fn passes(&self) -> bool {
-        self.relative <= TOLERANCE
+impl Deviation {
+    /// True when within `tolerance`.
+    pub fn within(&self, tolerance: f32) -> bool {
+        self.relative <= tolerance
     }
 }
 
-/// Compares two tensors of one layer. NaN anywhere counts as an infinite error.
-pub fn compare(layer: &str, gpu: &[f32], cpu: &[f32]) -> LayerError {
-    assert_eq!(gpu.len(), cpu.len(), "layer {layer}: output sizes differ");
-    let mut max_abs = 0.0f32;
-    let mut max_reference = 0.0f32;
-    for (g, c) in gpu.iter().zip(cpu) {
-        let diff = (g - c).abs();
+/// Compares a tensor with its reference. NaN anywhere counts as an infinite error.
+pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Deviation {
+    assert_eq!(values.len(), reference.len(), "{name}: sizes differ");
+    let mut max_abs = 0.0f64;
+    let mut max_reference = 0.0f64;
+    for (&v, &r) in values.iter().zip(reference) {
+        let r = r.to_f64().unwrap_or(f64::NAN);
+        let diff = (f64::from(v) - r).abs();
         max_abs = if diff.is_nan() {
-            f32::INFINITY
+            f64::INFINITY
         } else {
             max_abs.max(diff)
         };
-        max_reference = max_reference.max(c.abs());
+        max_reference = max_reference.max(r.abs());
     }
     let relative = if max_reference > 0.0 {
         max_abs / max_reference
     } else {
         max_abs
     };
-    LayerError {
-        layer: layer.to_string(),
-        max_abs,
-        max_reference,
-        relative,
+    Deviation {
+        name: name.to_string(),
+        max_abs: max_abs as f32,
+        max_reference: max_reference as f32,
+        relative: relative as f32,
     }
 }
 
-/// Runs `input` through the GPU network and the CPU reference and compares every layer.
-pub fn forward(net: &GpuNetwork, weights: &Weights, input: &[f32]) -> Result<Vec<LayerError>> {
+/// Runs `input` through the GPU network and the f32 CPU reference and compares every layer.
+pub fn forward(net: &GpuNetwork, weights: &Weights, input: &[f32]) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
-    let cpu = reference::forward(net.plan(), weights, input);
+    let cpu = reference::forward(net.plan(), &Parameters::<f32>::from_weights(weights), input);
     net.plan()
         .iter()
         .zip(&cpu)
         .enumerate()
         .map(|(i, (layer, cpu))| Ok(compare(&layer.layer.name, &net.read_layer(i)?, cpu)))
         .collect()
+}
+
+/// One parameter gradient, measured against f64 references.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GradientCheck {
+    /// The GPU against the f64 backward pass through the GPU's forward activations (judged).
+    pub gpu: Deviation,
+    /// The GPU against a fully f64 forward and backward pass (reported).
+    pub gpu_vs_f64_chain: Deviation,
+    /// The f32 CPU reference against the fully f64 pass (reported, for scale).
+    pub cpu_f32_vs_f64_chain: Deviation,
+}
+
+/// Runs a forward-backward pass on the GPU (a network built with gradients) and compares every
+/// parameter gradient of `l2_loss(logits)` with the f64 references.
+pub fn gradients(net: &GpuNetwork, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
+    net.upload_input(input)?;
+    net.forward_backward()?;
+    let gpu = net.read_gradients()?;
+    let plan = net.plan();
+    let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let gpu_outputs = (0..plan.len())
+        .map(|i| Ok(to_f64(&net.read_layer(i)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let params = Parameters::<f64>::from_weights(weights);
+    let routed = reference::backward(plan, &params, &to_f64(input), &gpu_outputs);
+    let chain = reference_gradients::<f64>(plan, weights, input);
+    let single = reference_gradients::<f32>(plan, weights, input);
+    Ok(routed
+        .iter()
+        .zip(&chain)
+        .zip(&single)
+        .map(|(((name, routed), (_, chain)), (_, single))| {
+            let got = &gpu.get(name).expect("the GPU computes every gradient").data;
+            GradientCheck {
+                gpu: compare(name, got, routed),
+                gpu_vs_f64_chain: compare(name, got, chain),
+                cpu_f32_vs_f64_chain: compare(name, single, chain),
+            }
+        })
+        .collect())
+}
+
+/// The CPU reference's gradients of `l2_loss(logits)`, forward and backward in the float type `T`.
+pub fn reference_gradients<T: Real>(
+    plan: &[crate::model::LayerPlan],
+    weights: &Weights,
+    input: &[f32],
+) -> Vec<(String, Vec<T>)> {
+    let params = Parameters::<T>::from_weights(weights);
+    let x: Vec<T> = input.iter().map(|&v| T::from_f32(v)).collect();
+    let outputs = reference::forward(plan, &params, &x);
+    reference::backward(plan, &params, &x, &outputs)
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use convnet_wgpu::gpu::{self, AdapterChoice, GpuContext, GpuNetwork};
+use convnet_wgpu::bench::{self, Pass};
+use convnet_wgpu::gpu::{self, AdapterChoice, GpuContext, GpuNetwork, MemoryUse, Sgd};
 use convnet_wgpu::model::{self, LayerPlan, Network};
+use convnet_wgpu::reference;
 use convnet_wgpu::weights::{self, Weights};
-use convnet_wgpu::{bench, check, npy, Error};
+use convnet_wgpu::{check, npy, Error};
 
 /// Classic convolutional networks on WGSL compute shaders: the seed's AlexNet benchmark on any
 /// adapter, checked against a CPU reference.
@@ -35,9 +37,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The seed's benchmark: time forward passes over random batches.
+    /// The seed's benchmark: time forward and forward-backward passes over a random batch.
     Bench(BenchArgs),
-    /// Run GPU and CPU reference on the same weights and input; compare every layer.
+    /// Run GPU and CPU reference on the same weights and input; compare every layer's output
+    /// and every parameter gradient.
     Check {
         #[command(flatten)]
         model: ModelArgs,
@@ -61,7 +64,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run a user's weights and input; write the logits.
+    /// Run a user's weights and input; write the logits and, if asked, the gradients.
     Run {
         #[arg(long, default_value = "alexnet")]
         model: String,
@@ -74,7 +77,40 @@ enum Command {
         /// Where to write the logits (.npy, [N, classes]).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Where to write the gradients of l2_loss(logits) (safetensors, the weights' names).
+        #[arg(long)]
+        grads: Option<PathBuf>,
     },
+    /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Learning rate. The seed's loss, sum(logits^2)/2, starts near 3e10 per image with its
+    /// initialisation, so its gradients are huge and the rate tiny; 1e-11 falls steadily at
+    /// batch 2, 1e-10 diverges. Scale it down with larger batches (the loss sums over images).
+    #[arg(long, default_value_t = 1e-11)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f32,
+    /// Weights file (safetensors); default: the seed's initialisation.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input file (.npy); default: the seed's random batch.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Write the trained weights here (safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -104,9 +140,22 @@ impl DeviceArgs {
     }
 }
 
+/// Which passes `bench` times.
 #[derive(Clone, Copy, ValueEnum)]
-enum Pass {
+enum PassChoice {
     Forward,
+    ForwardBackward,
+    Both,
+}
+
+impl PassChoice {
+    fn passes(self) -> &'static [Pass] {
+        match self {
+            PassChoice::Forward => &[Pass::Forward],
+            PassChoice::ForwardBackward => &[Pass::ForwardBackward],
+            PassChoice::Both => &[Pass::Forward, Pass::ForwardBackward],
+        }
+    }
 }
 
 #[derive(Args)]
@@ -117,14 +166,14 @@ struct BenchArgs {
     device: DeviceArgs,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Timed steps (default 100; 10 on a software adapter).
+    /// Timed steps per pass (default 100; 5 on a software adapter).
     #[arg(long)]
     batches: Option<usize>,
-    /// Untimed warm-up steps (default 10; 1 on a software adapter).
+    /// Untimed warm-up steps per pass (default 10; 1 on a software adapter).
     #[arg(long)]
     burn_in: Option<usize>,
-    #[arg(long, value_enum, default_value = "forward")]
-    pass: Pass,
+    #[arg(long, value_enum, default_value = "both")]
+    pass: PassChoice,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Write every setting and timing as JSON.
@@ -167,7 +216,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             weights,
             input,
             output,
-        } => run_files(&model, &device, &weights, &input, output.as_deref())?,
+            grads,
+        } => run_files(
+            &model,
+            &device,
+            &weights,
+            &input,
+            output.as_deref(),
+            grads.as_deref(),
+        )?,
+        Command::Train(args) => train(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -286,38 +344,42 @@ fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    let network = model::by_name(&args.model)?;
-    let plan = network.plan(args.batch)?;
-    let ctx = open_context(&args.device)?;
-    let (batches, burn_in) = match (args.batches, args.burn_in, ctx.software) {
-        (None, None, true) => {
-            println!(
-                "software adapter: 10 timed steps after 1 warm-up instead of the seed's 100 after \
-                 10 (set --batches / --burn-in to choose)"
-            );
-            (10, 1)
-        }
-        (batches, burn_in, _) => (batches.unwrap_or(100), burn_in.unwrap_or(10)),
-    };
-    if batches == 0 {
-        anyhow::bail!("--batches must be at least 1");
-    }
-    let params = Weights::init(&network, args.seed)?;
-    let net = GpuNetwork::new(&ctx, &plan, &params)?;
-    net.upload_input(&weights::random_input(&plan, args.seed))?;
-    let memory = net.memory();
-    println!(
-        "{}: batch {}, {} timed steps after {} warm-up; GPU memory {} (weights {}, activations {})",
-        network.name,
-        args.batch,
-        batches,
-        burn_in,
+fn describe_memory(memory: &MemoryUse) -> String {
+    format!(
+        "GPU memory {} (weights {}, activations {}, gradients {}, scratch {})",
         megabytes(memory.total()),
         megabytes(memory.weights),
-        megabytes(memory.activations)
-    );
+        megabytes(memory.activations),
+        megabytes(memory.gradients),
+        megabytes(memory.scratch)
+    )
+}
 
+/// The driver's allocation, when it reports one, as a phrase for the output.
+fn driver_memory(ctx: &GpuContext) -> String {
+    ctx.allocated_bytes().map_or_else(
+        || "the driver gives no allocator report".into(),
+        |bytes| format!("driver allocation {}", megabytes(bytes)),
+    )
+}
+
+/// The timings and rates of one benchmarked pass.
+struct PassResult {
+    pass: Pass,
+    timings: bench::Timings,
+    flops: f64,
+    allocated_before: Option<u64>,
+    allocated_after: Option<u64>,
+}
+
+fn bench_pass(
+    net: &GpuNetwork,
+    pass: Pass,
+    batches: usize,
+    burn_in: usize,
+    flops: f64,
+) -> anyhow::Result<PassResult> {
+    let ctx = net.context();
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new((burn_in + batches) as u64);
         bar.set_style(
@@ -331,11 +393,18 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Some(bar) => bar.println(line),
         None => println!("{line}"),
     };
-    let timings = bench::forward(&net, batches, burn_in, |step, seconds| {
+    let mut allocated_before = None;
+    let timings = bench::run(net, pass, batches, burn_in, |step, seconds| {
         match step {
             None => say(format!("warm-up, duration = {seconds:.3}")),
-            Some(i) if i % every == 0 => say(format!("step {i}, duration = {seconds:.3}")),
-            Some(_) => {}
+            Some(i) => {
+                if i == 0 {
+                    allocated_before = ctx.allocated_bytes();
+                }
+                if i % every == 0 {
+                    say(format!("step {i}, duration = {seconds:.3}"));
+                }
+            }
         }
         if let Some(bar) = &bar {
             bar.inc(1);
@@ -344,24 +413,108 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let flops = model::total_flops_per_image(&plan) as f64 * args.batch as f64;
-    let gflops = flops / timings.mean / 1e9;
-    let images = args.batch as f64 / timings.mean;
+    let result = PassResult {
+        pass,
+        timings,
+        flops,
+        allocated_before,
+        allocated_after: ctx.allocated_bytes(),
+    };
     println!(
-        "Forward across {} steps, {:.3} +/- {:.3} sec / batch",
-        batches, timings.mean, timings.sd
+        "{} across {} steps, {:.3} +/- {:.3} sec / batch",
+        pass.seed_name(),
+        batches,
+        result.timings.mean,
+        result.timings.sd
     );
+    let batch = net.plan()[0].batch as f64;
     println!(
         "{:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per batch) on {}",
-        images,
-        gflops,
+        batch / result.timings.mean,
+        flops / result.timings.mean / 1e9,
         flops / 1e9,
         ctx.info.name
     );
+    if let (Some(before), Some(after)) = (result.allocated_before, result.allocated_after) {
+        println!(
+            "driver allocation {} after the first timed step, {} after the last",
+            megabytes(before),
+            megabytes(after)
+        );
+    }
+    Ok(result)
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let network = model::by_name(&args.model)?;
+    let plan = network.plan(args.batch)?;
+    let ctx = open_context(&args.device)?;
+    let (batches, burn_in) = match (args.batches, args.burn_in, ctx.software) {
+        (None, None, true) => {
+            println!(
+                "software adapter: 5 timed steps after 1 warm-up per pass instead of the seed's \
+                 100 after 10 (set --batches / --burn-in to choose)"
+            );
+            (5, 1)
+        }
+        (batches, burn_in, _) => (batches.unwrap_or(100), burn_in.unwrap_or(10)),
+    };
+    if batches == 0 {
+        anyhow::bail!("--batches must be at least 1");
+    }
+    let passes = args.pass.passes();
+    let needs_gradients = passes.contains(&Pass::ForwardBackward);
+    let params = Weights::init(&network, args.seed)?;
+    let net = if needs_gradients {
+        GpuNetwork::with_gradients(&ctx, &plan, &params)?
+    } else {
+        GpuNetwork::new(&ctx, &plan, &params)?
+    };
+    net.upload_input(&weights::random_input(&plan, args.seed))?;
+    println!(
+        "{}: batch {}, {} timed steps after {} warm-up per pass; {}; {}",
+        network.name,
+        args.batch,
+        batches,
+        burn_in,
+        describe_memory(&net.memory()),
+        driver_memory(&ctx)
+    );
+    let per_image_forward = model::total_flops_per_image(&plan) as f64;
+    let per_image_backward = model::total_backward_flops_per_image(&plan) as f64;
+    let mut results = Vec::new();
+    for &pass in passes {
+        let flops = args.batch as f64
+            * match pass {
+                Pass::Forward => per_image_forward,
+                Pass::ForwardBackward => per_image_forward + per_image_backward,
+            };
+        results.push(bench_pass(&net, pass, batches, burn_in, flops)?);
+    }
+    if let [forward, backward] = results.as_slice() {
+        println!(
+            "forward-backward / forward = {:.2} (FLOP ratio {:.2})",
+            backward.timings.mean / forward.timings.mean,
+            backward.flops / forward.flops
+        );
+    }
     if let Some(path) = &args.json {
+        let passes: Vec<_> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "pass": r.pass,
+                    "flops_per_batch": r.flops,
+                    "timings_s": r.timings,
+                    "images_per_s": args.batch as f64 / r.timings.mean,
+                    "gflops_per_s": r.flops / r.timings.mean / 1e9,
+                    "driver_allocated_bytes_first_step": r.allocated_before,
+                    "driver_allocated_bytes_last_step": r.allocated_after,
+                })
+            })
+            .collect();
         let doc = serde_json::json!({
             "model": network.name,
-            "pass": "forward",
             "adapter": {
                 "name": ctx.info.name,
                 "backend": format!("{:?}", ctx.info.backend),
@@ -374,11 +527,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "batches": batches,
             "burn_in": burn_in,
             "seed": args.seed,
-            "flops_per_batch": flops,
-            "gpu_memory_bytes": memory,
-            "timings_s": timings,
-            "images_per_s": images,
-            "gflops_per_s": gflops,
+            "gpu_memory_bytes": net.memory(),
+            "passes": passes,
         });
         write_json(path, &doc)?;
         println!("wrote {}", path.display());
@@ -402,7 +552,7 @@ fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Weights and input for check/run: from files when given, else the seed's.
+/// Weights and input for check/run/train: from files when given, else the seed's.
 fn load_or_init(
     network: &Network,
     batch: usize,
@@ -428,6 +578,24 @@ fn load_or_init(
     Ok((plan, params, data))
 }
 
+fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, extra: &[String]) {
+    println!(
+        "{:<14} {:>12} {:>12} {:>12}",
+        title, "max |error|", "max |ref|", "relative"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "{:<14} {:>12.3e} {:>12.3e} {:>12.3e}  {}{}",
+            r.name,
+            r.max_abs,
+            r.max_reference,
+            r.relative,
+            if r.within(tolerance) { "ok" } else { "FAIL" },
+            extra.get(i).map_or(String::new(), |e| format!("  {e}"))
+        );
+    }
+}
+
 fn check(
     args: &ModelArgs,
     device: &DeviceArgs,
@@ -438,41 +606,61 @@ fn check(
     let network = model::by_name(&args.model)?;
     let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
     let ctx = open_context(device)?;
-    let net = GpuNetwork::new(&ctx, &plan, &params)?;
-    let report = check::forward(&net, &params, &data)?;
+    let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
     println!(
-        "{:<8} {:>12} {:>12} {:>12}  (tolerance: max abs error / max |reference| <= {:e})",
-        "layer",
-        "max |error|",
-        "max |ref|",
-        "relative",
+        "batch {}; {}",
+        plan[0].batch,
+        describe_memory(&net.memory())
+    );
+
+    let layers = check::forward(&net, &params, &data)?;
+    println!(
+        "\nlayer outputs against the f32 CPU reference (tolerance: max |error| / max |ref| <= {:e})",
         check::TOLERANCE
     );
-    for r in &report {
-        println!(
-            "{:<8} {:>12.3e} {:>12.3e} {:>12.3e}  {}",
-            r.layer,
-            r.max_abs,
-            r.max_reference,
-            r.relative,
-            if r.passes() { "ok" } else { "FAIL" }
-        );
-    }
-    let failed: Vec<&str> = report
+    print_deviations(
+        "layer",
+        &layers.iter().collect::<Vec<_>>(),
+        check::TOLERANCE,
+        &[],
+    );
+
+    let grads = check::gradients(&net, &params, &data)?;
+    println!(
+        "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
+         (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
+         (not judged: a max-pool near-tie can route a gradient differently, see README)",
+        check::GRADIENT_TOLERANCE
+    );
+    let rows: Vec<&check::Deviation> = grads.iter().map(|g| &g.gpu).collect();
+    let scale: Vec<String> = grads
         .iter()
-        .filter(|r| !r.passes())
-        .map(|r| r.layer.as_str())
+        .map(|g| {
+            format!(
+                "(vs f64 pass: gpu {:.3e}, cpu f32 {:.3e})",
+                g.gpu_vs_f64_chain.relative, g.cpu_f32_vs_f64_chain.relative
+            )
+        })
         .collect();
+    print_deviations("parameter", &rows, check::GRADIENT_TOLERANCE, &scale);
+
+    let mut failed: Vec<&str> = layers
+        .iter()
+        .filter(|r| !r.within(check::TOLERANCE))
+        .map(|r| r.name.as_str())
+        .collect();
+    failed.extend(
+        rows.iter()
+            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
+            .map(|r| r.name.as_str()),
+    );
     if failed.is_empty() {
-        println!(
-            "check passed: batch {}, every layer within tolerance",
-            plan[0].batch
-        );
+        println!("\ncheck passed: every layer and every gradient within tolerance");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
             "error: {}",
-            Error::Mismatch(format!("layers beyond tolerance: {}", failed.join(", ")))
+            Error::Mismatch(format!("beyond tolerance: {}", failed.join(", ")))
         );
         Ok(ExitCode::FAILURE)
     }
@@ -484,22 +672,104 @@ fn run_files(
     weights: &Path,
     input: &Path,
     output: Option<&Path>,
+    grads: Option<&Path>,
 ) -> anyhow::Result<()> {
     let network = model::by_name(model_name)?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
     let ctx = open_context(device)?;
-    let net = GpuNetwork::new(&ctx, &plan, &params)?;
+    let net = if grads.is_some() {
+        GpuNetwork::with_gradients(&ctx, &plan, &params)?
+    } else {
+        GpuNetwork::new(&ctx, &plan, &params)?
+    };
     net.upload_input(&data)?;
-    net.forward()?;
+    let gradients = match grads {
+        Some(_) => {
+            net.forward_backward()?;
+            Some(net.read_gradients()?)
+        }
+        None => {
+            net.forward()?;
+            None
+        }
+    };
     let logits = net.read_output()?;
     let last = plan.last().expect("a network has layers");
     let shape = [last.batch, last.output.len()];
+    if let Some(bad) = logits.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!("the logits hold non-finite values (first at index {bad}); nothing written");
+    }
+    if let (Some(path), Some(gradients)) = (grads, &gradients) {
+        if let Some((name, _)) = gradients
+            .iter()
+            .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+        {
+            anyhow::bail!(
+                "gradient {name} holds non-finite values; {} not written",
+                path.display()
+            );
+        }
+    }
     match output {
         Some(path) => {
             npy::write(path, &shape, &logits)?;
             println!("wrote {} {:?}", path.display(), shape);
         }
         None => println!("logits {shape:?} computed (pass --output to save them)"),
+    }
+    if let (Some(path), Some(gradients)) = (grads, gradients) {
+        gradients.save(path)?;
+        println!(
+            "wrote {} (gradients of l2_loss = {:.6e})",
+            path.display(),
+            reference::l2_loss(&logits)
+        );
+    }
+    Ok(())
+}
+
+fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
+        anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
+    }
+    let network = model::by_name(&args.model.model)?;
+    let (plan, params, data) = load_or_init(
+        &network,
+        args.model.batch,
+        args.weights.as_deref(),
+        args.input.as_deref(),
+        args.seed,
+    )?;
+    let ctx = open_context(&args.device)?;
+    let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
+    let sgd = Sgd::new(&net, args.lr, args.momentum)?;
+    net.upload_input(&data)?;
+    println!(
+        "training {} on one batch of {}: SGD lr {:e}, momentum {}; {} + velocities {}",
+        network.name,
+        plan[0].batch,
+        args.lr,
+        args.momentum,
+        describe_memory(&net.memory()),
+        megabytes(sgd.memory)
+    );
+    for step in 0..args.steps {
+        sgd.step()?;
+        if step % 10 == 0 || step + 1 == args.steps {
+            // The logits are those of this step's forward pass, before its update.
+            let loss = reference::l2_loss(&net.read_output()?);
+            if !loss.is_finite() {
+                anyhow::bail!("step {step}: the loss is no longer finite; lower --lr");
+            }
+            println!("step {step}, loss = {loss:.6e}");
+        }
+    }
+    if let Some(path) = &args.out {
+        net.read_weights()?.save(path)?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

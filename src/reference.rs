@@ -1,43 +1,146 @@
-//! The CPU reference: every op, plainly, on NCHW f32 slices. This is the specification the GPU
-//! kernels are checked against, so it favours being obviously right over being fast. The one
-//! concession to speed is the matrix product, done by the `matrixmultiply` crate (convolution as
-//! an explicit im2col followed by that product), so a batch of 32 checks in seconds.
+//! The CPU reference: every op, forward and backward, plainly, on NCHW slices. This is the
+//! specification the GPU kernels are checked against, so it favours being obviously right over
+//! being fast. Every op is generic over the float type: f32 to compare with the GPU bit for bit
+//! in spirit, f64 as the exact answer that both are measured against (SEED.md's numerical note:
+//! f32 frameworks disagree by ~0.6% on conv1's and conv2's weight gradients, so f32 alone cannot
+//! be the judge). The one concession to speed is the matrix product, done by the
+//! `matrixmultiply` crate (convolution as an explicit im2col followed by that product).
+
+use std::fmt::Debug;
+use std::iter::Sum;
 
 use crate::model::{Dims, LayerKind, LayerPlan, Pad, Window};
 use crate::weights::Weights;
 
-/// `c[m, n] = sum_k a[m, k] * b[k, n]` with explicit row and column strides for a and b,
-/// written into a dense row-major `c` (overwritten).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    a_strides: (isize, isize),
-    b: &[f32],
-    b_strides: (isize, isize),
-    c: &mut [f32],
-) {
-    assert!(c.len() >= m * n);
-    // SAFETY: the callers pass slices that cover every index the strides reach
-    // (checked by the asserts in conv2d_forward and linear_forward).
+/// A float type the reference runs in: f32 or f64.
+pub trait Real: num_traits::Float + Sum + Default + Debug + Send + Sync + 'static {
+    /// Converts from the f32 the files and the GPU use.
+    fn from_f32(v: f32) -> Self;
+    /// Converts to f32 for comparison with the GPU.
+    fn to_f32(self) -> f32;
+    /// `c = (accumulate ? c : 0) + a * b` through matrixmultiply, with (row, column) strides.
+    ///
+    /// # Safety
+    /// Every index the strides reach must lie inside the slices.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        a_strides: (isize, isize),
+        b: *const Self,
+        b_strides: (isize, isize),
+        c: *mut Self,
+        c_strides: (isize, isize),
+        accumulate: bool,
+    );
+}
+
+macro_rules! real {
+    ($t:ty, $gemm:path) => {
+        impl Real for $t {
+            fn from_f32(v: f32) -> Self {
+                v as $t
+            }
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            unsafe fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: *const Self,
+                a_strides: (isize, isize),
+                b: *const Self,
+                b_strides: (isize, isize),
+                c: *mut Self,
+                c_strides: (isize, isize),
+                accumulate: bool,
+            ) {
+                let beta = if accumulate { 1.0 } else { 0.0 };
+                // SAFETY: the caller guarantees the strides stay inside the slices.
+                unsafe {
+                    $gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a,
+                        a_strides.0,
+                        a_strides.1,
+                        b,
+                        b_strides.0,
+                        b_strides.1,
+                        beta,
+                        c,
+                        c_strides.0,
+                        c_strides.1,
+                    )
+                }
+            }
+        }
+    };
+}
+real!(f32, matrixmultiply::sgemm);
+real!(f64, matrixmultiply::dgemm);
+
+/// A matrix operand: a slice read through (row, column) strides.
+struct Mat<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    strides: (usize, usize),
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A dense row-major matrix.
+    fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            strides: (cols, 1),
+        }
+    }
+
+    /// The transpose of a dense row-major `rows x cols` matrix.
+    fn transposed(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows: cols,
+            cols: rows,
+            strides: (1, cols),
+        }
+    }
+
+    fn last_index(&self) -> usize {
+        (self.rows - 1) * self.strides.0 + (self.cols - 1) * self.strides.1
+    }
+}
+
+/// `c = (accumulate ? c : 0) + a * b`, c dense row-major.
+fn matmul<T: Real>(a: &Mat<T>, b: &Mat<T>, c: &mut [T], accumulate: bool) {
+    assert_eq!(a.cols, b.rows);
+    if a.rows == 0 || b.cols == 0 || a.cols == 0 {
+        return;
+    }
+    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len());
+    assert!(c.len() >= a.rows * b.cols);
+    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
+    // SAFETY: the asserts above keep every strided index inside the slices.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            a_strides.0,
-            a_strides.1,
-            b.as_ptr(),
-            b_strides.0,
-            b_strides.1,
-            0.0,
+        T::gemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            a.data.as_ptr(),
+            s(a.strides),
+            b.data.as_ptr(),
+            s(b.strides),
             c.as_mut_ptr(),
-            n as isize,
-            1,
+            (b.cols as isize, 1),
+            accumulate,
         );
     }
 }
@@ -54,231 +157,558 @@ pub struct ConvSpec {
     pub relu: bool,
 }
 
-/// The im2col matrix of one image and group: `[in_per_group * kh * kw, out_h * out_w]`,
-/// zero where a tap falls into the padding.
-fn im2col(image: &[f32], spec: &ConvSpec, group: usize) -> Vec<f32> {
-    let in_per_group = spec.input.channels / spec.groups;
-    let (h, w) = (spec.input.height, spec.input.width);
-    let (oh, ow) = (spec.output.height, spec.output.width);
-    let win = &spec.window;
-    let mut columns = vec![0.0f32; in_per_group * win.height * win.width * oh * ow];
-    let mut row = 0;
-    for c in 0..in_per_group {
-        let plane = &image[(group * in_per_group + c) * h * w..][..h * w];
-        for ky in 0..win.height {
-            for kx in 0..win.width {
-                let out_row = &mut columns[row * oh * ow..][..oh * ow];
-                for y in 0..oh {
-                    let iy = (y * win.stride_height + ky) as isize - spec.pad.top as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for x in 0..ow {
-                        let ix = (x * win.stride_width + kx) as isize - spec.pad.left as isize;
-                        if ix >= 0 && ix < w as isize {
-                            out_row[y * ow + x] = plane[iy as usize * w + ix as usize];
+impl ConvSpec {
+    /// The convolution of a planned conv layer.
+    pub fn of(plan: &LayerPlan) -> Option<Self> {
+        match plan.layer.kind {
+            LayerKind::Conv2d {
+                window,
+                groups,
+                relu,
+                ..
+            } => Some(ConvSpec {
+                batch: plan.batch,
+                input: plan.input,
+                output: plan.output,
+                window,
+                pad: plan.pad,
+                groups,
+                relu,
+            }),
+            _ => None,
+        }
+    }
+
+    fn in_per_group(&self) -> usize {
+        self.input.channels / self.groups
+    }
+
+    fn out_per_group(&self) -> usize {
+        self.output.channels / self.groups
+    }
+
+    /// Reduction length of one output: in/groups x kh x kw.
+    fn taps(&self) -> usize {
+        self.in_per_group() * self.window.height * self.window.width
+    }
+
+    fn out_plane(&self) -> usize {
+        self.output.height * self.output.width
+    }
+
+    /// Calls `f(row, out_pixel, in_index)` for every im2col entry of `group` that falls inside the
+    /// input (padding taps are skipped): row = (c, ky, kx), in_index into one image.
+    fn for_each_tap(&self, group: usize, mut f: impl FnMut(usize, usize, usize)) {
+        let (h, w) = (self.input.height as isize, self.input.width as isize);
+        let (oh, ow) = (self.output.height, self.output.width);
+        let win = &self.window;
+        let mut row = 0;
+        for c in 0..self.in_per_group() {
+            let plane = (group * self.in_per_group() + c) * self.input.height * self.input.width;
+            for ky in 0..win.height {
+                for kx in 0..win.width {
+                    for y in 0..oh {
+                        let iy = (y * win.stride_height + ky) as isize - self.pad.top as isize;
+                        if iy < 0 || iy >= h {
+                            continue;
+                        }
+                        for x in 0..ow {
+                            let ix = (x * win.stride_width + kx) as isize - self.pad.left as isize;
+                            if ix >= 0 && ix < w {
+                                f(row, y * ow + x, plane + (iy * w + ix) as usize);
+                            }
                         }
                     }
+                    row += 1;
                 }
-                row += 1;
             }
         }
     }
-    columns
+
+    /// The im2col matrix of one image and group: `[taps, out_h * out_w]`, zero in the padding.
+    fn im2col<T: Real>(&self, image: &[T], group: usize) -> Vec<T> {
+        let plane = self.out_plane();
+        let mut columns = vec![T::zero(); self.taps() * plane];
+        self.for_each_tap(group, |row, pixel, at| {
+            columns[row * plane + pixel] = image[at]
+        });
+        columns
+    }
+
+    /// Adds an im2col-shaped gradient back into one image's input gradient.
+    fn col2im<T: Real>(&self, columns: &[T], group: usize, image: &mut [T]) {
+        let plane = self.out_plane();
+        self.for_each_tap(group, |row, pixel, at| {
+            image[at] = image[at] + columns[row * plane + pixel]
+        });
+    }
 }
 
 /// 2-D convolution with bias and optional ReLU. `weight` is `[out, in/groups, kh, kw]`.
-pub fn conv2d_forward(input: &[f32], weight: &[f32], bias: &[f32], spec: &ConvSpec) -> Vec<f32> {
-    let in_per_group = spec.input.channels / spec.groups;
-    let out_per_group = spec.output.channels / spec.groups;
-    let taps = in_per_group * spec.window.height * spec.window.width;
-    let plane = spec.output.height * spec.output.width;
+pub fn conv2d_forward<T: Real>(input: &[T], weight: &[T], bias: &[T], spec: &ConvSpec) -> Vec<T> {
+    let (taps, plane, opg) = (spec.taps(), spec.out_plane(), spec.out_per_group());
     assert_eq!(input.len(), spec.batch * spec.input.len());
     assert_eq!(weight.len(), spec.output.channels * taps);
     assert_eq!(bias.len(), spec.output.channels);
-    let mut output = vec![0.0f32; spec.batch * spec.output.len()];
+    let mut output = vec![T::zero(); spec.batch * spec.output.len()];
     for n in 0..spec.batch {
         let image = &input[n * spec.input.len()..][..spec.input.len()];
         for g in 0..spec.groups {
-            let columns = im2col(image, spec, g);
-            let w = &weight[g * out_per_group * taps..][..out_per_group * taps];
-            let out = &mut output[(n * spec.output.channels + g * out_per_group) * plane..]
-                [..out_per_group * plane];
-            matmul(
-                out_per_group,
-                taps,
-                plane,
-                w,
-                (taps as isize, 1),
-                &columns,
-                (plane as isize, 1),
-                out,
-            );
+            let columns = spec.im2col(image, g);
+            let w = Mat::rows(&weight[g * opg * taps..][..opg * taps], opg, taps);
+            let out = &mut output[(n * spec.output.channels + g * opg) * plane..][..opg * plane];
+            matmul(&w, &Mat::rows(&columns, taps, plane), out, false);
             for (o, row) in out.chunks_mut(plane).enumerate() {
-                let b = bias[g * out_per_group + o];
+                let b = bias[g * opg + o];
                 for v in row {
-                    *v += b;
+                    *v = *v + b;
                     if spec.relu {
-                        *v = v.max(0.0);
+                        *v = v.max(T::zero());
                     }
                 }
             }
         }
     }
     output
+}
+
+/// Gradients of a convolution. `grad_output` is the gradient of the convolution's result
+/// (after ReLU's backward, where there is one). Returns (input gradient if asked for, weight
+/// gradient `[out, in/groups, kh, kw]`, bias gradient).
+pub fn conv2d_backward<T: Real>(
+    input: &[T],
+    weight: &[T],
+    grad_output: &[T],
+    spec: &ConvSpec,
+    need_input_grad: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let (taps, plane, opg) = (spec.taps(), spec.out_plane(), spec.out_per_group());
+    let mut grad_weight = vec![T::zero(); weight.len()];
+    let mut grad_bias = vec![T::zero(); spec.output.channels];
+    let mut grad_input = need_input_grad.then(|| vec![T::zero(); input.len()]);
+    for n in 0..spec.batch {
+        let image = &input[n * spec.input.len()..][..spec.input.len()];
+        for g in 0..spec.groups {
+            let dy = &grad_output[(n * spec.output.channels + g * opg) * plane..][..opg * plane];
+            let dy = Mat::rows(dy, opg, plane);
+            let columns = spec.im2col(image, g);
+            let dw = &mut grad_weight[g * opg * taps..][..opg * taps];
+            matmul(&dy, &Mat::transposed(&columns, taps, plane), dw, true);
+            for (o, row) in dy.data.chunks(plane).enumerate() {
+                let b = &mut grad_bias[g * opg + o];
+                *b = *b + row.iter().copied().sum();
+            }
+            if let Some(dx) = grad_input.as_mut() {
+                let w = Mat::transposed(&weight[g * opg * taps..][..opg * taps], opg, taps);
+                let mut dcol = vec![T::zero(); taps * plane];
+                matmul(&w, &dy, &mut dcol, false);
+                spec.col2im(
+                    &dcol,
+                    g,
+                    &mut dx[n * spec.input.len()..][..spec.input.len()],
+                );
+            }
+        }
+    }
+    (grad_input, grad_weight, grad_bias)
+}
+
+/// LRN's parameters, TensorFlow's names.
+#[derive(Clone, Copy, Debug)]
+pub struct LrnSpec {
+    pub depth_radius: usize,
+    pub bias: f32,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl LrnSpec {
+    /// `bias + alpha * sum_{k in window(c)} x[k]^2` at one position; `at(k)` reads channel k.
+    fn normaliser<T: Real>(&self, channels: usize, c: usize, at: impl Fn(usize) -> T) -> T {
+        let lo = c.saturating_sub(self.depth_radius);
+        let hi = (c + self.depth_radius).min(channels - 1);
+        let sum_sq: T = (lo..=hi).map(|k| at(k) * at(k)).sum();
+        T::from_f32(self.bias) + T::from_f32(self.alpha) * sum_sq
+    }
 }
 
 /// Local response normalisation across channels, TensorFlow's semantics:
 /// `x / (bias + alpha * sum_{window} x^2)^beta`, window clipped at the channel ends.
-pub fn lrn_forward(
-    input: &[f32],
-    batch: usize,
-    dims: Dims,
-    depth_radius: usize,
-    bias: f32,
-    alpha: f32,
-    beta: f32,
-) -> Vec<f32> {
+pub fn lrn_forward<T: Real>(input: &[T], batch: usize, dims: Dims, spec: &LrnSpec) -> Vec<T> {
     let plane = dims.height * dims.width;
-    let mut output = vec![0.0f32; input.len()];
+    let beta = T::from_f32(spec.beta);
+    let mut output = vec![T::zero(); input.len()];
     for n in 0..batch {
-        for c in 0..dims.channels {
-            let lo = c.saturating_sub(depth_radius);
-            let hi = (c + depth_radius).min(dims.channels - 1);
-            for p in 0..plane {
-                let at = |k: usize| input[(n * dims.channels + k) * plane + p];
-                let sum_sq: f32 = (lo..=hi).map(|k| at(k) * at(k)).sum();
-                output[(n * dims.channels + c) * plane + p] =
-                    at(c) * (bias + alpha * sum_sq).powf(-beta);
+        for p in 0..plane {
+            let at = |k: usize| input[(n * dims.channels + k) * plane + p];
+            for c in 0..dims.channels {
+                let d = spec.normaliser(dims.channels, c, at);
+                output[(n * dims.channels + c) * plane + p] = at(c) * d.powf(-beta);
             }
         }
     }
     output
+}
+
+/// LRN backward: `g[j] d[j]^-beta - 2 alpha beta x[j] sum_{c in window(j)} g[c] x[c] d[c]^(-beta-1)`.
+pub fn lrn_backward<T: Real>(
+    input: &[T],
+    grad_output: &[T],
+    batch: usize,
+    dims: Dims,
+    spec: &LrnSpec,
+) -> Vec<T> {
+    let plane = dims.height * dims.width;
+    let (alpha, beta) = (T::from_f32(spec.alpha), T::from_f32(spec.beta));
+    let two = T::one() + T::one();
+    let mut grad_input = vec![T::zero(); input.len()];
+    for n in 0..batch {
+        for p in 0..plane {
+            let index = |k: usize| (n * dims.channels + k) * plane + p;
+            let at = |k: usize| input[index(k)];
+            let d: Vec<T> = (0..dims.channels)
+                .map(|c| spec.normaliser(dims.channels, c, at))
+                .collect();
+            for j in 0..dims.channels {
+                let lo = j.saturating_sub(spec.depth_radius);
+                let hi = (j + spec.depth_radius).min(dims.channels - 1);
+                let cross: T = (lo..=hi)
+                    .map(|c| grad_output[index(c)] * at(c) * d[c].powf(-beta - T::one()))
+                    .sum();
+                grad_input[index(j)] =
+                    grad_output[index(j)] * d[j].powf(-beta) - two * alpha * beta * at(j) * cross;
+            }
+        }
+    }
+    grad_input
+}
+
+/// A pooling window's geometry at one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSpec {
+    pub batch: usize,
+    pub input: Dims,
+    pub output: Dims,
+    pub window: Window,
+    pub pad: Pad,
+}
+
+impl PoolSpec {
+    /// Index within the plane of window (oy, ox)'s maximum: the first one in row-major window
+    /// order (TensorFlow's tie rule), padding never counted.
+    fn argmax<T: Real>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
+        let (h, w) = (self.input.height as isize, self.input.width as isize);
+        let mut best: Option<(T, usize)> = None;
+        for ky in 0..self.window.height {
+            for kx in 0..self.window.width {
+                let iy = (oy * self.window.stride_height + ky) as isize - self.pad.top as isize;
+                let ix = (ox * self.window.stride_width + kx) as isize - self.pad.left as isize;
+                if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                    let at = (iy * w + ix) as usize;
+                    if best.is_none_or(|(v, _)| plane[at] > v) {
+                        best = Some((plane[at], at));
+                    }
+                }
+            }
+        }
+        best.expect("a window always covers part of the input").1
+    }
 }
 
 /// Max pooling over the positions of each window that lie inside the input.
-pub fn max_pool_forward(
-    input: &[f32],
-    batch: usize,
-    input_dims: Dims,
-    output_dims: Dims,
-    window: &Window,
-    pad: &Pad,
-) -> Vec<f32> {
-    let (h, w) = (input_dims.height, input_dims.width);
-    let mut output = Vec::with_capacity(batch * output_dims.len());
-    for plane in input.chunks(h * w) {
-        for oy in 0..output_dims.height {
-            for ox in 0..output_dims.width {
-                let mut best = f32::NEG_INFINITY;
-                for ky in 0..window.height {
-                    for kx in 0..window.width {
-                        let iy = (oy * window.stride_height + ky) as isize - pad.top as isize;
-                        let ix = (ox * window.stride_width + kx) as isize - pad.left as isize;
-                        if iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize {
-                            best = best.max(plane[iy as usize * w + ix as usize]);
-                        }
-                    }
-                }
-                output.push(best);
+pub fn max_pool_forward<T: Real>(input: &[T], spec: &PoolSpec) -> Vec<T> {
+    let mut output = Vec::with_capacity(spec.batch * spec.output.len());
+    for plane in input.chunks(spec.input.height * spec.input.width) {
+        for oy in 0..spec.output.height {
+            for ox in 0..spec.output.width {
+                output.push(plane[spec.argmax(plane, oy, ox)]);
             }
         }
     }
     output
+}
+
+/// Max pooling backward: each output gradient goes to its window's (first) maximum.
+pub fn max_pool_backward<T: Real>(input: &[T], grad_output: &[T], spec: &PoolSpec) -> Vec<T> {
+    let in_plane = spec.input.height * spec.input.width;
+    let out_plane = spec.output.height * spec.output.width;
+    let mut grad_input = vec![T::zero(); input.len()];
+    for (p, plane) in input.chunks(in_plane).enumerate() {
+        for oy in 0..spec.output.height {
+            for ox in 0..spec.output.width {
+                let at = p * in_plane + spec.argmax(plane, oy, ox);
+                let g = grad_output[p * out_plane + oy * spec.output.width + ox];
+                grad_input[at] = grad_input[at] + g;
+            }
+        }
+    }
+    grad_input
 }
 
 /// Fully connected layer: `output[n, o] = sum_i input[n, i] * weight[o, i] + bias[o]`, optional ReLU.
-pub fn linear_forward(
-    input: &[f32],
+pub fn linear_forward<T: Real>(
+    input: &[T],
     batch: usize,
-    weight: &[f32],
-    bias: &[f32],
+    weight: &[T],
+    bias: &[T],
     relu: bool,
-) -> Vec<f32> {
-    let out_features = bias.len();
-    let in_features = input.len() / batch;
-    assert_eq!(input.len(), batch * in_features);
-    assert_eq!(weight.len(), out_features * in_features);
-    let mut output = vec![0.0f32; batch * out_features];
+) -> Vec<T> {
+    let (out_features, in_features) = (bias.len(), input.len() / batch);
+    let mut output = vec![T::zero(); batch * out_features];
     matmul(
-        batch,
-        in_features,
-        out_features,
-        input,
-        (in_features as isize, 1),
-        weight,
-        (1, in_features as isize),
+        &Mat::rows(input, batch, in_features),
+        &Mat::transposed(weight, out_features, in_features),
         &mut output,
+        false,
     );
     for row in output.chunks_mut(out_features) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += b;
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = *v + b;
             if relu {
-                *v = v.max(0.0);
+                *v = v.max(T::zero());
             }
         }
     }
     output
 }
 
-/// Runs one planned layer on the CPU.
-pub fn layer_forward(plan: &LayerPlan, input: &[f32], weights: &Weights) -> Vec<f32> {
-    let name = &plan.layer.name;
-    match &plan.layer.kind {
-        LayerKind::Conv2d {
-            window,
-            groups,
-            relu,
-            ..
-        } => {
-            let spec = ConvSpec {
-                batch: plan.batch,
-                input: plan.input,
-                output: plan.output,
-                window: *window,
-                pad: plan.pad,
-                groups: *groups,
-                relu: *relu,
-            };
-            let (w, b) = weights.layer(name);
-            conv2d_forward(input, w, b, &spec)
+/// Gradients of a fully connected layer: (input gradient if asked for, weight gradient
+/// `[out, in]`, bias gradient).
+pub fn linear_backward<T: Real>(
+    input: &[T],
+    weight: &[T],
+    grad_output: &[T],
+    batch: usize,
+    need_input_grad: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let out_features = grad_output.len() / batch;
+    let in_features = input.len() / batch;
+    let dy = Mat::rows(grad_output, batch, out_features);
+    let mut grad_weight = vec![T::zero(); weight.len()];
+    matmul(
+        &Mat::transposed(grad_output, batch, out_features),
+        &Mat::rows(input, batch, in_features),
+        &mut grad_weight,
+        false,
+    );
+    let grad_bias = (0..out_features)
+        .map(|o| (0..batch).map(|n| grad_output[n * out_features + o]).sum())
+        .collect();
+    let grad_input = need_input_grad.then(|| {
+        let mut dx = vec![T::zero(); input.len()];
+        matmul(
+            &dy,
+            &Mat::rows(weight, out_features, in_features),
+            &mut dx,
+            false,
+        );
+        dx
+    });
+    (grad_input, grad_weight, grad_bias)
+}
+
+/// ReLU backward: the gradient where the output is positive, zero elsewhere.
+pub fn relu_backward<T: Real>(output: &[T], grad_output: &[T]) -> Vec<T> {
+    output
+        .iter()
+        .zip(grad_output)
+        .map(|(&y, &g)| if y > T::zero() { g } else { T::zero() })
+        .collect()
+}
+
+/// The seed's loss: `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the logits.
+pub fn l2_loss<T: Real>(logits: &[T]) -> T {
+    logits.iter().map(|&v| v * v).sum::<T>() / (T::one() + T::one())
+}
+
+/// A network's parameters in the reference's float type, in the network's order.
+#[derive(Clone, Debug)]
+pub struct Parameters<T> {
+    tensors: Vec<(String, Vec<T>)>,
+}
+
+impl<T: Real> Parameters<T> {
+    /// Converts f32 weights.
+    pub fn from_weights(weights: &Weights) -> Self {
+        Parameters {
+            tensors: weights
+                .iter()
+                .map(|(name, t)| {
+                    (
+                        name.to_string(),
+                        t.data.iter().map(|&v| T::from_f32(v)).collect(),
+                    )
+                })
+                .collect(),
         }
+    }
+
+    /// A layer's weight and bias.
+    pub fn layer(&self, layer: &str) -> (&[T], &[T]) {
+        let get = |suffix: &str| {
+            let name = format!("{layer}.{suffix}");
+            self.tensors
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t.as_slice())
+                .unwrap_or_else(|| panic!("no tensor {name}"))
+        };
+        (get("weight"), get("bias"))
+    }
+}
+
+fn lrn_spec(kind: &LayerKind) -> Option<LrnSpec> {
+    match *kind {
         LayerKind::Lrn {
             depth_radius,
             bias,
             alpha,
             beta,
-        } => lrn_forward(
-            input,
-            plan.batch,
-            plan.input,
-            *depth_radius,
-            *bias,
-            *alpha,
-            *beta,
-        ),
-        LayerKind::MaxPool { window } => max_pool_forward(
-            input,
-            plan.batch,
-            plan.input,
-            plan.output,
+        } => Some(LrnSpec {
+            depth_radius,
+            bias,
+            alpha,
+            beta,
+        }),
+        _ => None,
+    }
+}
+
+fn pool_spec(plan: &LayerPlan) -> Option<PoolSpec> {
+    match plan.layer.kind {
+        LayerKind::MaxPool { window } => Some(PoolSpec {
+            batch: plan.batch,
+            input: plan.input,
+            output: plan.output,
             window,
-            &plan.pad,
+            pad: plan.pad,
+        }),
+        _ => None,
+    }
+}
+
+/// Runs one planned layer on the CPU.
+pub fn layer_forward<T: Real>(plan: &LayerPlan, input: &[T], params: &Parameters<T>) -> Vec<T> {
+    let name = &plan.layer.name;
+    match &plan.layer.kind {
+        LayerKind::Conv2d { .. } => {
+            let (w, b) = params.layer(name);
+            conv2d_forward(input, w, b, &ConvSpec::of(plan).expect("a conv layer"))
+        }
+        kind @ LayerKind::Lrn { .. } => lrn_forward(
+            input,
+            plan.batch,
+            plan.input,
+            &lrn_spec(kind).expect("an LRN layer"),
         ),
+        LayerKind::MaxPool { .. } => {
+            max_pool_forward(input, &pool_spec(plan).expect("a pooling layer"))
+        }
         LayerKind::Linear { relu, .. } => {
-            let (w, b) = weights.layer(name);
+            let (w, b) = params.layer(name);
             linear_forward(input, plan.batch, w, b, *relu)
         }
     }
 }
 
 /// Runs a whole planned network on the CPU and returns every layer's output, in order.
-pub fn forward(plan: &[LayerPlan], weights: &Weights, input: &[f32]) -> Vec<Vec<f32>> {
-    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(plan.len());
+pub fn forward<T: Real>(plan: &[LayerPlan], params: &Parameters<T>, input: &[T]) -> Vec<Vec<T>> {
+    let mut outputs: Vec<Vec<T>> = Vec::with_capacity(plan.len());
     for layer in plan {
         let x = outputs.last().map_or(input, Vec::as_slice);
-        let y = layer_forward(layer, x, weights);
+        let y = layer_forward(layer, x, params);
         outputs.push(y);
     }
     outputs
+}
+
+/// One layer's gradients: of its input (when asked for) and of its parameters.
+#[derive(Clone, Debug, Default)]
+pub struct LayerGrads<T> {
+    pub input: Option<Vec<T>>,
+    pub weight: Option<Vec<T>>,
+    pub bias: Option<Vec<T>>,
+}
+
+/// Backward through one layer, given its input, its output and the gradient of its output.
+pub fn layer_backward<T: Real>(
+    plan: &LayerPlan,
+    input: &[T],
+    output: &[T],
+    grad_output: &[T],
+    params: &Parameters<T>,
+    need_input_grad: bool,
+) -> LayerGrads<T> {
+    let name = &plan.layer.name;
+    let with_params = |(input, weight, bias): (Option<Vec<T>>, Vec<T>, Vec<T>)| LayerGrads {
+        input,
+        weight: Some(weight),
+        bias: Some(bias),
+    };
+    match &plan.layer.kind {
+        LayerKind::Conv2d { relu, .. } => {
+            let spec = ConvSpec::of(plan).expect("a conv layer");
+            let dy = if *relu {
+                relu_backward(output, grad_output)
+            } else {
+                grad_output.to_vec()
+            };
+            let (w, _) = params.layer(name);
+            with_params(conv2d_backward(input, w, &dy, &spec, need_input_grad))
+        }
+        LayerKind::Linear { relu, .. } => {
+            let dy = if *relu {
+                relu_backward(output, grad_output)
+            } else {
+                grad_output.to_vec()
+            };
+            let (w, _) = params.layer(name);
+            with_params(linear_backward(input, w, &dy, plan.batch, need_input_grad))
+        }
+        kind @ LayerKind::Lrn { .. } => LayerGrads {
+            input: Some(lrn_backward(
+                input,
+                grad_output,
+                plan.batch,
+                plan.input,
+                &lrn_spec(kind).expect("an LRN layer"),
+            )),
+            ..Default::default()
+        },
+        LayerKind::MaxPool { .. } => LayerGrads {
+            input: Some(max_pool_backward(
+                input,
+                grad_output,
+                &pool_spec(plan).expect("a pooling layer"),
+            )),
+            ..Default::default()
+        },
+    }
+}
+
+/// The gradients of `l2_loss(last output)` with respect to every parameter tensor, named as in
+/// the weights file and in its layouts, in the network's order. `outputs` are the forward
+/// pass's layer outputs.
+pub fn backward<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    outputs: &[Vec<T>],
+) -> Vec<(String, Vec<T>)> {
+    let mut grads = Vec::new();
+    let mut grad = outputs.last().expect("a network has layers").clone();
+    for (i, layer) in plan.iter().enumerate().rev() {
+        let x = if i == 0 { input } else { &outputs[i - 1] };
+        let g = layer_backward(layer, x, &outputs[i], &grad, params, i > 0);
+        let name = &layer.layer.name;
+        if let (Some(w), Some(b)) = (g.weight, g.bias) {
+            grads.push((format!("{name}.bias"), b));
+            grads.push((format!("{name}.weight"), w));
+        }
+        if let Some(dx) = g.input {
+            grad = dx;
+        }
+    }
+    grads.reverse();
+    grads
 }

@@ -27,5 +27,33 @@ pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
 pub const LRN_FORWARD: ShaderSource = shader!("lrn_forward.wgsl", "lrn_forward");
 pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_forward");
 
-/// All kernels.
-pub const ALL: &[ShaderSource] = &[CONV2D_FORWARD, GEMM, LRN_FORWARD, MAX_POOL_FORWARD];
+pub const CONV2D_BACKWARD_DATA: ShaderSource =
+    shader!("conv2d_backward_data.wgsl", "conv2d_backward_data");
+pub const CONV2D_BACKWARD_FILTER: ShaderSource =
+    shader!("conv2d_backward_filter.wgsl", "conv2d_backward_filter");
+pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks");
+pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward");
+pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
+pub const LRN_BACKWARD_PREPARE: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward_prepare");
+pub const LRN_BACKWARD: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward");
+pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "max_pool_backward");
+pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul");
+pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd");
+
+/// Every kernel entry point.
+pub const ALL: &[ShaderSource] = &[
+    CONV2D_FORWARD,
+    GEMM,
+    LRN_FORWARD,
+    MAX_POOL_FORWARD,
+    CONV2D_BACKWARD_DATA,
+    CONV2D_BACKWARD_FILTER,
+    SUM_CHUNKS,
+    BIAS_BACKWARD,
+    RELU_BACKWARD,
+    LRN_BACKWARD_PREPARE,
+    LRN_BACKWARD,
+    MAX_POOL_BACKWARD,
+    MATMUL,
+    SGD,
+];

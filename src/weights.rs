@@ -92,6 +92,11 @@ impl Weights {
         Ok(Weights { tensors })
     }
 
+    /// Tensors already checked against their network (gradients read back from the GPU).
+    pub(crate) fn from_tensors(tensors: Vec<(String, Tensor)>) -> Self {
+        Weights { tensors }
+    }
+
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)

@@ -20,15 +20,86 @@ fn forward_matches_cpu_reference_at_batch_2() {
         assert_eq!(report.len(), plan.len());
         for layer in &report {
             assert!(
-                layer.passes(),
+                layer.within(check::TOLERANCE),
                 "{} on {}: {layer:?} (tolerance {:e})",
-                layer.layer,
-                ctx.info.name,
+                layer.name,
+                ctx.describe(),
                 check::TOLERANCE
             );
         }
         // The logits are far from trivial: the check would notice a zeroed layer.
         assert!(report.last().unwrap().max_reference > 1.0);
+    }
+}
+
+/// All 16 gradients of l2_loss(logits) against the f64 reference. The conv biases are set to 0.1
+/// as in SEED.md's numerical note, which makes the logits reach ~3e4 and, with this seed, puts a
+/// near-tie in one pool2 window that the GPU's f32 forward routes differently from an f64 one.
+/// Judged strictly on the GPU's routing; against the fully f64 pass only loosely (a rerouted
+/// gradient moves conv1's and conv2's weight gradients by ~1%, see check::GRADIENT_TOLERANCE).
+#[test]
+fn gradients_match_the_f64_reference() {
+    let network = model::alexnet();
+    let plan = network.plan(2).unwrap();
+    let mut params = Weights::init(&network, 9).unwrap();
+    for name in [
+        "conv1.bias",
+        "conv2.bias",
+        "conv3.bias",
+        "conv4.bias",
+        "conv5.bias",
+    ] {
+        params.get_mut(name).unwrap().data.fill(0.1);
+    }
+    let input = weights::random_input(&plan, 9);
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        let report = check::gradients(&net, &params, &input).unwrap();
+        assert_eq!(report.len(), 16);
+        for g in &report {
+            assert!(
+                g.gpu.within(check::GRADIENT_TOLERANCE),
+                "{} on {}: {:?}",
+                g.gpu.name,
+                ctx.describe(),
+                g.gpu
+            );
+            assert!(g.gpu.max_reference > 0.0, "{} is all zeros", g.gpu.name);
+            assert!(
+                g.gpu_vs_f64_chain.relative < 3e-2,
+                "{} on {}: {:?}",
+                g.gpu.name,
+                ctx.describe(),
+                g.gpu_vs_f64_chain
+            );
+        }
+    }
+}
+
+#[test]
+fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
+    let network = model::alexnet();
+    let plan = network.plan(2).unwrap();
+    let params = Weights::init(&network, 5).unwrap();
+    let input = weights::random_input(&plan, 5);
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        let sgd = convnet_wgpu::gpu::Sgd::new(&net, 1e-11, 0.5).unwrap();
+        net.upload_input(&input).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..6 {
+            sgd.step().unwrap();
+            losses.push(convnet_wgpu::reference::l2_loss(
+                &net.read_output().unwrap(),
+            ));
+        }
+        assert!(
+            losses.last().unwrap() < &(losses[0] * 0.5),
+            "{}: losses {losses:?}",
+            ctx.describe()
+        );
+        // The weights really changed on the GPU.
+        assert_ne!(net.read_weights().unwrap(), params);
     }
 }
 

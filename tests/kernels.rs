@@ -1,19 +1,44 @@
-//! Every forward kernel against the CPU reference, on every adapter, over shapes chosen to be
-//! awkward: odd sizes, stride > 1, asymmetric padding, groups, batch 1, channel counts that are
-//! not a multiple of the 16-wide register block, windows larger than the input.
+//! Every kernel, forward and backward, against the CPU reference, on every adapter, over shapes
+//! chosen to be awkward: odd sizes, stride > 1, asymmetric padding, groups, batch 1, channel
+//! counts that are not a multiple of the 16-wide register block, windows larger than the input.
 //!
-//! Tolerance: a single layer sums at most a few hundred products here, so the f32 reordering
-//! error is ~1e-6 of the layer's scale; 1e-5 catches any indexing or padding mistake (errors of
-//! order 1) with margin. LRN's pow may run a few ulp apart between GPU and CPU libm.
+//! Each case is a network of two layers: an identity (1x1 max pool) and the layer under test, so
+//! that the backward pass computes the layer's input gradient too (the first layer skips it).
+//! The loss is the seed's `l2_loss` of the layer's output, so the output gradient is the output.
+//!
+//! Tolerance: a test layer sums at most a few thousand products, so the f32 reordering error is
+//! ~1e-6 of a tensor's scale; 1e-5 catches any indexing or padding mistake (errors of order 1)
+//! with margin. LRN's pow may run a few ulp apart between GPU and CPU libm.
 
 mod common;
 
-use common::{contexts, random, random_weights, relative_error, single_layer};
+use common::{contexts, random, random_weights, relative_error};
 use convnet_wgpu::gpu::GpuNetwork;
-use convnet_wgpu::model::{Dims, LayerKind, Network, Pad, Padding, Window};
-use convnet_wgpu::reference;
+use convnet_wgpu::model::{Dims, Layer, LayerKind, Network, Pad, Padding, Window};
+use convnet_wgpu::reference::{self, Parameters};
 
 const TOLERANCE: f32 = 1e-5;
+
+/// The layer under test behind an identity, so that its input gradient is computed.
+fn behind_identity(input: Dims, kind: LayerKind) -> Network {
+    let layer = |name: &str, kind| Layer {
+        name: name.into(),
+        kind,
+    };
+    Network {
+        name: "test".into(),
+        input,
+        layers: vec![
+            layer(
+                "identity",
+                LayerKind::MaxPool {
+                    window: Window::square(1, 1, Padding::Valid),
+                },
+            ),
+            layer("layer", kind),
+        ],
+    }
+}
 
 fn dims(channels: usize, height: usize, width: usize) -> Dims {
     Dims {
@@ -23,26 +48,52 @@ fn dims(channels: usize, height: usize, width: usize) -> Dims {
     }
 }
 
-/// Runs a one-layer network on every adapter and compares with the CPU reference.
+/// Runs the layer forward and backward on every adapter and compares its output, its input
+/// gradient and its parameter gradients with the CPU reference.
 fn check_layer(network: &Network, batch: usize, seed: u64) {
     let plan = network.plan(batch).expect("test shape plans");
     let weights = random_weights(network, seed);
+    let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * network.input.len(), seed + 7);
-    let expected = reference::layer_forward(&plan[0], &input, &weights);
+    let output = reference::layer_forward(&plan[1], &input, &params);
+    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
+    let what = format!(
+        "{:?} at batch {batch} on {:?}",
+        plan[1].layer.kind, network.input
+    );
     for ctx in contexts() {
-        let net = GpuNetwork::new(ctx, &plan, &weights).expect("network builds");
+        let net = GpuNetwork::with_gradients(ctx, &plan, &weights).expect("network builds");
         net.upload_input(&input).unwrap();
-        net.forward().unwrap();
-        let got = net.read_output().unwrap();
-        let err = relative_error(&got, &expected);
-        assert!(
-            err <= TOLERANCE,
-            "{} on {}: relative error {err:e} for {:?} at batch {batch}, input {:?}",
-            network.layers[0].name,
-            ctx.info.name,
-            network.layers[0].kind,
-            network.input
-        );
+        net.forward_backward().unwrap();
+        let mut compared = vec![
+            ("output", net.read_output().unwrap(), output.clone()),
+            (
+                "input gradient",
+                net.read_output_gradient(0).unwrap(),
+                grads.input.clone().unwrap(),
+            ),
+        ];
+        if let (Some(weight), Some(bias)) = (&grads.weight, &grads.bias) {
+            let gpu = net.read_gradients().unwrap();
+            compared.push((
+                "weight gradient",
+                gpu.get("layer.weight").unwrap().data.clone(),
+                weight.clone(),
+            ));
+            compared.push((
+                "bias gradient",
+                gpu.get("layer.bias").unwrap().data.clone(),
+                bias.clone(),
+            ));
+        }
+        for (name, got, expected) in compared {
+            let err = relative_error(&got, &expected);
+            assert!(
+                err <= TOLERANCE,
+                "{name} on {}: relative error {err:e} for {what}",
+                ctx.describe()
+            );
+        }
     }
 }
 
@@ -75,7 +126,7 @@ fn pad(top: usize, bottom: usize, left: usize, right: usize) -> Padding {
 }
 
 #[test]
-fn conv2d_forward_matches_reference() {
+fn conv2d_matches_reference() {
     let cases = [
         // (batch, input, out channels, window, groups, relu)
         (
@@ -153,13 +204,13 @@ fn conv2d_forward_matches_reference() {
         ),
     ];
     for (i, (batch, input, out, win, groups, relu)) in cases.into_iter().enumerate() {
-        let network = single_layer(input, conv(out, win, groups, relu));
+        let network = behind_identity(input, conv(out, win, groups, relu));
         check_layer(&network, batch, 100 + i as u64);
     }
 }
 
 #[test]
-fn gemm_matches_reference() {
+fn linear_matches_reference() {
     for (i, (batch, features, out, relu)) in [
         (1, 1, 1, false),
         (3, 7, 5, true),
@@ -170,7 +221,7 @@ fn gemm_matches_reference() {
     .into_iter()
     .enumerate()
     {
-        let network = single_layer(
+        let network = behind_identity(
             dims(features, 1, 1),
             LayerKind::Linear {
                 out_features: out,
@@ -183,9 +234,10 @@ fn gemm_matches_reference() {
 
 #[test]
 fn gemm_splits_a_weight_larger_than_one_binding() {
-    // Lower the binding limit this network sees so that fc's weight (300 x 100 floats, 120 kB)
-    // must be split into column slices, as fc1's 151 MB is on lavapipe's 128 MiB bindings.
-    let network = single_layer(
+    // Lower the binding limit this network sees so that the weight (300 x 100 floats, 120 kB)
+    // must be split into column slices, as fc1's 151 MB is on lavapipe's 128 MiB bindings; the
+    // backward pass then sums the input gradient over the slices.
+    let network = behind_identity(
         dims(300, 1, 1),
         LayerKind::Linear {
             out_features: 100,
@@ -195,8 +247,10 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
     let batch = 5;
     let plan = network.plan(batch).unwrap();
     let weights = random_weights(&network, 300);
+    let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * 300, 301);
-    let expected = reference::layer_forward(&plan[0], &input, &weights);
+    let output = reference::layer_forward(&plan[1], &input, &params);
+    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     for shared in contexts() {
         let choice = convnet_wgpu::gpu::AdapterChoice {
             adapter: Some(shared.info.name.clone()),
@@ -204,16 +258,30 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
         };
         let mut ctx = convnet_wgpu::gpu::GpuContext::new(&choice).unwrap();
         ctx.limits.max_storage_buffer_binding_size = 64 * 1024;
-        let net = GpuNetwork::new(&ctx, &plan, &weights).unwrap();
+        let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
         net.upload_input(&input).unwrap();
-        net.forward().unwrap();
-        let err = relative_error(&net.read_output().unwrap(), &expected);
-        assert!(err <= TOLERANCE, "{}: {err:e}", ctx.info.name);
+        net.forward_backward().unwrap();
+        let gpu = net.read_gradients().unwrap();
+        let pairs = [
+            (net.read_output().unwrap(), &output),
+            (
+                net.read_output_gradient(0).unwrap(),
+                grads.input.as_ref().unwrap(),
+            ),
+            (
+                gpu.get("layer.weight").unwrap().data.clone(),
+                grads.weight.as_ref().unwrap(),
+            ),
+        ];
+        for (i, (got, expected)) in pairs.iter().enumerate() {
+            let err = relative_error(got, expected);
+            assert!(err <= TOLERANCE, "{} tensor {i}: {err:e}", ctx.describe());
+        }
     }
 }
 
 #[test]
-fn lrn_forward_matches_reference() {
+fn lrn_matches_reference() {
     let seed_lrn = convnet_wgpu::model::seed_lrn();
     let cases = [
         (2, dims(16, 5, 7), seed_lrn.clone()),
@@ -242,12 +310,12 @@ fn lrn_forward_matches_reference() {
         ),
     ];
     for (i, (batch, input, kind)) in cases.into_iter().enumerate() {
-        check_layer(&single_layer(input, kind), batch, 400 + i as u64);
+        check_layer(&behind_identity(input, kind), batch, 400 + i as u64);
     }
 }
 
 #[test]
-fn max_pool_forward_matches_reference() {
+fn max_pool_matches_reference() {
     let cases = [
         (2, dims(3, 13, 13), window(3, 3, 2, 2, Padding::Valid)),
         (1, dims(2, 7, 9), window(2, 2, 2, 2, Padding::Same)),
@@ -257,7 +325,7 @@ fn max_pool_forward_matches_reference() {
         (1, dims(2, 27, 27), window(3, 3, 2, 2, Padding::Valid)),
     ];
     for (i, (batch, input, win)) in cases.into_iter().enumerate() {
-        let network = single_layer(input, LayerKind::MaxPool { window: win });
+        let network = behind_identity(input, LayerKind::MaxPool { window: win });
         check_layer(&network, batch, 500 + i as u64);
     }
 }

@@ -269,6 +269,14 @@ impl GpuContext {
         self.check(during)
     }
 
+    /// Bytes the driver's allocator holds for this device, where the backend reports it
+    /// (Vulkan, DX12); the benchmark samples it to show memory stays flat from step to step.
+    pub fn allocated_bytes(&self) -> Option<u64> {
+        self.device
+            .generate_allocator_report()
+            .map(|r| r.total_allocated_bytes)
+    }
+
     /// Copies `len` f32 values from the start of `buffer` back to the CPU. Allocates a staging
     /// buffer, so it belongs outside any timed loop.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {

@@ -21,6 +21,16 @@ pub struct Kernels {
     pub gemm: wgpu::ComputePipeline,
     pub lrn_forward: wgpu::ComputePipeline,
     pub max_pool_forward: wgpu::ComputePipeline,
+    pub conv2d_backward_data: wgpu::ComputePipeline,
+    pub conv2d_backward_filter: wgpu::ComputePipeline,
+    pub sum_chunks: wgpu::ComputePipeline,
+    pub bias_backward: wgpu::ComputePipeline,
+    pub relu_backward: wgpu::ComputePipeline,
+    pub lrn_backward_prepare: wgpu::ComputePipeline,
+    pub lrn_backward: wgpu::ComputePipeline,
+    pub max_pool_backward: wgpu::ComputePipeline,
+    pub matmul: wgpu::ComputePipeline,
+    pub sgd: wgpu::ComputePipeline,
 }
 
 fn compile(
@@ -56,6 +66,16 @@ impl Kernels {
             gemm: compile(device, &shaders::GEMM, size),
             lrn_forward: compile(device, &shaders::LRN_FORWARD, size),
             max_pool_forward: compile(device, &shaders::MAX_POOL_FORWARD, size),
+            conv2d_backward_data: compile(device, &shaders::CONV2D_BACKWARD_DATA, size),
+            conv2d_backward_filter: compile(device, &shaders::CONV2D_BACKWARD_FILTER, size),
+            sum_chunks: compile(device, &shaders::SUM_CHUNKS, size),
+            bias_backward: compile(device, &shaders::BIAS_BACKWARD, size),
+            relu_backward: compile(device, &shaders::RELU_BACKWARD, size),
+            lrn_backward_prepare: compile(device, &shaders::LRN_BACKWARD_PREPARE, size),
+            lrn_backward: compile(device, &shaders::LRN_BACKWARD, size),
+            max_pool_backward: compile(device, &shaders::MAX_POOL_BACKWARD, size),
+            matmul: compile(device, &shaders::MATMUL, size),
+            sgd: compile(device, &shaders::SGD, size),
         }
     }
 }

@@ -1,0 +1,199 @@
+// conv2d backward with respect to the input (the "data" gradient), NCHW:
+//
+//   grad_input[n, ci, y, x] = sum_{co in ci's group, ky, kx} grad_output[n, co, oy, ox] * weight[co, ci, ky, kx]
+//       where y + pad_top = oy * stride + ky and x + pad_left = ox * stride + kx
+//
+// It is itself a convolution, run as an implicit GEMM the same shape as conv2d_forward: every
+// invocation owns a 16x16 register block (16 input channels x 16 input pixels of the batch) in
+// named 4x4 matrices, and reduces over (output channel, ky, kx) of its group. The weights are read
+// from the forward kernel's packed layout [group][k][out rounded up to 16]; the output gradient is
+// gathered with the stride and padding checks the forward kernel does on its input. The gradient
+// must already have passed through ReLU's backward where the layer has one.
+
+struct Params {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    groups: u32,
+    kernel_height: u32,
+    kernel_width: u32,
+    stride_height: u32,
+    stride_width: u32,
+    pad_top: u32,
+    pad_left: u32,
+    relu: u32, // unused here: ReLU's backward runs before this kernel
+    packed_out_per_group: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+const OUTSIDE: i32 = -1073741824;
+
+// Four input pixels: their padded coordinates and where their gradients go.
+struct Pixels {
+    row: vec4<i32>,          // y + pad_top
+    col: vec4<i32>,          // x + pad_left
+    grad_base: vec4<i32>,    // start of this image's and group's output gradient
+    input_base: vec4<i32>,   // y * W + x within image n's first channel, or -1 past the batch
+}
+
+fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
+}
+
+fn locate_pixels(first: u32, group: u32) -> Pixels {
+    let plane = params.in_height * params.in_width;
+    let out_plane = params.out_height * params.out_width;
+    let out_per_group = params.out_channels / params.groups;
+    var px: Pixels;
+    for (var j = 0u; j < 4u; j++) {
+        let pixel = first + j;
+        if pixel < params.batch * plane {
+            let image = pixel / plane;
+            let within = pixel % plane;
+            px.row[j] = i32(within / params.in_width + params.pad_top);
+            px.col[j] = i32(within % params.in_width + params.pad_left);
+            px.grad_base[j] = i32((image * params.out_channels + group * out_per_group) * out_plane);
+            px.input_base[j] = i32(image * params.in_channels * plane + within);
+        } else {
+            px.row[j] = OUTSIDE;
+            px.col[j] = OUTSIDE;
+            px.grad_base[j] = 0;
+            px.input_base[j] = -1;
+        }
+    }
+    return px;
+}
+
+// v / stride where v is a multiple of stride, else -1 (no output position reaches this tap).
+// Stride 1 skips the division, which is slow on CPU adapters.
+fn output_coord(v: vec4<i32>, stride: u32) -> vec4<i32> {
+    if stride == 1u {
+        return v;
+    }
+    let s = vec4<i32>(i32(stride));
+    return select(vec4<i32>(-1), v / s, (v % s) == vec4<i32>(0));
+}
+
+// The output gradient at tap (ky, kx) of output channel `channel_offset` (a multiple of the
+// output plane), zero where no output position uses this input pixel through that tap.
+fn gather(px: Pixels, channel_offset: i32, oy: vec4<i32>, row_ok: vec4<bool>, kx: i32) -> vec4<f32> {
+    let ox = output_coord(px.col - vec4<i32>(kx), params.stride_width);
+    let ok = row_ok & (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(params.out_width)));
+    let index = select(
+        vec4<i32>(0),
+        px.grad_base + vec4<i32>(channel_offset) + oy * i32(params.out_width) + ox,
+        ok,
+    );
+    let value = vec4<f32>(grad_output[index.x], grad_output[index.y], grad_output[index.z], grad_output[index.w]);
+    return select(vec4<f32>(0.0), value, ok);
+}
+
+fn weights4(base: vec4<u32>, offset: u32) -> vec4<f32> {
+    return vec4<f32>(weight[base.x + offset], weight[base.y + offset], weight[base.z + offset], weight[base.w + offset]);
+}
+
+fn store_block(acc: mat4x4<f32>, group: u32, first_channel: u32, px: Pixels) {
+    let in_per_group = params.in_channels / params.groups;
+    let plane = params.in_height * params.in_width;
+    for (var i = 0u; i < 4u; i++) {
+        if first_channel + i >= in_per_group {
+            return;
+        }
+        let channel = group * in_per_group + first_channel + i;
+        for (var j = 0u; j < 4u; j++) {
+            if px.input_base[j] >= 0 {
+                grad_input[u32(px.input_base[j]) + channel * plane] = acc[j][i];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
+    let in_per_group = params.in_channels / params.groups;
+    let first_pixel = id.x * 16u;
+    let first_channel = id.y * 16u;
+    let group = id.z;
+    if first_pixel >= params.batch * params.in_height * params.in_width || first_channel >= in_per_group {
+        return;
+    }
+    let px0 = locate_pixels(first_pixel, group);
+    let px1 = locate_pixels(first_pixel + 4u, group);
+    let px2 = locate_pixels(first_pixel + 8u, group);
+    let px3 = locate_pixels(first_pixel + 12u, group);
+
+    // Where each of the 16 input channels' weights start; channels past the group's end re-read
+    // the last one (never stored).
+    let taps = params.kernel_height * params.kernel_width;
+    let k_per_group = in_per_group * taps;
+    let stride_k = params.packed_out_per_group;
+    let last = vec4<u32>(in_per_group - 1u);
+    let lane = vec4<u32>(0u, 1u, 2u, 3u);
+    let c0 = min(vec4<u32>(first_channel) + lane, last);
+    let c1 = min(vec4<u32>(first_channel + 4u) + lane, last);
+    let c2 = min(vec4<u32>(first_channel + 8u) + lane, last);
+    let c3 = min(vec4<u32>(first_channel + 12u) + lane, last);
+    let group_base = vec4<u32>(group * k_per_group * stride_k);
+    let wb0 = group_base + c0 * taps * stride_k;
+    let wb1 = group_base + c1 * taps * stride_k;
+    let wb2 = group_base + c2 * taps * stride_k;
+    let wb3 = group_base + c3 * taps * stride_k;
+
+    var acc00 = mat4x4<f32>(); var acc01 = mat4x4<f32>(); var acc02 = mat4x4<f32>(); var acc03 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>(); var acc11 = mat4x4<f32>(); var acc12 = mat4x4<f32>(); var acc13 = mat4x4<f32>();
+    var acc20 = mat4x4<f32>(); var acc21 = mat4x4<f32>(); var acc22 = mat4x4<f32>(); var acc23 = mat4x4<f32>();
+    var acc30 = mat4x4<f32>(); var acc31 = mat4x4<f32>(); var acc32 = mat4x4<f32>(); var acc33 = mat4x4<f32>();
+
+    let out_plane = i32(params.out_height * params.out_width);
+    let out_height = vec4<i32>(i32(params.out_height));
+    let zero = vec4<i32>(0);
+    let out_per_group = params.out_channels / params.groups;
+    for (var co = 0u; co < out_per_group; co++) {
+        let channel_offset = i32(co) * out_plane;
+        for (var ky = 0u; ky < params.kernel_height; ky++) {
+            let dy = vec4<i32>(i32(ky));
+            let oy0 = output_coord(px0.row - dy, params.stride_height);
+            let oy1 = output_coord(px1.row - dy, params.stride_height);
+            let oy2 = output_coord(px2.row - dy, params.stride_height);
+            let oy3 = output_coord(px3.row - dy, params.stride_height);
+            let ok0 = (oy0 >= zero) & (oy0 < out_height);
+            let ok1 = (oy1 >= zero) & (oy1 < out_height);
+            let ok2 = (oy2 >= zero) & (oy2 < out_height);
+            let ok3 = (oy3 >= zero) & (oy3 < out_height);
+            for (var kx = 0u; kx < params.kernel_width; kx++) {
+                let g0 = gather(px0, channel_offset, oy0, ok0, i32(kx));
+                let g1 = gather(px1, channel_offset, oy1, ok1, i32(kx));
+                let g2 = gather(px2, channel_offset, oy2, ok2, i32(kx));
+                let g3 = gather(px3, channel_offset, oy3, ok3, i32(kx));
+                let offset = (ky * params.kernel_width + kx) * stride_k + co;
+                let w0 = weights4(wb0, offset);
+                let w1 = weights4(wb1, offset);
+                let w2 = weights4(wb2, offset);
+                let w3 = weights4(wb3, offset);
+                acc00 += outer(w0, g0); acc01 += outer(w0, g1); acc02 += outer(w0, g2); acc03 += outer(w0, g3);
+                acc10 += outer(w1, g0); acc11 += outer(w1, g1); acc12 += outer(w1, g2); acc13 += outer(w1, g3);
+                acc20 += outer(w2, g0); acc21 += outer(w2, g1); acc22 += outer(w2, g2); acc23 += outer(w2, g3);
+                acc30 += outer(w3, g0); acc31 += outer(w3, g1); acc32 += outer(w3, g2); acc33 += outer(w3, g3);
+            }
+        }
+    }
+
+    store_block(acc00, group, first_channel, px0); store_block(acc01, group, first_channel, px1);
+    store_block(acc02, group, first_channel, px2); store_block(acc03, group, first_channel, px3);
+    store_block(acc10, group, first_channel + 4u, px0); store_block(acc11, group, first_channel + 4u, px1);
+    store_block(acc12, group, first_channel + 4u, px2); store_block(acc13, group, first_channel + 4u, px3);
+    store_block(acc20, group, first_channel + 8u, px0); store_block(acc21, group, first_channel + 8u, px1);
+    store_block(acc22, group, first_channel + 8u, px2); store_block(acc23, group, first_channel + 8u, px3);
+    store_block(acc30, group, first_channel + 12u, px0); store_block(acc31, group, first_channel + 12u, px1);
+    store_block(acc32, group, first_channel + 12u, px2); store_block(acc33, group, first_channel + 12u, px3);
+}

@@ -1,0 +1,177 @@
+// conv2d backward with respect to the filter (the weight gradient), NCHW, one chunk of pixels:
+//
+//   partial[chunk][group][k][co] = sum_{pixels p of the chunk} grad_output[n, co, oy, ox] * input[n, ci, y, x]
+//       with k = (ci, ky, kx), y = oy * stride + ky - pad_top, x = ox * stride + kx - pad_left
+//
+// A GEMM whose reduction runs over every output pixel of the batch. Every invocation owns a 16x16
+// register block (16 output channels x 16 k) and one chunk of pixels; sum_chunks.wgsl then adds
+// the chunks. The layout written is the forward kernel's packed weight layout
+// [group][k][out rounded up to 16], so gradients and weights line up element for element (for
+// SGD), and the host unpacks to PyTorch's [out, in/groups, kh, kw] only when reading back.
+// Padding channels are never written and stay zero.
+
+struct Params {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    groups: u32,
+    kernel_height: u32,
+    kernel_width: u32,
+    stride_height: u32,
+    stride_width: u32,
+    pad_top: u32,
+    pad_left: u32,
+    relu: u32, // unused here: ReLU's backward runs before this kernel
+    packed_out_per_group: u32,
+    pixels_per_chunk: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+const OUTSIDE: i32 = -1073741824;
+
+// Four entries k = (ci, ky, kx) of the reduction: their input offsets and kernel taps.
+struct Taps {
+    offset: vec4<i32>,
+    ky: vec4<i32>,
+    kx: vec4<i32>,
+    k: vec4<u32>,
+}
+
+fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
+}
+
+fn locate_taps(first: u32) -> Taps {
+    let taps = params.kernel_height * params.kernel_width;
+    let k_per_group = (params.in_channels / params.groups) * taps;
+    var t: Taps;
+    for (var j = 0u; j < 4u; j++) {
+        let k = first + j;
+        t.k[j] = k;
+        if k < k_per_group {
+            let ci = k / taps;
+            let ky = (k % taps) / params.kernel_width;
+            let kx = k % params.kernel_width;
+            t.offset[j] = i32((ci * params.in_height + ky) * params.in_width + kx);
+            t.ky[j] = i32(ky);
+            t.kx[j] = i32(kx);
+        } else {
+            t.offset[j] = 0;
+            t.ky[j] = OUTSIDE;
+            t.kx[j] = OUTSIDE;
+        }
+    }
+    return t;
+}
+
+// The input under four taps for the output pixel whose window starts at (row, col).
+fn gather(t: Taps, base: i32, row: i32, col: i32) -> vec4<f32> {
+    let y = t.ky + vec4<i32>(row);
+    let x = t.kx + vec4<i32>(col);
+    let inside = (y >= vec4<i32>(0)) & (y < vec4<i32>(i32(params.in_height)))
+        & (x >= vec4<i32>(0)) & (x < vec4<i32>(i32(params.in_width)));
+    let index = select(vec4<i32>(0), vec4<i32>(base) + t.offset, inside);
+    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    return select(vec4<f32>(0.0), value, inside);
+}
+
+fn store_block(acc: mat4x4<f32>, chunk_base: u32, first_channel: u32, t: Taps) {
+    let out_per_group = params.out_channels / params.groups;
+    let taps = params.kernel_height * params.kernel_width;
+    let k_per_group = (params.in_channels / params.groups) * taps;
+    for (var i = 0u; i < 4u; i++) {
+        if first_channel + i >= out_per_group {
+            return;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if t.k[j] < k_per_group {
+                partial[chunk_base + t.k[j] * params.packed_out_per_group + first_channel + i] = acc[j][i];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
+    let taps = params.kernel_height * params.kernel_width;
+    let in_per_group = params.in_channels / params.groups;
+    let out_per_group = params.out_channels / params.groups;
+    let k_per_group = in_per_group * taps;
+    let first_k = id.x * 16u;
+    let first_channel = id.y * 16u;
+    let group = id.z % params.groups;
+    let chunk = id.z / params.groups;
+    if first_k >= k_per_group || first_channel >= out_per_group {
+        return;
+    }
+    let t0 = locate_taps(first_k);
+    let t1 = locate_taps(first_k + 4u);
+    let t2 = locate_taps(first_k + 8u);
+    let t3 = locate_taps(first_k + 12u);
+
+    // Output-gradient offsets of the 16 channels; channels past the group re-read the last one.
+    let out_plane = params.out_height * params.out_width;
+    let last = vec4<u32>(out_per_group - 1u);
+    let lane = vec4<u32>(0u, 1u, 2u, 3u);
+    let co0 = (group * out_per_group + min(vec4<u32>(first_channel) + lane, last)) * out_plane;
+    let co1 = (group * out_per_group + min(vec4<u32>(first_channel + 4u) + lane, last)) * out_plane;
+    let co2 = (group * out_per_group + min(vec4<u32>(first_channel + 8u) + lane, last)) * out_plane;
+    let co3 = (group * out_per_group + min(vec4<u32>(first_channel + 12u) + lane, last)) * out_plane;
+
+    var acc00 = mat4x4<f32>(); var acc01 = mat4x4<f32>(); var acc02 = mat4x4<f32>(); var acc03 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>(); var acc11 = mat4x4<f32>(); var acc12 = mat4x4<f32>(); var acc13 = mat4x4<f32>();
+    var acc20 = mat4x4<f32>(); var acc21 = mat4x4<f32>(); var acc22 = mat4x4<f32>(); var acc23 = mat4x4<f32>();
+    var acc30 = mat4x4<f32>(); var acc31 = mat4x4<f32>(); var acc32 = mat4x4<f32>(); var acc33 = mat4x4<f32>();
+
+    let plane = params.in_height * params.in_width;
+    let first_pixel = chunk * params.pixels_per_chunk;
+    let end_pixel = min(first_pixel + params.pixels_per_chunk, params.batch * out_plane);
+    for (var p = first_pixel; p < end_pixel; p++) {
+        let image = p / out_plane;
+        let within = p % out_plane;
+        let row = i32((within / params.out_width) * params.stride_height) - i32(params.pad_top);
+        let col = i32((within % params.out_width) * params.stride_width) - i32(params.pad_left);
+        let base = i32((image * params.in_channels + group * in_per_group) * plane) + row * i32(params.in_width) + col;
+        let x0 = gather(t0, base, row, col);
+        let x1 = gather(t1, base, row, col);
+        let x2 = gather(t2, base, row, col);
+        let x3 = gather(t3, base, row, col);
+        let grad_base = vec4<u32>(image * params.out_channels * out_plane + within);
+        let i0 = grad_base + co0;
+        let i1 = grad_base + co1;
+        let i2 = grad_base + co2;
+        let i3 = grad_base + co3;
+        let g0 = vec4<f32>(grad_output[i0.x], grad_output[i0.y], grad_output[i0.z], grad_output[i0.w]);
+        let g1 = vec4<f32>(grad_output[i1.x], grad_output[i1.y], grad_output[i1.z], grad_output[i1.w]);
+        let g2 = vec4<f32>(grad_output[i2.x], grad_output[i2.y], grad_output[i2.z], grad_output[i2.w]);
+        let g3 = vec4<f32>(grad_output[i3.x], grad_output[i3.y], grad_output[i3.z], grad_output[i3.w]);
+        acc00 += outer(g0, x0); acc01 += outer(g0, x1); acc02 += outer(g0, x2); acc03 += outer(g0, x3);
+        acc10 += outer(g1, x0); acc11 += outer(g1, x1); acc12 += outer(g1, x2); acc13 += outer(g1, x3);
+        acc20 += outer(g2, x0); acc21 += outer(g2, x1); acc22 += outer(g2, x2); acc23 += outer(g2, x3);
+        acc30 += outer(g3, x0); acc31 += outer(g3, x1); acc32 += outer(g3, x2); acc33 += outer(g3, x3);
+    }
+
+    let packed_len = params.groups * k_per_group * params.packed_out_per_group;
+    let chunk_base = chunk * packed_len + group * k_per_group * params.packed_out_per_group;
+    store_block(acc00, chunk_base, first_channel, t0); store_block(acc01, chunk_base, first_channel, t1);
+    store_block(acc02, chunk_base, first_channel, t2); store_block(acc03, chunk_base, first_channel, t3);
+    store_block(acc10, chunk_base, first_channel + 4u, t0); store_block(acc11, chunk_base, first_channel + 4u, t1);
+    store_block(acc12, chunk_base, first_channel + 4u, t2); store_block(acc13, chunk_base, first_channel + 4u, t3);
+    store_block(acc20, chunk_base, first_channel + 8u, t0); store_block(acc21, chunk_base, first_channel + 8u, t1);
+    store_block(acc22, chunk_base, first_channel + 8u, t2); store_block(acc23, chunk_base, first_channel + 8u, t3);
+    store_block(acc30, chunk_base, first_channel + 12u, t0); store_block(acc31, chunk_base, first_channel + 12u, t1);
+    store_block(acc32, chunk_base, first_channel + 12u, t2); store_block(acc33, chunk_base, first_channel + 12u, t3);
+}

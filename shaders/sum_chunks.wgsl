@@ -1,0 +1,31 @@
+// Sums the partial results of a split reduction: output[i] = sum_c partial[c * len + i].
+// The filter gradient of a convolution reduces over every pixel of the batch (100,352 of them for
+// AlexNet's conv1 at batch 32); it is computed in chunks of pixels, and this adds the chunks.
+// Short sums per chunk and a short sum over chunks keep f32 rounding far below one long serial
+// sum's (see SEED.md's numerical note). Every invocation owns four consecutive outputs.
+
+struct Params {
+    len: u32,
+    chunks: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn sum_chunks(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    for (var i = first; i < min(first + 4u, params.len); i++) {
+        var total = 0.0;
+        for (var c = 0u; c < params.chunks; c++) {
+            total += partial[c * params.len + i];
+        }
+        output[i] = total;
+    }
+}

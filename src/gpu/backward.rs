@@ -1,0 +1,393 @@
+//! The backward pass of `l2_loss(last output) = sum(y^2) / 2` on the GPU: the dispatches, the
+//! gradient of every layer's output, and the parameter gradients (in the packed layouts of the
+//! weights, so an SGD step is element by element).
+//!
+//! Per layer, last to first:
+//! - conv: ReLU backward (in place), the filter gradient in chunks of pixels (then the chunks
+//!   summed), the bias gradient, and the input gradient (skipped for the first layer, whose input
+//!   is the images);
+//! - linear: ReLU backward, per weight slice the weight gradient `X^T dY` and the input gradient
+//!   `dY W` (summed over slices), the bias gradient;
+//! - LRN: its two-pass backward; max pool: the gather backward.
+
+use crate::error::Result;
+use crate::gpu::builder::{
+    encode_pass, u32_of, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams, MaxPoolParams,
+    Purpose, Words4, BLOCK,
+};
+use crate::gpu::network::{LayerParams, Packing};
+use crate::model::{LayerKind, LayerPlan};
+
+/// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
+/// adding the chunks stays cheap, few enough that the serial f32 sums stay short.
+const MIN_PIXELS_PER_CHUNK: usize = 1024;
+
+/// A parameterised layer's weight and bias gradients, shaped like its [`LayerParams`].
+pub(crate) struct ParamGrads {
+    pub weights: Vec<wgpu::Buffer>,
+    pub bias: wgpu::Buffer,
+}
+
+/// Everything the backward pass holds on the GPU.
+pub(crate) struct Gradients<'a> {
+    dispatches: Vec<Dispatch<'a>>,
+    /// The gradient of every layer's output.
+    pub outputs: Vec<wgpu::Buffer>,
+    /// Parallel to the network's parameterised layers.
+    pub params: Vec<ParamGrads>,
+}
+
+impl Gradients<'_> {
+    /// Records the backward pass: the loss gradient (the logits themselves), then every layer.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
+        let last = self.outputs.last().expect("a network has layers");
+        encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
+        encode_pass(encoder, "backward", &self.dispatches);
+    }
+}
+
+/// The buffers one layer's backward reads and writes.
+struct LayerBuffers<'b> {
+    input: &'b wgpu::Buffer,
+    output: &'b wgpu::Buffer,
+    grad_output: &'b wgpu::Buffer,
+    /// None for the first layer: nobody needs the images' gradient.
+    grad_input: Option<&'b wgpu::Buffer>,
+}
+
+pub(crate) fn build<'a>(
+    b: &mut Builder<'a>,
+    plan: &[LayerPlan],
+    input: &wgpu::Buffer,
+    outputs: &[wgpu::Buffer],
+    params: &[LayerParams],
+) -> Result<Gradients<'a>> {
+    let grads: Vec<wgpu::Buffer> = plan
+        .iter()
+        .map(|l| {
+            let label = format!("{} output gradient", l.layer.name);
+            b.storage(&label, l.batch * l.output.len(), Purpose::Gradients)
+        })
+        .collect();
+    let param_grads: Vec<ParamGrads> = params
+        .iter()
+        .map(|p| {
+            let name = &plan[p.layer].layer.name;
+            ParamGrads {
+                weights: p
+                    .packing
+                    .buffer_lens()
+                    .iter()
+                    .map(|&len| {
+                        b.storage(&format!("{name}.weight gradient"), len, Purpose::Gradients)
+                    })
+                    .collect(),
+                bias: b.storage(
+                    &format!("{name}.bias gradient"),
+                    plan[p.layer].output.channels,
+                    Purpose::Gradients,
+                ),
+            }
+        })
+        .collect();
+
+    let mut dispatches = Vec::new();
+    for (i, layer) in plan.iter().enumerate().rev() {
+        let buffers = LayerBuffers {
+            input: if i == 0 { input } else { &outputs[i - 1] },
+            output: &outputs[i],
+            grad_output: &grads[i],
+            grad_input: (i > 0).then(|| &grads[i - 1]),
+        };
+        let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
+        match (&layer.layer.kind, layer_params) {
+            (LayerKind::Conv2d { relu, .. }, Some((p, g))) => {
+                if *relu {
+                    dispatches.push(relu_backward(b, layer, &buffers)?);
+                }
+                dispatches.extend(conv_backward(b, layer, &buffers, p, g)?);
+            }
+            (LayerKind::Linear { relu, .. }, Some((p, g))) => {
+                if *relu {
+                    dispatches.push(relu_backward(b, layer, &buffers)?);
+                }
+                dispatches.extend(linear_backward(b, layer, &buffers, p, g)?);
+            }
+            (LayerKind::Lrn { .. }, None) => dispatches.extend(lrn_backward(b, layer, &buffers)?),
+            (LayerKind::MaxPool { .. }, None) => {
+                dispatches.extend(max_pool_backward(b, layer, &buffers)?)
+            }
+            _ => unreachable!("parameters exist exactly for conv and linear layers"),
+        }
+    }
+    Ok(Gradients {
+        dispatches,
+        outputs: grads,
+        params: param_grads,
+    })
+}
+
+fn relu_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    buf: &LayerBuffers,
+) -> Result<Dispatch<'a>> {
+    let len = layer.batch * layer.output.len();
+    let label = format!("{} relu backward", layer.layer.name);
+    let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+    let params = Words4([u32_of(len, "elements")?, 0, 0, 0]);
+    let args = [buf.output, buf.grad_output];
+    Ok(b.dispatch(
+        &label,
+        &b.ctx.kernels.relu_backward,
+        &params,
+        &args,
+        workgroups,
+    ))
+}
+
+fn bias_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    grad_bias: &wgpu::Buffer,
+) -> Result<Dispatch<'a>> {
+    let label = format!("{} bias backward", layer.layer.name);
+    let channels = layer.output.channels;
+    let plane = layer.output.height * layer.output.width;
+    let params = Words4([
+        u32_of(layer.batch, "batch")?,
+        u32_of(channels, "channels")?,
+        u32_of(plane, "plane")?,
+        0,
+    ]);
+    let workgroups = b.grid_3d(&label, channels, 1, 1)?;
+    let args = [grad_output, grad_bias];
+    Ok(b.dispatch(
+        &label,
+        &b.ctx.kernels.bias_backward,
+        &params,
+        &args,
+        workgroups,
+    ))
+}
+
+fn conv_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    buf: &LayerBuffers,
+    params: &LayerParams,
+    grads: &ParamGrads,
+) -> Result<Vec<Dispatch<'a>>> {
+    let name = &layer.layer.name;
+    let kernels = &b.ctx.kernels;
+    let Packing::Conv {
+        groups,
+        taps,
+        packed_out,
+        ..
+    } = params.packing
+    else {
+        unreachable!("a conv layer's weight is packed as a conv's")
+    };
+    let mut dispatches = Vec::new();
+
+    // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
+    let pixels = layer.batch * layer.output.height * layer.output.width;
+    let packed_len = groups * taps * packed_out;
+    let max_chunks = ((b.max_binding / (packed_len as u64 * 4)) as usize)
+        .min(b.ctx.limits.max_compute_workgroups_per_dimension as usize / groups)
+        .max(1);
+    let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
+    let pixels_per_chunk = pixels.div_ceil(wanted);
+    let chunks = pixels.div_ceil(pixels_per_chunk);
+    let scratch = (chunks > 1).then(|| {
+        b.storage(
+            &format!("{name} filter partial sums"),
+            chunks * packed_len,
+            Purpose::Scratch,
+        )
+    });
+    let partial = scratch.as_ref().unwrap_or(&grads.weights[0]);
+    let mut conv = Conv2dParams::of(layer, packed_out)?;
+    conv.pixels_per_chunk = u32_of(pixels_per_chunk, "pixels")?;
+    let label = format!("{name} filter backward");
+    let workgroups = b.grid_3d(
+        &label,
+        taps.div_ceil(BLOCK),
+        packed_out / BLOCK,
+        chunks * groups,
+    )?;
+    let args = [buf.input, buf.grad_output, partial];
+    dispatches.push(b.dispatch(
+        &label,
+        &kernels.conv2d_backward_filter,
+        &conv,
+        &args,
+        workgroups,
+    ));
+    if let Some(scratch) = &scratch {
+        let label = format!("{name} filter chunk sum");
+        let params = Words4([
+            u32_of(packed_len, "weights")?,
+            u32_of(chunks, "chunks")?,
+            0,
+            0,
+        ]);
+        let workgroups = b.grid_1d(&label, packed_len.div_ceil(4))?;
+        let args = [scratch, &grads.weights[0]];
+        dispatches.push(b.dispatch(&label, &kernels.sum_chunks, &params, &args, workgroups));
+    }
+
+    dispatches.push(bias_backward(b, layer, buf.grad_output, &grads.bias)?);
+
+    if let Some(grad_input) = buf.grad_input {
+        let label = format!("{name} data backward");
+        let in_pixels = layer.batch * layer.input.height * layer.input.width;
+        let in_per_group = layer.input.channels / groups;
+        let workgroups = b.grid_3d(
+            &label,
+            in_pixels.div_ceil(BLOCK),
+            in_per_group.div_ceil(BLOCK),
+            groups,
+        )?;
+        let args = [buf.grad_output, &params.weights[0], grad_input];
+        let conv = Conv2dParams::of(layer, packed_out)?;
+        dispatches.push(b.dispatch(
+            &label,
+            &kernels.conv2d_backward_data,
+            &conv,
+            &args,
+            workgroups,
+        ));
+    }
+    Ok(dispatches)
+}
+
+fn linear_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    buf: &LayerBuffers,
+    params: &LayerParams,
+    grads: &ParamGrads,
+) -> Result<Vec<Dispatch<'a>>> {
+    let name = &layer.layer.name;
+    let kernels = &b.ctx.kernels;
+    let Packing::Linear {
+        depth,
+        out_features,
+        slices,
+    } = &params.packing
+    else {
+        unreachable!("a linear layer's weight is packed as a linear's")
+    };
+    let batch = layer.batch;
+    let mut dispatches = Vec::new();
+    for (s, slice) in slices.iter().enumerate() {
+        // Weight gradient of the slice, packed [in][packed_columns]: X^T dY[:, slice].
+        let label = format!("{name}[{}..] weight backward", slice.first);
+        let product = MatmulParams {
+            m: u32_of(*depth, "features")?,
+            n: u32_of(slice.count, "features")?,
+            k: u32_of(batch, "batch")?,
+            accumulate: 0,
+            a_offset: 0,
+            a_row_stride: 1,
+            a_col_stride: u32_of(*depth, "features")?,
+            b_offset: u32_of(slice.first, "features")?,
+            b_row_stride: u32_of(*out_features, "features")?,
+            b_col_stride: 1,
+            c_row_stride: u32_of(slice.packed_columns, "features")?,
+            _pad: 0,
+        };
+        let workgroups = b.grid_3d(
+            &label,
+            slice.count.div_ceil(BLOCK),
+            depth.div_ceil(BLOCK),
+            1,
+        )?;
+        let args = [buf.input, buf.grad_output, &grads.weights[s]];
+        dispatches.push(b.dispatch(&label, &kernels.matmul, &product, &args, workgroups));
+
+        // Input gradient, summed over slices: dY[:, slice] W[slice, :].
+        if let Some(grad_input) = buf.grad_input {
+            let label = format!("{name}[{}..] input backward", slice.first);
+            let product = MatmulParams {
+                m: u32_of(batch, "batch")?,
+                n: u32_of(*depth, "features")?,
+                k: u32_of(slice.count, "features")?,
+                accumulate: u32::from(s > 0),
+                a_offset: u32_of(slice.first, "features")?,
+                a_row_stride: u32_of(*out_features, "features")?,
+                a_col_stride: 1,
+                b_offset: 0,
+                b_row_stride: 1,
+                b_col_stride: u32_of(slice.packed_columns, "features")?,
+                c_row_stride: u32_of(*depth, "features")?,
+                _pad: 0,
+            };
+            let workgroups = b.grid_3d(&label, depth.div_ceil(BLOCK), batch.div_ceil(BLOCK), 1)?;
+            let args = [buf.grad_output, &params.weights[s], grad_input];
+            dispatches.push(b.dispatch(&label, &kernels.matmul, &product, &args, workgroups));
+        }
+    }
+    dispatches.push(bias_backward(b, layer, buf.grad_output, &grads.bias)?);
+    Ok(dispatches)
+}
+
+fn lrn_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    buf: &LayerBuffers,
+) -> Result<Vec<Dispatch<'a>>> {
+    let Some(grad_input) = buf.grad_input else {
+        return Ok(Vec::new());
+    };
+    let name = &layer.layer.name;
+    let kernels = &b.ctx.kernels;
+    let len = layer.batch * layer.input.len();
+    let terms = b.storage(&format!("{name} backward terms"), len, Purpose::Scratch);
+    let params = LrnParams::of(layer)?;
+    let positions = layer.batch * layer.input.height * layer.input.width;
+    let workgroups = b.grid_1d(name, positions)?;
+    Ok(vec![
+        b.dispatch(
+            &format!("{name} backward terms"),
+            &kernels.lrn_backward_prepare,
+            &params,
+            &[buf.input, buf.grad_output, &terms],
+            workgroups,
+        ),
+        b.dispatch(
+            &format!("{name} backward"),
+            &kernels.lrn_backward,
+            &params,
+            &[buf.input, buf.grad_output, &terms, grad_input],
+            workgroups,
+        ),
+    ])
+}
+
+fn max_pool_backward<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    buf: &LayerBuffers,
+) -> Result<Vec<Dispatch<'a>>> {
+    let Some(grad_input) = buf.grad_input else {
+        return Ok(Vec::new());
+    };
+    let label = format!("{} backward", layer.layer.name);
+    // Each invocation owns up to 4 inputs of one row (INPUTS_PER_INVOCATION).
+    let segments =
+        layer.batch * layer.input.channels * layer.input.height * layer.input.width.div_ceil(4);
+    let workgroups = b.grid_1d(&label, segments)?;
+    let params = MaxPoolParams::of(layer)?;
+    let args = [buf.input, buf.grad_output, grad_input];
+    Ok(vec![b.dispatch(
+        &label,
+        &b.ctx.kernels.max_pool_backward,
+        &params,
+        &args,
+        workgroups,
+    )])
+}

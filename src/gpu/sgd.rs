@@ -1,0 +1,81 @@
+//! Training: SGD with momentum applied on the GPU after every forward-backward pass.
+//!
+//! The seed computes gradients and stops ("it never updates the parameters"); this goes one step
+//! further, so that a user sees the loss of a fixed batch fall. Parameters, gradients and
+//! velocities share the packed layouts, so the update is one element-wise kernel per buffer.
+
+use crate::error::Result;
+use crate::gpu::builder::{encode_pass, u32_of, Builder, Dispatch, Purpose};
+use crate::gpu::network::GpuNetwork;
+
+/// sgd.wgsl's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SgdParams {
+    len: u32,
+    learning_rate: f32,
+    momentum: f32,
+    _pad: u32,
+}
+
+/// An SGD optimiser bound to one network: its velocity buffers and update dispatches, all
+/// created up front.
+pub struct Sgd<'n, 'a> {
+    net: &'n GpuNetwork<'a>,
+    dispatches: Vec<Dispatch<'a>>,
+    /// Bytes of velocity buffers.
+    pub memory: u64,
+}
+
+impl<'n, 'a> Sgd<'n, 'a> {
+    /// Prepares `param -= lr * v, v = momentum * v + grad` for every parameter of `net`, which
+    /// must have been built with gradients.
+    pub fn new(net: &'n GpuNetwork<'a>, learning_rate: f32, momentum: f32) -> Result<Self> {
+        let gradients = net.gradients.as_ref().ok_or_else(|| {
+            crate::Error::InvalidArgument("training needs a network built with gradients".into())
+        })?;
+        let ctx = net.ctx;
+        let (dispatches, memory) = ctx.scoped("optimizer setup", |_| -> Result<_> {
+            let mut b = Builder::new(ctx);
+            let mut dispatches = Vec::new();
+            for (params, grads) in net.params.iter().zip(&gradients.params) {
+                let name = &net.plan[params.layer].layer.name;
+                let pairs = params
+                    .weights
+                    .iter()
+                    .zip(&grads.weights)
+                    .chain(std::iter::once((&params.bias, &grads.bias)));
+                for (param, grad) in pairs {
+                    let len = (param.size() / 4) as usize;
+                    let velocity = b.storage(&format!("{name} velocity"), len, Purpose::Scratch);
+                    let sgd = SgdParams {
+                        len: u32_of(len, "parameters")?,
+                        learning_rate,
+                        momentum,
+                        _pad: 0,
+                    };
+                    let label = format!("{name} sgd");
+                    let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+                    let args = [grad, &velocity, param];
+                    dispatches.push(b.dispatch(&label, &ctx.kernels.sgd, &sgd, &args, workgroups));
+                }
+            }
+            Ok((dispatches, b.memory.scratch))
+        })??;
+        Ok(Sgd {
+            net,
+            dispatches,
+            memory,
+        })
+    }
+
+    /// One training step: forward, backward, update, in one command buffer; waits for the GPU.
+    pub fn step(&self) -> Result<()> {
+        self.net.run("training step", |encoder| {
+            self.net.encode_forward(encoder);
+            self.net.encode_backward(encoder)?;
+            encode_pass(encoder, "sgd", &self.dispatches);
+            Ok(())
+        })
+    }
+}
