@@ -1,4 +1,5 @@
-//! Writing files so that a failure never leaves a half-written one behind.
+//! Reading and writing files so that errors name the file and a failure never leaves a
+//! half-written one behind.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,17 +8,12 @@ use crate::error::{Error, Result};
 
 /// Writes `bytes` to a temporary file beside `path`, then renames it into place. On any failure
 /// the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    check_writable(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !dir.is_dir() {
-        return Err(Error::file(path, "the directory does not exist"));
-    }
-    if path.is_dir() {
-        return Err(Error::file(path, "is a directory"));
-    }
     let mut temp = tempfile::NamedTempFile::new_in(dir)
         .map_err(|e| Error::file(path, format!("cannot create a file there: {e}")))?;
     temp.write_all(bytes)
@@ -32,8 +28,24 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Fails early, naming the file, when `path` cannot be an output file: its directory does not
+/// exist or it is a directory itself. Commands call this before any long computation.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(path, "the directory does not exist"));
+    }
+    if path.is_dir() {
+        return Err(Error::file(path, "is a directory"));
+    }
+    Ok(())
+}
+
 /// Reads a whole file, with the error naming the file.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+pub fn read(path: &Path) -> Result<Vec<u8>> {
     if path.is_dir() {
         return Err(Error::file(path, "is a directory, not a file"));
     }

@@ -29,7 +29,7 @@ compile_error!("the file formats are little-endian and are read by reinterpretin
 pub mod bench;
 pub mod check;
 pub mod error;
-mod files;
+pub mod files;
 pub mod gpu;
 pub mod model;
 pub mod npy;

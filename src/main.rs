@@ -4,14 +4,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench::{self, Pass};
 use convnet_wgpu::gpu::{self, AdapterChoice, GpuContext, GpuNetwork, MemoryUse, Sgd};
 use convnet_wgpu::model::{self, LayerPlan, Network};
 use convnet_wgpu::reference;
 use convnet_wgpu::weights::{self, Weights};
-use convnet_wgpu::{check, npy, Error};
+use convnet_wgpu::{check, files, npy, Error};
 
 /// Classic convolutional networks on WGSL compute shaders: the seed's AlexNet benchmark on any
 /// adapter, checked against a CPU reference.
@@ -206,6 +205,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             seed,
         } => return check(&model, &device, weights.as_deref(), input.as_deref(), seed),
         Command::Init { model, seed, out } => {
+            files::check_writable(&out)?;
             let network = model::by_name(&model)?;
             Weights::init(&network, seed)?.save(&out)?;
             println!("wrote {} ({}, seed {seed})", out.display(), network.name);
@@ -446,6 +446,9 @@ fn bench_pass(
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        files::check_writable(path)?;
+    }
     let network = model::by_name(&args.model)?;
     let plan = network.plan(args.batch)?;
     let ctx = open_context(&args.device)?;
@@ -530,25 +533,9 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "gpu_memory_bytes": net.memory(),
             "passes": passes,
         });
-        write_json(path, &doc)?;
+        files::write_atomically(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
         println!("wrote {}", path.display());
     }
-    Ok(())
-}
-
-fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(doc)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let temp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
-        .with_context(|| format!("{}: cannot create a file there", path.display()))?;
-    std::fs::write(temp.path(), text)
-        .with_context(|| format!("{}: write failed", path.display()))?;
-    temp.persist(path).with_context(|| {
-        format!(
-            "{}: cannot move the finished file into place",
-            path.display()
-        )
-    })?;
     Ok(())
 }
 
@@ -674,6 +661,9 @@ fn run_files(
     output: Option<&Path>,
     grads: Option<&Path>,
 ) -> anyhow::Result<()> {
+    for path in output.iter().chain(grads.iter()) {
+        files::check_writable(path)?;
+    }
     let network = model::by_name(model_name)?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
     let ctx = open_context(device)?;
@@ -734,6 +724,9 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     }
     if !(args.lr.is_finite() && args.lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
         anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
+    }
+    if let Some(path) = &args.out {
+        files::check_writable(path)?;
     }
     let network = model::by_name(&args.model.model)?;
     let (plan, params, data) = load_or_init(

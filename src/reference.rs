@@ -543,6 +543,17 @@ impl<T: Real> Parameters<T> {
         }
     }
 
+    /// Replaces the tensor called `name` (same length), e.g. to probe finite differences.
+    pub fn set(&mut self, name: &str, values: Vec<T>) {
+        let slot = self
+            .tensors
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"));
+        assert_eq!(slot.1.len(), values.len(), "{name}: length changes");
+        slot.1 = values;
+    }
+
     /// A layer's weight and bias.
     pub fn layer(&self, layer: &str) -> (&[T], &[T]) {
         let get = |suffix: &str| {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-fn convnet(args: &[&str]) -> (bool, String, String) {
+fn convnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
         .args(args)
         .output()
@@ -15,7 +15,7 @@ fn convnet(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn assert_clean_failure(args: &[&str], expected: &str) {
+fn assert_clean_failure<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], expected: &str) {
     let (ok, _, stderr) = convnet(args);
     assert!(!ok, "{args:?} succeeded");
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
@@ -130,4 +130,60 @@ fn run_writes_logits() {
     let logits = convnet_wgpu::npy::read(Path::new(&d("y.npy"))).unwrap();
     assert_eq!(logits.shape, vec![1, 1000]);
     assert!(logits.data.iter().all(|v| v.is_finite()) && logits.data.iter().any(|&v| v != 0.0));
+}
+
+#[test]
+fn run_writes_gradients_and_train_lowers_the_loss() {
+    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, _, stderr) = convnet(&["init", "--out", &d("w.safetensors")]);
+    assert!(ok, "{stderr}");
+    let image =
+        convnet_wgpu::weights::random_input(&convnet_wgpu::model::alexnet().plan(1).unwrap(), 3);
+    convnet_wgpu::npy::write(Path::new(&d("x.npy")), &[1, 3, 224, 224], &image).unwrap();
+
+    // An unwritable gradients path fails before any work and leaves no logits behind.
+    let (weights, input, output) = (d("w.safetensors"), d("x.npy"), d("y.npy"));
+    let (bad_grads, grads_path) = (d("no/dir/g.safetensors"), d("g.safetensors"));
+    let run = |grads: &str| {
+        let args = [
+            "run",
+            "--weights",
+            &weights,
+            "--input",
+            &input,
+            "--output",
+            &output,
+        ];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.extend(["--grads".to_string(), grads.to_string()]);
+        args
+    };
+    assert_clean_failure(&run(&bad_grads), "the directory does not exist");
+    assert!(!Path::new(&output).exists());
+
+    let good = run(&grads_path);
+    let (ok, stdout, stderr) = convnet(&good);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("gradients of l2_loss"), "{stdout}");
+    let network = convnet_wgpu::model::alexnet();
+    // The gradients file has exactly the weights' names and shapes.
+    let grads =
+        convnet_wgpu::weights::Weights::load(Path::new(&d("g.safetensors")), &network).unwrap();
+    assert!(grads.iter().all(|(_, t)| t.data.iter().any(|&v| v != 0.0)));
+
+    let (ok, stdout, stderr) = convnet(&["train", "--steps", "11", "--batch", "1"]);
+    assert!(ok, "{stderr}");
+    let losses: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.split("loss = ").nth(1))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 2, "{stdout}");
+    assert!(losses[1] < losses[0], "{stdout}");
+    assert_clean_failure(&["train", "--lr=0"], "--lr must be positive");
 }

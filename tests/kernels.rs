@@ -329,3 +329,35 @@ fn max_pool_matches_reference() {
         check_layer(&network, batch, 500 + i as u64);
     }
 }
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum() {
+    // Values from {0, 1, 2}: most windows hold ties, and the GPU must route every gradient to
+    // the same (first, row-major) maximum as the CPU reference.
+    let network = behind_identity(
+        dims(3, 9, 8),
+        LayerKind::MaxPool {
+            window: Window::square(3, 2, Padding::Same),
+        },
+    );
+    let plan = network.plan(2).unwrap();
+    let weights = random_weights(&network, 600);
+    let params = Parameters::<f32>::from_weights(&weights);
+    let input: Vec<f32> = random(2 * network.input.len(), 601)
+        .iter()
+        .map(|v| (v * 1.5 + 1.5).floor())
+        .collect();
+    let output = reference::layer_forward(&plan[1], &input, &params);
+    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &weights).unwrap();
+        net.upload_input(&input).unwrap();
+        net.forward_backward().unwrap();
+        assert_eq!(
+            net.read_output_gradient(0).unwrap(),
+            grads.input.clone().unwrap(),
+            "{}",
+            ctx.describe()
+        );
+    }
+}
