@@ -16,7 +16,8 @@ struct Params {
     bias: f32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    // Windows stop at the edges of each group of this many channels (all channels: one group).
+    channels_per_group: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -38,12 +39,19 @@ fn position_base(id: vec3<u32>, groups: vec3<u32>) -> i32 {
     return i32(image * params.channels * params.plane + position % params.plane);
 }
 
+// The first and last channel of c's window: radius depth_radius, clipped to c's group.
+fn window(c: i32) -> vec2<i32> {
+    let per_group = i32(params.channels_per_group);
+    let first = c / per_group * per_group;
+    let radius = i32(params.depth_radius);
+    return vec2<i32>(max(c - radius, first), min(c + radius, first + per_group - 1));
+}
+
 // d[c]: the normaliser of channel c at the position starting at `base`.
 fn normaliser(base: u32, c: i32) -> f32 {
-    let radius = i32(params.depth_radius);
-    let last = i32(params.channels) - 1;
+    let w = window(c);
     var sum_sq = 0.0;
-    for (var k = max(c - radius, 0); k <= min(c + radius, last); k++) {
+    for (var k = w.x; k <= w.y; k++) {
         let v = input[base + u32(k) * params.plane];
         sum_sq += v * v;
     }
@@ -77,11 +85,10 @@ fn lrn_backward(
         return;
     }
     let base = u32(found);
-    let radius = i32(params.depth_radius);
-    let last = i32(params.channels) - 1;
-    for (var j = 0; j <= last; j++) {
+    for (var j = 0; j < i32(params.channels); j++) {
+        let w = window(j);
         var window_sum = 0.0;
-        for (var c = max(j - radius, 0); c <= min(j + radius, last); c++) {
+        for (var c = w.x; c <= w.y; c++) {
             window_sum += scratch[base + u32(c) * params.plane];
         }
         let at = base + u32(j) * params.plane;

@@ -3,7 +3,7 @@
 //   output[n, c, h, w] = input[n, c, h, w] / (bias + alpha * sum_{k = c - r .. c + r} input[n, k, h, w]^2)^beta
 //
 // with the window clipped at the first and last channel, and alpha NOT divided by the window size
-// (Caffe and PyTorch divide it). Every invocation owns one pixel position and produces all its
+// (Caffe and PyTorch divide it); with groups, windows also stop at each group's edges. Every invocation owns one pixel position and produces all its
 // channels; neighbouring invocations read neighbouring pixels, so loads stay contiguous. The window
 // sum is taken afresh per channel rather than as a running sum, which would pick up cancellation
 // error as large values leave the window.
@@ -16,7 +16,8 @@ struct Params {
     bias: f32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    // Windows stop at the edges of each group of this many channels (all channels: one group).
+    channels_per_group: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -38,10 +39,11 @@ fn lrn_forward(
     let image = position / params.plane;
     let base = image * params.channels * params.plane + position % params.plane;
     let radius = i32(params.depth_radius);
-    let last = i32(params.channels) - 1;
-    for (var c = 0; c <= last; c++) {
+    let per_group = i32(params.channels_per_group);
+    for (var c = 0; c < i32(params.channels); c++) {
+        let first = c / per_group * per_group;
         var sum_sq = 0.0;
-        for (var k = max(c - radius, 0); k <= min(c + radius, last); k++) {
+        for (var k = max(c - radius, first); k <= min(c + radius, first + per_group - 1); k++) {
             let v = input[base + u32(k) * params.plane];
             sum_sq += v * v;
         }

@@ -63,12 +63,15 @@ pub enum LayerKind {
         groups: usize,
         relu: bool,
     },
-    /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`.
+    /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`. With `groups`
+    /// > 1 the window stays inside each group of channels (the two-GPU AlexNet normalises each
+    /// tower's channels on their own GPU).
     Lrn {
         depth_radius: usize,
         bias: f32,
         alpha: f32,
         beta: f32,
+        groups: usize,
     },
     /// Max pooling; padded positions never win.
     MaxPool { window: Window },
@@ -347,7 +350,15 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
             };
             Ok((dims, pad))
         }
-        LayerKind::Lrn { .. } => Ok((input, Pad::default())),
+        LayerKind::Lrn { groups, .. } => {
+            if *groups == 0 || !input.channels.is_multiple_of(*groups) {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {}: {} channels do not divide into {} groups",
+                    layer.name, input.channels, groups
+                )));
+            }
+            Ok((input, Pad::default()))
+        }
         LayerKind::Linear { out_features, .. } => Ok((
             Dims {
                 channels: *out_features,
@@ -366,6 +377,7 @@ pub fn seed_lrn() -> LayerKind {
         bias: 1.0,
         alpha: 0.001 / 9.0,
         beta: 0.75,
+        groups: 1,
     }
 }
 

@@ -320,14 +320,21 @@ pub struct LrnSpec {
     pub bias: f32,
     pub alpha: f32,
     pub beta: f32,
+    pub groups: usize,
 }
 
 impl LrnSpec {
+    /// The channels in `c`'s window: radius `depth_radius`, clipped to `c`'s group.
+    fn window(&self, channels: usize, c: usize) -> std::ops::RangeInclusive<usize> {
+        let per_group = channels / self.groups;
+        let first = c / per_group * per_group;
+        let last = first + per_group - 1;
+        c.saturating_sub(self.depth_radius).max(first)..=(c + self.depth_radius).min(last)
+    }
+
     /// `bias + alpha * sum_{k in window(c)} x[k]^2` at one position; `at(k)` reads channel k.
     fn normaliser<T: Real>(&self, channels: usize, c: usize, at: impl Fn(usize) -> T) -> T {
-        let lo = c.saturating_sub(self.depth_radius);
-        let hi = (c + self.depth_radius).min(channels - 1);
-        let sum_sq: T = (lo..=hi).map(|k| at(k) * at(k)).sum();
+        let sum_sq: T = self.window(channels, c).map(|k| at(k) * at(k)).sum();
         T::from_f32(self.bias) + T::from_f32(self.alpha) * sum_sq
     }
 }
@@ -370,9 +377,8 @@ pub fn lrn_backward<T: Real>(
                 .map(|c| spec.normaliser(dims.channels, c, at))
                 .collect();
             for j in 0..dims.channels {
-                let lo = j.saturating_sub(spec.depth_radius);
-                let hi = (j + spec.depth_radius).min(dims.channels - 1);
-                let cross: T = (lo..=hi)
+                let cross: T = spec
+                    .window(dims.channels, j)
                     .map(|c| grad_output[index(c)] * at(c) * d[c].powf(-beta - T::one()))
                     .sum();
                 grad_input[index(j)] =
@@ -575,11 +581,13 @@ fn lrn_spec(kind: &LayerKind) -> Option<LrnSpec> {
             bias,
             alpha,
             beta,
+            groups,
         } => Some(LrnSpec {
             depth_radius,
             bias,
             alpha,
             beta,
+            groups,
         }),
         _ => None,
     }

@@ -167,7 +167,16 @@ fn lrn_backward_matches_finite_differences() {
         bias: 0.5,
         alpha: 0.7,
         beta: 0.75,
+        groups: 1,
     };
+    let grouped = LayerKind::Lrn {
+        depth_radius: 3,
+        bias: 1.0,
+        alpha: 0.5,
+        beta: 0.6,
+        groups: 2,
+    };
+    check_layer(dims(8, 1, 3), grouped, 2, 32);
     check_layer(dims(7, 2, 3), large_alpha, 2, 30);
     check_layer(dims(3, 2, 2), convnet_wgpu::model::seed_lrn(), 1, 31);
 }

@@ -296,6 +296,7 @@ fn lrn_matches_reference() {
                 bias: 2.0,
                 alpha: 1e-2,
                 beta: 0.5,
+                groups: 1,
             },
         ),
         (
@@ -306,6 +307,19 @@ fn lrn_matches_reference() {
                 bias: 0.5,
                 alpha: 0.3,
                 beta: 1.2,
+                groups: 1,
+            },
+        ),
+        // Grouped, as the two-GPU AlexNet: windows stop at the group boundary.
+        (
+            2,
+            dims(12, 3, 2),
+            LayerKind::Lrn {
+                depth_radius: 2,
+                bias: 1.0,
+                alpha: 0.4,
+                beta: 0.75,
+                groups: 3,
             },
         ),
     ];

@@ -116,7 +116,7 @@ pub(crate) struct LrnParams {
     pub bias: f32,
     pub alpha: f32,
     pub beta: f32,
-    pub _pad: u32,
+    pub channels_per_group: u32,
 }
 
 impl LrnParams {
@@ -126,6 +126,7 @@ impl LrnParams {
             bias,
             alpha,
             beta,
+            groups,
         } = layer.layer.kind
         else {
             return Err(Error::InvalidArgument(format!(
@@ -141,7 +142,7 @@ impl LrnParams {
             bias,
             alpha,
             beta,
-            _pad: 0,
+            channels_per_group: u32_of(layer.input.channels / groups, "channels")?,
         })
     }
 }
