@@ -20,11 +20,11 @@ fn bench_layers(c: &mut Criterion) {
     group.sample_size(10);
     for layer in &plan {
         // One layer as a network of its own, on its real input shape.
-        let network = Network {
-            name: layer.layer.name.clone(),
-            input: layer.input,
-            layers: vec![layer.layer.clone()],
-        };
+        let network = Network::new(
+            layer.layer.name.clone(),
+            layer.input,
+            vec![layer.layer.clone()],
+        );
         let single = network.plan(BATCH).expect("layer plans");
         let params = Weights::init(&network, 1).expect("weights");
         let net = GpuNetwork::new(&ctx, &single, &params).expect("network builds");

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::GpuNetwork;
+use crate::gpu::Runner;
 
 /// Timings of one benchmark run, in seconds.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -56,7 +56,7 @@ impl Pass {
 /// timed steps from 0 (burn-in steps get `None`). A forward-backward pass needs a network built
 /// with gradients.
 pub fn run(
-    net: &GpuNetwork,
+    net: &dyn Runner,
     pass: Pass,
     batches: usize,
     burn_in: usize,

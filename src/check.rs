@@ -4,7 +4,7 @@
 //! absolute difference and that difference divided by the tensor's largest |reference value|.
 
 use crate::error::Result;
-use crate::gpu::GpuNetwork;
+use crate::gpu::Runner;
 use crate::reference::{self, Parameters, Real};
 use crate::weights::Weights;
 
@@ -81,7 +81,7 @@ pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Deviatio
 }
 
 /// Runs `input` through the GPU network and the f32 CPU reference and compares every layer.
-pub fn forward(net: &GpuNetwork, weights: &Weights, input: &[f32]) -> Result<Vec<Deviation>> {
+pub fn forward(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
     let cpu = reference::forward(net.plan(), &Parameters::<f32>::from_weights(weights), input);
@@ -106,7 +106,7 @@ pub struct GradientCheck {
 
 /// Runs a forward-backward pass on the GPU (a network built with gradients) and compares every
 /// parameter gradient of `l2_loss(logits)` with the f64 references.
-pub fn gradients(net: &GpuNetwork, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
+pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
     net.upload_input(input)?;
     net.forward_backward()?;
     let gpu = net.read_gradients()?;
@@ -144,4 +144,30 @@ pub fn reference_gradients<T: Real>(
     let x: Vec<T> = input.iter().map(|&v| T::from_f32(v)).collect();
     let outputs = reference::forward(plan, &params, &x);
     reference::backward(plan, &params, &x, &outputs)
+}
+
+/// Runs the two-device network and the same layout on one device (`ctx`) from the same weights
+/// and input, forward and backward, and compares the logits and every gradient. Both compute
+/// in f32 with the same kernels; only the split of the work differs.
+pub fn one_device_versus_two(
+    ctx: &crate::gpu::GpuContext,
+    two: &crate::gpu::TwoDeviceNetwork,
+    weights: &Weights,
+    input: &[f32],
+) -> Result<Vec<Deviation>> {
+    let one = crate::gpu::GpuNetwork::with_gradients(ctx, two.plan(), weights)?;
+    let mut deviations = Vec::new();
+    for net in [&one as &dyn Runner, two] {
+        net.upload_input(input)?;
+        net.forward_backward()?;
+    }
+    let last = two.plan().len() - 1;
+    let logits_one = Runner::read_layer(&one, last)?;
+    deviations.push(compare("logits", &two.read_layer(last)?, &logits_one));
+    let grads_one = Runner::read_gradients(&one)?;
+    for (name, tensor) in two.read_gradients()?.iter() {
+        let reference = &grads_one.get(name).expect("same layout, same tensors").data;
+        deviations.push(compare(name, &tensor.data, reference));
+    }
+    Ok(deviations)
 }

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench::{self, Pass};
-use convnet_wgpu::gpu::{self, AdapterChoice, GpuContext, GpuNetwork, MemoryUse, Sgd};
+use convnet_wgpu::gpu::{
+    self, AdapterChoice, GpuContext, GpuNetwork, MemoryUse, Runner, Sgd, StepStats,
+    TwoDeviceNetwork,
+};
 use convnet_wgpu::model::{self, LayerPlan, Network};
 use convnet_wgpu::reference;
 use convnet_wgpu::weights::{self, Weights};
@@ -122,20 +125,53 @@ struct ModelArgs {
 
 #[derive(Args)]
 struct DeviceArgs {
-    /// Adapter index (as `convnet adapters` lists them) or a substring of its name.
+    /// Adapter index (as `convnet adapters` lists them) or a substring of its name; give it twice
+    /// to pick the two adapters of `--devices 2`.
     #[arg(long)]
-    adapter: Option<String>,
+    adapter: Vec<String>,
     /// vulkan, metal, dx12 or gl.
     #[arg(long)]
     backend: Option<String>,
+    /// Devices to split a two-device layout (alexnet-2gpu) over: 1 or 2.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    devices: u8,
 }
 
 impl DeviceArgs {
-    fn choice(&self) -> AdapterChoice {
+    fn choice(&self, adapter: Option<&String>) -> AdapterChoice {
         AdapterChoice {
-            adapter: self.adapter.clone(),
+            adapter: adapter.cloned(),
             backend: self.backend.clone(),
         }
+    }
+
+    /// The adapters of each device: as given, or for two devices the first two hardware GPUs
+    /// when the machine has two, else the default adapter twice (one device per request).
+    fn choices(&self) -> anyhow::Result<Vec<AdapterChoice>> {
+        let count = usize::from(self.devices);
+        if self.adapter.len() > count {
+            anyhow::bail!(
+                "{} adapters given for {count} device(s); pass --adapter once per device",
+                self.adapter.len()
+            );
+        }
+        if count == 1 || self.adapter.len() == 2 {
+            return Ok((0..count)
+                .map(|i| self.choice(self.adapter.get(i)))
+                .collect());
+        }
+        if let Some(one) = self.adapter.first() {
+            return Ok(vec![self.choice(Some(one)); 2]);
+        }
+        let hardware: Vec<String> = gpu::list_adapters(&self.choice(None))?
+            .iter()
+            .filter(|a| !a.software)
+            .map(|a| a.index.to_string())
+            .collect();
+        Ok(match hardware.as_slice() {
+            [first, second, ..] => vec![self.choice(Some(first)), self.choice(Some(second))],
+            _ => vec![self.choice(None); 2],
+        })
     }
 }
 
@@ -178,6 +214,9 @@ struct BenchArgs {
     /// Write every setting and timing as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With --devices 2, also run the same layout on one device and compare.
+    #[arg(long)]
+    compare_devices: bool,
 }
 
 fn main() -> ExitCode {
@@ -335,9 +374,77 @@ fn shapes(args: &ModelArgs, json: bool) -> anyhow::Result<()> {
 }
 
 fn open_context(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
-    let ctx = GpuContext::new(&device.choice())?;
+    if device.devices != 1 {
+        anyhow::bail!("this command runs on one device; drop --devices");
+    }
+    let ctx = GpuContext::new(&device.choice(device.adapter.first()))?;
     println!("adapter: {}", ctx.describe());
     Ok(ctx)
+}
+
+/// One context per device of `--devices`, each printed with its adapter.
+fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    let contexts = device
+        .choices()?
+        .iter()
+        .map(GpuContext::new)
+        .collect::<convnet_wgpu::Result<Vec<_>>>()?;
+    for (i, ctx) in contexts.iter().enumerate() {
+        println!("device {i}: {}", ctx.describe());
+    }
+    if contexts.len() == 2 && contexts[0].info == contexts[1].info {
+        println!("(two devices on one adapter: they share its hardware, so expect no speed-up)");
+    }
+    Ok(contexts)
+}
+
+/// A network on the contexts' devices: one device (any network), or a two-device layout split.
+enum Placed<'a> {
+    One(GpuNetwork<'a>),
+    Two(TwoDeviceNetwork<'a>),
+}
+
+impl<'a> Placed<'a> {
+    fn new(
+        contexts: &'a [GpuContext],
+        network: &Network,
+        plan: &[LayerPlan],
+        params: &Weights,
+        gradients: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(match contexts {
+            [ctx] if gradients => Placed::One(GpuNetwork::with_gradients(ctx, plan, params)?),
+            [ctx] => Placed::One(GpuNetwork::new(ctx, plan, params)?),
+            [a, b] => Placed::Two(TwoDeviceNetwork::new(
+                [a, b],
+                network,
+                plan[0].batch,
+                params,
+            )?),
+            _ => unreachable!("one or two devices"),
+        })
+    }
+
+    fn runner(&self) -> &dyn Runner {
+        match self {
+            Placed::One(net) => net,
+            Placed::Two(net) => net,
+        }
+    }
+
+    fn memory(&self) -> String {
+        match self {
+            Placed::One(net) => describe_memory(&net.memory()),
+            Placed::Two(net) => {
+                let [a, b] = net.memory();
+                format!(
+                    "GPU memory {} on device 0, {} on device 1",
+                    megabytes(a),
+                    megabytes(b)
+                )
+            }
+        }
+    }
 }
 
 fn megabytes(bytes: u64) -> String {
@@ -355,31 +462,38 @@ fn describe_memory(memory: &MemoryUse) -> String {
     )
 }
 
-/// The driver's allocation, when it reports one, as a phrase for the output.
-fn driver_memory(ctx: &GpuContext) -> String {
-    ctx.allocated_bytes().map_or_else(
+/// The drivers' allocation, when they report one, as a phrase for the output.
+fn driver_memory(contexts: &[GpuContext]) -> String {
+    allocated(contexts).map_or_else(
         || "the driver gives no allocator report".into(),
         |bytes| format!("driver allocation {}", megabytes(bytes)),
     )
 }
 
+fn allocated(contexts: &[GpuContext]) -> Option<u64> {
+    contexts.iter().map(GpuContext::allocated_bytes).sum()
+}
+
 /// The timings and rates of one benchmarked pass.
 struct PassResult {
     pass: Pass,
+    devices: usize,
     timings: bench::Timings,
     flops: f64,
     allocated_before: Option<u64>,
     allocated_after: Option<u64>,
+    /// Two devices: the mean over timed steps of each device's busy time and each exchange.
+    two_devices: Option<StepStats>,
 }
 
 fn bench_pass(
-    net: &GpuNetwork,
+    placed: &Placed,
+    contexts: &[GpuContext],
     pass: Pass,
-    batches: usize,
-    burn_in: usize,
+    (batches, burn_in): (usize, usize),
     flops: f64,
 ) -> anyhow::Result<PassResult> {
-    let ctx = net.context();
+    let net = placed.runner();
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new((burn_in + batches) as u64);
         bar.set_style(
@@ -394,15 +508,19 @@ fn bench_pass(
         None => println!("{line}"),
     };
     let mut allocated_before = None;
+    let mut totals: Option<StepStats> = None;
     let timings = bench::run(net, pass, batches, burn_in, |step, seconds| {
         match step {
             None => say(format!("warm-up, duration = {seconds:.3}")),
             Some(i) => {
                 if i == 0 {
-                    allocated_before = ctx.allocated_bytes();
+                    allocated_before = allocated(contexts);
                 }
                 if i % every == 0 {
                     say(format!("step {i}, duration = {seconds:.3}"));
+                }
+                if let Placed::Two(two) = placed {
+                    add_step(&mut totals, two.last_step(), batches);
                 }
             }
         }
@@ -415,26 +533,71 @@ fn bench_pass(
     }
     let result = PassResult {
         pass,
+        devices: contexts.len(),
         timings,
         flops,
         allocated_before,
-        allocated_after: ctx.allocated_bytes(),
+        allocated_after: allocated(contexts),
+        two_devices: totals,
     };
+    print_pass(&result, net.plan()[0].batch, contexts);
+    Ok(result)
+}
+
+/// Adds one step's stats, divided by the number of steps, into `totals`.
+fn add_step(totals: &mut Option<StepStats>, step: StepStats, steps: usize) {
+    let n = steps as f64;
+    let totals = totals.get_or_insert_with(|| StepStats {
+        device_busy_s: [0.0; 2],
+        exchanges: step
+            .exchanges
+            .iter()
+            .map(|e| gpu::ExchangeStats {
+                seconds: 0.0,
+                ..e.clone()
+            })
+            .collect(),
+    });
+    for d in 0..2 {
+        totals.device_busy_s[d] += step.device_busy_s[d] / n;
+    }
+    for (total, e) in totals.exchanges.iter_mut().zip(&step.exchanges) {
+        total.seconds += e.seconds / n;
+    }
+}
+
+fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
+    let mean = result.timings.mean;
     println!(
         "{} across {} steps, {:.3} +/- {:.3} sec / batch",
-        pass.seed_name(),
-        batches,
-        result.timings.mean,
+        result.pass.seed_name(),
+        result.timings.steps.len(),
+        mean,
         result.timings.sd
     );
-    let batch = net.plan()[0].batch as f64;
     println!(
-        "{:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per batch) on {}",
-        batch / result.timings.mean,
-        flops / result.timings.mean / 1e9,
-        flops / 1e9,
-        ctx.info.name
+        "{:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per batch) on {} device(s): {}",
+        batch as f64 / mean,
+        result.flops / mean / 1e9,
+        result.flops / 1e9,
+        result.devices,
+        contexts[0].info.name
     );
+    if let Some(stats) = &result.two_devices {
+        println!(
+            "device busy per batch: device 0 {:.3} s, device 1 {:.3} s",
+            stats.device_busy_s[0], stats.device_busy_s[1]
+        );
+        for e in &stats.exchanges {
+            println!(
+                "exchange {}: {} to the host, {} to the devices, {:.1} ms",
+                e.name,
+                megabytes(e.bytes_to_host),
+                megabytes(e.bytes_to_devices),
+                e.seconds * 1e3
+            );
+        }
+    }
     if let (Some(before), Some(after)) = (result.allocated_before, result.allocated_after) {
         println!(
             "driver allocation {} after the first timed step, {} after the last",
@@ -442,17 +605,20 @@ fn bench_pass(
             megabytes(after)
         );
     }
-    Ok(result)
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         files::check_writable(path)?;
     }
+    if args.compare_devices && args.device.devices != 2 {
+        anyhow::bail!("--compare-devices compares --devices 2 with one device; add --devices 2");
+    }
     let network = model::by_name(&args.model)?;
     let plan = network.plan(args.batch)?;
-    let ctx = open_context(&args.device)?;
-    let (batches, burn_in) = match (args.batches, args.burn_in, ctx.software) {
+    let contexts = open_contexts(&args.device)?;
+    let software = contexts.iter().any(|c| c.software);
+    let steps = match (args.batches, args.burn_in, software) {
         (None, None, true) => {
             println!(
                 "software adapter: 5 timed steps after 1 warm-up per pass instead of the seed's \
@@ -462,38 +628,41 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
         (batches, burn_in, _) => (batches.unwrap_or(100), burn_in.unwrap_or(10)),
     };
-    if batches == 0 {
+    if steps.0 == 0 {
         anyhow::bail!("--batches must be at least 1");
     }
     let passes = args.pass.passes();
-    let needs_gradients = passes.contains(&Pass::ForwardBackward);
+    let gradients = passes.contains(&Pass::ForwardBackward);
     let params = Weights::init(&network, args.seed)?;
-    let net = if needs_gradients {
-        GpuNetwork::with_gradients(&ctx, &plan, &params)?
-    } else {
-        GpuNetwork::new(&ctx, &plan, &params)?
-    };
-    net.upload_input(&weights::random_input(&plan, args.seed))?;
-    println!(
-        "{}: batch {}, {} timed steps after {} warm-up per pass; {}; {}",
-        network.name,
-        args.batch,
-        batches,
-        burn_in,
-        describe_memory(&net.memory()),
-        driver_memory(&ctx)
-    );
-    let per_image_forward = model::total_flops_per_image(&plan) as f64;
-    let per_image_backward = model::total_backward_flops_per_image(&plan) as f64;
-    let mut results = Vec::new();
-    for &pass in passes {
-        let flops = args.batch as f64
+    let input = weights::random_input(&plan, args.seed);
+    let flops_of = |pass: Pass| {
+        let forward = model::total_flops_per_image(&plan) as f64;
+        let backward = model::total_backward_flops_per_image(&plan) as f64;
+        args.batch as f64
             * match pass {
-                Pass::Forward => per_image_forward,
-                Pass::ForwardBackward => per_image_forward + per_image_backward,
-            };
-        results.push(bench_pass(&net, pass, batches, burn_in, flops)?);
-    }
+                Pass::Forward => forward,
+                Pass::ForwardBackward => forward + backward,
+            }
+    };
+    let run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
+        let placed = Placed::new(contexts, &network, &plan, &params, gradients)?;
+        placed.runner().upload_input(&input)?;
+        println!(
+            "{}: batch {}, {} timed steps after {} warm-up per pass, {} device(s); {}; {}",
+            network.name,
+            args.batch,
+            steps.0,
+            steps.1,
+            contexts.len(),
+            placed.memory(),
+            driver_memory(contexts)
+        );
+        passes
+            .iter()
+            .map(|&pass| bench_pass(&placed, contexts, pass, steps, flops_of(pass)))
+            .collect()
+    };
+    let results = run_all(&contexts)?;
     if let [forward, backward] = results.as_slice() {
         println!(
             "forward-backward / forward = {:.2} (FLOP ratio {:.2})",
@@ -501,37 +670,63 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             backward.flops / forward.flops
         );
     }
+    let compared = if args.compare_devices {
+        println!("\nthe same layout on device 0 alone:");
+        let one = run_all(&contexts[..1])?;
+        for (two, one) in results.iter().zip(&one) {
+            println!(
+                "{}: two devices {:.3} s, one device {:.3} s per batch: {:.2}x the one-device time",
+                two.pass.seed_name(),
+                two.timings.mean,
+                one.timings.mean,
+                two.timings.mean / one.timings.mean
+            );
+        }
+        one
+    } else {
+        Vec::new()
+    };
     if let Some(path) = &args.json {
-        let passes: Vec<_> = results
+        let passes_json = |results: &[PassResult]| -> Vec<serde_json::Value> {
+            results
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "pass": r.pass,
+                        "devices": r.devices,
+                        "flops_per_batch": r.flops,
+                        "timings_s": r.timings,
+                        "images_per_s": args.batch as f64 / r.timings.mean,
+                        "gflops_per_s": r.flops / r.timings.mean / 1e9,
+                        "driver_allocated_bytes_first_step": r.allocated_before,
+                        "driver_allocated_bytes_last_step": r.allocated_after,
+                        "two_devices_mean_per_step": r.two_devices,
+                    })
+                })
+                .collect()
+        };
+        let adapters: Vec<_> = contexts
             .iter()
-            .map(|r| {
+            .map(|ctx| {
                 serde_json::json!({
-                    "pass": r.pass,
-                    "flops_per_batch": r.flops,
-                    "timings_s": r.timings,
-                    "images_per_s": args.batch as f64 / r.timings.mean,
-                    "gflops_per_s": r.flops / r.timings.mean / 1e9,
-                    "driver_allocated_bytes_first_step": r.allocated_before,
-                    "driver_allocated_bytes_last_step": r.allocated_after,
+                    "name": ctx.info.name,
+                    "backend": format!("{:?}", ctx.info.backend),
+                    "device_type": format!("{:?}", ctx.info.device_type),
+                    "driver": ctx.info.driver,
+                    "driver_info": ctx.info.driver_info,
+                    "software": ctx.software,
                 })
             })
             .collect();
         let doc = serde_json::json!({
             "model": network.name,
-            "adapter": {
-                "name": ctx.info.name,
-                "backend": format!("{:?}", ctx.info.backend),
-                "device_type": format!("{:?}", ctx.info.device_type),
-                "driver": ctx.info.driver,
-                "driver_info": ctx.info.driver_info,
-                "software": ctx.software,
-            },
+            "devices": adapters,
             "batch": args.batch,
-            "batches": batches,
-            "burn_in": burn_in,
+            "batches": steps.0,
+            "burn_in": steps.1,
             "seed": args.seed,
-            "gpu_memory_bytes": net.memory(),
-            "passes": passes,
+            "passes": passes_json(&results),
+            "one_device_comparison": passes_json(&compared),
         });
         files::write_atomically(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
         println!("wrote {}", path.display());
@@ -592,15 +787,12 @@ fn check(
 ) -> anyhow::Result<ExitCode> {
     let network = model::by_name(&args.model)?;
     let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
-    let ctx = open_context(device)?;
-    let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
-    println!(
-        "batch {}; {}",
-        plan[0].batch,
-        describe_memory(&net.memory())
-    );
+    let contexts = open_contexts(device)?;
+    let placed = Placed::new(&contexts, &network, &plan, &params, true)?;
+    let net = placed.runner();
+    println!("batch {}; {}", plan[0].batch, placed.memory());
 
-    let layers = check::forward(&net, &params, &data)?;
+    let layers = check::forward(net, &params, &data)?;
     println!(
         "\nlayer outputs against the f32 CPU reference (tolerance: max |error| / max |ref| <= {:e})",
         check::TOLERANCE
@@ -612,7 +804,7 @@ fn check(
         &[],
     );
 
-    let grads = check::gradients(&net, &params, &data)?;
+    let grads = check::gradients(net, &params, &data)?;
     println!(
         "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
          (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
@@ -631,18 +823,38 @@ fn check(
         .collect();
     print_deviations("parameter", &rows, check::GRADIENT_TOLERANCE, &scale);
 
-    let mut failed: Vec<&str> = layers
+    let mut failed: Vec<String> = layers
         .iter()
         .filter(|r| !r.within(check::TOLERANCE))
-        .map(|r| r.name.as_str())
+        .chain(
+            rows.iter()
+                .copied()
+                .filter(|r| !r.within(check::GRADIENT_TOLERANCE)),
+        )
+        .map(|r| r.name.clone())
         .collect();
-    failed.extend(
-        rows.iter()
-            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
-            .map(|r| r.name.as_str()),
-    );
+
+    if let Placed::Two(two) = &placed {
+        let versus = check::one_device_versus_two(&contexts[0], two, &params, &data)?;
+        println!(
+            "\ntwo devices against the same layout on device 0 alone (tolerance {:e})",
+            check::TOLERANCE
+        );
+        print_deviations(
+            "tensor",
+            &versus.iter().collect::<Vec<_>>(),
+            check::TOLERANCE,
+            &[],
+        );
+        failed.extend(
+            versus
+                .iter()
+                .filter(|r| !r.within(check::TOLERANCE))
+                .map(|r| format!("{} (1 vs 2 devices)", r.name)),
+        );
+    }
     if failed.is_empty() {
-        println!("\ncheck passed: every layer and every gradient within tolerance");
+        println!("\ncheck passed: every comparison within tolerance");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(

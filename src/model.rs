@@ -113,6 +113,43 @@ pub struct Network {
     pub name: String,
     pub input: Dims,
     pub layers: Vec<Layer>,
+    /// How the network splits across two devices, for the layouts that do.
+    pub towers: Option<Towers>,
+}
+
+/// A two-device layout (the 2012 two-GPU AlexNet): layers `0..unsplit_from` are split in half,
+/// one half (of every layer's output channels or features) per device; the devices exchange
+/// their halves before each layer in `exchange_before`, so that layer reads both; layers from
+/// `unsplit_from` on run whole on the first device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Towers {
+    pub exchange_before: Vec<usize>,
+    pub unsplit_from: usize,
+}
+
+/// A run of layers between two exchanges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub layers: std::ops::Range<usize>,
+    /// True when each device runs half of every layer; false when the first device runs them whole.
+    pub split: bool,
+}
+
+impl Towers {
+    /// The segments of a network with `layer_count` layers, in order.
+    pub fn segments(&self, layer_count: usize) -> Vec<Segment> {
+        let mut bounds = vec![0];
+        bounds.extend(self.exchange_before.iter().copied());
+        bounds.push(layer_count);
+        bounds.dedup();
+        bounds
+            .windows(2)
+            .map(|w| Segment {
+                layers: w[0]..w[1],
+                split: w[0] < self.unsplit_from,
+            })
+            .collect()
+    }
 }
 
 /// A layer resolved at a batch size: dimensions in and out, padding, counts.
@@ -254,6 +291,109 @@ fn resolve_window(input: Dims, window: &Window) -> (usize, usize, Pad) {
 }
 
 impl Network {
+    /// A network without a multi-device layout.
+    pub fn new(name: impl Into<String>, input: Dims, layers: Vec<Layer>) -> Self {
+        Network {
+            name: name.into(),
+            input,
+            layers,
+            towers: None,
+        }
+    }
+
+    /// One device's half of a split segment: every layer with half its output channels (or
+    /// features), reading the segment's whole input at its first layer and its own half after.
+    /// `input` is the segment's input per image. Fails, naming the layer, where the layout
+    /// cannot be split that way.
+    pub fn tower(&self, segment: &Segment, input: Dims) -> Result<Network> {
+        let mut layers = Vec::new();
+        for i in segment.layers.clone() {
+            let layer = &self.layers[i];
+            let at_start = i == segment.layers.start;
+            let bad = |why: &str| {
+                Error::InvalidArgument(format!(
+                    "{}: layer {} cannot be split: {why}",
+                    self.name, layer.name
+                ))
+            };
+            let kind = match &layer.kind {
+                LayerKind::Conv2d {
+                    out_channels,
+                    window,
+                    groups,
+                    relu,
+                } => {
+                    if !out_channels.is_multiple_of(2) {
+                        return Err(bad("an odd number of output channels"));
+                    }
+                    // Grouped in two: each half reads its own device's channels. Ungrouped: it
+                    // reads every channel, so it must follow an exchange.
+                    let groups = match groups {
+                        1 if at_start => 1,
+                        1 => return Err(bad("it reads both halves but follows no exchange")),
+                        g if g.is_multiple_of(2) && !at_start => g / 2,
+                        _ => return Err(bad("its groups do not follow the two halves")),
+                    };
+                    LayerKind::Conv2d {
+                        out_channels: out_channels / 2,
+                        window: *window,
+                        groups,
+                        relu: *relu,
+                    }
+                }
+                LayerKind::Lrn {
+                    depth_radius,
+                    bias,
+                    alpha,
+                    beta,
+                    groups,
+                } => {
+                    if at_start || !groups.is_multiple_of(2) {
+                        return Err(bad("its windows do not stay inside each half"));
+                    }
+                    LayerKind::Lrn {
+                        depth_radius: *depth_radius,
+                        bias: *bias,
+                        alpha: *alpha,
+                        beta: *beta,
+                        groups: groups / 2,
+                    }
+                }
+                LayerKind::MaxPool { window } => {
+                    if at_start {
+                        return Err(bad(
+                            "a pooling layer after an exchange would pool both halves",
+                        ));
+                    }
+                    LayerKind::MaxPool { window: *window }
+                }
+                LayerKind::Linear { out_features, relu } => {
+                    if !at_start || !out_features.is_multiple_of(2) {
+                        return Err(bad("a split linear layer must follow an exchange"));
+                    }
+                    LayerKind::Linear {
+                        out_features: out_features / 2,
+                        relu: *relu,
+                    }
+                }
+            };
+            layers.push(Layer {
+                name: layer.name.clone(),
+                kind,
+            });
+        }
+        Ok(Network::new(self.name.clone(), input, layers))
+    }
+
+    /// The layers of an unsplit segment, whole, on `input`.
+    pub fn whole(&self, segment: &Segment, input: Dims) -> Network {
+        Network::new(
+            self.name.clone(),
+            input,
+            self.layers[segment.layers.clone()].to_vec(),
+        )
+    }
+
     /// Resolves every layer at `batch`: dimensions, padding, counts. Fails, naming the layer,
     /// when a spatial size reaches zero or channels do not divide into groups.
     pub fn plan(&self, batch: usize) -> Result<Vec<LayerPlan>> {
@@ -422,11 +562,8 @@ fn linear(name: &str, out_features: usize, relu: bool) -> Layer {
 pub fn alexnet() -> Network {
     Network {
         name: "alexnet".into(),
-        input: Dims {
-            channels: 3,
-            height: 224,
-            width: 224,
-        },
+        input: IMAGENET_INPUT,
+        towers: None,
         layers: vec![
             conv("conv1", 96, 11, 4),
             lrn("lrn1"),
@@ -445,10 +582,57 @@ pub fn alexnet() -> Network {
     }
 }
 
+const IMAGENET_INPUT: Dims = Dims {
+    channels: 3,
+    height: 224,
+    width: 224,
+};
+
+fn grouped(mut layer: Layer, groups: usize) -> Layer {
+    match &mut layer.kind {
+        LayerKind::Conv2d { groups: g, .. } | LayerKind::Lrn { groups: g, .. } => *g = groups,
+        _ => unreachable!("only convolutions and LRN have groups"),
+    }
+    layer
+}
+
+/// The original two-GPU AlexNet (Krizhevsky et al., 2012) with the seed's padding rules: every
+/// layer from conv1 to fc2 split in half, one half per GPU. conv2, conv4 and conv5 read only
+/// their own GPU's channels (groups = 2), and so do the LRNs; conv3, fc1 and fc2 read both GPUs'
+/// halves, exchanged before them; fc3 is not split. 60,965,224 parameters at 224x224, the same
+/// network as Caffe's `bvlc_alexnet` with `group: 2` (LRN aside: Caffe normalises across all 96
+/// channels on one device, the original per GPU, as here).
+pub fn alexnet_2gpu() -> Network {
+    Network {
+        name: "alexnet-2gpu".into(),
+        input: IMAGENET_INPUT,
+        towers: Some(Towers {
+            exchange_before: vec![6, 10, 11, 12],
+            unsplit_from: 12,
+        }),
+        layers: vec![
+            conv("conv1", 96, 11, 4),
+            grouped(lrn("lrn1"), 2),
+            pool("pool1"),
+            grouped(conv("conv2", 256, 5, 1), 2),
+            grouped(lrn("lrn2"), 2),
+            pool("pool2"),
+            conv("conv3", 384, 3, 1),
+            grouped(conv("conv4", 384, 3, 1), 2),
+            grouped(conv("conv5", 256, 3, 1), 2),
+            pool("pool3"),
+            linear("fc1", 4096, true),
+            linear("fc2", 4096, true),
+            linear("fc3", 1000, false),
+        ],
+    }
+}
+
 /// The networks the command line knows, by name.
 pub fn by_name(name: &str) -> Result<Network> {
     match name {
         "alexnet" => Ok(alexnet()),
+        "alexnet-2gpu" => Ok(alexnet_2gpu()),
         other => Err(Error::InvalidArgument(format!(
             "unknown model '{other}'; known models: {}",
             MODEL_NAMES.join(", ")
@@ -457,7 +641,7 @@ pub fn by_name(name: &str) -> Result<Network> {
 }
 
 /// Names accepted by [`by_name`].
-pub const MODEL_NAMES: &[&str] = &["alexnet"];
+pub const MODEL_NAMES: &[&str] = &["alexnet", "alexnet-2gpu"];
 
 /// Total parameters of a plan.
 pub fn total_parameters(plan: &[LayerPlan]) -> usize {

@@ -123,6 +123,30 @@ impl Weights {
         (get("weight"), get("bias"))
     }
 
+    /// The parameters of `part`, a piece of this weights' network on one device: every tensor
+    /// whose first dimension `part` halves contributes rows `device * half .. (device + 1) * half`
+    /// (a tower's output channels or features), the others come whole.
+    pub fn slice_for(&self, part: &Network, device: usize) -> Result<Weights> {
+        let tensors = expected_shapes(part)?
+            .into_iter()
+            .map(|(name, shape, _)| {
+                let full = self.get(&name).ok_or_else(|| {
+                    Error::InvalidArgument(format!("no tensor {name} to slice for {}", part.name))
+                })?;
+                let row = full.data.len() / full.shape[0];
+                let rows = shape[0];
+                let start = if rows == full.shape[0] {
+                    0
+                } else {
+                    device * rows
+                };
+                let data = full.data[start * row..(start + rows) * row].to_vec();
+                Ok((name, Tensor { shape, data }))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Weights { tensors })
+    }
+
     /// Tensors in the network's order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t))

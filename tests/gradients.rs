@@ -55,14 +55,14 @@ fn assert_matches_differences(
 }
 
 fn check_layer(input: Dims, kind: LayerKind, batch: usize, seed: u64) {
-    let network = Network {
-        name: "test".into(),
+    let network = Network::new(
+        "test",
         input,
-        layers: vec![Layer {
+        vec![Layer {
             name: "layer".into(),
             kind,
         }],
-    };
+    );
     let plan = network.plan(batch).unwrap();
     let layer = &plan[0];
     let mut weights = Weights::init(&network, seed).unwrap();
@@ -195,16 +195,16 @@ fn max_pool_backward_matches_finite_differences() {
 
 #[test]
 fn max_pool_ties_go_to_the_first_maximum() {
-    let network = Network {
-        name: "test".into(),
-        input: dims(1, 2, 2),
-        layers: vec![Layer {
+    let network = Network::new(
+        "test",
+        dims(1, 2, 2),
+        vec![Layer {
             name: "pool".into(),
             kind: LayerKind::MaxPool {
                 window: Window::square(2, 2, Padding::Valid),
             },
         }],
-    };
+    );
     let plan = network.plan(1).unwrap();
     let params = Parameters::<f64>::from_weights(&Weights::init(&network, 0).unwrap());
     let x = [1.0, 3.0, 3.0, 3.0];

@@ -25,10 +25,10 @@ fn behind_identity(input: Dims, kind: LayerKind) -> Network {
         name: name.into(),
         kind,
     };
-    Network {
-        name: "test".into(),
+    Network::new(
+        "test",
         input,
-        layers: vec![
+        vec![
             layer(
                 "identity",
                 LayerKind::MaxPool {
@@ -37,7 +37,7 @@ fn behind_identity(input: Dims, kind: LayerKind) -> Network {
             ),
             layer("layer", kind),
         ],
-    }
+    )
 }
 
 fn dims(channels: usize, height: usize, width: usize) -> Dims {

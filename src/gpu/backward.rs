@@ -28,20 +28,36 @@ pub(crate) struct ParamGrads {
     pub bias: wgpu::Buffer,
 }
 
+/// Where the gradient of the last layer's output comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OutputGradient {
+    /// The seed's loss, `l2_loss(last output)`: its gradient is the output itself.
+    L2Loss,
+    /// Written into the buffer by the caller before the backward pass (a later segment's
+    /// input gradient, on a multi-device layout).
+    External,
+}
+
 /// Everything the backward pass holds on the GPU.
 pub(crate) struct Gradients<'a> {
     dispatches: Vec<Dispatch<'a>>,
+    output_gradient: OutputGradient,
     /// The gradient of every layer's output.
     pub outputs: Vec<wgpu::Buffer>,
+    /// The gradient of the network's input, when it was asked for.
+    pub input: Option<wgpu::Buffer>,
     /// Parallel to the network's parameterised layers.
     pub params: Vec<ParamGrads>,
 }
 
 impl Gradients<'_> {
-    /// Records the backward pass: the loss gradient (the logits themselves), then every layer.
+    /// Records the backward pass: the loss gradient (the logits themselves, unless the caller
+    /// provides it), then every layer.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
-        let last = self.outputs.last().expect("a network has layers");
-        encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
+        if self.output_gradient == OutputGradient::L2Loss {
+            let last = self.outputs.last().expect("a network has layers");
+            encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
+        }
         encode_pass(encoder, "backward", &self.dispatches);
     }
 }
@@ -55,13 +71,25 @@ struct LayerBuffers<'b> {
     grad_input: Option<&'b wgpu::Buffer>,
 }
 
+/// Builds the backward pass. `input_gradient` asks for the gradient of the network's input too
+/// (skipped otherwise: nobody needs the images' gradient).
 pub(crate) fn build<'a>(
     b: &mut Builder<'a>,
     plan: &[LayerPlan],
     input: &wgpu::Buffer,
     outputs: &[wgpu::Buffer],
     params: &[LayerParams],
+    output_gradient: OutputGradient,
+    input_gradient: bool,
 ) -> Result<Gradients<'a>> {
+    let first = &plan[0];
+    let input_grad = input_gradient.then(|| {
+        b.storage(
+            "input gradient",
+            first.batch * first.input.len(),
+            Purpose::Gradients,
+        )
+    });
     let grads: Vec<wgpu::Buffer> = plan
         .iter()
         .map(|l| {
@@ -97,7 +125,11 @@ pub(crate) fn build<'a>(
             input: if i == 0 { input } else { &outputs[i - 1] },
             output: &outputs[i],
             grad_output: &grads[i],
-            grad_input: (i > 0).then(|| &grads[i - 1]),
+            grad_input: if i == 0 {
+                input_grad.as_ref()
+            } else {
+                Some(&grads[i - 1])
+            },
         };
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
         match (&layer.layer.kind, layer_params) {
@@ -122,7 +154,9 @@ pub(crate) fn build<'a>(
     }
     Ok(Gradients {
         dispatches,
+        output_gradient,
         outputs: grads,
+        input: input_grad,
         params: param_grads,
     })
 }

@@ -7,7 +7,7 @@
 //! only when read back.
 
 use crate::error::{Error, Result};
-use crate::gpu::backward::{self, Gradients};
+use crate::gpu::backward::{self, Gradients, OutputGradient};
 use crate::gpu::builder::{
     encode_pass, u32_of, Builder, Conv2dParams, Dispatch, GemmParams, LrnParams, MaxPoolParams,
     MemoryUse, Purpose, BLOCK,
@@ -148,7 +148,7 @@ impl<'a> GpuNetwork<'a> {
     /// Refuses, with the numbers, any activation larger than one storage binding; splits a
     /// linear layer whose weight is larger into column slices.
     pub fn new(ctx: &'a GpuContext, plan: &[LayerPlan], weights: &Weights) -> Result<Self> {
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, false))?
+        ctx.scoped("network setup", |_| build(ctx, plan, weights, None))?
     }
 
     /// As [`GpuNetwork::new`], plus everything the backward pass of `l2_loss(last output)` needs.
@@ -157,7 +157,26 @@ impl<'a> GpuNetwork<'a> {
         plan: &[LayerPlan],
         weights: &Weights,
     ) -> Result<Self> {
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, true))?
+        let gradients = Some((OutputGradient::L2Loss, false));
+        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
+    }
+
+    /// A segment of a multi-device layout: with gradients, its output gradient provided by the
+    /// caller and its input gradient computed.
+    pub(crate) fn segment(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        last: bool,
+        first: bool,
+    ) -> Result<Self> {
+        let output_gradient = if last {
+            OutputGradient::L2Loss
+        } else {
+            OutputGradient::External
+        };
+        let gradients = Some((output_gradient, !first));
+        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
     }
 
     /// The plan this network runs.
@@ -327,7 +346,7 @@ fn build<'a>(
     ctx: &'a GpuContext,
     plan: &[LayerPlan],
     weights: &Weights,
-    with_gradients: bool,
+    gradients: Option<(OutputGradient, bool)>,
 ) -> Result<GpuNetwork<'a>> {
     let mut b = Builder::new(ctx);
     let first = plan
@@ -376,10 +395,17 @@ fn build<'a>(
         params.extend(layer_params);
         outputs.push(output);
     }
-    let gradients = if with_gradients {
-        Some(backward::build(&mut b, plan, &input, &outputs, &params)?)
-    } else {
-        None
+    let gradients = match gradients {
+        Some((output_gradient, input_gradient)) => Some(backward::build(
+            &mut b,
+            plan,
+            &input,
+            &outputs,
+            &params,
+            output_gradient,
+            input_gradient,
+        )?),
+        None => None,
     };
     Ok(GpuNetwork {
         ctx,

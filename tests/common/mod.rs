@@ -48,14 +48,14 @@ pub fn random(len: usize, seed: u64) -> Vec<f32> {
 
 /// A network of one layer on `input`.
 pub fn single_layer(input: Dims, kind: LayerKind) -> Network {
-    Network {
-        name: "test".into(),
+    Network::new(
+        "test",
         input,
-        layers: vec![Layer {
+        vec![Layer {
             name: "layer".into(),
             kind,
         }],
-    }
+    )
 }
 
 /// Weights for `network` with every tensor (biases included) uniform in [-1, 1).
