@@ -63,9 +63,9 @@ pub enum LayerKind {
         groups: usize,
         relu: bool,
     },
-    /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`. With `groups`
-    /// > 1 the window stays inside each group of channels (the two-GPU AlexNet normalises each
-    /// tower's channels on their own GPU).
+    /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`. With more than
+    /// one group the window stays inside each group of channels (the two-GPU AlexNet normalises
+    /// each tower's channels on their own GPU).
     Lrn {
         depth_radius: usize,
         bias: f32,

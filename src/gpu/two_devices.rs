@@ -116,14 +116,13 @@ impl<'a> TwoDeviceNetwork<'a> {
             };
             let devices = if segment.split { 2 } else { 1 };
             let mut run = Vec::with_capacity(devices);
-            for device in 0..devices {
+            for (device, &ctx) in contexts.iter().enumerate().take(devices) {
                 let part = if segment.split {
                     network.tower(segment, input)?
                 } else {
                     network.whole(segment, input)
                 };
                 let part_plan = part.plan(batch)?;
-                let ctx = contexts[device];
                 let net = GpuNetwork::segment(
                     ctx,
                     &part_plan,
