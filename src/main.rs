@@ -313,16 +313,23 @@ fn group_digits(n: u64) -> String {
 fn shapes(args: &ModelArgs, json: bool) -> anyhow::Result<()> {
     let network = model::by_name(&args.model)?;
     let plan = network.plan(args.batch)?;
+    let split = network.split_layers();
+    let two_devices = network.towers.is_some();
     if json {
         let rows: Vec<_> = plan
             .iter()
-            .map(|l| {
+            .zip(&split)
+            .enumerate()
+            .map(|(i, (l, &split))| {
                 serde_json::json!({
                     "layer": l.layer.name,
                     "shape_nhwc": l.seed_shape(),
                     "neurons_per_image": l.output.len(),
                     "parameters": l.parameters(),
                     "forward_flops_per_image": l.flops_per_image(),
+                    "split_over_two_devices": split,
+                    "shape_per_device": split.then(|| l.half_seed_shape()),
+                    "exchange_before": network.exchange_before(i),
                 })
             })
             .collect();
@@ -336,33 +343,57 @@ fn shapes(args: &ModelArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!(
-        "{:<8} {:<20} {:>18} {:>12} {:>14}",
-        "layer", "shape [N,H,W,C]", "neurons per image", "parameters", "MFLOP / image"
+    let row =
+        |name: &str, shape: &str, per_device: &str, neurons: &str, params: &str, flops: &str| {
+            if two_devices {
+                println!(
+                    "{name:<8} {shape:<20} {per_device:<22} {neurons:>18} {params:>12} {flops:>14}"
+                );
+            } else {
+                println!("{name:<8} {shape:<20} {neurons:>18} {params:>12} {flops:>14}");
+            }
+        };
+    row(
+        "layer",
+        "shape [N,H,W,C]",
+        "per device",
+        "neurons per image",
+        "parameters",
+        "MFLOP / image",
     );
-    for l in &plan {
+    for (i, (l, &split)) in plan.iter().zip(&split).enumerate() {
+        if network.exchange_before(i) {
+            println!("  -- the devices exchange their halves --");
+        }
         let flops = l.flops_per_image();
-        println!(
-            "{:<8} {:<20} {:>18} {:>12} {:>14}",
-            l.layer.name,
-            format!("{:?}", l.seed_shape()),
-            group_digits(l.output.len() as u64),
-            group_digits(l.parameters() as u64),
-            if flops > 0 {
+        let per_device = if split {
+            format!("2 x {:?}", l.half_seed_shape())
+        } else if two_devices {
+            "device 0 only".into()
+        } else {
+            String::new()
+        };
+        row(
+            &l.layer.name,
+            &format!("{:?}", l.seed_shape()),
+            &per_device,
+            &group_digits(l.output.len() as u64),
+            &group_digits(l.parameters() as u64),
+            &if flops > 0 {
                 format!("{:.1}", flops as f64 / 1e6)
             } else {
                 String::new()
-            }
+            },
         );
     }
     let flops = model::total_flops_per_image(&plan);
-    println!(
-        "{:<8} {:<20} {:>18} {:>12} {:>14}",
+    row(
         "total",
         "",
         "",
-        group_digits(model::total_parameters(&plan) as u64),
-        format!("{:.1}", flops as f64 / 1e6)
+        "",
+        &group_digits(model::total_parameters(&plan) as u64),
+        &format!("{:.1}", flops as f64 / 1e6),
     );
     println!(
         "forward: {:.1} GFLOP per batch of {} (a multiply-add counts as 2 FLOP; convolutions and \

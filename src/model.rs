@@ -221,14 +221,18 @@ impl LayerPlan {
 
     /// The output shape in the seed's `[N, H, W, C]` notation (`[N, C]` after a linear layer).
     pub fn seed_shape(&self) -> Vec<usize> {
+        self.seed_shape_of(self.output.channels)
+    }
+
+    /// The seed-notation shape of one device's half of this layer's output.
+    pub fn half_seed_shape(&self) -> Vec<usize> {
+        self.seed_shape_of(self.output.channels / 2)
+    }
+
+    fn seed_shape_of(&self, channels: usize) -> Vec<usize> {
         match self.layer.kind {
-            LayerKind::Linear { .. } => vec![self.batch, self.output.channels],
-            _ => vec![
-                self.batch,
-                self.output.height,
-                self.output.width,
-                self.output.channels,
-            ],
+            LayerKind::Linear { .. } => vec![self.batch, channels],
+            _ => vec![self.batch, self.output.height, self.output.width, channels],
         }
     }
 }
@@ -383,6 +387,19 @@ impl Network {
             });
         }
         Ok(Network::new(self.name.clone(), input, layers))
+    }
+
+    /// For every layer, whether a two-device layout splits it in half (all false without one).
+    pub fn split_layers(&self) -> Vec<bool> {
+        let unsplit_from = self.towers.as_ref().map_or(0, |t| t.unsplit_from);
+        (0..self.layers.len()).map(|i| i < unsplit_from).collect()
+    }
+
+    /// True when the two devices exchange their halves just before layer `index`.
+    pub fn exchange_before(&self, index: usize) -> bool {
+        self.towers
+            .as_ref()
+            .is_some_and(|t| t.exchange_before.contains(&index))
     }
 
     /// The layers of an unsplit segment, whole, on `input`.

@@ -43,11 +43,58 @@ fn bad_flags_and_settings_fail_cleanly() {
     assert_clean_failure(&["shapes", "--batch", "-3"], "error");
     assert_clean_failure(&["shapes", "--model", "lenet"], "known models: alexnet");
     assert_clean_failure(&["bench", "--backend", "glide"], "unknown backend 'glide'");
+    assert_clean_failure(&["bench", "--devices", "3"], "3 is not in 1..=2");
+    assert_clean_failure(
+        &[
+            "bench",
+            "--devices",
+            "2",
+            "--adapter",
+            "0",
+            "--adapter",
+            "0",
+            "--adapter",
+            "0",
+        ],
+        "3 adapters given for 2 device(s)",
+    );
+    assert_clean_failure(
+        &["bench", "--compare-devices"],
+        "--compare-devices compares --devices 2",
+    );
+}
+
+#[test]
+fn bad_adapters_and_layouts_fail_cleanly() {
+    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+        return;
+    }
     assert_clean_failure(
         &["bench", "--adapter", "no-such-gpu"],
         "no adapter matches 'no-such-gpu'",
     );
     assert_clean_failure(&["bench", "--adapter", "99"], "no adapter matches '99'");
+    assert_clean_failure(
+        &[
+            "bench",
+            "--devices",
+            "2",
+            "--adapter",
+            "0",
+            "--adapter",
+            "99",
+        ],
+        "no adapter matches '99'",
+    );
+    assert_clean_failure(
+        &["bench", "--devices", "2", "--batches", "1"],
+        "alexnet has no two-device layout",
+    );
+    assert_clean_failure(
+        &["train", "--devices", "2"],
+        "this command runs on one device",
+    );
 }
 
 #[test]

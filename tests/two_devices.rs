@@ -1,0 +1,148 @@
+//! The original two-GPU AlexNet split across two devices: the same results as on one device and
+//! as the CPU reference, exactly the exchanges the layout implies, clean failures.
+//!
+//! Two devices on one software adapter in CI (each requested separately), and lavapipe with
+//! llvmpipe-GL where both are present.
+
+mod common;
+
+use common::contexts;
+use convnet_wgpu::check;
+use convnet_wgpu::gpu::{AdapterChoice, GpuContext, TwoDeviceNetwork};
+use convnet_wgpu::model;
+use convnet_wgpu::weights::{self, Weights};
+
+const BATCH: usize = 2;
+
+/// A second device on the adapter of `ctx`.
+fn second_device(ctx: &GpuContext) -> GpuContext {
+    GpuContext::new(&AdapterChoice {
+        adapter: Some(ctx.info.name.clone()),
+        backend: Some(format!("{:?}", ctx.info.backend)),
+    })
+    .expect("a second device on the same adapter")
+}
+
+#[test]
+fn the_layout_has_the_papers_parameter_count() {
+    let plan = model::alexnet_2gpu().plan(32).unwrap();
+    assert_eq!(model::total_parameters(&plan), 60_965_224);
+    let mflop = model::total_flops_per_image(&plan) as f64 / 1e6;
+    assert!((mflop - 1456.5).abs() < 0.1, "{mflop}");
+    let split = model::alexnet_2gpu().split_layers();
+    assert_eq!(
+        split.iter().filter(|&&s| s).count(),
+        12,
+        "conv1 to fc2 split, fc3 not"
+    );
+}
+
+fn check_pair(a: &GpuContext, b: &GpuContext) {
+    let network = model::alexnet_2gpu();
+    let plan = network.plan(BATCH).unwrap();
+    let params = Weights::init(&network, 21).unwrap();
+    let input = weights::random_input(&plan, 21);
+    let two = TwoDeviceNetwork::new([a, b], &network, BATCH, &params).unwrap();
+    let what = format!("{} + {}", a.describe(), b.describe());
+
+    // One device and two: same kernels, same sums; only the split of the work differs.
+    for d in check::one_device_versus_two(a, &two, &params, &input).unwrap() {
+        assert!(d.within(check::TOLERANCE), "{what}: {d:?}");
+    }
+    // Both against the CPU reference.
+    for d in check::forward(&two, &params, &input).unwrap() {
+        assert!(d.within(check::TOLERANCE), "{what}: {d:?}");
+    }
+    for g in check::gradients(&two, &params, &input).unwrap() {
+        assert!(
+            g.gpu.within(check::GRADIENT_TOLERANCE),
+            "{what}: {:?}",
+            g.gpu
+        );
+    }
+
+    // The exchanges of the last forward-backward step move exactly what the layout implies:
+    // forward, each device's half to the host and the whole to every device of the next
+    // segment; backward, every device's whole input gradient to the host and each half back.
+    let stats = two.last_step();
+    let floats = |layer: &str| {
+        let l = plan.iter().find(|l| l.layer.name == layer).unwrap();
+        (BATCH * l.output.len() * 4) as u64
+    };
+    let expected = [
+        (
+            "forward, before conv3",
+            floats("pool2"),
+            2 * floats("pool2"),
+        ),
+        ("forward, before fc1", floats("pool3"), 2 * floats("pool3")),
+        ("forward, before fc2", floats("fc1"), 2 * floats("fc1")),
+        ("forward, before fc3", floats("fc2"), floats("fc2")),
+        ("backward, before fc3", floats("fc2"), floats("fc2")),
+        ("backward, before fc2", 2 * floats("fc1"), floats("fc1")),
+        ("backward, before fc1", 2 * floats("pool3"), floats("pool3")),
+        (
+            "backward, before conv3",
+            2 * floats("pool2"),
+            floats("pool2"),
+        ),
+    ];
+    assert_eq!(stats.exchanges.len(), expected.len(), "{what}: {stats:?}");
+    for (e, (name, to_host, to_devices)) in stats.exchanges.iter().zip(expected) {
+        assert_eq!(
+            (e.name.as_str(), e.bytes_to_host, e.bytes_to_devices),
+            (name, to_host, to_devices),
+            "{what}"
+        );
+    }
+    assert!(
+        stats.device_busy_s.iter().all(|&s| s > 0.0),
+        "{what}: {stats:?}"
+    );
+}
+
+#[test]
+fn two_devices_on_one_adapter_match_one_device_and_the_cpu() {
+    for ctx in contexts() {
+        check_pair(ctx, &second_device(ctx));
+    }
+}
+
+#[test]
+fn two_different_adapters_match_one_device_and_the_cpu() {
+    match contexts() {
+        [a, b, ..] => check_pair(a, b),
+        _ => eprintln!("only one adapter here: the two-adapter case is not run"),
+    }
+}
+
+#[test]
+fn a_network_without_a_two_device_layout_is_refused() {
+    let Some(ctx) = contexts().first() else {
+        return;
+    };
+    let other = second_device(ctx);
+    let network = model::alexnet();
+    let params = Weights::init(&network, 1).unwrap();
+    let Err(err) = TwoDeviceNetwork::new([ctx, &other], &network, 1, &params) else {
+        panic!("alexnet split over two devices");
+    };
+    assert!(err.to_string().contains("no two-device layout"), "{err}");
+}
+
+#[test]
+fn losing_a_device_mid_run_is_an_error_not_a_hang() {
+    let Some(ctx) = contexts().first() else {
+        return;
+    };
+    let (a, b) = (second_device(ctx), second_device(ctx));
+    let network = model::alexnet_2gpu();
+    let params = Weights::init(&network, 2).unwrap();
+    let plan = network.plan(1).unwrap();
+    let two = TwoDeviceNetwork::new([&a, &b], &network, 1, &params).unwrap();
+    two.upload_input(&weights::random_input(&plan, 2)).unwrap();
+    two.forward().unwrap();
+    b.device.destroy();
+    let err = two.forward().expect_err("a destroyed device still ran");
+    assert!(err.to_string().contains(&b.info.name), "{err}");
+}
