@@ -135,6 +135,48 @@ struct DeviceArgs {
     /// Devices to split a two-device layout (alexnet-2gpu) over: 1 or 2.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     devices: u8,
+    /// End the run with an error when no step has finished for this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+/// Ends the process when no step has finished for `timeout` seconds. A hung driver cannot be
+/// cancelled from the host, so the run stops with an error naming the step it was on; outputs
+/// are only ever renamed into place at the end, so none is left half-written.
+struct Watchdog {
+    /// The step under way and when the previous one finished.
+    progress: std::sync::Arc<std::sync::Mutex<(usize, std::time::Instant)>>,
+}
+
+impl Watchdog {
+    fn start(timeout: Option<f64>, what: String) -> anyhow::Result<Option<Self>> {
+        let Some(timeout) = timeout else {
+            return Ok(None);
+        };
+        if !(timeout.is_finite() && timeout > 0.0) {
+            anyhow::bail!("--timeout must be a positive number of seconds");
+        }
+        let progress = std::sync::Arc::new(std::sync::Mutex::new((0, std::time::Instant::now())));
+        let watched = std::sync::Arc::clone(&progress);
+        let limit = std::time::Duration::from_secs_f64(timeout);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(limit.min(std::time::Duration::from_millis(200)));
+            let (step, since) = *watched.lock().unwrap_or_else(|e| e.into_inner());
+            if since.elapsed() > limit {
+                eprintln!("error: {what}: no progress for {timeout} s at step {step}; stopping");
+                std::process::exit(1);
+            }
+        });
+        Ok(Some(Watchdog { progress }))
+    }
+
+    /// Records that `step` is now under way.
+    fn step(watchdog: &Option<Self>, step: usize) {
+        if let Some(w) = watchdog {
+            *w.progress.lock().unwrap_or_else(|e| e.into_inner()) =
+                (step, std::time::Instant::now());
+        }
+    }
 }
 
 impl DeviceArgs {
@@ -523,6 +565,7 @@ fn bench_pass(
     pass: Pass,
     (batches, burn_in): (usize, usize),
     flops: f64,
+    watchdog: &Option<Watchdog>,
 ) -> anyhow::Result<PassResult> {
     let net = placed.runner();
     let bar = std::io::stdout().is_terminal().then(|| {
@@ -540,7 +583,10 @@ fn bench_pass(
     };
     let mut allocated_before = None;
     let mut totals: Option<StepStats> = None;
+    let mut done = 0;
     let timings = bench::run(net, pass, batches, burn_in, |step, seconds| {
+        done += 1;
+        Watchdog::step(watchdog, done);
         match step {
             None => say(format!("warm-up, duration = {seconds:.3}")),
             Some(i) => {
@@ -648,6 +694,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let network = model::by_name(&args.model)?;
     let plan = network.plan(args.batch)?;
     let contexts = open_contexts(&args.device)?;
+    let watchdog = Watchdog::start(
+        args.device.timeout,
+        format!("bench on {}", contexts[0].info.name),
+    )?;
     let software = contexts.iter().any(|c| c.software);
     let steps = match (args.batches, args.burn_in, software) {
         (None, None, true) => {
@@ -690,7 +740,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
         passes
             .iter()
-            .map(|&pass| bench_pass(&placed, contexts, pass, steps, flops_of(pass)))
+            .map(|&pass| bench_pass(&placed, contexts, pass, steps, flops_of(pass), &watchdog))
             .collect()
     };
     let results = run_all(&contexts)?;
@@ -819,6 +869,10 @@ fn check(
     let network = model::by_name(&args.model)?;
     let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
     let contexts = open_contexts(device)?;
+    let _watchdog = Watchdog::start(
+        device.timeout,
+        format!("check on {}", contexts[0].info.name),
+    )?;
     let placed = Placed::new(&contexts, &network, &plan, &params, true)?;
     let net = placed.runner();
     println!("batch {}; {}", plan[0].batch, placed.memory());
@@ -910,6 +964,7 @@ fn run_files(
     let network = model::by_name(model_name)?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
     let ctx = open_context(device)?;
+    let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info.name))?;
     let net = if grads.is_some() {
         GpuNetwork::with_gradients(&ctx, &plan, &params)?
     } else {
@@ -980,6 +1035,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         args.seed,
     )?;
     let ctx = open_context(&args.device)?;
+    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info.name))?;
     let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
     let sgd = Sgd::new(&net, args.lr, args.momentum)?;
     net.upload_input(&data)?;
@@ -993,6 +1049,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         megabytes(sgd.memory)
     );
     for step in 0..args.steps {
+        Watchdog::step(&watchdog, step);
         sgd.step()?;
         if step % 10 == 0 || step + 1 == args.steps {
             // The logits are those of this step's forward pass, before its update.

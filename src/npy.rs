@@ -22,10 +22,11 @@ pub struct Array {
 /// Reads an f32 C-order array.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = files::read(path)?;
-    parse(&bytes).map_err(|message| Error::file(path, message))
+    decode(&bytes).map_err(|message| Error::file(path, message))
 }
 
-fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
+/// Decodes `.npy` bytes; the error is one line saying what is wrong with them.
+pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -137,14 +138,14 @@ mod tests {
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
         let bytes = encode(&[2, 3, 4], &data);
         assert_eq!(bytes.len() % 64, 24 * 4 % 64);
-        let array = parse(&bytes).unwrap();
+        let array = decode(&bytes).unwrap();
         assert_eq!(array.shape, vec![2, 3, 4]);
         assert_eq!(array.data, data);
     }
 
     #[test]
     fn one_dimensional_shape_round_trips() {
-        let array = parse(&encode(&[3], &[1.0, 2.0, 3.0])).unwrap();
+        let array = decode(&encode(&[3], &[1.0, 2.0, 3.0])).unwrap();
         assert_eq!(array.shape, vec![3]);
     }
 
@@ -186,11 +187,11 @@ mod tests {
             ),
         ];
         for (bytes, expected) in cases {
-            let err = parse(&bytes).unwrap_err();
+            let err = decode(&bytes).unwrap_err();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
         let mut truncated = encode(&[2, 2], &[1.0; 4]);
         truncated.truncate(20);
-        assert!(parse(&truncated).unwrap_err().contains("truncated"));
+        assert!(decode(&truncated).unwrap_err().contains("truncated"));
     }
 }

@@ -156,43 +156,40 @@ impl Weights {
     /// with its exact shape, f32, finite; no tensor the network does not have.
     pub fn load(path: &Path, network: &Network) -> Result<Self> {
         let bytes = files::read(path)?;
-        let file = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
-        let expected = expected_shapes(network)?;
+        Self::decode(&bytes, network).map_err(|message| Error::file(path, message))
+    }
+
+    /// Decodes safetensors bytes for `network` with the checks of [`Weights::load`]; the error
+    /// is one line saying what is wrong with them.
+    pub fn decode(bytes: &[u8], network: &Network) -> std::result::Result<Self, String> {
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+        let expected = expected_shapes(network).map_err(|e| e.to_string())?;
         for name in file.names() {
             if !expected.iter().any(|(n, _, _)| n == name) {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "holds tensor '{name}', which {} does not have",
-                        network.name
-                    ),
+                return Err(format!(
+                    "holds tensor '{name}', which {} does not have",
+                    network.name
                 ));
             }
         }
         let mut tensors = Vec::with_capacity(expected.len());
         for (name, shape, _) in expected {
-            let view = file.tensor(&name).map_err(|_| {
-                Error::file(
-                    path,
-                    format!("tensor '{name}' is missing ({})", network.name),
-                )
-            })?;
+            let view = file
+                .tensor(&name)
+                .map_err(|_| format!("tensor '{name}' is missing ({})", network.name))?;
             if view.dtype() != Dtype::F32 {
-                return Err(Error::file(
-                    path,
-                    format!("tensor '{name}' is {:?}, expected F32", view.dtype()),
+                return Err(format!(
+                    "tensor '{name}' is {:?}, expected F32",
+                    view.dtype()
                 ));
             }
             if view.shape() != shape.as_slice() {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "tensor '{name}' has shape {:?}, {} expects {:?}",
-                        view.shape(),
-                        network.name,
-                        shape
-                    ),
+                return Err(format!(
+                    "tensor '{name}' has shape {:?}, {} expects {:?}",
+                    view.shape(),
+                    network.name,
+                    shape
                 ));
             }
             let data: Vec<f32> = view
@@ -202,9 +199,8 @@ impl Weights {
                 .collect();
             let bad = data.iter().filter(|v| !v.is_finite()).count();
             if bad > 0 {
-                return Err(Error::file(
-                    path,
-                    format!("tensor '{name}' holds {bad} NaN or infinite values"),
+                return Err(format!(
+                    "tensor '{name}' holds {bad} NaN or infinite values"
                 ));
             }
             tensors.push((name, Tensor { shape, data }));

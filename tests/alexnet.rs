@@ -268,3 +268,50 @@ fn input_of_the_wrong_shape_is_rejected() {
         "{err}"
     );
 }
+
+#[test]
+fn results_are_bit_identical_run_after_run() {
+    let network = model::alexnet();
+    let plan = network.plan(1).unwrap();
+    let params = Weights::init(&network, 13).unwrap();
+    let input = weights::random_input(&plan, 13);
+    for ctx in contexts() {
+        let run = |net: &GpuNetwork| {
+            net.upload_input(&input).unwrap();
+            net.forward_backward().unwrap();
+            (net.read_output().unwrap(), net.read_gradients().unwrap())
+        };
+        let first = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        let a = run(&first);
+        let b = run(&first);
+        let c = run(&GpuNetwork::with_gradients(ctx, &plan, &params).unwrap());
+        assert!(
+            a == b && b == c,
+            "{}: results differ between runs",
+            ctx.describe()
+        );
+    }
+}
+
+#[test]
+fn a_lost_device_ends_the_run_with_an_error_naming_the_adapter() {
+    for shared in contexts() {
+        let ctx = convnet_wgpu::gpu::GpuContext::new(&convnet_wgpu::gpu::AdapterChoice {
+            adapter: Some(shared.info.name.clone()),
+            backend: Some(format!("{:?}", shared.info.backend)),
+        })
+        .unwrap();
+        let network = model::alexnet();
+        let plan = network.plan(1).unwrap();
+        let params = Weights::init(&network, 1).unwrap();
+        let net = GpuNetwork::with_gradients(&ctx, &plan, &params).unwrap();
+        net.forward().unwrap();
+        ctx.device.destroy();
+        let start = std::time::Instant::now();
+        let err = net
+            .forward_backward()
+            .expect_err("a destroyed device still ran");
+        assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
+        assert!(err.to_string().contains(&ctx.info.name), "{err}");
+    }
+}

@@ -234,3 +234,216 @@ fn run_writes_gradients_and_train_lowers_the_loss() {
     assert!(losses[1] < losses[0], "{stdout}");
     assert_clean_failure(&["train", "--lr=0"], "--lr must be positive");
 }
+
+/// A safetensors file from a raw JSON header and `data_len` bytes of data.
+fn raw_safetensors(header: &str, data_len: usize) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    bytes
+}
+
+/// A `.npy` file from a raw header dict and `data_len` bytes of data.
+fn raw_npy(dict: &str, data_len: usize) -> Vec<u8> {
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(dict.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    bytes
+}
+
+#[test]
+fn hostile_files_fail_cleanly_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    let (ok, _, stderr) = convnet(&["init", "--out", &d("w.safetensors")]);
+    assert!(ok, "{stderr}");
+    let image = vec![0.5f32; 3 * 224 * 224];
+    convnet_wgpu::npy::write(Path::new(&d("x.npy")), &[1, 3, 224, 224], &image).unwrap();
+    let valid = std::fs::read(d("w.safetensors")).unwrap();
+
+    let t = r#""dtype":"F32","shape":[2]"#;
+    let weights_cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            valid[..valid.len() - 1000].to_vec(),
+            "not a valid safetensors file",
+        ),
+        ("empty", Vec::new(), "not a valid safetensors file"),
+        (
+            "header_longer_than_file",
+            {
+                let mut b = valid[..64].to_vec();
+                b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+                b
+            },
+            "not a valid safetensors file",
+        ),
+        (
+            "offsets_past_the_end",
+            raw_safetensors(&format!(r#"{{"a":{{{t},"data_offsets":[0,4000]}}}}"#), 8),
+            "not a valid safetensors file",
+        ),
+        (
+            "overlapping",
+            raw_safetensors(
+                &format!(
+                    r#"{{"a":{{{t},"data_offsets":[0,8]}},"b":{{{t},"data_offsets":[0,8]}}}}"#
+                ),
+                8,
+            ),
+            "not a valid safetensors file",
+        ),
+        (
+            "bad_json",
+            raw_safetensors("{not json", 0),
+            "not a valid safetensors file",
+        ),
+        (
+            "absurd_shape",
+            raw_safetensors(
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#,
+                8,
+            ),
+            "not a valid safetensors file",
+        ),
+        (
+            "foreign_tensor",
+            raw_safetensors(&format!(r#"{{"a":{{{t},"data_offsets":[0,8]}}}}"#), 8),
+            "holds tensor 'a'",
+        ),
+    ];
+    let out = d("y.npy");
+    for (name, bytes, expected) in &weights_cases {
+        let path = d(&format!("{name}.safetensors"));
+        std::fs::write(&path, bytes).unwrap();
+        let args = [
+            "run",
+            "--weights",
+            &path,
+            "--input",
+            &d("x.npy"),
+            "--output",
+            &out,
+        ];
+        assert_clean_failure(&args, expected);
+        assert_clean_failure(&args, &path);
+        assert!(!Path::new(&out).exists(), "{name} left {out}");
+    }
+
+    let header =
+        |shape: &str| format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut nan_image = image.clone();
+    nan_image[7] = f32::NAN;
+    let input_cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "fortran",
+            raw_npy(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 3, 224, 224), }",
+                602112,
+            ),
+            "Fortran",
+        ),
+        (
+            "big_endian",
+            raw_npy(
+                "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 3, 224, 224), }",
+                602112,
+            ),
+            "big-endian",
+        ),
+        (
+            "float64",
+            raw_npy(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 224, 224), }",
+                1204224,
+            ),
+            "not f32",
+        ),
+        (
+            "zero_batch",
+            raw_npy(&header("(0, 3, 224, 224)"), 0),
+            "N >= 1",
+        ),
+        (
+            "absurd",
+            raw_npy(&header("(100000000000, 3, 224, 224)"), 16),
+            "needs",
+        ),
+        (
+            "overflowing",
+            raw_npy(&header("(18446744073709551615, 2)"), 16),
+            "absurdly large",
+        ),
+        (
+            "truncated",
+            raw_npy(&header("(1, 3, 224, 224)"), 1000),
+            "needs 602112 bytes",
+        ),
+        (
+            "nan",
+            convnet_wgpu::npy::encode(&[1, 3, 224, 224], &nan_image),
+            "NaN or infinite",
+        ),
+    ];
+    for (name, bytes, expected) in &input_cases {
+        let path = d(&format!("{name}.npy"));
+        std::fs::write(&path, bytes).unwrap();
+        let args = [
+            "run",
+            "--weights",
+            &d("w.safetensors"),
+            "--input",
+            &path,
+            "--output",
+            &out,
+        ];
+        assert_clean_failure(&args, expected);
+        assert_clean_failure(&args, &path);
+        assert!(!Path::new(&out).exists(), "{name} left {out}");
+    }
+
+    for (output, expected) in [
+        (d("missing/y.npy"), "the directory does not exist"),
+        (d(""), "is a directory"),
+        (
+            "/proc/convnet-test-y.npy".to_string(),
+            "cannot create a file there",
+        ),
+    ] {
+        let args = [
+            "run",
+            "--weights",
+            &d("w.safetensors"),
+            "--input",
+            &d("x.npy"),
+            "--output",
+            &output,
+        ];
+        assert_clean_failure(&args, expected);
+    }
+}
+
+#[test]
+fn the_watchdog_ends_a_run_without_progress() {
+    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+        return;
+    }
+    let args = [
+        "bench",
+        "--batch",
+        "1",
+        "--batches",
+        "1",
+        "--burn-in",
+        "0",
+        "--timeout",
+        "0.001",
+    ];
+    assert_clean_failure(&args, "no progress for 0.001 s at step 0");
+    assert_clean_failure(
+        &["bench", "--timeout", "0"],
+        "--timeout must be a positive number",
+    );
+}

@@ -1,0 +1,16 @@
+//! Any bytes as a `.npy` file: decoding must return Ok or a one-line error, never panic, hang or
+//! allocate what the header merely claims.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    match convnet_wgpu::npy::decode(bytes) {
+        Ok(array) => assert_eq!(
+            array.data.len(),
+            array.shape.iter().product::<usize>(),
+            "decoded data disagrees with its shape"
+        ),
+        Err(message) => assert!(!message.contains('\n'), "multi-line error: {message}"),
+    }
+});
