@@ -48,7 +48,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
     match descr.trim_matches(|c| c == '\'' || c == '"') {
         "<f4" => {}
         ">f4" => return Err("big-endian data ('>f4'); write it little-endian ('<f4')".into()),
-        other => return Err(format!("dtype '{other}' is not f32 ('<f4')")),
+        other => return Err(format!("dtype {other:?} is not f32 ('<f4')")),
     }
     let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
     if fortran != "False" {
@@ -90,14 +90,14 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
     let inner = text
         .strip_prefix('(')
         .and_then(|t| t.strip_suffix(')'))
-        .ok_or_else(|| format!("shape '{text}' is not a tuple"))?;
+        .ok_or_else(|| format!("shape {text:?} is not a tuple"))?;
     inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|_| format!("shape entry '{s}' is not a size"))
+                .map_err(|_| format!("shape entry {s:?} is not a size"))
         })
         .collect()
 }

@@ -167,8 +167,9 @@ impl Weights {
         let expected = expected_shapes(network).map_err(|e| e.to_string())?;
         for name in file.names() {
             if !expected.iter().any(|(n, _, _)| n == name) {
+                // Debug-quoted: a name may hold any character, a newline included.
                 return Err(format!(
-                    "holds tensor '{name}', which {} does not have",
+                    "holds tensor {name:?}, which {} does not have",
                     network.name
                 ));
             }

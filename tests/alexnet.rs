@@ -222,7 +222,7 @@ fn malformed_and_mismatched_weights_are_rejected() {
         (
             "extra",
             edit(&|t| t.push(("fc4.weight".into(), safetensors::Dtype::F32, vec![2, 2]))),
-            "'fc4.weight'",
+            "\"fc4.weight\"",
         ),
     ];
     for (label, tensors, expected) in cases {

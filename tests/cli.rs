@@ -310,7 +310,7 @@ fn hostile_files_fail_cleanly_through_the_binary() {
         (
             "foreign_tensor",
             raw_safetensors(&format!(r#"{{"a":{{{t},"data_offsets":[0,8]}}}}"#), 8),
-            "holds tensor 'a'",
+            "holds tensor \"a\"",
         ),
     ];
     let out = d("y.npy");
