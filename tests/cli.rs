@@ -15,6 +15,15 @@ fn convnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     )
 }
 
+/// True (and said) when the GPU tests are switched off; see tests/common.
+fn gpu_tests_skipped() -> bool {
+    let skipped = std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1");
+    if skipped {
+        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+    }
+    skipped
+}
+
 fn assert_clean_failure<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], expected: &str) {
     let (ok, _, stderr) = convnet(args);
     assert!(!ok, "{args:?} succeeded");
@@ -66,8 +75,7 @@ fn bad_flags_and_settings_fail_cleanly() {
 
 #[test]
 fn bad_adapters_and_layouts_fail_cleanly() {
-    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+    if gpu_tests_skipped() {
         return;
     }
     assert_clean_failure(
@@ -149,8 +157,7 @@ fn bad_files_fail_cleanly_and_leave_no_output() {
 
 #[test]
 fn run_writes_logits() {
-    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+    if gpu_tests_skipped() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -181,8 +188,7 @@ fn run_writes_logits() {
 
 #[test]
 fn run_writes_gradients_and_train_lowers_the_loss() {
-    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+    if gpu_tests_skipped() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -426,8 +432,7 @@ fn hostile_files_fail_cleanly_through_the_binary() {
 
 #[test]
 fn the_watchdog_ends_a_run_without_progress() {
-    if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("GPU test SKIPPED: CONVNET_SKIP_GPU_TESTS=1");
+    if gpu_tests_skipped() {
         return;
     }
     let args = [
