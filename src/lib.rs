@@ -5,8 +5,11 @@
 //! - [`reference`] is the CPU reference of every op, plain loops (and a GEMM crate for the matrix
 //!   products), against which every GPU result is checked;
 //! - [`gpu`] owns the adapter, device and queue ([`gpu::GpuContext`]), the compiled kernels and the
-//!   execution of a network on them ([`gpu::GpuNetwork`]);
-//! - [`weights`] and [`npy`] read and write the file formats (safetensors weights, `.npy` tensors);
+//!   execution of a network on them: forward, backward and SGD on one device
+//!   ([`gpu::GpuNetwork`], [`gpu::Sgd`]), or a two-device layout split over two
+//!   ([`gpu::TwoDeviceNetwork`]);
+//! - [`weights`], [`npy`] and [`files`] read and write the file formats (safetensors weights,
+//!   `.npy` tensors) with one-line errors and no half-written outputs;
 //! - [`bench`] and [`check`] are the two jobs the command line runs on top of all that.
 //!
 //! ```no_run
@@ -16,7 +19,7 @@
 //! let params = weights::Weights::init(&network, 42)?;
 //! let input = weights::random_input(&plan, 42);
 //! let ctx = gpu::GpuContext::new(&gpu::AdapterChoice::default())?;
-//! let mut net = gpu::GpuNetwork::new(&ctx, &plan, &params)?;
+//! let net = gpu::GpuNetwork::new(&ctx, &plan, &params)?;
 //! net.upload_input(&input)?;
 //! net.forward()?;
 //! let logits = net.read_output()?;
