@@ -31,6 +31,11 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Measure the adapter's f32 FMA throughput and shader memory bandwidth.
+    Peak {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Print the network's table: output shapes, neurons, parameters, FLOPs.
     Shapes {
         #[command(flatten)]
@@ -277,6 +282,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Adapters { backend } => adapters(backend)?,
         Command::Shapes { model, json } => shapes(&model, json)?,
+        Command::Peak { device } => {
+            let ctx = open_context(&device)?;
+            let peak = gpu::measure_peak(&ctx, 256 << 20)?;
+            println!(
+                "f32 FMA peak: {:.1} GFLOP/s (8 independent vec4 FMA chains per invocation)",
+                peak.fma_gflops
+            );
+            println!(
+                "shader bandwidth: {:.2} GB/s (vec4 copy of 64 MiB, bytes read + written)",
+                peak.bandwidth_gbs
+            );
+        }
         Command::Bench(args) => bench(&args)?,
         Command::Check {
             model,

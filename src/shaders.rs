@@ -40,6 +40,9 @@ pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "m
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul");
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd");
 
+pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma");
+pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_bandwidth");
+
 /// Every kernel entry point.
 pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
@@ -56,4 +59,6 @@ pub const ALL: &[ShaderSource] = &[
     MAX_POOL_BACKWARD,
     MATMUL,
     SGD,
+    PEAK_FMA,
+    PEAK_BANDWIDTH,
 ];

@@ -375,3 +375,17 @@ fn max_pool_ties_go_to_the_first_maximum() {
         );
     }
 }
+
+#[test]
+fn peak_measures_positive_finite_rates() {
+    for ctx in contexts() {
+        let peak = convnet_wgpu::gpu::measure_peak(ctx, 1 << 20).unwrap();
+        for rate in [peak.fma_gflops, peak.bandwidth_gbs] {
+            assert!(
+                rate.is_finite() && rate > 0.01,
+                "{}: {peak:?}",
+                ctx.describe()
+            );
+        }
+    }
+}

@@ -5,7 +5,7 @@ use crate::shaders::{self, ShaderSource};
 /// Invocations per workgroup. On a CPU adapter (lavapipe, llvmpipe) a workgroup runs on one
 /// thread in SIMD lanes of 8, and small workgroups of big register blocks measured fastest; on
 /// GPUs 64 invocations (two warps, one wavefront) keep the SMs fed.
-fn workgroup_size(software: bool) -> u32 {
+pub(crate) fn workgroup_size(software: bool) -> u32 {
     if software {
         16
     } else {
@@ -33,7 +33,7 @@ pub struct Kernels {
     pub sgd: wgpu::ComputePipeline,
 }
 
-fn compile(
+pub(crate) fn compile(
     device: &wgpu::Device,
     shader: &ShaderSource,
     workgroup_size: u32,

@@ -6,6 +6,7 @@ mod builder;
 mod context;
 mod kernels;
 mod network;
+mod peak;
 mod sgd;
 mod two_devices;
 
@@ -13,6 +14,7 @@ pub use builder::MemoryUse;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use kernels::Kernels;
 pub use network::GpuNetwork;
+pub use peak::{measure as measure_peak, Peak};
 pub use sgd::Sgd;
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 

@@ -1,0 +1,94 @@
+//! The adapter's measured peak: f32 FMA throughput and shader memory bandwidth, each by a small
+//! dedicated kernel (`shaders/peak_*.wgsl`), timed from submission until the queue has finished,
+//! best of several runs after a warm-up that also compiles the kernel.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::gpu::builder::{encode_pass, u32_of, Builder, Dispatch, Purpose, Words4};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{compile, workgroup_size};
+use crate::shaders;
+
+/// What the adapter measured.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Peak {
+    /// f32 multiply-adds, counted as 2 FLOP each.
+    pub fma_gflops: f64,
+    /// Bytes read plus bytes written by a shader per second, in GB/s.
+    pub bandwidth_gbs: f64,
+}
+
+/// Invocations of the FMA kernel: enough workgroups for any adapter's cores.
+const FMA_INVOCATIONS: usize = 1 << 16;
+/// FLOP per invocation and iteration: eight vec4 FMAs.
+const FLOP_PER_ITERATION: f64 = 64.0;
+/// A run shorter than this is repeated with more work, so that timer and submission overheads
+/// stay small beside it.
+const MIN_SECONDS: f64 = 0.05;
+const RUNS: usize = 3;
+
+fn best_of(ctx: &GpuContext, dispatch: &Dispatch) -> Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..RUNS {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("peak"),
+            });
+        encode_pass(&mut encoder, "peak", std::slice::from_ref(dispatch));
+        let start = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait("peak measurement")?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Measures the adapter's FMA throughput and shader bandwidth, using at most `max_bytes` of
+/// buffers for the bandwidth test.
+pub fn measure(ctx: &GpuContext, max_bytes: u64) -> Result<Peak> {
+    let size = workgroup_size(ctx.software);
+    let (fma, copy) = ctx.scoped("peak kernel compilation", |ctx| {
+        (
+            compile(&ctx.device, &shaders::PEAK_FMA, size),
+            compile(&ctx.device, &shaders::PEAK_BANDWIDTH, size),
+        )
+    })?;
+    let fma_gflops = ctx.scoped("FMA peak", |ctx| -> Result<f64> {
+        let mut b = Builder::new(ctx);
+        let sink = b.storage("peak sink", FMA_INVOCATIONS * 4, Purpose::Scratch);
+        let workgroups = b.grid_1d("peak_fma", FMA_INVOCATIONS)?;
+        let mut iterations = 64usize;
+        loop {
+            let params = Words4([u32_of(iterations, "iterations")?, 0, 0, 0]);
+            let dispatch = b.dispatch("peak_fma", &fma, &params, &[&sink], workgroups);
+            best_of(ctx, &dispatch)?; // warm-up: compiles on first use
+            let seconds = best_of(ctx, &dispatch)?;
+            if seconds >= MIN_SECONDS || iterations >= 1 << 22 {
+                let flop = FMA_INVOCATIONS as f64 * iterations as f64 * FLOP_PER_ITERATION;
+                return Ok(flop / seconds / 1e9);
+            }
+            iterations *= 4;
+        }
+    })??;
+    let bandwidth_gbs = ctx.scoped("bandwidth peak", |ctx| -> Result<f64> {
+        let mut b = Builder::new(ctx);
+        let bytes = (64u64 << 20).min(b.max_binding).min(max_bytes / 2);
+        let floats = (bytes / 4) as usize;
+        let source = b.storage("peak source", floats, Purpose::Scratch);
+        let destination = b.storage("peak destination", floats, Purpose::Scratch);
+        let vec4s = floats / 4;
+        let workgroups = b.grid_1d("peak_bandwidth", vec4s.div_ceil(4))?;
+        let params = Words4([u32_of(vec4s, "vec4s")?, 0, 0, 0]);
+        let args = [&source, &destination];
+        let dispatch = b.dispatch("peak_bandwidth", &copy, &params, &args, workgroups);
+        best_of(ctx, &dispatch)?;
+        let seconds = best_of(ctx, &dispatch)?;
+        Ok(2.0 * (vec4s * 16) as f64 / seconds / 1e9)
+    })??;
+    Ok(Peak {
+        fma_gflops,
+        bandwidth_gbs,
+    })
+}
