@@ -264,6 +264,10 @@ struct BenchArgs {
     /// With --devices 2, also run the same layout on one device and compare.
     #[arg(long)]
     compare_devices: bool,
+    /// After the timed steps, time every layer of each pass (GPU timestamps where the adapter
+    /// has them) against the adapter's measured peak (one device).
+    #[arg(long)]
+    profile: bool,
 }
 
 fn main() -> ExitCode {
@@ -701,9 +705,125 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
     }
 }
 
+/// Runs of each profile, averaged.
+const PROFILE_RUNS: usize = 3;
+
+/// Profiles each pass, prints a table per pass, and returns them for the JSON output.
+fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let ctx = net.context();
+    let peak = gpu::measure_peak(ctx, 256 << 20)?;
+    let plan = net.plan();
+    let mut out = Vec::new();
+    for &pass in passes {
+        let mut runs = Vec::with_capacity(PROFILE_RUNS);
+        for _ in 0..PROFILE_RUNS {
+            runs.push(match pass {
+                Pass::Forward => net.profile_forward()?,
+                Pass::ForwardBackward => net.profile_backward()?,
+            });
+        }
+        let first = &runs[0];
+        let total: f64 = runs
+            .iter()
+            .flat_map(|r| &r.layers)
+            .map(|l| l.seconds)
+            .sum::<f64>()
+            / PROFILE_RUNS as f64;
+        let name = match pass {
+            Pass::Forward => "forward",
+            Pass::ForwardBackward => "backward",
+        };
+        println!(
+            "\nprofile of the {name} pass ({}, mean of {PROFILE_RUNS} runs, {:.3} s in all); \
+             adapter peak {:.1} GFLOP/s FMA, {:.2} GB/s",
+            if first.gpu_timestamps {
+                "GPU timestamps"
+            } else {
+                "host-timed per layer: no timestamp queries"
+            },
+            total,
+            peak.fma_gflops,
+            peak.bandwidth_gbs
+        );
+        println!(
+            "{:<8} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}",
+            "layer", "dispatches", "ms", "share", "GFLOP/s", "of peak", "MB moved", "GB/s"
+        );
+        let mut rows = Vec::new();
+        for (i, layer) in first.layers.iter().enumerate() {
+            let seconds =
+                runs.iter().map(|r| r.layers[i].seconds).sum::<f64>() / PROFILE_RUNS as f64;
+            let (index, planned) = plan
+                .iter()
+                .enumerate()
+                .find(|(_, l)| l.layer.name == layer.layer)
+                .expect("profiled layers are the plan's");
+            let batch = planned.batch as f64;
+            let flops = planned.flops_per_image() as f64
+                * batch
+                * match (pass, index) {
+                    (Pass::Forward, _) | (Pass::ForwardBackward, 0) => 1.0,
+                    (Pass::ForwardBackward, _) => 2.0,
+                };
+            // The least a layer must move: its input and output forward; backward, its input,
+            // its output gradient and its input gradient.
+            let (input, output) = (planned.input.len() as f64, planned.output.len() as f64);
+            let bytes = 4.0
+                * batch
+                * match pass {
+                    Pass::Forward => input + output,
+                    Pass::ForwardBackward => 2.0 * input + output,
+                };
+            let gflops = flops / seconds / 1e9;
+            let gbs = bytes / seconds / 1e9;
+            let (rate, of_peak) = if flops > 0.0 {
+                (
+                    format!("{gflops:.2}"),
+                    format!("{:.0}%", 100.0 * gflops / peak.fma_gflops),
+                )
+            } else {
+                (
+                    String::new(),
+                    format!("{:.0}%", 100.0 * gbs / peak.bandwidth_gbs),
+                )
+            };
+            println!(
+                "{:<8} {:>10} {:>10.2} {:>6.1}% {:>9} {:>8} {:>9.1} {:>7.2}",
+                layer.layer,
+                layer.dispatches,
+                seconds * 1e3,
+                100.0 * seconds / total,
+                rate,
+                of_peak,
+                bytes / 1e6,
+                gbs
+            );
+            rows.push(serde_json::json!({
+                "layer": layer.layer,
+                "dispatches": layer.dispatches,
+                "seconds": seconds,
+                "flops": flops,
+                "gflops_per_s": gflops,
+                "bytes": bytes,
+                "gb_per_s": gbs,
+            }));
+        }
+        out.push(serde_json::json!({
+            "pass": name,
+            "gpu_timestamps": first.gpu_timestamps,
+            "peak": peak,
+            "layers": rows,
+        }));
+    }
+    Ok(out)
+}
+
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         files::check_writable(path)?;
+    }
+    if args.profile && args.device.devices != 1 {
+        anyhow::bail!("--profile times one device; drop --devices");
     }
     if args.compare_devices && args.device.devices != 2 {
         anyhow::bail!("--compare-devices compares --devices 2 with one device; add --devices 2");
@@ -742,6 +862,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                 Pass::ForwardBackward => forward + backward,
             }
     };
+    let profiles = std::cell::RefCell::new(Vec::new());
     let run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
         let placed = Placed::new(contexts, &network, &plan, &params, gradients)?;
         placed.runner().upload_input(&input)?;
@@ -755,10 +876,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             placed.memory(),
             driver_memory(contexts)
         );
-        passes
+        let results = passes
             .iter()
             .map(|&pass| bench_pass(&placed, contexts, pass, steps, flops_of(pass), &watchdog))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let (true, Placed::One(net)) = (args.profile, &placed) {
+            Watchdog::step(&watchdog, usize::MAX);
+            profiles.replace(profile_passes(net, passes)?);
+        }
+        Ok(results)
     };
     let results = run_all(&contexts)?;
     if let [forward, backward] = results.as_slice() {
@@ -825,6 +951,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "seed": args.seed,
             "passes": passes_json(&results),
             "one_device_comparison": passes_json(&compared),
+            "profiles": *profiles.borrow(),
         });
         files::write_atomically(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
         println!("wrote {}", path.display());

@@ -452,3 +452,49 @@ fn the_watchdog_ends_a_run_without_progress() {
         "--timeout must be a positive number",
     );
 }
+
+#[test]
+fn bench_profiles_every_layer_of_both_passes() {
+    if gpu_tests_skipped() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json").display().to_string();
+    let args = [
+        "bench",
+        "--batch",
+        "1",
+        "--batches",
+        "1",
+        "--burn-in",
+        "0",
+        "--profile",
+        "--json",
+        &json,
+    ];
+    let (ok, stdout, stderr) = convnet(&args);
+    assert!(ok, "{stderr}");
+    for pass in ["forward", "backward"] {
+        assert!(
+            stdout.contains(&format!("profile of the {pass} pass")),
+            "{stdout}"
+        );
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let profiles = doc["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2);
+    for profile in profiles {
+        let layers = profile["layers"].as_array().unwrap();
+        // Every AlexNet layer, each with a positive time.
+        assert_eq!(layers.len(), 13, "{profile}");
+        assert!(
+            layers.iter().all(|l| l["seconds"].as_f64().unwrap() > 0.0),
+            "{profile}"
+        );
+    }
+    assert_clean_failure(
+        &["bench", "--profile", "--devices", "2"],
+        "--profile times one device",
+    );
+}

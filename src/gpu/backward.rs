@@ -54,11 +54,21 @@ impl Gradients<'_> {
     /// Records the backward pass: the loss gradient (the logits themselves, unless the caller
     /// provides it), then every layer.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
+        self.encode_loss(encoder, logits);
+        encode_pass(encoder, "backward", &self.dispatches);
+    }
+
+    /// Records the loss gradient: a copy of the logits (nothing when the caller provides it).
+    pub fn encode_loss(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
         if self.output_gradient == OutputGradient::L2Loss {
             let last = self.outputs.last().expect("a network has layers");
             encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
         }
-        encode_pass(encoder, "backward", &self.dispatches);
+    }
+
+    /// The backward dispatches, last layer first.
+    pub fn dispatches(&self) -> &[Dispatch<'_>] {
+        &self.dispatches
     }
 }
 

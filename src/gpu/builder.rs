@@ -221,6 +221,8 @@ impl MemoryUse {
 
 /// One recorded kernel launch: which pipeline, its arguments, how many workgroups.
 pub(crate) struct Dispatch<'a> {
+    /// What it computes; it starts with its layer's name (profiles group by that).
+    pub label: String,
     pub pipeline: &'a wgpu::ComputePipeline,
     /// The kernel's arguments (uniform parameters and buffers).
     pub bind_group: wgpu::BindGroup,
@@ -404,6 +406,7 @@ impl<'a> Builder<'a> {
                 entries: &entries,
             });
         Dispatch {
+            label: label.to_string(),
             pipeline,
             bind_group,
             workgroups,

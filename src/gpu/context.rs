@@ -161,6 +161,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// True for a CPU-backed adapter.
     pub software: bool,
+    /// True when the device has timestamp queries (GPU-timed profiles).
+    pub timestamps: bool,
     /// The limits the device was created with: the adapter's own, not the defaults.
     pub limits: wgpu::Limits,
     /// The logical device: creates buffers, pipelines, bind groups.
@@ -184,9 +186,15 @@ impl GpuContext {
             during: during.into(),
             message,
         };
+        // Timestamp queries where the adapter has them, for per-layer profiles.
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("convnet"),
-            required_features: wgpu::Features::empty(),
+            required_features: if timestamps {
+                wgpu::Features::TIMESTAMP_QUERY
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -211,6 +219,7 @@ impl GpuContext {
             kernels,
             info,
             software,
+            timestamps,
             limits,
             device,
             queue,

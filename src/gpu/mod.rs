@@ -7,6 +7,7 @@ mod context;
 mod kernels;
 mod network;
 mod peak;
+mod profile;
 mod sgd;
 mod two_devices;
 
@@ -15,6 +16,7 @@ pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use kernels::Kernels;
 pub use network::GpuNetwork;
 pub use peak::{measure as measure_peak, Peak};
+pub use profile::{LayerTime, Profile};
 pub use sgd::Sgd;
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 

@@ -262,6 +262,22 @@ impl<'a> GpuNetwork<'a> {
         })
     }
 
+    /// Times the forward pass layer by layer (see [`Profile`](crate::gpu::Profile)).
+    pub fn profile_forward(&self) -> Result<crate::gpu::Profile> {
+        crate::gpu::profile::profile(self.ctx, |_| {}, &self.forward)
+    }
+
+    /// Times the backward pass layer by layer, after an untimed forward pass and loss gradient.
+    pub fn profile_backward(&self) -> Result<crate::gpu::Profile> {
+        let gradients = self.gradients_or_err()?;
+        let logits = self.outputs.last().expect("a network has layers");
+        let prelude = |encoder: &mut wgpu::CommandEncoder| {
+            self.encode_forward(encoder);
+            gradients.encode_loss(encoder, logits);
+        };
+        crate::gpu::profile::profile(self.ctx, prelude, gradients.dispatches())
+    }
+
     /// Reads back layer `index`'s output (`[N, C, H, W]`, or `[N, features]`).
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
         let layer = &self.plan[index];

@@ -1,0 +1,152 @@
+//! Where a pass's time goes, layer by layer. The pass's dispatches are grouped by layer
+//! (consecutive dispatches whose labels start with the same layer name) and each group runs in a
+//! compute pass of its own, with GPU timestamps written at its start and end where the adapter
+//! has timestamp queries. Elsewhere each group is submitted alone and timed by the host until the
+//! queue is idle, which the profile says.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::gpu::builder::{encode_pass, Dispatch};
+use crate::gpu::context::GpuContext;
+
+/// One layer's share of a pass.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerTime {
+    pub layer: String,
+    pub dispatches: usize,
+    pub seconds: f64,
+}
+
+/// A pass, layer by layer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Profile {
+    /// True when timed by GPU timestamps, false when by the host around each layer.
+    pub gpu_timestamps: bool,
+    pub layers: Vec<LayerTime>,
+}
+
+fn layer_of(label: &str) -> &str {
+    label.split([' ', '[']).next().unwrap_or(label)
+}
+
+/// Consecutive runs of dispatches of one layer.
+fn groups<'d, 'a>(dispatches: &'d [Dispatch<'a>]) -> Vec<&'d [Dispatch<'a>]> {
+    let mut groups: Vec<&[Dispatch]> = Vec::new();
+    let mut start = 0;
+    for i in 1..=dispatches.len() {
+        if i == dispatches.len()
+            || layer_of(&dispatches[i].label) != layer_of(&dispatches[start].label)
+        {
+            groups.push(&dispatches[start..i]);
+            start = i;
+        }
+    }
+    groups
+}
+
+/// Profiles `dispatches` after `prelude` (work the pass depends on, not timed).
+pub(crate) fn profile(
+    ctx: &GpuContext,
+    prelude: impl Fn(&mut wgpu::CommandEncoder),
+    dispatches: &[Dispatch],
+) -> Result<Profile> {
+    let groups = groups(dispatches);
+    let times = if ctx.timestamps {
+        gpu_timed(ctx, &prelude, &groups)?
+    } else {
+        host_timed(ctx, &prelude, &groups)?
+    };
+    Ok(Profile {
+        gpu_timestamps: ctx.timestamps,
+        layers: groups
+            .iter()
+            .zip(times)
+            .map(|(group, seconds)| LayerTime {
+                layer: layer_of(&group[0].label).to_string(),
+                dispatches: group.len(),
+                seconds,
+            })
+            .collect(),
+    })
+}
+
+fn gpu_timed(
+    ctx: &GpuContext,
+    prelude: &dyn Fn(&mut wgpu::CommandEncoder),
+    groups: &[&[Dispatch]],
+) -> Result<Vec<f64>> {
+    let count = 2 * groups.len() as u32;
+    let (query_set, resolved) = ctx.scoped("profile setup", |ctx| {
+        let query_set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps"),
+            size: u64::from(count) * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        (query_set, resolved)
+    })?;
+    ctx.scoped("profiled pass", |ctx| {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profile"),
+            });
+        prelude(&mut encoder);
+        for (i, group) in groups.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&group[0].label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &query_set,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            for dispatch in group.iter() {
+                pass.set_pipeline(dispatch.pipeline);
+                pass.set_bind_group(0, &dispatch.bind_group, &[]);
+                let [x, y, z] = dispatch.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        encoder.resolve_query_set(&query_set, 0..count, &resolved, 0);
+        ctx.queue.submit([encoder.finish()]);
+    })?;
+    ctx.wait("profiled pass")?;
+    let ticks: Vec<u64> =
+        bytemuck::pod_collect_to_vec(&ctx.read_f32(&resolved, 2 * count as usize)?);
+    let period = f64::from(ctx.queue.get_timestamp_period());
+    Ok(ticks
+        .chunks(2)
+        .map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e9)
+        .collect())
+}
+
+fn host_timed(
+    ctx: &GpuContext,
+    prelude: &dyn Fn(&mut wgpu::CommandEncoder),
+    groups: &[&[Dispatch]],
+) -> Result<Vec<f64>> {
+    let submit = |record: &dyn Fn(&mut wgpu::CommandEncoder)| -> Result<f64> {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("profile"),
+            });
+        record(&mut encoder);
+        let start = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait("profiled pass")?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    submit(prelude)?;
+    groups
+        .iter()
+        .map(|group| submit(&|encoder| encode_pass(encoder, &group[0].label, group)))
+        .collect()
+}
