@@ -10,7 +10,8 @@
 //!   ([`gpu::TwoDeviceNetwork`]);
 //! - [`weights`], [`npy`] and [`files`] read and write the file formats (safetensors weights,
 //!   `.npy` tensors) with one-line errors and no half-written outputs;
-//! - [`bench`] and [`check`] are the two jobs the command line runs on top of all that.
+//! - [`bench`] and [`check`] are the two jobs the command line runs on top of all that, and
+//!   [`chart`] draws a profile.
 //!
 //! ```no_run
 //! use convnet_wgpu::{gpu, model, weights};
@@ -30,6 +31,7 @@
 compile_error!("the file formats are little-endian and are read by reinterpreting bytes");
 
 pub mod bench;
+pub mod chart;
 pub mod check;
 pub mod error;
 pub mod files;

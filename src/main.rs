@@ -268,6 +268,9 @@ struct BenchArgs {
     /// has them) against the adapter's measured peak (one device).
     #[arg(long)]
     profile: bool,
+    /// With --profile, also draw the profile as an SVG bar chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -705,6 +708,43 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
     }
 }
 
+/// The profile's JSON rows as chart panels: a bar per layer, noted with its rate.
+fn chart_panels(
+    profiles: &[serde_json::Value],
+    ctx: &GpuContext,
+) -> Vec<(String, Vec<convnet_wgpu::chart::Bar>)> {
+    profiles
+        .iter()
+        .map(|p| {
+            let title = format!(
+                "{} pass on {} (per layer)",
+                p["pass"].as_str().unwrap_or(""),
+                ctx.info.name
+            );
+            let bars = p["layers"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|l| {
+                    let gflops = l["gflops_per_s"].as_f64().unwrap_or(0.0);
+                    let note = if l["flops"].as_f64().unwrap_or(0.0) > 0.0 {
+                        format!("{gflops:.1} GFLOP/s")
+                    } else {
+                        format!("{:.2} GB/s", l["gb_per_s"].as_f64().unwrap_or(0.0))
+                    };
+                    convnet_wgpu::chart::Bar {
+                        label: l["layer"].as_str().unwrap_or("").to_string(),
+                        milliseconds: l["seconds"].as_f64().unwrap_or(0.0) * 1e3,
+                        note,
+                    }
+                })
+                .collect();
+            (title, bars)
+        })
+        .collect()
+}
+
 /// Runs of each profile, averaged.
 const PROFILE_RUNS: usize = 3;
 
@@ -822,6 +862,12 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         files::check_writable(path)?;
     }
+    if let Some(path) = &args.svg {
+        if !args.profile {
+            anyhow::bail!("--svg draws the profile; add --profile");
+        }
+        files::check_writable(path)?;
+    }
     if args.profile && args.device.devices != 1 {
         anyhow::bail!("--profile times one device; drop --devices");
     }
@@ -910,6 +956,11 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    if let Some(path) = &args.svg {
+        let svg = convnet_wgpu::chart::profile_svg(&chart_panels(&profiles.borrow(), &contexts[0]));
+        files::write_atomically(path, svg.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = &args.json {
         let passes_json = |results: &[PassResult]| -> Vec<serde_json::Value> {
             results
