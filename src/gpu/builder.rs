@@ -239,6 +239,11 @@ pub(crate) fn encode_pass(
         label: Some(label),
         timestamp_writes: None,
     });
+    record_dispatches(&mut pass, dispatches);
+}
+
+/// Records `dispatches` into an open compute pass.
+pub(crate) fn record_dispatches(pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
     for dispatch in dispatches {
         pass.set_pipeline(dispatch.pipeline);
         pass.set_bind_group(0, &dispatch.bind_group, &[]);

@@ -244,12 +244,31 @@ impl GpuContext {
         )
     }
 
-    fn error(&self, during: &str, message: String) -> Error {
+    /// An [`Error::Gpu`] on this adapter.
+    pub(crate) fn error(&self, during: &str, message: impl std::fmt::Display) -> Error {
         Error::Gpu {
             adapter: self.info.name.clone(),
             during: during.into(),
-            message,
+            message: message.to_string(),
         }
+    }
+
+    /// Maps a whole mappable buffer (MAP_READ or MAP_WRITE, per `mode`) and waits until it is.
+    pub(crate) fn map(
+        &self,
+        buffer: &wgpu::Buffer,
+        mode: wgpu::MapMode,
+        during: &str,
+    ) -> Result<()> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        buffer
+            .slice(..)
+            .map_async(mode, move |r| drop(sender.send(r)));
+        self.wait(during)?;
+        receiver
+            .recv()
+            .map_err(|e| self.error(during, e))?
+            .map_err(|e| self.error(during, e))
     }
 
     /// Runs `f` inside validation, out-of-memory and internal error scopes, and returns the first
@@ -266,7 +285,7 @@ impl GpuContext {
         match self.failure.lock().map(|f| f.clone()) {
             Ok(None) => Ok(()),
             Ok(Some(message)) => Err(self.error(during, message)),
-            Err(_) => Err(self.error(during, "error state poisoned".into())),
+            Err(_) => Err(self.error(during, "error state poisoned")),
         }
     }
 
@@ -274,7 +293,7 @@ impl GpuContext {
     pub fn wait(&self, during: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| self.error(during, e.to_string()))?;
+            .map_err(|e| self.error(during, e))?;
         self.check(during)
     }
 
@@ -304,20 +323,12 @@ impl GpuContext {
             ctx.queue.submit([encoder.finish()]);
             staging
         })?;
-        let (sender, receiver) = std::sync::mpsc::channel();
-        staging
-            .slice(..)
-            .map_async(wgpu::MapMode::Read, move |r| drop(sender.send(r)));
-        self.wait("readback")?;
-        receiver
-            .recv()
-            .map_err(|e| self.error("readback", e.to_string()))?
-            .map_err(|e| self.error("readback", e.to_string()))?;
+        self.map(&staging, wgpu::MapMode::Read, "readback")?;
         let data = {
             let view = staging
                 .slice(..)
                 .get_mapped_range()
-                .map_err(|e| self.error("readback", e.to_string()))?;
+                .map_err(|e| self.error("readback", e))?;
             bytemuck::cast_slice::<u8, f32>(&view).to_vec()
         };
         staging.unmap();

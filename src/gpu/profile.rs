@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::builder::{encode_pass, Dispatch};
+use crate::gpu::builder::{encode_pass, record_dispatches, Dispatch};
 use crate::gpu::context::GpuContext;
 
 /// One layer's share of a pass.
@@ -107,12 +107,7 @@ fn gpu_timed(
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            for dispatch in group.iter() {
-                pass.set_pipeline(dispatch.pipeline);
-                pass.set_bind_group(0, &dispatch.bind_group, &[]);
-                let [x, y, z] = dispatch.workgroups;
-                pass.dispatch_workgroups(x, y, z);
-            }
+            record_dispatches(&mut pass, group);
         }
         encoder.resolve_query_set(&query_set, 0..count, &resolved, 0);
         ctx.queue.submit([encoder.finish()]);

@@ -450,12 +450,13 @@ fn read_staging(
     staging: &wgpu::Buffer,
     use_data: impl FnOnce(&[f32]),
 ) -> Result<u64> {
-    map(net, staging, wgpu::MapMode::Read)?;
+    let ctx = net.context();
+    ctx.map(staging, wgpu::MapMode::Read, "exchange")?;
     {
         let view = staging
             .slice(..)
             .get_mapped_range()
-            .map_err(|e| exchange_error(net, e))?;
+            .map_err(|e| ctx.error("exchange", e))?;
         use_data(bytemuck::cast_slice(&view));
     }
     staging.unmap();
@@ -464,34 +465,15 @@ fn read_staging(
 
 /// Maps a MAP_WRITE staging buffer, copies `data` into it, unmaps; returns the bytes written.
 fn write_staging(net: &GpuNetwork, staging: &wgpu::Buffer, data: &[f32]) -> Result<u64> {
-    map(net, staging, wgpu::MapMode::Write)?;
+    let ctx = net.context();
+    ctx.map(staging, wgpu::MapMode::Write, "exchange")?;
     {
         let mut view = staging
             .slice(..)
             .get_mapped_range_mut()
-            .map_err(|e| exchange_error(net, e))?;
+            .map_err(|e| ctx.error("exchange", e))?;
         view.copy_from_slice(bytemuck::cast_slice(data));
     }
     staging.unmap();
     Ok(staging.size())
-}
-
-fn map(net: &GpuNetwork, staging: &wgpu::Buffer, mode: wgpu::MapMode) -> Result<()> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    staging
-        .slice(..)
-        .map_async(mode, move |r| drop(sender.send(r)));
-    net.context().wait("exchange")?;
-    receiver
-        .recv()
-        .map_err(|e| exchange_error(net, e))?
-        .map_err(|e| exchange_error(net, e))
-}
-
-fn exchange_error(net: &GpuNetwork, e: impl std::fmt::Display) -> Error {
-    Error::Gpu {
-        adapter: net.context().info.name.clone(),
-        during: "exchange".into(),
-        message: e.to_string(),
-    }
 }
