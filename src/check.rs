@@ -5,6 +5,7 @@
 
 use crate::error::Result;
 use crate::gpu::Runner;
+use crate::model::LayerPlan;
 use crate::reference::{self, Parameters, Real};
 use crate::weights::Weights;
 
@@ -80,17 +81,29 @@ pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Deviatio
     }
 }
 
-/// Runs `input` through the GPU network and the f32 CPU reference and compares every layer.
-pub fn forward(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<Deviation>> {
+/// Runs `input` through the GPU network and through `plan` with `weights` on the f32 CPU
+/// reference, and compares every GPU layer with the reference layer of the same name. The GPU
+/// may run a transformed plan (batch norms folded into convolutions, see [`crate::fold`]): a
+/// folded layer carries its batch norm's name, and the convolution it absorbed has no output to
+/// compare.
+pub fn forward(
+    net: &dyn Runner,
+    plan: &[LayerPlan],
+    weights: &Weights,
+    input: &[f32],
+) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
-    let cpu = reference::forward(net.plan(), &Parameters::<f32>::from_weights(weights), input);
-    net.plan()
-        .iter()
-        .zip(&cpu)
-        .enumerate()
-        .map(|(i, (layer, cpu))| Ok(compare(&layer.layer.name, &net.read_layer(i)?, cpu)))
-        .collect()
+    let cpu = reference::forward(plan, &Parameters::<f32>::from_weights(weights), input);
+    let mut deviations = Vec::new();
+    for (i, layer) in net.plan().iter().enumerate() {
+        let name = &layer.layer.name;
+        let reference = plan.iter().position(|l| l.layer.name == *name).ok_or_else(|| {
+            crate::Error::InvalidArgument(format!("the reference has no layer {name}"))
+        })?;
+        deviations.push(compare(name, &net.read_layer(i)?, &cpu[reference]));
+    }
+    Ok(deviations)
 }
 
 /// One parameter gradient, measured against f64 references.
@@ -136,7 +149,7 @@ pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<V
 
 /// The CPU reference's gradients of `l2_loss(logits)`, forward and backward in the float type `T`.
 pub fn reference_gradients<T: Real>(
-    plan: &[crate::model::LayerPlan],
+    plan: &[LayerPlan],
     weights: &Weights,
     input: &[f32],
 ) -> Vec<(String, Vec<T>)> {

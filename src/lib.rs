@@ -1,7 +1,9 @@
 //! convnet-wgpu: classic convolutional networks on WGSL compute shaders through wgpu.
 //!
 //! The crate is split the way the work is:
-//! - [`model`] describes networks (layers, shapes, parameter and FLOP counts) and knows nothing of GPUs;
+//! - [`model`] describes networks (layers, shapes, parameter and FLOP counts) and knows nothing of
+//!   GPUs; [`table`] turns one into the seed's table, and [`fold`] folds batch norms into the
+//!   convolutions before them for inference;
 //! - [`reference`] is the CPU reference of every op, plain loops (and a GEMM crate for the matrix
 //!   products), against which every GPU result is checked;
 //! - [`gpu`] owns the adapter, device and queue ([`gpu::GpuContext`]), the compiled kernels and the
@@ -35,11 +37,13 @@ pub mod chart;
 pub mod check;
 pub mod error;
 pub mod files;
+pub mod fold;
 pub mod gpu;
 pub mod model;
 pub mod npy;
 pub mod reference;
 pub mod shaders;
+pub mod table;
 pub mod weights;
 
 pub use error::{Error, Result};

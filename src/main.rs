@@ -11,6 +11,7 @@ use convnet_wgpu::gpu::{
     TwoDeviceNetwork,
 };
 use convnet_wgpu::model::{self, LayerPlan, Network};
+use convnet_wgpu::table::{self, Detail};
 use convnet_wgpu::reference;
 use convnet_wgpu::weights::{self, Weights};
 use convnet_wgpu::{check, files, npy, Error};
@@ -40,6 +41,10 @@ enum Command {
     Shapes {
         #[command(flatten)]
         model: ModelArgs,
+        /// One row per layer, or per stage (block) of the deep networks; default: stage where
+        /// the network has stages.
+        #[arg(long, value_enum)]
+        detail: Option<DetailChoice>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -61,11 +66,13 @@ enum Command {
         input: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        #[command(flatten)]
+        batch_norm: BatchNormArgs,
     },
-    /// Write the seed-initialised weights as safetensors.
+    /// Write initialised weights as safetensors (the seed's initialisation for the AlexNets).
     Init {
-        #[arg(long, default_value = "alexnet")]
-        model: String,
+        #[command(flatten)]
+        network: NetworkArgs,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long)]
@@ -73,10 +80,12 @@ enum Command {
     },
     /// Run a user's weights and input; write the logits and, if asked, the gradients.
     Run {
-        #[arg(long, default_value = "alexnet")]
-        model: String,
+        #[command(flatten)]
+        network: NetworkArgs,
         #[command(flatten)]
         device: DeviceArgs,
+        #[command(flatten)]
+        batch_norm: BatchNormArgs,
         #[arg(long)]
         weights: PathBuf,
         #[arg(long)]
@@ -120,12 +129,67 @@ struct TrainArgs {
     out: Option<PathBuf>,
 }
 
+/// Which network, and what a user may change about it.
 #[derive(Args)]
-struct ModelArgs {
+struct NetworkArgs {
+    /// alexnet, alexnet-2gpu, vgg11/13/16/19, googlenet, resnet18/34/50/101/152.
     #[arg(long, default_value = "alexnet")]
     model: String,
+    /// Outputs of the last fully connected layer (default 1000).
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// Height and width of the input images (default 224).
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// googlenet: include its two auxiliary classifiers.
+    #[arg(long)]
+    aux_logits: bool,
+}
+
+impl NetworkArgs {
+    fn build(&self) -> convnet_wgpu::Result<Network> {
+        model::build(
+            &self.model,
+            &model::Options {
+                num_classes: self.num_classes,
+                input_size: self.input_size,
+                aux_logits: self.aux_logits,
+            },
+        )
+    }
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
     #[arg(long, default_value_t = 2)]
     batch: usize,
+}
+
+/// How the GPU runs batch norms.
+#[derive(Args)]
+struct BatchNormArgs {
+    /// Run each batch norm as its own kernel instead of folding it into the convolution before
+    /// it (the default, and faster).
+    #[arg(long)]
+    explicit_bn: bool,
+}
+
+impl BatchNormArgs {
+    /// The network and weights the GPU runs.
+    fn on_gpu(&self, network: &Network, params: &Weights) -> anyhow::Result<(Network, Weights)> {
+        if self.explicit_bn {
+            return Ok((network.clone(), params.clone()));
+        }
+        Ok(convnet_wgpu::fold::fold_batch_norm(network, params)?)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DetailChoice {
+    Layer,
+    Stage,
 }
 
 #[derive(Args)]
@@ -249,10 +313,12 @@ impl PassChoice {
 
 #[derive(Args)]
 struct BenchArgs {
-    #[arg(long, default_value = "alexnet")]
-    model: String,
+    #[command(flatten)]
+    network: NetworkArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    batch_norm: BatchNormArgs,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Timed steps per pass (default 100; 5 on a software adapter).
@@ -261,8 +327,9 @@ struct BenchArgs {
     /// Untimed warm-up steps per pass (default 10; 1 on a software adapter).
     #[arg(long)]
     burn_in: Option<usize>,
-    #[arg(long, value_enum, default_value = "both")]
-    pass: PassChoice,
+    /// Default: both where the network has a backward pass (the AlexNets), else forward.
+    #[arg(long, value_enum)]
+    pass: Option<PassChoice>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Write every setting and timing as JSON.
@@ -295,7 +362,11 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Adapters { backend } => adapters(backend)?,
-        Command::Shapes { model, json } => shapes(&model, json)?,
+        Command::Shapes {
+            model,
+            detail,
+            json,
+        } => shapes(&model, detail, json)?,
         Command::Peak { device } => {
             let ctx = open_context(&device)?;
             let peak = gpu::measure_peak(&ctx, 256 << 20)?;
@@ -315,25 +386,30 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             weights,
             input,
             seed,
-        } => return check(&model, &device, weights.as_deref(), input.as_deref(), seed),
-        Command::Init { model, seed, out } => {
+            batch_norm,
+        } => {
+            let files = (weights.as_deref(), input.as_deref());
+            return check(&model, &device, &batch_norm, files, seed);
+        }
+        Command::Init { network, seed, out } => {
             files::check_writable(&out)?;
-            let network = model::by_name(&model)?;
+            let network = network.build()?;
             Weights::init(&network, seed)?.save(&out)?;
             println!("wrote {} ({}, seed {seed})", out.display(), network.name);
         }
         Command::Run {
-            model,
+            network,
             device,
+            batch_norm,
             weights,
             input,
             output,
             grads,
         } => run_files(
-            &model,
+            &network,
             &device,
-            &weights,
-            &input,
+            &batch_norm,
+            (&weights, &input),
             output.as_deref(),
             grads.as_deref(),
         )?,
@@ -383,75 +459,71 @@ fn group_digits(n: u64) -> String {
     out
 }
 
-fn shapes(args: &ModelArgs, json: bool) -> anyhow::Result<()> {
-    let network = model::by_name(&args.model)?;
+fn shapes(args: &ModelArgs, detail: Option<DetailChoice>, json: bool) -> anyhow::Result<()> {
+    let network = args.network.build()?;
     let plan = network.plan(args.batch)?;
-    let split = network.split_layers();
-    let two_devices = network.towers.is_some();
+    let detail = match detail {
+        Some(DetailChoice::Layer) => Detail::Layer,
+        Some(DetailChoice::Stage) | None => Detail::Stage,
+    };
+    let rows = table::rows(&network, &plan, detail);
+    let total_parameters = model::total_parameters(&plan);
+    let flops = model::total_flops_per_image(&plan);
     if json {
-        let rows: Vec<_> = plan
-            .iter()
-            .zip(&split)
-            .enumerate()
-            .map(|(i, (l, &split))| {
-                serde_json::json!({
-                    "layer": l.layer.name,
-                    "shape_nhwc": l.seed_shape(),
-                    "neurons_per_image": l.output.len(),
-                    "parameters": l.parameters(),
-                    "forward_flops_per_image": l.flops_per_image(),
-                    "split_over_two_devices": split,
-                    "shape_per_device": split.then(|| l.half_seed_shape()),
-                    "exchange_before": network.exchange_before(i),
-                })
-            })
-            .collect();
+        let last = plan.last().expect("a network has layers");
         let doc = serde_json::json!({
             "model": network.name,
             "batch": args.batch,
-            "layers": rows,
-            "total_parameters": model::total_parameters(&plan),
-            "total_forward_flops_per_image": model::total_flops_per_image(&plan),
+            "input_nchw": [args.batch, network.input.channels, network.input.height, network.input.width],
+            "num_classes": last.output.len(),
+            "detail": detail,
+            "rows": rows,
+            "total_parameters": total_parameters,
+            "total_forward_flops_per_image": flops,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
+    let two_devices = network.towers.is_some();
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
     let row =
         |name: &str, shape: &str, per_device: &str, neurons: &str, params: &str, flops: &str| {
             if two_devices {
                 println!(
-                    "{name:<8} {shape:<20} {per_device:<22} {neurons:>18} {params:>12} {flops:>14}"
+                    "{name:<width$} {shape:<20} {per_device:<22} {neurons:>18} {params:>12} {flops:>14}"
                 );
             } else {
-                println!("{name:<8} {shape:<20} {neurons:>18} {params:>12} {flops:>14}");
+                println!("{name:<width$} {shape:<22} {neurons:>18} {params:>12} {flops:>14}");
             }
         };
     row(
-        "layer",
+        if detail == Detail::Stage && !network.stages.is_empty() {
+            "stage"
+        } else {
+            "layer"
+        },
         "shape [N,H,W,C]",
         "per device",
         "neurons per image",
         "parameters",
         "MFLOP / image",
     );
-    for (i, (l, &split)) in plan.iter().zip(&split).enumerate() {
-        if network.exchange_before(i) {
+    for r in &rows {
+        if r.exchange_before {
             println!("  -- the devices exchange their halves --");
         }
-        let flops = l.flops_per_image();
-        let per_device = if split {
-            format!("2 x {:?}", l.half_seed_shape())
-        } else if two_devices {
-            "device 0 only".into()
-        } else {
-            String::new()
+        let per_device = match &r.shape_per_device {
+            Some(shape) => format!("2 x {shape:?}"),
+            None if two_devices => "device 0 only".into(),
+            None => String::new(),
         };
+        let flops = r.forward_flops_per_image;
         row(
-            &l.layer.name,
-            &format!("{:?}", l.seed_shape()),
+            &r.name,
+            &format!("{:?}", r.shape_nhwc),
             &per_device,
-            &group_digits(l.output.len() as u64),
-            &group_digits(l.parameters() as u64),
+            &group_digits(r.neurons_per_image as u64),
+            &group_digits(r.parameters as u64),
             &if flops > 0 {
                 format!("{:.1}", flops as f64 / 1e6)
             } else {
@@ -459,18 +531,19 @@ fn shapes(args: &ModelArgs, json: bool) -> anyhow::Result<()> {
             },
         );
     }
-    let flops = model::total_flops_per_image(&plan);
     row(
         "total",
         "",
         "",
         "",
-        &group_digits(model::total_parameters(&plan) as u64),
+        &group_digits(total_parameters as u64),
         &format!("{:.1}", flops as f64 / 1e6),
     );
     println!(
-        "forward: {:.1} GFLOP per batch of {} (a multiply-add counts as 2 FLOP; convolutions and \
-         fully connected layers only)",
+        "{}: {} layers; forward {:.1} GFLOP per batch of {} (a multiply-add counts as 2 FLOP; \
+         convolutions and fully connected layers only)",
+        network.name,
+        plan.len(),
         flops as f64 * args.batch as f64 / 1e9,
         args.batch
     );
@@ -881,8 +954,14 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.compare_devices && args.device.devices != 2 {
         anyhow::bail!("--compare-devices compares --devices 2 with one device; add --devices 2");
     }
-    let network = model::by_name(&args.model)?;
+    let network = args.network.build()?;
     let plan = network.plan(args.batch)?;
+    let pass = match (args.pass, network.supports_backward()) {
+        (Some(PassChoice::Forward) | None, false) => PassChoice::Forward,
+        (Some(_), false) => return Err(network.backward_unsupported("--pass").into()),
+        (Some(pass), true) => pass,
+        (None, true) => PassChoice::Both,
+    };
     let contexts = open_contexts(&args.device)?;
     let watchdog = Watchdog::start(
         args.device.timeout,
@@ -902,9 +981,12 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if steps.0 == 0 {
         anyhow::bail!("--batches must be at least 1");
     }
-    let passes = args.pass.passes();
+    let passes = pass.passes();
     let gradients = passes.contains(&Pass::ForwardBackward);
-    let params = Weights::init(&network, args.seed)?;
+    let (gpu_network, params) =
+        args.batch_norm
+            .on_gpu(&network, &Weights::init(&network, args.seed)?)?;
+    let gpu_plan = gpu_network.plan(args.batch)?;
     let input = weights::random_input(&plan, args.seed);
     let flops_of = |pass: Pass| {
         let forward = model::total_flops_per_image(&plan) as f64;
@@ -917,7 +999,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let profiles = std::cell::RefCell::new(Vec::new());
     let run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
-        let placed = Placed::new(contexts, &network, &plan, &params, gradients)?;
+        let placed = Placed::new(contexts, &gpu_network, &gpu_plan, &params, gradients)?;
         placed.runner().upload_input(&input)?;
         println!(
             "{}: batch {}, {} timed steps after {} warm-up per pass, {} device(s); {}; {}",
@@ -1064,22 +1146,31 @@ fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, ext
 fn check(
     args: &ModelArgs,
     device: &DeviceArgs,
-    weights: Option<&Path>,
-    input: Option<&Path>,
+    batch_norm: &BatchNormArgs,
+    (weights, input): (Option<&Path>, Option<&Path>),
     seed: u64,
 ) -> anyhow::Result<ExitCode> {
-    let network = model::by_name(&args.model)?;
+    let network = args.network.build()?;
     let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
+    let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params)?;
+    let gpu_plan = gpu_network.plan(plan[0].batch)?;
     let contexts = open_contexts(device)?;
     let _watchdog = Watchdog::start(
         device.timeout,
         format!("check on {}", contexts[0].info.name),
     )?;
-    let placed = Placed::new(&contexts, &network, &plan, &params, true)?;
+    let gradients = network.supports_backward();
+    let placed = Placed::new(&contexts, &gpu_network, &gpu_plan, &gpu_params, gradients)?;
     let net = placed.runner();
     println!("batch {}; {}", plan[0].batch, placed.memory());
+    if gpu_plan.len() != plan.len() {
+        println!(
+            "{} batch norms folded into their convolutions (--explicit-bn runs them on their own)",
+            plan.len() - gpu_plan.len()
+        );
+    }
 
-    let layers = check::forward(net, &params, &data)?;
+    let layers = check::forward(net, &plan, &params, &data)?;
     println!(
         "\nlayer outputs against the f32 CPU reference (tolerance: max |error| / max |ref| <= {:e})",
         check::TOLERANCE
@@ -1091,6 +1182,16 @@ fn check(
         &[],
     );
 
+    if !gradients {
+        println!("\n{} runs forward only: no gradients to check", network.name);
+        return Ok(finish_check(
+            layers
+                .iter()
+                .filter(|r| !r.within(check::TOLERANCE))
+                .map(|r| r.name.clone())
+                .collect(),
+        ));
+    }
     let grads = check::gradients(net, &params, &data)?;
     println!(
         "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
@@ -1140,31 +1241,41 @@ fn check(
                 .map(|r| format!("{} (1 vs 2 devices)", r.name)),
         );
     }
+    Ok(finish_check(failed))
+}
+
+/// The end of `check`: success, or an error naming what was beyond tolerance.
+fn finish_check(failed: Vec<String>) -> ExitCode {
     if failed.is_empty() {
         println!("\ncheck passed: every comparison within tolerance");
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         eprintln!(
             "error: {}",
             Error::Mismatch(format!("beyond tolerance: {}", failed.join(", ")))
         );
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }
 
 fn run_files(
-    model_name: &str,
+    network: &NetworkArgs,
     device: &DeviceArgs,
-    weights: &Path,
-    input: &Path,
+    batch_norm: &BatchNormArgs,
+    (weights, input): (&Path, &Path),
     output: Option<&Path>,
     grads: Option<&Path>,
 ) -> anyhow::Result<()> {
     for path in output.iter().chain(grads.iter()) {
         files::check_writable(path)?;
     }
-    let network = model::by_name(model_name)?;
+    let network = network.build()?;
+    if grads.is_some() && !network.supports_backward() {
+        return Err(network.backward_unsupported("--grads").into());
+    }
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
+    let (gpu_network, params) = batch_norm.on_gpu(&network, &params)?;
+    let plan = gpu_network.plan(plan[0].batch)?;
     let ctx = open_context(device)?;
     let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info.name))?;
     let net = if grads.is_some() {
@@ -1228,7 +1339,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
         files::check_writable(path)?;
     }
-    let network = model::by_name(&args.model.model)?;
+    let network = args.model.network.build()?;
+    if !network.supports_backward() {
+        return Err(network.backward_unsupported("train").into());
+    }
     let (plan, params, data) = load_or_init(
         &network,
         args.model.batch,

@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::iter::Sum;
 
-use crate::model::{Dims, LayerKind, LayerPlan, Pad, Window};
+use crate::model::{Dims, LayerKind, LayerPlan, Pad, Source, Window};
 use crate::weights::Weights;
 
 /// A float type the reference runs in: f32 or f64.
@@ -522,6 +522,81 @@ pub fn relu_backward<T: Real>(output: &[T], grad_output: &[T]) -> Vec<T> {
         .collect()
 }
 
+/// Batch normalisation at inference: `(x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]`,
+/// then ReLU if asked for. `stats` are (weight, bias, running mean, running variance), `[C]` each.
+pub fn batch_norm_forward<T: Real>(
+    input: &[T],
+    dims: Dims,
+    stats: [&[T]; 4],
+    eps: f32,
+    relu: bool,
+) -> Vec<T> {
+    let [weight, bias, mean, var] = stats;
+    let plane = dims.height * dims.width;
+    input
+        .chunks(plane)
+        .enumerate()
+        .flat_map(|(i, values)| {
+            let c = i % dims.channels;
+            let scale = weight[c] / (var[c] + T::from_f32(eps)).sqrt();
+            values.iter().map(move |&x| {
+                let y = (x - mean[c]) * scale + bias[c];
+                if relu {
+                    y.max(T::zero())
+                } else {
+                    y
+                }
+            })
+        })
+        .collect()
+}
+
+/// The element-wise sum of equally shaped tensors, then ReLU if asked for.
+pub fn add_forward<T: Real>(inputs: &[&[T]], relu: bool) -> Vec<T> {
+    (0..inputs[0].len())
+        .map(|i| {
+            let sum: T = inputs.iter().map(|x| x[i]).sum();
+            if relu {
+                sum.max(T::zero())
+            } else {
+                sum
+            }
+        })
+        .collect()
+}
+
+/// PyTorch's adaptive average pooling from `input` dims to `output` dims (same channels).
+pub fn adaptive_avg_pool_forward<T: Real>(input: &[T], input_dims: Dims, output: Dims) -> Vec<T> {
+    // Cell i of n covers floor(i * size / n) .. ceil((i + 1) * size / n).
+    let span = |i: usize, n: usize, size: usize| (i * size / n)..((i + 1) * size).div_ceil(n);
+    let mut result = Vec::with_capacity(input.len() / input_dims.len() * output.len());
+    for plane in input.chunks(input_dims.height * input_dims.width) {
+        for oy in 0..output.height {
+            for ox in 0..output.width {
+                let rows = span(oy, output.height, input_dims.height);
+                let cols = span(ox, output.width, input_dims.width);
+                let count = T::from_f32((rows.len() * cols.len()) as f32);
+                let sum: T = rows
+                    .flat_map(|y| cols.clone().map(move |x| plane[y * input_dims.width + x]))
+                    .sum();
+                result.push(sum / count);
+            }
+        }
+    }
+    result
+}
+
+/// Stacks each image's tensors along channels, in order. `sizes` are the per-image lengths.
+pub fn concat_forward<T: Real>(inputs: &[&[T]], sizes: &[usize], batch: usize) -> Vec<T> {
+    let mut output = Vec::with_capacity(sizes.iter().sum::<usize>() * batch);
+    for n in 0..batch {
+        for (x, &size) in inputs.iter().zip(sizes) {
+            output.extend_from_slice(&x[n * size..][..size]);
+        }
+    }
+    output
+}
+
 /// The seed's loss: `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the logits.
 pub fn l2_loss<T: Real>(logits: &[T]) -> T {
     logits.iter().map(|&v| v * v).sum::<T>() / (T::one() + T::one())
@@ -560,17 +635,24 @@ impl<T: Real> Parameters<T> {
         slot.1 = values;
     }
 
+    /// The tensor called `name`, if the network has one.
+    pub fn get(&self, name: &str) -> Option<&[T]> {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_slice())
+    }
+
+    /// The tensor `{layer}.{suffix}`. Panics if missing: parameters are built for their network.
+    fn tensor(&self, layer: &str, suffix: &str) -> &[T] {
+        let name = format!("{layer}.{suffix}");
+        self.get(&name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+    }
+
     /// A layer's weight and bias.
     pub fn layer(&self, layer: &str) -> (&[T], &[T]) {
-        let get = |suffix: &str| {
-            let name = format!("{layer}.{suffix}");
-            self.tensors
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, t)| t.as_slice())
-                .unwrap_or_else(|| panic!("no tensor {name}"))
-        };
-        (get("weight"), get("bias"))
+        (self.tensor(layer, "weight"), self.tensor(layer, "bias"))
     }
 }
 
@@ -606,13 +688,33 @@ fn pool_spec(plan: &LayerPlan) -> Option<PoolSpec> {
     }
 }
 
-/// Runs one planned layer on the CPU.
-pub fn layer_forward<T: Real>(plan: &LayerPlan, input: &[T], params: &Parameters<T>) -> Vec<T> {
+/// Runs one planned layer on the CPU, given what it reads (see [`LayerPlan::sources`]).
+pub fn layer_forward<T: Real>(plan: &LayerPlan, inputs: &[&[T]], params: &Parameters<T>) -> Vec<T> {
     let name = &plan.layer.name;
+    let input = inputs[0];
     match &plan.layer.kind {
-        LayerKind::Conv2d { .. } => {
-            let (w, b) = params.layer(name);
-            conv2d_forward(input, w, b, &ConvSpec::of(plan).expect("a conv layer"))
+        LayerKind::Conv2d { bias, .. } => {
+            let weight = params.tensor(name, "weight");
+            let zeros = vec![T::zero(); plan.output.channels];
+            let b = if *bias {
+                params.tensor(name, "bias")
+            } else {
+                &zeros
+            };
+            conv2d_forward(input, weight, b, &ConvSpec::of(plan).expect("a conv layer"))
+        }
+        LayerKind::BatchNorm { eps, relu } => {
+            let stats = ["weight", "bias", "running_mean", "running_var"]
+                .map(|suffix| params.tensor(name, suffix));
+            batch_norm_forward(input, plan.input, stats, *eps, *relu)
+        }
+        LayerKind::Add { relu } => add_forward(inputs, *relu),
+        LayerKind::AdaptiveAvgPool { .. } => {
+            adaptive_avg_pool_forward(input, plan.input, plan.output)
+        }
+        LayerKind::Concat => {
+            let sizes: Vec<usize> = plan.sources.iter().map(|(_, d)| d.len()).collect();
+            concat_forward(inputs, &sizes, plan.batch)
         }
         kind @ LayerKind::Lrn { .. } => lrn_forward(
             input,
@@ -634,8 +736,15 @@ pub fn layer_forward<T: Real>(plan: &LayerPlan, input: &[T], params: &Parameters
 pub fn forward<T: Real>(plan: &[LayerPlan], params: &Parameters<T>, input: &[T]) -> Vec<Vec<T>> {
     let mut outputs: Vec<Vec<T>> = Vec::with_capacity(plan.len());
     for layer in plan {
-        let x = outputs.last().map_or(input, Vec::as_slice);
-        let y = layer_forward(layer, x, params);
+        let inputs: Vec<&[T]> = layer
+            .sources
+            .iter()
+            .map(|(source, _)| match source {
+                Source::Input => input,
+                Source::Layer(j) => outputs[*j].as_slice(),
+            })
+            .collect();
+        let y = layer_forward(layer, &inputs, params);
         outputs.push(y);
     }
     outputs
@@ -702,12 +811,20 @@ pub fn layer_backward<T: Real>(
             )),
             ..Default::default()
         },
+        LayerKind::BatchNorm { .. }
+        | LayerKind::Add { .. }
+        | LayerKind::AdaptiveAvgPool { .. }
+        | LayerKind::Concat => {
+            unreachable!("backward runs only where Network::supports_backward")
+        }
     }
 }
 
 /// The gradients of `l2_loss(last output)` with respect to every parameter tensor, named as in
 /// the weights file and in its layouts, in the network's order. `outputs` are the forward
-/// pass's layer outputs.
+/// pass's layer outputs. For the networks that [`supports_backward`] (chains).
+///
+/// [`supports_backward`]: crate::model::Network::supports_backward
 pub fn backward<T: Real>(
     plan: &[LayerPlan],
     params: &Parameters<T>,

@@ -26,6 +26,12 @@ pub const CONV2D_FORWARD: ShaderSource = shader!("conv2d_forward.wgsl", "conv2d_
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
 pub const LRN_FORWARD: ShaderSource = shader!("lrn_forward.wgsl", "lrn_forward");
 pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_forward");
+pub const BATCH_NORM_FORWARD: ShaderSource =
+    shader!("batch_norm_forward.wgsl", "batch_norm_forward");
+pub const ADD_FORWARD: ShaderSource = shader!("add_forward.wgsl", "add_forward");
+pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource =
+    shader!("adaptive_avg_pool_forward.wgsl", "adaptive_avg_pool_forward");
+pub const CONCAT_FORWARD: ShaderSource = shader!("concat_forward.wgsl", "concat_forward");
 
 pub const CONV2D_BACKWARD_DATA: ShaderSource =
     shader!("conv2d_backward_data.wgsl", "conv2d_backward_data");
@@ -49,6 +55,10 @@ pub const ALL: &[ShaderSource] = &[
     GEMM,
     LRN_FORWARD,
     MAX_POOL_FORWARD,
+    BATCH_NORM_FORWARD,
+    ADD_FORWARD,
+    ADAPTIVE_AVG_POOL_FORWARD,
+    CONCAT_FORWARD,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     SUM_CHUNKS,

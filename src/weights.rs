@@ -4,10 +4,16 @@
 //! `conv1.weight` `[out, in/groups, kh, kw]`, `conv1.bias` `[out]`, `fc1.weight` `[out, in]` with
 //! `in` in (C, H, W) order, `fc1.bias` `[out]`.
 //!
-//! Initialisation follows the seed: weights from a truncated normal (stddev 0.1, values beyond two
-//! standard deviations redrawn, as `tf.truncated_normal`), convolution biases 0, fully connected
-//! biases 0.1, input images normal with stddev 0.1. Every tensor draws from its own ChaCha8 stream
-//! of the seed, so a tensor's values do not depend on the batch size or on the other tensors.
+//! Batch norms add their running statistics (`running_mean`, `running_var`: buffers, not
+//! parameters, but needed at inference); a `num_batches_tracked` counter in the file is accepted
+//! and ignored, as inference never reads it.
+//!
+//! The AlexNets are initialised as the seed does: weights from a truncated normal (stddev 0.1,
+//! values beyond two standard deviations redrawn, as `tf.truncated_normal`), convolution biases 0,
+//! fully connected biases 0.1. The deeper networks would overflow f32 with that, so they follow
+//! torchvision's scaling ([`Init::Torchvision`]). Input images are normal with stddev 0.1. Every
+//! tensor draws from its own ChaCha8 stream of the seed, so a tensor's values do not depend on the
+//! batch size or on the other tensors.
 
 use std::path::Path;
 
@@ -18,7 +24,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::files;
-use crate::model::{LayerKind, LayerPlan, Network};
+use crate::model::{Init, LayerKind, LayerPlan, Network};
 
 /// One parameter tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,20 +61,74 @@ fn truncated_normal(rng: &mut ChaCha8Rng, stddev: f64) -> f32 {
     }
 }
 
-/// The expected parameter names and shapes of a network, in order.
-fn expected_shapes(network: &Network) -> Result<Vec<(String, Vec<usize>, bool)>> {
-    let plan = network.plan(1)?;
-    Ok(plan
-        .iter()
-        .flat_map(|layer| {
-            let is_linear = matches!(layer.layer.kind, LayerKind::Linear { .. });
-            layer
-                .parameter_shapes()
-                .into_iter()
-                .map(move |(name, shape)| (name, shape, is_linear))
-        })
-        .collect())
+/// What a tensor is to its layer, which decides how it is initialised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Role {
+    /// A convolution's weight, with its fan-out (out channels x kernel area).
+    ConvWeight { fan_out: usize },
+    LinearWeight,
+    ConvBias,
+    LinearBias,
+    NormWeight,
+    NormBias,
+    NormMean,
+    NormVariance,
 }
+
+/// The tensors a network's weights file holds, in order: name, shape, role.
+fn expected_shapes(network: &Network) -> Result<Vec<(String, Vec<usize>, Role)>> {
+    let plan = network.plan(1)?;
+    let mut expected = Vec::new();
+    for layer in &plan {
+        let shapes = layer
+            .parameter_shapes()
+            .into_iter()
+            .chain(layer.buffer_shapes());
+        for (i, (name, shape)) in shapes.enumerate() {
+            let role = match (&layer.layer.kind, i) {
+                (LayerKind::Conv2d { .. }, 0) => Role::ConvWeight {
+                    fan_out: shape[0] * shape[2] * shape[3],
+                },
+                (LayerKind::Conv2d { .. }, _) => Role::ConvBias,
+                (LayerKind::Linear { .. }, 0) => Role::LinearWeight,
+                (LayerKind::Linear { .. }, _) => Role::LinearBias,
+                (LayerKind::BatchNorm { .. }, 0) => Role::NormWeight,
+                (LayerKind::BatchNorm { .. }, 1) => Role::NormBias,
+                (LayerKind::BatchNorm { .. }, 2) => Role::NormMean,
+                (LayerKind::BatchNorm { .. }, _) => Role::NormVariance,
+                _ => unreachable!("only convolutions, linear layers and batch norms have tensors"),
+            };
+            expected.push((name, shape, role));
+        }
+    }
+    Ok(expected)
+}
+
+/// One value of a tensor with `role` under `init`.
+fn draw(init: Init, role: Role, rng: &mut ChaCha8Rng) -> f32 {
+    let normal = |rng: &mut ChaCha8Rng, stddev: f64| {
+        let x: f64 = rng.sample(StandardNormal);
+        (x * stddev) as f32
+    };
+    match (init, role) {
+        (Init::Seed, Role::ConvWeight { .. } | Role::LinearWeight) => {
+            truncated_normal(rng, WEIGHT_STDDEV)
+        }
+        (Init::Seed, Role::LinearBias) => FC_BIAS,
+        (Init::Torchvision, Role::ConvWeight { fan_out }) => {
+            normal(rng, (2.0 / fan_out as f64).sqrt())
+        }
+        (Init::Torchvision, Role::LinearWeight) => normal(rng, 0.01),
+        (_, Role::ConvBias | Role::LinearBias) => 0.0,
+        // Away from the identity (1, 0, 0, 1), so that a check exercises every statistic.
+        (_, Role::NormWeight) => rng.random_range(0.5..1.5),
+        (_, Role::NormBias | Role::NormMean) => normal(rng, 0.1),
+        (_, Role::NormVariance) => rng.random_range(0.5..1.5),
+    }
+}
+
+/// PyTorch's batch-norm counter: in torchvision's files, never read at inference.
+const BATCH_COUNTER: &str = ".num_batches_tracked";
 
 impl Weights {
     /// The seed's initialisation, reproducible from `seed`.
@@ -76,16 +136,11 @@ impl Weights {
         let tensors = expected_shapes(network)?
             .into_iter()
             .enumerate()
-            .map(|(i, (name, shape, is_linear))| {
-                let len = shape.iter().product();
-                let data = if name.ends_with(".bias") {
-                    vec![if is_linear { FC_BIAS } else { 0.0 }; len]
-                } else {
-                    let mut rng = rng(seed, i as u64 + 1);
-                    (0..len)
-                        .map(|_| truncated_normal(&mut rng, WEIGHT_STDDEV))
-                        .collect()
-                };
+            .map(|(i, (name, shape, role))| {
+                let mut rng = rng(seed, i as u64 + 1);
+                let data = (0..shape.iter().product())
+                    .map(|_| draw(network.init, role, &mut rng))
+                    .collect();
                 (name, Tensor { shape, data })
             })
             .collect();
@@ -166,7 +221,12 @@ impl Weights {
             .map_err(|e| format!("not a valid safetensors file: {e}"))?;
         let expected = expected_shapes(network).map_err(|e| e.to_string())?;
         for name in file.names() {
-            if !expected.iter().any(|(n, _, _)| n == name) {
+            let counter_of_a_norm = name.strip_suffix(BATCH_COUNTER).is_some_and(|layer| {
+                expected
+                    .iter()
+                    .any(|(n, _, role)| *role == Role::NormMean && *n == format!("{layer}.running_mean"))
+            });
+            if !counter_of_a_norm && !expected.iter().any(|(n, _, _)| n == name) {
                 // Debug-quoted: a name may hold any character, a newline included.
                 return Err(format!(
                     "holds tensor {name:?}, which {} does not have",

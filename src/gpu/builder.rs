@@ -45,6 +45,7 @@ impl Conv2dParams {
             window,
             groups,
             relu,
+            ..
         } = layer.layer.kind
         else {
             return Err(Error::InvalidArgument(format!(
@@ -188,6 +189,18 @@ impl MaxPoolParams {
             _pad: 0,
         })
     }
+}
+
+/// batch_norm_forward's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct BatchNormParams {
+    pub len: u32,
+    pub plane: u32,
+    pub channels: u32,
+    pub eps: f32,
+    pub relu: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Parameters of the element-wise kernels (relu_backward, sum_chunks, bias_backward, sgd):

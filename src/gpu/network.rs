@@ -9,11 +9,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::backward::{self, Gradients, OutputGradient};
 use crate::gpu::builder::{
-    encode_pass, u32_of, Builder, Conv2dParams, Dispatch, GemmParams, LrnParams, MaxPoolParams,
-    MemoryUse, Purpose, BLOCK,
+    encode_pass, u32_of, Builder, Conv2dParams, Dispatch, GemmParams, BatchNormParams, LrnParams, MaxPoolParams,
+    MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
-use crate::model::{LayerKind, LayerPlan};
+use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
 /// A column slice of a linear layer's weight: as many columns as one storage binding holds.
@@ -41,6 +41,9 @@ pub(crate) enum Packing {
         out_features: usize,
         slices: Vec<Slice>,
     },
+    /// A batch norm's `[4][channels]` statistics (weight, bias, mean, variance), never unpacked:
+    /// they have no gradients here.
+    Norm,
 }
 
 /// A parameterised layer's weight (one buffer per slice) and bias on the GPU.
@@ -74,6 +77,7 @@ impl Packing {
             Packing::Linear { depth, slices, .. } => {
                 slices.iter().map(|s| depth * s.packed_columns).collect()
             }
+            Packing::Norm => Vec::new(),
         }
     }
 
@@ -126,6 +130,7 @@ impl Packing {
                     }
                 }
             }
+            Packing::Norm => {}
         }
     }
 }
@@ -368,6 +373,15 @@ fn build<'a>(
     let first = plan
         .first()
         .ok_or_else(|| Error::InvalidArgument("empty network".into()))?;
+    if gradients.is_some() {
+        if let Some(layer) = plan.iter().find(|l| !l.supports_backward()) {
+            return Err(Error::InvalidArgument(format!(
+                "layer {}: the backward pass is implemented for chains of convolutions, LRN, \
+                 max pooling and fully connected layers (the AlexNets); this network runs forward only",
+                layer.layer.name
+            )));
+        }
+    }
     let batch = first.batch;
     for layer in plan {
         let bytes = (batch * layer.output.len() * 4) as u64;
@@ -399,13 +413,20 @@ fn build<'a>(
             batch * layer.output.len(),
             Purpose::Activations,
         );
-        let source = outputs.last().unwrap_or(&input);
+        let sources: Vec<&wgpu::Buffer> = layer
+            .sources
+            .iter()
+            .map(|(source, _)| match source {
+                Source::Input => &input,
+                Source::Layer(j) => &outputs[*j],
+            })
+            .collect();
         let layer_params = upload_params(&mut b, index, layer, weights)?;
         forward.extend(forward_dispatches(
             &mut b,
             layer,
             layer_params.as_ref(),
-            source,
+            &sources,
             &output,
         )?);
         params.extend(layer_params);
@@ -435,7 +456,17 @@ fn build<'a>(
     })
 }
 
-/// Packs and uploads a layer's weight and bias; `None` for layers without parameters.
+/// The tensor `{layer}.{suffix}`. Panics if missing: weights are checked against their network.
+fn tensor<'w>(weights: &'w Weights, layer: &str, suffix: &str) -> &'w [f32] {
+    let name = format!("{layer}.{suffix}");
+    &weights
+        .get(&name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+        .data
+}
+
+/// Packs and uploads a layer's weight and bias (a batch norm's statistics); `None` for layers
+/// without parameters.
 fn upload_params(
     b: &mut Builder,
     index: usize,
@@ -475,14 +506,37 @@ fn upload_params(
                 slices,
             }
         }
-        LayerKind::Lrn { .. } | LayerKind::MaxPool { .. } => return Ok(None),
+        LayerKind::BatchNorm { .. } => {
+            // One buffer of the four per-channel vectors; it takes the weight's place.
+            let stats: Vec<f32> = ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .flat_map(|suffix| tensor(weights, name, suffix))
+                .copied()
+                .collect();
+            return Ok(Some(LayerParams {
+                layer: index,
+                packing: Packing::Norm,
+                weights: vec![b.weights(&format!("{name} statistics"), &stats)],
+                bias: b.weights(&format!("{name}.bias"), &[]),
+            }));
+        }
+        LayerKind::Lrn { .. }
+        | LayerKind::MaxPool { .. }
+        | LayerKind::Add { .. }
+        | LayerKind::AdaptiveAvgPool { .. }
+        | LayerKind::Concat => return Ok(None),
     };
-    let (weight, bias) = weights.layer(name);
+    let weight = tensor(weights, name, "weight");
     let mut buffers = Vec::new();
     for (i, packed) in packing.pack(weight).iter().enumerate() {
         b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
         buffers.push(b.weights(&format!("{name}.weight[{i}]"), packed));
     }
+    // A convolution without bias (a batch norm follows it) adds zeros: the kernel stays one.
+    let zeros = vec![0.0; layer.output.channels];
+    let bias = weights
+        .get(&format!("{name}.bias"))
+        .map_or(zeros.as_slice(), |t| t.data.as_slice());
     let bias = b.weights(&format!("{name}.bias"), bias);
     Ok(Some(LayerParams {
         layer: index,
@@ -496,10 +550,11 @@ fn forward_dispatches<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
     params: Option<&LayerParams>,
-    input: &wgpu::Buffer,
+    inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch<'a>>> {
     let name = layer.layer.name.as_str();
+    let input = inputs[0];
     let kernels = &b.ctx.kernels;
     let batch = layer.batch;
     let mut dispatches = Vec::new();
@@ -564,7 +619,63 @@ fn forward_dispatches<'a>(
                 workgroups,
             ));
         }
-        _ => unreachable!("parameters exist exactly for conv and linear layers"),
+        (LayerKind::BatchNorm { eps, relu }, Some(p)) => {
+            let len = batch * layer.output.len();
+            let params = BatchNormParams {
+                len: u32_of(len, "batch norm size")?,
+                plane: u32_of(layer.output.height * layer.output.width, "plane")?,
+                channels: u32_of(layer.output.channels, "channels")?,
+                eps: *eps,
+                relu: u32::from(*relu),
+                _pad: [0; 3],
+            };
+            let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+            let args = [input, &p.weights[0], output];
+            let kernel = &kernels.batch_norm_forward;
+            dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
+        }
+        (LayerKind::Add { relu }, None) => {
+            let &[first, second] = inputs else {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {name}: the GPU adds two tensors, not {}",
+                    inputs.len()
+                )));
+            };
+            let len = batch * layer.output.len();
+            let params = Words4([u32_of(len, "addition size")?, u32::from(*relu), 0, 0]);
+            let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+            let args = [first, second, output];
+            dispatches.push(b.dispatch(name, &kernels.add_forward, &params, &args, workgroups));
+        }
+        (LayerKind::AdaptiveAvgPool { .. }, None) => {
+            let (i, o) = (layer.input, layer.output);
+            let params = [batch * i.channels, i.height, i.width, o.height, o.width, 0, 0, 0]
+                .into_iter()
+                .map(|v| u32_of(v, "pooling size"))
+                .collect::<Result<Vec<u32>>>()?;
+            let workgroups = b.grid_1d(name, batch * o.len())?;
+            let kernel = &kernels.adaptive_avg_pool_forward;
+            let params: [u32; 8] = params.try_into().expect("eight words");
+            dispatches.push(b.dispatch(name, kernel, &params, &[input, output], workgroups));
+        }
+        (LayerKind::Concat, None) => {
+            let mut offset = 0;
+            for (source, (_, dims)) in inputs.iter().zip(&layer.sources) {
+                let len = batch * dims.len();
+                let params = Words4([
+                    u32_of(len, "concatenation size")?,
+                    u32_of(dims.len(), "concatenation size")?,
+                    u32_of(layer.output.len(), "concatenation size")?,
+                    u32_of(offset, "concatenation size")?,
+                ]);
+                offset += dims.len();
+                let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+                let kernel = &kernels.concat_forward;
+                let args = [*source, output];
+                dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
+            }
+        }
+        _ => unreachable!("parameters exist exactly for conv, linear and batch norm layers"),
     }
     Ok(dispatches)
 }

@@ -1,12 +1,23 @@
 //! Network descriptions: layers, the shapes they produce, their parameter and FLOP counts.
 //!
-//! Nothing here touches a GPU. A [`Network`] is a list of layers; [`Network::plan`] resolves it at
-//! a batch size into [`LayerPlan`]s (input and output dimensions, the exact padding of every side),
-//! which the CPU reference, the GPU executor and the tables all walk.
+//! Nothing here touches a GPU. A [`Network`] is a list of layers in an order where every layer
+//! comes after the layers it reads (a chain for AlexNet and VGG; residual additions and
+//! concatenations for ResNet and GoogLeNet). [`Network::plan`] resolves it at a batch size into
+//! [`LayerPlan`]s (inputs, input and output dimensions, the exact padding of every side), which
+//! the CPU reference, the GPU executor and the tables all walk.
 //!
-//! Shapes follow TensorFlow's rules, as the seed's network was built in TensorFlow:
+//! The seed's AlexNet follows TensorFlow's padding rules, as it was built in TensorFlow:
 //! VALID gives `ceil((W - F + 1) / S)`, SAME gives `ceil(W / S)` and pads
 //! `max((out - 1) * S + F - W, 0)` in total, the smaller half before and the larger after.
+//! The torchvision networks use PyTorch's explicit padding, and GoogLeNet's pools its `ceil_mode`.
+
+mod alexnet;
+mod torchvision;
+
+pub use alexnet::{alexnet, alexnet_2gpu, seed_lrn};
+pub use torchvision::{googlenet, resnet, vgg};
+
+use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 
@@ -19,6 +30,10 @@ pub enum Padding {
     Same,
     /// Padding given per side; output `(W + before + after - F) / S + 1`.
     Explicit(Pad),
+    /// Padding given per side, output rounded up as PyTorch's `ceil_mode` does (a last, partial
+    /// window is kept if it starts inside the input or its leading padding); the partial window's
+    /// reach past the input counts as extra padding after.
+    Ceil(Pad),
 }
 
 /// The padding of each side of a window, resolved from [`Padding`] at a given input size.
@@ -56,12 +71,14 @@ impl Window {
 /// What a layer computes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerKind {
-    /// 2-D convolution with bias, optionally followed by ReLU.
+    /// 2-D convolution, with a bias or not (the torchvision networks' convolutions before a batch
+    /// norm have none), optionally followed by ReLU.
     Conv2d {
         out_channels: usize,
         window: Window,
         groups: usize,
         relu: bool,
+        bias: bool,
     },
     /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`. With more than
     /// one group the window stays inside each group of channels (the two-GPU AlexNet normalises
@@ -77,6 +94,16 @@ pub enum LayerKind {
     MaxPool { window: Window },
     /// Fully connected layer on the input flattened in (C, H, W) order, optionally followed by ReLU.
     Linear { out_features: usize, relu: bool },
+    /// Batch normalisation at inference, from running statistics:
+    /// `(x - mean) / sqrt(var + eps) * weight + bias`, optionally followed by ReLU.
+    BatchNorm { eps: f32, relu: bool },
+    /// The element-wise sum of its inputs (a residual connection), optionally followed by ReLU.
+    Add { relu: bool },
+    /// Average pooling to a fixed output size, PyTorch's `AdaptiveAvgPool2d`: output cell `i` of
+    /// `n` averages input rows `floor(i H / n) .. ceil((i + 1) H / n)` (and likewise columns).
+    AdaptiveAvgPool { height: usize, width: usize },
+    /// Its inputs stacked along channels, in order.
+    Concat,
 }
 
 /// One named layer of a network.
@@ -84,6 +111,42 @@ pub enum LayerKind {
 pub struct Layer {
     pub name: String,
     pub kind: LayerKind,
+    /// The names of the layers it reads (or [`INPUT`] for the network's input), in order. Empty:
+    /// the layer before it (the network's input for the first layer).
+    pub inputs: Vec<String>,
+}
+
+/// The name by which a layer reads the network's input.
+pub const INPUT: &str = "input";
+
+impl Layer {
+    /// A layer reading the layer before it.
+    pub fn new(name: impl Into<String>, kind: LayerKind) -> Self {
+        Layer {
+            name: name.into(),
+            kind,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// True when the backward pass handles this layer: it reads the layer before it and is a
+    /// convolution with bias, LRN, max pooling or fully connected.
+    pub fn supports_backward(&self) -> bool {
+        self.inputs.is_empty()
+            && matches!(
+                self.kind,
+                LayerKind::Conv2d { bias: true, .. }
+                    | LayerKind::Lrn { .. }
+                    | LayerKind::MaxPool { .. }
+                    | LayerKind::Linear { .. }
+            )
+    }
+
+    /// The same layer reading the named layers instead.
+    pub fn reading(mut self, inputs: &[&str]) -> Self {
+        self.inputs = inputs.iter().map(|s| s.to_string()).collect();
+        self
+    }
 }
 
 /// The per-image dimensions of an activation, channels first. A fully connected layer's output
@@ -115,6 +178,38 @@ pub struct Network {
     pub layers: Vec<Layer>,
     /// How the network splits across two devices, for the layouts that do.
     pub towers: Option<Towers>,
+    /// How [`Weights::init`](crate::weights::Weights::init) draws its parameters.
+    pub init: Init,
+    /// Named runs of layers (a ResNet stage, an Inception block) that tables may fold into one
+    /// row; empty where every layer is its own row.
+    pub stages: Vec<Stage>,
+}
+
+/// A named run of consecutive layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stage {
+    pub name: String,
+    pub layers: std::ops::Range<usize>,
+}
+
+/// The initialisation a network's weights are drawn with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// The seed's: truncated normal weights (stddev 0.1), conv biases 0, fc biases 0.1.
+    Seed,
+    /// Scaled for deep networks, as torchvision initialises them: He normal (fan-out) for
+    /// convolutions, normal with stddev 0.01 for fully connected layers, zero biases; batch norm
+    /// statistics drawn away from the identity so that checks exercise them.
+    Torchvision,
+}
+
+/// Which tensor a layer reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The network's input.
+    Input,
+    /// The output of the layer at this index of the plan.
+    Layer(usize),
 }
 
 /// A two-device layout (the 2012 two-GPU AlexNet): layers `0..unsplit_from` are split in half,
@@ -157,6 +252,9 @@ impl Towers {
 pub struct LayerPlan {
     pub layer: Layer,
     pub batch: usize,
+    /// What the layer reads, in order, and the dimensions of each.
+    pub sources: Vec<(Source, Dims)>,
+    /// The dimensions of its first input (of every input, except for a concatenation).
     pub input: Dims,
     pub output: Dims,
     /// Padding of each side (zero for layers without a window).
@@ -164,6 +262,11 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
+    /// True when the backward pass handles this layer (see [`Layer::supports_backward`]).
+    pub fn supports_backward(&self) -> bool {
+        self.layer.supports_backward()
+    }
+
     /// The shapes of this layer's parameters, PyTorch's layouts: conv `[out, in/groups, kh, kw]`,
     /// linear `[out, in]`, biases `[out]`. Empty for layers without parameters.
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
@@ -173,19 +276,21 @@ impl LayerPlan {
                 out_channels,
                 window,
                 groups,
+                bias,
                 ..
-            } => vec![
-                (
-                    format!("{name}.weight"),
-                    vec![
-                        *out_channels,
-                        self.input.channels / groups,
-                        window.height,
-                        window.width,
-                    ],
-                ),
-                (format!("{name}.bias"), vec![*out_channels]),
-            ],
+            } => {
+                let weight = vec![
+                    *out_channels,
+                    self.input.channels / groups,
+                    window.height,
+                    window.width,
+                ];
+                let mut shapes = vec![(format!("{name}.weight"), weight)];
+                if *bias {
+                    shapes.push((format!("{name}.bias"), vec![*out_channels]));
+                }
+                shapes
+            }
             LayerKind::Linear { out_features, .. } => vec![
                 (
                     format!("{name}.weight"),
@@ -193,7 +298,28 @@ impl LayerPlan {
                 ),
                 (format!("{name}.bias"), vec![*out_features]),
             ],
-            LayerKind::Lrn { .. } | LayerKind::MaxPool { .. } => Vec::new(),
+            LayerKind::BatchNorm { .. } => vec![
+                (format!("{name}.weight"), vec![self.output.channels]),
+                (format!("{name}.bias"), vec![self.output.channels]),
+            ],
+            LayerKind::Lrn { .. }
+            | LayerKind::MaxPool { .. }
+            | LayerKind::Add { .. }
+            | LayerKind::AdaptiveAvgPool { .. }
+            | LayerKind::Concat => Vec::new(),
+        }
+    }
+
+    /// The shapes of the tensors the layer needs that are not parameters (not trained): a batch
+    /// norm's running statistics, PyTorch's buffers `running_mean` and `running_var`.
+    pub fn buffer_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let name = &self.layer.name;
+        match self.layer.kind {
+            LayerKind::BatchNorm { .. } => vec![
+                (format!("{name}.running_mean"), vec![self.output.channels]),
+                (format!("{name}.running_var"), vec![self.output.channels]),
+            ],
+            _ => Vec::new(),
         }
     }
 
@@ -206,8 +332,8 @@ impl LayerPlan {
     }
 
     /// Forward FLOPs per image, counting a multiply-add as 2 and only the convolutions' and
-    /// fully connected layers' products (the convention of the seed's table); LRN, pooling, bias
-    /// and ReLU are not counted.
+    /// fully connected layers' products (the convention of the seed's table); LRN, pooling, batch
+    /// norm, additions, bias and ReLU are not counted.
     pub fn flops_per_image(&self) -> u64 {
         match &self.layer.kind {
             LayerKind::Conv2d { window, groups, .. } => {
@@ -215,7 +341,7 @@ impl LayerPlan {
                 2 * (self.output.len() * taps) as u64
             }
             LayerKind::Linear { .. } => 2 * (self.output.len() * self.input.len()) as u64,
-            LayerKind::Lrn { .. } | LayerKind::MaxPool { .. } => 0,
+            _ => 0,
         }
     }
 
@@ -255,6 +381,20 @@ fn resolve_dim(
     };
     match padding {
         Padding::Valid => (valid_out(size), 0, 0),
+        Padding::Ceil(pad) => {
+            let (before, after) = explicit(pad);
+            let padded = size + before + after;
+            if padded < window {
+                return (0, before, after);
+            }
+            let mut out = (padded - window).div_ceil(stride.max(1)) + 1;
+            // PyTorch drops a last window that would start in the trailing padding.
+            if (out - 1) * stride >= size + before {
+                out -= 1;
+            }
+            let reach = (out - 1) * stride + window;
+            (out, before, after + reach.saturating_sub(padded))
+        }
         Padding::Same => {
             let out = size.div_ceil(stride.max(1));
             let total = ((out.max(1) - 1) * stride + window).saturating_sub(size);
@@ -302,7 +442,25 @@ impl Network {
             input,
             layers,
             towers: None,
+            init: Init::Seed,
+            stages: Vec::new(),
         }
+    }
+
+    /// True when the backward pass is implemented for this network: a chain of convolutions
+    /// with biases, LRN, max pooling and fully connected layers (the AlexNets). The other
+    /// networks run forward only.
+    pub fn supports_backward(&self) -> bool {
+        self.layers.iter().all(Layer::supports_backward)
+    }
+
+    /// An error saying that this network runs forward only, for `what` (a command or pass).
+    pub fn backward_unsupported(&self, what: &str) -> Error {
+        Error::InvalidArgument(format!(
+            "{what} needs the backward pass, which is implemented for the AlexNets only; \
+             {} runs forward",
+            self.name
+        ))
     }
 
     /// One device's half of a split segment: every layer with half its output channels (or
@@ -326,6 +484,7 @@ impl Network {
                     window,
                     groups,
                     relu,
+                    bias,
                 } => {
                     if !out_channels.is_multiple_of(2) {
                         return Err(bad("an odd number of output channels"));
@@ -343,6 +502,7 @@ impl Network {
                         window: *window,
                         groups,
                         relu: *relu,
+                        bias: *bias,
                     }
                 }
                 LayerKind::Lrn {
@@ -380,11 +540,17 @@ impl Network {
                         relu: *relu,
                     }
                 }
+                LayerKind::BatchNorm { .. }
+                | LayerKind::Add { .. }
+                | LayerKind::AdaptiveAvgPool { .. }
+                | LayerKind::Concat => {
+                    return Err(bad("only AlexNet's kinds of layer split over two devices"))
+                }
             };
-            layers.push(Layer {
-                name: layer.name.clone(),
-                kind,
-            });
+            if !layer.inputs.is_empty() {
+                return Err(bad("a split layout must be a chain of layers"));
+            }
+            layers.push(Layer::new(layer.name.clone(), kind));
         }
         Ok(Network::new(self.name.clone(), input, layers))
     }
@@ -411,39 +577,80 @@ impl Network {
         )
     }
 
-    /// Resolves every layer at `batch`: dimensions, padding, counts. Fails, naming the layer,
-    /// when a spatial size reaches zero or channels do not divide into groups.
+    /// Resolves every layer at `batch`: inputs, dimensions, padding, counts. Fails, naming the
+    /// layer, when a spatial size reaches zero, channels do not divide into groups, a layer reads
+    /// a layer that does not come before it, or the inputs of an addition or concatenation do
+    /// not fit together.
     pub fn plan(&self, batch: usize) -> Result<Vec<LayerPlan>> {
         if batch == 0 {
             return Err(Error::InvalidArgument("batch must be at least 1".into()));
         }
-        let mut dims = self.input;
-        let mut plans = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let (output, pad) = layer_output(layer, dims)?;
+        let mut plans: Vec<LayerPlan> = Vec::with_capacity(self.layers.len());
+        let mut index_of: HashMap<&str, usize> = HashMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let sources = self.sources(layer, i, &index_of, &plans)?;
+            let dims: Vec<Dims> = sources.iter().map(|&(_, d)| d).collect();
+            let (output, pad) = layer_output(layer, &dims)?;
             if output.is_empty() {
+                let input = dims[0];
                 return Err(Error::InvalidArgument(format!(
-                    "{}: layer {} produces an empty output ({}x{}x{}) from {}x{}x{} input",
+                    "{}: layer {} produces an empty output ({}x{}x{}) from {}x{}x{} input; \
+                     the input is too small for this network",
                     self.name,
                     layer.name,
                     output.channels,
                     output.height,
                     output.width,
-                    dims.channels,
-                    dims.height,
-                    dims.width
+                    input.channels,
+                    input.height,
+                    input.width
+                )));
+            }
+            if index_of.insert(&layer.name, i).is_some() || layer.name == INPUT {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: two layers are called {}",
+                    self.name, layer.name
                 )));
             }
             plans.push(LayerPlan {
                 layer: layer.clone(),
                 batch,
-                input: dims,
+                input: dims[0],
+                sources,
                 output,
                 pad,
             });
-            dims = output;
         }
         Ok(plans)
+    }
+
+    /// What layer `index` reads, resolved against the layers before it.
+    fn sources(
+        &self,
+        layer: &Layer,
+        index: usize,
+        index_of: &HashMap<&str, usize>,
+        plans: &[LayerPlan],
+    ) -> Result<Vec<(Source, Dims)>> {
+        let previous = match index {
+            0 => (Source::Input, self.input),
+            _ => (Source::Layer(index - 1), plans[index - 1].output),
+        };
+        if layer.inputs.is_empty() {
+            return Ok(vec![previous]);
+        }
+        layer
+            .inputs
+            .iter()
+            .map(|name| match (name.as_str(), index_of.get(name.as_str())) {
+                (INPUT, _) => Ok((Source::Input, self.input)),
+                (_, Some(&j)) => Ok((Source::Layer(j), plans[j].output)),
+                (_, None) => Err(Error::InvalidArgument(format!(
+                    "{}: layer {} reads {name}, which is not a layer before it",
+                    self.name, layer.name
+                ))),
+            })
+            .collect()
     }
 }
 
@@ -471,7 +678,13 @@ fn check_window(layer: &Layer, window: &Window, pad: &Pad) -> Result<()> {
     Ok(())
 }
 
-fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
+fn layer_output(layer: &Layer, inputs: &[Dims]) -> Result<(Dims, Pad)> {
+    let bad = |why: String| Error::InvalidArgument(format!("layer {}: {why}", layer.name));
+    let many_inputs = matches!(layer.kind, LayerKind::Add { .. } | LayerKind::Concat);
+    if !many_inputs && inputs.len() != 1 {
+        return Err(bad(format!("reads {} inputs, expected 1", inputs.len())));
+    }
+    let input = inputs[0];
     match &layer.kind {
         LayerKind::Conv2d {
             out_channels,
@@ -483,9 +696,9 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
                 || !input.channels.is_multiple_of(*groups)
                 || !out_channels.is_multiple_of(*groups)
             {
-                return Err(Error::InvalidArgument(format!(
-                    "layer {}: {} input and {} output channels do not divide into {} groups",
-                    layer.name, input.channels, out_channels, groups
+                return Err(bad(format!(
+                    "{} input and {} output channels do not divide into {} groups",
+                    input.channels, out_channels, groups
                 )));
             }
             let (height, width, pad) = resolve_window(input, window);
@@ -509,9 +722,9 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
         }
         LayerKind::Lrn { groups, .. } => {
             if *groups == 0 || !input.channels.is_multiple_of(*groups) {
-                return Err(Error::InvalidArgument(format!(
-                    "layer {}: {} channels do not divide into {} groups",
-                    layer.name, input.channels, groups
+                return Err(bad(format!(
+                    "{} channels do not divide into {} groups",
+                    input.channels, groups
                 )));
             }
             Ok((input, Pad::default()))
@@ -524,141 +737,147 @@ fn layer_output(layer: &Layer, input: Dims) -> Result<(Dims, Pad)> {
             },
             Pad::default(),
         )),
+        LayerKind::BatchNorm { .. } => Ok((input, Pad::default())),
+        LayerKind::AdaptiveAvgPool { height, width } => {
+            let dims = Dims {
+                channels: input.channels,
+                height: if input.height == 0 { 0 } else { *height },
+                width: if input.width == 0 { 0 } else { *width },
+            };
+            Ok((dims, Pad::default()))
+        }
+        LayerKind::Add { .. } => {
+            if inputs.len() < 2 || inputs.iter().any(|d| *d != input) {
+                return Err(bad(format!("adds inputs of different sizes: {inputs:?}")));
+            }
+            Ok((input, Pad::default()))
+        }
+        LayerKind::Concat => {
+            let same_plane = |d: &Dims| d.height == input.height && d.width == input.width;
+            if !inputs.iter().all(same_plane) {
+                return Err(bad(format!(
+                    "concatenates inputs of different heights or widths: {inputs:?}"
+                )));
+            }
+            let channels = inputs.iter().map(|d| d.channels).sum();
+            Ok((Dims { channels, ..input }, Pad::default()))
+        }
     }
 }
 
-/// The seed's LRN: `tf.nn.lrn(x, depth_radius=5, bias=1.0, alpha=0.001/9, beta=0.75)`.
-pub fn seed_lrn() -> LayerKind {
-    LayerKind::Lrn {
-        depth_radius: 5,
-        bias: 1.0,
-        alpha: 0.001 / 9.0,
-        beta: 0.75,
-        groups: 1,
-    }
+/// What a user may change about a known network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Outputs of the last fully connected layer (and of GoogLeNet's auxiliary heads); default
+    /// 1000, ImageNet's classes.
+    pub num_classes: Option<usize>,
+    /// Height and width of the (square) input images; default 224.
+    pub input_size: Option<usize>,
+    /// GoogLeNet only: include its two auxiliary classifiers.
+    pub aux_logits: bool,
 }
 
-fn conv(name: &str, out_channels: usize, size: usize, stride: usize) -> Layer {
-    Layer {
-        name: name.into(),
-        kind: LayerKind::Conv2d {
-            out_channels,
-            window: Window::square(size, stride, Padding::Same),
-            groups: 1,
-            relu: true,
-        },
-    }
-}
-
-fn pool(name: &str) -> Layer {
-    Layer {
-        name: name.into(),
-        kind: LayerKind::MaxPool {
-            window: Window::square(3, 2, Padding::Valid),
-        },
-    }
-}
-
-fn lrn(name: &str) -> Layer {
-    Layer {
-        name: name.into(),
-        kind: seed_lrn(),
-    }
-}
-
-fn linear(name: &str, out_features: usize, relu: bool) -> Layer {
-    Layer {
-        name: name.into(),
-        kind: LayerKind::Linear { out_features, relu },
-    }
-}
-
-/// AlexNet as the seed builds it: single tower, 224x224x3 input, convolutions SAME, pools VALID,
-/// LRN after conv1 and conv2, and fc3 giving logits (no ReLU; the seed's helper applied one by
-/// mistake, its text says a plain matrix product).
-pub fn alexnet() -> Network {
-    Network {
-        name: "alexnet".into(),
-        input: IMAGENET_INPUT,
-        towers: None,
-        layers: vec![
-            conv("conv1", 96, 11, 4),
-            lrn("lrn1"),
-            pool("pool1"),
-            conv("conv2", 256, 5, 1),
-            lrn("lrn2"),
-            pool("pool2"),
-            conv("conv3", 384, 3, 1),
-            conv("conv4", 384, 3, 1),
-            conv("conv5", 256, 3, 1),
-            pool("pool3"),
-            linear("fc1", 4096, true),
-            linear("fc2", 4096, true),
-            linear("fc3", 1000, false),
-        ],
-    }
-}
-
-const IMAGENET_INPUT: Dims = Dims {
+/// ImageNet's images as the networks take them: 3 x 224 x 224.
+pub(crate) const IMAGENET_INPUT: Dims = Dims {
     channels: 3,
     height: 224,
     width: 224,
 };
 
-fn grouped(mut layer: Layer, groups: usize) -> Layer {
-    match &mut layer.kind {
-        LayerKind::Conv2d { groups: g, .. } | LayerKind::Lrn { groups: g, .. } => *g = groups,
-        _ => unreachable!("only convolutions and LRN have groups"),
-    }
-    layer
-}
+/// ImageNet's class count, every network's default head.
+pub const IMAGENET_CLASSES: usize = 1000;
 
-/// The original two-GPU AlexNet (Krizhevsky et al., 2012) with the seed's padding rules: every
-/// layer from conv1 to fc2 split in half, one half per GPU. conv2, conv4 and conv5 read only
-/// their own GPU's channels (groups = 2), and so do the LRNs; conv3, fc1 and fc2 read both GPUs'
-/// halves, exchanged before them; fc3 is not split. 60,965,224 parameters at 224x224, the same
-/// network as Caffe's `bvlc_alexnet` with `group: 2` (LRN aside: Caffe normalises across all 96
-/// channels on one device, the original per GPU, as here).
-pub fn alexnet_2gpu() -> Network {
-    Network {
-        name: "alexnet-2gpu".into(),
-        input: IMAGENET_INPUT,
-        towers: Some(Towers {
-            exchange_before: vec![6, 10, 11, 12],
-            unsplit_from: 12,
-        }),
-        layers: vec![
-            conv("conv1", 96, 11, 4),
-            grouped(lrn("lrn1"), 2),
-            pool("pool1"),
-            grouped(conv("conv2", 256, 5, 1), 2),
-            grouped(lrn("lrn2"), 2),
-            pool("pool2"),
-            conv("conv3", 384, 3, 1),
-            grouped(conv("conv4", 384, 3, 1), 2),
-            grouped(conv("conv5", 256, 3, 1), 2),
-            pool("pool3"),
-            linear("fc1", 4096, true),
-            linear("fc2", 4096, true),
-            linear("fc3", 1000, false),
-        ],
-    }
-}
-
-/// The networks the command line knows, by name.
+/// The networks the command line knows, by name, at their default settings.
 pub fn by_name(name: &str) -> Result<Network> {
-    match name {
-        "alexnet" => Ok(alexnet()),
-        "alexnet-2gpu" => Ok(alexnet_2gpu()),
-        other => Err(Error::InvalidArgument(format!(
-            "unknown model '{other}'; known models: {}",
-            MODEL_NAMES.join(", ")
-        ))),
+    build(name, &Options::default())
+}
+
+/// A known network with `options` applied.
+pub fn build(name: &str, options: &Options) -> Result<Network> {
+    let classes = options.num_classes.unwrap_or(IMAGENET_CLASSES);
+    if classes == 0 {
+        return Err(Error::InvalidArgument(
+            "--num-classes must be at least 1".into(),
+        ));
+    }
+    if options.input_size == Some(0) {
+        return Err(Error::InvalidArgument("--input-size must be at least 1".into()));
+    }
+    if options.aux_logits && name != "googlenet" {
+        return Err(Error::InvalidArgument(format!(
+            "--aux-logits applies to googlenet only, not {name}"
+        )));
+    }
+    let mut network = match name {
+        "alexnet" => alexnet(),
+        "alexnet-2gpu" => alexnet_2gpu(),
+        "vgg11" => vgg(11)?,
+        "vgg13" => vgg(13)?,
+        "vgg16" => vgg(16)?,
+        "vgg19" => vgg(19)?,
+        "googlenet" => googlenet(options.aux_logits),
+        "resnet18" => resnet(18)?,
+        "resnet34" => resnet(34)?,
+        "resnet50" => resnet(50)?,
+        "resnet101" => resnet(101)?,
+        "resnet152" => resnet(152)?,
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown model '{other}'; known models: {}",
+                MODEL_NAMES.join(", ")
+            )))
+        }
+    };
+    if let Some(size) = options.input_size {
+        network.input.height = size;
+        network.input.width = size;
+    }
+    network.set_classes(classes);
+    Ok(network)
+}
+
+impl Network {
+    /// Sets the outputs of every classifier: the last layer, and the other fully connected layers
+    /// whose output nobody reads (GoogLeNet's auxiliary heads).
+    fn set_classes(&mut self, classes: usize) {
+        let read: std::collections::HashSet<&str> = self
+            .layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                let previous = (i > 0 && l.inputs.is_empty()).then(|| self.layers[i - 1].name.as_str());
+                l.inputs.iter().map(String::as_str).chain(previous)
+            })
+            .collect();
+        let heads: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| {
+                matches!(self.layers[i].kind, LayerKind::Linear { .. })
+                    && !read.contains(self.layers[i].name.as_str())
+            })
+            .collect();
+        for i in heads {
+            if let LayerKind::Linear { out_features, .. } = &mut self.layers[i].kind {
+                *out_features = classes;
+            }
+        }
     }
 }
 
 /// Names accepted by [`by_name`].
-pub const MODEL_NAMES: &[&str] = &["alexnet", "alexnet-2gpu"];
+pub const MODEL_NAMES: &[&str] = &[
+    "alexnet",
+    "alexnet-2gpu",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "googlenet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+];
 
 /// Total parameters of a plan.
 pub fn total_parameters(plan: &[LayerPlan]) -> usize {

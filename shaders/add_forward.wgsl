@@ -1,0 +1,31 @@
+// Element-wise sum of two equally shaped tensors, then ReLU if asked for: ResNet's residual
+// connection, `relu(main + shortcut)`, in one pass over memory. Every invocation owns four
+// consecutive elements.
+
+struct Params {
+    len: u32,
+    relu: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn add_forward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
+    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    for (var i = first; i < min(first + 4u, params.len); i++) {
+        var y = a[i] + b[i];
+        if params.relu != 0u {
+            y = max(y, 0.0);
+        }
+        output[i] = y;
+    }
+}

@@ -1,0 +1,44 @@
+// Batch normalisation at inference, NCHW: y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] +
+// bias[c], then ReLU if asked for. The fast path folds this into the convolution before it when
+// the weights are loaded; this kernel runs the unfolded network, so that `convnet check` can show
+// the folding changes nothing. Every invocation owns four consecutive elements.
+
+struct Params {
+    len: u32,      // batch * channels * plane
+    plane: u32,    // height * width
+    channels: u32,
+    eps: f32,
+    relu: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+// [4][channels]: weight, bias, running mean, running variance.
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+
+override WORKGROUP_SIZE: u32 = 64u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn batch_norm_forward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
+    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    for (var i = first; i < min(first + 4u, params.len); i++) {
+        let c = (i / params.plane) % params.channels;
+        let weight = stats[c];
+        let bias = stats[params.channels + c];
+        let mean = stats[2u * params.channels + c];
+        let variance = stats[3u * params.channels + c];
+        var y = (input[i] - mean) * (weight / sqrt(variance + params.eps)) + bias;
+        if params.relu != 0u {
+            y = max(y, 0.0);
+        }
+        output[i] = y;
+    }
+}
