@@ -34,9 +34,7 @@ fn bench_layers(c: &mut Criterion) {
             LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
                 Throughput::Elements(layer.flops_per_image() * BATCH as u64)
             }
-            LayerKind::Lrn { .. } | LayerKind::MaxPool { .. } => {
-                Throughput::Bytes(((layer.input.len() + layer.output.len()) * BATCH * 4) as u64)
-            }
+            _ => Throughput::Bytes(((layer.input.len() + layer.output.len()) * BATCH * 4) as u64),
         };
         group.throughput(throughput);
         net.forward().expect("warm-up compiles the shader");

@@ -98,9 +98,12 @@ pub fn forward(
     let mut deviations = Vec::new();
     for (i, layer) in net.plan().iter().enumerate() {
         let name = &layer.layer.name;
-        let reference = plan.iter().position(|l| l.layer.name == *name).ok_or_else(|| {
-            crate::Error::InvalidArgument(format!("the reference has no layer {name}"))
-        })?;
+        let reference = plan
+            .iter()
+            .position(|l| l.layer.name == *name)
+            .ok_or_else(|| {
+                crate::Error::InvalidArgument(format!("the reference has no layer {name}"))
+            })?;
         deviations.push(compare(name, &net.read_layer(i)?, &cpu[reference]));
     }
     Ok(deviations)

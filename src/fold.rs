@@ -21,9 +21,7 @@ use crate::weights::{Tensor, Weights};
 pub fn fold_batch_norm(network: &Network, weights: &Weights) -> Result<(Network, Weights)> {
     network.plan(1)?;
     let layers = explicit_inputs(&network.layers);
-    let foldable: Vec<Option<usize>> = (0..layers.len())
-        .map(|i| folded_conv(&layers, i))
-        .collect();
+    let foldable: Vec<Option<usize>> = (0..layers.len()).map(|i| folded_conv(&layers, i)).collect();
     if foldable.iter().all(Option::is_none) {
         return Ok((network.clone(), weights.clone()));
     }
@@ -42,7 +40,10 @@ pub fn fold_batch_norm(network: &Network, weights: &Weights) -> Result<(Network,
             }
             None => {
                 for (name, tensor) in weights.iter() {
-                    if name.rsplit_once('.').is_some_and(|(owner, _)| owner == layer.name) {
+                    if name
+                        .rsplit_once('.')
+                        .is_some_and(|(owner, _)| owner == layer.name)
+                    {
                         tensors.push((name.to_string(), tensor.clone()));
                     }
                 }
@@ -90,13 +91,16 @@ fn folded_conv(layers: &[Layer], index: usize) -> Option<usize> {
 
 /// The convolution with the batch norm folded in, under the batch norm's name, and its tensors.
 fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, Tensor)>) {
-    let (LayerKind::Conv2d {
-        out_channels,
-        window,
-        groups,
-        bias,
-        ..
-    }, LayerKind::BatchNorm { eps, relu }) = (&conv.kind, &norm.kind)
+    let (
+        LayerKind::Conv2d {
+            out_channels,
+            window,
+            groups,
+            bias,
+            ..
+        },
+        LayerKind::BatchNorm { eps, relu },
+    ) = (&conv.kind, &norm.kind)
     else {
         unreachable!("folded_conv pairs a convolution with a batch norm")
     };

@@ -11,8 +11,8 @@ use convnet_wgpu::gpu::{
     TwoDeviceNetwork,
 };
 use convnet_wgpu::model::{self, LayerPlan, Network};
-use convnet_wgpu::table::{self, Detail};
 use convnet_wgpu::reference;
+use convnet_wgpu::table::{self, Detail};
 use convnet_wgpu::weights::{self, Weights};
 use convnet_wgpu::{check, files, npy, Error};
 
@@ -486,16 +486,20 @@ fn shapes(args: &ModelArgs, detail: Option<DetailChoice>, json: bool) -> anyhow:
     }
     let two_devices = network.towers.is_some();
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
-    let row =
-        |name: &str, shape: &str, per_device: &str, neurons: &str, params: &str, flops: &str| {
-            if two_devices {
-                println!(
+    let row = |name: &str,
+               shape: &str,
+               per_device: &str,
+               neurons: &str,
+               params: &str,
+               flops: &str| {
+        if two_devices {
+            println!(
                     "{name:<width$} {shape:<20} {per_device:<22} {neurons:>18} {params:>12} {flops:>14}"
                 );
-            } else {
-                println!("{name:<width$} {shape:<22} {neurons:>18} {params:>12} {flops:>14}");
-            }
-        };
+        } else {
+            println!("{name:<width$} {shape:<22} {neurons:>18} {params:>12} {flops:>14}");
+        }
+    };
     row(
         if detail == Detail::Stage && !network.stages.is_empty() {
             "stage"
@@ -983,9 +987,9 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let passes = pass.passes();
     let gradients = passes.contains(&Pass::ForwardBackward);
-    let (gpu_network, params) =
-        args.batch_norm
-            .on_gpu(&network, &Weights::init(&network, args.seed)?)?;
+    let (gpu_network, params) = args
+        .batch_norm
+        .on_gpu(&network, &Weights::init(&network, args.seed)?)?;
     let gpu_plan = gpu_network.plan(args.batch)?;
     let input = weights::random_input(&plan, args.seed);
     let flops_of = |pass: Pass| {
@@ -1183,7 +1187,10 @@ fn check(
     );
 
     if !gradients {
-        println!("\n{} runs forward only: no gradients to check", network.name);
+        println!(
+            "\n{} runs forward only: no gradients to check",
+            network.name
+        );
         return Ok(finish_check(
             layers
                 .iter()

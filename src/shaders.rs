@@ -29,8 +29,10 @@ pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward");
 pub const ADD_FORWARD: ShaderSource = shader!("add_forward.wgsl", "add_forward");
-pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource =
-    shader!("adaptive_avg_pool_forward.wgsl", "adaptive_avg_pool_forward");
+pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
+    "adaptive_avg_pool_forward.wgsl",
+    "adaptive_avg_pool_forward"
+);
 pub const CONCAT_FORWARD: ShaderSource = shader!("concat_forward.wgsl", "concat_forward");
 
 pub const CONV2D_BACKWARD_DATA: ShaderSource =

@@ -65,7 +65,9 @@ fn truncated_normal(rng: &mut ChaCha8Rng, stddev: f64) -> f32 {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
     /// A convolution's weight, with its fan-out (out channels x kernel area).
-    ConvWeight { fan_out: usize },
+    ConvWeight {
+        fan_out: usize,
+    },
     LinearWeight,
     ConvBias,
     LinearBias,
@@ -222,9 +224,9 @@ impl Weights {
         let expected = expected_shapes(network).map_err(|e| e.to_string())?;
         for name in file.names() {
             let counter_of_a_norm = name.strip_suffix(BATCH_COUNTER).is_some_and(|layer| {
-                expected
-                    .iter()
-                    .any(|(n, _, role)| *role == Role::NormMean && *n == format!("{layer}.running_mean"))
+                expected.iter().any(|(n, _, role)| {
+                    *role == Role::NormMean && *n == format!("{layer}.running_mean")
+                })
             });
             if !counter_of_a_norm && !expected.iter().any(|(n, _, _)| n == name) {
                 // Debug-quoted: a name may hold any character, a newline included.

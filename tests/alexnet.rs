@@ -16,7 +16,7 @@ fn forward_matches_cpu_reference_at_batch_2() {
     let input = weights::random_input(&plan, 7);
     for ctx in contexts() {
         let net = GpuNetwork::new(ctx, &plan, &params).unwrap();
-        let report = check::forward(&net, &params, &input).unwrap();
+        let report = check::forward(&net, &plan, &params, &input).unwrap();
         assert_eq!(report.len(), plan.len());
         for layer in &report {
             assert!(

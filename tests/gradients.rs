@@ -22,7 +22,7 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 }
 
 fn loss(plan: &LayerPlan, x: &[f64], params: &Parameters<f64>, r: &[f64]) -> f64 {
-    let y = reference::layer_forward(plan, x, params);
+    let y = reference::layer_forward(plan, &[x], params);
     y.iter().zip(r).map(|(a, b)| a * b).sum()
 }
 
@@ -55,14 +55,7 @@ fn assert_matches_differences(
 }
 
 fn check_layer(input: Dims, kind: LayerKind, batch: usize, seed: u64) {
-    let network = Network::new(
-        "test",
-        input,
-        vec![Layer {
-            name: "layer".into(),
-            kind,
-        }],
-    );
+    let network = Network::new("test", input, vec![Layer::new("layer", kind)]);
     let plan = network.plan(batch).unwrap();
     let layer = &plan[0];
     let mut weights = Weights::init(&network, seed).unwrap();
@@ -74,7 +67,7 @@ fn check_layer(input: Dims, kind: LayerKind, batch: usize, seed: u64) {
     let params = Parameters::<f64>::from_weights(&weights);
     let x = f64s(&random(batch * input.len(), seed + 1));
     let r = f64s(&random(batch * layer.output.len(), seed + 2));
-    let y = reference::layer_forward(layer, &x, &params);
+    let y = reference::layer_forward(layer, &[&x], &params);
     let grads = reference::layer_backward(layer, &x, &y, &r, &params, true);
     let what = format!("{:?}", layer.layer.kind);
 
@@ -144,6 +137,7 @@ fn conv2d_backward_matches_finite_differences() {
             window,
             groups,
             relu,
+            bias: true,
         };
         check_layer(input, kind, 2, 10 + i as u64);
     }
@@ -198,17 +192,17 @@ fn max_pool_ties_go_to_the_first_maximum() {
     let network = Network::new(
         "test",
         dims(1, 2, 2),
-        vec![Layer {
-            name: "pool".into(),
-            kind: LayerKind::MaxPool {
+        vec![Layer::new(
+            "pool",
+            LayerKind::MaxPool {
                 window: Window::square(2, 2, Padding::Valid),
             },
-        }],
+        )],
     );
     let plan = network.plan(1).unwrap();
     let params = Parameters::<f64>::from_weights(&Weights::init(&network, 0).unwrap());
     let x = [1.0, 3.0, 3.0, 3.0];
-    let y = reference::layer_forward(&plan[0], &x, &params);
+    let y = reference::layer_forward(&plan[0], &[&x], &params);
     let g = reference::layer_backward(&plan[0], &x, &y, &[5.0], &params, true);
     assert_eq!(g.input.unwrap(), vec![0.0, 5.0, 0.0, 0.0]);
 }

@@ -21,10 +21,7 @@ const TOLERANCE: f32 = 1e-5;
 
 /// The layer under test behind an identity, so that its input gradient is computed.
 fn behind_identity(input: Dims, kind: LayerKind) -> Network {
-    let layer = |name: &str, kind| Layer {
-        name: name.into(),
-        kind,
-    };
+    let layer = |name: &str, kind| Layer::new(name, kind);
     Network::new(
         "test",
         input,
@@ -55,7 +52,7 @@ fn check_layer(network: &Network, batch: usize, seed: u64) {
     let weights = random_weights(network, seed);
     let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * network.input.len(), seed + 7);
-    let output = reference::layer_forward(&plan[1], &input, &params);
+    let output = reference::layer_forward(&plan[1], &[&input], &params);
     let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     let what = format!(
         "{:?} at batch {batch} on {:?}",
@@ -103,6 +100,7 @@ fn conv(out_channels: usize, window: Window, groups: usize, relu: bool) -> Layer
         window,
         groups,
         relu,
+        bias: true,
     }
 }
 
@@ -249,7 +247,7 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
     let weights = random_weights(&network, 300);
     let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * 300, 301);
-    let output = reference::layer_forward(&plan[1], &input, &params);
+    let output = reference::layer_forward(&plan[1], &[&input], &params);
     let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     for shared in contexts() {
         let choice = convnet_wgpu::gpu::AdapterChoice {
@@ -361,7 +359,7 @@ fn max_pool_ties_go_to_the_first_maximum() {
         .iter()
         .map(|v| (v * 1.5 + 1.5).floor())
         .collect();
-    let output = reference::layer_forward(&plan[1], &input, &params);
+    let output = reference::layer_forward(&plan[1], &[&input], &params);
     let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     for ctx in contexts() {
         let net = GpuNetwork::with_gradients(ctx, &plan, &weights).unwrap();

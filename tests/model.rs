@@ -81,6 +81,7 @@ fn impossible_networks_are_rejected_with_the_layer_named() {
             window: Window::square(3, 1, Padding::Same),
             groups: 2,
             relu: false,
+            bias: true,
         },
     );
     let err = grouped.plan(1).unwrap_err().to_string();

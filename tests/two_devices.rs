@@ -50,7 +50,7 @@ fn check_pair(a: &GpuContext, b: &GpuContext) {
         assert!(d.within(check::TOLERANCE), "{what}: {d:?}");
     }
     // Both against the CPU reference.
-    for d in check::forward(&two, &params, &input).unwrap() {
+    for d in check::forward(&two, two.plan(), &params, &input).unwrap() {
         assert!(d.within(check::TOLERANCE), "{what}: {d:?}");
     }
     for g in check::gradients(&two, &params, &input).unwrap() {

@@ -6,10 +6,7 @@ use convnet_wgpu::model::{Dims, Layer, LayerKind, Network, Padding, Window};
 /// A grouped convolution and a linear layer: every check a weights file goes through, with valid
 /// files under a kilobyte.
 pub fn network() -> Network {
-    let layer = |name: &str, kind| Layer {
-        name: name.into(),
-        kind,
-    };
+    let layer = |name: &str, kind| Layer::new(name, kind);
     Network::new(
         "fuzz",
         Dims {
@@ -25,6 +22,7 @@ pub fn network() -> Network {
                     window: Window::square(3, 1, Padding::Same),
                     groups: 2,
                     relu: true,
+                    bias: true,
                 },
             ),
             layer(

@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::backward::{self, Gradients, OutputGradient};
 use crate::gpu::builder::{
-    encode_pass, u32_of, Builder, Conv2dParams, Dispatch, GemmParams, BatchNormParams, LrnParams, MaxPoolParams,
-    MemoryUse, Purpose, Words4, BLOCK,
+    encode_pass, u32_of, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams, LrnParams,
+    MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
 use crate::model::{LayerKind, LayerPlan, Source};
@@ -479,7 +479,11 @@ fn upload_params(
             out_channels,
             groups,
             ..
-        } => Packing::conv(*out_channels, *groups, weights.layer(name).0.len()),
+        } => Packing::conv(
+            *out_channels,
+            *groups,
+            tensor(weights, name, "weight").len(),
+        ),
         LayerKind::Linear { out_features, .. } => {
             let depth = layer.input.len();
             // Columns per slice: as many as one storage binding holds, in whole register blocks.
@@ -649,10 +653,19 @@ fn forward_dispatches<'a>(
         }
         (LayerKind::AdaptiveAvgPool { .. }, None) => {
             let (i, o) = (layer.input, layer.output);
-            let params = [batch * i.channels, i.height, i.width, o.height, o.width, 0, 0, 0]
-                .into_iter()
-                .map(|v| u32_of(v, "pooling size"))
-                .collect::<Result<Vec<u32>>>()?;
+            let params = [
+                batch * i.channels,
+                i.height,
+                i.width,
+                o.height,
+                o.width,
+                0,
+                0,
+                0,
+            ]
+            .into_iter()
+            .map(|v| u32_of(v, "pooling size"))
+            .collect::<Result<Vec<u32>>>()?;
             let workgroups = b.grid_1d(name, batch * o.len())?;
             let kernel = &kernels.adaptive_avg_pool_forward;
             let params: [u32; 8] = params.try_into().expect("eight words");

@@ -112,4 +112,3 @@ pub fn alexnet_2gpu() -> Network {
         ],
     }
 }
-

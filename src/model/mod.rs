@@ -801,7 +801,9 @@ pub fn build(name: &str, options: &Options) -> Result<Network> {
         ));
     }
     if options.input_size == Some(0) {
-        return Err(Error::InvalidArgument("--input-size must be at least 1".into()));
+        return Err(Error::InvalidArgument(
+            "--input-size must be at least 1".into(),
+        ));
     }
     if options.aux_logits && name != "googlenet" {
         return Err(Error::InvalidArgument(format!(
@@ -845,7 +847,8 @@ impl Network {
             .iter()
             .enumerate()
             .flat_map(|(i, l)| {
-                let previous = (i > 0 && l.inputs.is_empty()).then(|| self.layers[i - 1].name.as_str());
+                let previous =
+                    (i > 0 && l.inputs.is_empty()).then(|| self.layers[i - 1].name.as_str());
                 l.inputs.iter().map(String::as_str).chain(previous)
             })
             .collect();

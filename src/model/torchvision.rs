@@ -137,10 +137,7 @@ pub fn vgg(depth: usize) -> Result<Network> {
         b.stage(&format!("block{}", block + 1));
         for _ in 0..convs {
             // A convolution, then its ReLU module: two indices.
-            b.push(Layer::new(
-                format!("features.{index}"),
-                conv_relu(channels),
-            ));
+            b.push(Layer::new(format!("features.{index}"), conv_relu(channels)));
             index += 2;
         }
         b.push(Layer::new(
@@ -235,7 +232,11 @@ fn residual_block(
     // (out channels, kernel, stride, padding) of each convolution on the main path; every one but
     // the last is followed by batch norm with ReLU, the last by batch norm alone.
     let convs: Vec<(usize, usize, usize, usize)> = if bottleneck {
-        vec![(width, 1, 1, 0), (width, 3, stride, 1), (width * 4, 1, 1, 0)]
+        vec![
+            (width, 1, 1, 0),
+            (width, 3, stride, 1),
+            (width * 4, 1, 1, 0),
+        ]
     } else {
         vec![(width, 3, stride, 1), (width, 3, 1, 1)]
     };
@@ -312,13 +313,10 @@ fn inception(b: &mut Builder, name: &str, input: &str, widths: InceptionWidths) 
     let branch2 = basic_conv(b, &format!("{name}.branch2.1"), &reduce3, c3, 3, 1, 1);
     let reduce5 = basic_conv(b, &format!("{name}.branch3.0"), input, c5_reduce, 1, 1, 0);
     let branch3 = basic_conv(b, &format!("{name}.branch3.1"), &reduce5, c5, 3, 1, 1);
-    let pooled = b.push(
-        Layer::new(format!("{name}.branch4.0"), max_pool(3, 1, 1, true)).reading(&[input]),
-    );
+    let pooled =
+        b.push(Layer::new(format!("{name}.branch4.0"), max_pool(3, 1, 1, true)).reading(&[input]));
     let branch4 = basic_conv(b, &format!("{name}.branch4.1"), &pooled, pool_proj, 1, 1, 0);
-    b.push(
-        Layer::new(name, LayerKind::Concat).reading(&[&branch1, &branch2, &branch3, &branch4]),
-    )
+    b.push(Layer::new(name, LayerKind::Concat).reading(&[&branch1, &branch2, &branch3, &branch4]))
 }
 
 /// An auxiliary classifier reading `input`: 4x4 average pool, 1x1 convolution to 128, two fully

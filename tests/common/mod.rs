@@ -48,14 +48,7 @@ pub fn random(len: usize, seed: u64) -> Vec<f32> {
 
 /// A network of one layer on `input`.
 pub fn single_layer(input: Dims, kind: LayerKind) -> Network {
-    Network::new(
-        "test",
-        input,
-        vec![Layer {
-            name: "layer".into(),
-            kind,
-        }],
-    )
+    Network::new("test", input, vec![Layer::new("layer", kind)])
 }
 
 /// Weights for `network` with every tensor (biases included) uniform in [-1, 1).
