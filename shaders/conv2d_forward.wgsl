@@ -144,7 +144,32 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
     let row_vec4s = params.packed_out_per_group / 4u;
     // Index (in vec4s) of this block's first weight for k = 0.
     var w = group * in_per_group * taps * row_vec4s + channel_block * 4u;
-    for (var c = 0u; c < in_per_group; c++) {
+    // A pointwise convolution (1x1 without padding: half of ResNet's FLOPs) never reads padding,
+    // so it skips the bounds checks and selects, which measured 3x faster on llvmpipe; the pixels
+    // past the batch read index 0 and are never stored.
+    let pointwise = taps == 1u && params.pad_top == 0u && params.pad_left == 0u;
+    let channels = select(in_per_group, 0u, pointwise);
+    for (var c = 0u; c < select(0u, in_per_group, pointwise); c++) {
+        let offset = vec4<i32>(i32(c) * in_plane);
+        let i0 = px0.input_base + offset;
+        let i1 = px1.input_base + offset;
+        let i2 = px2.input_base + offset;
+        let i3 = px3.input_base + offset;
+        let x0 = vec4<f32>(input[i0.x], input[i0.y], input[i0.z], input[i0.w]);
+        let x1 = vec4<f32>(input[i1.x], input[i1.y], input[i1.z], input[i1.w]);
+        let x2 = vec4<f32>(input[i2.x], input[i2.y], input[i2.z], input[i2.w]);
+        let x3 = vec4<f32>(input[i3.x], input[i3.y], input[i3.z], input[i3.w]);
+        let w0 = weight[w];
+        let w1 = weight[w + 1u];
+        let w2 = weight[w + 2u];
+        let w3 = weight[w + 3u];
+        w += row_vec4s;
+        acc00 += outer(w0, x0); acc01 += outer(w0, x1); acc02 += outer(w0, x2); acc03 += outer(w0, x3);
+        acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);
+        acc20 += outer(w2, x0); acc21 += outer(w2, x1); acc22 += outer(w2, x2); acc23 += outer(w2, x3);
+        acc30 += outer(w3, x0); acc31 += outer(w3, x1); acc32 += outer(w3, x2); acc33 += outer(w3, x3);
+    }
+    for (var c = 0u; c < channels; c++) {
         let channel_offset = i32(c) * in_plane;
         for (var ky = 0u; ky < params.kernel_height; ky++) {
             let dy = i32(ky);

@@ -200,6 +200,24 @@ fn conv2d_matches_reference() {
             1,
             false,
         ),
+        // Pointwise (the unchecked fast path): 16-pixel blocks straddling images of 15 pixels,
+        // groups; and ResNet's strided shortcut on an odd plane.
+        (
+            3,
+            dims(6, 5, 3),
+            10,
+            window(1, 1, 1, 1, Padding::Valid),
+            2,
+            true,
+        ),
+        (
+            3,
+            dims(5, 7, 7),
+            18,
+            window(1, 1, 2, 2, Padding::Valid),
+            1,
+            false,
+        ),
     ];
     for (i, (batch, input, out, win, groups, relu)) in cases.into_iter().enumerate() {
         let network = behind_identity(input, conv(out, win, groups, relu));
