@@ -869,8 +869,15 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
             peak.fma_gflops,
             peak.bandwidth_gbs
         );
+        let width = first
+            .layers
+            .iter()
+            .map(|l| l.layer.len())
+            .max()
+            .unwrap_or(0)
+            .max(8);
         println!(
-            "{:<8} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}",
+            "{:<width$} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}",
             "layer", "dispatches", "ms", "share", "GFLOP/s", "of peak", "MB moved", "GB/s"
         );
         let mut rows = Vec::new();
@@ -889,9 +896,10 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
                     (Pass::Forward, _) | (Pass::ForwardBackward, 0) => 1.0,
                     (Pass::ForwardBackward, _) => 2.0,
                 };
-            // The least a layer must move: its input and output forward; backward, its input,
+            // The least a layer must move: its inputs and output forward; backward, its input,
             // its output gradient and its input gradient.
-            let (input, output) = (planned.input.len() as f64, planned.output.len() as f64);
+            let input: f64 = planned.sources.iter().map(|(_, d)| d.len() as f64).sum();
+            let output = planned.output.len() as f64;
             let bytes = 4.0
                 * batch
                 * match pass {
@@ -912,7 +920,7 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
                 )
             };
             println!(
-                "{:<8} {:>10} {:>10.2} {:>6.1}% {:>9} {:>8} {:>9.1} {:>7.2}",
+                "{:<width$} {:>10} {:>10.2} {:>6.1}% {:>9} {:>8} {:>9.1} {:>7.2}",
                 layer.layer,
                 layer.dispatches,
                 seconds * 1e3,
@@ -1130,13 +1138,14 @@ fn load_or_init(
 }
 
 fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, extra: &[String]) {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(14);
     println!(
-        "{:<14} {:>12} {:>12} {:>12}",
+        "{:<width$} {:>12} {:>12} {:>12}",
         title, "max |error|", "max |ref|", "relative"
     );
     for (i, r) in rows.iter().enumerate() {
         println!(
-            "{:<14} {:>12.3e} {:>12.3e} {:>12.3e}  {}{}",
+            "{:<width$} {:>12.3e} {:>12.3e} {:>12.3e}  {}{}",
             r.name,
             r.max_abs,
             r.max_reference,

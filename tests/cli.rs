@@ -46,6 +46,99 @@ fn shapes_prints_the_seeds_table() {
 }
 
 #[test]
+fn shapes_prints_the_torchvision_networks() {
+    let (ok, stdout, _) = convnet(&["shapes", "--model", "resnet50", "--num-classes", "10"]);
+    assert!(ok);
+    // 25,557,032 with 1000 classes; the fc loses 2048 x 990 + 990.
+    assert!(stdout.contains("23,528,522"), "{stdout}");
+    assert!(stdout.contains("layer4") && !stdout.contains("layer4.2.conv3"));
+    let (ok, stdout, _) = convnet(&["shapes", "--model", "resnet50", "--detail", "layer"]);
+    assert!(ok && stdout.contains("layer4.2.conv3"), "{stdout}");
+    let (ok, json, _) = convnet(&["shapes", "--model", "googlenet", "--aux-logits", "--json"]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["total_parameters"], 13_004_888);
+    assert_eq!(doc["detail"], "stage");
+}
+
+#[test]
+fn forward_only_networks_fail_cleanly_where_a_gradient_is_asked_for() {
+    assert_clean_failure(
+        &["shapes", "--model", "resnet50", "--num-classes", "0"],
+        "--num-classes must be at least 1",
+    );
+    assert_clean_failure(
+        &["shapes", "--model", "vgg16", "--input-size", "16"],
+        "layer features.30 produces an empty output",
+    );
+    assert_clean_failure(
+        &["shapes", "--model", "vgg16", "--aux-logits"],
+        "--aux-logits applies to googlenet only",
+    );
+    if gpu_tests_skipped() {
+        return;
+    }
+    assert_clean_failure(
+        &["bench", "--model", "resnet18", "--pass", "forward-backward"],
+        "implemented for the AlexNets only",
+    );
+    assert_clean_failure(
+        &["train", "--model", "vgg11", "--steps", "1"],
+        "implemented for the AlexNets only",
+    );
+}
+
+#[test]
+fn check_and_run_serve_resnet_with_a_custom_head() {
+    if gpu_tests_skipped() {
+        return;
+    }
+    let small = [
+        "--model",
+        "resnet18",
+        "--num-classes",
+        "7",
+        "--input-size",
+        "32",
+    ];
+    let (ok, stdout, stderr) = convnet(&[&["check"][..], &small].concat());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("batch norms folded") && stdout.contains("check passed"));
+    let (ok, stdout, _) = convnet(&[&["check", "--explicit-bn"][..], &small].concat());
+    assert!(ok && !stdout.contains("folded"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (w, x, y) = (path("w.safetensors"), path("x.npy"), path("y.npy"));
+    let (ok, _, stderr) = convnet(&[&["init", "--out", w.as_str()][..], &small[..4]].concat());
+    assert!(ok, "{stderr}");
+    convnet_wgpu::npy::write(
+        std::path::Path::new(&x),
+        &[2, 3, 32, 32],
+        &vec![0.5; 2 * 3 * 32 * 32],
+    )
+    .unwrap();
+    let run = [
+        "run",
+        "--weights",
+        w.as_str(),
+        "--input",
+        x.as_str(),
+        "--output",
+        y.as_str(),
+    ];
+    let (ok, _, stderr) = convnet(&[&run[..], &small].concat());
+    assert!(ok, "{stderr}");
+    let logits = convnet_wgpu::npy::read(std::path::Path::new(&y)).unwrap();
+    assert_eq!(logits.shape, vec![2, 7]);
+    // The same file for the default 1000-class head is refused, naming the tensor.
+    assert_clean_failure(
+        &[&run[..], &["--model", "resnet18", "--input-size", "32"]].concat(),
+        "fc.weight",
+    );
+}
+
+#[test]
 fn bad_flags_and_settings_fail_cleanly() {
     assert_clean_failure(&["bench", "--frobnicate"], "unexpected argument");
     assert_clean_failure(&["shapes", "--batch", "0"], "batch must be at least 1");
