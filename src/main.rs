@@ -571,7 +571,11 @@ fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
         .map(GpuContext::new)
         .collect::<convnet_wgpu::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate() {
-        println!("device {i}: {}", ctx.describe());
+        println!(
+            "device {i}: {}; kernels' pipelines created in {:.2} s",
+            ctx.describe(),
+            ctx.pipeline_seconds
+        );
     }
     if contexts.len() == 2 && contexts[0].info == contexts[1].info {
         println!("(two devices on one adapter: they share its hardware, so expect no speed-up)");
@@ -768,6 +772,14 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
         result.devices,
         contexts[0].info.name
     );
+    if let Some(first) = result.timings.burn_in.first() {
+        println!(
+            "first warm-up step {first:.3} s, {:.3} s above the timed mean: compiling this pass's \
+             kernels at their first dispatch (llvmpipe does; most GPU drivers compiled them with \
+             the pipelines) and first touches of its buffers",
+            first - mean
+        );
+    }
     if let Some(stats) = &result.two_devices {
         println!(
             "device busy per batch: device 0 {:.3} s, device 1 {:.3} s",
@@ -1091,6 +1103,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     "driver": ctx.info.driver,
                     "driver_info": ctx.info.driver_info,
                     "software": ctx.software,
+                    "pipeline_creation_s": ctx.pipeline_seconds,
                 })
             })
             .collect();

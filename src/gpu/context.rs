@@ -171,6 +171,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// The compiled compute pipelines.
     pub kernels: Kernels,
+    /// How long creating them took. Drivers that compile at the first dispatch (llvmpipe) pay
+    /// most of the compilation later, in the first pass.
+    pub pipeline_seconds: f64,
     /// The first error wgpu reported outside an error scope, or the device-lost message.
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -213,9 +216,11 @@ impl GpuContext {
         });
 
         let software = is_software(&info);
+        let start = std::time::Instant::now();
         let kernels = capture_errors(&device, || Kernels::new(&device, software))
             .map_err(|message| gpu_error("kernel compilation", message))?;
         let ctx = GpuContext {
+            pipeline_seconds: start.elapsed().as_secs_f64(),
             kernels,
             info,
             software,

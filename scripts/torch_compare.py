@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""The same network in PyTorch, from the same weights file and input as `convnet run`.
+
+It is the independent framework check and the speed peer: it prints PyTorch's time per batch
+(forward, and forward-backward of the seed's loss where asked) and, given `convnet run`'s logits
+(and gradients), the largest difference from them.
+
+    convnet init --model alexnet --seed 42 --out w.safetensors
+    python3 -c "import numpy as np; np.save('x.npy', (np.random.randn(32, 3, 224, 224) * 0.1).astype('<f4'))"
+    convnet run --model alexnet --weights w.safetensors --input x.npy --output y.npy --grads g.safetensors
+    python3 scripts/torch_compare.py --model alexnet --weights w.safetensors --input x.npy \
+        --logits y.npy --grads g.safetensors --pass both
+
+Models: `alexnet` (the seed's: TensorFlow's SAME padding and LRN, rebuilt here in PyTorch) and
+torchvision's `vgg11/13/16/19`, `resnet18/34/50/101/152`, `googlenet`. On CUDA it runs fp32 with
+TF32 off and cuDNN's benchmark mode on. Needs torch, torchvision (for its models), numpy and
+safetensors: `pip install torch torchvision numpy safetensors`.
+"""
+
+import argparse
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+
+def same_padding(size, kernel, stride):
+    """TensorFlow's SAME: (before, after), the larger half after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SeedAlexNet(torch.nn.Module):
+    """The seed's single-tower AlexNet with TensorFlow's semantics: SAME convolutions (asymmetric
+    padding), tf.nn.lrn(depth_radius=5, bias=1, alpha=0.001/9, beta=0.75), VALID 3x3/2 pools."""
+
+    CONVS = [("conv1", 3, 96, 11, 4), ("conv2", 96, 256, 5, 1), ("conv3", 256, 384, 3, 1),
+             ("conv4", 384, 384, 3, 1), ("conv5", 384, 256, 3, 1)]
+
+    def __init__(self, num_classes, input_size):
+        super().__init__()
+        for name, cin, cout, k, s in self.CONVS:
+            setattr(self, name, torch.nn.Conv2d(cin, cout, k, s))
+        side = input_size
+        for name, _, _, _, stride in self.CONVS:
+            side = math.ceil(side / stride)
+            if name in ("conv1", "conv2", "conv5"):
+                side = (side - 3) // 2 + 1
+        self.fc1 = torch.nn.Linear(256 * side * side, 4096)
+        self.fc2 = torch.nn.Linear(4096, 4096)
+        self.fc3 = torch.nn.Linear(4096, num_classes)
+        # torch's LRN divides alpha by the window; TensorFlow's does not.
+        self.lrn = torch.nn.LocalResponseNorm(11, alpha=0.001 / 9 * 11, beta=0.75, k=1.0)
+
+    def conv(self, name, x):
+        layer = getattr(self, name)
+        k, s = layer.kernel_size[0], layer.stride[0]
+        top, bottom = same_padding(x.shape[2], k, s)
+        left, right = same_padding(x.shape[3], k, s)
+        return F.relu(layer(F.pad(x, (left, right, top, bottom))))
+
+    def forward(self, x):
+        pool = lambda t: F.max_pool2d(t, 3, 2)
+        x = pool(self.lrn(self.conv("conv1", x)))
+        x = pool(self.lrn(self.conv("conv2", x)))
+        x = self.conv("conv5", self.conv("conv4", self.conv("conv3", x)))
+        x = torch.flatten(pool(x), 1)
+        x = F.relu(self.fc2(F.relu(self.fc1(x))))
+        return self.fc3(x)
+
+
+def build(name, num_classes, input_size, aux_logits):
+    if name == "alexnet":
+        return SeedAlexNet(num_classes, input_size)
+    import torchvision
+    if name == "googlenet":
+        return torchvision.models.googlenet(num_classes=num_classes, aux_logits=aux_logits,
+                                            transform_input=False, init_weights=False)
+    if name.startswith(("vgg", "resnet")):
+        return getattr(torchvision.models, name)(num_classes=num_classes)
+    sys.exit(f"error: unknown model '{name}' (alexnet, vgg11/13/16/19, resnet18/34/50/101/152, googlenet)")
+
+
+def load(model, path):
+    state = load_file(path)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        sys.exit(f"error: {path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def difference(name, ours, theirs):
+    ours = np.asarray(ours, dtype=np.float64)
+    theirs = np.asarray(theirs, dtype=np.float64)
+    if ours.shape != theirs.shape:
+        sys.exit(f"error: {name}: shape {ours.shape} here, {theirs.shape} from convnet")
+    biggest = np.abs(ours).max()
+    diff = np.abs(ours - theirs).max()
+    print(f"{name:<14} max |torch - convnet| {diff:.3e}, max |torch| {biggest:.3e}, "
+          f"relative {diff / biggest if biggest else diff:.3e}")
+    return diff / biggest if biggest else diff
+
+
+def timed(step, device, batches, burn_in):
+    times = []
+    for i in range(burn_in + batches):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= burn_in:
+            times.append(time.perf_counter() - start)
+    return statistics.fmean(times), statistics.pstdev(times)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="alexnet")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--input", required=True, help=".npy [N, 3, S, S] f32")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--aux-logits", action="store_true")
+    p.add_argument("--logits", help="convnet run's --output, to compare with")
+    p.add_argument("--grads", help="convnet run's --grads, to compare with")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--pass", dest="passes", choices=["forward", "forward-backward", "both"],
+                   default="forward")
+    p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--burn-in", type=int, default=2)
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    x = torch.from_numpy(np.load(args.input)).to(device)
+    model = build(args.model, args.num_classes, x.shape[-1], args.aux_logits)
+    load(model, args.weights)
+    model = model.to(device).eval()
+    threads = torch.get_num_threads() if device.type == "cpu" else None
+    print(f"torch {torch.__version__} on {device}" + (f" ({threads} threads)" if threads else "")
+          + f"; {args.model}, input {list(x.shape)}, fp32, TF32 off")
+
+    failed = False
+    if args.logits:
+        with torch.no_grad():
+            logits = model(x).cpu().numpy()
+        failed |= difference("logits", logits, np.load(args.logits)) > 1e-4
+    if args.grads:
+        model.zero_grad()
+        out = model(x)
+        (out.square().sum() / 2).backward()
+        theirs = load_file(args.grads)
+        for name, param in model.named_parameters():
+            if name in theirs:
+                failed |= difference(name, param.grad.cpu().numpy(), theirs[name].numpy()) > 1e-3
+
+    batch = x.shape[0]
+    passes = ["forward", "forward-backward"] if args.passes == "both" else [args.passes]
+    for which in passes:
+        if which == "forward":
+            def step():
+                with torch.no_grad():
+                    model(x)
+        else:
+            def step():
+                model.zero_grad(set_to_none=True)
+                out = model(x)
+                (out.square().sum() / 2).backward()
+        mean, sd = timed(step, device, args.batches, args.burn_in)
+        name = "Forward" if which == "forward" else "Forward-backward"
+        print(f"{name} across {args.batches} steps, {mean:.3f} +/- {sd:.3f} sec / batch "
+              f"({batch / mean:.1f} images/s)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
