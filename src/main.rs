@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench::{self, Pass};
 use convnet_wgpu::gpu::{
-    self, AdapterChoice, GpuContext, GpuNetwork, MemoryUse, Runner, Sgd, StepStats,
-    TwoDeviceNetwork,
+    self, AdapterChoice, GpuContext, GpuNetwork, LinearKernel, MemoryUse, Runner, Sgd, StepStats,
+    TwoDeviceNetwork, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Network};
 use convnet_wgpu::reference;
@@ -207,6 +207,20 @@ struct DeviceArgs {
     /// End the run with an error when no step has finished for this many seconds.
     #[arg(long)]
     timeout: Option<f64>,
+    /// The fully connected layers' kernel: chosen per adapter and batch (auto), the 16-row
+    /// block, or the 4-row small-batch kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    linear_kernel: LinearChoice,
+    /// With --linear-kernel small-batch: split each reduction into this many chunks.
+    #[arg(long, default_value_t = 1)]
+    split_k: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LinearChoice {
+    Auto,
+    Block16,
+    SmallBatch,
 }
 
 /// Ends the process when no step has finished for `timeout` seconds. A hung driver cannot be
@@ -256,6 +270,18 @@ impl Watchdog {
 }
 
 impl DeviceArgs {
+    /// The kernel variants the flags force, if any.
+    fn variants(&self) -> anyhow::Result<Variants> {
+        let linear = match (self.linear_kernel, self.split_k) {
+            (_, 0) => anyhow::bail!("--split-k must be at least 1"),
+            (LinearChoice::Auto, 1) => LinearKernel::Auto,
+            (LinearChoice::Block16, 1) => LinearKernel::Block16,
+            (LinearChoice::SmallBatch, chunks) => LinearKernel::SmallBatch { chunks },
+            (_, _) => anyhow::bail!("--split-k applies to --linear-kernel small-batch"),
+        };
+        Ok(Variants { linear })
+    }
+
     fn choice(&self, adapter: Option<&String>) -> AdapterChoice {
         AdapterChoice {
             adapter: adapter.cloned(),
@@ -558,17 +584,19 @@ fn open_context(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
     if device.devices != 1 {
         anyhow::bail!("this command runs on one device; drop --devices");
     }
-    let ctx = GpuContext::new(&device.choice(device.adapter.first()))?;
+    let ctx =
+        GpuContext::new(&device.choice(device.adapter.first()))?.with_variants(device.variants()?);
     println!("adapter: {}", ctx.describe());
     Ok(ctx)
 }
 
 /// One context per device of `--devices`, each printed with its adapter.
 fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    let variants = device.variants()?;
     let contexts = device
         .choices()?
         .iter()
-        .map(GpuContext::new)
+        .map(|choice| Ok(GpuContext::new(choice)?.with_variants(variants)))
         .collect::<convnet_wgpu::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate() {
         println!(

@@ -24,6 +24,9 @@ macro_rules! shader {
 
 pub const CONV2D_FORWARD: ShaderSource = shader!("conv2d_forward.wgsl", "conv2d_forward");
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
+pub const GEMM_SMALL_BATCH: ShaderSource = shader!("gemm_small_batch.wgsl", "gemm_small_batch");
+pub const GEMM_SPLIT_K_REDUCE: ShaderSource =
+    shader!("gemm_split_k_reduce.wgsl", "gemm_split_k_reduce");
 pub const LRN_FORWARD: ShaderSource = shader!("lrn_forward.wgsl", "lrn_forward");
 pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_forward");
 pub const BATCH_NORM_FORWARD: ShaderSource =
@@ -55,6 +58,8 @@ pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_ba
 pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
     GEMM,
+    GEMM_SMALL_BATCH,
+    GEMM_SPLIT_K_REDUCE,
     LRN_FORWARD,
     MAX_POOL_FORWARD,
     BATCH_NORM_FORWARD,

@@ -248,6 +248,66 @@ fn linear_matches_reference() {
     }
 }
 
+/// Every fully connected kernel variant, forced on every adapter: the 16-row block, the 4-row
+/// small-batch kernel, and the latter split along the reduction into 3 chunks and into more
+/// chunks than the reduction has steps (clamped); each also with the weight split into column
+/// slices by a lowered binding limit.
+#[test]
+fn every_linear_kernel_variant_matches_the_reference() {
+    use convnet_wgpu::gpu::{AdapterChoice, GpuContext, LinearKernel, Variants};
+    let variants = [
+        LinearKernel::Block16,
+        LinearKernel::SmallBatch { chunks: 1 },
+        LinearKernel::SmallBatch { chunks: 3 },
+        LinearKernel::SmallBatch { chunks: 1000 },
+    ];
+    let shapes = [
+        (1, 300, 37, true),
+        (2, 129, 100, false),
+        (5, 7, 5, true),
+        (17, 300, 37, false),
+    ];
+    for shared in contexts() {
+        let choice = AdapterChoice {
+            adapter: Some(shared.info.name.clone()),
+            backend: Some(format!("{:?}", shared.info.backend)),
+        };
+        for linear in variants {
+            for sliced in [false, true] {
+                let mut ctx = GpuContext::new(&choice)
+                    .unwrap()
+                    .with_variants(Variants { linear });
+                if sliced {
+                    ctx.limits.max_storage_buffer_binding_size = 24 * 1024;
+                }
+                for (i, &(batch, features, out, relu)) in shapes.iter().enumerate() {
+                    let network = behind_identity(
+                        dims(features, 1, 1),
+                        LayerKind::Linear {
+                            out_features: out,
+                            relu,
+                        },
+                    );
+                    let plan = network.plan(batch).unwrap();
+                    let weights = random_weights(&network, 400 + i as u64);
+                    let params = Parameters::<f32>::from_weights(&weights);
+                    let input = random(batch * features, 401 + i as u64);
+                    let expected = reference::layer_forward(&plan[1], &[&input], &params);
+                    let net = GpuNetwork::new(&ctx, &plan, &weights).unwrap();
+                    net.upload_input(&input).unwrap();
+                    net.forward().unwrap();
+                    let err = relative_error(&net.read_output().unwrap(), &expected);
+                    assert!(
+                        err <= TOLERANCE,
+                        "{linear:?} (sliced: {sliced}) at batch {batch}, {features} -> {out} on {}: {err:e}",
+                        ctx.describe()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_splits_a_weight_larger_than_one_binding() {
     // Lower the binding limit this network sees so that the weight (300 x 100 floats, 120 kB)

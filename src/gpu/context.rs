@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Kernels;
+use crate::gpu::kernels::{Kernels, Variants};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
 /// to the default choice: the first hardware GPU, else a software adapter.
@@ -174,6 +174,8 @@ pub struct GpuContext {
     /// How long creating them took. Drivers that compile at the first dispatch (llvmpipe) pay
     /// most of the compilation later, in the first pass.
     pub pipeline_seconds: f64,
+    /// The kernel variants networks built on this device use.
+    pub variants: Variants,
     /// The first error wgpu reported outside an error scope, or the device-lost message.
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -221,6 +223,7 @@ impl GpuContext {
             .map_err(|message| gpu_error("kernel compilation", message))?;
         let ctx = GpuContext {
             pipeline_seconds: start.elapsed().as_secs_f64(),
+            variants: Variants::default(),
             kernels,
             info,
             software,
@@ -232,6 +235,12 @@ impl GpuContext {
         };
         ctx.check("kernel compilation")?;
         Ok(ctx)
+    }
+
+    /// The same device with its networks built from `variants` instead of the adapter's choice.
+    pub fn with_variants(mut self, variants: Variants) -> Self {
+        self.variants = variants;
+        self
     }
 
     /// One line naming the adapter, its backend and whether it is a software one.

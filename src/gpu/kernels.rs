@@ -13,12 +13,72 @@ pub(crate) fn workgroup_size(software: bool) -> u32 {
     }
 }
 
+/// Which kernel computes a fully connected layer's forward product.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinearKernel {
+    /// Chosen per adapter and shape: see [`LinearKernel::resolve`].
+    #[default]
+    Auto,
+    /// `gemm`: 16 rows x 16 columns per invocation; best when the batch fills the rows.
+    Block16,
+    /// `gemm_small_batch`: 4 rows x 16 columns per invocation, the reduction split into
+    /// `chunks` (1: no split, no reduction pass).
+    SmallBatch { chunks: usize },
+}
+
+/// Below this batch the 16-row block computes more padding rows than real ones.
+const SMALL_BATCH: usize = 16;
+
+/// Invocations a GPU wants in flight for one dispatch (a few per core of a large GPU); split-K
+/// makes up for the few column blocks of a fully connected layer at a small batch.
+const GPU_INVOCATIONS: usize = 16_384;
+
+/// The shortest reduction chunk worth a pass of its own.
+const MIN_CHUNK_DEPTH: usize = 256;
+
+impl LinearKernel {
+    /// The kernel for a `rows x depth` by `depth x columns` product on a software (CPU) or
+    /// hardware adapter. Software adapters run each workgroup on one thread, so a few hundred
+    /// invocations already keep every core busy and split-K would only add a pass; GPUs get
+    /// enough chunks to reach [`GPU_INVOCATIONS`].
+    pub fn resolve(self, rows: usize, depth: usize, columns: usize, software: bool) -> Self {
+        match self {
+            LinearKernel::Auto if rows >= SMALL_BATCH => LinearKernel::Block16,
+            LinearKernel::Auto => {
+                let blocks = columns.div_ceil(16) * rows.div_ceil(4);
+                let chunks = if software {
+                    1
+                } else {
+                    GPU_INVOCATIONS
+                        .div_ceil(blocks)
+                        .min(depth / MIN_CHUNK_DEPTH)
+                        .max(1)
+                };
+                LinearKernel::SmallBatch { chunks }
+            }
+            LinearKernel::SmallBatch { chunks } => LinearKernel::SmallBatch {
+                chunks: chunks.clamp(1, depth.max(1)),
+            },
+            forced => forced,
+        }
+    }
+}
+
+/// Which kernel variants a device's networks use. `Default` chooses per adapter; tests and
+/// `--linear-kernel` force one, so that every variant is checked on the software adapters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Variants {
+    pub linear: LinearKernel,
+}
+
 /// Every kernel, compiled for one device.
 pub struct Kernels {
     /// The `WORKGROUP_SIZE` every kernel was compiled with.
     pub workgroup_size: u32,
     pub conv2d_forward: wgpu::ComputePipeline,
     pub gemm: wgpu::ComputePipeline,
+    pub gemm_small_batch: wgpu::ComputePipeline,
+    pub gemm_split_k_reduce: wgpu::ComputePipeline,
     pub lrn_forward: wgpu::ComputePipeline,
     pub max_pool_forward: wgpu::ComputePipeline,
     pub batch_norm_forward: wgpu::ComputePipeline,
@@ -68,6 +128,8 @@ impl Kernels {
             workgroup_size: size,
             conv2d_forward: compile(device, &shaders::CONV2D_FORWARD, size),
             gemm: compile(device, &shaders::GEMM, size),
+            gemm_small_batch: compile(device, &shaders::GEMM_SMALL_BATCH, size),
+            gemm_split_k_reduce: compile(device, &shaders::GEMM_SPLIT_K_REDUCE, size),
             lrn_forward: compile(device, &shaders::LRN_FORWARD, size),
             max_pool_forward: compile(device, &shaders::MAX_POOL_FORWARD, size),
             batch_norm_forward: compile(device, &shaders::BATCH_NORM_FORWARD, size),

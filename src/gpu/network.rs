@@ -13,6 +13,7 @@ use crate::gpu::builder::{
     MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::LinearKernel;
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -550,6 +551,93 @@ fn upload_params(
     }))
 }
 
+/// A fully connected layer's sizes, as the small-batch GEMM needs them.
+struct LinearShape<'n> {
+    name: &'n str,
+    batch: usize,
+    depth: usize,
+    out_features: usize,
+    relu: bool,
+}
+
+/// A fully connected layer by `gemm_small_batch`, one dispatch per weight slice; split along the
+/// reduction into `chunks`, summed by `gemm_split_k_reduce`, when `chunks` > 1.
+fn small_batch_linear<'a>(
+    b: &mut Builder<'a>,
+    layer: &LinearShape,
+    p: &LayerParams,
+    slices: &[Slice],
+    chunks: usize,
+    input: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+) -> Result<Vec<Dispatch<'a>>> {
+    let name = layer.name;
+    let kernels = &b.ctx.kernels;
+    let len = layer.batch * layer.out_features;
+    // No more chunks than the partial sums' binding holds.
+    let chunks = chunks.min((b.max_binding / (len * 4) as u64).max(1) as usize);
+    let partial = (chunks > 1).then(|| {
+        b.storage(
+            &format!("{name} partial sums"),
+            chunks * len,
+            Purpose::Scratch,
+        )
+    });
+    let target = partial.as_ref().unwrap_or(output);
+    let chunk_depth = layer.depth.div_ceil(chunks);
+    let mut dispatches = Vec::new();
+    for (slice, weight) in slices.iter().zip(&p.weights) {
+        let words = [
+            layer.batch,
+            layer.depth,
+            slice.count,
+            slice.packed_columns,
+            slice.first,
+            layer.out_features,
+            usize::from(layer.relu),
+            chunk_depth,
+            chunks,
+            0,
+            0,
+            0,
+        ];
+        let params = words
+            .map(|v| u32_of(v, "fully connected size"))
+            .into_iter()
+            .collect::<Result<Vec<u32>>>()?;
+        let params: [u32; 12] = params.try_into().expect("twelve words");
+        let label = format!("{name}[{}..{}]", slice.first, slice.first + slice.count);
+        let workgroups = b.grid_3d(
+            name,
+            slice.count.div_ceil(BLOCK),
+            layer.batch.div_ceil(4),
+            chunks,
+        )?;
+        let args = [input, weight, &p.bias, target];
+        let kernel = &kernels.gemm_small_batch;
+        dispatches.push(b.dispatch(&label, kernel, &params, &args, workgroups));
+    }
+    if let Some(partial) = &partial {
+        let params = Words4([
+            u32_of(len, "fully connected size")?,
+            u32_of(layer.out_features, "features")?,
+            u32_of(chunks, "chunks")?,
+            u32::from(layer.relu),
+        ]);
+        let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+        let args = [partial, &p.bias, output];
+        let kernel = &kernels.gemm_split_k_reduce;
+        dispatches.push(b.dispatch(
+            &format!("{name} reduce"),
+            kernel,
+            &params,
+            &args,
+            workgroups,
+        ));
+    }
+    Ok(dispatches)
+}
+
 fn forward_dispatches<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
@@ -578,6 +666,21 @@ fn forward_dispatches<'a>(
             let Packing::Linear { depth, slices, .. } = &p.packing else {
                 unreachable!("a linear layer's weight is packed as a linear's")
             };
+            let kernel =
+                b.ctx
+                    .variants
+                    .linear
+                    .resolve(batch, *depth, *out_features, b.ctx.software);
+            if let LinearKernel::SmallBatch { chunks } = kernel {
+                let shape = LinearShape {
+                    name,
+                    batch,
+                    depth: *depth,
+                    out_features: *out_features,
+                    relu: *relu,
+                };
+                return small_batch_linear(b, &shape, p, slices, chunks, input, output);
+            }
             for (slice, weight) in slices.iter().zip(&p.weights) {
                 let params = GemmParams {
                     rows: u32_of(batch, "batch")?,
