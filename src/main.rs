@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench::{self, Pass};
 use convnet_wgpu::gpu::{
-    self, AdapterChoice, GpuContext, GpuNetwork, LinearKernel, MemoryUse, Runner, Sgd, StepStats,
-    TwoDeviceNetwork, Variants,
+    self, AdapterChoice, ConvKernel, GpuContext, GpuNetwork, LinearKernel, MemoryUse, Runner, Sgd,
+    StepStats, TwoDeviceNetwork, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Network};
 use convnet_wgpu::reference;
@@ -214,6 +214,17 @@ struct DeviceArgs {
     /// With --linear-kernel small-batch: split each reduction into this many chunks.
     #[arg(long, default_value_t = 1)]
     split_k: usize,
+    /// The convolutions' forward kernel: chosen per adapter (auto: register-block on software
+    /// adapters, workgroup-tile on GPUs), or forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    conv_kernel: ConvChoice,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ConvChoice {
+    Auto,
+    RegisterBlock,
+    WorkgroupTile,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -279,7 +290,12 @@ impl DeviceArgs {
             (LinearChoice::SmallBatch, chunks) => LinearKernel::SmallBatch { chunks },
             (_, _) => anyhow::bail!("--split-k applies to --linear-kernel small-batch"),
         };
-        Ok(Variants { linear })
+        let conv = match self.conv_kernel {
+            ConvChoice::Auto => ConvKernel::Auto,
+            ConvChoice::RegisterBlock => ConvKernel::RegisterBlock,
+            ConvChoice::WorkgroupTile => ConvKernel::WorkgroupTile,
+        };
+        Ok(Variants { linear, conv })
     }
 
     fn choice(&self, adapter: Option<&String>) -> AdapterChoice {

@@ -23,6 +23,8 @@ macro_rules! shader {
 }
 
 pub const CONV2D_FORWARD: ShaderSource = shader!("conv2d_forward.wgsl", "conv2d_forward");
+pub const CONV2D_FORWARD_TILED: ShaderSource =
+    shader!("conv2d_forward_tiled.wgsl", "conv2d_forward_tiled");
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
 pub const GEMM_SMALL_BATCH: ShaderSource = shader!("gemm_small_batch.wgsl", "gemm_small_batch");
 pub const GEMM_SPLIT_K_REDUCE: ShaderSource =
@@ -57,6 +59,7 @@ pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_ba
 /// Every kernel entry point.
 pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
+    CONV2D_FORWARD_TILED,
     GEMM,
     GEMM_SMALL_BATCH,
     GEMM_SPLIT_K_REDUCE,

@@ -123,10 +123,74 @@ fn pad(top: usize, bottom: usize, left: usize, right: usize) -> Padding {
     })
 }
 
+/// (batch, input, out channels, window, groups, relu)
+type ConvCase = (usize, Dims, usize, Window, usize, bool);
+
 #[test]
 fn conv2d_matches_reference() {
-    let cases = [
-        // (batch, input, out channels, window, groups, relu)
+    for (i, (batch, input, out, win, groups, relu)) in conv_cases().into_iter().enumerate() {
+        let network = behind_identity(input, conv(out, win, groups, relu));
+        check_layer(&network, batch, 100 + i as u64);
+    }
+}
+
+/// Both convolution kernels, forced on every adapter, forward over the same awkward shapes, plus
+/// shapes larger than one 64x64 tile of the workgroup-tiled kernel (channels, pixels and a
+/// reduction that do not divide into its tiles).
+#[test]
+fn every_conv_kernel_variant_matches_the_reference() {
+    use convnet_wgpu::gpu::{AdapterChoice, ConvKernel, GpuContext, Variants};
+    let mut cases = conv_cases();
+    cases.push((
+        2,
+        dims(19, 13, 11),
+        70,
+        window(3, 3, 1, 1, Padding::Same),
+        1,
+        true,
+    ));
+    cases.push((
+        1,
+        dims(12, 17, 9),
+        130,
+        window(3, 1, 2, 1, pad(1, 0, 0, 0)),
+        2,
+        false,
+    ));
+    for shared in contexts() {
+        let choice = AdapterChoice {
+            adapter: Some(shared.info.name.clone()),
+            backend: Some(format!("{:?}", shared.info.backend)),
+        };
+        for conv_kernel in [ConvKernel::RegisterBlock, ConvKernel::WorkgroupTile] {
+            let variants = Variants {
+                conv: conv_kernel,
+                ..Variants::default()
+            };
+            let ctx = GpuContext::new(&choice).unwrap().with_variants(variants);
+            for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
+                let network = common::single_layer(input, conv(out, win, groups, relu));
+                let plan = network.plan(batch).unwrap();
+                let weights = random_weights(&network, 500 + i as u64);
+                let params = Parameters::<f32>::from_weights(&weights);
+                let x = random(batch * input.len(), 501 + i as u64);
+                let expected = reference::layer_forward(&plan[0], &[&x], &params);
+                let net = GpuNetwork::new(&ctx, &plan, &weights).unwrap();
+                net.upload_input(&x).unwrap();
+                net.forward().unwrap();
+                let err = relative_error(&net.read_output().unwrap(), &expected);
+                assert!(
+                    err <= TOLERANCE,
+                    "{conv_kernel:?}, case {i} on {}: {err:e}",
+                    ctx.describe()
+                );
+            }
+        }
+    }
+}
+
+fn conv_cases() -> Vec<ConvCase> {
+    vec![
         (
             1,
             dims(3, 7, 9),
@@ -218,11 +282,7 @@ fn conv2d_matches_reference() {
             1,
             false,
         ),
-    ];
-    for (i, (batch, input, out, win, groups, relu)) in cases.into_iter().enumerate() {
-        let network = behind_identity(input, conv(out, win, groups, relu));
-        check_layer(&network, batch, 100 + i as u64);
-    }
+    ]
 }
 
 #[test]
@@ -274,9 +334,10 @@ fn every_linear_kernel_variant_matches_the_reference() {
         };
         for linear in variants {
             for sliced in [false, true] {
-                let mut ctx = GpuContext::new(&choice)
-                    .unwrap()
-                    .with_variants(Variants { linear });
+                let mut ctx = GpuContext::new(&choice).unwrap().with_variants(Variants {
+                    linear,
+                    ..Variants::default()
+                });
                 if sliced {
                     ctx.limits.max_storage_buffer_binding_size = 24 * 1024;
                 }

@@ -387,6 +387,11 @@ impl<'a> Builder<'a> {
         z: usize,
     ) -> Result<[u32; 3]> {
         let x = x_invocations.div_ceil(self.ctx.kernels.workgroup_size as usize);
+        self.workgroups(what, [x, y, z])
+    }
+
+    /// A grid of exactly these workgroups, within the adapter's limit per dimension.
+    pub fn workgroups(&self, what: &str, [x, y, z]: [usize; 3]) -> Result<[u32; 3]> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         if x > max || y > max || z > max {
             return Err(self.too_large(

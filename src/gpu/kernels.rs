@@ -38,12 +38,14 @@ const MIN_CHUNK_DEPTH: usize = 256;
 
 impl LinearKernel {
     /// The kernel for a `rows x depth` by `depth x columns` product on a software (CPU) or
-    /// hardware adapter. Software adapters run each workgroup on one thread, so a few hundred
-    /// invocations already keep every core busy and split-K would only add a pass; GPUs get
-    /// enough chunks to reach [`GPU_INVOCATIONS`].
+    /// hardware adapter. Software adapters take the 16-row block once the batch fills it; they
+    /// run each workgroup on one thread, so a few hundred invocations already keep every core
+    /// busy and split-K would only add a pass. GPUs always take the 4-row kernel (the 16x16
+    /// block's 256 accumulators would spill out of a GPU thread's registers) with enough chunks
+    /// to reach [`GPU_INVOCATIONS`].
     pub fn resolve(self, rows: usize, depth: usize, columns: usize, software: bool) -> Self {
         match self {
-            LinearKernel::Auto if rows >= SMALL_BATCH => LinearKernel::Block16,
+            LinearKernel::Auto if software && rows >= SMALL_BATCH => LinearKernel::Block16,
             LinearKernel::Auto => {
                 let blocks = columns.div_ceil(16) * rows.div_ceil(4);
                 let chunks = if software {
@@ -64,11 +66,36 @@ impl LinearKernel {
     }
 }
 
+/// Which kernel computes a convolution's forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// The register-blocked kernel on software adapters, the workgroup-tiled one on GPUs.
+    #[default]
+    Auto,
+    /// `conv2d_forward`: a 16x16 register block per invocation, no workgroup memory (CPU-shaped).
+    RegisterBlock,
+    /// `conv2d_forward_tiled`: 64x64 tiles per workgroup staged in workgroup memory (GPU-shaped).
+    WorkgroupTile,
+}
+
+impl ConvKernel {
+    /// The kernel for a software (CPU) or hardware adapter.
+    pub fn resolve(self, software: bool) -> Self {
+        match self {
+            ConvKernel::Auto if software => ConvKernel::RegisterBlock,
+            ConvKernel::Auto => ConvKernel::WorkgroupTile,
+            forced => forced,
+        }
+    }
+}
+
 /// Which kernel variants a device's networks use. `Default` chooses per adapter; tests and
-/// `--linear-kernel` force one, so that every variant is checked on the software adapters.
+/// `--linear-kernel` / `--conv-kernel` force one, so that every variant is checked on the
+/// software adapters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Variants {
     pub linear: LinearKernel,
+    pub conv: ConvKernel,
 }
 
 /// Every kernel, compiled for one device.
@@ -76,6 +103,7 @@ pub struct Kernels {
     /// The `WORKGROUP_SIZE` every kernel was compiled with.
     pub workgroup_size: u32,
     pub conv2d_forward: wgpu::ComputePipeline,
+    pub conv2d_forward_tiled: wgpu::ComputePipeline,
     pub gemm: wgpu::ComputePipeline,
     pub gemm_small_batch: wgpu::ComputePipeline,
     pub gemm_split_k_reduce: wgpu::ComputePipeline,
@@ -97,11 +125,15 @@ pub struct Kernels {
     pub sgd: wgpu::ComputePipeline,
 }
 
+/// Compiles one kernel. `workgroup_size` sets its `WORKGROUP_SIZE` override; `None` for the
+/// kernels whose workgroup shape is fixed by their tiling.
 pub(crate) fn compile(
     device: &wgpu::Device,
     shader: &ShaderSource,
-    workgroup_size: u32,
+    workgroup_size: Option<u32>,
 ) -> wgpu::ComputePipeline {
+    let size = workgroup_size.map(f64::from);
+    let constants: Vec<(&str, f64)> = size.map(|s| ("WORKGROUP_SIZE", s)).into_iter().collect();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(shader.file),
         source: wgpu::ShaderSource::Wgsl(shader.source.into()),
@@ -113,7 +145,7 @@ pub(crate) fn compile(
         module: &module,
         entry_point: Some(shader.entry_point),
         compilation_options: wgpu::PipelineCompilationOptions {
-            constants: &[("WORKGROUP_SIZE", f64::from(workgroup_size))],
+            constants: &constants,
             zero_initialize_workgroup_memory: false,
         },
         cache: None,
@@ -123,10 +155,11 @@ pub(crate) fn compile(
 impl Kernels {
     /// Compiles every kernel. Errors surface through the caller's error scope.
     pub fn new(device: &wgpu::Device, software: bool) -> Self {
-        let size = workgroup_size(software);
+        let size = Some(workgroup_size(software));
         Kernels {
-            workgroup_size: size,
+            workgroup_size: workgroup_size(software),
             conv2d_forward: compile(device, &shaders::CONV2D_FORWARD, size),
+            conv2d_forward_tiled: compile(device, &shaders::CONV2D_FORWARD_TILED, None),
             gemm: compile(device, &shaders::GEMM, size),
             gemm_small_batch: compile(device, &shaders::GEMM_SMALL_BATCH, size),
             gemm_split_k_reduce: compile(device, &shaders::GEMM_SPLIT_K_REDUCE, size),

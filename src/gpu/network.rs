@@ -13,7 +13,7 @@ use crate::gpu::builder::{
     MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::LinearKernel;
+use crate::gpu::kernels::{ConvKernel, LinearKernel};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -656,11 +656,22 @@ fn forward_dispatches<'a>(
                 unreachable!("a conv layer's weight is packed as a conv's")
             };
             let pixels = batch * layer.output.height * layer.output.width;
-            let workgroups =
-                b.grid_3d(name, pixels.div_ceil(BLOCK), packed_out / BLOCK, *groups)?;
             let args = [input, &p.weights[0], &p.bias, output];
             let params = Conv2dParams::of(layer, packed_out)?;
-            dispatches.push(b.dispatch(name, &kernels.conv2d_forward, &params, &args, workgroups));
+            let (kernel, workgroups) = match b.ctx.variants.conv.resolve(b.ctx.software) {
+                ConvKernel::WorkgroupTile => (
+                    &kernels.conv2d_forward_tiled,
+                    b.workgroups(
+                        name,
+                        [pixels.div_ceil(64), packed_out.div_ceil(64), *groups],
+                    )?,
+                ),
+                _ => (
+                    &kernels.conv2d_forward,
+                    b.grid_3d(name, pixels.div_ceil(BLOCK), packed_out / BLOCK, *groups)?,
+                ),
+            };
+            dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
         }
         (LayerKind::Linear { out_features, relu }, Some(p)) => {
             let Packing::Linear { depth, slices, .. } = &p.packing else {

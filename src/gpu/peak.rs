@@ -51,8 +51,8 @@ pub fn measure(ctx: &GpuContext, max_bytes: u64) -> Result<Peak> {
     let size = workgroup_size(ctx.software);
     let (fma, copy) = ctx.scoped("peak kernel compilation", |ctx| {
         (
-            compile(&ctx.device, &shaders::PEAK_FMA, size),
-            compile(&ctx.device, &shaders::PEAK_BANDWIDTH, size),
+            compile(&ctx.device, &shaders::PEAK_FMA, Some(size)),
+            compile(&ctx.device, &shaders::PEAK_BANDWIDTH, Some(size)),
         )
     })?;
     let fma_gflops = ctx.scoped("FMA peak", |ctx| -> Result<f64> {
