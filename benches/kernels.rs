@@ -1,4 +1,5 @@
-//! Every forward kernel at AlexNet's real layer shapes (batch 8), on the default adapter.
+//! Every kernel, forward and backward, at AlexNet's real layer shapes (batch 8), on the default
+//! adapter.
 //! Throughput is reported in FLOP/s for convolutions and fully connected layers (a multiply-add
 //! counts as 2) and in bytes/s (input read + output written) for LRN and pooling.
 //!
@@ -6,37 +7,52 @@
 //! timed until the queue has finished it.
 
 use convnet_wgpu::gpu::{AdapterChoice, GpuContext, GpuNetwork};
-use convnet_wgpu::model::{self, LayerKind, Network};
+use convnet_wgpu::model::{self, LayerKind, LayerPlan, Network};
 use convnet_wgpu::weights::{self, Weights};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const BATCH: usize = 8;
 
-fn bench_layers(c: &mut Criterion) {
+/// One layer of AlexNet as a network of its own, on its real input shape.
+fn alone(layer: &LayerPlan) -> (Network, Vec<LayerPlan>, Weights) {
+    let network = Network::new(
+        layer.layer.name.clone(),
+        layer.input,
+        vec![layer.layer.clone()],
+    );
+    let plan = network.plan(BATCH).expect("layer plans");
+    let params = Weights::init(&network, 1).expect("weights");
+    (network, plan, params)
+}
+
+/// FLOPs of the products (convolutions, fully connected) or bytes that must move (the rest) of
+/// one pass over a layer: `products` forward-sized products, `tensors` input-or-output-sized
+/// tensors.
+fn throughput(layer: &LayerPlan, products: u64, tensors: (usize, usize)) -> Throughput {
+    match layer.layer.kind {
+        LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
+            Throughput::Elements(products * layer.flops_per_image() * BATCH as u64)
+        }
+        _ => {
+            let (inputs, outputs) = tensors;
+            let values = inputs * layer.input.len() + outputs * layer.output.len();
+            Throughput::Bytes((values * BATCH * 4) as u64)
+        }
+    }
+}
+
+fn bench_forward(c: &mut Criterion) {
     let ctx = GpuContext::new(&AdapterChoice::default()).expect("an adapter");
-    let alexnet = model::alexnet();
-    let plan = alexnet.plan(BATCH).expect("alexnet plans");
-    let mut group = c.benchmark_group(format!("alexnet-b{BATCH} on {}", ctx.info.name));
+    let plan = model::alexnet().plan(BATCH).expect("alexnet plans");
+    let mut group = c.benchmark_group(format!("forward alexnet-b{BATCH} on {}", ctx.info.name));
     group.sample_size(10);
     for layer in &plan {
-        // One layer as a network of its own, on its real input shape.
-        let network = Network::new(
-            layer.layer.name.clone(),
-            layer.input,
-            vec![layer.layer.clone()],
-        );
-        let single = network.plan(BATCH).expect("layer plans");
-        let params = Weights::init(&network, 1).expect("weights");
+        let (_, single, params) = alone(layer);
         let net = GpuNetwork::new(&ctx, &single, &params).expect("network builds");
         net.upload_input(&weights::random_input(&single, 1))
             .expect("upload");
-        let throughput = match layer.layer.kind {
-            LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
-                Throughput::Elements(layer.flops_per_image() * BATCH as u64)
-            }
-            _ => Throughput::Bytes(((layer.input.len() + layer.output.len()) * BATCH * 4) as u64),
-        };
-        group.throughput(throughput);
+        // Forward reads the input and writes the output.
+        group.throughput(throughput(layer, 1, (1, 1)));
         net.forward().expect("warm-up compiles the shader");
         group.bench_function(&layer.layer.name, |b| {
             b.iter(|| net.forward().expect("forward"))
@@ -45,5 +61,28 @@ fn bench_layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_layers);
+/// Every layer's backward kernels alone: the weight and input gradients of a convolution or fully
+/// connected layer (two forward-sized products), the input gradient of the others.
+fn bench_backward(c: &mut Criterion) {
+    let ctx = GpuContext::new(&AdapterChoice::default()).expect("an adapter");
+    let plan = model::alexnet().plan(BATCH).expect("alexnet plans");
+    let mut group = c.benchmark_group(format!("backward alexnet-b{BATCH} on {}", ctx.info.name));
+    group.sample_size(10);
+    for layer in &plan {
+        let (_, single, params) = alone(layer);
+        let net = GpuNetwork::with_input_gradient(&ctx, &single, &params).expect("network builds");
+        net.upload_input(&weights::random_input(&single, 1))
+            .expect("upload");
+        net.forward().expect("the forward pass the backward reads");
+        // Backward reads the input and the output gradient, writes the input gradient.
+        group.throughput(throughput(layer, 2, (2, 1)));
+        net.backward().expect("warm-up compiles the shaders");
+        group.bench_function(&layer.layer.name, |b| {
+            b.iter(|| net.backward().expect("backward"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_forward, bench_backward);
 criterion_main!(benches);

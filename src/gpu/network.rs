@@ -167,6 +167,23 @@ impl<'a> GpuNetwork<'a> {
         ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
     }
 
+    /// As [`GpuNetwork::with_gradients`], and the gradient of the input too (which a network's
+    /// first layer otherwise skips): one layer benchmarked alone does all a layer inside a
+    /// network does.
+    pub fn with_input_gradient(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+    ) -> Result<Self> {
+        let gradients = Some((OutputGradient::L2Loss, true));
+        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
+    }
+
+    /// Runs the backward pass alone (after a forward pass) and waits for the GPU.
+    pub fn backward(&self) -> Result<()> {
+        self.run("backward pass", |encoder| self.encode_backward(encoder))
+    }
+
     /// A segment of a multi-device layout: with gradients, its output gradient provided by the
     /// caller and its input gradient computed.
     pub(crate) fn segment(
