@@ -447,6 +447,30 @@ fn lrn_matches_reference() {
                 groups: 1,
             },
         ),
+        // A radius beyond the kernel's sliding window (5): the general path.
+        (
+            2,
+            dims(20, 3, 5),
+            LayerKind::Lrn {
+                depth_radius: 7,
+                bias: 1.0,
+                alpha: 0.05,
+                beta: 0.75,
+                groups: 1,
+            },
+        ),
+        // The seed's radius in groups narrower than its window.
+        (
+            1,
+            dims(18, 2, 3),
+            LayerKind::Lrn {
+                depth_radius: 5,
+                bias: 1.0,
+                alpha: 0.1,
+                beta: 0.75,
+                groups: 3,
+            },
+        ),
         // Grouped, as the two-GPU AlexNet: windows stop at the group boundary.
         (
             2,
