@@ -6,9 +6,11 @@
 // It is itself a convolution, run as an implicit GEMM the same shape as conv2d_forward: every
 // invocation owns a 16x16 register block (16 input channels x 16 input pixels of the batch) in
 // named 4x4 matrices, and reduces over (output channel, ky, kx) of its group. The weights are read
-// from the forward kernel's packed layout [group][k][out rounded up to 16]; the output gradient is
-// gathered with the stride and padding checks the forward kernel does on its input. The gradient
-// must already have passed through ReLU's backward where the layer has one.
+// from the transposed copy conv2d_transpose_weights makes, [group][out channel, ky, kx][in
+// channels rounded up to 16], so each step's 16 weights are four vec4 loads and the padding
+// channels are zero; the output gradient is gathered with the stride and padding checks the
+// forward kernel does on its input. The gradient must already have passed through ReLU's backward
+// where the layer has one.
 
 struct Params {
     batch: u32,
@@ -27,11 +29,14 @@ struct Params {
     pad_left: u32,
     relu: u32, // unused here: ReLU's backward runs before this kernel
     packed_out_per_group: u32,
+    pixels_per_chunk: u32, // unused here
+    // in_channels / groups rounded up to 16: the row length of the transposed weights.
+    packed_in_per_group: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
@@ -98,10 +103,6 @@ fn gather(px: Pixels, channel_offset: i32, oy: vec4<i32>, row_ok: vec4<bool>, kx
     return select(vec4<f32>(0.0), value, ok);
 }
 
-fn weights4(base: vec4<u32>, offset: u32) -> vec4<f32> {
-    return vec4<f32>(weight[base.x + offset], weight[base.y + offset], weight[base.z + offset], weight[base.w + offset]);
-}
-
 fn store_block(acc: mat4x4<f32>, group: u32, first_channel: u32, px: Pixels) {
     let in_per_group = params.in_channels / params.groups;
     let plane = params.in_height * params.in_width;
@@ -132,22 +133,11 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let px2 = locate_pixels(first_pixel + 8u, group);
     let px3 = locate_pixels(first_pixel + 12u, group);
 
-    // Where each of the 16 input channels' weights start; channels past the group's end re-read
-    // the last one (never stored).
+    // The vec4 index of this block's first weight at (output channel 0, tap 0).
     let taps = params.kernel_height * params.kernel_width;
-    let k_per_group = in_per_group * taps;
-    let stride_k = params.packed_out_per_group;
-    let last = vec4<u32>(in_per_group - 1u);
-    let lane = vec4<u32>(0u, 1u, 2u, 3u);
-    let c0 = min(vec4<u32>(first_channel) + lane, last);
-    let c1 = min(vec4<u32>(first_channel + 4u) + lane, last);
-    let c2 = min(vec4<u32>(first_channel + 8u) + lane, last);
-    let c3 = min(vec4<u32>(first_channel + 12u) + lane, last);
-    let group_base = vec4<u32>(group * k_per_group * stride_k);
-    let wb0 = group_base + c0 * taps * stride_k;
-    let wb1 = group_base + c1 * taps * stride_k;
-    let wb2 = group_base + c2 * taps * stride_k;
-    let wb3 = group_base + c3 * taps * stride_k;
+    let out_per_group = params.out_channels / params.groups;
+    let row_vec4s = params.packed_in_per_group / 4u;
+    let first_weight = group * out_per_group * taps * row_vec4s + first_channel / 4u;
 
     var acc00 = mat4x4<f32>(); var acc01 = mat4x4<f32>(); var acc02 = mat4x4<f32>(); var acc03 = mat4x4<f32>();
     var acc10 = mat4x4<f32>(); var acc11 = mat4x4<f32>(); var acc12 = mat4x4<f32>(); var acc13 = mat4x4<f32>();
@@ -157,7 +147,6 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let out_plane = i32(params.out_height * params.out_width);
     let out_height = vec4<i32>(i32(params.out_height));
     let zero = vec4<i32>(0);
-    let out_per_group = params.out_channels / params.groups;
     for (var co = 0u; co < out_per_group; co++) {
         let channel_offset = i32(co) * out_plane;
         for (var ky = 0u; ky < params.kernel_height; ky++) {
@@ -175,11 +164,11 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
                 let g1 = gather(px1, channel_offset, oy1, ok1, i32(kx));
                 let g2 = gather(px2, channel_offset, oy2, ok2, i32(kx));
                 let g3 = gather(px3, channel_offset, oy3, ok3, i32(kx));
-                let offset = (ky * params.kernel_width + kx) * stride_k + co;
-                let w0 = weights4(wb0, offset);
-                let w1 = weights4(wb1, offset);
-                let w2 = weights4(wb2, offset);
-                let w3 = weights4(wb3, offset);
+                let w = first_weight + ((co * taps) + ky * params.kernel_width + kx) * row_vec4s;
+                let w0 = weight[w];
+                let w1 = weight[w + 1u];
+                let w2 = weight[w + 2u];
+                let w3 = weight[w + 3u];
                 acc00 += outer(w0, g0); acc01 += outer(w0, g1); acc02 += outer(w0, g2); acc03 += outer(w0, g3);
                 acc10 += outer(w1, g0); acc11 += outer(w1, g1); acc12 += outer(w1, g2); acc13 += outer(w1, g3);
                 acc20 += outer(w2, g0); acc21 += outer(w2, g1); acc22 += outer(w2, g2); acc23 += outer(w2, g3);

@@ -44,6 +44,8 @@ pub const CONV2D_BACKWARD_DATA: ShaderSource =
     shader!("conv2d_backward_data.wgsl", "conv2d_backward_data");
 pub const CONV2D_BACKWARD_FILTER: ShaderSource =
     shader!("conv2d_backward_filter.wgsl", "conv2d_backward_filter");
+pub const CONV2D_TRANSPOSE_WEIGHTS: ShaderSource =
+    shader!("conv2d_transpose_weights.wgsl", "conv2d_transpose_weights");
 pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks");
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward");
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
@@ -71,6 +73,7 @@ pub const ALL: &[ShaderSource] = &[
     CONCAT_FORWARD,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
+    CONV2D_TRANSPOSE_WEIGHTS,
     SUM_CHUNKS,
     BIAS_BACKWARD,
     RELU_BACKWARD,

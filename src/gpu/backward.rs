@@ -289,14 +289,42 @@ fn conv_backward<'a>(
         let label = format!("{name} data backward");
         let in_pixels = layer.batch * layer.input.height * layer.input.width;
         let in_per_group = layer.input.channels / groups;
+        let conv = Conv2dParams::of(layer, packed_out)?;
+        let packed_in = conv.packed_in_per_group as usize;
+        let out_per_group = layer.output.channels / groups;
+        let len = groups * out_per_group * (taps / in_per_group) * packed_in;
+        let transposed = b.storage(&format!("{name} transposed weights"), len, Purpose::Scratch);
+        b.check_binding(&format!("{name}'s transposed weights"), (len * 4) as u64)?;
+        let transpose_label = format!("{name} weights transpose");
+        let words = [
+            len,
+            in_per_group,
+            out_per_group,
+            taps / in_per_group,
+            packed_out,
+            packed_in,
+            0,
+            0,
+        ]
+        .map(|v| u32_of(v, "weights"))
+        .into_iter()
+        .collect::<Result<Vec<u32>>>()?;
+        let words: [u32; 8] = words.try_into().expect("eight words");
+        let workgroups = b.grid_1d(&transpose_label, len)?;
+        dispatches.push(b.dispatch(
+            &transpose_label,
+            &kernels.conv2d_transpose_weights,
+            &words,
+            &[&params.weights[0], &transposed],
+            workgroups,
+        ));
+        let args = [buf.grad_output, &transposed, grad_input];
         let workgroups = b.grid_3d(
             &label,
             in_pixels.div_ceil(BLOCK),
             in_per_group.div_ceil(BLOCK),
             groups,
         )?;
-        let args = [buf.grad_output, &params.weights[0], grad_input];
-        let conv = Conv2dParams::of(layer, packed_out)?;
         dispatches.push(b.dispatch(
             &label,
             &kernels.conv2d_backward_data,

@@ -32,9 +32,12 @@ pub(crate) struct Conv2dParams {
     pub pad_left: u32,
     pub relu: u32,
     pub packed_out_per_group: u32,
-    /// Only conv2d_backward_filter reads this and the padding after it.
+    /// Only conv2d_backward_filter reads this.
     pub pixels_per_chunk: u32,
-    pub _pad: [u32; 3],
+    /// Only conv2d_backward_data reads this: in_channels / groups rounded up to 16, the row
+    /// length of the transposed weights.
+    pub packed_in_per_group: u32,
+    pub _pad: [u32; 2],
 }
 
 impl Conv2dParams {
@@ -71,7 +74,11 @@ impl Conv2dParams {
             relu: u32::from(relu),
             packed_out_per_group: u32_of(packed_out, "channels")?,
             pixels_per_chunk: 0,
-            _pad: [0; 3],
+            packed_in_per_group: u32_of(
+                (layer.input.channels / groups).next_multiple_of(BLOCK),
+                "channels",
+            )?,
+            _pad: [0; 2],
         })
     }
 }
