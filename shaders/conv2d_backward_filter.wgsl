@@ -139,11 +139,15 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
     let plane = params.in_height * params.in_width;
     let first_pixel = chunk * params.pixels_per_chunk;
     let end_pixel = min(first_pixel + params.pixels_per_chunk, params.batch * out_plane);
+    // The pixel's (image, row, column) advance by counting, not by dividing: integer division
+    // has no vector instruction on CPUs, and llvmpipe pays it per lane at every step.
+    var image = first_pixel / out_plane;
+    var oy = (first_pixel % out_plane) / params.out_width;
+    var ox = first_pixel % params.out_width;
     for (var p = first_pixel; p < end_pixel; p++) {
-        let image = p / out_plane;
-        let within = p % out_plane;
-        let row = i32((within / params.out_width) * params.stride_height) - i32(params.pad_top);
-        let col = i32((within % params.out_width) * params.stride_width) - i32(params.pad_left);
+        let within = oy * params.out_width + ox;
+        let row = i32(oy * params.stride_height) - i32(params.pad_top);
+        let col = i32(ox * params.stride_width) - i32(params.pad_left);
         let base = i32((image * params.in_channels + group * in_per_group) * plane) + row * i32(params.in_width) + col;
         let x0 = gather(t0, base, row, col);
         let x1 = gather(t1, base, row, col);
@@ -162,6 +166,15 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
         acc10 += outer(g1, x0); acc11 += outer(g1, x1); acc12 += outer(g1, x2); acc13 += outer(g1, x3);
         acc20 += outer(g2, x0); acc21 += outer(g2, x1); acc22 += outer(g2, x2); acc23 += outer(g2, x3);
         acc30 += outer(g3, x0); acc31 += outer(g3, x1); acc32 += outer(g3, x2); acc33 += outer(g3, x3);
+        ox += 1u;
+        if ox == params.out_width {
+            ox = 0u;
+            oy += 1u;
+            if oy == params.out_height {
+                oy = 0u;
+                image += 1u;
+            }
+        }
     }
 
     let packed_len = params.groups * k_per_group * params.packed_out_per_group;

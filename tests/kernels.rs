@@ -264,6 +264,16 @@ fn conv_cases() -> Vec<ConvCase> {
             1,
             false,
         ),
+        // 1200 output pixels: the filter gradient splits them into two chunks of 600, the second
+        // starting inside the second image.
+        (
+            3,
+            dims(2, 20, 20),
+            5,
+            window(3, 3, 1, 1, Padding::Same),
+            1,
+            true,
+        ),
         // Pointwise (the unchecked fast path): 16-pixel blocks straddling images of 15 pixels,
         // groups; and ResNet's strided shortcut on an odd plane.
         (
