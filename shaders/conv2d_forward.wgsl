@@ -144,17 +144,25 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
     let row_vec4s = params.packed_out_per_group / 4u;
     // Index (in vec4s) of this block's first weight for k = 0.
     var w = group * in_per_group * taps * row_vec4s + channel_block * 4u;
-    // A pointwise convolution (1x1 without padding: half of ResNet's FLOPs) never reads padding,
-    // so it skips the bounds checks and selects, which measured 3x faster on llvmpipe; the pixels
-    // past the batch read index 0 and are never stored.
-    let pointwise = taps == 1u && params.pad_top == 0u && params.pad_left == 0u;
-    let channels = select(in_per_group, 0u, pointwise);
-    for (var c = 0u; c < select(0u, in_per_group, pointwise); c++) {
-        let offset = vec4<i32>(i32(c) * in_plane);
-        let i0 = px0.input_base + offset;
-        let i1 = px1.input_base + offset;
-        let i2 = px2.input_base + offset;
-        let i3 = px3.input_base + offset;
+    // Without padding, every window lies inside the input (the plan sizes the output so), and
+    // the loads need no bounds checks or selects: 3x faster on llvmpipe, measured on ResNet's
+    // 1x1 convolutions. The host gives a padded convolution a zero-bordered copy of its input so
+    // that it runs here too. Pixels past the batch read from index 0 and are never stored.
+    let unchecked = params.pad_top == 0u && params.pad_left == 0u
+        && (params.out_height - 1u) * params.stride_height + params.kernel_height <= params.in_height
+        && (params.out_width - 1u) * params.stride_width + params.kernel_width <= params.in_width;
+    let channels = select(in_per_group, 0u, unchecked);
+    // One flat loop over k = (channel, kernel row, kernel column), the input offset advanced by
+    // counting: measured faster on llvmpipe than three nested loops (1x1 convolutions 2x).
+    let depth = select(0u, in_per_group * taps, unchecked);
+    var offset = 0;
+    var kx = 0u;
+    var ky = 0u;
+    for (var k = 0u; k < depth; k++) {
+        let i0 = px0.input_base + vec4<i32>(offset);
+        let i1 = px1.input_base + vec4<i32>(offset);
+        let i2 = px2.input_base + vec4<i32>(offset);
+        let i3 = px3.input_base + vec4<i32>(offset);
         let x0 = vec4<f32>(input[i0.x], input[i0.y], input[i0.z], input[i0.w]);
         let x1 = vec4<f32>(input[i1.x], input[i1.y], input[i1.z], input[i1.w]);
         let x2 = vec4<f32>(input[i2.x], input[i2.y], input[i2.z], input[i2.w]);
@@ -168,6 +176,17 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
         acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);
         acc20 += outer(w2, x0); acc21 += outer(w2, x1); acc22 += outer(w2, x2); acc23 += outer(w2, x3);
         acc30 += outer(w3, x0); acc31 += outer(w3, x1); acc32 += outer(w3, x2); acc33 += outer(w3, x3);
+        offset += 1;
+        kx += 1u;
+        if kx == params.kernel_width {
+            kx = 0u;
+            ky += 1u;
+            offset += i32(params.in_width - params.kernel_width);
+            if ky == params.kernel_height {
+                ky = 0u;
+                offset += in_plane - i32(params.kernel_height * params.in_width);
+            }
+        }
     }
     for (var c = 0u; c < channels; c++) {
         let channel_offset = i32(c) * in_plane;

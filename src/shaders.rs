@@ -23,6 +23,7 @@ macro_rules! shader {
 }
 
 pub const CONV2D_FORWARD: ShaderSource = shader!("conv2d_forward.wgsl", "conv2d_forward");
+pub const CONV2D_PAD_INPUT: ShaderSource = shader!("conv2d_pad_input.wgsl", "conv2d_pad_input");
 pub const CONV2D_FORWARD_TILED: ShaderSource =
     shader!("conv2d_forward_tiled.wgsl", "conv2d_forward_tiled");
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
@@ -61,6 +62,7 @@ pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_ba
 /// Every kernel entry point.
 pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
+    CONV2D_PAD_INPUT,
     CONV2D_FORWARD_TILED,
     GEMM,
     GEMM_SMALL_BATCH,

@@ -568,6 +568,54 @@ fn upload_params(
     }))
 }
 
+/// For a padded convolution: a zero-bordered copy of its input, the dispatch that fills it each
+/// pass (pushed onto `dispatches`), and `params` changed to read it unpadded. `None` for a
+/// convolution without padding.
+fn pad_input<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    input: &wgpu::Buffer,
+    params: &mut Conv2dParams,
+    dispatches: &mut Vec<Dispatch<'a>>,
+) -> Result<Option<wgpu::Buffer>> {
+    let pad = layer.pad;
+    if pad == crate::model::Pad::default() {
+        return Ok(None);
+    }
+    let name = &layer.layer.name;
+    let (height, width) = (layer.input.height, layer.input.width);
+    let padded_height = height + pad.top + pad.bottom;
+    let padded_width = width + pad.left + pad.right;
+    let planes = layer.batch * layer.input.channels;
+    let len = planes * padded_height * padded_width;
+    b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
+    let padded = b.storage(&format!("{name} padded input"), len, Purpose::Scratch);
+    let rows = planes * height;
+    let words = [
+        rows,
+        height,
+        width,
+        padded_height,
+        padded_width,
+        pad.top,
+        pad.left,
+        0,
+    ]
+    .map(|v| u32_of(v, "padded input size"))
+    .into_iter()
+    .collect::<Result<Vec<u32>>>()?;
+    let words: [u32; 8] = words.try_into().expect("eight words");
+    let label = format!("{name} pad input");
+    let workgroups = b.grid_1d(&label, rows)?;
+    let kernel = &b.ctx.kernels.conv2d_pad_input;
+    dispatches.push(b.dispatch(&label, kernel, &words, &[input, &padded], workgroups));
+    params.in_height = u32_of(padded_height, "height")?;
+    params.in_width = u32_of(padded_width, "width")?;
+    params.pad_top = 0;
+    params.pad_left = 0;
+    Ok(Some(padded))
+}
+
 /// A fully connected layer's sizes, as the small-batch GEMM needs them.
 struct LinearShape<'n> {
     name: &'n str,
@@ -673,21 +721,25 @@ fn forward_dispatches<'a>(
                 unreachable!("a conv layer's weight is packed as a conv's")
             };
             let pixels = batch * layer.output.height * layer.output.width;
-            let args = [input, &p.weights[0], &p.bias, output];
-            let params = Conv2dParams::of(layer, packed_out)?;
-            let (kernel, workgroups) = match b.ctx.variants.conv.resolve(b.ctx.software) {
+            let mut params = Conv2dParams::of(layer, packed_out)?;
+            let (kernel, workgroups, padded) = match b.ctx.variants.conv.resolve(b.ctx.software) {
                 ConvKernel::WorkgroupTile => (
                     &kernels.conv2d_forward_tiled,
                     b.workgroups(
                         name,
                         [pixels.div_ceil(64), packed_out.div_ceil(64), *groups],
                     )?,
+                    None,
                 ),
-                _ => (
-                    &kernels.conv2d_forward,
-                    b.grid_3d(name, pixels.div_ceil(BLOCK), packed_out / BLOCK, *groups)?,
-                ),
+                _ => {
+                    let padded = pad_input(b, layer, input, &mut params, &mut dispatches)?;
+                    let grid =
+                        b.grid_3d(name, pixels.div_ceil(BLOCK), packed_out / BLOCK, *groups)?;
+                    (&b.ctx.kernels.conv2d_forward, grid, padded)
+                }
             };
+            let source = padded.as_ref().unwrap_or(input);
+            let args = [source, &p.weights[0], &p.bias, output];
             dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
         }
         (LayerKind::Linear { out_features, relu }, Some(p)) => {
