@@ -35,7 +35,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> grad_output: array<f32>;
+// The output gradient as conv2d_transpose_grad_output lays it out:
+// [pixel of the batch][group][out channels of the group rounded up to 16].
+@group(0) @binding(2) var<storage, read> grad_output: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
@@ -122,14 +124,10 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
     let t2 = locate_taps(first_k + 8u);
     let t3 = locate_taps(first_k + 12u);
 
-    // Output-gradient offsets of the 16 channels; channels past the group re-read the last one.
     let out_plane = params.out_height * params.out_width;
-    let last = vec4<u32>(out_per_group - 1u);
-    let lane = vec4<u32>(0u, 1u, 2u, 3u);
-    let co0 = (group * out_per_group + min(vec4<u32>(first_channel) + lane, last)) * out_plane;
-    let co1 = (group * out_per_group + min(vec4<u32>(first_channel + 4u) + lane, last)) * out_plane;
-    let co2 = (group * out_per_group + min(vec4<u32>(first_channel + 8u) + lane, last)) * out_plane;
-    let co3 = (group * out_per_group + min(vec4<u32>(first_channel + 12u) + lane, last)) * out_plane;
+    // vec4s per pixel of the transposed gradient, and this block's first one within a pixel.
+    let pixel_vec4s = params.groups * params.packed_out_per_group / 4u;
+    let block_vec4 = (group * params.packed_out_per_group + first_channel) / 4u;
 
     var acc00 = mat4x4<f32>(); var acc01 = mat4x4<f32>(); var acc02 = mat4x4<f32>(); var acc03 = mat4x4<f32>();
     var acc10 = mat4x4<f32>(); var acc11 = mat4x4<f32>(); var acc12 = mat4x4<f32>(); var acc13 = mat4x4<f32>();
@@ -153,15 +151,11 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
         let x1 = gather(t1, base, row, col);
         let x2 = gather(t2, base, row, col);
         let x3 = gather(t3, base, row, col);
-        let grad_base = vec4<u32>(image * params.out_channels * out_plane + within);
-        let i0 = grad_base + co0;
-        let i1 = grad_base + co1;
-        let i2 = grad_base + co2;
-        let i3 = grad_base + co3;
-        let g0 = vec4<f32>(grad_output[i0.x], grad_output[i0.y], grad_output[i0.z], grad_output[i0.w]);
-        let g1 = vec4<f32>(grad_output[i1.x], grad_output[i1.y], grad_output[i1.z], grad_output[i1.w]);
-        let g2 = vec4<f32>(grad_output[i2.x], grad_output[i2.y], grad_output[i2.z], grad_output[i2.w]);
-        let g3 = vec4<f32>(grad_output[i3.x], grad_output[i3.y], grad_output[i3.z], grad_output[i3.w]);
+        let g = p * pixel_vec4s + block_vec4;
+        let g0 = grad_output[g];
+        let g1 = grad_output[g + 1u];
+        let g2 = grad_output[g + 2u];
+        let g3 = grad_output[g + 3u];
         acc00 += outer(g0, x0); acc01 += outer(g0, x1); acc02 += outer(g0, x2); acc03 += outer(g0, x3);
         acc10 += outer(g1, x0); acc11 += outer(g1, x1); acc12 += outer(g1, x2); acc13 += outer(g1, x3);
         acc20 += outer(g2, x0); acc21 += outer(g2, x1); acc22 += outer(g2, x2); acc23 += outer(g2, x3);

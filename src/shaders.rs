@@ -47,6 +47,10 @@ pub const CONV2D_BACKWARD_FILTER: ShaderSource =
     shader!("conv2d_backward_filter.wgsl", "conv2d_backward_filter");
 pub const CONV2D_TRANSPOSE_WEIGHTS: ShaderSource =
     shader!("conv2d_transpose_weights.wgsl", "conv2d_transpose_weights");
+pub const CONV2D_TRANSPOSE_GRAD_OUTPUT: ShaderSource = shader!(
+    "conv2d_transpose_grad_output.wgsl",
+    "conv2d_transpose_grad_output"
+);
 pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks");
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward");
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
@@ -76,6 +80,7 @@ pub const ALL: &[ShaderSource] = &[
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     CONV2D_TRANSPOSE_WEIGHTS,
+    CONV2D_TRANSPOSE_GRAD_OUTPUT,
     SUM_CHUNKS,
     BIAS_BACKWARD,
     RELU_BACKWARD,

@@ -216,6 +216,54 @@ fn bias_backward<'a>(
     ))
 }
 
+/// A conv layer's output gradient transposed for the filter gradient (see
+/// conv2d_transpose_grad_output.wgsl), and the dispatch that makes it.
+fn transpose_grad_output<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    groups: usize,
+    packed_out: usize,
+) -> Result<(wgpu::Buffer, Dispatch<'a>)> {
+    let name = &layer.layer.name;
+    let out_plane = layer.output.height * layer.output.width;
+    let len = layer.batch * out_plane * groups * packed_out;
+    b.check_binding(
+        &format!("{name}'s transposed output gradient"),
+        (len * 4) as u64,
+    )?;
+    let transposed = b.storage(
+        &format!("{name} transposed output gradient"),
+        len,
+        Purpose::Scratch,
+    );
+    let words = [
+        len,
+        out_plane,
+        layer.output.channels,
+        groups,
+        packed_out,
+        0,
+        0,
+        0,
+    ]
+    .map(|v| u32_of(v, "output gradient size"))
+    .into_iter()
+    .collect::<Result<Vec<u32>>>()?;
+    let words: [u32; 8] = words.try_into().expect("eight words");
+    let label = format!("{name} output gradient transpose");
+    let workgroups = b.grid_1d(&label, len)?;
+    let kernel = &b.ctx.kernels.conv2d_transpose_grad_output;
+    let dispatch = b.dispatch(
+        &label,
+        kernel,
+        &words,
+        &[grad_output, &transposed],
+        workgroups,
+    );
+    Ok((transposed, dispatch))
+}
+
 fn conv_backward<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
@@ -262,7 +310,9 @@ fn conv_backward<'a>(
         packed_out / BLOCK,
         chunks * groups,
     )?;
-    let args = [buf.input, buf.grad_output, partial];
+    let grad_output = transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
+    dispatches.push(grad_output.1);
+    let args = [buf.input, &grad_output.0, partial];
     dispatches.push(b.dispatch(
         &label,
         &kernels.conv2d_backward_filter,
