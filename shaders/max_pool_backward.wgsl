@@ -3,8 +3,8 @@
 // padding never wins, as in the forward kernel.
 //
 // Written as a gather, so that overlapping windows (3x3 stride 2) need no atomics: every
-// invocation owns up to four inputs of one row, visits the windows that cover each, recomputes
-// each window's maximum position from the input, and adds the gradients of the windows it won.
+// invocation owns up to four inputs of one row, visits the windows that cover each, and adds the
+// gradients of the windows it won, by the maximum positions max_pool_argmax found.
 
 struct Params {
     planes: u32, // batch * channels
@@ -22,7 +22,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+// Each window's maximum, as an index into its input plane (max_pool_argmax).
+@group(0) @binding(1) var<storage, read> argmax: array<u32>;
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
@@ -36,25 +37,6 @@ fn first_window(i: u32, pad: u32, window: u32, stride: u32) -> u32 {
         return 0u;
     }
     return (u32(reach) + stride - 1u) / stride;
-}
-
-// Row-major index within the plane of window (oy, ox)'s first maximum.
-fn window_argmax(in_base: u32, oy: u32, ox: u32) -> u32 {
-    let top = i32(oy * params.stride_height) - i32(params.pad_top);
-    let left = i32(ox * params.stride_width) - i32(params.pad_left);
-    var best = -3.40282347e38;
-    var best_at = 0xffffffffu;
-    for (var y = max(top, 0); y < min(top + i32(params.window_height), i32(params.in_height)); y++) {
-        for (var x = max(left, 0); x < min(left + i32(params.window_width), i32(params.in_width)); x++) {
-            let at = u32(y) * params.in_width + u32(x);
-            let v = input[in_base + at];
-            if v > best || best_at == 0xffffffffu {
-                best = v;
-                best_at = at;
-            }
-        }
-    }
-    return best_at;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -83,8 +65,9 @@ fn max_pool_backward(
         var total = 0.0;
         for (var oy = oy_first; oy < oy_end; oy++) {
             for (var ox = ox_first; ox < ox_end; ox++) {
-                if window_argmax(in_base, oy, ox) == me {
-                    total += grad_output[out_base + oy * params.out_width + ox];
+                let window = out_base + oy * params.out_width + ox;
+                if argmax[window] == me {
+                    total += grad_output[window];
                 }
             }
         }

@@ -56,6 +56,7 @@ pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_back
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
 pub const LRN_BACKWARD_PREPARE: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward_prepare");
 pub const LRN_BACKWARD: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward");
+pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_argmax.wgsl", "max_pool_argmax");
 pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "max_pool_backward");
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul");
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd");
@@ -86,6 +87,7 @@ pub const ALL: &[ShaderSource] = &[
     RELU_BACKWARD,
     LRN_BACKWARD_PREPARE,
     LRN_BACKWARD,
+    MAX_POOL_ARGMAX,
     MAX_POOL_BACKWARD,
     MATMUL,
     SGD,

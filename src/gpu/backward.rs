@@ -498,18 +498,29 @@ fn max_pool_backward<'a>(
     let Some(grad_input) = buf.grad_input else {
         return Ok(Vec::new());
     };
-    let label = format!("{} backward", layer.layer.name);
+    let name = &layer.layer.name;
+    let params = MaxPoolParams::of(layer)?;
+    // Every window's maximum position, found once (u32s, one per output).
+    let outputs = layer.batch * layer.output.len();
+    let argmax = b.storage(&format!("{name} argmax"), outputs, Purpose::Scratch);
+    let label = format!("{name} argmax");
+    let workgroups = b.grid_1d(&label, outputs)?;
+    let kernel = &b.ctx.kernels.max_pool_argmax;
+    let find = b.dispatch(&label, kernel, &params, &[buf.input, &argmax], workgroups);
+    let label = format!("{name} backward");
     // Each invocation owns up to 4 inputs of one row (INPUTS_PER_INVOCATION).
     let segments =
         layer.batch * layer.input.channels * layer.input.height * layer.input.width.div_ceil(4);
     let workgroups = b.grid_1d(&label, segments)?;
-    let params = MaxPoolParams::of(layer)?;
-    let args = [buf.input, buf.grad_output, grad_input];
-    Ok(vec![b.dispatch(
-        &label,
-        &b.ctx.kernels.max_pool_backward,
-        &params,
-        &args,
-        workgroups,
-    )])
+    let args = [&argmax, buf.grad_output, grad_input];
+    Ok(vec![
+        find,
+        b.dispatch(
+            &label,
+            &b.ctx.kernels.max_pool_backward,
+            &params,
+            &args,
+            workgroups,
+        ),
+    ])
 }
