@@ -41,8 +41,6 @@ struct Params {
 
 override WORKGROUP_SIZE: u32 = 64u;
 
-const OUTSIDE: i32 = -1073741824;
-
 // Four input pixels: their padded coordinates and where their gradients go.
 struct Pixels {
     row: vec4<i32>,          // y + pad_top
@@ -70,8 +68,10 @@ fn locate_pixels(first: u32, group: u32) -> Pixels {
             px.grad_base[j] = i32((image * params.out_channels + group * out_per_group) * out_plane);
             px.input_base[j] = i32(image * params.in_channels * plane + within);
         } else {
-            px.row[j] = OUTSIDE;
-            px.col[j] = OUTSIDE;
+            // Pixels past the batch stand on the first one, so that every read stays inside the
+            // gradient; they are never stored.
+            px.row[j] = i32(params.pad_top);
+            px.col[j] = i32(params.pad_left);
             px.grad_base[j] = 0;
             px.input_base[j] = -1;
         }
@@ -147,7 +147,54 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let out_plane = i32(params.out_height * params.out_width);
     let out_height = vec4<i32>(i32(params.out_height));
     let zero = vec4<i32>(0);
-    for (var co = 0u; co < out_per_group; co++) {
+    // With stride 1 and the output gradient zero-bordered by the host to the "full" size
+    // (in + kernel - 1, padding kernel - 1 on each side), every tap reads inside it: no bounds
+    // checks, and one flat loop over (output channel, ky, kx) with the offset advanced by counting,
+    // as conv2d_forward's unchecked path.
+    let unchecked = params.stride_height == 1u && params.stride_width == 1u
+        && params.pad_top + 1u == params.kernel_height && params.pad_left + 1u == params.kernel_width
+        && params.out_height + 1u == params.in_height + params.kernel_height
+        && params.out_width + 1u == params.in_width + params.kernel_width;
+    let width = i32(params.out_width);
+    let b0 = px0.grad_base + px0.row * width + px0.col;
+    let b1 = px1.grad_base + px1.row * width + px1.col;
+    let b2 = px2.grad_base + px2.row * width + px2.col;
+    let b3 = px3.grad_base + px3.row * width + px3.col;
+    var offset = 0; // output channel * plane - ky * width - kx
+    var kx = 0u;
+    var ky = 0u;
+    var w = first_weight;
+    for (var k = 0u; k < select(0u, out_per_group * taps, unchecked); k++) {
+        let i0 = b0 + vec4<i32>(offset);
+        let i1 = b1 + vec4<i32>(offset);
+        let i2 = b2 + vec4<i32>(offset);
+        let i3 = b3 + vec4<i32>(offset);
+        let g0 = vec4<f32>(grad_output[i0.x], grad_output[i0.y], grad_output[i0.z], grad_output[i0.w]);
+        let g1 = vec4<f32>(grad_output[i1.x], grad_output[i1.y], grad_output[i1.z], grad_output[i1.w]);
+        let g2 = vec4<f32>(grad_output[i2.x], grad_output[i2.y], grad_output[i2.z], grad_output[i2.w]);
+        let g3 = vec4<f32>(grad_output[i3.x], grad_output[i3.y], grad_output[i3.z], grad_output[i3.w]);
+        let w0 = weight[w];
+        let w1 = weight[w + 1u];
+        let w2 = weight[w + 2u];
+        let w3 = weight[w + 3u];
+        w += row_vec4s;
+        acc00 += outer(w0, g0); acc01 += outer(w0, g1); acc02 += outer(w0, g2); acc03 += outer(w0, g3);
+        acc10 += outer(w1, g0); acc11 += outer(w1, g1); acc12 += outer(w1, g2); acc13 += outer(w1, g3);
+        acc20 += outer(w2, g0); acc21 += outer(w2, g1); acc22 += outer(w2, g2); acc23 += outer(w2, g3);
+        acc30 += outer(w3, g0); acc31 += outer(w3, g1); acc32 += outer(w3, g2); acc33 += outer(w3, g3);
+        offset -= 1;
+        kx += 1u;
+        if kx == params.kernel_width {
+            kx = 0u;
+            ky += 1u;
+            offset += i32(params.kernel_width) - width;
+            if ky == params.kernel_height {
+                ky = 0u;
+                offset += i32(params.kernel_height) * width + out_plane;
+            }
+        }
+    }
+    for (var co = 0u; co < select(out_per_group, 0u, unchecked); co++) {
         let channel_offset = i32(co) * out_plane;
         for (var ky = 0u; ky < params.kernel_height; ky++) {
             let dy = vec4<i32>(i32(ky));

@@ -216,6 +216,64 @@ fn bias_backward<'a>(
     ))
 }
 
+/// For a stride-1 convolution, its output gradient copied into a zero-bordered buffer of the
+/// "full" size (input + kernel - 1: a border of kernel - 1 - padding on each side), the dispatch
+/// that fills it, and `conv` changed to describe it; conv2d_backward_data then reads every tap
+/// without bounds checks. `None` for strided convolutions.
+fn full_padded_grad_output<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    conv: &mut Conv2dParams,
+) -> Result<Option<(wgpu::Buffer, Dispatch<'a>)>> {
+    let LayerKind::Conv2d { window, .. } = layer.layer.kind else {
+        unreachable!("a conv layer")
+    };
+    if window.stride_height != 1 || window.stride_width != 1 {
+        return Ok(None);
+    }
+    let name = &layer.layer.name;
+    let (pad, out) = (layer.pad, layer.output);
+    let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
+    let padded_height = layer.input.height + window.height - 1;
+    let padded_width = layer.input.width + window.width - 1;
+    let planes = layer.batch * out.channels;
+    let len = planes * padded_height * padded_width;
+    b.check_binding(
+        &format!("{name}'s padded output gradient"),
+        (len * 4) as u64,
+    )?;
+    let padded = b.storage(
+        &format!("{name} padded output gradient"),
+        len,
+        Purpose::Scratch,
+    );
+    let rows = planes * out.height;
+    let words = [
+        rows,
+        out.height,
+        out.width,
+        padded_height,
+        padded_width,
+        top,
+        left,
+        0,
+    ]
+    .map(|v| u32_of(v, "padded gradient size"))
+    .into_iter()
+    .collect::<Result<Vec<u32>>>()?;
+    let words: [u32; 8] = words.try_into().expect("eight words");
+    let label = format!("{name} pad output gradient");
+    let workgroups = b.grid_1d(&label, rows)?;
+    let kernel = &b.ctx.kernels.conv2d_pad_input;
+    let dispatch = b.dispatch(&label, kernel, &words, &[grad_output, &padded], workgroups);
+    conv.out_height = u32_of(padded_height, "height")?;
+    conv.out_width = u32_of(padded_width, "width")?;
+    conv.pad_top = u32_of(window.height - 1, "padding")?;
+    conv.pad_left = u32_of(window.width - 1, "padding")?;
+    Ok(Some((padded, dispatch)))
+}
+
 /// A conv layer's output gradient transposed for the filter gradient (see
 /// conv2d_transpose_grad_output.wgsl), and the dispatch that makes it.
 fn transpose_grad_output<'a>(
@@ -368,7 +426,17 @@ fn conv_backward<'a>(
             &[&params.weights[0], &transposed],
             workgroups,
         ));
-        let args = [buf.grad_output, &transposed, grad_input];
+        // Stride 1: the output gradient zero-bordered to the full size, read without checks.
+        let mut conv = conv;
+        let padded = full_padded_grad_output(b, layer, buf.grad_output, &mut conv)?;
+        let grad_output = match padded {
+            Some((padded, pad)) => {
+                dispatches.push(pad);
+                padded
+            }
+            None => buf.grad_output.clone(),
+        };
+        let args = [&grad_output, &transposed, grad_input];
         let workgroups = b.grid_3d(
             &label,
             in_pixels.div_ceil(BLOCK),
