@@ -296,11 +296,7 @@ fn results_are_bit_identical_run_after_run() {
 #[test]
 fn a_lost_device_ends_the_run_with_an_error_naming_the_adapter() {
     for shared in contexts() {
-        let ctx = convnet_wgpu::gpu::GpuContext::new(&convnet_wgpu::gpu::AdapterChoice {
-            adapter: Some(shared.info.name.clone()),
-            backend: Some(format!("{:?}", shared.info.backend)),
-        })
-        .unwrap();
+        let ctx = common::fresh_context(shared);
         let network = model::alexnet();
         let plan = network.plan(1).unwrap();
         let params = Weights::init(&network, 1).unwrap();

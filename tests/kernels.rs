@@ -139,7 +139,7 @@ fn conv2d_matches_reference() {
 /// reduction that do not divide into its tiles).
 #[test]
 fn every_conv_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{AdapterChoice, ConvKernel, GpuContext, Variants};
+    use convnet_wgpu::gpu::{ConvKernel, Variants};
     let mut cases = conv_cases();
     cases.push((
         2,
@@ -158,16 +158,12 @@ fn every_conv_kernel_variant_matches_the_reference() {
         false,
     ));
     for shared in contexts() {
-        let choice = AdapterChoice {
-            adapter: Some(shared.info.name.clone()),
-            backend: Some(format!("{:?}", shared.info.backend)),
-        };
         for conv_kernel in [ConvKernel::RegisterBlock, ConvKernel::WorkgroupTile] {
             let variants = Variants {
                 conv: conv_kernel,
                 ..Variants::default()
             };
-            let ctx = GpuContext::new(&choice).unwrap().with_variants(variants);
+            let ctx = common::fresh_context(shared).with_variants(variants);
             for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
                 let network = common::single_layer(input, conv(out, win, groups, relu));
                 let plan = network.plan(batch).unwrap();
@@ -324,7 +320,7 @@ fn linear_matches_reference() {
 /// slices by a lowered binding limit.
 #[test]
 fn every_linear_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{AdapterChoice, GpuContext, LinearKernel, Variants};
+    use convnet_wgpu::gpu::{LinearKernel, Variants};
     let variants = [
         LinearKernel::Block16,
         LinearKernel::SmallBatch { chunks: 1 },
@@ -338,13 +334,9 @@ fn every_linear_kernel_variant_matches_the_reference() {
         (17, 300, 37, false),
     ];
     for shared in contexts() {
-        let choice = AdapterChoice {
-            adapter: Some(shared.info.name.clone()),
-            backend: Some(format!("{:?}", shared.info.backend)),
-        };
         for linear in variants {
             for sliced in [false, true] {
-                let mut ctx = GpuContext::new(&choice).unwrap().with_variants(Variants {
+                let mut ctx = common::fresh_context(shared).with_variants(Variants {
                     linear,
                     ..Variants::default()
                 });
@@ -399,11 +391,7 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
     let output = reference::layer_forward(&plan[1], &[&input], &params);
     let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     for shared in contexts() {
-        let choice = convnet_wgpu::gpu::AdapterChoice {
-            adapter: Some(shared.info.name.clone()),
-            backend: Some(format!("{:?}", shared.info.backend)),
-        };
-        let mut ctx = convnet_wgpu::gpu::GpuContext::new(&choice).unwrap();
+        let mut ctx = common::fresh_context(shared);
         ctx.limits.max_storage_buffer_binding_size = 64 * 1024;
         let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
         net.upload_input(&input).unwrap();

@@ -12,8 +12,8 @@
 
 use crate::error::Result;
 use crate::gpu::builder::{
-    encode_pass, u32_of, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams, MaxPoolParams,
-    Purpose, Words4, BLOCK,
+    encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
+    MaxPoolParams, Purpose, Words4, BLOCK,
 };
 use crate::gpu::network::{LayerParams, Packing};
 use crate::model::{LayerKind, LayerPlan};
@@ -249,24 +249,29 @@ fn full_padded_grad_output<'a>(
         Purpose::Scratch,
     );
     let rows = planes * out.height;
-    let words = [
-        rows,
-        out.height,
-        out.width,
-        padded_height,
-        padded_width,
-        top,
-        left,
-        0,
-    ]
-    .map(|v| u32_of(v, "padded gradient size"))
-    .into_iter()
-    .collect::<Result<Vec<u32>>>()?;
-    let words: [u32; 8] = words.try_into().expect("eight words");
+    let uniform = words(
+        [
+            rows,
+            out.height,
+            out.width,
+            padded_height,
+            padded_width,
+            top,
+            left,
+            0,
+        ],
+        "padded gradient size",
+    )?;
     let label = format!("{name} pad output gradient");
     let workgroups = b.grid_1d(&label, rows)?;
     let kernel = &b.ctx.kernels.conv2d_pad_input;
-    let dispatch = b.dispatch(&label, kernel, &words, &[grad_output, &padded], workgroups);
+    let dispatch = b.dispatch(
+        &label,
+        kernel,
+        &uniform,
+        &[grad_output, &padded],
+        workgroups,
+    );
     conv.out_height = u32_of(padded_height, "height")?;
     conv.out_width = u32_of(padded_width, "width")?;
     conv.pad_top = u32_of(window.height - 1, "padding")?;
@@ -295,27 +300,26 @@ fn transpose_grad_output<'a>(
         len,
         Purpose::Scratch,
     );
-    let words = [
-        len,
-        out_plane,
-        layer.output.channels,
-        groups,
-        packed_out,
-        0,
-        0,
-        0,
-    ]
-    .map(|v| u32_of(v, "output gradient size"))
-    .into_iter()
-    .collect::<Result<Vec<u32>>>()?;
-    let words: [u32; 8] = words.try_into().expect("eight words");
+    let uniform = words(
+        [
+            len,
+            out_plane,
+            layer.output.channels,
+            groups,
+            packed_out,
+            0,
+            0,
+            0,
+        ],
+        "output gradient size",
+    )?;
     let label = format!("{name} output gradient transpose");
     let workgroups = b.grid_1d(&label, len)?;
     let kernel = &b.ctx.kernels.conv2d_transpose_grad_output;
     let dispatch = b.dispatch(
         &label,
         kernel,
-        &words,
+        &uniform,
         &[grad_output, &transposed],
         workgroups,
     );
@@ -404,25 +408,24 @@ fn conv_backward<'a>(
         let transposed = b.storage(&format!("{name} transposed weights"), len, Purpose::Scratch);
         b.check_binding(&format!("{name}'s transposed weights"), (len * 4) as u64)?;
         let transpose_label = format!("{name} weights transpose");
-        let words = [
-            len,
-            in_per_group,
-            out_per_group,
-            taps / in_per_group,
-            packed_out,
-            packed_in,
-            0,
-            0,
-        ]
-        .map(|v| u32_of(v, "weights"))
-        .into_iter()
-        .collect::<Result<Vec<u32>>>()?;
-        let words: [u32; 8] = words.try_into().expect("eight words");
+        let uniform = words(
+            [
+                len,
+                in_per_group,
+                out_per_group,
+                taps / in_per_group,
+                packed_out,
+                packed_in,
+                0,
+                0,
+            ],
+            "weights",
+        )?;
         let workgroups = b.grid_1d(&transpose_label, len)?;
         dispatches.push(b.dispatch(
             &transpose_label,
             &kernels.conv2d_transpose_weights,
-            &words,
+            &uniform,
             &[&params.weights[0], &transposed],
             workgroups,
         ));

@@ -272,6 +272,15 @@ pub(crate) fn record_dispatches(pass: &mut wgpu::ComputePass, dispatches: &[Disp
     }
 }
 
+/// The words of a kernel's parameter struct, each checked to fit a u32.
+pub(crate) fn words<const N: usize>(values: [usize; N], what: &str) -> Result<[u32; N]> {
+    let mut out = [0; N];
+    for (word, value) in out.iter_mut().zip(values) {
+        *word = u32_of(value, what)?;
+    }
+    Ok(out)
+}
+
 pub(crate) fn u32_of(value: usize, what: &str) -> Result<u32> {
     u32::try_from(value)
         .map_err(|_| Error::InvalidArgument(format!("{what} ({value}) exceeds 2^32")))

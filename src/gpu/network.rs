@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::backward::{self, Gradients, OutputGradient};
 use crate::gpu::builder::{
-    encode_pass, u32_of, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams, LrnParams,
-    MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
+    encode_pass, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams,
+    LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{ConvKernel, LinearKernel};
@@ -591,24 +591,23 @@ fn pad_input<'a>(
     b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
     let padded = b.storage(&format!("{name} padded input"), len, Purpose::Scratch);
     let rows = planes * height;
-    let words = [
-        rows,
-        height,
-        width,
-        padded_height,
-        padded_width,
-        pad.top,
-        pad.left,
-        0,
-    ]
-    .map(|v| u32_of(v, "padded input size"))
-    .into_iter()
-    .collect::<Result<Vec<u32>>>()?;
-    let words: [u32; 8] = words.try_into().expect("eight words");
+    let uniform = words(
+        [
+            rows,
+            height,
+            width,
+            padded_height,
+            padded_width,
+            pad.top,
+            pad.left,
+            0,
+        ],
+        "padded input size",
+    )?;
     let label = format!("{name} pad input");
     let workgroups = b.grid_1d(&label, rows)?;
     let kernel = &b.ctx.kernels.conv2d_pad_input;
-    dispatches.push(b.dispatch(&label, kernel, &words, &[input, &padded], workgroups));
+    dispatches.push(b.dispatch(&label, kernel, &uniform, &[input, &padded], workgroups));
     params.in_height = u32_of(padded_height, "height")?;
     params.in_width = u32_of(padded_width, "width")?;
     params.pad_top = 0;
@@ -652,25 +651,23 @@ fn small_batch_linear<'a>(
     let chunk_depth = layer.depth.div_ceil(chunks);
     let mut dispatches = Vec::new();
     for (slice, weight) in slices.iter().zip(&p.weights) {
-        let words = [
-            layer.batch,
-            layer.depth,
-            slice.count,
-            slice.packed_columns,
-            slice.first,
-            layer.out_features,
-            usize::from(layer.relu),
-            chunk_depth,
-            chunks,
-            0,
-            0,
-            0,
-        ];
-        let params = words
-            .map(|v| u32_of(v, "fully connected size"))
-            .into_iter()
-            .collect::<Result<Vec<u32>>>()?;
-        let params: [u32; 12] = params.try_into().expect("twelve words");
+        let params = words(
+            [
+                layer.batch,
+                layer.depth,
+                slice.count,
+                slice.packed_columns,
+                slice.first,
+                layer.out_features,
+                usize::from(layer.relu),
+                chunk_depth,
+                chunks,
+                0,
+                0,
+                0,
+            ],
+            "fully connected size",
+        )?;
         let label = format!("{name}[{}..{}]", slice.first, slice.first + slice.count);
         let workgroups = b.grid_3d(
             name,
@@ -836,22 +833,21 @@ fn forward_dispatches<'a>(
         }
         (LayerKind::AdaptiveAvgPool { .. }, None) => {
             let (i, o) = (layer.input, layer.output);
-            let params = [
-                batch * i.channels,
-                i.height,
-                i.width,
-                o.height,
-                o.width,
-                0,
-                0,
-                0,
-            ]
-            .into_iter()
-            .map(|v| u32_of(v, "pooling size"))
-            .collect::<Result<Vec<u32>>>()?;
+            let params = words(
+                [
+                    batch * i.channels,
+                    i.height,
+                    i.width,
+                    o.height,
+                    o.width,
+                    0,
+                    0,
+                    0,
+                ],
+                "pooling size",
+            )?;
             let workgroups = b.grid_1d(name, batch * o.len())?;
             let kernel = &kernels.adaptive_avg_pool_forward;
-            let params: [u32; 8] = params.try_into().expect("eight words");
             dispatches.push(b.dispatch(name, kernel, &params, &[input, output], workgroups));
         }
         (LayerKind::Concat, None) => {

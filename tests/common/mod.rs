@@ -40,6 +40,16 @@ pub fn contexts() -> &'static [GpuContext] {
     })
 }
 
+/// A second, fresh context on `shared`'s adapter, for a test that changes what the context
+/// decides (its kernel variants, its limits) without touching the shared one.
+pub fn fresh_context(shared: &GpuContext) -> GpuContext {
+    let choice = AdapterChoice {
+        adapter: Some(shared.info.name.clone()),
+        backend: Some(format!("{:?}", shared.info.backend)),
+    };
+    GpuContext::new(&choice).unwrap_or_else(|e| panic!("adapter {}: {e}", shared.info.name))
+}
+
 /// `len` values uniform in [-1, 1).
 pub fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
