@@ -3,10 +3,14 @@
 //   grad_input[n, ci, y, x] = sum_{co in ci's group, ky, kx} grad_output[n, co, oy, ox] * weight[co, ci, ky, kx]
 //       where y + pad_top = oy * stride + ky and x + pad_left = ox * stride + kx
 //
+// For stride 1 the host runs conv2d_forward instead (a convolution of the zero-bordered output
+// gradient with the rotated, transposed weights); this kernel serves strided convolutions, where
+// only every stride-th tap of an input pixel meets an output position.
+//
 // It is itself a convolution, run as an implicit GEMM the same shape as conv2d_forward: every
 // invocation owns a 16x16 register block (16 input channels x 16 input pixels of the batch) in
 // named 4x4 matrices, and reduces over (output channel, ky, kx) of its group. The weights are read
-// from the transposed copy conv2d_transpose_weights makes, [group][out channel, ky, kx][in
+// from the copy conv2d_transpose_weights makes, [group][out channel, kh-1-ky, kw-1-kx][in
 // channels rounded up to 16], so each step's 16 weights are four vec4 loads and the padding
 // channels are zero; the output gradient is gathered with the stride and padding checks the
 // forward kernel does on its input. The gradient must already have passed through ReLU's backward
@@ -41,6 +45,8 @@ struct Params {
 
 override WORKGROUP_SIZE: u32 = 64u;
 
+const OUTSIDE: i32 = -1073741824;
+
 // Four input pixels: their padded coordinates and where their gradients go.
 struct Pixels {
     row: vec4<i32>,          // y + pad_top
@@ -68,10 +74,8 @@ fn locate_pixels(first: u32, group: u32) -> Pixels {
             px.grad_base[j] = i32((image * params.out_channels + group * out_per_group) * out_plane);
             px.input_base[j] = i32(image * params.in_channels * plane + within);
         } else {
-            // Pixels past the batch stand on the first one, so that every read stays inside the
-            // gradient; they are never stored.
-            px.row[j] = i32(params.pad_top);
-            px.col[j] = i32(params.pad_left);
+            px.row[j] = OUTSIDE;
+            px.col[j] = OUTSIDE;
             px.grad_base[j] = 0;
             px.input_base[j] = -1;
         }
@@ -147,54 +151,7 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let out_plane = i32(params.out_height * params.out_width);
     let out_height = vec4<i32>(i32(params.out_height));
     let zero = vec4<i32>(0);
-    // With stride 1 and the output gradient zero-bordered by the host to the "full" size
-    // (in + kernel - 1, padding kernel - 1 on each side), every tap reads inside it: no bounds
-    // checks, and one flat loop over (output channel, ky, kx) with the offset advanced by counting,
-    // as conv2d_forward's unchecked path.
-    let unchecked = params.stride_height == 1u && params.stride_width == 1u
-        && params.pad_top + 1u == params.kernel_height && params.pad_left + 1u == params.kernel_width
-        && params.out_height + 1u == params.in_height + params.kernel_height
-        && params.out_width + 1u == params.in_width + params.kernel_width;
-    let width = i32(params.out_width);
-    let b0 = px0.grad_base + px0.row * width + px0.col;
-    let b1 = px1.grad_base + px1.row * width + px1.col;
-    let b2 = px2.grad_base + px2.row * width + px2.col;
-    let b3 = px3.grad_base + px3.row * width + px3.col;
-    var offset = 0; // output channel * plane - ky * width - kx
-    var kx = 0u;
-    var ky = 0u;
-    var w = first_weight;
-    for (var k = 0u; k < select(0u, out_per_group * taps, unchecked); k++) {
-        let i0 = b0 + vec4<i32>(offset);
-        let i1 = b1 + vec4<i32>(offset);
-        let i2 = b2 + vec4<i32>(offset);
-        let i3 = b3 + vec4<i32>(offset);
-        let g0 = vec4<f32>(grad_output[i0.x], grad_output[i0.y], grad_output[i0.z], grad_output[i0.w]);
-        let g1 = vec4<f32>(grad_output[i1.x], grad_output[i1.y], grad_output[i1.z], grad_output[i1.w]);
-        let g2 = vec4<f32>(grad_output[i2.x], grad_output[i2.y], grad_output[i2.z], grad_output[i2.w]);
-        let g3 = vec4<f32>(grad_output[i3.x], grad_output[i3.y], grad_output[i3.z], grad_output[i3.w]);
-        let w0 = weight[w];
-        let w1 = weight[w + 1u];
-        let w2 = weight[w + 2u];
-        let w3 = weight[w + 3u];
-        w += row_vec4s;
-        acc00 += outer(w0, g0); acc01 += outer(w0, g1); acc02 += outer(w0, g2); acc03 += outer(w0, g3);
-        acc10 += outer(w1, g0); acc11 += outer(w1, g1); acc12 += outer(w1, g2); acc13 += outer(w1, g3);
-        acc20 += outer(w2, g0); acc21 += outer(w2, g1); acc22 += outer(w2, g2); acc23 += outer(w2, g3);
-        acc30 += outer(w3, g0); acc31 += outer(w3, g1); acc32 += outer(w3, g2); acc33 += outer(w3, g3);
-        offset -= 1;
-        kx += 1u;
-        if kx == params.kernel_width {
-            kx = 0u;
-            ky += 1u;
-            offset += i32(params.kernel_width) - width;
-            if ky == params.kernel_height {
-                ky = 0u;
-                offset += i32(params.kernel_height) * width + out_plane;
-            }
-        }
-    }
-    for (var co = 0u; co < select(out_per_group, 0u, unchecked); co++) {
+    for (var co = 0u; co < out_per_group; co++) {
         let channel_offset = i32(co) * out_plane;
         for (var ky = 0u; ky < params.kernel_height; ky++) {
             let dy = vec4<i32>(i32(ky));
@@ -211,7 +168,9 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
                 let g1 = gather(px1, channel_offset, oy1, ok1, i32(kx));
                 let g2 = gather(px2, channel_offset, oy2, ok2, i32(kx));
                 let g3 = gather(px3, channel_offset, oy3, ok3, i32(kx));
-                let w = first_weight + ((co * taps) + ky * params.kernel_width + kx) * row_vec4s;
+                // The transposed weights hold the kernel rotated by 180 degrees.
+                let tap = taps - 1u - (ky * params.kernel_width + kx);
+                let w = first_weight + (co * taps + tap) * row_vec4s;
                 let w0 = weight[w];
                 let w1 = weight[w + 1u];
                 let w2 = weight[w + 2u];

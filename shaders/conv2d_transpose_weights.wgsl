@@ -1,12 +1,13 @@
-// The forward convolution's packed weights, transposed for conv2d_backward_data: from
+// The forward convolution's packed weights, transposed and flipped for the input gradient: from
 // [group][in channel, ky, kx][out channels rounded up to 16] to
-// [group][out channel, ky, kx][in channels rounded up to 16], zero in the padding.
+// [group][out channel, kh-1-ky, kw-1-kx][in channels rounded up to 16], zero in the padding.
 //
-// conv2d_backward_data reduces over (out channel, ky, kx) for blocks of 16 input channels; in
-// this layout each step's 16 weights are four vec4 loads, where the forward layout needs sixteen
-// scattered ones (measured: a quarter of the backward convolutions' time on llvmpipe). The weights
-// change with every training step, so the backward pass runs this first; it moves as many bytes
-// as the weights, a small fraction of the convolution's time.
+// That is the packed layout of the convolution that maps the output gradient back to the input
+// gradient (channels swapped, kernel rotated by 180 degrees), so for stride 1 the input gradient
+// is conv2d_forward (either variant) run on the zero-bordered output gradient; conv2d_backward_data
+// reads it for the strided case. Each reduction step's 16 weights are four vec4 loads, where the
+// forward layout needs sixteen scattered ones. The weights change with every training step, so
+// the backward pass runs this first; it moves as many bytes as the weights.
 
 struct Params {
     len: u32,           // groups * out_per_group * taps * packed_in
@@ -38,7 +39,8 @@ fn conv2d_transpose_weights(
     let row = (i % per_group) / params.packed_in;
     let in_channel = i % params.packed_in;
     let out_channel = row / params.taps;
-    let tap = row % params.taps;
+    // The kernel rotated by 180 degrees: tap (ky, kx) comes from (kh-1-ky, kw-1-kx).
+    let tap = params.taps - 1u - row % params.taps;
     var value = 0.0;
     if in_channel < params.in_per_group {
         let k = in_channel * params.taps + tap;

@@ -13,7 +13,7 @@
 mod common;
 
 use common::{contexts, random, random_weights, relative_error};
-use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::gpu::{GpuContext, GpuNetwork};
 use convnet_wgpu::model::{Dims, Layer, LayerKind, Network, Pad, Padding, Window};
 use convnet_wgpu::reference::{self, Parameters};
 
@@ -48,6 +48,13 @@ fn dims(channels: usize, height: usize, width: usize) -> Dims {
 /// Runs the layer forward and backward on every adapter and compares its output, its input
 /// gradient and its parameter gradients with the CPU reference.
 fn check_layer(network: &Network, batch: usize, seed: u64) {
+    for ctx in contexts() {
+        check_layer_on(ctx, network, batch, seed);
+    }
+}
+
+/// [`check_layer`] on one device.
+fn check_layer_on(ctx: &GpuContext, network: &Network, batch: usize, seed: u64) {
     let plan = network.plan(batch).expect("test shape plans");
     let weights = random_weights(network, seed);
     let params = Parameters::<f32>::from_weights(&weights);
@@ -58,39 +65,37 @@ fn check_layer(network: &Network, batch: usize, seed: u64) {
         "{:?} at batch {batch} on {:?}",
         plan[1].layer.kind, network.input
     );
-    for ctx in contexts() {
-        let net = GpuNetwork::with_gradients(ctx, &plan, &weights).expect("network builds");
-        net.upload_input(&input).unwrap();
-        net.forward_backward().unwrap();
-        let mut compared = vec![
-            ("output", net.read_output().unwrap(), output.clone()),
-            (
-                "input gradient",
-                net.read_output_gradient(0).unwrap(),
-                grads.input.clone().unwrap(),
-            ),
-        ];
-        if let (Some(weight), Some(bias)) = (&grads.weight, &grads.bias) {
-            let gpu = net.read_gradients().unwrap();
-            compared.push((
-                "weight gradient",
-                gpu.get("layer.weight").unwrap().data.clone(),
-                weight.clone(),
-            ));
-            compared.push((
-                "bias gradient",
-                gpu.get("layer.bias").unwrap().data.clone(),
-                bias.clone(),
-            ));
-        }
-        for (name, got, expected) in compared {
-            let err = relative_error(&got, &expected);
-            assert!(
-                err <= TOLERANCE,
-                "{name} on {}: relative error {err:e} for {what}",
-                ctx.describe()
-            );
-        }
+    let net = GpuNetwork::with_gradients(ctx, &plan, &weights).expect("network builds");
+    net.upload_input(&input).unwrap();
+    net.forward_backward().unwrap();
+    let mut compared = vec![
+        ("output", net.read_output().unwrap(), output.clone()),
+        (
+            "input gradient",
+            net.read_output_gradient(0).unwrap(),
+            grads.input.clone().unwrap(),
+        ),
+    ];
+    if let (Some(weight), Some(bias)) = (&grads.weight, &grads.bias) {
+        let gpu = net.read_gradients().unwrap();
+        compared.push((
+            "weight gradient",
+            gpu.get("layer.weight").unwrap().data.clone(),
+            weight.clone(),
+        ));
+        compared.push((
+            "bias gradient",
+            gpu.get("layer.bias").unwrap().data.clone(),
+            bias.clone(),
+        ));
+    }
+    for (name, got, expected) in compared {
+        let err = relative_error(&got, &expected);
+        assert!(
+            err <= TOLERANCE,
+            "{name} on {}: relative error {err:e} for {what}",
+            ctx.describe()
+        );
     }
 }
 
@@ -134,7 +139,8 @@ fn conv2d_matches_reference() {
     }
 }
 
-/// Both convolution kernels, forced on every adapter, forward over the same awkward shapes, plus
+/// Both convolution kernels, forced on every adapter, over the same awkward shapes (forward, and
+/// backward, whose stride-1 input gradient is a forward convolution), plus
 /// shapes larger than one 64x64 tile of the workgroup-tiled kernel (channels, pixels and a
 /// reduction that do not divide into its tiles).
 #[test]
@@ -165,21 +171,8 @@ fn every_conv_kernel_variant_matches_the_reference() {
             };
             let ctx = common::fresh_context(shared).with_variants(variants);
             for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
-                let network = common::single_layer(input, conv(out, win, groups, relu));
-                let plan = network.plan(batch).unwrap();
-                let weights = random_weights(&network, 500 + i as u64);
-                let params = Parameters::<f32>::from_weights(&weights);
-                let x = random(batch * input.len(), 501 + i as u64);
-                let expected = reference::layer_forward(&plan[0], &[&x], &params);
-                let net = GpuNetwork::new(&ctx, &plan, &weights).unwrap();
-                net.upload_input(&x).unwrap();
-                net.forward().unwrap();
-                let err = relative_error(&net.read_output().unwrap(), &expected);
-                assert!(
-                    err <= TOLERANCE,
-                    "{conv_kernel:?}, case {i} on {}: {err:e}",
-                    ctx.describe()
-                );
+                let network = behind_identity(input, conv(out, win, groups, relu));
+                check_layer_on(&ctx, &network, batch, 500 + i as u64);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::gpu::builder::{
     encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
     MaxPoolParams, Purpose, Words4, BLOCK,
 };
-use crate::gpu::network::{LayerParams, Packing};
+use crate::gpu::network::{conv2d_dispatch, LayerParams, Packing};
 use crate::model::{LayerKind, LayerPlan};
 
 /// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
@@ -216,69 +216,6 @@ fn bias_backward<'a>(
     ))
 }
 
-/// For a stride-1 convolution, its output gradient copied into a zero-bordered buffer of the
-/// "full" size (input + kernel - 1: a border of kernel - 1 - padding on each side), the dispatch
-/// that fills it, and `conv` changed to describe it; conv2d_backward_data then reads every tap
-/// without bounds checks. `None` for strided convolutions.
-fn full_padded_grad_output<'a>(
-    b: &mut Builder<'a>,
-    layer: &LayerPlan,
-    grad_output: &wgpu::Buffer,
-    conv: &mut Conv2dParams,
-) -> Result<Option<(wgpu::Buffer, Dispatch<'a>)>> {
-    let LayerKind::Conv2d { window, .. } = layer.layer.kind else {
-        unreachable!("a conv layer")
-    };
-    if window.stride_height != 1 || window.stride_width != 1 {
-        return Ok(None);
-    }
-    let name = &layer.layer.name;
-    let (pad, out) = (layer.pad, layer.output);
-    let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
-    let padded_height = layer.input.height + window.height - 1;
-    let padded_width = layer.input.width + window.width - 1;
-    let planes = layer.batch * out.channels;
-    let len = planes * padded_height * padded_width;
-    b.check_binding(
-        &format!("{name}'s padded output gradient"),
-        (len * 4) as u64,
-    )?;
-    let padded = b.storage(
-        &format!("{name} padded output gradient"),
-        len,
-        Purpose::Scratch,
-    );
-    let rows = planes * out.height;
-    let uniform = words(
-        [
-            rows,
-            out.height,
-            out.width,
-            padded_height,
-            padded_width,
-            top,
-            left,
-            0,
-        ],
-        "padded gradient size",
-    )?;
-    let label = format!("{name} pad output gradient");
-    let workgroups = b.grid_1d(&label, rows)?;
-    let kernel = &b.ctx.kernels.conv2d_pad_input;
-    let dispatch = b.dispatch(
-        &label,
-        kernel,
-        &uniform,
-        &[grad_output, &padded],
-        workgroups,
-    );
-    conv.out_height = u32_of(padded_height, "height")?;
-    conv.out_width = u32_of(padded_width, "width")?;
-    conv.pad_top = u32_of(window.height - 1, "padding")?;
-    conv.pad_left = u32_of(window.width - 1, "padding")?;
-    Ok(Some((padded, dispatch)))
-}
-
 /// A conv layer's output gradient transposed for the filter gradient (see
 /// conv2d_transpose_grad_output.wgsl), and the dispatch that makes it.
 fn transpose_grad_output<'a>(
@@ -398,62 +335,148 @@ fn conv_backward<'a>(
     dispatches.push(bias_backward(b, layer, buf.grad_output, &grads.bias)?);
 
     if let Some(grad_input) = buf.grad_input {
-        let label = format!("{name} data backward");
-        let in_pixels = layer.batch * layer.input.height * layer.input.width;
-        let in_per_group = layer.input.channels / groups;
-        let conv = Conv2dParams::of(layer, packed_out)?;
-        let packed_in = conv.packed_in_per_group as usize;
-        let out_per_group = layer.output.channels / groups;
-        let len = groups * out_per_group * (taps / in_per_group) * packed_in;
-        let transposed = b.storage(&format!("{name} transposed weights"), len, Purpose::Scratch);
-        b.check_binding(&format!("{name}'s transposed weights"), (len * 4) as u64)?;
-        let transpose_label = format!("{name} weights transpose");
-        let uniform = words(
-            [
-                len,
-                in_per_group,
-                out_per_group,
-                taps / in_per_group,
-                packed_out,
-                packed_in,
-                0,
-                0,
-            ],
-            "weights",
-        )?;
-        let workgroups = b.grid_1d(&transpose_label, len)?;
-        dispatches.push(b.dispatch(
-            &transpose_label,
-            &kernels.conv2d_transpose_weights,
-            &uniform,
-            &[&params.weights[0], &transposed],
-            workgroups,
-        ));
-        // Stride 1: the output gradient zero-bordered to the full size, read without checks.
-        let mut conv = conv;
-        let padded = full_padded_grad_output(b, layer, buf.grad_output, &mut conv)?;
-        let grad_output = match padded {
-            Some((padded, pad)) => {
-                dispatches.push(pad);
-                padded
-            }
-            None => buf.grad_output.clone(),
-        };
-        let args = [&grad_output, &transposed, grad_input];
+        let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
+        dispatches.push(rotate);
+        dispatches.extend(input_gradient(
+            b,
+            layer,
+            buf.grad_output,
+            &rotated,
+            grad_input,
+        )?);
+    }
+    Ok(dispatches)
+}
+
+/// A conv layer's weights transposed and rotated for the input gradient
+/// (conv2d_transpose_weights.wgsl), and the dispatch that makes them.
+fn rotated_weights<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    weights: &wgpu::Buffer,
+    groups: usize,
+    packed_out: usize,
+) -> Result<(wgpu::Buffer, Dispatch<'a>)> {
+    let name = &layer.layer.name;
+    let in_per_group = layer.input.channels / groups;
+    let out_per_group = layer.output.channels / groups;
+    let packed_in = in_per_group.next_multiple_of(BLOCK);
+    let taps = match layer.layer.kind {
+        LayerKind::Conv2d { window, .. } => window.height * window.width,
+        _ => unreachable!("a conv layer"),
+    };
+    let len = groups * out_per_group * taps * packed_in;
+    b.check_binding(&format!("{name}'s rotated weights"), (len * 4) as u64)?;
+    let rotated = b.storage(&format!("{name} rotated weights"), len, Purpose::Scratch);
+    let uniform = words(
+        [
+            len,
+            in_per_group,
+            out_per_group,
+            taps,
+            packed_out,
+            packed_in,
+            0,
+            0,
+        ],
+        "weights",
+    )?;
+    let label = format!("{name} weights rotate");
+    let workgroups = b.grid_1d(&label, len)?;
+    let kernel = &b.ctx.kernels.conv2d_transpose_weights;
+    let dispatch = b.dispatch(&label, kernel, &uniform, &[weights, &rotated], workgroups);
+    Ok((rotated, dispatch))
+}
+
+/// The dispatches of a conv layer's input gradient. Stride 1: a forward convolution (either
+/// variant the adapter uses) of the output gradient, zero-bordered to the full size (input +
+/// kernel - 1), with the rotated weights. Strided: conv2d_backward_data.
+fn input_gradient<'a>(
+    b: &mut Builder<'a>,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    rotated: &wgpu::Buffer,
+    grad_input: &wgpu::Buffer,
+) -> Result<Vec<Dispatch<'a>>> {
+    let name = &layer.layer.name;
+    let LayerKind::Conv2d { window, groups, .. } = layer.layer.kind else {
+        unreachable!("a conv layer")
+    };
+    let (input, output) = (layer.input, layer.output);
+    let packed_in = (input.channels / groups).next_multiple_of(BLOCK);
+    let label = format!("{name} data backward");
+    if window.stride_height != 1 || window.stride_width != 1 {
+        let conv = Conv2dParams::of(layer, packed_in)?;
         let workgroups = b.grid_3d(
             &label,
-            in_pixels.div_ceil(BLOCK),
-            in_per_group.div_ceil(BLOCK),
+            (layer.batch * input.height * input.width).div_ceil(BLOCK),
+            packed_in / BLOCK,
             groups,
         )?;
-        dispatches.push(b.dispatch(
-            &label,
-            &kernels.conv2d_backward_data,
-            &conv,
-            &args,
-            workgroups,
-        ));
+        let kernel = &b.ctx.kernels.conv2d_backward_data;
+        let args = [grad_output, rotated, grad_input];
+        return Ok(vec![b.dispatch(&label, kernel, &conv, &args, workgroups)]);
     }
+    let pad = layer.pad;
+    let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
+    let padded_height = input.height + window.height - 1;
+    let padded_width = input.width + window.width - 1;
+    let planes = layer.batch * output.channels;
+    let len = planes * padded_height * padded_width;
+    b.check_binding(
+        &format!("{name}'s padded output gradient"),
+        (len * 4) as u64,
+    )?;
+    let padded = b.storage(
+        &format!("{name} padded output gradient"),
+        len,
+        Purpose::Scratch,
+    );
+    let rows = planes * output.height;
+    let uniform = words(
+        [
+            rows,
+            output.height,
+            output.width,
+            padded_height,
+            padded_width,
+            top,
+            left,
+            0,
+        ],
+        "padded gradient size",
+    )?;
+    let pad_label = format!("{name} pad output gradient");
+    let workgroups = b.grid_1d(&pad_label, rows)?;
+    let kernel = &b.ctx.kernels.conv2d_pad_input;
+    let mut dispatches = vec![b.dispatch(
+        &pad_label,
+        kernel,
+        &uniform,
+        &[grad_output, &padded],
+        workgroups,
+    )];
+    // The convolution from the output gradient to the input gradient: channels swapped, no bias.
+    let zero_bias = b.storage(
+        &format!("{name} zero bias"),
+        input.channels,
+        Purpose::Scratch,
+    );
+    let conv = Conv2dParams {
+        in_channels: u32_of(output.channels, "channels")?,
+        in_height: u32_of(padded_height, "height")?,
+        in_width: u32_of(padded_width, "width")?,
+        out_channels: u32_of(input.channels, "channels")?,
+        out_height: u32_of(input.height, "height")?,
+        out_width: u32_of(input.width, "width")?,
+        pad_top: 0,
+        pad_left: 0,
+        relu: 0,
+        packed_out_per_group: u32_of(packed_in, "channels")?,
+        ..Conv2dParams::of(layer, packed_in)?
+    };
+    let args = [&padded, rotated, &zero_bias, grad_input];
+    dispatches.push(conv2d_dispatch(b, &label, &conv, args)?);
     Ok(dispatches)
 }
 

@@ -568,6 +568,33 @@ fn upload_params(
     }))
 }
 
+/// A convolution by the kernel variant the device uses: `conv2d_forward` (register blocks) or
+/// `conv2d_forward_tiled` (workgroup tiles). `args` are input, packed weights, bias, output.
+pub(crate) fn conv2d_dispatch<'a>(
+    b: &mut Builder<'a>,
+    label: &str,
+    params: &Conv2dParams,
+    args: [&wgpu::Buffer; 4],
+) -> Result<Dispatch<'a>> {
+    let pixels = (params.batch * params.out_height * params.out_width) as usize;
+    let packed_out = params.packed_out_per_group as usize;
+    let groups = params.groups as usize;
+    let (kernel, workgroups) = match b.ctx.variants.conv.resolve(b.ctx.software) {
+        ConvKernel::WorkgroupTile => (
+            &b.ctx.kernels.conv2d_forward_tiled,
+            b.workgroups(
+                label,
+                [pixels.div_ceil(64), packed_out.div_ceil(64), groups],
+            )?,
+        ),
+        _ => (
+            &b.ctx.kernels.conv2d_forward,
+            b.grid_3d(label, pixels.div_ceil(BLOCK), packed_out / BLOCK, groups)?,
+        ),
+    };
+    Ok(b.dispatch(label, kernel, params, &args, workgroups))
+}
+
 /// For a padded convolution: a zero-bordered copy of its input, the dispatch that fills it each
 /// pass (pushed onto `dispatches`), and `params` changed to read it unpadded. `None` for a
 /// convolution without padding.
@@ -713,31 +740,19 @@ fn forward_dispatches<'a>(
     let batch = layer.batch;
     let mut dispatches = Vec::new();
     match (&layer.layer.kind, params) {
-        (LayerKind::Conv2d { groups, .. }, Some(p)) => {
+        (LayerKind::Conv2d { .. }, Some(p)) => {
             let Packing::Conv { packed_out, .. } = p.packing else {
                 unreachable!("a conv layer's weight is packed as a conv's")
             };
-            let pixels = batch * layer.output.height * layer.output.width;
             let mut params = Conv2dParams::of(layer, packed_out)?;
-            let (kernel, workgroups, padded) = match b.ctx.variants.conv.resolve(b.ctx.software) {
-                ConvKernel::WorkgroupTile => (
-                    &kernels.conv2d_forward_tiled,
-                    b.workgroups(
-                        name,
-                        [pixels.div_ceil(64), packed_out.div_ceil(64), *groups],
-                    )?,
-                    None,
-                ),
-                _ => {
-                    let padded = pad_input(b, layer, input, &mut params, &mut dispatches)?;
-                    let grid =
-                        b.grid_3d(name, pixels.div_ceil(BLOCK), packed_out / BLOCK, *groups)?;
-                    (&b.ctx.kernels.conv2d_forward, grid, padded)
-                }
+            let padded = match b.ctx.variants.conv.resolve(b.ctx.software) {
+                // The tiled kernel checks the bounds as it stages its tiles.
+                ConvKernel::WorkgroupTile => None,
+                _ => pad_input(b, layer, input, &mut params, &mut dispatches)?,
             };
             let source = padded.as_ref().unwrap_or(input);
             let args = [source, &p.weights[0], &p.bias, output];
-            dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
+            dispatches.push(conv2d_dispatch(b, name, &params, args)?);
         }
         (LayerKind::Linear { out_features, relu }, Some(p)) => {
             let Packing::Linear { depth, slices, .. } = &p.packing else {
