@@ -219,7 +219,7 @@ impl GpuContext {
 
         let software = is_software(&info);
         let start = std::time::Instant::now();
-        let kernels = capture_errors(&device, || Kernels::new(&device, software))
+        let kernels = capture_errors(&device, || Kernels::new(&device, software, &limits))
             .map_err(|message| gpu_error("kernel compilation", message))?;
         let ctx = GpuContext {
             pipeline_seconds: start.elapsed().as_secs_f64(),

@@ -78,11 +78,17 @@ pub enum ConvKernel {
     WorkgroupTile,
 }
 
+/// conv2d_forward_tiled's workgroup (16 x 16 invocations) and workgroup memory (two tiles of
+/// 16 x 64 floats).
+pub const TILED_INVOCATIONS: u32 = 256;
+pub const TILED_WORKGROUP_BYTES: u32 = 8192;
+
 impl ConvKernel {
-    /// The kernel for a software (CPU) or hardware adapter.
-    pub fn resolve(self, software: bool) -> Self {
+    /// The kernel for a software (CPU) or hardware adapter; `tiled_available` is false where the
+    /// adapter's limits cannot run the tiled kernel.
+    pub fn resolve(self, software: bool, tiled_available: bool) -> Self {
         match self {
-            ConvKernel::Auto if software => ConvKernel::RegisterBlock,
+            ConvKernel::Auto if software || !tiled_available => ConvKernel::RegisterBlock,
             ConvKernel::Auto => ConvKernel::WorkgroupTile,
             forced => forced,
         }
@@ -103,7 +109,9 @@ pub struct Kernels {
     /// The `WORKGROUP_SIZE` every kernel was compiled with.
     pub workgroup_size: u32,
     pub conv2d_forward: wgpu::ComputePipeline,
-    pub conv2d_forward_tiled: wgpu::ComputePipeline,
+    /// `None` where the adapter's limits cannot hold its 16x16 workgroup and 8 KiB of
+    /// workgroup memory (some downlevel GL adapters).
+    pub conv2d_forward_tiled: Option<wgpu::ComputePipeline>,
     pub conv2d_pad_input: wgpu::ComputePipeline,
     pub gemm: wgpu::ComputePipeline,
     pub gemm_small_batch: wgpu::ComputePipeline,
@@ -158,12 +166,17 @@ pub(crate) fn compile(
 
 impl Kernels {
     /// Compiles every kernel. Errors surface through the caller's error scope.
-    pub fn new(device: &wgpu::Device, software: bool) -> Self {
+    pub fn new(device: &wgpu::Device, software: bool, limits: &wgpu::Limits) -> Self {
         let size = Some(workgroup_size(software));
+        let tiled_fits = limits.max_compute_invocations_per_workgroup >= TILED_INVOCATIONS
+            && limits.max_compute_workgroup_size_x >= 16
+            && limits.max_compute_workgroup_size_y >= 16
+            && limits.max_compute_workgroup_storage_size >= TILED_WORKGROUP_BYTES;
         Kernels {
             workgroup_size: workgroup_size(software),
             conv2d_forward: compile(device, &shaders::CONV2D_FORWARD, size),
-            conv2d_forward_tiled: compile(device, &shaders::CONV2D_FORWARD_TILED, None),
+            conv2d_forward_tiled: tiled_fits
+                .then(|| compile(device, &shaders::CONV2D_FORWARD_TILED, None)),
             conv2d_pad_input: compile(device, &shaders::CONV2D_PAD_INPUT, size),
             gemm: compile(device, &shaders::GEMM, size),
             gemm_small_batch: compile(device, &shaders::GEMM_SMALL_BATCH, size),
@@ -192,5 +205,45 @@ impl Kernels {
             matmul: compile(device, &shaders::MATMUL, size),
             sgd: compile(device, &shaders::SGD, size),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConvKernel, LinearKernel};
+
+    #[test]
+    fn convolutions_take_the_tiled_kernel_on_gpus_that_can_run_it() {
+        assert_eq!(
+            ConvKernel::Auto.resolve(true, true),
+            ConvKernel::RegisterBlock
+        );
+        assert_eq!(
+            ConvKernel::Auto.resolve(false, true),
+            ConvKernel::WorkgroupTile
+        );
+        assert_eq!(
+            ConvKernel::Auto.resolve(false, false),
+            ConvKernel::RegisterBlock
+        );
+        let forced = ConvKernel::WorkgroupTile;
+        assert_eq!(forced.resolve(true, true), forced);
+    }
+
+    #[test]
+    fn fully_connected_layers_split_the_reduction_only_on_gpus() {
+        // AlexNet's fc1 (9216 -> 4096) at batch 2 and 32.
+        let fc1 = |rows, software| LinearKernel::Auto.resolve(rows, 9216, 4096, software);
+        assert_eq!(fc1(2, true), LinearKernel::SmallBatch { chunks: 1 });
+        assert_eq!(fc1(32, true), LinearKernel::Block16);
+        // 256 blocks of 16 columns: 64 chunks wanted, at most 9216 / 256 = 36.
+        assert_eq!(fc1(2, false), LinearKernel::SmallBatch { chunks: 36 });
+        // 2048 blocks at batch 32: 8 chunks reach 16k invocations.
+        assert_eq!(fc1(32, false), LinearKernel::SmallBatch { chunks: 8 });
+        let forced = LinearKernel::SmallBatch { chunks: 100 };
+        assert_eq!(
+            forced.resolve(2, 7, 5, true),
+            LinearKernel::SmallBatch { chunks: 7 }
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::gpu::builder::{
     LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{ConvKernel, LinearKernel};
+use crate::gpu::kernels::{ConvKernel, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -568,6 +568,12 @@ fn upload_params(
     }))
 }
 
+/// The convolution kernel this device's networks use.
+fn resolve_conv(ctx: &GpuContext) -> ConvKernel {
+    let tiled_available = ctx.kernels.conv2d_forward_tiled.is_some();
+    ctx.variants.conv.resolve(ctx.software, tiled_available)
+}
+
 /// A convolution by the kernel variant the device uses: `conv2d_forward` (register blocks) or
 /// `conv2d_forward_tiled` (workgroup tiles). `args` are input, packed weights, bias, output.
 pub(crate) fn conv2d_dispatch<'a>(
@@ -579,9 +585,19 @@ pub(crate) fn conv2d_dispatch<'a>(
     let pixels = (params.batch * params.out_height * params.out_width) as usize;
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
-    let (kernel, workgroups) = match b.ctx.variants.conv.resolve(b.ctx.software) {
+    let (kernel, workgroups) = match resolve_conv(b.ctx) {
         ConvKernel::WorkgroupTile => (
-            &b.ctx.kernels.conv2d_forward_tiled,
+            b.ctx.kernels.conv2d_forward_tiled.as_ref().ok_or_else(|| {
+                b.too_large(
+                    "the workgroup-tiled convolution".into(),
+                    format!(
+                        "it needs {TILED_INVOCATIONS} invocations and {TILED_WORKGROUP_BYTES} \
+                         bytes of workgroup memory, the adapter allows {} and {}",
+                        b.ctx.limits.max_compute_invocations_per_workgroup,
+                        b.ctx.limits.max_compute_workgroup_storage_size
+                    ),
+                )
+            })?,
             b.workgroups(
                 label,
                 [pixels.div_ceil(64), packed_out.div_ceil(64), groups],
@@ -745,7 +761,7 @@ fn forward_dispatches<'a>(
                 unreachable!("a conv layer's weight is packed as a conv's")
             };
             let mut params = Conv2dParams::of(layer, packed_out)?;
-            let padded = match b.ctx.variants.conv.resolve(b.ctx.software) {
+            let padded = match resolve_conv(b.ctx) {
                 // The tiled kernel checks the bounds as it stages its tiles.
                 ConvKernel::WorkgroupTile => None,
                 _ => pad_input(b, layer, input, &mut params, &mut dispatches)?,
