@@ -95,15 +95,20 @@ fn output_coord(v: vec4<i32>, stride: u32) -> vec4<i32> {
 
 // The output gradient at tap (ky, kx) of output channel `channel_offset` (a multiple of the
 // output plane), zero where no output position uses this input pixel through that tap.
-fn gather(px: Pixels, channel_offset: i32, oy: vec4<i32>, row_ok: vec4<bool>, kx: i32) -> vec4<f32> {
+// Where tap (oy, kx) of four pixels reads the output gradient within one channel, or -1 where no
+// output position uses the pixel through that tap.
+fn tap_index(px: Pixels, oy: vec4<i32>, row_ok: vec4<bool>, kx: i32) -> vec4<i32> {
     let ox = output_coord(px.col - vec4<i32>(kx), params.stride_width);
     let ok = row_ok & (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(params.out_width)));
-    let index = select(
-        vec4<i32>(0),
-        px.grad_base + vec4<i32>(channel_offset) + oy * i32(params.out_width) + ox,
-        ok,
-    );
-    let value = vec4<f32>(grad_output[index.x], grad_output[index.y], grad_output[index.z], grad_output[index.w]);
+    return select(vec4<i32>(-1), px.grad_base + oy * i32(params.out_width) + ox, ok);
+}
+
+// The output gradient at four tap indices (of tap_index) in the channel starting at `offset`,
+// zero where the index is -1.
+fn gather(index: vec4<i32>, offset: i32) -> vec4<f32> {
+    let ok = index >= vec4<i32>(0);
+    let at = select(vec4<i32>(0), index + vec4<i32>(offset), ok);
+    let value = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z], grad_output[at.w]);
     return select(vec4<f32>(0.0), value, ok);
 }
 
@@ -151,25 +156,36 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let out_plane = i32(params.out_height * params.out_width);
     let out_height = vec4<i32>(i32(params.out_height));
     let zero = vec4<i32>(0);
-    for (var co = 0u; co < out_per_group; co++) {
-        let channel_offset = i32(co) * out_plane;
-        for (var ky = 0u; ky < params.kernel_height; ky++) {
-            let dy = vec4<i32>(i32(ky));
-            let oy0 = output_coord(px0.row - dy, params.stride_height);
-            let oy1 = output_coord(px1.row - dy, params.stride_height);
-            let oy2 = output_coord(px2.row - dy, params.stride_height);
-            let oy3 = output_coord(px3.row - dy, params.stride_height);
-            let ok0 = (oy0 >= zero) & (oy0 < out_height);
-            let ok1 = (oy1 >= zero) & (oy1 < out_height);
-            let ok2 = (oy2 >= zero) & (oy2 < out_height);
-            let ok3 = (oy3 >= zero) & (oy3 < out_height);
-            for (var kx = 0u; kx < params.kernel_width; kx++) {
-                let g0 = gather(px0, channel_offset, oy0, ok0, i32(kx));
-                let g1 = gather(px1, channel_offset, oy1, ok1, i32(kx));
-                let g2 = gather(px2, channel_offset, oy2, ok2, i32(kx));
-                let g3 = gather(px3, channel_offset, oy3, ok3, i32(kx));
-                // The transposed weights hold the kernel rotated by 180 degrees.
-                let tap = taps - 1u - (ky * params.kernel_width + kx);
+    // Taps outermost: where a tap meets the output (a division by the stride per pixel) does not
+    // depend on the output channel, so it is found once per tap, not once per tap and channel;
+    // taps that meet no output position for any of the 16 pixels (most of them, for stride 4)
+    // are skipped.
+    for (var ky = 0u; ky < params.kernel_height; ky++) {
+        let dy = vec4<i32>(i32(ky));
+        let oy0 = output_coord(px0.row - dy, params.stride_height);
+        let oy1 = output_coord(px1.row - dy, params.stride_height);
+        let oy2 = output_coord(px2.row - dy, params.stride_height);
+        let oy3 = output_coord(px3.row - dy, params.stride_height);
+        let ok0 = (oy0 >= zero) & (oy0 < out_height);
+        let ok1 = (oy1 >= zero) & (oy1 < out_height);
+        let ok2 = (oy2 >= zero) & (oy2 < out_height);
+        let ok3 = (oy3 >= zero) & (oy3 < out_height);
+        for (var kx = 0u; kx < params.kernel_width; kx++) {
+            let t0 = tap_index(px0, oy0, ok0, i32(kx));
+            let t1 = tap_index(px1, oy1, ok1, i32(kx));
+            let t2 = tap_index(px2, oy2, ok2, i32(kx));
+            let t3 = tap_index(px3, oy3, ok3, i32(kx));
+            if !any((t0 >= zero) | (t1 >= zero) | (t2 >= zero) | (t3 >= zero)) {
+                continue;
+            }
+            // The transposed weights hold the kernel rotated by 180 degrees.
+            let tap = taps - 1u - (ky * params.kernel_width + kx);
+            for (var co = 0u; co < out_per_group; co++) {
+                let channel_offset = i32(co) * out_plane;
+                let g0 = gather(t0, channel_offset);
+                let g1 = gather(t1, channel_offset);
+                let g2 = gather(t2, channel_offset);
+                let g3 = gather(t3, channel_offset);
                 let w = first_weight + (co * taps + tap) * row_vec4s;
                 let w0 = weight[w];
                 let w1 = weight[w + 1u];
