@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The speed issue's run on a real GPU, in one go: adapters, the measured peak, the seed's benchmark
+# with per-layer profiles for both AlexNets (and the CPU-shaped kernels forced, for comparison),
+# VGG-16 and ResNet-50 forward, `convnet check` on the GPU with each kernel variant, and the
+# PyTorch peer on CUDA (fp32, TF32 off, cuDNN benchmark mode) from the same weights and images.
+#
+# Build here, then hand the binary (stripped, to travel light) and the Vulkan loader to the GPU
+# machine (the device tool's README shows how to fetch `.gl`):
+#
+#   cargo build --release && mkdir -p .device-bin && cp target/release/convnet .device-bin/ \
+#       && strip .device-bin/convnet
+#   device run, carry [".device-bin", ".gl"]:
+#       for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig; scripts/gpu_run.sh
+#
+# Everything lands in $OUT (default gpu-run/): run.log, and the benchmarks' JSON.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+convnet=${CONVNET:-.device-bin/convnet}
+out=${OUT:-gpu-run}
+mkdir -p "$out"
+log="$out/run.log"
+# The NVIDIA Vulkan driver where the loader does not find it by itself.
+if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+
+step() {
+  echo "== $*" | tee -a "$log"
+  "$@" 2>&1 | tee -a "$log"
+}
+
+gpu="--backend vulkan"
+step "$convnet" adapters
+step "$convnet" peak $gpu
+step "$convnet" check $gpu --batch 2
+step "$convnet" check $gpu --batch 2 --conv-kernel register-block --linear-kernel block16
+step "$convnet" check $gpu --model resnet50 --input-size 64 --batch 2
+step "$convnet" bench $gpu --batch 32 --profile --json "$out/alexnet.json"
+step "$convnet" bench $gpu --batch 32 --conv-kernel register-block --linear-kernel block16 \
+  --json "$out/alexnet-cpu-shaped.json"
+step "$convnet" bench $gpu --model alexnet-2gpu --batch 32 --profile --json "$out/alexnet-2gpu.json"
+step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$out/vgg16.json"
+step "$convnet" bench $gpu --model resnet50 --batch 32 --json "$out/resnet50.json"
+
+# The PyTorch peer from the same files.
+work=$(mktemp -d)
+step "$convnet" init --out "$work/w.safetensors"
+python3 -c "import numpy as np; np.random.seed(0); \
+np.save('$work/x.npy', (np.random.randn(32, 3, 224, 224) * 0.1).astype('<f4'))"
+step "$convnet" run $gpu --weights "$work/w.safetensors" --input "$work/x.npy" \
+  --output "$work/y.npy" --grads "$work/g.safetensors"
+step python3 scripts/torch_compare.py --model alexnet --weights "$work/w.safetensors" \
+  --input "$work/x.npy" --logits "$work/y.npy" --grads "$work/g.safetensors" --pass both \
+  --batches 100 --burn-in 10 --device cuda
