@@ -263,8 +263,8 @@ fn conv_cases() -> Vec<ConvCase> {
             1,
             true,
         ),
-        // Pointwise (the unchecked fast path): 16-pixel blocks straddling images of 15 pixels,
-        // groups; and ResNet's strided shortcut on an odd plane.
+        // Pointwise, unpadded (the unchecked path without a padded copy): 16-pixel blocks
+        // straddling images of 15 pixels, groups; and ResNet's strided shortcut on an odd plane.
         (
             3,
             dims(6, 5, 3),
