@@ -616,9 +616,12 @@ fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
         .collect::<convnet_wgpu::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate() {
         println!(
-            "device {i}: {}; kernels' pipelines created in {:.2} s",
+            "device {i}: {}; kernels' pipelines created in {:.2} s; convolutions {:?}, fully \
+             connected {:?}",
             ctx.describe(),
-            ctx.pipeline_seconds
+            ctx.pipeline_seconds,
+            ctx.conv_kernel(),
+            ctx.variants.linear
         );
     }
     if contexts.len() == 2 && contexts[0].info == contexts[1].info {
@@ -1148,6 +1151,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     "driver_info": ctx.info.driver_info,
                     "software": ctx.software,
                     "pipeline_creation_s": ctx.pipeline_seconds,
+                    "conv_kernel": format!("{:?}", ctx.conv_kernel()),
+                    "linear_kernel": format!("{:?}", ctx.variants.linear),
                 })
             })
             .collect();

@@ -568,12 +568,6 @@ fn upload_params(
     }))
 }
 
-/// The convolution kernel this device's networks use.
-fn resolve_conv(ctx: &GpuContext) -> ConvKernel {
-    let tiled_available = ctx.kernels.conv2d_forward_tiled.is_some();
-    ctx.variants.conv.resolve(ctx.software, tiled_available)
-}
-
 /// A convolution by the kernel variant the device uses: `conv2d_forward` (register blocks) or
 /// `conv2d_forward_tiled` (workgroup tiles). `args` are input, packed weights, bias, output.
 pub(crate) fn conv2d_dispatch<'a>(
@@ -585,7 +579,7 @@ pub(crate) fn conv2d_dispatch<'a>(
     let pixels = (params.batch * params.out_height * params.out_width) as usize;
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
-    let (kernel, workgroups) = match resolve_conv(b.ctx) {
+    let (kernel, workgroups) = match b.ctx.conv_kernel() {
         ConvKernel::WorkgroupTile => (
             b.ctx.kernels.conv2d_forward_tiled.as_ref().ok_or_else(|| {
                 b.too_large(
@@ -761,7 +755,7 @@ fn forward_dispatches<'a>(
                 unreachable!("a conv layer's weight is packed as a conv's")
             };
             let mut params = Conv2dParams::of(layer, packed_out)?;
-            let padded = match resolve_conv(b.ctx) {
+            let padded = match b.ctx.conv_kernel() {
                 // The tiled kernel checks the bounds as it stages its tiles.
                 ConvKernel::WorkgroupTile => None,
                 _ => pad_input(b, layer, input, &mut params, &mut dispatches)?,
