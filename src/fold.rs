@@ -105,11 +105,8 @@ fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, T
         unreachable!("folded_conv pairs a convolution with a batch norm")
     };
     let get = |layer: &Layer, suffix: &str| -> Vec<f64> {
-        let name = format!("{}.{suffix}", layer.name);
-        let tensor = weights
-            .get(&name)
-            .unwrap_or_else(|| panic!("no tensor {name}"));
-        tensor.data.iter().map(|&v| f64::from(v)).collect()
+        let values = weights.tensor(&layer.name, suffix);
+        values.iter().map(|&v| f64::from(v)).collect()
     };
     let (gamma, beta) = (get(norm, "weight"), get(norm, "bias"));
     let (mean, var) = (get(norm, "running_mean"), get(norm, "running_var"));

@@ -167,17 +167,14 @@ impl Weights {
             .map(|(_, t)| t)
     }
 
-    /// A layer's weight and bias. Panics if the layer has none: a `Weights` is built for its
-    /// network, so asking for a parameterless layer is a bug, not bad input.
-    pub fn layer(&self, layer: &str) -> (&[f32], &[f32]) {
-        let get = |suffix: &str| {
-            let name = format!("{layer}.{suffix}");
-            self.get(&name)
-                .unwrap_or_else(|| panic!("no tensor {name}"))
-                .data
-                .as_slice()
-        };
-        (get("weight"), get("bias"))
+    /// The values of tensor `{layer}.{suffix}`. Panics if there is none: a `Weights` is built
+    /// for its network, so asking for a tensor the network lacks is a bug, not bad input.
+    pub fn tensor(&self, layer: &str, suffix: &str) -> &[f32] {
+        let name = format!("{layer}.{suffix}");
+        &self
+            .get(&name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .data
     }
 
     /// The parameters of `part`, a piece of this weights' network on one device: every tensor

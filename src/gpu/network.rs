@@ -474,15 +474,6 @@ fn build<'a>(
     })
 }
 
-/// The tensor `{layer}.{suffix}`. Panics if missing: weights are checked against their network.
-fn tensor<'w>(weights: &'w Weights, layer: &str, suffix: &str) -> &'w [f32] {
-    let name = format!("{layer}.{suffix}");
-    &weights
-        .get(&name)
-        .unwrap_or_else(|| panic!("no tensor {name}"))
-        .data
-}
-
 /// Packs and uploads a layer's weight and bias (a batch norm's statistics); `None` for layers
 /// without parameters.
 fn upload_params(
@@ -497,11 +488,7 @@ fn upload_params(
             out_channels,
             groups,
             ..
-        } => Packing::conv(
-            *out_channels,
-            *groups,
-            tensor(weights, name, "weight").len(),
-        ),
+        } => Packing::conv(*out_channels, *groups, weights.tensor(name, "weight").len()),
         LayerKind::Linear { out_features, .. } => {
             let depth = layer.input.len();
             // Columns per slice: as many as one storage binding holds, in whole register blocks.
@@ -532,7 +519,7 @@ fn upload_params(
             // One buffer of the four per-channel vectors; it takes the weight's place.
             let stats: Vec<f32> = ["weight", "bias", "running_mean", "running_var"]
                 .iter()
-                .flat_map(|suffix| tensor(weights, name, suffix))
+                .flat_map(|suffix| weights.tensor(name, suffix))
                 .copied()
                 .collect();
             return Ok(Some(LayerParams {
@@ -548,7 +535,7 @@ fn upload_params(
         | LayerKind::AdaptiveAvgPool { .. }
         | LayerKind::Concat => return Ok(None),
     };
-    let weight = tensor(weights, name, "weight");
+    let weight = weights.tensor(name, "weight");
     let mut buffers = Vec::new();
     for (i, packed) in packing.pack(weight).iter().enumerate() {
         b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
