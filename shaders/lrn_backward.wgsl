@@ -1,99 +1,173 @@
 // Local response normalisation backward, TensorFlow's semantics, NCHW. With
 //   d[c] = bias + alpha * sum_{k in window(c)} x[k]^2   and   y[c] = x[c] * d[c]^-beta,
 // the input gradient is
-//   grad_x[j] = g[j] * d[j]^-beta - 2 * alpha * beta * x[j] * sum_{c in window(j)} g[c] * x[c] * d[c]^(-beta-1)
+//   grad_x[j] = g[j] * d[j]^-beta - 2 * alpha * beta * x[j] * sum_{c in window(j)} t[c],
+//   t[c] = g[c] * x[c] * d[c]^(-beta-1)
 // (the window is symmetric, so the c whose window holds j are the c in j's window).
 //
-// Two passes, so that no term is computed more than once per element: `lrn_backward_prepare`
-// writes t[c] = g[c] * x[c] * d[c]^(-beta-1) to a scratch buffer the size of x; `lrn_backward`
-// then sums t over each window. Every invocation owns one pixel position and all its channels.
+// One pass, every invocation owning one pixel position and walking down its channels as
+// lrn_forward does. For radii up to 5 three sliding windows of vec4 registers keep what the
+// formula needs: x around the channel whose normaliser is being computed (c), the terms t up to
+// c, and the direct terms g * d^-beta; channel j = c - 5 is finished once t[c] is known. Each
+// input and output gradient is read once and each input gradient written once. Wider radii
+// compute every term from memory. The radius and beta are override constants, as in lrn_forward.
 
 struct Params {
     batch: u32,
     channels: u32,
     plane: u32,
-    depth_radius: u32,
-    bias: f32,
-    alpha: f32,
-    beta: f32,
     // Windows stop at the edges of each group of this many channels (all channels: one group).
     channels_per_group: u32,
+    bias: f32,
+    alpha: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(3) var<storage, read_write> scratch: array<f32>;
-@group(0) @binding(4) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
+override DEPTH_RADIUS: u32;
+override BETA: f32;
 
-// Index of channel 0 at this invocation's pixel position, or -1 past the batch.
-fn position_base(id: vec3<u32>, groups: vec3<u32>) -> i32 {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let position = id.x + id.y * groups.x * WORKGROUP_SIZE;
-    if position >= params.batch * params.plane {
-        return -1;
-    }
-    let image = position / params.plane;
-    return i32(image * params.channels * params.plane + position % params.plane);
+// Twelve consecutive channels, oldest first: slots 0-3 in `low`, 4-7 in `middle`, 8-11 in `high`.
+struct Window {
+    low: vec4<f32>,
+    middle: vec4<f32>,
+    high: vec4<f32>,
 }
 
-// The first and last channel of c's window: radius depth_radius, clipped to c's group.
-fn window(c: i32) -> vec2<i32> {
-    let per_group = i32(params.channels_per_group);
-    let first = c / per_group * per_group;
-    let radius = i32(params.depth_radius);
-    return vec2<i32>(max(c - radius, first), min(c + radius, first + per_group - 1));
-}
-
-// d[c]: the normaliser of channel c at the position starting at `base`.
-fn normaliser(base: u32, c: i32) -> f32 {
-    let w = window(c);
-    var sum_sq = 0.0;
-    for (var k = w.x; k <= w.y; k++) {
-        let v = input[base + u32(k) * params.plane];
-        sum_sq += v * v;
-    }
-    return params.bias + params.alpha * sum_sq;
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn lrn_backward_prepare(
-    @builtin(global_invocation_id) id: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    let found = position_base(id, groups);
-    if found < 0 {
-        return;
-    }
-    let base = u32(found);
-    for (var c = 0; c < i32(params.channels); c++) {
-        let at = base + u32(c) * params.plane;
-        let d = normaliser(base, c);
-        scratch[at] = grad_output[at] * input[at] * pow(d, -params.beta - 1.0);
-    }
-}
+const WIDEST_RADIUS: u32 = 5u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn lrn_backward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let found = position_base(id, groups);
-    if found < 0 {
+    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
+    let position = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    if position >= params.batch * params.plane {
         return;
     }
-    let base = u32(found);
-    for (var j = 0; j < i32(params.channels); j++) {
-        let w = window(j);
-        var window_sum = 0.0;
-        for (var c = w.x; c <= w.y; c++) {
-            window_sum += scratch[base + u32(c) * params.plane];
+    let base = position / params.plane * params.channels * params.plane + position % params.plane;
+    for (var first = 0u; first < params.channels; first += params.channels_per_group) {
+        let last = first + params.channels_per_group - 1u;
+        if DEPTH_RADIUS <= WIDEST_RADIUS {
+            sliding_windows(base, first, last);
+        } else {
+            every_term_afresh(base, first, last);
         }
-        let at = base + u32(j) * params.plane;
-        let d = normaliser(base, j);
-        grad_input[at] = grad_output[at] * pow(d, -params.beta)
-            - 2.0 * params.alpha * params.beta * input[at] * window_sum;
     }
+}
+
+// Channels first..=last (one group). At step c: x holds channels c - 6 .. c + 5 (slot 6 = c),
+// terms and direct hold channels c - 11 .. c (slot 11 = c), so channel j = c - 5 sits in slot 6
+// of both and in slot 1 of x, and j's window is the same slots as c's in x.
+fn sliding_windows(base: u32, first: u32, last: u32) {
+    let mask = radius_mask();
+    let zero = Window(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var x = zero;
+    var terms = zero;
+    var direct = zero;
+    for (var k = first; k < first + WIDEST_RADIUS; k++) {
+        x = shift_in(x, value_at(base, k, last));
+    }
+    for (var c = first; c <= last + WIDEST_RADIUS; c++) {
+        x = shift_in(x, value_at(base, c + WIDEST_RADIUS, last));
+        var term = 0.0;
+        var direct_term = 0.0;
+        if c <= last {
+            let d = params.bias + params.alpha * masked_sum(squared(x), mask);
+            let scale = inverse_power(d);
+            let g = grad_output[base + c * params.plane];
+            direct_term = g * scale;
+            term = g * x.middle.z * scale / d;
+        }
+        terms = shift_in(terms, term);
+        direct = shift_in(direct, direct_term);
+        if c >= first + WIDEST_RADIUS {
+            let j = c - WIDEST_RADIUS;
+            grad_input[base + j * params.plane] = direct.middle.z
+                - 2.0 * params.alpha * BETA * x.low.y * masked_sum(terms, mask);
+        }
+    }
+}
+
+// Any radius: every normaliser and term computed from memory.
+fn every_term_afresh(base: u32, first: u32, last: u32) {
+    for (var j = first; j <= last; j++) {
+        var sum_terms = 0.0;
+        for (var c = window_first(j, first); c <= min(j + DEPTH_RADIUS, last); c++) {
+            let at = base + c * params.plane;
+            let d = normaliser(base, c, first, last);
+            sum_terms += grad_output[at] * input[at] * inverse_power(d) / d;
+        }
+        let at = base + j * params.plane;
+        grad_input[at] = grad_output[at] * inverse_power(normaliser(base, j, first, last))
+            - 2.0 * params.alpha * BETA * input[at] * sum_terms;
+    }
+}
+
+// The first channel of c's window in the group starting at `first`.
+fn window_first(c: u32, first: u32) -> u32 {
+    return max(c, first + DEPTH_RADIUS) - DEPTH_RADIUS;
+}
+
+// d[c], summed from memory.
+fn normaliser(base: u32, c: u32, first: u32, last: u32) -> f32 {
+    var sum_sq = 0.0;
+    for (var k = window_first(c, first); k <= min(c + DEPTH_RADIUS, last); k++) {
+        let v = input[base + k * params.plane];
+        sum_sq += v * v;
+    }
+    return params.bias + params.alpha * sum_sq;
+}
+
+// Channel k's value, or zero past the group's last channel.
+fn value_at(base: u32, k: u32, last: u32) -> f32 {
+    if k > last {
+        return 0.0;
+    }
+    return input[base + k * params.plane];
+}
+
+fn shift_in(w: Window, value: f32) -> Window {
+    return Window(
+        vec4<f32>(w.low.yzw, w.middle.x),
+        vec4<f32>(w.middle.yzw, w.high.x),
+        vec4<f32>(w.high.yzw, value),
+    );
+}
+
+fn squared(w: Window) -> Window {
+    return Window(w.low * w.low, w.middle * w.middle, w.high * w.high);
+}
+
+// 1 in the slots within DEPTH_RADIUS of slot 6, 0 elsewhere.
+fn radius_mask() -> Window {
+    let r = i32(DEPTH_RADIUS);
+    let distance_low = abs(vec4<i32>(0, 1, 2, 3) - 6);
+    let distance_middle = abs(vec4<i32>(4, 5, 6, 7) - 6);
+    let distance_high = abs(vec4<i32>(8, 9, 10, 11) - 6);
+    return Window(
+        select(vec4<f32>(0.0), vec4<f32>(1.0), distance_low <= vec4<i32>(r)),
+        select(vec4<f32>(0.0), vec4<f32>(1.0), distance_middle <= vec4<i32>(r)),
+        select(vec4<f32>(0.0), vec4<f32>(1.0), distance_high <= vec4<i32>(r)),
+    );
+}
+
+fn masked_sum(w: Window, mask: Window) -> f32 {
+    return dot(w.low, mask.low) + dot(w.middle, mask.middle) + dot(w.high, mask.high);
+}
+
+// d^-BETA, from square roots for the seed's 0.75 (see lrn_forward).
+fn inverse_power(d: f32) -> f32 {
+    if BETA == 0.75 {
+        let r = inverseSqrt(d);
+        return r * sqrt(r);
+    }
+    return pow(d, -BETA);
 }

@@ -1,10 +1,11 @@
 // Max pooling backward, NCHW: each output gradient goes to the input position of its window's
-// maximum; a tie goes to the first maximum in row-major window order (TensorFlow's rule), and
-// padding never wins, as in the forward kernel.
+// maximum, which max_pool_argmax found (ties to the first maximum in row-major window order,
+// TensorFlow's rule; padding never wins).
 //
 // Written as a gather, so that overlapping windows (3x3 stride 2) need no atomics: every
-// invocation owns up to four inputs of one row, visits the windows that cover each, and adds the
-// gradients of the windows it won, by the maximum positions max_pool_argmax found.
+// invocation owns a 4x4 tile of one plane's inputs, visits every window that can reach the tile
+// (a fixed count, from the window and stride, which are override constants as in the forward
+// kernel), and adds each window's gradient at the tile position its maximum lies at.
 
 struct Params {
     planes: u32, // batch * channels
@@ -12,23 +13,79 @@ struct Params {
     in_width: u32,
     out_height: u32,
     out_width: u32,
-    window_height: u32,
-    window_width: u32,
-    stride_height: u32,
-    stride_width: u32,
     pad_top: u32,
     pad_left: u32,
     _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// Each window's maximum, as an index into its input plane (max_pool_argmax).
+// Each window's maximum, as an index into its window: dy * WINDOW_WIDTH + dx.
 @group(0) @binding(1) var<storage, read> argmax: array<u32>;
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
-const INPUTS_PER_INVOCATION: u32 = 4u;
+override WINDOW_HEIGHT: u32;
+override WINDOW_WIDTH: u32;
+override STRIDE_HEIGHT: u32;
+override STRIDE_WIDTH: u32;
+
+const TILE: u32 = 4u;
+// The most windows that reach TILE consecutive rows (columns): the window starts that fall among
+// WINDOW + TILE - 1 consecutive positions.
+override WINDOWS_DOWN: u32 = (WINDOW_HEIGHT + TILE - 2u) / STRIDE_HEIGHT + 1u;
+override WINDOWS_ACROSS: u32 = (WINDOW_WIDTH + TILE - 2u) / STRIDE_WIDTH + 1u;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn max_pool_backward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
+    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    let tiles_across = (params.in_width + TILE - 1u) / TILE;
+    let tiles_down = (params.in_height + TILE - 1u) / TILE;
+    let tile_row = index / tiles_across;
+    if tile_row >= params.planes * tiles_down {
+        return;
+    }
+    let plane = tile_row / tiles_down;
+    let first_y = tile_row % tiles_down * TILE;
+    let first_x = index % tiles_across * TILE;
+    let oy_first = first_window(first_y, params.pad_top, WINDOW_HEIGHT, STRIDE_HEIGHT);
+    let ox_first = first_window(first_x, params.pad_left, WINDOW_WIDTH, STRIDE_WIDTH);
+    let out_plane = plane * params.out_height;
+
+    var row0 = vec4<f32>(0.0);
+    var row1 = vec4<f32>(0.0);
+    var row2 = vec4<f32>(0.0);
+    var row3 = vec4<f32>(0.0);
+    for (var i = 0u; i < WINDOWS_DOWN; i++) {
+        let oy = oy_first + i;
+        for (var j = 0u; j < WINDOWS_ACROSS; j++) {
+            let ox = ox_first + j;
+            if oy >= params.out_height || ox >= params.out_width {
+                continue;
+            }
+            let window = (out_plane + oy) * params.out_width + ox;
+            let at = argmax[window];
+            let gradient = grad_output[window];
+            // The maximum's position relative to the tile (outside it: added nowhere).
+            let y = i32(oy * STRIDE_HEIGHT + at / WINDOW_WIDTH) - i32(params.pad_top + first_y);
+            let x = i32(ox * STRIDE_WIDTH + at % WINDOW_WIDTH) - i32(params.pad_left + first_x);
+            let columns = vec4<i32>(x) == vec4<i32>(0, 1, 2, 3);
+            row0 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 0));
+            row1 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 1));
+            row2 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 2));
+            row3 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 3));
+        }
+    }
+    let in_plane = plane * params.in_height;
+    store_row(in_plane, first_y, first_x, row0);
+    store_row(in_plane, first_y + 1u, first_x, row1);
+    store_row(in_plane, first_y + 2u, first_x, row2);
+    store_row(in_plane, first_y + 3u, first_x, row3);
+}
 
 // The first output position whose window, starting at o * stride - pad, reaches `i`.
 fn first_window(i: u32, pad: u32, window: u32, stride: u32) -> u32 {
@@ -39,38 +96,15 @@ fn first_window(i: u32, pad: u32, window: u32, stride: u32) -> u32 {
     return (u32(reach) + stride - 1u) / stride;
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn max_pool_backward(
-    @builtin(global_invocation_id) id: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
-    let segments_per_row = (params.in_width + INPUTS_PER_INVOCATION - 1u) / INPUTS_PER_INVOCATION;
-    let row = index / segments_per_row;
-    if row >= params.planes * params.in_height {
+// Writes the tile row's gradients that lie inside the input plane.
+fn store_row(in_plane: u32, y: u32, first_x: u32, values: vec4<f32>) {
+    if y >= params.in_height {
         return;
     }
-    let plane = row / params.in_height;
-    let y = row % params.in_height;
-    let in_base = plane * params.in_height * params.in_width;
-    let out_base = plane * params.out_height * params.out_width;
-    let oy_first = first_window(y, params.pad_top, params.window_height, params.stride_height);
-    let oy_end = min((y + params.pad_top) / params.stride_height + 1u, params.out_height);
-    let first_x = (index % segments_per_row) * INPUTS_PER_INVOCATION;
-    for (var x = first_x; x < min(first_x + INPUTS_PER_INVOCATION, params.in_width); x++) {
-        let me = y * params.in_width + x;
-        let ox_first = first_window(x, params.pad_left, params.window_width, params.stride_width);
-        let ox_end = min((x + params.pad_left) / params.stride_width + 1u, params.out_width);
-        var total = 0.0;
-        for (var oy = oy_first; oy < oy_end; oy++) {
-            for (var ox = ox_first; ox < ox_end; ox++) {
-                let window = out_base + oy * params.out_width + ox;
-                if argmax[window] == me {
-                    total += grad_output[window];
-                }
-            }
+    let at = (in_plane + y) * params.in_width + first_x;
+    for (var k = 0u; k < TILE; k++) {
+        if first_x + k < params.in_width {
+            grad_input[at + k] = values[k];
         }
-        grad_input[in_base + me] = total;
     }
 }

@@ -2,8 +2,15 @@
 // its SAME pads the way convolutions do). Padding never wins: a window's maximum is taken over the
 // positions inside the image only, as TensorFlow does.
 //
-// Every invocation owns one output row segment of up to OUTPUTS_PER_INVOCATION pixels of one
-// (image, channel) plane.
+// The window and stride are override constants, fixed per layer shape when the pipeline is made,
+// so the driver unrolls every loop below and folds every branch on them away.
+//
+// Every invocation owns a 4x4 tile of one plane's outputs. It reads each input row the tile's
+// windows cover once, takes the maxima of the tile's four windows across that row, and folds them
+// into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2 pool
+// instead of 144. Reads outside the image are clamped to its edge: the clamped position lies in
+// the same window, so maxima are unchanged and no bounds checks are needed (every window overlaps
+// the image; the planner refuses padding as wide as the window).
 
 struct Params {
     planes: u32, // batch * channels
@@ -11,10 +18,6 @@ struct Params {
     in_width: u32,
     out_height: u32,
     out_width: u32,
-    window_height: u32,
-    window_width: u32,
-    stride_height: u32,
-    stride_width: u32,
     pad_top: u32,
     pad_left: u32,
     _pad: u32,
@@ -25,7 +28,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
-const OUTPUTS_PER_INVOCATION: u32 = 4u;
+override WINDOW_HEIGHT: u32;
+override WINDOW_WIDTH: u32;
+override STRIDE_HEIGHT: u32;
+override STRIDE_WIDTH: u32;
+
+const TILE: u32 = 4u;
+// The input rows and columns a tile's windows cover.
+override SPAN_HEIGHT: u32 = (TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
+override SPAN_WIDTH: u32 = (TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn max_pool_forward(
@@ -34,29 +45,78 @@ fn max_pool_forward(
 ) {
     // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
     let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
-    let segments_per_row = (params.out_width + OUTPUTS_PER_INVOCATION - 1u) / OUTPUTS_PER_INVOCATION;
-    let row = index / segments_per_row;
-    if row >= params.planes * params.out_height {
+    let tiles_across = (params.out_width + TILE - 1u) / TILE;
+    let tiles_down = (params.out_height + TILE - 1u) / TILE;
+    let tile_row = index / tiles_across;
+    if tile_row >= params.planes * tiles_down {
         return;
     }
-    let plane = row / params.out_height;
-    let oh = row % params.out_height;
-    let first_ow = (index % segments_per_row) * OUTPUTS_PER_INVOCATION;
-    let in_base = plane * params.in_height * params.in_width;
+    let plane = tile_row / tiles_down;
+    let first_oh = tile_row % tiles_down * TILE;
+    let first_ow = index % tiles_across * TILE;
+    let in_plane = plane * params.in_height * params.in_width;
+    let top = i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top);
+    let left = i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left);
 
-    let top = i32(oh * params.stride_height) - i32(params.pad_top);
-    let row_begin = max(top, 0);
-    let row_end = min(top + i32(params.window_height), i32(params.in_height));
-    for (var ow = first_ow; ow < min(first_ow + OUTPUTS_PER_INVOCATION, params.out_width); ow++) {
-        let left = i32(ow * params.stride_width) - i32(params.pad_left);
-        let col_begin = max(left, 0);
-        let col_end = min(left + i32(params.window_width), i32(params.in_width));
-        var best = -3.40282347e38;
-        for (var y = row_begin; y < row_end; y++) {
-            for (var x = col_begin; x < col_end; x++) {
-                best = max(best, input[in_base + u32(y) * params.in_width + u32(x)]);
+    var row0: vec4<f32>;
+    var row1: vec4<f32>;
+    var row2: vec4<f32>;
+    var row3: vec4<f32>;
+    for (var dy = 0u; dy < SPAN_HEIGHT; dy++) {
+        let y = clamp(top + i32(dy), 0, i32(params.in_height) - 1);
+        let across = row_maxima(in_plane + u32(y) * params.in_width, left);
+        row0 = fold_row(row0, across, dy, 0u);
+        row1 = fold_row(row1, across, dy, 1u);
+        row2 = fold_row(row2, across, dy, 2u);
+        row3 = fold_row(row3, across, dy, 3u);
+    }
+    let out_plane = plane * params.out_height;
+    store_row(out_plane, first_oh, first_ow, row0);
+    store_row(out_plane, first_oh + 1u, first_ow, row1);
+    store_row(out_plane, first_oh + 2u, first_ow, row2);
+    store_row(out_plane, first_oh + 3u, first_ow, row3);
+}
+
+// The maxima over one input row of the tile's four windows across, the first starting at `left`.
+// Each window's first column sets its maximum; later columns can only raise it (so a window of
+// -inf stays -inf).
+fn row_maxima(row: u32, left: i32) -> vec4<f32> {
+    var best: vec4<f32>;
+    for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
+        let v = input[row + u32(clamp(left + i32(dx), 0, i32(params.in_width) - 1))];
+        for (var k = 0u; k < TILE; k++) {
+            let start = k * STRIDE_WIDTH;
+            if dx == start {
+                best[k] = v;
+            } else if dx > start && dx < start + WINDOW_WIDTH {
+                best[k] = max(best[k], v);
             }
         }
-        output[row * params.out_width + ow] = best;
+    }
+    return best;
+}
+
+// Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
+fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
+    let start = t * STRIDE_HEIGHT;
+    if dy == start {
+        return across;
+    }
+    if dy > start && dy < start + WINDOW_HEIGHT {
+        return max(best, across);
+    }
+    return best;
+}
+
+// Writes the tile row's outputs that lie inside the output plane.
+fn store_row(out_plane: u32, oh: u32, first_ow: u32, values: vec4<f32>) {
+    if oh >= params.out_height {
+        return;
+    }
+    let at = (out_plane + oh) * params.out_width + first_ow;
+    for (var k = 0u; k < TILE; k++) {
+        if first_ow + k < params.out_width {
+            output[at + k] = values[k];
+        }
     }
 }

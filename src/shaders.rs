@@ -54,7 +54,6 @@ pub const CONV2D_TRANSPOSE_GRAD_OUTPUT: ShaderSource = shader!(
 pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks");
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward");
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
-pub const LRN_BACKWARD_PREPARE: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward_prepare");
 pub const LRN_BACKWARD: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward");
 pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_argmax.wgsl", "max_pool_argmax");
 pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "max_pool_backward");
@@ -85,7 +84,6 @@ pub const ALL: &[ShaderSource] = &[
     SUM_CHUNKS,
     BIAS_BACKWARD,
     RELU_BACKWARD,
-    LRN_BACKWARD_PREPARE,
     LRN_BACKWARD,
     MAX_POOL_ARGMAX,
     MAX_POOL_BACKWARD,

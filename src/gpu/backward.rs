@@ -13,10 +13,11 @@
 use crate::error::Result;
 use crate::gpu::builder::{
     encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
-    MaxPoolParams, Purpose, Words4, BLOCK,
+    MaxPoolParams, Purpose, Words4, BLOCK, POOL_TILE,
 };
 use crate::gpu::network::{conv2d_dispatch, LayerParams, Packing};
-use crate::model::{LayerKind, LayerPlan};
+use crate::model::{Dims, LayerKind, LayerPlan};
+use crate::shaders;
 
 /// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
 /// adding the chunks stays cheap, few enough that the serial f32 sums stay short.
@@ -39,8 +40,8 @@ pub(crate) enum OutputGradient {
 }
 
 /// Everything the backward pass holds on the GPU.
-pub(crate) struct Gradients<'a> {
-    dispatches: Vec<Dispatch<'a>>,
+pub(crate) struct Gradients {
+    dispatches: Vec<Dispatch>,
     output_gradient: OutputGradient,
     /// The gradient of every layer's output.
     pub outputs: Vec<wgpu::Buffer>,
@@ -50,7 +51,7 @@ pub(crate) struct Gradients<'a> {
     pub params: Vec<ParamGrads>,
 }
 
-impl Gradients<'_> {
+impl Gradients {
     /// Records the backward pass: the loss gradient (the logits themselves, unless the caller
     /// provides it), then every layer.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
@@ -67,7 +68,7 @@ impl Gradients<'_> {
     }
 
     /// The backward dispatches, last layer first.
-    pub fn dispatches(&self) -> &[Dispatch<'_>] {
+    pub fn dispatches(&self) -> &[Dispatch] {
         &self.dispatches
     }
 }
@@ -91,7 +92,7 @@ pub(crate) fn build<'a>(
     params: &[LayerParams],
     output_gradient: OutputGradient,
     input_gradient: bool,
-) -> Result<Gradients<'a>> {
+) -> Result<Gradients> {
     let first = &plan[0];
     let input_grad = input_gradient.then(|| {
         b.storage(
@@ -175,7 +176,7 @@ fn relu_backward<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
     buf: &LayerBuffers,
-) -> Result<Dispatch<'a>> {
+) -> Result<Dispatch> {
     let len = layer.batch * layer.output.len();
     let label = format!("{} relu backward", layer.layer.name);
     let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
@@ -195,7 +196,7 @@ fn bias_backward<'a>(
     layer: &LayerPlan,
     grad_output: &wgpu::Buffer,
     grad_bias: &wgpu::Buffer,
-) -> Result<Dispatch<'a>> {
+) -> Result<Dispatch> {
     let label = format!("{} bias backward", layer.layer.name);
     let channels = layer.output.channels;
     let plane = layer.output.height * layer.output.width;
@@ -224,7 +225,7 @@ fn transpose_grad_output<'a>(
     grad_output: &wgpu::Buffer,
     groups: usize,
     packed_out: usize,
-) -> Result<(wgpu::Buffer, Dispatch<'a>)> {
+) -> Result<(wgpu::Buffer, Dispatch)> {
     let name = &layer.layer.name;
     let out_plane = layer.output.height * layer.output.width;
     let len = layer.batch * out_plane * groups * packed_out;
@@ -269,7 +270,7 @@ fn conv_backward<'a>(
     buf: &LayerBuffers,
     params: &LayerParams,
     grads: &ParamGrads,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let kernels = &b.ctx.kernels;
     let Packing::Conv {
@@ -356,7 +357,7 @@ fn rotated_weights<'a>(
     weights: &wgpu::Buffer,
     groups: usize,
     packed_out: usize,
-) -> Result<(wgpu::Buffer, Dispatch<'a>)> {
+) -> Result<(wgpu::Buffer, Dispatch)> {
     let name = &layer.layer.name;
     let in_per_group = layer.input.channels / groups;
     let out_per_group = layer.output.channels / groups;
@@ -397,7 +398,7 @@ fn input_gradient<'a>(
     grad_output: &wgpu::Buffer,
     rotated: &wgpu::Buffer,
     grad_input: &wgpu::Buffer,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let LayerKind::Conv2d { window, groups, .. } = layer.layer.kind else {
         unreachable!("a conv layer")
@@ -486,7 +487,7 @@ fn linear_backward<'a>(
     buf: &LayerBuffers,
     params: &LayerParams,
     grads: &ParamGrads,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let kernels = &b.ctx.kernels;
     let Packing::Linear {
@@ -555,66 +556,50 @@ fn lrn_backward<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
     buf: &LayerBuffers,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let Some(grad_input) = buf.grad_input else {
         return Ok(Vec::new());
     };
     let name = &layer.layer.name;
-    let kernels = &b.ctx.kernels;
-    let len = layer.batch * layer.input.len();
-    let terms = b.storage(&format!("{name} backward terms"), len, Purpose::Scratch);
-    let params = LrnParams::of(layer)?;
+    let (params, overrides) = LrnParams::of(layer)?;
     let positions = layer.batch * layer.input.height * layer.input.width;
     let workgroups = b.grid_1d(name, positions)?;
-    Ok(vec![
-        b.dispatch(
-            &format!("{name} backward terms"),
-            &kernels.lrn_backward_prepare,
-            &params,
-            &[buf.input, buf.grad_output, &terms],
-            workgroups,
-        ),
-        b.dispatch(
-            &format!("{name} backward"),
-            &kernels.lrn_backward,
-            &params,
-            &[buf.input, buf.grad_output, &terms, grad_input],
-            workgroups,
-        ),
-    ])
+    let kernel = b.specialised(&shaders::LRN_BACKWARD, &overrides);
+    let args = [buf.input, buf.grad_output, grad_input];
+    Ok(vec![b.dispatch(
+        &format!("{name} backward"),
+        &kernel,
+        &params,
+        &args,
+        workgroups,
+    )])
 }
 
 fn max_pool_backward<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
     buf: &LayerBuffers,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let Some(grad_input) = buf.grad_input else {
         return Ok(Vec::new());
     };
     let name = &layer.layer.name;
-    let params = MaxPoolParams::of(layer)?;
+    let (params, overrides) = MaxPoolParams::of(layer)?;
     // Every window's maximum position, found once (u32s, one per output).
     let outputs = layer.batch * layer.output.len();
     let argmax = b.storage(&format!("{name} argmax"), outputs, Purpose::Scratch);
+    let planes = layer.batch * layer.input.channels;
+    let tiles = |d: Dims| planes * d.height.div_ceil(POOL_TILE) * d.width.div_ceil(POOL_TILE);
     let label = format!("{name} argmax");
-    let workgroups = b.grid_1d(&label, outputs)?;
-    let kernel = &b.ctx.kernels.max_pool_argmax;
-    let find = b.dispatch(&label, kernel, &params, &[buf.input, &argmax], workgroups);
+    let workgroups = b.grid_1d(&label, tiles(layer.output))?;
+    let kernel = b.specialised(&shaders::MAX_POOL_ARGMAX, &overrides);
+    let find = b.dispatch(&label, &kernel, &params, &[buf.input, &argmax], workgroups);
     let label = format!("{name} backward");
-    // Each invocation owns up to 4 inputs of one row (INPUTS_PER_INVOCATION).
-    let segments =
-        layer.batch * layer.input.channels * layer.input.height * layer.input.width.div_ceil(4);
-    let workgroups = b.grid_1d(&label, segments)?;
+    let workgroups = b.grid_1d(&label, tiles(layer.input))?;
+    let kernel = b.specialised(&shaders::MAX_POOL_BACKWARD, &overrides);
     let args = [&argmax, buf.grad_output, grad_input];
     Ok(vec![
         find,
-        b.dispatch(
-            &label,
-            &b.ctx.kernels.max_pool_backward,
-            &params,
-            &args,
-            workgroups,
-        ),
+        b.dispatch(&label, &kernel, &params, &args, workgroups),
     ])
 }

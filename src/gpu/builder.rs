@@ -8,6 +8,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::model::{LayerKind, LayerPlan};
+use crate::shaders::ShaderSource;
 
 /// Register block edge of the GEMM-shaped kernels: 16 outputs by 16 outputs per invocation.
 pub(crate) const BLOCK: usize = 16;
@@ -113,22 +114,24 @@ pub(crate) struct MatmulParams {
     pub _pad: u32,
 }
 
-/// lrn_forward's and lrn_backward's parameters.
+/// Override constants a kernel is specialised with: see [`crate::gpu::Kernels`].
+pub(crate) type Overrides = Vec<(&'static str, f64)>;
+
+/// lrn_forward's and lrn_backward's parameters; the radius and beta are override constants.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct LrnParams {
     pub batch: u32,
     pub channels: u32,
     pub plane: u32,
-    pub depth_radius: u32,
+    pub channels_per_group: u32,
     pub bias: f32,
     pub alpha: f32,
-    pub beta: f32,
-    pub channels_per_group: u32,
+    pub _pad: [u32; 2],
 }
 
 impl LrnParams {
-    pub fn of(layer: &LayerPlan) -> Result<Self> {
+    pub fn of(layer: &LayerPlan) -> Result<(Self, Overrides)> {
         let LayerKind::Lrn {
             depth_radius,
             bias,
@@ -142,20 +145,26 @@ impl LrnParams {
                 layer.layer.name
             )));
         };
-        Ok(LrnParams {
+        let params = LrnParams {
             batch: u32_of(layer.batch, "batch")?,
             channels: u32_of(layer.input.channels, "channels")?,
             plane: u32_of(layer.input.height * layer.input.width, "plane")?,
-            depth_radius: u32_of(depth_radius, "depth_radius")?,
+            channels_per_group: u32_of(layer.input.channels / groups, "channels")?,
             bias,
             alpha,
-            beta,
-            channels_per_group: u32_of(layer.input.channels / groups, "channels")?,
-        })
+            _pad: [0; 2],
+        };
+        let radius = u32_of(depth_radius, "depth_radius")?;
+        let overrides = vec![
+            ("DEPTH_RADIUS", f64::from(radius)),
+            ("BETA", f64::from(beta)),
+        ];
+        Ok((params, overrides))
     }
 }
 
-/// max_pool_forward's and max_pool_backward's parameters.
+/// max_pool_forward's, max_pool_argmax's and max_pool_backward's parameters; the window and
+/// stride are override constants.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub(crate) struct MaxPoolParams {
@@ -164,37 +173,45 @@ pub(crate) struct MaxPoolParams {
     pub in_width: u32,
     pub out_height: u32,
     pub out_width: u32,
-    pub window_height: u32,
-    pub window_width: u32,
-    pub stride_height: u32,
-    pub stride_width: u32,
     pub pad_top: u32,
     pub pad_left: u32,
     pub _pad: u32,
 }
 
+/// The pooling kernels' tiles: 4x4 outputs (inputs, backward) per invocation.
+pub(crate) const POOL_TILE: usize = 4;
+
 impl MaxPoolParams {
-    pub fn of(layer: &LayerPlan) -> Result<Self> {
+    pub fn of(layer: &LayerPlan) -> Result<(Self, Overrides)> {
         let LayerKind::MaxPool { window } = layer.layer.kind else {
             return Err(Error::InvalidArgument(format!(
                 "{} is not a pooling layer",
                 layer.layer.name
             )));
         };
-        Ok(MaxPoolParams {
+        let params = MaxPoolParams {
             planes: u32_of(layer.batch * layer.input.channels, "planes")?,
             in_height: u32_of(layer.input.height, "height")?,
             in_width: u32_of(layer.input.width, "width")?,
             out_height: u32_of(layer.output.height, "height")?,
             out_width: u32_of(layer.output.width, "width")?,
-            window_height: u32_of(window.height, "window")?,
-            window_width: u32_of(window.width, "window")?,
-            stride_height: u32_of(window.stride_height, "stride")?,
-            stride_width: u32_of(window.stride_width, "stride")?,
             pad_top: u32_of(layer.pad.top, "padding")?,
             pad_left: u32_of(layer.pad.left, "padding")?,
             _pad: 0,
-        })
+        };
+        let overrides = vec![
+            ("WINDOW_HEIGHT", f64::from(u32_of(window.height, "window")?)),
+            ("WINDOW_WIDTH", f64::from(u32_of(window.width, "window")?)),
+            (
+                "STRIDE_HEIGHT",
+                f64::from(u32_of(window.stride_height, "stride")?),
+            ),
+            (
+                "STRIDE_WIDTH",
+                f64::from(u32_of(window.stride_width, "stride")?),
+            ),
+        ];
+        Ok((params, overrides))
     }
 }
 
@@ -240,10 +257,10 @@ impl MemoryUse {
 }
 
 /// One recorded kernel launch: which pipeline, its arguments, how many workgroups.
-pub(crate) struct Dispatch<'a> {
+pub(crate) struct Dispatch {
     /// What it computes; it starts with its layer's name (profiles group by that).
     pub label: String,
-    pub pipeline: &'a wgpu::ComputePipeline,
+    pub pipeline: wgpu::ComputePipeline,
     /// The kernel's arguments (uniform parameters and buffers).
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
@@ -265,7 +282,7 @@ pub(crate) fn encode_pass(
 /// Records `dispatches` into an open compute pass.
 pub(crate) fn record_dispatches(pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]) {
     for dispatch in dispatches {
-        pass.set_pipeline(dispatch.pipeline);
+        pass.set_pipeline(&dispatch.pipeline);
         pass.set_bind_group(0, &dispatch.bind_group, &[]);
         let [x, y, z] = dispatch.workgroups;
         pass.dispatch_workgroups(x, y, z);
@@ -418,15 +435,26 @@ impl<'a> Builder<'a> {
         Ok([x as u32, y as u32, z as u32])
     }
 
+    /// `shader` specialised with `overrides` (compiled once per device and shape).
+    pub fn specialised(
+        &self,
+        shader: &ShaderSource,
+        overrides: &[(&'static str, f64)],
+    ) -> wgpu::ComputePipeline {
+        self.ctx
+            .kernels
+            .specialised(&self.ctx.device, shader, overrides)
+    }
+
     /// A dispatch of `pipeline` with `uniform` at binding 0 and `buffers` at bindings 1, 2, ...
     pub fn dispatch<T: Pod>(
         &mut self,
         label: &str,
-        pipeline: &'a wgpu::ComputePipeline,
+        pipeline: &wgpu::ComputePipeline,
         params: &T,
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
-    ) -> Dispatch<'a> {
+    ) -> Dispatch {
         let uniform = self.uniform(label, params);
         let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(&uniform)
             .chain(buffers.iter().copied())
@@ -446,7 +474,7 @@ impl<'a> Builder<'a> {
             });
         Dispatch {
             label: label.to_string(),
-            pipeline,
+            pipeline: pipeline.clone(),
             bind_group,
             workgroups,
         }

@@ -10,11 +10,12 @@ use crate::error::{Error, Result};
 use crate::gpu::backward::{self, Gradients, OutputGradient};
 use crate::gpu::builder::{
     encode_pass, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams,
-    LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
+    LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK, POOL_TILE,
 };
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{ConvKernel, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES};
 use crate::model::{LayerKind, LayerPlan, Source};
+use crate::shaders;
 use crate::weights::{Tensor, Weights};
 
 /// A column slice of a linear layer's weight: as many columns as one storage binding holds.
@@ -144,8 +145,8 @@ pub struct GpuNetwork<'a> {
     pub(crate) input: wgpu::Buffer,
     pub(crate) outputs: Vec<wgpu::Buffer>,
     pub(crate) params: Vec<LayerParams>,
-    forward: Vec<Dispatch<'a>>,
-    pub(crate) gradients: Option<Gradients<'a>>,
+    forward: Vec<Dispatch>,
+    pub(crate) gradients: Option<Gradients>,
     memory: MemoryUse,
 }
 
@@ -246,7 +247,7 @@ impl<'a> GpuNetwork<'a> {
         Ok(())
     }
 
-    fn gradients_or_err(&self) -> Result<&Gradients<'a>> {
+    fn gradients_or_err(&self) -> Result<&Gradients> {
         self.gradients.as_ref().ok_or_else(|| {
             Error::InvalidArgument("this network was built without gradients".into())
         })
@@ -562,7 +563,7 @@ pub(crate) fn conv2d_dispatch<'a>(
     label: &str,
     params: &Conv2dParams,
     args: [&wgpu::Buffer; 4],
-) -> Result<Dispatch<'a>> {
+) -> Result<Dispatch> {
     let pixels = (params.batch * params.out_height * params.out_width) as usize;
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
@@ -600,7 +601,7 @@ fn pad_input<'a>(
     layer: &LayerPlan,
     input: &wgpu::Buffer,
     params: &mut Conv2dParams,
-    dispatches: &mut Vec<Dispatch<'a>>,
+    dispatches: &mut Vec<Dispatch>,
 ) -> Result<Option<wgpu::Buffer>> {
     let pad = layer.pad;
     if pad == crate::model::Pad::default() {
@@ -658,7 +659,7 @@ fn small_batch_linear<'a>(
     chunks: usize,
     input: &wgpu::Buffer,
     output: &wgpu::Buffer,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let name = layer.name;
     let kernels = &b.ctx.kernels;
     let len = layer.batch * layer.out_features;
@@ -730,7 +731,7 @@ fn forward_dispatches<'a>(
     params: Option<&LayerParams>,
     inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
-) -> Result<Vec<Dispatch<'a>>> {
+) -> Result<Vec<Dispatch>> {
     let name = layer.layer.name.as_str();
     let input = inputs[0];
     let kernels = &b.ctx.kernels;
@@ -791,29 +792,19 @@ fn forward_dispatches<'a>(
         (LayerKind::Lrn { .. }, None) => {
             let positions = batch * layer.input.height * layer.input.width;
             let workgroups = b.grid_1d(name, positions)?;
-            let params = LrnParams::of(layer)?;
-            dispatches.push(b.dispatch(
-                name,
-                &kernels.lrn_forward,
-                &params,
-                &[input, output],
-                workgroups,
-            ));
+            let (params, overrides) = LrnParams::of(layer)?;
+            let kernel = b.specialised(&shaders::LRN_FORWARD, &overrides);
+            dispatches.push(b.dispatch(name, &kernel, &params, &[input, output], workgroups));
         }
         (LayerKind::MaxPool { .. }, None) => {
-            // Each invocation writes up to 4 outputs of one row (OUTPUTS_PER_INVOCATION).
-            let segments =
-                batch * layer.input.channels * layer.output.height * layer.output.width.div_ceil(4);
-            let workgroups = b.grid_1d(name, segments)?;
-            let params = MaxPoolParams::of(layer)?;
-            let args = [input, output];
-            dispatches.push(b.dispatch(
-                name,
-                &kernels.max_pool_forward,
-                &params,
-                &args,
-                workgroups,
-            ));
+            let (params, overrides) = MaxPoolParams::of(layer)?;
+            let tiles = batch
+                * layer.input.channels
+                * layer.output.height.div_ceil(POOL_TILE)
+                * layer.output.width.div_ceil(POOL_TILE);
+            let workgroups = b.grid_1d(name, tiles)?;
+            let kernel = b.specialised(&shaders::MAX_POOL_FORWARD, &overrides);
+            dispatches.push(b.dispatch(name, &kernel, &params, &[input, output], workgroups));
         }
         (LayerKind::BatchNorm { eps, relu }, Some(p)) => {
             let len = batch * layer.output.len();

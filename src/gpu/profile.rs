@@ -31,7 +31,7 @@ fn layer_of(label: &str) -> &str {
 }
 
 /// Consecutive runs of dispatches of one layer.
-fn groups<'d, 'a>(dispatches: &'d [Dispatch<'a>]) -> Vec<&'d [Dispatch<'a>]> {
+fn groups(dispatches: &[Dispatch]) -> Vec<&[Dispatch]> {
     let mut groups: Vec<&[Dispatch]> = Vec::new();
     let mut start = 0;
     for i in 1..=dispatches.len() {

@@ -22,7 +22,7 @@ struct SgdParams {
 /// created up front.
 pub struct Sgd<'n, 'a> {
     net: &'n GpuNetwork<'a>,
-    dispatches: Vec<Dispatch<'a>>,
+    dispatches: Vec<Dispatch>,
     /// Bytes of velocity buffers.
     pub memory: u64,
 }
