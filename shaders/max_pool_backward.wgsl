@@ -64,12 +64,12 @@ fn max_pool_backward(
         let oy = oy_first + i;
         for (var j = 0u; j < WINDOWS_ACROSS; j++) {
             let ox = ox_first + j;
-            if oy >= params.out_height || ox >= params.out_width {
-                continue;
-            }
-            let window = (out_plane + oy) * params.out_width + ox;
+            // Past the last window: read the last one, add nothing (cheaper than a branch).
+            let inside = oy < params.out_height && ox < params.out_width;
+            let last_oy = min(oy, params.out_height - 1u);
+            let window = (out_plane + last_oy) * params.out_width + min(ox, params.out_width - 1u);
             let at = argmax[window];
-            let gradient = grad_output[window];
+            let gradient = select(0.0, grad_output[window], inside);
             // The maximum's position relative to the tile (outside it: added nowhere).
             let y = i32(oy * STRIDE_HEIGHT + at / WINDOW_WIDTH) - i32(params.pad_top + first_y);
             let x = i32(ox * STRIDE_WIDTH + at % WINDOW_WIDTH) - i32(params.pad_left + first_x);
