@@ -45,6 +45,10 @@ pub const CONV2D_BACKWARD_DATA: ShaderSource =
     shader!("conv2d_backward_data.wgsl", "conv2d_backward_data");
 pub const CONV2D_BACKWARD_FILTER: ShaderSource =
     shader!("conv2d_backward_filter.wgsl", "conv2d_backward_filter");
+pub const CONV2D_BACKWARD_FILTER_TILED: ShaderSource = shader!(
+    "conv2d_backward_filter_tiled.wgsl",
+    "conv2d_backward_filter_tiled"
+);
 pub const CONV2D_TRANSPOSE_WEIGHTS: ShaderSource =
     shader!("conv2d_transpose_weights.wgsl", "conv2d_transpose_weights");
 pub const CONV2D_TRANSPOSE_GRAD_OUTPUT: ShaderSource = shader!(
@@ -79,6 +83,7 @@ pub const ALL: &[ShaderSource] = &[
     CONCAT_FORWARD,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
+    CONV2D_BACKWARD_FILTER_TILED,
     CONV2D_TRANSPOSE_WEIGHTS,
     CONV2D_TRANSPOSE_GRAD_OUTPUT,
     SUM_CHUNKS,

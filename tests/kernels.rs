@@ -163,6 +163,15 @@ fn every_conv_kernel_variant_matches_the_reference() {
         2,
         false,
     ));
+    // 1440 output pixels: the filter gradient sums two chunks of pixels.
+    cases.push((
+        3,
+        dims(2, 24, 20),
+        5,
+        window(3, 3, 1, 1, Padding::Same),
+        1,
+        false,
+    ));
     for shared in contexts() {
         for conv_kernel in [ConvKernel::RegisterBlock, ConvKernel::WorkgroupTile] {
             let variants = Variants {

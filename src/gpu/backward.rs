@@ -15,7 +15,8 @@ use crate::gpu::builder::{
     encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
     MaxPoolParams, Purpose, Words4, BLOCK, POOL_TILE,
 };
-use crate::gpu::network::{conv2d_dispatch, LayerParams, Packing};
+use crate::gpu::kernels::ConvKernel;
+use crate::gpu::network::{conv2d_dispatch, tiled_kernel, LayerParams, Packing};
 use crate::model::{Dims, LayerKind, LayerPlan};
 use crate::shaders;
 
@@ -304,22 +305,33 @@ fn conv_backward<'a>(
     let mut conv = Conv2dParams::of(layer, packed_out)?;
     conv.pixels_per_chunk = u32_of(pixels_per_chunk, "pixels")?;
     let label = format!("{name} filter backward");
-    let workgroups = b.grid_3d(
-        &label,
-        taps.div_ceil(BLOCK),
-        packed_out / BLOCK,
-        chunks * groups,
-    )?;
+    // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a group.
+    let (kernel, workgroups) = match b.ctx.conv_kernel() {
+        ConvKernel::WorkgroupTile => (
+            tiled_kernel(
+                b,
+                kernels.conv2d_backward_filter_tiled.as_ref(),
+                "filter gradient",
+            )?,
+            b.workgroups(
+                &label,
+                [taps.div_ceil(64), packed_out.div_ceil(64), chunks * groups],
+            )?,
+        ),
+        _ => (
+            &kernels.conv2d_backward_filter,
+            b.grid_3d(
+                &label,
+                taps.div_ceil(BLOCK),
+                packed_out / BLOCK,
+                chunks * groups,
+            )?,
+        ),
+    };
     let grad_output = transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
     dispatches.push(grad_output.1);
     let args = [buf.input, &grad_output.0, partial];
-    dispatches.push(b.dispatch(
-        &label,
-        &kernels.conv2d_backward_filter,
-        &conv,
-        &args,
-        workgroups,
-    ));
+    dispatches.push(b.dispatch(&label, kernel, &conv, &args, workgroups));
     if let Some(scratch) = &scratch {
         let label = format!("{name} filter chunk sum");
         let params = Words4([

@@ -126,6 +126,8 @@ pub struct Kernels {
     pub concat_forward: wgpu::ComputePipeline,
     pub conv2d_backward_data: wgpu::ComputePipeline,
     pub conv2d_backward_filter: wgpu::ComputePipeline,
+    /// `None` where conv2d_forward_tiled is.
+    pub conv2d_backward_filter_tiled: Option<wgpu::ComputePipeline>,
     pub conv2d_transpose_weights: wgpu::ComputePipeline,
     pub conv2d_transpose_grad_output: wgpu::ComputePipeline,
     pub sum_chunks: wgpu::ComputePipeline,
@@ -201,6 +203,8 @@ impl Kernels {
             concat_forward: compile(device, &shaders::CONCAT_FORWARD, size),
             conv2d_backward_data: compile(device, &shaders::CONV2D_BACKWARD_DATA, size),
             conv2d_backward_filter: compile(device, &shaders::CONV2D_BACKWARD_FILTER, size),
+            conv2d_backward_filter_tiled: tiled_fits
+                .then(|| compile(device, &shaders::CONV2D_BACKWARD_FILTER_TILED, None)),
             conv2d_transpose_weights: compile(device, &shaders::CONV2D_TRANSPOSE_WEIGHTS, size),
             conv2d_transpose_grad_output: compile(
                 device,

@@ -569,17 +569,11 @@ pub(crate) fn conv2d_dispatch<'a>(
     let groups = params.groups as usize;
     let (kernel, workgroups) = match b.ctx.conv_kernel() {
         ConvKernel::WorkgroupTile => (
-            b.ctx.kernels.conv2d_forward_tiled.as_ref().ok_or_else(|| {
-                b.too_large(
-                    "the workgroup-tiled convolution".into(),
-                    format!(
-                        "it needs {TILED_INVOCATIONS} invocations and {TILED_WORKGROUP_BYTES} \
-                         bytes of workgroup memory, the adapter allows {} and {}",
-                        b.ctx.limits.max_compute_invocations_per_workgroup,
-                        b.ctx.limits.max_compute_workgroup_storage_size
-                    ),
-                )
-            })?,
+            tiled_kernel(
+                b,
+                b.ctx.kernels.conv2d_forward_tiled.as_ref(),
+                "convolution",
+            )?,
             b.workgroups(
                 label,
                 [pixels.div_ceil(64), packed_out.div_ceil(64), groups],
@@ -591,6 +585,26 @@ pub(crate) fn conv2d_dispatch<'a>(
         ),
     };
     Ok(b.dispatch(label, kernel, params, &args, workgroups))
+}
+
+/// A workgroup-tiled kernel, or the error that the adapter's limits cannot run it (where forced;
+/// `auto` never chooses it there).
+pub(crate) fn tiled_kernel<'k>(
+    b: &Builder,
+    kernel: Option<&'k wgpu::ComputePipeline>,
+    what: &str,
+) -> Result<&'k wgpu::ComputePipeline> {
+    kernel.ok_or_else(|| {
+        b.too_large(
+            format!("the workgroup-tiled {what}"),
+            format!(
+                "it needs {TILED_INVOCATIONS} invocations and {TILED_WORKGROUP_BYTES} bytes of \
+                 workgroup memory, the adapter allows {} and {}",
+                b.ctx.limits.max_compute_invocations_per_workgroup,
+                b.ctx.limits.max_compute_workgroup_storage_size
+            ),
+        )
+    })
 }
 
 /// For a padded convolution: a zero-bordered copy of its input, the dispatch that fills it each

@@ -1,0 +1,158 @@
+// conv2d backward with respect to the filter, tiled the way GPUs want it: the GPU-shaped sibling
+// of conv2d_backward_filter (same operands, parameters, chunks and output layout), chosen with
+// conv2d_forward_tiled.
+//
+//   partial[chunk][group][k][co] = sum_{pixels p of the chunk} grad_output[n, co, oy, ox] * input[n, ci, y, x]
+//       with k = (ci, ky, kx), y = oy * stride + ky - pad_top, x = ox * stride + kx - pad_left
+//
+// A workgroup of 16x16 invocations owns a 64 k x 64 output-channel tile of one chunk. The pixels
+// advance 16 at a time: the workgroup stages the 16 x 64 output-gradient values (rows of the
+// transposed gradient, one vec4 load each) and the 16 x 64 input values under the tile's taps
+// (gathered with their padding checks) in workgroup memory, one vec4 of each per invocation; then
+// every invocation multiplies its 4 output channels by its 4 taps for those 16 pixels. Two
+// barriers per 16 pixels; every staged value is read by 16 invocations.
+
+struct Params {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    groups: u32,
+    kernel_height: u32,
+    kernel_width: u32,
+    stride_height: u32,
+    stride_width: u32,
+    pad_top: u32,
+    pad_left: u32,
+    relu: u32, // unused here: ReLU's backward runs before this kernel
+    packed_out_per_group: u32,
+    pixels_per_chunk: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+// The output gradient as conv2d_transpose_grad_output lays it out:
+// [pixel of the batch][group][out channels of the group rounded up to 16].
+@group(0) @binding(2) var<storage, read> grad_output: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+
+// Taps and output channels per workgroup tile, and pixels staged at once.
+const TILE: u32 = 64u;
+const TILE_PIXELS: u32 = 16u;
+
+// [pixel][16 vec4s]: 64 output channels of the gradient, 64 taps of the input, per staged pixel.
+var<workgroup> gradient_tile: array<vec4<f32>, 256>;
+var<workgroup> input_tile: array<vec4<f32>, 256>;
+
+const OUTSIDE: i32 = -1073741824;
+
+// Four entries k = (ci, ky, kx) of the reduction: their input offsets and kernel taps.
+struct Taps {
+    offset: vec4<i32>,
+    ky: vec4<i32>,
+    kx: vec4<i32>,
+}
+
+fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
+}
+
+fn locate_taps(first: u32, k_per_group: u32) -> Taps {
+    let taps = params.kernel_height * params.kernel_width;
+    var t: Taps;
+    for (var j = 0u; j < 4u; j++) {
+        let k = first + j;
+        if k < k_per_group {
+            let ci = k / taps;
+            let ky = (k % taps) / params.kernel_width;
+            let kx = k % params.kernel_width;
+            t.offset[j] = i32((ci * params.in_height + ky) * params.in_width + kx);
+            t.ky[j] = i32(ky);
+            t.kx[j] = i32(kx);
+        } else {
+            t.offset[j] = 0;
+            t.ky[j] = OUTSIDE;
+            t.kx[j] = OUTSIDE;
+        }
+    }
+    return t;
+}
+
+// The input under four taps for output pixel p of the batch, zero in the padding and past `end`.
+fn gather(t: Taps, p: u32, end: u32, group: u32) -> vec4<f32> {
+    if p >= end {
+        return vec4<f32>(0.0);
+    }
+    let out_plane = params.out_height * params.out_width;
+    let image = p / out_plane;
+    let within = p % out_plane;
+    let row = i32((within / params.out_width) * params.stride_height) - i32(params.pad_top);
+    let col = i32((within % params.out_width) * params.stride_width) - i32(params.pad_left);
+    let in_per_group = params.in_channels / params.groups;
+    let channel0 = image * params.in_channels + group * in_per_group;
+    let base = i32(channel0 * params.in_height * params.in_width) + row * i32(params.in_width) + col;
+    let y = t.ky + vec4<i32>(row);
+    let x = t.kx + vec4<i32>(col);
+    let inside = (y >= vec4<i32>(0)) & (y < vec4<i32>(i32(params.in_height)))
+        & (x >= vec4<i32>(0)) & (x < vec4<i32>(i32(params.in_width)));
+    let index = select(vec4<i32>(0), vec4<i32>(base) + t.offset, inside);
+    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    return select(vec4<f32>(0.0), value, inside);
+}
+
+@compute @workgroup_size(16, 16)
+fn conv2d_backward_filter_tiled(
+    @builtin(workgroup_id) tile: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+) {
+    let taps = params.kernel_height * params.kernel_width;
+    let k_per_group = params.in_channels / params.groups * taps;
+    let group = tile.z % params.groups;
+    let chunk = tile.z / params.groups;
+    // This invocation stages taps first_k .. first_k + 3 and output-channel vec4 local.x of
+    // staged pixel local.y; it multiplies output channels 4 local.y .. (the staged vec4 local.y)
+    // by taps 4 local.x .. (staged vec4 local.x).
+    let first_k = tile.x * TILE + local.x * 4u;
+    let t = locate_taps(first_k, k_per_group);
+    let staged_channel = tile.y * TILE + local.x * 4u;
+    let pixel_vec4s = params.groups * params.packed_out_per_group / 4u;
+    let channel_vec4 = (group * params.packed_out_per_group + staged_channel) / 4u;
+    let first_pixel = chunk * params.pixels_per_chunk;
+    let end = min(first_pixel + params.pixels_per_chunk, params.batch * params.out_height * params.out_width);
+    let slot = local.y * 16u + local.x;
+    var acc = mat4x4<f32>();
+    for (var p0 = first_pixel; p0 < end; p0 += TILE_PIXELS) {
+        let p = p0 + local.y;
+        var g = vec4<f32>(0.0);
+        if p < end && staged_channel < params.packed_out_per_group {
+            g = grad_output[p * pixel_vec4s + channel_vec4];
+        }
+        gradient_tile[slot] = g;
+        input_tile[slot] = gather(t, p, end, group);
+        workgroupBarrier();
+        for (var step = 0u; step < TILE_PIXELS; step++) {
+            acc += outer(gradient_tile[step * 16u + local.y], input_tile[step * 16u + local.x]);
+        }
+        workgroupBarrier();
+    }
+
+    // acc[j][i]: tap first_k + j, output channel `channel` + i. Padding channels are not written.
+    let out_per_group = params.out_channels / params.groups;
+    let channel = tile.y * TILE + local.y * 4u;
+    let packed_len = params.groups * k_per_group * params.packed_out_per_group;
+    let chunk_base = chunk * packed_len + group * k_per_group * params.packed_out_per_group;
+    for (var j = 0u; j < 4u; j++) {
+        let k = first_k + j;
+        for (var i = 0u; i < 4u; i++) {
+            if k < k_per_group && channel + i < out_per_group {
+                partial[chunk_base + k * params.packed_out_per_group + channel + i] = acc[j][i];
+            }
+        }
+    }
+}
