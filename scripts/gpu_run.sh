@@ -33,10 +33,10 @@ gpu="--backend vulkan"
 step "$convnet" adapters
 step "$convnet" peak $gpu
 step "$convnet" check $gpu --batch 2
-step "$convnet" check $gpu --batch 2 --conv-kernel register-block --linear-kernel block16
+step "$convnet" check $gpu --batch 2 --conv-kernel register-block --matmul-kernel register-block --linear-kernel block16
 step "$convnet" check $gpu --model resnet50 --input-size 64 --batch 2
 step "$convnet" bench $gpu --batch 32 --profile --json "$out/alexnet.json"
-step "$convnet" bench $gpu --batch 32 --conv-kernel register-block --linear-kernel block16 \
+step "$convnet" bench $gpu --batch 32 --conv-kernel register-block --matmul-kernel register-block --linear-kernel block16 \
   --json "$out/alexnet-cpu-shaped.json"
 step "$convnet" bench $gpu --model alexnet-2gpu --batch 32 --profile --json "$out/alexnet-2gpu.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$out/vgg16.json"

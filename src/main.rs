@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench::{self, Pass};
 use convnet_wgpu::gpu::{
-    self, AdapterChoice, ConvKernel, GpuContext, GpuNetwork, LinearKernel, MemoryUse, Runner, Sgd,
+    self, AdapterChoice, GpuContext, GpuNetwork, KernelShape, LinearKernel, MemoryUse, Runner, Sgd,
     StepStats, TwoDeviceNetwork, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Network};
@@ -214,17 +214,30 @@ struct DeviceArgs {
     /// With --linear-kernel small-batch: split each reduction into this many chunks.
     #[arg(long, default_value_t = 1)]
     split_k: usize,
-    /// The convolutions' forward kernel: chosen per adapter (auto: register-block on software
-    /// adapters, workgroup-tile on GPUs), or forced.
+    /// The convolutions' kernels (forward, filter gradient, stride-1 input gradient): chosen per
+    /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
     #[arg(long, value_enum, default_value = "auto")]
-    conv_kernel: ConvChoice,
+    conv_kernel: ShapeChoice,
+    /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    matmul_kernel: ShapeChoice,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ConvChoice {
+enum ShapeChoice {
     Auto,
     RegisterBlock,
     WorkgroupTile,
+}
+
+impl ShapeChoice {
+    fn shape(self) -> KernelShape {
+        match self {
+            ShapeChoice::Auto => KernelShape::Auto,
+            ShapeChoice::RegisterBlock => KernelShape::RegisterBlock,
+            ShapeChoice::WorkgroupTile => KernelShape::WorkgroupTile,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -290,12 +303,11 @@ impl DeviceArgs {
             (LinearChoice::SmallBatch, chunks) => LinearKernel::SmallBatch { chunks },
             (_, _) => anyhow::bail!("--split-k applies to --linear-kernel small-batch"),
         };
-        let conv = match self.conv_kernel {
-            ConvChoice::Auto => ConvKernel::Auto,
-            ConvChoice::RegisterBlock => ConvKernel::RegisterBlock,
-            ConvChoice::WorkgroupTile => ConvKernel::WorkgroupTile,
-        };
-        Ok(Variants { linear, conv })
+        Ok(Variants {
+            linear,
+            conv: self.conv_kernel.shape(),
+            matmul: self.matmul_kernel.shape(),
+        })
     }
 
     fn choice(&self, adapter: Option<&String>) -> AdapterChoice {
@@ -617,11 +629,12 @@ fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
     for (i, ctx) in contexts.iter().enumerate() {
         println!(
             "device {i}: {}; kernels' pipelines created in {:.2} s; convolutions {:?}, fully \
-             connected {:?}",
+             connected {:?} (backward {:?})",
             ctx.describe(),
             ctx.pipeline_seconds,
             ctx.conv_kernel(),
-            ctx.variants.linear
+            ctx.variants.linear,
+            ctx.matmul_kernel()
         );
     }
     if contexts.len() == 2 && contexts[0].info == contexts[1].info {
@@ -1153,6 +1166,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                     "pipeline_creation_s": ctx.pipeline_seconds,
                     "conv_kernel": format!("{:?}", ctx.conv_kernel()),
                     "linear_kernel": format!("{:?}", ctx.variants.linear),
+                    "matmul_kernel": format!("{:?}", ctx.matmul_kernel()),
                 })
             })
             .collect();

@@ -62,6 +62,7 @@ pub const LRN_BACKWARD: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backwar
 pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_argmax.wgsl", "max_pool_argmax");
 pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "max_pool_backward");
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul");
+pub const MATMUL_TILED: ShaderSource = shader!("matmul_tiled.wgsl", "matmul_tiled");
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd");
 
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma");
@@ -93,6 +94,7 @@ pub const ALL: &[ShaderSource] = &[
     MAX_POOL_ARGMAX,
     MAX_POOL_BACKWARD,
     MATMUL,
+    MATMUL_TILED,
     SGD,
     PEAK_FMA,
     PEAK_BANDWIDTH,

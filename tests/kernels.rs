@@ -145,7 +145,7 @@ fn conv2d_matches_reference() {
 /// reduction that do not divide into its tiles).
 #[test]
 fn every_conv_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{ConvKernel, Variants};
+    use convnet_wgpu::gpu::{KernelShape, Variants};
     let mut cases = conv_cases();
     cases.push((
         2,
@@ -173,7 +173,7 @@ fn every_conv_kernel_variant_matches_the_reference() {
         false,
     ));
     for shared in contexts() {
-        for conv_kernel in [ConvKernel::RegisterBlock, ConvKernel::WorkgroupTile] {
+        for conv_kernel in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
             let variants = Variants {
                 conv: conv_kernel,
                 ..Variants::default()
@@ -320,6 +320,37 @@ fn linear_matches_reference() {
 /// small-batch kernel, and the latter split along the reduction into 3 chunks and into more
 /// chunks than the reduction has steps (clamped); each also with the weight split into column
 /// slices by a lowered binding limit.
+#[test]
+fn every_matmul_kernel_variant_matches_the_reference() {
+    use convnet_wgpu::gpu::{KernelShape, Variants};
+    // The fully connected layers' backward products (both gradients), whole and in weight
+    // slices (the input gradient accumulates slice by slice), at sizes off every tile.
+    let shapes = [(1, 300, 37), (3, 70, 129), (17, 65, 5)];
+    for shared in contexts() {
+        for matmul in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
+            for sliced in [false, true] {
+                let mut ctx = common::fresh_context(shared).with_variants(Variants {
+                    matmul,
+                    ..Variants::default()
+                });
+                if sliced {
+                    ctx.limits.max_storage_buffer_binding_size = 24 * 1024;
+                }
+                for (i, &(batch, features, out)) in shapes.iter().enumerate() {
+                    let network = behind_identity(
+                        dims(features, 1, 1),
+                        LayerKind::Linear {
+                            out_features: out,
+                            relu: i % 2 == 0,
+                        },
+                    );
+                    check_layer_on(&ctx, &network, batch, 700 + i as u64);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_linear_kernel_variant_matches_the_reference() {
     use convnet_wgpu::gpu::{LinearKernel, Variants};

@@ -15,7 +15,7 @@ use crate::gpu::builder::{
     encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
     MaxPoolParams, Purpose, Words4, BLOCK, POOL_TILE,
 };
-use crate::gpu::kernels::ConvKernel;
+use crate::gpu::kernels::KernelShape;
 use crate::gpu::network::{conv2d_dispatch, tiled_kernel, LayerParams, Packing};
 use crate::model::{Dims, LayerKind, LayerPlan};
 use crate::shaders;
@@ -307,7 +307,7 @@ fn conv_backward<'a>(
     let label = format!("{name} filter backward");
     // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a group.
     let (kernel, workgroups) = match b.ctx.conv_kernel() {
-        ConvKernel::WorkgroupTile => (
+        KernelShape::WorkgroupTile => (
             tiled_kernel(
                 b,
                 kernels.conv2d_backward_filter_tiled.as_ref(),
@@ -501,7 +501,6 @@ fn linear_backward<'a>(
     grads: &ParamGrads,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
-    let kernels = &b.ctx.kernels;
     let Packing::Linear {
         depth,
         out_features,
@@ -529,14 +528,8 @@ fn linear_backward<'a>(
             c_row_stride: u32_of(slice.packed_columns, "features")?,
             _pad: 0,
         };
-        let workgroups = b.grid_3d(
-            &label,
-            slice.count.div_ceil(BLOCK),
-            depth.div_ceil(BLOCK),
-            1,
-        )?;
         let args = [buf.input, buf.grad_output, &grads.weights[s]];
-        dispatches.push(b.dispatch(&label, &kernels.matmul, &product, &args, workgroups));
+        dispatches.push(matmul_dispatch(b, &label, &product, args)?);
 
         // Input gradient, summed over slices: dY[:, slice] W[slice, :].
         if let Some(grad_input) = buf.grad_input {
@@ -555,13 +548,34 @@ fn linear_backward<'a>(
                 c_row_stride: u32_of(*depth, "features")?,
                 _pad: 0,
             };
-            let workgroups = b.grid_3d(&label, depth.div_ceil(BLOCK), batch.div_ceil(BLOCK), 1)?;
             let args = [buf.grad_output, &params.weights[s], grad_input];
-            dispatches.push(b.dispatch(&label, &kernels.matmul, &product, &args, workgroups));
+            dispatches.push(matmul_dispatch(b, &label, &product, args)?);
         }
     }
     dispatches.push(bias_backward(b, layer, buf.grad_output, &grads.bias)?);
     Ok(dispatches)
+}
+
+/// The dispatch of `product` (a, b, c) on the matmul kernel this device uses: `matmul` (register
+/// block) or `matmul_tiled` (workgroup tiles).
+fn matmul_dispatch(
+    b: &mut Builder,
+    label: &str,
+    product: &MatmulParams,
+    args: [&wgpu::Buffer; 3],
+) -> Result<Dispatch> {
+    let (m, n) = (product.m as usize, product.n as usize);
+    let (kernel, workgroups) = match b.ctx.matmul_kernel() {
+        KernelShape::WorkgroupTile => (
+            tiled_kernel(b, b.ctx.kernels.matmul_tiled.as_ref(), "matrix product")?,
+            b.workgroups(label, [n.div_ceil(64), m.div_ceil(64), 1])?,
+        ),
+        _ => (
+            &b.ctx.kernels.matmul,
+            b.grid_3d(label, n.div_ceil(BLOCK), m.div_ceil(BLOCK), 1)?,
+        ),
+    };
+    Ok(b.dispatch(label, kernel, product, &args, workgroups))
 }
 
 fn lrn_backward<'a>(

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{ConvKernel, Kernels, Variants};
+use crate::gpu::kernels::{KernelShape, Kernels, Variants};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
 /// to the default choice: the first hardware GPU, else a software adapter.
@@ -238,9 +238,15 @@ impl GpuContext {
     }
 
     /// The convolution kernel this device's networks use: forced, or chosen for the adapter.
-    pub fn conv_kernel(&self) -> ConvKernel {
+    pub fn conv_kernel(&self) -> KernelShape {
         let tiled_available = self.kernels.conv2d_forward_tiled.is_some();
         self.variants.conv.resolve(self.software, tiled_available)
+    }
+
+    /// The fully connected layers' backward kernel: forced, or chosen for the adapter.
+    pub fn matmul_kernel(&self) -> KernelShape {
+        let tiled_available = self.kernels.matmul_tiled.is_some();
+        self.variants.matmul.resolve(self.software, tiled_available)
     }
 
     /// The same device with its networks built from `variants` instead of the adapter's choice.

@@ -70,42 +70,49 @@ impl LinearKernel {
     }
 }
 
-/// Which kernel computes a convolution's forward pass.
+/// Which shape of kernel computes the convolutions (forward, filter gradient, stride-1 input
+/// gradient) or the fully connected layers' backward products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ConvKernel {
-    /// The register-blocked kernel on software adapters, the workgroup-tiled one on GPUs.
+pub enum KernelShape {
+    /// The register-blocked kernels on software adapters, the workgroup-tiled ones on GPUs.
     #[default]
     Auto,
-    /// `conv2d_forward`: a 16x16 register block per invocation, no workgroup memory (CPU-shaped).
+    /// `conv2d_forward`, `conv2d_backward_filter`, `matmul`: a 16x16 register block per
+    /// invocation, no workgroup memory (CPU-shaped).
     RegisterBlock,
-    /// `conv2d_forward_tiled`: 64x64 tiles per workgroup staged in workgroup memory (GPU-shaped).
+    /// `conv2d_forward_tiled`, `conv2d_backward_filter_tiled`, `matmul_tiled`: 64x64 tiles per
+    /// workgroup staged in workgroup memory (GPU-shaped).
     WorkgroupTile,
 }
 
-/// conv2d_forward_tiled's workgroup (16 x 16 invocations) and workgroup memory (two tiles of
-/// 16 x 64 floats).
+/// The tiled kernels' workgroup (16 x 16 invocations) and workgroup memory (two tiles of 16 x 64
+/// floats).
 pub const TILED_INVOCATIONS: u32 = 256;
 pub const TILED_WORKGROUP_BYTES: u32 = 8192;
 
-impl ConvKernel {
+impl KernelShape {
     /// The kernel for a software (CPU) or hardware adapter; `tiled_available` is false where the
     /// adapter's limits cannot run the tiled kernel.
     pub fn resolve(self, software: bool, tiled_available: bool) -> Self {
         match self {
-            ConvKernel::Auto if software || !tiled_available => ConvKernel::RegisterBlock,
-            ConvKernel::Auto => ConvKernel::WorkgroupTile,
+            KernelShape::Auto if software || !tiled_available => KernelShape::RegisterBlock,
+            KernelShape::Auto => KernelShape::WorkgroupTile,
             forced => forced,
         }
     }
 }
 
 /// Which kernel variants a device's networks use. `Default` chooses per adapter; tests and
-/// `--linear-kernel` / `--conv-kernel` force one, so that every variant is checked on the
-/// software adapters.
+/// `--linear-kernel` / `--conv-kernel` / `--matmul-kernel` force one, so that every variant is
+/// checked on the software adapters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Variants {
+    /// The fully connected layers' forward product.
     pub linear: LinearKernel,
-    pub conv: ConvKernel,
+    /// The convolutions.
+    pub conv: KernelShape,
+    /// The fully connected layers' backward products.
+    pub matmul: KernelShape,
 }
 
 /// Every kernel, compiled for one device.
@@ -134,6 +141,8 @@ pub struct Kernels {
     pub bias_backward: wgpu::ComputePipeline,
     pub relu_backward: wgpu::ComputePipeline,
     pub matmul: wgpu::ComputePipeline,
+    /// `None` where conv2d_forward_tiled is.
+    pub matmul_tiled: Option<wgpu::ComputePipeline>,
     pub sgd: wgpu::ComputePipeline,
     /// Pipelines of [`Kernels::specialised`], by entry point and constants.
     specialised: Mutex<HashMap<Specialisation, wgpu::ComputePipeline>>,
@@ -215,6 +224,7 @@ impl Kernels {
             bias_backward: compile(device, &shaders::BIAS_BACKWARD, size),
             relu_backward: compile(device, &shaders::RELU_BACKWARD, size),
             matmul: compile(device, &shaders::MATMUL, size),
+            matmul_tiled: tiled_fits.then(|| compile(device, &shaders::MATMUL_TILED, None)),
             sgd: compile(device, &shaders::SGD, size),
             specialised: Mutex::new(HashMap::new()),
         }
@@ -246,23 +256,23 @@ impl Kernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{ConvKernel, LinearKernel};
+    use super::{KernelShape, LinearKernel};
 
     #[test]
     fn convolutions_take_the_tiled_kernel_on_gpus_that_can_run_it() {
         assert_eq!(
-            ConvKernel::Auto.resolve(true, true),
-            ConvKernel::RegisterBlock
+            KernelShape::Auto.resolve(true, true),
+            KernelShape::RegisterBlock
         );
         assert_eq!(
-            ConvKernel::Auto.resolve(false, true),
-            ConvKernel::WorkgroupTile
+            KernelShape::Auto.resolve(false, true),
+            KernelShape::WorkgroupTile
         );
         assert_eq!(
-            ConvKernel::Auto.resolve(false, false),
-            ConvKernel::RegisterBlock
+            KernelShape::Auto.resolve(false, false),
+            KernelShape::RegisterBlock
         );
-        let forced = ConvKernel::WorkgroupTile;
+        let forced = KernelShape::WorkgroupTile;
         assert_eq!(forced.resolve(true, true), forced);
     }
 

@@ -13,7 +13,7 @@ use crate::gpu::builder::{
     LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK, POOL_TILE,
 };
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{ConvKernel, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES};
+use crate::gpu::kernels::{KernelShape, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::shaders;
 use crate::weights::{Tensor, Weights};
@@ -568,7 +568,7 @@ pub(crate) fn conv2d_dispatch<'a>(
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
     let (kernel, workgroups) = match b.ctx.conv_kernel() {
-        ConvKernel::WorkgroupTile => (
+        KernelShape::WorkgroupTile => (
             tiled_kernel(
                 b,
                 b.ctx.kernels.conv2d_forward_tiled.as_ref(),
@@ -759,7 +759,7 @@ fn forward_dispatches<'a>(
             let mut params = Conv2dParams::of(layer, packed_out)?;
             let padded = match b.ctx.conv_kernel() {
                 // The tiled kernel checks the bounds as it stages its tiles.
-                ConvKernel::WorkgroupTile => None,
+                KernelShape::WorkgroupTile => None,
                 _ => pad_input(b, layer, input, &mut params, &mut dispatches)?,
             };
             let source = padded.as_ref().unwrap_or(input);
