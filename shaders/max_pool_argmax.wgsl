@@ -1,9 +1,11 @@
-// Max pooling backward, first pass: where each window's maximum lies, as an index into the window
-// (dy * WINDOW_WIDTH + dx), for max_pool_backward to route gradients by. Ties go to the first
-// maximum in row-major window order (TensorFlow's rule) and padding never wins, as in
-// max_pool_forward, whose 4x4 output tiles, edge clamping and override constants this kernel
-// shares. Clamping repeats a position of the same window, never an earlier one with a larger
-// index, so the strict comparisons below still keep the first maximum.
+// Max pooling forward for training: each window's maximum, as max_pool_forward writes it, and
+// where it lies, as an index into the window (dy * WINDOW_WIDTH + dx), for max_pool_backward to
+// route gradients by (PyTorch's max_pool2d_with_indices does the same; finding the maxima again in
+// the backward pass would read the input a second time). Ties go to the first maximum in
+// row-major window order (TensorFlow's rule) and padding never wins, as in max_pool_forward,
+// whose 4x4 output tiles, edge clamping and override constants this kernel shares. Clamping
+// repeats a position of the same window, never an earlier one with a larger index, so the strict
+// comparisons below still keep the first maximum.
 
 struct Params {
     planes: u32, // batch * channels
@@ -18,7 +20,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> argmax: array<u32>;
+@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 
 override WORKGROUP_SIZE: u32 = 64u;
 override WINDOW_HEIGHT: u32;
@@ -72,10 +75,10 @@ fn max_pool_argmax(
         row3 = fold_row(row3, across, place, dy, 3u);
     }
     let out_plane = plane * params.out_height;
-    store_row(out_plane, first_oh, first_ow, row0.at);
-    store_row(out_plane, first_oh + 1u, first_ow, row1.at);
-    store_row(out_plane, first_oh + 2u, first_ow, row2.at);
-    store_row(out_plane, first_oh + 3u, first_ow, row3.at);
+    store_row(out_plane, first_oh, first_ow, row0);
+    store_row(out_plane, first_oh + 1u, first_ow, row1);
+    store_row(out_plane, first_oh + 2u, first_ow, row2);
+    store_row(out_plane, first_oh + 3u, first_ow, row3);
 }
 
 // The maxima over one input row of the tile's four windows across, the first starting at `left`,
@@ -118,15 +121,16 @@ fn fold_row(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
     return Best(select(best.value, across.value, better), select(best.at, at, better));
 }
 
-// Writes the tile row's window positions that belong to outputs inside the plane.
-fn store_row(out_plane: u32, oh: u32, first_ow: u32, at: vec4<i32>) {
+// Writes the tile row's maxima and their window positions that belong to outputs inside the plane.
+fn store_row(out_plane: u32, oh: u32, first_ow: u32, best: Best) {
     if oh >= params.out_height {
         return;
     }
     let first = (out_plane + oh) * params.out_width + first_ow;
     for (var k = 0u; k < TILE; k++) {
         if first_ow + k < params.out_width {
-            argmax[first + k] = u32(at[k]);
+            output[first + k] = best.value[k];
+            argmax[first + k] = u32(best.at[k]);
         }
     }
 }

@@ -1,6 +1,6 @@
 // Max pooling backward, NCHW: each output gradient goes to the input position of its window's
-// maximum, which max_pool_argmax found (ties to the first maximum in row-major window order,
-// TensorFlow's rule; padding never wins).
+// maximum, which max_pool_argmax recorded in the forward pass (ties to the first maximum in
+// row-major window order, TensorFlow's rule; padding never wins).
 //
 // Written as a gather, so that overlapping windows (3x3 stride 2) need no atomics: every
 // invocation owns a 4x4 tile of one plane's inputs, visits every window that can reach the tile

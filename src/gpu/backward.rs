@@ -10,14 +10,14 @@
 //!   `dY W` (summed over slices), the bias gradient;
 //! - LRN: its two-pass backward; max pool: the gather backward.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::builder::{
     encode_pass, u32_of, words, Builder, Conv2dParams, Dispatch, LrnParams, MatmulParams,
     MaxPoolParams, Purpose, Words4, BLOCK, POOL_TILE,
 };
 use crate::gpu::kernels::KernelShape;
 use crate::gpu::network::{conv2d_dispatch, tiled_kernel, LayerParams, Packing};
-use crate::model::{Dims, LayerKind, LayerPlan};
+use crate::model::{LayerKind, LayerPlan};
 use crate::shaders;
 
 /// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
@@ -81,6 +81,16 @@ struct LayerBuffers<'b> {
     grad_output: &'b wgpu::Buffer,
     /// None for the first layer: nobody needs the images' gradient.
     grad_input: Option<&'b wgpu::Buffer>,
+    /// A max pool's window maxima positions, recorded by the forward pass.
+    argmax: Option<&'b wgpu::Buffer>,
+}
+
+/// What the forward pass leaves for the backward pass to read: the network's input, every layer's
+/// output and every max pool's window maxima positions (`None` for other layers).
+pub(crate) struct ForwardBuffers<'f> {
+    pub input: &'f wgpu::Buffer,
+    pub outputs: &'f [wgpu::Buffer],
+    pub argmax: &'f [Option<wgpu::Buffer>],
 }
 
 /// Builds the backward pass. `input_gradient` asks for the gradient of the network's input too
@@ -88,12 +98,16 @@ struct LayerBuffers<'b> {
 pub(crate) fn build<'a>(
     b: &mut Builder<'a>,
     plan: &[LayerPlan],
-    input: &wgpu::Buffer,
-    outputs: &[wgpu::Buffer],
+    forward: ForwardBuffers,
     params: &[LayerParams],
     output_gradient: OutputGradient,
     input_gradient: bool,
 ) -> Result<Gradients> {
+    let ForwardBuffers {
+        input,
+        outputs,
+        argmax,
+    } = forward;
     let first = &plan[0];
     let input_grad = input_gradient.then(|| {
         b.storage(
@@ -142,6 +156,7 @@ pub(crate) fn build<'a>(
             } else {
                 Some(&grads[i - 1])
             },
+            argmax: argmax[i].as_ref(),
         };
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
         match (&layer.layer.kind, layer_params) {
@@ -610,22 +625,19 @@ fn max_pool_backward<'a>(
         return Ok(Vec::new());
     };
     let name = &layer.layer.name;
+    let argmax = buf.argmax.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "layer {name}: its forward pass did not record the window maxima"
+        ))
+    })?;
     let (params, overrides) = MaxPoolParams::of(layer)?;
-    // Every window's maximum position, found once (u32s, one per output).
-    let outputs = layer.batch * layer.output.len();
-    let argmax = b.storage(&format!("{name} argmax"), outputs, Purpose::Scratch);
-    let planes = layer.batch * layer.input.channels;
-    let tiles = |d: Dims| planes * d.height.div_ceil(POOL_TILE) * d.width.div_ceil(POOL_TILE);
-    let label = format!("{name} argmax");
-    let workgroups = b.grid_1d(&label, tiles(layer.output))?;
-    let kernel = b.specialised(&shaders::MAX_POOL_ARGMAX, &overrides);
-    let find = b.dispatch(&label, &kernel, &params, &[buf.input, &argmax], workgroups);
+    let tiles = layer.batch
+        * layer.input.channels
+        * layer.input.height.div_ceil(POOL_TILE)
+        * layer.input.width.div_ceil(POOL_TILE);
     let label = format!("{name} backward");
-    let workgroups = b.grid_1d(&label, tiles(layer.input))?;
+    let workgroups = b.grid_1d(&label, tiles)?;
     let kernel = b.specialised(&shaders::MAX_POOL_BACKWARD, &overrides);
-    let args = [&argmax, buf.grad_output, grad_input];
-    Ok(vec![
-        find,
-        b.dispatch(&label, &kernel, &params, &args, workgroups),
-    ])
+    let args = [argmax, buf.grad_output, grad_input];
+    Ok(vec![b.dispatch(&label, &kernel, &params, &args, workgroups)])
 }

@@ -7,7 +7,7 @@
 //! only when read back.
 
 use crate::error::{Error, Result};
-use crate::gpu::backward::{self, Gradients, OutputGradient};
+use crate::gpu::backward::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::builder::{
     encode_pass, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams,
     LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK, POOL_TILE,
@@ -423,6 +423,7 @@ fn build<'a>(
     let input = b.storage("input", batch * first.input.len(), Purpose::Activations);
 
     let mut outputs: Vec<wgpu::Buffer> = Vec::with_capacity(plan.len());
+    let mut argmax: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
     let mut params = Vec::new();
     let mut forward = Vec::new();
     for (index, layer) in plan.iter().enumerate() {
@@ -441,22 +442,33 @@ fn build<'a>(
             })
             .collect();
         let layer_params = upload_params(&mut b, index, layer, weights)?;
+        // Training records where each pooling window's maximum lies, for the backward pass.
+        let maxima = (gradients.is_some() && matches!(layer.layer.kind, LayerKind::MaxPool { .. }))
+            .then(|| {
+                let len = batch * layer.output.len();
+                b.storage(&format!("{name} argmax"), len, Purpose::Activations)
+            });
         forward.extend(forward_dispatches(
             &mut b,
             layer,
             layer_params.as_ref(),
             &sources,
             &output,
+            maxima.as_ref(),
         )?);
         params.extend(layer_params);
         outputs.push(output);
+        argmax.push(maxima);
     }
     let gradients = match gradients {
         Some((output_gradient, input_gradient)) => Some(backward::build(
             &mut b,
             plan,
-            &input,
-            &outputs,
+            ForwardBuffers {
+                input: &input,
+                outputs: &outputs,
+                argmax: &argmax,
+            },
             &params,
             output_gradient,
             input_gradient,
@@ -745,6 +757,7 @@ fn forward_dispatches<'a>(
     params: Option<&LayerParams>,
     inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
+    argmax: Option<&wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
     let name = layer.layer.name.as_str();
     let input = inputs[0];
@@ -817,8 +830,18 @@ fn forward_dispatches<'a>(
                 * layer.output.height.div_ceil(POOL_TILE)
                 * layer.output.width.div_ceil(POOL_TILE);
             let workgroups = b.grid_1d(name, tiles)?;
-            let kernel = b.specialised(&shaders::MAX_POOL_FORWARD, &overrides);
-            dispatches.push(b.dispatch(name, &kernel, &params, &[input, output], workgroups));
+            let dispatch = match argmax {
+                Some(argmax) => {
+                    let kernel = b.specialised(&shaders::MAX_POOL_ARGMAX, &overrides);
+                    let args = [input, output, argmax];
+                    b.dispatch(name, &kernel, &params, &args, workgroups)
+                }
+                None => {
+                    let kernel = b.specialised(&shaders::MAX_POOL_FORWARD, &overrides);
+                    b.dispatch(name, &kernel, &params, &[input, output], workgroups)
+                }
+            };
+            dispatches.push(dispatch);
         }
         (LayerKind::BatchNorm { eps, relu }, Some(p)) => {
             let len = batch * layer.output.len();
