@@ -1,4 +1,6 @@
-// conv2d backward with respect to the filter (the weight gradient), NCHW, one chunk of pixels:
+// conv2d backward with respect to the filter (the weight gradient), NCHW, one chunk of pixels, in
+// two shapes: conv2d_backward_filter (a register block per invocation, for CPU adapters) and,
+// below it, conv2d_backward_filter_tiled (workgroup tiles, for GPUs):
 //
 //   partial[chunk][group][k][co] = sum_{pixels p of the chunk} grad_output[n, co, oy, ox] * input[n, ci, y, x]
 //       with k = (ci, ky, kx), y = oy * stride + ky - pad_top, x = ox * stride + kx - pad_left
@@ -181,4 +183,90 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
     store_block(acc22, chunk_base, first_channel + 8u, t2); store_block(acc23, chunk_base, first_channel + 8u, t3);
     store_block(acc30, chunk_base, first_channel + 12u, t0); store_block(acc31, chunk_base, first_channel + 12u, t1);
     store_block(acc32, chunk_base, first_channel + 12u, t2); store_block(acc33, chunk_base, first_channel + 12u, t3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_backward_filter_tiled: the same filter gradient tiled the way GPUs want it (same
+// operands, parameters, chunks and output layout), chosen with conv2d_forward_tiled.
+//
+// A workgroup of 16x16 invocations owns a 64 k x 64 output-channel tile of one chunk. The pixels
+// advance 16 at a time: the workgroup stages the 16 x 64 output-gradient values (rows of the
+// transposed gradient, one vec4 load each) and the 16 x 64 input values under the tile's taps
+// (gathered with their padding checks) in workgroup memory, one vec4 of each per invocation; then
+// every invocation multiplies its 4 output channels by its 4 taps for those 16 pixels. Two
+// barriers per 16 pixels; every staged value is read by 16 invocations.
+
+// Taps and output channels per workgroup tile, and pixels staged at once.
+const TILE: u32 = 64u;
+const TILE_PIXELS: u32 = 16u;
+
+// [pixel][16 vec4s]: 64 output channels of the gradient, 64 taps of the input, per staged pixel.
+var<workgroup> gradient_tile: array<vec4<f32>, 256>;
+var<workgroup> input_tile: array<vec4<f32>, 256>;
+
+// The input under four taps for output pixel p of the batch, zero in the padding and past `end`.
+fn gather_pixel(t: Taps, p: u32, end: u32, group: u32) -> vec4<f32> {
+    if p >= end {
+        return vec4<f32>(0.0);
+    }
+    let out_plane = params.out_height * params.out_width;
+    let image = p / out_plane;
+    let within = p % out_plane;
+    let row = i32((within / params.out_width) * params.stride_height) - i32(params.pad_top);
+    let col = i32((within % params.out_width) * params.stride_width) - i32(params.pad_left);
+    let in_per_group = params.in_channels / params.groups;
+    let channel0 = image * params.in_channels + group * in_per_group;
+    let base = i32(channel0 * params.in_height * params.in_width) + row * i32(params.in_width) + col;
+    return gather(t, base, row, col);
+}
+
+@compute @workgroup_size(16, 16)
+fn conv2d_backward_filter_tiled(
+    @builtin(workgroup_id) tile: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+) {
+    let taps = params.kernel_height * params.kernel_width;
+    let k_per_group = params.in_channels / params.groups * taps;
+    let group = tile.z % params.groups;
+    let chunk = tile.z / params.groups;
+    // This invocation stages taps first_k .. first_k + 3 and output-channel vec4 local.x of
+    // staged pixel local.y; it multiplies output channels 4 local.y .. (the staged vec4 local.y)
+    // by taps 4 local.x .. (staged vec4 local.x).
+    let first_k = tile.x * TILE + local.x * 4u;
+    let t = locate_taps(first_k);
+    let staged_channel = tile.y * TILE + local.x * 4u;
+    let pixel_vec4s = params.groups * params.packed_out_per_group / 4u;
+    let channel_vec4 = (group * params.packed_out_per_group + staged_channel) / 4u;
+    let first_pixel = chunk * params.pixels_per_chunk;
+    let end = min(first_pixel + params.pixels_per_chunk, params.batch * params.out_height * params.out_width);
+    let slot = local.y * 16u + local.x;
+    var acc = mat4x4<f32>();
+    for (var p0 = first_pixel; p0 < end; p0 += TILE_PIXELS) {
+        let p = p0 + local.y;
+        var g = vec4<f32>(0.0);
+        if p < end && staged_channel < params.packed_out_per_group {
+            g = grad_output[p * pixel_vec4s + channel_vec4];
+        }
+        gradient_tile[slot] = g;
+        input_tile[slot] = gather_pixel(t, p, end, group);
+        workgroupBarrier();
+        for (var step = 0u; step < TILE_PIXELS; step++) {
+            acc += outer(gradient_tile[step * 16u + local.y], input_tile[step * 16u + local.x]);
+        }
+        workgroupBarrier();
+    }
+
+    // acc[j][i]: tap first_k + j, output channel `channel` + i. Padding channels are not written.
+    let out_per_group = params.out_channels / params.groups;
+    let channel = tile.y * TILE + local.y * 4u;
+    let packed_len = params.groups * k_per_group * params.packed_out_per_group;
+    let chunk_base = chunk * packed_len + group * k_per_group * params.packed_out_per_group;
+    for (var j = 0u; j < 4u; j++) {
+        let k = first_k + j;
+        for (var i = 0u; i < 4u; i++) {
+            if k < k_per_group && channel + i < out_per_group {
+                partial[chunk_base + k * params.packed_out_per_group + channel + i] = acc[j][i];
+            }
+        }
+    }
 }

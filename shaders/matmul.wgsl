@@ -6,7 +6,8 @@
 // serves both backward products without transposing anything: the input gradient dY * W (reading
 // the forward GEMM's packed weight slices, summed slice by slice with `accumulate`) and the weight
 // gradient X^T * dY (written in the packed layout, slice by slice). Every invocation owns a 16x16
-// register block in named 4x4 matrices (row = n, column = m).
+// register block in named 4x4 matrices (row = n, column = m); matmul_tiled, below, is the
+// GPU-shaped sibling.
 
 struct Params {
     m: u32,
@@ -118,4 +119,76 @@ fn matmul(@builtin(global_invocation_id) id: vec3<u32>) {
     store_block(acc22, first_n + 8u, first_m + 8u); store_block(acc23, first_n + 8u, first_m + 12u);
     store_block(acc30, first_n + 12u, first_m); store_block(acc31, first_n + 12u, first_m + 4u);
     store_block(acc32, first_n + 12u, first_m + 8u); store_block(acc33, first_n + 12u, first_m + 12u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_tiled: the same products tiled the way GPUs want them (same parameters and semantics),
+// chosen on hardware adapters. A workgroup of 16x16 invocations owns a 64 x 64 tile of c. The
+// reduction advances 16 steps at a time: the workgroup stages 16 x 64 values of a and of b in
+// workgroup memory, one vec4 of each per invocation (four strided loads: the operands are read in
+// place, transposed or not), then every invocation multiplies its 4 rows by its 4 columns for
+// those 16 steps. Two barriers per 16 steps; every staged value is read by 16 invocations.
+
+// Rows and columns of c per workgroup tile, and reduction steps staged at once.
+const TILE: u32 = 64u;
+const TILE_K: u32 = 16u;
+
+// [step][16 vec4s]: 64 rows of a, 64 columns of b, per reduction step.
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// a[first .. first + 3, k] (rows past m clamped to the last, as in matmul); zero past the
+// reduction's end, which must add nothing.
+fn stage_a(first: u32, k: u32) -> vec4<f32> {
+    if k >= params.k {
+        return vec4<f32>(0.0);
+    }
+    return load_a(a_rows(first), k * params.a_col_stride);
+}
+
+// b[k, first .. first + 3], likewise.
+fn stage_b(first: u32, k: u32) -> vec4<f32> {
+    if k >= params.k {
+        return vec4<f32>(0.0);
+    }
+    return load_b(b_columns(first), k * params.b_row_stride);
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(
+    @builtin(workgroup_id) tile: vec3<u32>,
+    @builtin(local_invocation_id) local: vec3<u32>,
+) {
+    // This invocation stages rows (columns) 4 local.x .. of the tile at step local.y of each 16,
+    // and multiplies columns 4 local.x .. by rows 4 local.y ...
+    let first_n = tile.x * TILE + local.x * 4u;
+    let first_m = tile.y * TILE + local.y * 4u;
+    let staged_m = tile.y * TILE + local.x * 4u;
+    let slot = local.y * 16u + local.x;
+    var acc = mat4x4<f32>();
+    for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
+        a_tile[slot] = stage_a(staged_m, k0 + local.y);
+        b_tile[slot] = stage_b(first_n, k0 + local.y);
+        workgroupBarrier();
+        for (var step = 0u; step < TILE_K; step++) {
+            acc += outer(b_tile[step * 16u + local.x], a_tile[step * 16u + local.y]);
+        }
+        workgroupBarrier();
+    }
+
+    // acc[j][i]: row first_m + j, column first_n + i.
+    for (var j = 0u; j < 4u; j++) {
+        for (var i = 0u; i < 4u; i++) {
+            let row = first_m + j;
+            let column = first_n + i;
+            if row < params.m && column < params.n {
+                let at = row * params.c_row_stride + column;
+                var value = acc[j][i];
+                if params.accumulate != 0u {
+                    value += c[at];
+                }
+                c[at] = value;
+            }
+        }
+    }
 }

@@ -5,6 +5,8 @@
 // The window and stride are override constants, fixed per layer shape when the pipeline is made,
 // so the driver unrolls every loop below and folds every branch on them away.
 //
+// Two entry points: max_pool_forward, and max_pool_argmax (below) for training.
+//
 // Every invocation owns a 4x4 tile of one plane's outputs. It reads each input row the tile's
 // windows cover once, takes the maxima of the tile's four windows across that row, and folds them
 // into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2 pool
@@ -38,23 +40,35 @@ const TILE: u32 = 4u;
 override SPAN_HEIGHT: u32 = (TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
 override SPAN_WIDTH: u32 = (TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn max_pool_forward(
-    @builtin(global_invocation_id) id: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-) {
+// An invocation's 4x4 tile of outputs: its plane (past the last plane: no tile) and first output
+// row and column.
+struct Tile {
+    plane: u32,
+    first_oh: u32,
+    first_ow: u32,
+}
+
+fn locate_tile(id: vec3<u32>, groups: vec3<u32>) -> Tile {
     // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
     let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
     let tiles_across = (params.out_width + TILE - 1u) / TILE;
     let tiles_down = (params.out_height + TILE - 1u) / TILE;
     let tile_row = index / tiles_across;
-    if tile_row >= params.planes * tiles_down {
+    return Tile(tile_row / tiles_down, tile_row % tiles_down * TILE, index % tiles_across * TILE);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn max_pool_forward(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let tile = locate_tile(id, groups);
+    if tile.plane >= params.planes {
         return;
     }
-    let plane = tile_row / tiles_down;
-    let first_oh = tile_row % tiles_down * TILE;
-    let first_ow = index % tiles_across * TILE;
-    let in_plane = plane * params.in_height * params.in_width;
+    let first_oh = tile.first_oh;
+    let first_ow = tile.first_ow;
+    let in_plane = tile.plane * params.in_height * params.in_width;
     let top = i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top);
     let left = i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left);
 
@@ -70,7 +84,7 @@ fn max_pool_forward(
         row2 = fold_row(row2, across, dy, 2u);
         row3 = fold_row(row3, across, dy, 3u);
     }
-    let out_plane = plane * params.out_height;
+    let out_plane = tile.plane * params.out_height;
     store_row(out_plane, first_oh, first_ow, row0);
     store_row(out_plane, first_oh + 1u, first_ow, row1);
     store_row(out_plane, first_oh + 2u, first_ow, row2);
@@ -117,6 +131,114 @@ fn store_row(out_plane: u32, oh: u32, first_ow: u32, values: vec4<f32>) {
     for (var k = 0u; k < TILE; k++) {
         if first_ow + k < params.out_width {
             output[at + k] = values[k];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// max_pool_argmax: the same pooling for a network that trains. It also records where each
+// window's maximum lies, as an index into the window (dy * WINDOW_WIDTH + dx), for
+// max_pool_backward to route gradients by (PyTorch's max_pool2d_with_indices does the same;
+// finding the maxima again in the backward pass would read the input a second time). Ties go to
+// the first maximum in row-major window order, TensorFlow's rule. Clamping repeats a position of
+// the same window, never an earlier one with a larger index, so the strict comparisons below keep
+// the first maximum.
+
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+
+// Four windows' maxima so far and where they lie: input columns in a row, window positions in a
+// tile row.
+struct Best {
+    value: vec4<f32>,
+    at: vec4<i32>,
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn max_pool_argmax(
+    @builtin(global_invocation_id) id: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let tile = locate_tile(id, groups);
+    if tile.plane >= params.planes {
+        return;
+    }
+    let first_oh = tile.first_oh;
+    let first_ow = tile.first_ow;
+    let in_plane = tile.plane * params.in_height * params.in_width;
+    let top = i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top);
+    let left = i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left);
+
+    var row0: Best;
+    var row1: Best;
+    var row2: Best;
+    var row3: Best;
+    for (var dy = 0u; dy < SPAN_HEIGHT; dy++) {
+        let y = clamp(top + i32(dy), 0, i32(params.in_height) - 1);
+        let across = row_best(in_plane + u32(y) * params.in_width, left);
+        // Row y's offset from the tile's top, and each window's first column.
+        let place = Place(y - top, vec4<i32>(left) + vec4<i32>(0, 1, 2, 3) * i32(STRIDE_WIDTH));
+        row0 = fold_best(row0, across, place, dy, 0u);
+        row1 = fold_best(row1, across, place, dy, 1u);
+        row2 = fold_best(row2, across, place, dy, 2u);
+        row3 = fold_best(row3, across, place, dy, 3u);
+    }
+    let out_plane = tile.plane * params.out_height;
+    store_best(out_plane, first_oh, first_ow, row0);
+    store_best(out_plane, first_oh + 1u, first_ow, row1);
+    store_best(out_plane, first_oh + 2u, first_ow, row2);
+    store_best(out_plane, first_oh + 3u, first_ow, row3);
+}
+
+// The maxima over one input row of the tile's four windows across, the first starting at `left`,
+// and the (clamped) columns they lie in.
+fn row_best(row: u32, left: i32) -> Best {
+    var best: Best;
+    for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
+        let x = clamp(left + i32(dx), 0, i32(params.in_width) - 1);
+        let v = input[row + u32(x)];
+        for (var k = 0u; k < TILE; k++) {
+            let start = k * STRIDE_WIDTH;
+            let inside = dx > start && dx < start + WINDOW_WIDTH;
+            if dx == start || (inside && v > best.value[k]) {
+                best.value[k] = v;
+                best.at[k] = x;
+            }
+        }
+    }
+    return best;
+}
+
+// Where a row lies: its offset from the tile's top, and the first column of each window across.
+struct Place {
+    row: i32,
+    window_left: vec4<i32>,
+}
+
+// Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
+fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
+    let start = t * STRIDE_HEIGHT;
+    if dy < start || dy >= start + WINDOW_HEIGHT {
+        return best;
+    }
+    let window_row = place.row - i32(start);
+    let at = vec4<i32>(window_row * i32(WINDOW_WIDTH)) + across.at - place.window_left;
+    if dy == start {
+        return Best(across.value, at);
+    }
+    let better = across.value > best.value;
+    return Best(select(best.value, across.value, better), select(best.at, at, better));
+}
+
+// Writes the tile row's maxima and their window positions that belong to outputs inside the plane.
+fn store_best(out_plane: u32, oh: u32, first_ow: u32, best: Best) {
+    if oh >= params.out_height {
+        return;
+    }
+    let first = (out_plane + oh) * params.out_width + first_ow;
+    for (var k = 0u; k < TILE; k++) {
+        if first_ow + k < params.out_width {
+            output[first + k] = best.value[k];
+            argmax[first + k] = u32(best.at[k]);
         }
     }
 }

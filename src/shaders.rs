@@ -25,7 +25,7 @@ macro_rules! shader {
 pub const CONV2D_FORWARD: ShaderSource = shader!("conv2d_forward.wgsl", "conv2d_forward");
 pub const CONV2D_PAD_INPUT: ShaderSource = shader!("conv2d_pad_input.wgsl", "conv2d_pad_input");
 pub const CONV2D_FORWARD_TILED: ShaderSource =
-    shader!("conv2d_forward_tiled.wgsl", "conv2d_forward_tiled");
+    shader!("conv2d_forward.wgsl", "conv2d_forward_tiled");
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm");
 pub const GEMM_SMALL_BATCH: ShaderSource = shader!("gemm_small_batch.wgsl", "gemm_small_batch");
 pub const GEMM_SPLIT_K_REDUCE: ShaderSource =
@@ -46,7 +46,7 @@ pub const CONV2D_BACKWARD_DATA: ShaderSource =
 pub const CONV2D_BACKWARD_FILTER: ShaderSource =
     shader!("conv2d_backward_filter.wgsl", "conv2d_backward_filter");
 pub const CONV2D_BACKWARD_FILTER_TILED: ShaderSource = shader!(
-    "conv2d_backward_filter_tiled.wgsl",
+    "conv2d_backward_filter.wgsl",
     "conv2d_backward_filter_tiled"
 );
 pub const CONV2D_TRANSPOSE_WEIGHTS: ShaderSource =
@@ -59,10 +59,10 @@ pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks");
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward");
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward");
 pub const LRN_BACKWARD: ShaderSource = shader!("lrn_backward.wgsl", "lrn_backward");
-pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_argmax.wgsl", "max_pool_argmax");
+pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_argmax");
 pub const MAX_POOL_BACKWARD: ShaderSource = shader!("max_pool_backward.wgsl", "max_pool_backward");
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul");
-pub const MATMUL_TILED: ShaderSource = shader!("matmul_tiled.wgsl", "matmul_tiled");
+pub const MATMUL_TILED: ShaderSource = shader!("matmul.wgsl", "matmul_tiled");
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd");
 
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma");
