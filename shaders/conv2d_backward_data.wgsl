@@ -5,7 +5,13 @@
 //
 // For stride 1 the host runs conv2d_forward instead (a convolution of the zero-bordered output
 // gradient with the rotated, transposed weights); this kernel serves strided convolutions, where
-// only every stride-th tap of an input pixel meets an output position.
+// only every stride-th tap of an input pixel meets an output position: which taps, depends on the
+// pixel's phase (y + pad_top and x + pad_left modulo the stride). So the pixels are taken phase by
+// phase: all 16 pixels of an invocation share one phase, y = qy * stride + ry and x likewise, and
+// visit only the taps ky = ry + pad_top (mod stride), kx likewise, for which
+// oy = qy + (ry + pad_top - ky) / stride exactly: a stride-1 convolution over (qy, qx) with every
+// stride-th tap of the kernel. No multiply-add is spent on a tap that meets nothing (a pixel-order
+// block spent 15 of 16 on them at stride 4).
 //
 // It is itself a convolution, run as an implicit GEMM the same shape as conv2d_forward: every
 // invocation owns a 16x16 register block (16 input channels x 16 input pixels of the batch) in
@@ -47,35 +53,42 @@ override WORKGROUP_SIZE: u32 = 64u;
 
 const OUTSIDE: i32 = -1073741824;
 
-// Four input pixels: their padded coordinates and where their gradients go.
+// Four input pixels of one phase: their coordinates in the phase's grid and where their gradients
+// go.
 struct Pixels {
-    row: vec4<i32>,          // y + pad_top
-    col: vec4<i32>,          // x + pad_left
+    qy: vec4<i32>,           // y = qy * stride_height + ry, OUTSIDE past the image or batch
+    qx: vec4<i32>,           // x = qx * stride_width + rx
     grad_base: vec4<i32>,    // start of this image's and group's output gradient
-    input_base: vec4<i32>,   // y * W + x within image n's first channel, or -1 past the batch
+    input_base: vec4<i32>,   // y * W + x within image n's first channel, or -1 outside
 }
 
 fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
 }
 
-fn locate_pixels(first: u32, group: u32) -> Pixels {
+// Pixels first .. first + 3 of phase (ry, rx) of `image`, counted row-major in the phase's grid of
+// ceil(H / stride) x ceil(W / stride) positions (those past the image's edge do nothing).
+fn locate_pixels(first: u32, image: u32, ry: u32, rx: u32, group: u32) -> Pixels {
     let plane = params.in_height * params.in_width;
     let out_plane = params.out_height * params.out_width;
     let out_per_group = params.out_channels / params.groups;
+    let grid_height = (params.in_height + params.stride_height - 1u) / params.stride_height;
+    let grid_width = (params.in_width + params.stride_width - 1u) / params.stride_width;
     var px: Pixels;
     for (var j = 0u; j < 4u; j++) {
-        let pixel = first + j;
-        if pixel < params.batch * plane {
-            let image = pixel / plane;
-            let within = pixel % plane;
-            px.row[j] = i32(within / params.in_width + params.pad_top);
-            px.col[j] = i32(within % params.in_width + params.pad_left);
+        let q = first + j;
+        let qy = q / grid_width;
+        let qx = q % grid_width;
+        let y = qy * params.stride_height + ry;
+        let x = qx * params.stride_width + rx;
+        if qy < grid_height && y < params.in_height && x < params.in_width {
+            px.qy[j] = i32(qy);
+            px.qx[j] = i32(qx);
             px.grad_base[j] = i32((image * params.out_channels + group * out_per_group) * out_plane);
-            px.input_base[j] = i32(image * params.in_channels * plane + within);
+            px.input_base[j] = i32(image * params.in_channels * plane + y * params.in_width + x);
         } else {
-            px.row[j] = OUTSIDE;
-            px.col[j] = OUTSIDE;
+            px.qy[j] = OUTSIDE;
+            px.qx[j] = OUTSIDE;
             px.grad_base[j] = 0;
             px.input_base[j] = -1;
         }
@@ -83,23 +96,13 @@ fn locate_pixels(first: u32, group: u32) -> Pixels {
     return px;
 }
 
-// v / stride where v is a multiple of stride, else -1 (no output position reaches this tap).
-// Stride 1 skips the division, which is slow on CPU adapters.
-fn output_coord(v: vec4<i32>, stride: u32) -> vec4<i32> {
-    if stride == 1u {
-        return v;
-    }
-    let s = vec4<i32>(i32(stride));
-    return select(vec4<i32>(-1), v / s, (v % s) == vec4<i32>(0));
-}
-
-// The output gradient at tap (ky, kx) of output channel `channel_offset` (a multiple of the
-// output plane), zero where no output position uses this input pixel through that tap.
-// Where tap (oy, kx) of four pixels reads the output gradient within one channel, or -1 where no
-// output position uses the pixel through that tap.
-fn tap_index(px: Pixels, oy: vec4<i32>, row_ok: vec4<bool>, kx: i32) -> vec4<i32> {
-    let ox = output_coord(px.col - vec4<i32>(kx), params.stride_width);
-    let ok = row_ok & (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(params.out_width)));
+// Where a tap shifting the phase grid by (dy, dx) reads the output gradient of four pixels within
+// one channel, or -1 where that falls outside the output.
+fn tap_index(px: Pixels, dy: i32, dx: i32) -> vec4<i32> {
+    let oy = px.qy + vec4<i32>(dy);
+    let ox = px.qx + vec4<i32>(dx);
+    let ok = (oy >= vec4<i32>(0)) & (oy < vec4<i32>(i32(params.out_height)))
+        & (ox >= vec4<i32>(0)) & (ox < vec4<i32>(i32(params.out_width)));
     return select(vec4<i32>(-1), px.grad_base + oy * i32(params.out_width) + ox, ok);
 }
 
@@ -131,16 +134,25 @@ fn store_block(acc: mat4x4<f32>, group: u32, first_channel: u32, px: Pixels) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     let in_per_group = params.in_channels / params.groups;
-    let first_pixel = id.x * 16u;
+    // id.x counts blocks of 16 pixels, phase by phase: [image][ry][rx][block of the phase grid].
+    let sy = params.stride_height;
+    let sx = params.stride_width;
+    let grid_pixels = ((params.in_height + sy - 1u) / sy) * ((params.in_width + sx - 1u) / sx);
+    let blocks_per_phase = (grid_pixels + 15u) / 16u;
+    let phase = id.x / blocks_per_phase;
+    let first_pixel = id.x % blocks_per_phase * 16u;
     let first_channel = id.y * 16u;
     let group = id.z;
-    if first_pixel >= params.batch * params.in_height * params.in_width || first_channel >= in_per_group {
+    if phase >= params.batch * sy * sx || first_channel >= in_per_group {
         return;
     }
-    let px0 = locate_pixels(first_pixel, group);
-    let px1 = locate_pixels(first_pixel + 4u, group);
-    let px2 = locate_pixels(first_pixel + 8u, group);
-    let px3 = locate_pixels(first_pixel + 12u, group);
+    let image = phase / (sy * sx);
+    let ry = phase / sx % sy;
+    let rx = phase % sx;
+    let px0 = locate_pixels(first_pixel, image, ry, rx, group);
+    let px1 = locate_pixels(first_pixel + 4u, image, ry, rx, group);
+    let px2 = locate_pixels(first_pixel + 8u, image, ry, rx, group);
+    let px3 = locate_pixels(first_pixel + 12u, image, ry, rx, group);
 
     // The vec4 index of this block's first weight at (output channel 0, tap 0).
     let taps = params.kernel_height * params.kernel_width;
@@ -154,27 +166,16 @@ fn conv2d_backward_data(@builtin(global_invocation_id) id: vec3<u32>) {
     var acc30 = mat4x4<f32>(); var acc31 = mat4x4<f32>(); var acc32 = mat4x4<f32>(); var acc33 = mat4x4<f32>();
 
     let out_plane = i32(params.out_height * params.out_width);
-    let out_height = vec4<i32>(i32(params.out_height));
     let zero = vec4<i32>(0);
-    // Taps outermost: where a tap meets the output (a division by the stride per pixel) does not
-    // depend on the output channel, so it is found once per tap, not once per tap and channel;
-    // taps that meet no output position for any of the 16 pixels (most of them, for stride 4)
-    // are skipped.
-    for (var ky = 0u; ky < params.kernel_height; ky++) {
-        let dy = vec4<i32>(i32(ky));
-        let oy0 = output_coord(px0.row - dy, params.stride_height);
-        let oy1 = output_coord(px1.row - dy, params.stride_height);
-        let oy2 = output_coord(px2.row - dy, params.stride_height);
-        let oy3 = output_coord(px3.row - dy, params.stride_height);
-        let ok0 = (oy0 >= zero) & (oy0 < out_height);
-        let ok1 = (oy1 >= zero) & (oy1 < out_height);
-        let ok2 = (oy2 >= zero) & (oy2 < out_height);
-        let ok3 = (oy3 >= zero) & (oy3 < out_height);
-        for (var kx = 0u; kx < params.kernel_width; kx++) {
-            let t0 = tap_index(px0, oy0, ok0, i32(kx));
-            let t1 = tap_index(px1, oy1, ok1, i32(kx));
-            let t2 = tap_index(px2, oy2, ok2, i32(kx));
-            let t3 = tap_index(px3, oy3, ok3, i32(kx));
+    // Only the taps of this phase: ky = ry + pad_top (mod stride), kx likewise.
+    for (var ky = (ry + params.pad_top) % sy; ky < params.kernel_height; ky += sy) {
+        let dy = (i32(ry + params.pad_top) - i32(ky)) / i32(sy);
+        for (var kx = (rx + params.pad_left) % sx; kx < params.kernel_width; kx += sx) {
+            let dx = (i32(rx + params.pad_left) - i32(kx)) / i32(sx);
+            let t0 = tap_index(px0, dy, dx);
+            let t1 = tap_index(px1, dy, dx);
+            let t2 = tap_index(px2, dy, dx);
+            let t3 = tap_index(px3, dy, dx);
             if !any((t0 >= zero) | (t1 >= zero) | (t2 >= zero) | (t3 >= zero)) {
                 continue;
             }

@@ -435,9 +435,12 @@ fn input_gradient<'a>(
     let label = format!("{name} data backward");
     if window.stride_height != 1 || window.stride_width != 1 {
         let conv = Conv2dParams::of(layer, packed_in)?;
+        // Blocks of 16 pixels phase by phase (pixels sharing their position modulo the stride).
+        let (sy, sx) = (window.stride_height, window.stride_width);
+        let grid_pixels = input.height.div_ceil(sy) * input.width.div_ceil(sx);
         let workgroups = b.grid_3d(
             &label,
-            (layer.batch * input.height * input.width).div_ceil(BLOCK),
+            layer.batch * sy * sx * grid_pixels.div_ceil(BLOCK),
             packed_in / BLOCK,
             groups,
         )?;
