@@ -949,7 +949,7 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
             .unwrap_or(0)
             .max(8);
         println!(
-            "{:<width$} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}",
+            "{:<width$} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}  kernels",
             "layer", "dispatches", "ms", "share", "GFLOP/s", "of peak", "MB moved", "GB/s"
         );
         let mut rows = Vec::new();
@@ -992,7 +992,7 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
                 )
             };
             println!(
-                "{:<width$} {:>10} {:>10.2} {:>6.1}% {:>9} {:>8} {:>9.1} {:>7.2}",
+                "{:<width$} {:>10} {:>10.2} {:>6.1}% {:>9} {:>8} {:>9.1} {:>7.2}  {}",
                 layer.layer,
                 layer.dispatches,
                 seconds * 1e3,
@@ -1000,11 +1000,13 @@ fn profile_passes(net: &GpuNetwork, passes: &[Pass]) -> anyhow::Result<Vec<serde
                 rate,
                 of_peak,
                 bytes / 1e6,
-                gbs
+                gbs,
+                layer.kernels.join(", ")
             );
             rows.push(serde_json::json!({
                 "layer": layer.layer,
                 "dispatches": layer.dispatches,
+                "kernels": layer.kernels,
                 "seconds": seconds,
                 "flops": flops,
                 "gflops_per_s": gflops,

@@ -7,6 +7,7 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::Kernel;
 use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::ShaderSource;
 
@@ -260,6 +261,8 @@ impl MemoryUse {
 pub(crate) struct Dispatch {
     /// What it computes; it starts with its layer's name (profiles group by that).
     pub label: String,
+    /// The kernel's entry point, as profiles name it.
+    pub kernel: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     /// The kernel's arguments (uniform parameters and buffers).
     pub bind_group: wgpu::BindGroup,
@@ -436,21 +439,17 @@ impl<'a> Builder<'a> {
     }
 
     /// `shader` specialised with `overrides` (compiled once per device and shape).
-    pub fn specialised(
-        &self,
-        shader: &ShaderSource,
-        overrides: &[(&'static str, f64)],
-    ) -> wgpu::ComputePipeline {
+    pub fn specialised(&self, shader: &ShaderSource, overrides: &[(&'static str, f64)]) -> Kernel {
         self.ctx
             .kernels
             .specialised(&self.ctx.device, shader, overrides)
     }
 
-    /// A dispatch of `pipeline` with `uniform` at binding 0 and `buffers` at bindings 1, 2, ...
+    /// A dispatch of `kernel` with `uniform` at binding 0 and `buffers` at bindings 1, 2, ...
     pub fn dispatch<T: Pod>(
         &mut self,
         label: &str,
-        pipeline: &wgpu::ComputePipeline,
+        kernel: &Kernel,
         params: &T,
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
@@ -469,12 +468,13 @@ impl<'a> Builder<'a> {
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(label),
-                layout: &pipeline.get_bind_group_layout(0),
+                layout: &kernel.pipeline.get_bind_group_layout(0),
                 entries: &entries,
             });
         Dispatch {
             label: label.to_string(),
-            pipeline: pipeline.clone(),
+            kernel: kernel.name,
+            pipeline: kernel.pipeline.clone(),
             bind_group,
             workgroups,
         }

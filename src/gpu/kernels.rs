@@ -115,37 +115,44 @@ pub struct Variants {
     pub matmul: KernelShape,
 }
 
+/// A compiled kernel and the entry point it runs, by which profiles name it.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    pub name: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+}
+
 /// Every kernel, compiled for one device.
 pub struct Kernels {
     /// The `WORKGROUP_SIZE` every kernel was compiled with.
     pub workgroup_size: u32,
-    pub conv2d_forward: wgpu::ComputePipeline,
+    pub conv2d_forward: Kernel,
     /// `None` where the adapter's limits cannot hold its 16x16 workgroup and 8 KiB of
     /// workgroup memory (some downlevel GL adapters).
-    pub conv2d_forward_tiled: Option<wgpu::ComputePipeline>,
-    pub conv2d_pad_input: wgpu::ComputePipeline,
-    pub gemm: wgpu::ComputePipeline,
-    pub gemm_small_batch: wgpu::ComputePipeline,
-    pub gemm_split_k_reduce: wgpu::ComputePipeline,
-    pub batch_norm_forward: wgpu::ComputePipeline,
-    pub add_forward: wgpu::ComputePipeline,
-    pub adaptive_avg_pool_forward: wgpu::ComputePipeline,
-    pub concat_forward: wgpu::ComputePipeline,
-    pub conv2d_backward_data: wgpu::ComputePipeline,
-    pub conv2d_backward_filter: wgpu::ComputePipeline,
+    pub conv2d_forward_tiled: Option<Kernel>,
+    pub conv2d_pad_input: Kernel,
+    pub gemm: Kernel,
+    pub gemm_small_batch: Kernel,
+    pub gemm_split_k_reduce: Kernel,
+    pub batch_norm_forward: Kernel,
+    pub add_forward: Kernel,
+    pub adaptive_avg_pool_forward: Kernel,
+    pub concat_forward: Kernel,
+    pub conv2d_backward_data: Kernel,
+    pub conv2d_backward_filter: Kernel,
     /// `None` where conv2d_forward_tiled is.
-    pub conv2d_backward_filter_tiled: Option<wgpu::ComputePipeline>,
-    pub conv2d_transpose_weights: wgpu::ComputePipeline,
-    pub conv2d_transpose_grad_output: wgpu::ComputePipeline,
-    pub sum_chunks: wgpu::ComputePipeline,
-    pub bias_backward: wgpu::ComputePipeline,
-    pub relu_backward: wgpu::ComputePipeline,
-    pub matmul: wgpu::ComputePipeline,
+    pub conv2d_backward_filter_tiled: Option<Kernel>,
+    pub conv2d_transpose_weights: Kernel,
+    pub conv2d_transpose_grad_output: Kernel,
+    pub sum_chunks: Kernel,
+    pub bias_backward: Kernel,
+    pub relu_backward: Kernel,
+    pub matmul: Kernel,
     /// `None` where conv2d_forward_tiled is.
-    pub matmul_tiled: Option<wgpu::ComputePipeline>,
-    pub sgd: wgpu::ComputePipeline,
+    pub matmul_tiled: Option<Kernel>,
+    pub sgd: Kernel,
     /// Pipelines of [`Kernels::specialised`], by entry point and constants.
-    specialised: Mutex<HashMap<Specialisation, wgpu::ComputePipeline>>,
+    specialised: Mutex<HashMap<Specialisation, Kernel>>,
 }
 
 /// A kernel's entry point and the override constants it was specialised with (as f64 bits, so
@@ -158,7 +165,7 @@ pub(crate) fn compile(
     device: &wgpu::Device,
     shader: &ShaderSource,
     workgroup_size: Option<u32>,
-) -> wgpu::ComputePipeline {
+) -> Kernel {
     compile_with(device, shader, workgroup_size, &[])
 }
 
@@ -168,14 +175,14 @@ fn compile_with(
     shader: &ShaderSource,
     workgroup_size: Option<u32>,
     overrides: &[(&'static str, f64)],
-) -> wgpu::ComputePipeline {
+) -> Kernel {
     let size = workgroup_size.map(|s| ("WORKGROUP_SIZE", f64::from(s)));
     let constants: Vec<(&str, f64)> = size.into_iter().chain(overrides.iter().copied()).collect();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(shader.file),
         source: wgpu::ShaderSource::Wgsl(shader.source.into()),
     });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(shader.entry_point),
         // The bind group layout is derived from the shader's own declarations.
         layout: None,
@@ -186,7 +193,11 @@ fn compile_with(
             zero_initialize_workgroup_memory: false,
         },
         cache: None,
-    })
+    });
+    Kernel {
+        name: shader.entry_point,
+        pipeline,
+    }
 }
 
 impl Kernels {
@@ -240,14 +251,14 @@ impl Kernels {
         device: &wgpu::Device,
         shader: &ShaderSource,
         overrides: &[(&'static str, f64)],
-    ) -> wgpu::ComputePipeline {
+    ) -> Kernel {
         let key = (
             shader.entry_point,
             overrides.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         );
         // A panic elsewhere cannot leave the map half-updated: insertion is one call.
-        let mut pipelines = self.specialised.lock().unwrap_or_else(|e| e.into_inner());
-        pipelines
+        let mut kernels = self.specialised.lock().unwrap_or_else(|e| e.into_inner());
+        kernels
             .entry(key)
             .or_insert_with(|| compile_with(device, shader, Some(self.workgroup_size), overrides))
             .clone()

@@ -13,7 +13,7 @@ mod two_devices;
 
 pub use builder::MemoryUse;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
-pub use kernels::{KernelShape, Kernels, LinearKernel, Variants};
+pub use kernels::{Kernel, KernelShape, Kernels, LinearKernel, Variants};
 pub use network::GpuNetwork;
 pub use peak::{measure as measure_peak, Peak};
 pub use profile::{LayerTime, Profile};

@@ -13,7 +13,9 @@ use crate::gpu::builder::{
     LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK, POOL_TILE,
 };
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{KernelShape, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES};
+use crate::gpu::kernels::{
+    Kernel, KernelShape, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES,
+};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::shaders;
 use crate::weights::{Tensor, Weights};
@@ -603,9 +605,9 @@ pub(crate) fn conv2d_dispatch<'a>(
 /// `auto` never chooses it there).
 pub(crate) fn tiled_kernel<'k>(
     b: &Builder,
-    kernel: Option<&'k wgpu::ComputePipeline>,
+    kernel: Option<&'k Kernel>,
     what: &str,
-) -> Result<&'k wgpu::ComputePipeline> {
+) -> Result<&'k Kernel> {
     kernel.ok_or_else(|| {
         b.too_large(
             format!("the workgroup-tiled {what}"),

@@ -15,6 +15,8 @@ use crate::gpu::context::GpuContext;
 pub struct LayerTime {
     pub layer: String,
     pub dispatches: usize,
+    /// The kernels its dispatches ran, each named once, in the order they ran.
+    pub kernels: Vec<&'static str>,
     pub seconds: f64,
 }
 
@@ -28,6 +30,16 @@ pub struct Profile {
 
 fn layer_of(label: &str) -> &str {
     label.split([' ', '[']).next().unwrap_or(label)
+}
+
+fn kernels_of(group: &[Dispatch]) -> Vec<&'static str> {
+    let mut kernels = Vec::new();
+    for dispatch in group {
+        if !kernels.contains(&dispatch.kernel) {
+            kernels.push(dispatch.kernel);
+        }
+    }
+    kernels
 }
 
 /// Consecutive runs of dispatches of one layer.
@@ -65,6 +77,7 @@ pub(crate) fn profile(
             .map(|(group, seconds)| LayerTime {
                 layer: layer_of(&group[0].label).to_string(),
                 dispatches: group.len(),
+                kernels: kernels_of(group),
                 seconds,
             })
             .collect(),
