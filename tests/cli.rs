@@ -586,6 +586,21 @@ fn bench_profiles_every_layer_of_both_passes() {
             "{profile}"
         );
     }
+    // Each layer names the kernels it ran: the forward's conv1 its convolution, the backward's
+    // pool1 its gather.
+    let kernels =
+        |pass: usize, layer: usize| profiles[pass]["layers"][layer]["kernels"].to_string();
+    assert!(
+        kernels(0, 0).contains("\"conv2d_forward\""),
+        "{}",
+        kernels(0, 0)
+    );
+    let backward_pool1 = &profiles[1]["layers"].as_array().unwrap()[10];
+    assert_eq!(backward_pool1["layer"], "pool1");
+    assert_eq!(
+        backward_pool1["kernels"],
+        serde_json::json!(["max_pool_backward"])
+    );
     assert_clean_failure(
         &["bench", "--profile", "--devices", "2"],
         "--profile times one device",
