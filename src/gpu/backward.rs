@@ -8,7 +8,8 @@
 //!   is the images);
 //! - linear: ReLU backward, per weight slice the weight gradient `X^T dY` and the input gradient
 //!   `dY W` (summed over slices), the bias gradient;
-//! - LRN: its two-pass backward; max pool: the gather backward.
+//! - LRN: its one-pass backward; max pool: the gather backward, routed by the window maxima
+//!   positions its training forward pass recorded.
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{

@@ -753,6 +753,8 @@ fn small_batch_linear<'a>(
     Ok(dispatches)
 }
 
+/// The dispatches of one layer's forward pass. `argmax`, given for a max pool of a network that
+/// trains, receives each window's maximum position for the backward pass.
 fn forward_dispatches<'a>(
     b: &mut Builder<'a>,
     layer: &LayerPlan,
