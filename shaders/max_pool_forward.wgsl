@@ -7,10 +7,11 @@
 //
 // Two entry points: max_pool_forward, and max_pool_argmax (below) for training.
 //
-// Every invocation owns a 4x4 tile of one plane's outputs. It reads each input row the tile's
-// windows cover once, takes the maxima of the tile's four windows across that row, and folds them
-// into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2 pool
-// instead of 144. Reads outside the image are clamped to its edge: the clamped position lies in
+// Every invocation owns a TILE x TILE tile of one plane's outputs (4x4, or 3x3 or 2x2 where that
+// covers the plane with as few tiles: less overhang past its edge). It reads each input row the
+// tile's windows cover once, takes the maxima of the tile's windows across that row, and folds
+// them into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2
+// pool instead of 144. Reads outside the image are clamped to its edge: the clamped position lies in
 // the same window, so maxima are unchanged and no bounds checks are needed (every window overlaps
 // the image; the planner refuses padding as wide as the window).
 
@@ -35,12 +36,13 @@ override WINDOW_WIDTH: u32;
 override STRIDE_HEIGHT: u32;
 override STRIDE_WIDTH: u32;
 
-const TILE: u32 = 4u;
+// The tile's edge, at most 4 (the rows below and the vec4 columns hold a 4x4 tile).
+override TILE: u32 = 4u;
 // The input rows and columns a tile's windows cover.
 override SPAN_HEIGHT: u32 = (TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
 override SPAN_WIDTH: u32 = (TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
 
-// An invocation's 4x4 tile of outputs: its plane (past the last plane: no tile) and first output
+// An invocation's tile of outputs: its plane (past the last plane: no tile) and first output
 // row and column.
 struct Tile {
     plane: u32,
@@ -85,13 +87,13 @@ fn max_pool_forward(
         row3 = fold_row(row3, across, dy, 3u);
     }
     let out_plane = tile.plane * params.out_height;
-    store_row(out_plane, first_oh, first_ow, row0);
-    store_row(out_plane, first_oh + 1u, first_ow, row1);
-    store_row(out_plane, first_oh + 2u, first_ow, row2);
-    store_row(out_plane, first_oh + 3u, first_ow, row3);
+    store_row(out_plane, first_oh, 0u, first_ow, row0);
+    store_row(out_plane, first_oh, 1u, first_ow, row1);
+    store_row(out_plane, first_oh, 2u, first_ow, row2);
+    store_row(out_plane, first_oh, 3u, first_ow, row3);
 }
 
-// The maxima over one input row of the tile's four windows across, the first starting at `left`.
+// The maxima over one input row of the tile's TILE windows across, the first starting at `left`.
 // Each window's first column sets its maximum; later columns can only raise it (so a window of
 // -inf stays -inf).
 fn row_maxima(row: u32, left: i32) -> vec4<f32> {
@@ -113,6 +115,9 @@ fn row_maxima(row: u32, left: i32) -> vec4<f32> {
 // Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
 fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
     let start = t * STRIDE_HEIGHT;
+    if t >= TILE {
+        return best;
+    }
     if dy == start {
         return across;
     }
@@ -122,9 +127,10 @@ fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
     return best;
 }
 
-// Writes the tile row's outputs that lie inside the output plane.
-fn store_row(out_plane: u32, oh: u32, first_ow: u32, values: vec4<f32>) {
-    if oh >= params.out_height {
+// Writes tile row t's outputs that lie inside the tile and the output plane.
+fn store_row(out_plane: u32, first_oh: u32, t: u32, first_ow: u32, values: vec4<f32>) {
+    let oh = first_oh + t;
+    if t >= TILE || oh >= params.out_height {
         return;
     }
     let at = (out_plane + oh) * params.out_width + first_ow;
@@ -183,13 +189,13 @@ fn max_pool_argmax(
         row3 = fold_best(row3, across, place, dy, 3u);
     }
     let out_plane = tile.plane * params.out_height;
-    store_best(out_plane, first_oh, first_ow, row0);
-    store_best(out_plane, first_oh + 1u, first_ow, row1);
-    store_best(out_plane, first_oh + 2u, first_ow, row2);
-    store_best(out_plane, first_oh + 3u, first_ow, row3);
+    store_best(out_plane, first_oh, 0u, first_ow, row0);
+    store_best(out_plane, first_oh, 1u, first_ow, row1);
+    store_best(out_plane, first_oh, 2u, first_ow, row2);
+    store_best(out_plane, first_oh, 3u, first_ow, row3);
 }
 
-// The maxima over one input row of the tile's four windows across, the first starting at `left`,
+// The maxima over one input row of the tile's TILE windows across, the first starting at `left`,
 // and the (clamped) columns they lie in.
 fn row_best(row: u32, left: i32) -> Best {
     var best: Best;
@@ -217,7 +223,7 @@ struct Place {
 // Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
 fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
     let start = t * STRIDE_HEIGHT;
-    if dy < start || dy >= start + WINDOW_HEIGHT {
+    if t >= TILE || dy < start || dy >= start + WINDOW_HEIGHT {
         return best;
     }
     let window_row = place.row - i32(start);
@@ -229,9 +235,11 @@ fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
     return Best(select(best.value, across.value, better), select(best.at, at, better));
 }
 
-// Writes the tile row's maxima and their window positions that belong to outputs inside the plane.
-fn store_best(out_plane: u32, oh: u32, first_ow: u32, best: Best) {
-    if oh >= params.out_height {
+// Writes tile row t's maxima and their window positions that belong to outputs inside the tile
+// and the plane.
+fn store_best(out_plane: u32, first_oh: u32, t: u32, first_ow: u32, best: Best) {
+    let oh = first_oh + t;
+    if t >= TILE || oh >= params.out_height {
         return;
     }
     let first = (out_plane + oh) * params.out_width + first_ow;

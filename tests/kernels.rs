@@ -68,8 +68,17 @@ fn check_layer_on(ctx: &GpuContext, network: &Network, batch: usize, seed: u64) 
     let net = GpuNetwork::with_gradients(ctx, &plan, &weights).expect("network builds");
     net.upload_input(&input).unwrap();
     net.forward_backward().unwrap();
+    // A network built for inference runs its own forward kernels (max pooling without argmax).
+    let inference = GpuNetwork::new(ctx, &plan, &weights).expect("network builds");
+    inference.upload_input(&input).unwrap();
+    inference.forward().unwrap();
     let mut compared = vec![
         ("output", net.read_output().unwrap(), output.clone()),
+        (
+            "inference output",
+            inference.read_output().unwrap(),
+            output.clone(),
+        ),
         (
             "input gradient",
             net.read_output_gradient(0).unwrap(),
@@ -529,6 +538,9 @@ fn max_pool_matches_reference() {
         (1, dims(1, 5, 5), window(1, 1, 1, 1, Padding::Valid)),
         (2, dims(5, 8, 11), window(3, 2, 3, 2, pad(2, 0, 1, 1))),
         (1, dims(2, 27, 27), window(3, 3, 2, 2, Padding::Valid)),
+        // 2x2 outputs: the 2x2 tile; 6x6 (above) the 3x3 one; 13x13 the 4x4 one.
+        (2, dims(3, 5, 5), window(3, 3, 2, 2, Padding::Valid)),
+        (1, dims(2, 27, 27), window(3, 3, 2, 2, pad(1, 1, 1, 1))),
     ];
     for (i, (batch, input, win)) in cases.into_iter().enumerate() {
         let network = behind_identity(input, LayerKind::MaxPool { window: win });

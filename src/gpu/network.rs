@@ -9,8 +9,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::backward::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::builder::{
-    encode_pass, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch, GemmParams,
-    LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK, POOL_TILE,
+    encode_pass, pool_tile, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch,
+    GemmParams, LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
 };
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernels::{
@@ -828,11 +828,11 @@ fn forward_dispatches<'a>(
             dispatches.push(b.dispatch(name, &kernel, &params, &[input, output], workgroups));
         }
         (LayerKind::MaxPool { .. }, None) => {
-            let (params, overrides) = MaxPoolParams::of(layer)?;
-            let tiles = batch
-                * layer.input.channels
-                * layer.output.height.div_ceil(POOL_TILE)
-                * layer.output.width.div_ceil(POOL_TILE);
+            let (params, mut overrides) = MaxPoolParams::of(layer)?;
+            let (height, width) = (layer.output.height, layer.output.width);
+            let tile = pool_tile(height, width);
+            overrides.push(("TILE", tile as f64));
+            let tiles = batch * layer.input.channels * height.div_ceil(tile) * width.div_ceil(tile);
             let workgroups = b.grid_1d(name, tiles)?;
             let dispatch = match argmax {
                 Some(argmax) => {
