@@ -42,12 +42,16 @@ override TILE: u32 = 4u;
 override SPAN_HEIGHT: u32 = (TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
 override SPAN_WIDTH: u32 = (TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
 
-// An invocation's tile of outputs: its plane (past the last plane: no tile) and first output
-// row and column.
+// An invocation's tile of outputs: its plane (past the last plane: no tile), first output row
+// and column, where its plane starts in the input, and where its first window starts (row, column;
+// negative in the padding).
 struct Tile {
     plane: u32,
     first_oh: u32,
     first_ow: u32,
+    in_plane: u32,
+    top: i32,
+    left: i32,
 }
 
 fn locate_tile(id: vec3<u32>, groups: vec3<u32>) -> Tile {
@@ -56,7 +60,17 @@ fn locate_tile(id: vec3<u32>, groups: vec3<u32>) -> Tile {
     let tiles_across = (params.out_width + TILE - 1u) / TILE;
     let tiles_down = (params.out_height + TILE - 1u) / TILE;
     let tile_row = index / tiles_across;
-    return Tile(tile_row / tiles_down, tile_row % tiles_down * TILE, index % tiles_across * TILE);
+    let plane = tile_row / tiles_down;
+    let first_oh = tile_row % tiles_down * TILE;
+    let first_ow = index % tiles_across * TILE;
+    return Tile(
+        plane,
+        first_oh,
+        first_ow,
+        plane * params.in_height * params.in_width,
+        i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top),
+        i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left),
+    );
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -68,29 +82,24 @@ fn max_pool_forward(
     if tile.plane >= params.planes {
         return;
     }
-    let first_oh = tile.first_oh;
-    let first_ow = tile.first_ow;
-    let in_plane = tile.plane * params.in_height * params.in_width;
-    let top = i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top);
-    let left = i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left);
 
     var row0: vec4<f32>;
     var row1: vec4<f32>;
     var row2: vec4<f32>;
     var row3: vec4<f32>;
     for (var dy = 0u; dy < SPAN_HEIGHT; dy++) {
-        let y = clamp(top + i32(dy), 0, i32(params.in_height) - 1);
-        let across = row_maxima(in_plane + u32(y) * params.in_width, left);
+        let y = clamp(tile.top + i32(dy), 0, i32(params.in_height) - 1);
+        let across = row_maxima(tile.in_plane + u32(y) * params.in_width, tile.left);
         row0 = fold_row(row0, across, dy, 0u);
         row1 = fold_row(row1, across, dy, 1u);
         row2 = fold_row(row2, across, dy, 2u);
         row3 = fold_row(row3, across, dy, 3u);
     }
     let out_plane = tile.plane * params.out_height;
-    store_row(out_plane, first_oh, 0u, first_ow, row0);
-    store_row(out_plane, first_oh, 1u, first_ow, row1);
-    store_row(out_plane, first_oh, 2u, first_ow, row2);
-    store_row(out_plane, first_oh, 3u, first_ow, row3);
+    store_row(out_plane, tile, 0u, row0);
+    store_row(out_plane, tile, 1u, row1);
+    store_row(out_plane, tile, 2u, row2);
+    store_row(out_plane, tile, 3u, row3);
 }
 
 // The maxima over one input row of the tile's TILE windows across, the first starting at `left`.
@@ -128,8 +137,9 @@ fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
 }
 
 // Writes tile row t's outputs that lie inside the tile and the output plane.
-fn store_row(out_plane: u32, first_oh: u32, t: u32, first_ow: u32, values: vec4<f32>) {
-    let oh = first_oh + t;
+fn store_row(out_plane: u32, tile: Tile, t: u32, values: vec4<f32>) {
+    let oh = tile.first_oh + t;
+    let first_ow = tile.first_ow;
     if t >= TILE || oh >= params.out_height {
         return;
     }
@@ -168,31 +178,26 @@ fn max_pool_argmax(
     if tile.plane >= params.planes {
         return;
     }
-    let first_oh = tile.first_oh;
-    let first_ow = tile.first_ow;
-    let in_plane = tile.plane * params.in_height * params.in_width;
-    let top = i32(first_oh * STRIDE_HEIGHT) - i32(params.pad_top);
-    let left = i32(first_ow * STRIDE_WIDTH) - i32(params.pad_left);
 
     var row0: Best;
     var row1: Best;
     var row2: Best;
     var row3: Best;
     for (var dy = 0u; dy < SPAN_HEIGHT; dy++) {
-        let y = clamp(top + i32(dy), 0, i32(params.in_height) - 1);
-        let across = row_best(in_plane + u32(y) * params.in_width, left);
+        let y = clamp(tile.top + i32(dy), 0, i32(params.in_height) - 1);
+        let across = row_best(tile.in_plane + u32(y) * params.in_width, tile.left);
         // Row y's offset from the tile's top, and each window's first column.
-        let place = Place(y - top, vec4<i32>(left) + vec4<i32>(0, 1, 2, 3) * i32(STRIDE_WIDTH));
+        let place = Place(y - tile.top, vec4<i32>(tile.left) + vec4<i32>(0, 1, 2, 3) * i32(STRIDE_WIDTH));
         row0 = fold_best(row0, across, place, dy, 0u);
         row1 = fold_best(row1, across, place, dy, 1u);
         row2 = fold_best(row2, across, place, dy, 2u);
         row3 = fold_best(row3, across, place, dy, 3u);
     }
     let out_plane = tile.plane * params.out_height;
-    store_best(out_plane, first_oh, 0u, first_ow, row0);
-    store_best(out_plane, first_oh, 1u, first_ow, row1);
-    store_best(out_plane, first_oh, 2u, first_ow, row2);
-    store_best(out_plane, first_oh, 3u, first_ow, row3);
+    store_best(out_plane, tile, 0u, row0);
+    store_best(out_plane, tile, 1u, row1);
+    store_best(out_plane, tile, 2u, row2);
+    store_best(out_plane, tile, 3u, row3);
 }
 
 // The maxima over one input row of the tile's TILE windows across, the first starting at `left`,
@@ -237,8 +242,9 @@ fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
 
 // Writes tile row t's maxima and their window positions that belong to outputs inside the tile
 // and the plane.
-fn store_best(out_plane: u32, first_oh: u32, t: u32, first_ow: u32, best: Best) {
-    let oh = first_oh + t;
+fn store_best(out_plane: u32, tile: Tile, t: u32, best: Best) {
+    let oh = tile.first_oh + t;
+    let first_ow = tile.first_ow;
     if t >= TILE || oh >= params.out_height {
         return;
     }
