@@ -101,11 +101,11 @@ fn gather(px: Pixels, offset: i32, dy: i32, dx: i32) -> vec4<f32> {
     return select(vec4<f32>(0.0), value, inside);
 }
 
-fn store_block(acc: mat4x4<f32>, first_channel: u32, px: Pixels) {
+// Stores output channels within_group .. within_group + 3 of `group` (acc[pixel][channel]), with
+// bias and ReLU; channels past the group's last are padding and are not stored.
+fn store_block(acc: mat4x4<f32>, group: u32, within_group: u32, px: Pixels) {
     let pixels_per_image = params.out_height * params.out_width;
     let out_per_group = params.out_channels / params.groups;
-    let group = first_channel / params.packed_out_per_group;
-    let within_group = first_channel % params.packed_out_per_group;
     for (var i = 0u; i < 4u; i++) {
         if within_group + i >= out_per_group {
             return;
@@ -217,15 +217,15 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
         }
     }
 
-    let first_channel = group * params.packed_out_per_group + channel_block * 16u;
-    store_block(acc00, first_channel, px0); store_block(acc01, first_channel, px1);
-    store_block(acc02, first_channel, px2); store_block(acc03, first_channel, px3);
-    store_block(acc10, first_channel + 4u, px0); store_block(acc11, first_channel + 4u, px1);
-    store_block(acc12, first_channel + 4u, px2); store_block(acc13, first_channel + 4u, px3);
-    store_block(acc20, first_channel + 8u, px0); store_block(acc21, first_channel + 8u, px1);
-    store_block(acc22, first_channel + 8u, px2); store_block(acc23, first_channel + 8u, px3);
-    store_block(acc30, first_channel + 12u, px0); store_block(acc31, first_channel + 12u, px1);
-    store_block(acc32, first_channel + 12u, px2); store_block(acc33, first_channel + 12u, px3);
+    let c = channel_block * 16u;
+    store_block(acc00, group, c, px0); store_block(acc01, group, c, px1);
+    store_block(acc02, group, c, px2); store_block(acc03, group, c, px3);
+    store_block(acc10, group, c + 4u, px0); store_block(acc11, group, c + 4u, px1);
+    store_block(acc12, group, c + 4u, px2); store_block(acc13, group, c + 4u, px3);
+    store_block(acc20, group, c + 8u, px0); store_block(acc21, group, c + 8u, px1);
+    store_block(acc22, group, c + 8u, px2); store_block(acc23, group, c + 8u, px3);
+    store_block(acc30, group, c + 12u, px0); store_block(acc31, group, c + 12u, px1);
+    store_block(acc32, group, c + 12u, px2); store_block(acc33, group, c + 12u, px3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,24 +303,6 @@ fn conv2d_forward_tiled(
     }
 
     // Stage slot (step, vec4 v) held channels 4v..4v+3 of the tile, so this invocation's
-    // channels are the 4 staged at vec4 local.y.
-    let pixels_per_image = params.out_height * params.out_width;
-    let out_per_group = params.out_channels / params.groups;
-    for (var i = 0u; i < 4u; i++) {
-        let within_group = tile.y * TILE + local.y * 4u + i;
-        if within_group >= out_per_group {
-            break;
-        }
-        let channel = group * out_per_group + within_group;
-        let b = bias[channel];
-        for (var j = 0u; j < 4u; j++) {
-            if px.output_base[j] >= 0 {
-                var value = acc[j][i] + b;
-                if params.relu != 0u {
-                    value = max(value, 0.0);
-                }
-                output[u32(px.output_base[j]) + channel * pixels_per_image] = value;
-            }
-        }
-    }
+    // channels are the 4 staged at vec4 local.y (the tile may reach past the group's channels).
+    store_block(acc, group, tile.y * TILE + local.y * 4u, px);
 }
