@@ -8,21 +8,22 @@ struct Params {
     in_width: u32,
     out_height: u32,
     out_width: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adaptive_avg_pool_forward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    let index = folded_index(id, groups);
     let out_plane = params.out_height * params.out_width;
     if index >= params.planes * out_plane {
         return;

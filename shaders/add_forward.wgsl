@@ -5,6 +5,8 @@
 struct Params {
     len: u32,
     relu: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -12,15 +14,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn add_forward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    let first = (folded_index(id, groups)) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         var y = a[i] + b[i];
         if params.relu != 0u {

@@ -17,7 +17,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad_bias: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn bias_backward(@builtin(global_invocation_id) id: vec3<u32>) {

@@ -22,34 +22,11 @@
 // forward kernel does on its input. The gradient must already have passed through ReLU's backward
 // where the layer has one.
 
-struct Params {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    groups: u32,
-    kernel_height: u32,
-    kernel_width: u32,
-    stride_height: u32,
-    stride_width: u32,
-    pad_top: u32,
-    pad_left: u32,
-    relu: u32, // unused here: ReLU's backward runs before this kernel
-    packed_out_per_group: u32,
-    pixels_per_chunk: u32, // unused here
-    // in_channels / groups rounded up to 16: the row length of the transposed weights.
-    packed_in_per_group: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 const OUTSIDE: i32 = -1073741824;
 
@@ -60,10 +37,6 @@ struct Pixels {
     qx: vec4<i32>,           // x = qx * stride_width + rx
     grad_base: vec4<i32>,    // start of this image's and group's output gradient
     input_base: vec4<i32>,   // y * W + x within image n's first channel, or -1 outside
-}
-
-fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
 }
 
 // Pixels first .. first + 3 of phase (ry, rx) of `image`, counted row-major in the phase's grid of

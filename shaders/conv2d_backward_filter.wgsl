@@ -12,37 +12,13 @@
 // SGD), and the host unpacks to PyTorch's [out, in/groups, kh, kw] only when reading back.
 // Padding channels are never written and stay zero.
 
-struct Params {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    groups: u32,
-    kernel_height: u32,
-    kernel_width: u32,
-    stride_height: u32,
-    stride_width: u32,
-    pad_top: u32,
-    pad_left: u32,
-    relu: u32, // unused here: ReLU's backward runs before this kernel
-    packed_out_per_group: u32,
-    pixels_per_chunk: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 // The output gradient as conv2d_transpose_grad_output lays it out:
 // [pixel of the batch][group][out channels of the group rounded up to 16].
 @group(0) @binding(2) var<storage, read> grad_output: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 const OUTSIDE: i32 = -1073741824;
 
@@ -52,10 +28,6 @@ struct Taps {
     ky: vec4<i32>,
     kx: vec4<i32>,
     k: vec4<u32>,
-}
-
-fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
 }
 
 fn locate_taps(first: u32) -> Taps {
@@ -196,13 +168,12 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
 // every invocation multiplies its 4 output channels by its 4 taps for those 16 pixels. Two
 // barriers per 16 pixels; every staged value is read by 16 invocations.
 
-// Taps and output channels per workgroup tile, and pixels staged at once.
-const TILE: u32 = 64u;
-const TILE_PIXELS: u32 = 16u;
+// Taps and output channels per workgroup tile: TILE; pixels staged at once:
+const TILE_PIXELS: u32 = TILE_K;
 
 // [pixel][16 vec4s]: 64 output channels of the gradient, 64 taps of the input, per staged pixel.
-var<workgroup> gradient_tile: array<vec4<f32>, 256>;
-var<workgroup> input_tile: array<vec4<f32>, 256>;
+var<workgroup> gradient_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
+var<workgroup> input_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
 
 // The input under four taps for output pixel p of the batch, zero in the padding and past `end`.
 fn gather_pixel(t: Taps, p: u32, end: u32, group: u32) -> vec4<f32> {

@@ -16,33 +16,12 @@
 // conv2d_forward comes first and shares its parameters, pixel bookkeeping and outer product with
 // conv2d_forward_tiled.
 
-struct Params {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    groups: u32,
-    kernel_height: u32,
-    kernel_width: u32,
-    stride_height: u32,
-    stride_width: u32,
-    pad_top: u32,
-    pad_left: u32,
-    relu: u32,
-    // out_channels / groups rounded up to a multiple of 16: the row length of the packed weights.
-    packed_out_per_group: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 // A row far outside any image: pixels past the end of the batch read zeros and are never stored.
 const OUTSIDE: i32 = -1073741824;
@@ -53,10 +32,6 @@ struct Pixels {
     row: vec4<i32>,
     col: vec4<i32>,
     output_base: vec4<i32>,
-}
-
-fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
 }
 
 fn locate_pixels(first: u32, group: u32) -> Pixels {
@@ -244,13 +219,9 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
 //
 // Operands and parameters are conv2d_forward's above; bias and ReLU are fused into the store.
 
-// Output channels and pixels per workgroup tile, and reduction steps staged at once.
-const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-
 // [step][16 vec4s]: 64 channels of weights, 64 pixels of input, per reduction step.
-var<workgroup> weight_tile: array<vec4<f32>, 256>;
-var<workgroup> input_tile: array<vec4<f32>, 256>;
+var<workgroup> weight_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
+var<workgroup> input_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
 
 // The input values of reduction step k (channel, kernel row, kernel column) under four pixels,
 // zero in the padding and past the reduction's end.

@@ -19,15 +19,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> padded: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_pad_input(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let row = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    let row = folded_index(id, groups);
     if row >= params.rows {
         return;
     }

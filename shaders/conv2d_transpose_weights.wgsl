@@ -16,21 +16,21 @@ struct Params {
     taps: u32,          // kernel height * kernel width
     packed_out: u32,    // row length of the forward layout
     packed_in: u32,     // row length of the transposed layout
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read_write> transposed: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_transpose_weights(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let i = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    let i = folded_index(id, groups);
     if i >= params.len {
         return;
     }

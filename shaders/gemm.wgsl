@@ -29,11 +29,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
-
-fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
-}
 
 // Offsets of four consecutive input rows; rows past the end re-read the last row (never stored).
 fn row_offsets(first: u32) -> vec4<u32> {

@@ -35,11 +35,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
-
-fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(a * b.x, a * b.y, a * b.z, a * b.w);
-}
 
 fn store_block(acc: mat4x4<f32>, first_column: u32, first_row: u32, chunk: u32) {
     let split = params.chunks > 1u;

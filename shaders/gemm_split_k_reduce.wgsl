@@ -14,15 +14,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn gemm_split_k_reduce(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    let first = (folded_index(id, groups)) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         var sum = bias[i % params.columns];
         for (var c = 0u; c < params.chunks; c++) {

@@ -29,11 +29,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
-
-fn outer(x: vec4<f32>, y: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(x * y.x, x * y.y, x * y.z, x * y.w);
-}
 
 // Offsets of four consecutive rows of a (clamped to the last row; those are never stored).
 fn a_rows(first: u32) -> vec4<u32> {
@@ -129,13 +124,9 @@ fn matmul(@builtin(global_invocation_id) id: vec3<u32>) {
 // place, transposed or not), then every invocation multiplies its 4 rows by its 4 columns for
 // those 16 steps. Two barriers per 16 steps; every staged value is read by 16 invocations.
 
-// Rows and columns of c per workgroup tile, and reduction steps staged at once.
-const TILE: u32 = 64u;
-const TILE_K: u32 = 16u;
-
 // [step][16 vec4s]: 64 rows of a, 64 columns of b, per reduction step.
-var<workgroup> a_tile: array<vec4<f32>, 256>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+var<workgroup> a_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
+var<workgroup> b_tile: array<vec4<f32>, TILE * TILE_K / 4u>;
 
 // a[first .. first + 3, k] (rows past m clamped to the last, as in matmul); zero past the
 // reduction's end, which must add nothing.

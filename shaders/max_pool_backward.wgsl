@@ -24,34 +24,31 @@ struct Params {
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 override WINDOW_HEIGHT: u32;
 override WINDOW_WIDTH: u32;
 override STRIDE_HEIGHT: u32;
 override STRIDE_WIDTH: u32;
 
-const TILE: u32 = 4u;
-// The most windows that reach TILE consecutive rows (columns): the window starts that fall among
-// WINDOW + TILE - 1 consecutive positions.
-override WINDOWS_DOWN: u32 = (WINDOW_HEIGHT + TILE - 2u) / STRIDE_HEIGHT + 1u;
-override WINDOWS_ACROSS: u32 = (WINDOW_WIDTH + TILE - 2u) / STRIDE_WIDTH + 1u;
+// The most windows that reach POOL_TILE consecutive rows (columns): the window starts that fall among
+// WINDOW + POOL_TILE - 1 consecutive positions.
+override WINDOWS_DOWN: u32 = (WINDOW_HEIGHT + POOL_TILE - 2u) / STRIDE_HEIGHT + 1u;
+override WINDOWS_ACROSS: u32 = (WINDOW_WIDTH + POOL_TILE - 2u) / STRIDE_WIDTH + 1u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn max_pool_backward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
-    let tiles_across = (params.in_width + TILE - 1u) / TILE;
-    let tiles_down = (params.in_height + TILE - 1u) / TILE;
+    let index = folded_index(id, groups);
+    let tiles_across = (params.in_width + POOL_TILE - 1u) / POOL_TILE;
+    let tiles_down = (params.in_height + POOL_TILE - 1u) / POOL_TILE;
     let tile_row = index / tiles_across;
     if tile_row >= params.planes * tiles_down {
         return;
     }
     let plane = tile_row / tiles_down;
-    let first_y = tile_row % tiles_down * TILE;
-    let first_x = index % tiles_across * TILE;
+    let first_y = tile_row % tiles_down * POOL_TILE;
+    let first_x = index % tiles_across * POOL_TILE;
     let oy_first = first_window(first_y, params.pad_top, WINDOW_HEIGHT, STRIDE_HEIGHT);
     let ox_first = first_window(first_x, params.pad_left, WINDOW_WIDTH, STRIDE_WIDTH);
     let out_plane = plane * params.out_height;
@@ -102,7 +99,7 @@ fn store_row(in_plane: u32, y: u32, first_x: u32, values: vec4<f32>) {
         return;
     }
     let at = (in_plane + y) * params.in_width + first_x;
-    for (var k = 0u; k < TILE; k++) {
+    for (var k = 0u; k < POOL_TILE; k++) {
         if first_x + k < params.in_width {
             grad_input[at + k] = values[k];
         }

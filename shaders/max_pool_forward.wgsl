@@ -7,7 +7,7 @@
 //
 // Two entry points: max_pool_forward, and max_pool_argmax (below) for training.
 //
-// Every invocation owns a TILE x TILE tile of one plane's outputs (4x4, or 3x3 or 2x2 where that
+// Every invocation owns a FORWARD_TILE x FORWARD_TILE tile of one plane's outputs (4x4, or 3x3 or 2x2 where that
 // covers the plane with as few tiles: less overhang past its edge). It reads each input row the
 // tile's windows cover once, takes the maxima of the tile's windows across that row, and folds
 // them into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2
@@ -30,17 +30,16 @@ struct Params {
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 override WINDOW_HEIGHT: u32;
 override WINDOW_WIDTH: u32;
 override STRIDE_HEIGHT: u32;
 override STRIDE_WIDTH: u32;
 
 // The tile's edge, at most 4 (the rows below and the vec4 columns hold a 4x4 tile).
-override TILE: u32 = 4u;
+override FORWARD_TILE: u32 = POOL_TILE;
 // The input rows and columns a tile's windows cover.
-override SPAN_HEIGHT: u32 = (TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
-override SPAN_WIDTH: u32 = (TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
+override SPAN_HEIGHT: u32 = (FORWARD_TILE - 1u) * STRIDE_HEIGHT + WINDOW_HEIGHT;
+override SPAN_WIDTH: u32 = (FORWARD_TILE - 1u) * STRIDE_WIDTH + WINDOW_WIDTH;
 
 // An invocation's tile of outputs: its plane (past the last plane: no tile), first output row
 // and column, where its plane starts in the input, and where its first window starts (row, column;
@@ -55,14 +54,13 @@ struct Tile {
 }
 
 fn locate_tile(id: vec3<u32>, groups: vec3<u32>) -> Tile {
-    // The host folds large launches into a 2-D grid (one dimension holds at most 65535 groups).
-    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
-    let tiles_across = (params.out_width + TILE - 1u) / TILE;
-    let tiles_down = (params.out_height + TILE - 1u) / TILE;
+    let index = folded_index(id, groups);
+    let tiles_across = (params.out_width + FORWARD_TILE - 1u) / FORWARD_TILE;
+    let tiles_down = (params.out_height + FORWARD_TILE - 1u) / FORWARD_TILE;
     let tile_row = index / tiles_across;
     let plane = tile_row / tiles_down;
-    let first_oh = tile_row % tiles_down * TILE;
-    let first_ow = index % tiles_across * TILE;
+    let first_oh = tile_row % tiles_down * FORWARD_TILE;
+    let first_ow = index % tiles_across * FORWARD_TILE;
     return Tile(
         plane,
         first_oh,
@@ -102,14 +100,14 @@ fn max_pool_forward(
     store_row(out_plane, tile, 3u, row3);
 }
 
-// The maxima over one input row of the tile's TILE windows across, the first starting at `left`.
+// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at `left`.
 // Each window's first column sets its maximum; later columns can only raise it (so a window of
 // -inf stays -inf).
 fn row_maxima(row: u32, left: i32) -> vec4<f32> {
     var best: vec4<f32>;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
         let v = input[row + u32(clamp(left + i32(dx), 0, i32(params.in_width) - 1))];
-        for (var k = 0u; k < TILE; k++) {
+        for (var k = 0u; k < FORWARD_TILE; k++) {
             let start = k * STRIDE_WIDTH;
             if dx == start {
                 best[k] = v;
@@ -124,7 +122,7 @@ fn row_maxima(row: u32, left: i32) -> vec4<f32> {
 // Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
 fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
     let start = t * STRIDE_HEIGHT;
-    if t >= TILE {
+    if t >= FORWARD_TILE {
         return best;
     }
     if dy == start {
@@ -140,11 +138,11 @@ fn fold_row(best: vec4<f32>, across: vec4<f32>, dy: u32, t: u32) -> vec4<f32> {
 fn store_row(out_plane: u32, tile: Tile, t: u32, values: vec4<f32>) {
     let oh = tile.first_oh + t;
     let first_ow = tile.first_ow;
-    if t >= TILE || oh >= params.out_height {
+    if t >= FORWARD_TILE || oh >= params.out_height {
         return;
     }
     let at = (out_plane + oh) * params.out_width + first_ow;
-    for (var k = 0u; k < TILE; k++) {
+    for (var k = 0u; k < FORWARD_TILE; k++) {
         if first_ow + k < params.out_width {
             output[at + k] = values[k];
         }
@@ -200,14 +198,14 @@ fn max_pool_argmax(
     store_best(out_plane, tile, 3u, row3);
 }
 
-// The maxima over one input row of the tile's TILE windows across, the first starting at `left`,
+// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at `left`,
 // and the (clamped) columns they lie in.
 fn row_best(row: u32, left: i32) -> Best {
     var best: Best;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
         let x = clamp(left + i32(dx), 0, i32(params.in_width) - 1);
         let v = input[row + u32(x)];
-        for (var k = 0u; k < TILE; k++) {
+        for (var k = 0u; k < FORWARD_TILE; k++) {
             let start = k * STRIDE_WIDTH;
             let inside = dx > start && dx < start + WINDOW_WIDTH;
             if dx == start || (inside && v > best.value[k]) {
@@ -228,7 +226,7 @@ struct Place {
 // Folds input row `dy` of the tile's span into tile row `t`, if that row's windows hold it.
 fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
     let start = t * STRIDE_HEIGHT;
-    if t >= TILE || dy < start || dy >= start + WINDOW_HEIGHT {
+    if t >= FORWARD_TILE || dy < start || dy >= start + WINDOW_HEIGHT {
         return best;
     }
     let window_row = place.row - i32(start);
@@ -245,11 +243,11 @@ fn fold_best(best: Best, across: Best, place: Place, dy: u32, t: u32) -> Best {
 fn store_best(out_plane: u32, tile: Tile, t: u32, best: Best) {
     let oh = tile.first_oh + t;
     let first_ow = tile.first_ow;
-    if t >= TILE || oh >= params.out_height {
+    if t >= FORWARD_TILE || oh >= params.out_height {
         return;
     }
     let first = (out_plane + oh) * params.out_width + first_ow;
-    for (var k = 0u; k < TILE; k++) {
+    for (var k = 0u; k < FORWARD_TILE; k++) {
         if first_ow + k < params.out_width {
             output[first + k] = best.value[k];
             argmax[first + k] = u32(best.at[k]);

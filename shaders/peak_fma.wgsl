@@ -4,16 +4,18 @@
 
 struct Params {
     iterations: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> sink: array<vec4<f32>>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn peak_fma(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let index = id.x + id.y * groups.x * WORKGROUP_SIZE;
+    let index = folded_index(id, groups);
     let seed = f32(index % 7u) * 1e-3;
     let b = vec4<f32>(0.999, 0.998, 0.997, 0.996);
     let c = vec4<f32>(1e-4);

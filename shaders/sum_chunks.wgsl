@@ -7,20 +7,21 @@
 struct Params {
     len: u32,
     chunks: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read_write> output: array<f32>;
 
-override WORKGROUP_SIZE: u32 = 64u;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn sum_chunks(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (id.x + id.y * groups.x * WORKGROUP_SIZE) * 4u;
+    let first = (folded_index(id, groups)) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         var total = 0.0;
         for (var c = 0u; c < params.chunks; c++) {

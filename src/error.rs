@@ -37,6 +37,11 @@ pub enum Error {
     /// GPU and CPU reference disagree beyond the stated tolerance.
     #[error("{0}")]
     Mismatch(String),
+
+    /// A fault of this library, not of its input: an invariant of the planner or the GPU host
+    /// that did not hold. Please report it.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

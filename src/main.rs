@@ -628,16 +628,14 @@ fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
         .collect::<convnet_wgpu::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate() {
         println!(
-            "device {i}: {}; kernels' pipelines created in {:.2} s; convolutions {:?}, fully \
-             connected {:?} (backward {:?})",
+            "device {i}: {}; convolutions {:?}, fully connected {:?} (backward {:?})",
             ctx.describe(),
-            ctx.pipeline_seconds,
             ctx.conv_kernel(),
-            ctx.variants.linear,
+            ctx.variants().linear,
             ctx.matmul_kernel()
         );
     }
-    if contexts.len() == 2 && contexts[0].info == contexts[1].info {
+    if contexts.len() == 2 && contexts[0].info() == contexts[1].info() {
         println!("(two devices on one adapter: they share its hardware, so expect no speed-up)");
     }
     Ok(contexts)
@@ -830,7 +828,7 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
         result.flops / mean / 1e9,
         result.flops / 1e9,
         result.devices,
-        contexts[0].info.name
+        contexts[0].info().name
     );
     if let Some(first) = result.timings.burn_in.first() {
         println!(
@@ -875,7 +873,7 @@ fn chart_panels(
             let title = format!(
                 "{} pass on {} (per layer)",
                 p["pass"].as_str().unwrap_or(""),
-                ctx.info.name
+                ctx.info().name
             );
             let bars = p["layers"]
                 .as_array()
@@ -1051,9 +1049,9 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let contexts = open_contexts(&args.device)?;
     let watchdog = Watchdog::start(
         args.device.timeout,
-        format!("bench on {}", contexts[0].info.name),
+        format!("bench on {}", contexts[0].info().name),
     )?;
-    let software = contexts.iter().any(|c| c.software);
+    let software = contexts.iter().any(|c| c.software());
     let steps = match (args.batches, args.burn_in, software) {
         (None, None, true) => {
             println!(
@@ -1087,8 +1085,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
         let placed = Placed::new(contexts, &gpu_network, &gpu_plan, &params, gradients)?;
         placed.runner().upload_input(&input)?;
+        let pipeline_seconds: f64 = contexts.iter().map(GpuContext::pipeline_seconds).sum();
         println!(
-            "{}: batch {}, {} timed steps after {} warm-up per pass, {} device(s); {}; {}",
+            "{}: batch {}, {} timed steps after {} warm-up per pass, {} device(s); {}; {}; \
+             pipelines created in {pipeline_seconds:.2} s",
             network.name,
             args.batch,
             steps.0,
@@ -1159,15 +1159,15 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|ctx| {
                 serde_json::json!({
-                    "name": ctx.info.name,
-                    "backend": format!("{:?}", ctx.info.backend),
-                    "device_type": format!("{:?}", ctx.info.device_type),
-                    "driver": ctx.info.driver,
-                    "driver_info": ctx.info.driver_info,
-                    "software": ctx.software,
-                    "pipeline_creation_s": ctx.pipeline_seconds,
+                    "name": ctx.info().name,
+                    "backend": format!("{:?}", ctx.info().backend),
+                    "device_type": format!("{:?}", ctx.info().device_type),
+                    "driver": ctx.info().driver,
+                    "driver_info": ctx.info().driver_info,
+                    "software": ctx.software(),
+                    "pipeline_creation_s": ctx.pipeline_seconds(),
                     "conv_kernel": format!("{:?}", ctx.conv_kernel()),
-                    "linear_kernel": format!("{:?}", ctx.variants.linear),
+                    "linear_kernel": format!("{:?}", ctx.variants().linear),
                     "matmul_kernel": format!("{:?}", ctx.matmul_kernel()),
                 })
             })
@@ -1248,7 +1248,7 @@ fn check(
     let contexts = open_contexts(device)?;
     let _watchdog = Watchdog::start(
         device.timeout,
-        format!("check on {}", contexts[0].info.name),
+        format!("check on {}", contexts[0].info().name),
     )?;
     let gradients = network.supports_backward();
     let placed = Placed::new(&contexts, &gpu_network, &gpu_plan, &gpu_params, gradients)?;
@@ -1371,7 +1371,7 @@ fn run_files(
     let (gpu_network, params) = batch_norm.on_gpu(&network, &params)?;
     let plan = gpu_network.plan(plan[0].batch)?;
     let ctx = open_context(device)?;
-    let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info.name))?;
+    let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info().name))?;
     let net = if grads.is_some() {
         GpuNetwork::with_gradients(&ctx, &plan, &params)?
     } else {
@@ -1445,7 +1445,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
         args.seed,
     )?;
     let ctx = open_context(&args.device)?;
-    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info.name))?;
+    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
     let sgd = Sgd::new(&net, args.lr, args.momentum)?;
     net.upload_input(&data)?;

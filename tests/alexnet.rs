@@ -111,7 +111,7 @@ fn batch_too_large_for_a_binding_is_refused_with_the_numbers() {
     let params = Weights::init(&network, 1).unwrap();
     for ctx in contexts() {
         let Err(err) = GpuNetwork::new(ctx, &plan, &params) else {
-            panic!("batch 512 built on {}", ctx.info.name);
+            panic!("batch 512 built on {}", ctx.info().name);
         };
         let text = err.to_string();
         assert!(
@@ -302,12 +302,12 @@ fn a_lost_device_ends_the_run_with_an_error_naming_the_adapter() {
         let params = Weights::init(&network, 1).unwrap();
         let net = GpuNetwork::with_gradients(&ctx, &plan, &params).unwrap();
         net.forward().unwrap();
-        ctx.device.destroy();
+        ctx.device().destroy();
         let start = std::time::Instant::now();
         let err = net
             .forward_backward()
             .expect_err("a destroyed device still ran");
         assert!(start.elapsed().as_secs() < 10, "took {:?}", start.elapsed());
-        assert!(err.to_string().contains(&ctx.info.name), "{err}");
+        assert!(err.to_string().contains(&ctx.info().name), "{err}");
     }
 }

@@ -338,13 +338,15 @@ fn every_matmul_kernel_variant_matches_the_reference() {
     for shared in contexts() {
         for matmul in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
             for sliced in [false, true] {
-                let mut ctx = common::fresh_context(shared).with_variants(Variants {
+                let ctx = common::fresh_context(shared).with_variants(Variants {
                     matmul,
                     ..Variants::default()
                 });
-                if sliced {
-                    ctx.limits.max_storage_buffer_binding_size = 24 * 1024;
-                }
+                let ctx = if sliced {
+                    ctx.with_binding_limit(24 * 1024)
+                } else {
+                    ctx
+                };
                 for (i, &(batch, features, out)) in shapes.iter().enumerate() {
                     let network = behind_identity(
                         dims(features, 1, 1),
@@ -378,13 +380,15 @@ fn every_linear_kernel_variant_matches_the_reference() {
     for shared in contexts() {
         for linear in variants {
             for sliced in [false, true] {
-                let mut ctx = common::fresh_context(shared).with_variants(Variants {
+                let ctx = common::fresh_context(shared).with_variants(Variants {
                     linear,
                     ..Variants::default()
                 });
-                if sliced {
-                    ctx.limits.max_storage_buffer_binding_size = 24 * 1024;
-                }
+                let ctx = if sliced {
+                    ctx.with_binding_limit(24 * 1024)
+                } else {
+                    ctx
+                };
                 for (i, &(batch, features, out, relu)) in shapes.iter().enumerate() {
                     let network = behind_identity(
                         dims(features, 1, 1),
@@ -433,8 +437,7 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
     let output = reference::layer_forward(&plan[1], &[&input], &params);
     let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
     for shared in contexts() {
-        let mut ctx = common::fresh_context(shared);
-        ctx.limits.max_storage_buffer_binding_size = 64 * 1024;
+        let ctx = common::fresh_context(shared).with_binding_limit(64 * 1024);
         let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
         net.upload_input(&input).unwrap();
         net.forward_backward().unwrap();

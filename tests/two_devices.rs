@@ -17,8 +17,8 @@ const BATCH: usize = 2;
 /// A second device on the adapter of `ctx`.
 fn second_device(ctx: &GpuContext) -> GpuContext {
     GpuContext::new(&AdapterChoice {
-        adapter: Some(ctx.info.name.clone()),
-        backend: Some(format!("{:?}", ctx.info.backend)),
+        adapter: Some(ctx.info().name.clone()),
+        backend: Some(format!("{:?}", ctx.info().backend)),
     })
     .expect("a second device on the same adapter")
 }
@@ -142,7 +142,7 @@ fn losing_a_device_mid_run_is_an_error_not_a_hang() {
     let two = TwoDeviceNetwork::new([&a, &b], &network, 1, &params).unwrap();
     two.upload_input(&weights::random_input(&plan, 2)).unwrap();
     two.forward().unwrap();
-    b.device.destroy();
+    b.device().destroy();
     let err = two.forward().expect_err("a destroyed device still ran");
-    assert!(err.to_string().contains(&b.info.name), "{err}");
+    assert!(err.to_string().contains(&b.info().name), "{err}");
 }

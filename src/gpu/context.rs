@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{KernelShape, Kernels, Variants};
+use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
+use crate::gpu::ops::{KernelShape, Variants};
+use crate::shaders::{TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
 /// to the default choice: the first hardware GPU, else a software adapter.
@@ -19,10 +21,15 @@ pub struct AdapterChoice {
 /// What `convnet adapters` shows of an adapter.
 #[derive(Clone, Debug)]
 pub struct AdapterSummary {
+    /// Its place in the list, as `--adapter N` counts.
     pub index: usize,
+    /// What the adapter says of itself.
     pub info: wgpu::AdapterInfo,
+    /// The adapter's own limits.
     pub limits: wgpu::Limits,
+    /// Whether it has timestamp queries (GPU-timed profiles).
     pub timestamps: bool,
+    /// Whether it runs on the CPU.
     pub software: bool,
 }
 
@@ -151,46 +158,32 @@ fn select(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     }
 }
 
-/// An adapter's device and queue with the kernels compiled for it.
+/// An adapter's device and queue, and the pipelines compiled on it so far.
 ///
 /// Errors wgpu reports asynchronously (validation, out of memory, a lost device) are collected
 /// here instead of panicking, and surface as [`Error::Gpu`] from [`GpuContext::scoped`] and
 /// [`GpuContext::wait`].
 pub struct GpuContext {
-    /// What the adapter says of itself.
-    pub info: wgpu::AdapterInfo,
-    /// True for a CPU-backed adapter.
-    pub software: bool,
-    /// True when the device has timestamp queries (GPU-timed profiles).
-    pub timestamps: bool,
-    /// The limits the device was created with: the adapter's own, not the defaults.
-    pub limits: wgpu::Limits,
-    /// The logical device: creates buffers, pipelines, bind groups.
-    pub device: wgpu::Device,
-    /// Where command buffers are submitted.
-    pub queue: wgpu::Queue,
-    /// The compiled compute pipelines.
-    pub kernels: Kernels,
-    /// How long creating them took. Drivers that compile at the first dispatch (llvmpipe) pay
-    /// most of the compilation later, in the first pass.
-    pub pipeline_seconds: f64,
-    /// The kernel variants networks built on this device use.
-    pub variants: Variants,
+    info: wgpu::AdapterInfo,
+    software: bool,
+    timestamps: bool,
+    /// The limits networks are planned within: the device's own, or tighter where asked.
+    limits: wgpu::Limits,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipelines: Pipelines,
+    variants: Variants,
     /// The first error wgpu reported outside an error scope, or the device-lost message.
     failure: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
-    /// Opens the chosen adapter with its own limits and compiles the kernels.
+    /// Opens the chosen adapter with its own limits (not wgpu's defaults) and timestamp queries
+    /// where it has them.
     pub fn new(choice: &AdapterChoice) -> Result<Self> {
         let adapter = select(choice)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let gpu_error = |during: &str, message: String| Error::Gpu {
-            adapter: info.name.clone(),
-            during: during.into(),
-            message,
-        };
         // Timestamp queries where the adapter has them, for per-layer profiles.
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -205,8 +198,20 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| gpu_error("device creation", e.to_string()))?;
+        .map_err(|e| Error::Gpu {
+            adapter: info.name.clone(),
+            during: "device creation".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Self::from_device(device, queue, info))
+    }
 
+    /// A context on a device a host program already has (its `AdapterInfo` names the adapter in
+    /// errors and says whether it is a software one). Networks are planned within the device's
+    /// limits and use timestamp queries if the device was created with them. Installs an
+    /// uncaptured-error handler and a device-lost callback on the device, which turn wgpu's
+    /// asynchronous errors into [`Error::Gpu`] results.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         let failure = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&failure);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -216,43 +221,123 @@ impl GpuContext {
         device.set_device_lost_callback(move |reason, message| {
             record_failure(&sink, format!("device lost ({reason:?}): {message}"));
         });
-
         let software = is_software(&info);
-        let start = std::time::Instant::now();
-        let kernels = capture_errors(&device, || Kernels::new(&device, software, &limits))
-            .map_err(|message| gpu_error("kernel compilation", message))?;
-        let ctx = GpuContext {
-            pipeline_seconds: start.elapsed().as_secs_f64(),
+        GpuContext {
+            timestamps: device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+            limits: device.limits(),
+            pipelines: Pipelines::new(software),
             variants: Variants::default(),
-            kernels,
             info,
             software,
-            timestamps,
-            limits,
             device,
             queue,
             failure,
-        };
-        ctx.check("kernel compilation")?;
-        Ok(ctx)
-    }
-
-    /// The convolution kernel this device's networks use: forced, or chosen for the adapter.
-    pub fn conv_kernel(&self) -> KernelShape {
-        let tiled_available = self.kernels.conv2d_forward_tiled.is_some();
-        self.variants.conv.resolve(self.software, tiled_available)
-    }
-
-    /// The fully connected layers' backward kernel: forced, or chosen for the adapter.
-    pub fn matmul_kernel(&self) -> KernelShape {
-        let tiled_available = self.kernels.matmul_tiled.is_some();
-        self.variants.matmul.resolve(self.software, tiled_available)
+        }
     }
 
     /// The same device with its networks built from `variants` instead of the adapter's choice.
     pub fn with_variants(mut self, variants: Variants) -> Self {
         self.variants = variants;
         self
+    }
+
+    /// The same device, with networks planned as if one storage binding held at most `bytes`
+    /// (never more than the device allows): weights are split and batches refused as they would
+    /// be on such an adapter.
+    pub fn with_binding_limit(mut self, bytes: u64) -> Self {
+        let limits = &mut self.limits;
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(bytes);
+        self
+    }
+
+    /// The same device, with launches planned as if one grid dimension held at most `groups`
+    /// workgroups (never more than the device allows): large launches fold into two dimensions
+    /// sooner, as they would on such an adapter.
+    pub fn with_workgroups_per_dimension_limit(mut self, groups: u32) -> Self {
+        let limits = &mut self.limits;
+        limits.max_compute_workgroups_per_dimension = limits
+            .max_compute_workgroups_per_dimension
+            .min(groups.max(1));
+        self
+    }
+
+    /// What the adapter says of itself.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// True for a CPU-backed adapter (lavapipe, llvmpipe, SwiftShader, WARP).
+    pub fn software(&self) -> bool {
+        self.software
+    }
+
+    /// True when the device has timestamp queries (GPU-timed profiles).
+    pub fn timestamps(&self) -> bool {
+        self.timestamps
+    }
+
+    /// The limits networks are planned within.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The logical device: creates buffers, pipelines, bind groups.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// Where command buffers are submitted.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The kernel variants asked for (each `Auto` unless forced).
+    pub fn variants(&self) -> Variants {
+        self.variants
+    }
+
+    /// Seconds spent creating pipelines on this device so far. Drivers that compile at the
+    /// first dispatch (llvmpipe) pay most of the compilation later, in the first pass.
+    pub fn pipeline_seconds(&self) -> f64 {
+        self.pipelines.seconds()
+    }
+
+    /// Invocations per workgroup of the flat (not workgroup-tiled) kernels.
+    pub fn workgroup_size(&self) -> u32 {
+        self.pipelines.workgroup_size()
+    }
+
+    /// `kernel`'s pipeline with `overrides`, compiled on first use and cached.
+    pub(crate) fn pipeline<P: KernelParams>(
+        &self,
+        kernel: &KernelDef<P>,
+        overrides: &[(&'static str, f64)],
+    ) -> Pipeline {
+        self.pipelines.get(&self.device, kernel, overrides)
+    }
+
+    /// Whether the adapter's limits can run the workgroup-tiled kernels (16 x 16 invocations and
+    /// 8 KiB of workgroup memory; some downlevel GL adapters cannot).
+    pub fn tiled_kernels_fit(&self) -> bool {
+        let l = &self.limits;
+        l.max_compute_invocations_per_workgroup >= TILE_INVOCATIONS
+            && l.max_compute_workgroup_size_x >= 16
+            && l.max_compute_workgroup_size_y >= 16
+            && l.max_compute_workgroup_storage_size >= TILE_WORKGROUP_BYTES
+    }
+
+    /// The convolution kernel this device's networks use: forced, or chosen for the adapter.
+    pub fn conv_kernel(&self) -> KernelShape {
+        self.variants
+            .conv
+            .resolve(self.software, self.tiled_kernels_fit())
+    }
+
+    /// The fully connected layers' backward kernel: forced, or chosen for the adapter.
+    pub fn matmul_kernel(&self) -> KernelShape {
+        self.variants
+            .matmul
+            .resolve(self.software, self.tiled_kernels_fit())
     }
 
     /// One line naming the adapter, its backend and whether it is a software one.

@@ -1,11 +1,18 @@
-//! The GPU host: the context (adapter, device, queue, error capture), the compiled kernels, and
-//! the execution of a planned network on them.
+//! The GPU host: the context (adapter, device, queue, error capture, pipeline cache), the ops'
+//! kernels and their dispatch builders (`ops`), and the execution of a planned network on them.
+//!
+//! Dependencies run one way: `network` wires a plan's buffers and calls `ops` (forward) and
+//! `gradients` (backward, which calls `ops` too); `ops` build dispatches with `builder`, from
+//! kernels typed in `kernel`, on weights laid out by `packing`; `sgd`, `two_devices`, `profile`
+//! and `peak` sit on top of `network` and `context`. See docs/design.md.
 
-mod backward;
 mod builder;
 mod context;
-mod kernels;
+mod gradients;
+mod kernel;
 mod network;
+pub(crate) mod ops;
+mod packing;
 mod peak;
 mod profile;
 mod sgd;
@@ -13,8 +20,8 @@ mod two_devices;
 
 pub use builder::MemoryUse;
 pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
-pub use kernels::{Kernel, KernelShape, Kernels, LinearKernel, Variants};
 pub use network::GpuNetwork;
+pub use ops::{KernelShape, LinearKernel, Variants};
 pub use peak::{measure as measure_peak, Peak};
 pub use profile::{LayerTime, Profile};
 pub use sgd::Sgd;

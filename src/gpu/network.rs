@@ -7,148 +7,25 @@
 //! only when read back.
 
 use crate::error::{Error, Result};
-use crate::gpu::backward::{self, ForwardBuffers, Gradients, OutputGradient};
-use crate::gpu::builder::{
-    encode_pass, pool_tile, u32_of, words, BatchNormParams, Builder, Conv2dParams, Dispatch,
-    GemmParams, LrnParams, MaxPoolParams, MemoryUse, Purpose, Words4, BLOCK,
-};
+use crate::gpu::builder::{Builder, MemoryUse, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{
-    Kernel, KernelShape, LinearKernel, TILED_INVOCATIONS, TILED_WORKGROUP_BYTES,
-};
+use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
+use crate::gpu::kernel::{encode_pass, Dispatch};
+use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
+use crate::gpu::packing::{self, LayerParams};
 use crate::model::{LayerKind, LayerPlan, Source};
-use crate::shaders;
 use crate::weights::{Tensor, Weights};
-
-/// A column slice of a linear layer's weight: as many columns as one storage binding holds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Slice {
-    pub first: usize,
-    pub count: usize,
-    /// `count` rounded up to [`BLOCK`]: the row length of the packed slice.
-    pub packed_columns: usize,
-}
-
-/// How a layer's weight is laid out on the GPU.
-#[derive(Clone, Debug)]
-pub(crate) enum Packing {
-    /// `[group][k][out_per_group rounded up to BLOCK]`, k = (in channel, ky, kx).
-    Conv {
-        out_channels: usize,
-        groups: usize,
-        taps: usize,
-        packed_out: usize,
-    },
-    /// Per slice: `[in][packed_columns]` (transposed).
-    Linear {
-        depth: usize,
-        out_features: usize,
-        slices: Vec<Slice>,
-    },
-    /// A batch norm's `[4][channels]` statistics (weight, bias, mean, variance), never unpacked:
-    /// they have no gradients here.
-    Norm,
-}
-
-/// A parameterised layer's weight (one buffer per slice) and bias on the GPU.
-pub(crate) struct LayerParams {
-    /// Index of the layer in the plan.
-    pub layer: usize,
-    pub packing: Packing,
-    pub weights: Vec<wgpu::Buffer>,
-    pub bias: wgpu::Buffer,
-}
-
-impl Packing {
-    fn conv(out_channels: usize, groups: usize, weight_len: usize) -> Self {
-        Packing::Conv {
-            out_channels,
-            groups,
-            taps: weight_len / out_channels,
-            packed_out: (out_channels / groups).next_multiple_of(BLOCK),
-        }
-    }
-
-    /// Floats in each packed buffer.
-    pub fn buffer_lens(&self) -> Vec<usize> {
-        match self {
-            Packing::Conv {
-                groups,
-                taps,
-                packed_out,
-                ..
-            } => vec![groups * taps * packed_out],
-            Packing::Linear { depth, slices, .. } => {
-                slices.iter().map(|s| depth * s.packed_columns).collect()
-            }
-            Packing::Norm => Vec::new(),
-        }
-    }
-
-    /// PyTorch layout → the GPU's packed buffers, zero-padded.
-    fn pack(&self, weight: &[f32]) -> Vec<Vec<f32>> {
-        let mut packed: Vec<Vec<f32>> = self.buffer_lens().iter().map(|&n| vec![0.0; n]).collect();
-        self.for_each_index(|buffer, at, original| packed[buffer][at] = weight[original]);
-        packed
-    }
-
-    /// The GPU's packed buffers → PyTorch layout.
-    pub fn unpack(&self, packed: &[Vec<f32>], len: usize) -> Vec<f32> {
-        let mut weight = vec![0.0; len];
-        self.for_each_index(|buffer, at, original| weight[original] = packed[buffer][at]);
-        weight
-    }
-
-    /// Calls `f(buffer, packed index, PyTorch index)` for every weight element.
-    fn for_each_index(&self, mut f: impl FnMut(usize, usize, usize)) {
-        match self {
-            Packing::Conv {
-                out_channels,
-                groups,
-                taps,
-                packed_out,
-            } => {
-                let per_group = out_channels / groups;
-                for g in 0..*groups {
-                    for o in 0..per_group {
-                        for k in 0..*taps {
-                            f(
-                                0,
-                                (g * taps + k) * packed_out + o,
-                                (g * per_group + o) * taps + k,
-                            );
-                        }
-                    }
-                }
-            }
-            Packing::Linear { depth, slices, .. } => {
-                for (s, slice) in slices.iter().enumerate() {
-                    for c in 0..slice.count {
-                        for k in 0..*depth {
-                            f(
-                                s,
-                                k * slice.packed_columns + c,
-                                (slice.first + c) * depth + k,
-                            );
-                        }
-                    }
-                }
-            }
-            Packing::Norm => {}
-        }
-    }
-}
 
 /// A network resident on one device, ready to run forward passes and, when built with
 /// [`GpuNetwork::with_gradients`], backward passes.
 pub struct GpuNetwork<'a> {
-    pub(crate) ctx: &'a GpuContext,
-    pub(crate) plan: Vec<LayerPlan>,
-    pub(crate) input: wgpu::Buffer,
-    pub(crate) outputs: Vec<wgpu::Buffer>,
-    pub(crate) params: Vec<LayerParams>,
+    ctx: &'a GpuContext,
+    plan: Vec<LayerPlan>,
+    input: wgpu::Buffer,
+    outputs: Vec<wgpu::Buffer>,
+    params: Vec<LayerParams>,
     forward: Vec<Dispatch>,
-    pub(crate) gradients: Option<Gradients>,
+    gradients: Option<Gradients>,
     memory: MemoryUse,
 }
 
@@ -231,7 +108,7 @@ impl<'a> GpuNetwork<'a> {
             )));
         }
         self.ctx.scoped("input upload", |ctx| {
-            ctx.queue
+            ctx.queue()
                 .write_buffer(&self.input, 0, bytemuck::cast_slice(input))
         })
     }
@@ -245,7 +122,7 @@ impl<'a> GpuNetwork<'a> {
     /// Fails when the network was built without gradients.
     pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let gradients = self.gradients_or_err()?;
-        gradients.encode(encoder, self.outputs.last().expect("a network has layers"));
+        gradients.encode(encoder, self.logits_buffer());
         Ok(())
     }
 
@@ -255,20 +132,60 @@ impl<'a> GpuNetwork<'a> {
         })
     }
 
+    /// The buffer the input batch is uploaded to.
+    pub(crate) fn input_buffer(&self) -> &wgpu::Buffer {
+        &self.input
+    }
+
+    /// The last layer's output buffer.
+    pub(crate) fn logits_buffer(&self) -> &wgpu::Buffer {
+        self.outputs.last().expect("a planned network has layers")
+    }
+
+    /// The buffer of the last layer's output gradient, which a multi-device segment's caller
+    /// fills before the backward pass.
+    pub(crate) fn logits_gradient_buffer(&self) -> Result<&wgpu::Buffer> {
+        let gradients = self.gradients_or_err()?;
+        Ok(gradients
+            .outputs
+            .last()
+            .expect("a planned network has layers"))
+    }
+
+    /// The input gradient's buffer, where the network was built to compute it.
+    pub(crate) fn input_gradient_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.gradients.as_ref().and_then(|g| g.input.as_ref())
+    }
+
+    /// Every parameter buffer (weight slices, bias) beside its gradient buffer, with its layer's
+    /// name: what an optimiser updates.
+    pub(crate) fn parameter_buffers(&self) -> Result<Vec<(&str, &wgpu::Buffer, &wgpu::Buffer)>> {
+        let gradients = self.gradients_or_err()?;
+        let mut pairs = Vec::new();
+        for (params, grads) in self.params.iter().zip(&gradients.params) {
+            let name = self.plan[params.layer].layer.name.as_str();
+            for (param, grad) in params.weights.iter().zip(&grads.weights) {
+                pairs.push((name, param, grad));
+            }
+            pairs.push((name, &params.bias, &grads.bias));
+        }
+        Ok(pairs)
+    }
+
     /// Submits what `record` encodes and waits until the GPU has finished it.
     pub(crate) fn run(
         &self,
         during: &str,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
     ) -> Result<()> {
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some(during),
-            });
+        let mut encoder =
+            self.ctx
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some(during),
+                });
         record(&mut encoder)?;
-        self.ctx.queue.submit([encoder.finish()]);
+        self.ctx.queue().submit([encoder.finish()]);
         self.ctx.wait(during)
     }
 
@@ -296,7 +213,7 @@ impl<'a> GpuNetwork<'a> {
     /// Times the backward pass layer by layer, after an untimed forward pass and loss gradient.
     pub fn profile_backward(&self) -> Result<crate::gpu::Profile> {
         let gradients = self.gradients_or_err()?;
-        let logits = self.outputs.last().expect("a network has layers");
+        let logits = self.logits_buffer();
         let prelude = |encoder: &mut wgpu::CommandEncoder| {
             self.encode_forward(encoder);
             gradients.encode_loss(encoder, logits);
@@ -443,7 +360,7 @@ fn build<'a>(
                 Source::Layer(j) => &outputs[*j],
             })
             .collect();
-        let layer_params = upload_params(&mut b, index, layer, weights)?;
+        let layer_params = packing::upload(&mut b, index, layer, weights)?;
         // Training records where each pooling window's maximum lies, for the backward pass.
         let maxima = (gradients.is_some() && matches!(layer.layer.kind, LayerKind::MaxPool { .. }))
             .then(|| {
@@ -463,7 +380,7 @@ fn build<'a>(
         argmax.push(maxima);
     }
     let gradients = match gradients {
-        Some((output_gradient, input_gradient)) => Some(backward::build(
+        Some((output_gradient, input_gradient)) => Some(gradients::build(
             &mut b,
             plan,
             ForwardBuffers {
@@ -489,429 +406,35 @@ fn build<'a>(
     })
 }
 
-/// Packs and uploads a layer's weight and bias (a batch norm's statistics); `None` for layers
-/// without parameters.
-fn upload_params(
-    b: &mut Builder,
-    index: usize,
-    layer: &LayerPlan,
-    weights: &Weights,
-) -> Result<Option<LayerParams>> {
-    let name = &layer.layer.name;
-    let packing = match &layer.layer.kind {
-        LayerKind::Conv2d {
-            out_channels,
-            groups,
-            ..
-        } => Packing::conv(*out_channels, *groups, weights.tensor(name, "weight").len()),
-        LayerKind::Linear { out_features, .. } => {
-            let depth = layer.input.len();
-            // Columns per slice: as many as one storage binding holds, in whole register blocks.
-            let block_bytes = (depth * BLOCK * 4) as u64;
-            b.check_binding(
-                &format!("one {BLOCK}-column slice of {name}.weight"),
-                block_bytes,
-            )?;
-            let slice_columns = (b.max_binding / block_bytes) as usize * BLOCK;
-            let slices = (0..*out_features)
-                .step_by(slice_columns)
-                .map(|first| {
-                    let count = slice_columns.min(out_features - first);
-                    Slice {
-                        first,
-                        count,
-                        packed_columns: count.next_multiple_of(BLOCK),
-                    }
-                })
-                .collect();
-            Packing::Linear {
-                depth,
-                out_features: *out_features,
-                slices,
-            }
-        }
-        LayerKind::BatchNorm { .. } => {
-            // One buffer of the four per-channel vectors; it takes the weight's place.
-            let stats: Vec<f32> = ["weight", "bias", "running_mean", "running_var"]
-                .iter()
-                .flat_map(|suffix| weights.tensor(name, suffix))
-                .copied()
-                .collect();
-            return Ok(Some(LayerParams {
-                layer: index,
-                packing: Packing::Norm,
-                weights: vec![b.weights(&format!("{name} statistics"), &stats)],
-                bias: b.weights(&format!("{name}.bias"), &[]),
-            }));
-        }
-        LayerKind::Lrn { .. }
-        | LayerKind::MaxPool { .. }
-        | LayerKind::Add { .. }
-        | LayerKind::AdaptiveAvgPool { .. }
-        | LayerKind::Concat => return Ok(None),
-    };
-    let weight = weights.tensor(name, "weight");
-    let mut buffers = Vec::new();
-    for (i, packed) in packing.pack(weight).iter().enumerate() {
-        b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
-        buffers.push(b.weights(&format!("{name}.weight[{i}]"), packed));
-    }
-    // A convolution without bias (a batch norm follows it) adds zeros: the kernel stays one.
-    let zeros = vec![0.0; layer.output.channels];
-    let bias = weights
-        .get(&format!("{name}.bias"))
-        .map_or(zeros.as_slice(), |t| t.data.as_slice());
-    let bias = b.weights(&format!("{name}.bias"), bias);
-    Ok(Some(LayerParams {
-        layer: index,
-        packing,
-        weights: buffers,
-        bias,
-    }))
-}
-
-/// A convolution by the kernel variant the device uses: `conv2d_forward` (register blocks) or
-/// `conv2d_forward_tiled` (workgroup tiles). `args` are input, packed weights, bias, output.
-pub(crate) fn conv2d_dispatch<'a>(
-    b: &mut Builder<'a>,
-    label: &str,
-    params: &Conv2dParams,
-    args: [&wgpu::Buffer; 4],
-) -> Result<Dispatch> {
-    let pixels = (params.batch * params.out_height * params.out_width) as usize;
-    let packed_out = params.packed_out_per_group as usize;
-    let groups = params.groups as usize;
-    let (kernel, workgroups) = match b.ctx.conv_kernel() {
-        KernelShape::WorkgroupTile => (
-            tiled_kernel(
-                b,
-                b.ctx.kernels.conv2d_forward_tiled.as_ref(),
-                "convolution",
-            )?,
-            b.workgroups(
-                label,
-                [pixels.div_ceil(64), packed_out.div_ceil(64), groups],
-            )?,
-        ),
-        _ => (
-            &b.ctx.kernels.conv2d_forward,
-            b.grid_3d(label, pixels.div_ceil(BLOCK), packed_out / BLOCK, groups)?,
-        ),
-    };
-    Ok(b.dispatch(label, kernel, params, &args, workgroups))
-}
-
-/// A workgroup-tiled kernel, or the error that the adapter's limits cannot run it (where forced;
-/// `auto` never chooses it there).
-pub(crate) fn tiled_kernel<'k>(
-    b: &Builder,
-    kernel: Option<&'k Kernel>,
-    what: &str,
-) -> Result<&'k Kernel> {
-    kernel.ok_or_else(|| {
-        b.too_large(
-            format!("the workgroup-tiled {what}"),
-            format!(
-                "it needs {TILED_INVOCATIONS} invocations and {TILED_WORKGROUP_BYTES} bytes of \
-                 workgroup memory, the adapter allows {} and {}",
-                b.ctx.limits.max_compute_invocations_per_workgroup,
-                b.ctx.limits.max_compute_workgroup_storage_size
-            ),
-        )
-    })
-}
-
-/// For a padded convolution: a zero-bordered copy of its input, the dispatch that fills it each
-/// pass (pushed onto `dispatches`), and `params` changed to read it unpadded. `None` for a
-/// convolution without padding.
-fn pad_input<'a>(
-    b: &mut Builder<'a>,
-    layer: &LayerPlan,
-    input: &wgpu::Buffer,
-    params: &mut Conv2dParams,
-    dispatches: &mut Vec<Dispatch>,
-) -> Result<Option<wgpu::Buffer>> {
-    let pad = layer.pad;
-    if pad == crate::model::Pad::default() {
-        return Ok(None);
-    }
-    let name = &layer.layer.name;
-    let (height, width) = (layer.input.height, layer.input.width);
-    let padded_height = height + pad.top + pad.bottom;
-    let padded_width = width + pad.left + pad.right;
-    let planes = layer.batch * layer.input.channels;
-    let len = planes * padded_height * padded_width;
-    b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
-    let padded = b.storage(&format!("{name} padded input"), len, Purpose::Scratch);
-    let rows = planes * height;
-    let uniform = words(
-        [
-            rows,
-            height,
-            width,
-            padded_height,
-            padded_width,
-            pad.top,
-            pad.left,
-            0,
-        ],
-        "padded input size",
-    )?;
-    let label = format!("{name} pad input");
-    let workgroups = b.grid_1d(&label, rows)?;
-    let kernel = &b.ctx.kernels.conv2d_pad_input;
-    dispatches.push(b.dispatch(&label, kernel, &uniform, &[input, &padded], workgroups));
-    params.in_height = u32_of(padded_height, "height")?;
-    params.in_width = u32_of(padded_width, "width")?;
-    params.pad_top = 0;
-    params.pad_left = 0;
-    Ok(Some(padded))
-}
-
-/// A fully connected layer's sizes, as the small-batch GEMM needs them.
-struct LinearShape<'n> {
-    name: &'n str,
-    batch: usize,
-    depth: usize,
-    out_features: usize,
-    relu: bool,
-}
-
-/// A fully connected layer by `gemm_small_batch`, one dispatch per weight slice; split along the
-/// reduction into `chunks`, summed by `gemm_split_k_reduce`, when `chunks` > 1.
-fn small_batch_linear<'a>(
-    b: &mut Builder<'a>,
-    layer: &LinearShape,
-    p: &LayerParams,
-    slices: &[Slice],
-    chunks: usize,
-    input: &wgpu::Buffer,
-    output: &wgpu::Buffer,
-) -> Result<Vec<Dispatch>> {
-    let name = layer.name;
-    let kernels = &b.ctx.kernels;
-    let len = layer.batch * layer.out_features;
-    // No more chunks than the partial sums' binding holds.
-    let chunks = chunks.min((b.max_binding / (len * 4) as u64).max(1) as usize);
-    let partial = (chunks > 1).then(|| {
-        b.storage(
-            &format!("{name} partial sums"),
-            chunks * len,
-            Purpose::Scratch,
-        )
-    });
-    let target = partial.as_ref().unwrap_or(output);
-    let chunk_depth = layer.depth.div_ceil(chunks);
-    let mut dispatches = Vec::new();
-    for (slice, weight) in slices.iter().zip(&p.weights) {
-        let params = words(
-            [
-                layer.batch,
-                layer.depth,
-                slice.count,
-                slice.packed_columns,
-                slice.first,
-                layer.out_features,
-                usize::from(layer.relu),
-                chunk_depth,
-                chunks,
-                0,
-                0,
-                0,
-            ],
-            "fully connected size",
-        )?;
-        let label = format!("{name}[{}..{}]", slice.first, slice.first + slice.count);
-        let workgroups = b.grid_3d(
-            name,
-            slice.count.div_ceil(BLOCK),
-            layer.batch.div_ceil(4),
-            chunks,
-        )?;
-        let args = [input, weight, &p.bias, target];
-        let kernel = &kernels.gemm_small_batch;
-        dispatches.push(b.dispatch(&label, kernel, &params, &args, workgroups));
-    }
-    if let Some(partial) = &partial {
-        let params = Words4([
-            u32_of(len, "fully connected size")?,
-            u32_of(layer.out_features, "features")?,
-            u32_of(chunks, "chunks")?,
-            u32::from(layer.relu),
-        ]);
-        let workgroups = b.grid_1d(name, len.div_ceil(4))?;
-        let args = [partial, &p.bias, output];
-        let kernel = &kernels.gemm_split_k_reduce;
-        dispatches.push(b.dispatch(
-            &format!("{name} reduce"),
-            kernel,
-            &params,
-            &args,
-            workgroups,
-        ));
-    }
-    Ok(dispatches)
-}
-
 /// The dispatches of one layer's forward pass. `argmax`, given for a max pool of a network that
 /// trains, receives each window's maximum position for the backward pass.
-fn forward_dispatches<'a>(
-    b: &mut Builder<'a>,
+fn forward_dispatches(
+    b: &mut Builder,
     layer: &LayerPlan,
     params: Option<&LayerParams>,
     inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
     argmax: Option<&wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
-    let name = layer.layer.name.as_str();
     let input = inputs[0];
-    let kernels = &b.ctx.kernels;
-    let batch = layer.batch;
-    let mut dispatches = Vec::new();
     match (&layer.layer.kind, params) {
-        (LayerKind::Conv2d { .. }, Some(p)) => {
-            let Packing::Conv { packed_out, .. } = p.packing else {
-                unreachable!("a conv layer's weight is packed as a conv's")
-            };
-            let mut params = Conv2dParams::of(layer, packed_out)?;
-            let padded = match b.ctx.conv_kernel() {
-                // The tiled kernel checks the bounds as it stages its tiles.
-                KernelShape::WorkgroupTile => None,
-                _ => pad_input(b, layer, input, &mut params, &mut dispatches)?,
-            };
-            let source = padded.as_ref().unwrap_or(input);
-            let args = [source, &p.weights[0], &p.bias, output];
-            dispatches.push(conv2d_dispatch(b, name, &params, args)?);
-        }
-        (LayerKind::Linear { out_features, relu }, Some(p)) => {
-            let Packing::Linear { depth, slices, .. } = &p.packing else {
-                unreachable!("a linear layer's weight is packed as a linear's")
-            };
-            let kernel =
-                b.ctx
-                    .variants
-                    .linear
-                    .resolve(batch, *depth, *out_features, b.ctx.software);
-            if let LinearKernel::SmallBatch { chunks } = kernel {
-                let shape = LinearShape {
-                    name,
-                    batch,
-                    depth: *depth,
-                    out_features: *out_features,
-                    relu: *relu,
-                };
-                return small_batch_linear(b, &shape, p, slices, chunks, input, output);
-            }
-            for (slice, weight) in slices.iter().zip(&p.weights) {
-                let params = GemmParams {
-                    rows: u32_of(batch, "batch")?,
-                    depth: u32_of(*depth, "features")?,
-                    columns: u32_of(slice.count, "features")?,
-                    packed_columns: u32_of(slice.packed_columns, "features")?,
-                    column_offset: u32_of(slice.first, "features")?,
-                    output_stride: u32_of(*out_features, "features")?,
-                    relu: u32::from(*relu),
-                    _pad: 0,
-                };
-                let label = format!("{name}[{}..{}]", slice.first, slice.first + slice.count);
-                let workgroups =
-                    b.grid_3d(name, slice.count.div_ceil(BLOCK), batch.div_ceil(BLOCK), 1)?;
-                let args = [input, weight, &p.bias, output];
-                dispatches.push(b.dispatch(&label, &kernels.gemm, &params, &args, workgroups));
-            }
-        }
-        (LayerKind::Lrn { .. }, None) => {
-            let positions = batch * layer.input.height * layer.input.width;
-            let workgroups = b.grid_1d(name, positions)?;
-            let (params, overrides) = LrnParams::of(layer)?;
-            let kernel = b.specialised(&shaders::LRN_FORWARD, &overrides);
-            dispatches.push(b.dispatch(name, &kernel, &params, &[input, output], workgroups));
-        }
-        (LayerKind::MaxPool { .. }, None) => {
-            let (params, mut overrides) = MaxPoolParams::of(layer)?;
-            let (height, width) = (layer.output.height, layer.output.width);
-            let tile = pool_tile(height, width);
-            overrides.push(("TILE", tile as f64));
-            let tiles = batch * layer.input.channels * height.div_ceil(tile) * width.div_ceil(tile);
-            let workgroups = b.grid_1d(name, tiles)?;
-            let dispatch = match argmax {
-                Some(argmax) => {
-                    let kernel = b.specialised(&shaders::MAX_POOL_ARGMAX, &overrides);
-                    let args = [input, output, argmax];
-                    b.dispatch(name, &kernel, &params, &args, workgroups)
-                }
-                None => {
-                    let kernel = b.specialised(&shaders::MAX_POOL_FORWARD, &overrides);
-                    b.dispatch(name, &kernel, &params, &[input, output], workgroups)
-                }
-            };
-            dispatches.push(dispatch);
-        }
+        (LayerKind::Conv2d { .. }, Some(p)) => conv::forward(b, layer, p, input, output),
+        (LayerKind::Linear { .. }, Some(p)) => linear::forward(b, layer, p, input, output),
+        (LayerKind::Lrn { .. }, None) => lrn::forward(b, layer, input, output),
+        (LayerKind::MaxPool { .. }, None) => pool::max_forward(b, layer, input, output, argmax),
         (LayerKind::BatchNorm { eps, relu }, Some(p)) => {
-            let len = batch * layer.output.len();
-            let params = BatchNormParams {
-                len: u32_of(len, "batch norm size")?,
-                plane: u32_of(layer.output.height * layer.output.width, "plane")?,
-                channels: u32_of(layer.output.channels, "channels")?,
-                eps: *eps,
-                relu: u32::from(*relu),
-                _pad: [0; 3],
-            };
-            let workgroups = b.grid_1d(name, len.div_ceil(4))?;
-            let args = [input, &p.weights[0], output];
-            let kernel = &kernels.batch_norm_forward;
-            dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
+            norm::forward(b, layer, (*eps, *relu), p, input, output)
         }
         (LayerKind::Add { relu }, None) => {
-            let &[first, second] = inputs else {
-                return Err(Error::InvalidArgument(format!(
-                    "layer {name}: the GPU adds two tensors, not {}",
-                    inputs.len()
-                )));
-            };
-            let len = batch * layer.output.len();
-            let params = Words4([u32_of(len, "addition size")?, u32::from(*relu), 0, 0]);
-            let workgroups = b.grid_1d(name, len.div_ceil(4))?;
-            let args = [first, second, output];
-            dispatches.push(b.dispatch(name, &kernels.add_forward, &params, &args, workgroups));
+            elementwise::add_forward(b, layer, *relu, inputs, output)
         }
         (LayerKind::AdaptiveAvgPool { .. }, None) => {
-            let (i, o) = (layer.input, layer.output);
-            let params = words(
-                [
-                    batch * i.channels,
-                    i.height,
-                    i.width,
-                    o.height,
-                    o.width,
-                    0,
-                    0,
-                    0,
-                ],
-                "pooling size",
-            )?;
-            let workgroups = b.grid_1d(name, batch * o.len())?;
-            let kernel = &kernels.adaptive_avg_pool_forward;
-            dispatches.push(b.dispatch(name, kernel, &params, &[input, output], workgroups));
+            pool::adaptive_avg_forward(b, layer, input, output)
         }
-        (LayerKind::Concat, None) => {
-            let mut offset = 0;
-            for (source, (_, dims)) in inputs.iter().zip(&layer.sources) {
-                let len = batch * dims.len();
-                let params = Words4([
-                    u32_of(len, "concatenation size")?,
-                    u32_of(dims.len(), "concatenation size")?,
-                    u32_of(layer.output.len(), "concatenation size")?,
-                    u32_of(offset, "concatenation size")?,
-                ]);
-                offset += dims.len();
-                let workgroups = b.grid_1d(name, len.div_ceil(4))?;
-                let kernel = &kernels.concat_forward;
-                let args = [*source, output];
-                dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
-            }
-        }
-        _ => unreachable!("parameters exist exactly for conv, linear and batch norm layers"),
+        (LayerKind::Concat, None) => elementwise::concat_forward(b, layer, inputs, output),
+        _ => Err(Error::Internal(format!(
+            "layer {}: parameters exist exactly for conv, linear and batch norm layers",
+            layer.layer.name
+        ))),
     }
-    Ok(dispatches)
 }

@@ -5,10 +5,38 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::builder::{encode_pass, u32_of, Builder, Dispatch, Purpose, Words4};
+use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{compile, workgroup_size};
+use crate::gpu::kernel::{encode_pass, kernel_params, Dispatch, KernelDef};
 use crate::shaders;
+
+kernel_params! {
+    /// peak_fma's parameters.
+    struct FmaParams {
+        iterations: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+kernel_params! {
+    /// peak_bandwidth's parameters.
+    struct BandwidthParams {
+        vec4s: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+const FMA: KernelDef<FmaParams> = KernelDef::flat(shaders::PEAK_FMA);
+const BANDWIDTH: KernelDef<BandwidthParams> = KernelDef::flat(shaders::PEAK_BANDWIDTH);
+
+#[cfg(test)]
+pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
+    vec![FMA.contract(), BANDWIDTH.contract()]
+}
 
 /// What the adapter measured.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -32,13 +60,13 @@ fn best_of(ctx: &GpuContext, dispatch: &Dispatch) -> Result<f64> {
     let mut best = f64::INFINITY;
     for _ in 0..RUNS {
         let mut encoder = ctx
-            .device
+            .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("peak"),
             });
         encode_pass(&mut encoder, "peak", std::slice::from_ref(dispatch));
         let start = Instant::now();
-        ctx.queue.submit([encoder.finish()]);
+        ctx.queue().submit([encoder.finish()]);
         ctx.wait("peak measurement")?;
         best = best.min(start.elapsed().as_secs_f64());
     }
@@ -48,21 +76,17 @@ fn best_of(ctx: &GpuContext, dispatch: &Dispatch) -> Result<f64> {
 /// Measures the adapter's FMA throughput and shader bandwidth, using at most `max_bytes` of
 /// buffers for the bandwidth test.
 pub fn measure(ctx: &GpuContext, max_bytes: u64) -> Result<Peak> {
-    let size = workgroup_size(ctx.software);
-    let (fma, copy) = ctx.scoped("peak kernel compilation", |ctx| {
-        (
-            compile(&ctx.device, &shaders::PEAK_FMA, Some(size)),
-            compile(&ctx.device, &shaders::PEAK_BANDWIDTH, Some(size)),
-        )
-    })?;
     let fma_gflops = ctx.scoped("FMA peak", |ctx| -> Result<f64> {
         let mut b = Builder::new(ctx);
         let sink = b.storage("peak sink", FMA_INVOCATIONS * 4, Purpose::Scratch);
         let workgroups = b.grid_1d("peak_fma", FMA_INVOCATIONS)?;
         let mut iterations = 64usize;
         loop {
-            let params = Words4([u32_of(iterations, "iterations")?, 0, 0, 0]);
-            let dispatch = b.dispatch("peak_fma", &fma, &params, &[&sink], workgroups);
+            let params = FmaParams {
+                iterations: u32_of(iterations, "iterations")?,
+                ..Default::default()
+            };
+            let dispatch = b.dispatch("peak_fma", &FMA, &params, &[&sink], workgroups);
             best_of(ctx, &dispatch)?; // warm-up: compiles on first use
             let seconds = best_of(ctx, &dispatch)?;
             if seconds >= MIN_SECONDS || iterations >= 1 << 22 {
@@ -80,9 +104,12 @@ pub fn measure(ctx: &GpuContext, max_bytes: u64) -> Result<Peak> {
         let destination = b.storage("peak destination", floats, Purpose::Scratch);
         let vec4s = floats / 4;
         let workgroups = b.grid_1d("peak_bandwidth", vec4s.div_ceil(4))?;
-        let params = Words4([u32_of(vec4s, "vec4s")?, 0, 0, 0]);
+        let params = BandwidthParams {
+            vec4s: u32_of(vec4s, "vec4s")?,
+            ..Default::default()
+        };
         let args = [&source, &destination];
-        let dispatch = b.dispatch("peak_bandwidth", &copy, &params, &args, workgroups);
+        let dispatch = b.dispatch("peak_bandwidth", &BANDWIDTH, &params, &args, workgroups);
         best_of(ctx, &dispatch)?;
         let seconds = best_of(ctx, &dispatch)?;
         Ok(2.0 * (vec4s * 16) as f64 / seconds / 1e9)

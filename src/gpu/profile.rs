@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::builder::{encode_pass, record_dispatches, Dispatch};
 use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{encode_pass, record_dispatches, Dispatch};
 
 /// One layer's share of a pass.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -64,13 +64,13 @@ pub(crate) fn profile(
     dispatches: &[Dispatch],
 ) -> Result<Profile> {
     let groups = groups(dispatches);
-    let times = if ctx.timestamps {
+    let times = if ctx.timestamps() {
         gpu_timed(ctx, &prelude, &groups)?
     } else {
         host_timed(ctx, &prelude, &groups)?
     };
     Ok(Profile {
-        gpu_timestamps: ctx.timestamps,
+        gpu_timestamps: ctx.timestamps(),
         layers: groups
             .iter()
             .zip(times)
@@ -91,12 +91,12 @@ fn gpu_timed(
 ) -> Result<Vec<f64>> {
     let count = 2 * groups.len() as u32;
     let (query_set, resolved) = ctx.scoped("profile setup", |ctx| {
-        let query_set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+        let query_set = ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
             label: Some("profile"),
             ty: wgpu::QueryType::Timestamp,
             count,
         });
-        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        let resolved = ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile timestamps"),
             size: u64::from(count) * 8,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
@@ -106,7 +106,7 @@ fn gpu_timed(
     })?;
     ctx.scoped("profiled pass", |ctx| {
         let mut encoder = ctx
-            .device
+            .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("profile"),
             });
@@ -123,12 +123,12 @@ fn gpu_timed(
             record_dispatches(&mut pass, group);
         }
         encoder.resolve_query_set(&query_set, 0..count, &resolved, 0);
-        ctx.queue.submit([encoder.finish()]);
+        ctx.queue().submit([encoder.finish()]);
     })?;
     ctx.wait("profiled pass")?;
     let ticks: Vec<u64> =
         bytemuck::pod_collect_to_vec(&ctx.read_f32(&resolved, 2 * count as usize)?);
-    let period = f64::from(ctx.queue.get_timestamp_period());
+    let period = f64::from(ctx.queue().get_timestamp_period());
     Ok(ticks
         .chunks(2)
         .map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e9)
@@ -142,13 +142,13 @@ fn host_timed(
 ) -> Result<Vec<f64>> {
     let submit = |record: &dyn Fn(&mut wgpu::CommandEncoder)| -> Result<f64> {
         let mut encoder = ctx
-            .device
+            .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("profile"),
             });
         record(&mut encoder);
         let start = Instant::now();
-        ctx.queue.submit([encoder.finish()]);
+        ctx.queue().submit([encoder.finish()]);
         ctx.wait("profiled pass")?;
         Ok(start.elapsed().as_secs_f64())
     };

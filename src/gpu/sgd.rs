@@ -5,17 +5,26 @@
 //! velocities share the packed layouts, so the update is one element-wise kernel per buffer.
 
 use crate::error::Result;
-use crate::gpu::builder::{encode_pass, u32_of, Builder, Dispatch, Purpose};
+use crate::gpu::builder::{u32_of, Builder, Purpose};
+use crate::gpu::kernel::{encode_pass, kernel_params, Dispatch, KernelDef};
 use crate::gpu::network::GpuNetwork;
+use crate::shaders;
 
-/// sgd.wgsl's parameters.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SgdParams {
-    len: u32,
-    learning_rate: f32,
-    momentum: f32,
-    _pad: u32,
+kernel_params! {
+    /// sgd.wgsl's parameters.
+    struct SgdParams {
+        len: u32,
+        learning_rate: f32,
+        momentum: f32,
+        _pad: u32,
+    }
+}
+
+const SGD: KernelDef<SgdParams> = KernelDef::flat(shaders::SGD);
+
+#[cfg(test)]
+pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
+    vec![SGD.contract()]
 }
 
 /// An SGD optimiser bound to one network: its velocity buffers and update dispatches, all
@@ -31,34 +40,26 @@ impl<'n, 'a> Sgd<'n, 'a> {
     /// Prepares `param -= lr * v, v = momentum * v + grad` for every parameter of `net`, which
     /// must have been built with gradients.
     pub fn new(net: &'n GpuNetwork<'a>, learning_rate: f32, momentum: f32) -> Result<Self> {
-        let gradients = net.gradients.as_ref().ok_or_else(|| {
+        let parameters = net.parameter_buffers().map_err(|_| {
             crate::Error::InvalidArgument("training needs a network built with gradients".into())
         })?;
-        let ctx = net.ctx;
+        let ctx = net.context();
         let (dispatches, memory) = ctx.scoped("optimizer setup", |_| -> Result<_> {
             let mut b = Builder::new(ctx);
             let mut dispatches = Vec::new();
-            for (params, grads) in net.params.iter().zip(&gradients.params) {
-                let name = &net.plan[params.layer].layer.name;
-                let pairs = params
-                    .weights
-                    .iter()
-                    .zip(&grads.weights)
-                    .chain(std::iter::once((&params.bias, &grads.bias)));
-                for (param, grad) in pairs {
-                    let len = (param.size() / 4) as usize;
-                    let velocity = b.storage(&format!("{name} velocity"), len, Purpose::Scratch);
-                    let sgd = SgdParams {
-                        len: u32_of(len, "parameters")?,
-                        learning_rate,
-                        momentum,
-                        _pad: 0,
-                    };
-                    let label = format!("{name} sgd");
-                    let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
-                    let args = [grad, &velocity, param];
-                    dispatches.push(b.dispatch(&label, &ctx.kernels.sgd, &sgd, &args, workgroups));
-                }
+            for (name, param, grad) in parameters {
+                let len = (param.size() / 4) as usize;
+                let velocity = b.storage(&format!("{name} velocity"), len, Purpose::Scratch);
+                let sgd = SgdParams {
+                    len: u32_of(len, "parameters")?,
+                    learning_rate,
+                    momentum,
+                    _pad: 0,
+                };
+                let label = format!("{name} sgd");
+                let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+                let args = [grad, &velocity, param];
+                dispatches.push(b.dispatch(&label, &SGD, &sgd, &args, workgroups));
             }
             Ok((dispatches, b.memory.scratch))
         })??;

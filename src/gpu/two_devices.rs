@@ -75,7 +75,7 @@ fn staging(ctx: &GpuContext, label: &str, bytes: u64, read: bool) -> wgpu::Buffe
     } else {
         wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC
     };
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes,
         usage,
@@ -238,11 +238,17 @@ impl<'a> TwoDeviceNetwork<'a> {
         for (s, segment) in self.segments.iter().enumerate() {
             self.run_segment(segment, "forward pass", |tower, encoder| {
                 if let Some(staging) = &tower.input_write {
-                    encoder.copy_buffer_to_buffer(staging, 0, &tower.net.input, 0, staging.size());
+                    encoder.copy_buffer_to_buffer(
+                        staging,
+                        0,
+                        tower.net.input_buffer(),
+                        0,
+                        staging.size(),
+                    );
                 }
                 tower.net.encode_forward(encoder);
                 if let Some(staging) = &tower.output_read {
-                    let output = tower.net.outputs.last().expect("a segment has layers");
+                    let output = tower.net.logits_buffer();
                     encoder.copy_buffer_to_buffer(output, 0, staging, 0, staging.size());
                 }
                 Ok(())
@@ -260,17 +266,13 @@ impl<'a> TwoDeviceNetwork<'a> {
         self.forward_segments()?;
         for (s, segment) in self.segments.iter().enumerate().rev() {
             self.run_segment(segment, "backward pass", |tower, encoder| {
-                let gradients = tower
-                    .net
-                    .gradients
-                    .as_ref()
-                    .expect("segments have gradients");
                 if let Some(staging) = &tower.output_grad_write {
-                    let last = gradients.outputs.last().expect("a segment has layers");
+                    let last = tower.net.logits_gradient_buffer()?;
                     encoder.copy_buffer_to_buffer(staging, 0, last, 0, staging.size());
                 }
                 tower.net.encode_backward(encoder)?;
-                if let (Some(staging), Some(grad)) = (&tower.input_grad_read, &gradients.input) {
+                let input_grad = tower.net.input_gradient_buffer();
+                if let (Some(staging), Some(grad)) = (&tower.input_grad_read, input_grad) {
                     encoder.copy_buffer_to_buffer(grad, 0, staging, 0, staging.size());
                 }
                 Ok(())

@@ -44,10 +44,10 @@ pub fn contexts() -> &'static [GpuContext] {
 /// decides (its kernel variants, its limits) without touching the shared one.
 pub fn fresh_context(shared: &GpuContext) -> GpuContext {
     let choice = AdapterChoice {
-        adapter: Some(shared.info.name.clone()),
-        backend: Some(format!("{:?}", shared.info.backend)),
+        adapter: Some(shared.info().name.clone()),
+        backend: Some(format!("{:?}", shared.info().backend)),
     };
-    GpuContext::new(&choice).unwrap_or_else(|e| panic!("adapter {}: {e}", shared.info.name))
+    GpuContext::new(&choice).unwrap_or_else(|e| panic!("adapter {}: {e}", shared.info().name))
 }
 
 /// `len` values uniform in [-1, 1).

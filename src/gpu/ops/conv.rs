@@ -1,0 +1,602 @@
+//! 2-D convolution (NCHW; groups, stride, per-side padding, fused bias and ReLU): the forward, the
+//! filter gradient, the input gradient, and the layout transposes between them.
+//!
+//! Two shapes of kernel compute the forward, the filter gradient and the stride-1 input gradient
+//! (see [`Variant`]): a 16x16 register block per invocation (CPU-shaped, for lavapipe and
+//! llvmpipe) or 64x64 workgroup tiles staged in workgroup memory (GPU-shaped). Weights are packed
+//! `[group][k][out_per_group rounded up to BLOCK]`, k = (input channel, kernel row, kernel
+//! column), so four output channels are one vec4 load.
+
+use crate::error::{Error, Result};
+use crate::gpu::builder::{u32_of, Builder, Purpose};
+use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
+use crate::gpu::ops::elementwise;
+use crate::gpu::ops::{check_tiled_fits, BackwardBuffers, KernelShape};
+use crate::gpu::packing::{LayerParams, PackedGrads, Packing};
+use crate::model::{LayerKind, LayerPlan, Pad};
+use crate::shaders::{self, BLOCK, TILE};
+
+kernel_params! {
+    /// Every convolution kernel's parameters (`shaders/common/conv2d_params.wgsl`).
+    pub(crate) struct Conv2dParams {
+        batch: u32,
+        in_channels: u32,
+        in_height: u32,
+        in_width: u32,
+        out_channels: u32,
+        out_height: u32,
+        out_width: u32,
+        groups: u32,
+        kernel_height: u32,
+        kernel_width: u32,
+        stride_height: u32,
+        stride_width: u32,
+        pad_top: u32,
+        pad_left: u32,
+        relu: u32,
+        packed_out_per_group: u32,
+        /// Only conv2d_backward_filter reads this.
+        pixels_per_chunk: u32,
+        /// Only conv2d_backward_data reads this: in_channels / groups rounded up to BLOCK, the
+        /// row length of the rotated weights.
+        packed_in_per_group: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+kernel_params! {
+    /// conv2d_pad_input's parameters: a zero-bordered copy of `rows` rows of planes.
+    pub(crate) struct PadParams {
+        rows: u32,
+        height: u32,
+        width: u32,
+        padded_height: u32,
+        padded_width: u32,
+        top: u32,
+        left: u32,
+        _pad: u32,
+    }
+}
+
+kernel_params! {
+    /// conv2d_transpose_weights's parameters.
+    pub(crate) struct TransposeWeightsParams {
+        len: u32,
+        in_per_group: u32,
+        out_per_group: u32,
+        taps: u32,
+        packed_out: u32,
+        packed_in: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+kernel_params! {
+    /// conv2d_transpose_grad_output's parameters.
+    pub(crate) struct TransposeGradOutputParams {
+        len: u32,
+        out_plane: u32,
+        out_channels: u32,
+        groups: u32,
+        packed_out: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+kernel_params! {
+    /// sum_chunks's parameters: `chunks` partial filter gradients of `len` floats each.
+    pub(crate) struct SumChunksParams {
+        len: u32,
+        chunks: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+const FORWARD: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_FORWARD);
+const FORWARD_TILED: KernelDef<Conv2dParams> = KernelDef::tiled(shaders::CONV2D_FORWARD_TILED);
+const PAD_INPUT: KernelDef<PadParams> = KernelDef::flat(shaders::CONV2D_PAD_INPUT);
+const BACKWARD_DATA: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_BACKWARD_DATA);
+const BACKWARD_FILTER: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_BACKWARD_FILTER);
+const BACKWARD_FILTER_TILED: KernelDef<Conv2dParams> =
+    KernelDef::tiled(shaders::CONV2D_BACKWARD_FILTER_TILED);
+const TRANSPOSE_WEIGHTS: KernelDef<TransposeWeightsParams> =
+    KernelDef::flat(shaders::CONV2D_TRANSPOSE_WEIGHTS);
+const TRANSPOSE_GRAD_OUTPUT: KernelDef<TransposeGradOutputParams> =
+    KernelDef::flat(shaders::CONV2D_TRANSPOSE_GRAD_OUTPUT);
+const SUM_CHUNKS: KernelDef<SumChunksParams> = KernelDef::flat(shaders::SUM_CHUNKS);
+
+#[cfg(test)]
+pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
+    vec![
+        FORWARD.contract(),
+        FORWARD_TILED.contract(),
+        PAD_INPUT.contract(),
+        BACKWARD_DATA.contract(),
+        BACKWARD_FILTER.contract(),
+        BACKWARD_FILTER_TILED.contract(),
+        TRANSPOSE_WEIGHTS.contract(),
+        TRANSPOSE_GRAD_OUTPUT.contract(),
+        SUM_CHUNKS.contract(),
+    ]
+}
+
+/// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
+/// adding the chunks stays cheap, few enough that the serial f32 sums stay short.
+const MIN_PIXELS_PER_CHUNK: usize = 1024;
+
+impl Conv2dParams {
+    /// The parameters of a planned conv layer whose weights are packed `packed_out` wide.
+    pub fn of(layer: &LayerPlan, packed_out: usize) -> Result<Self> {
+        let LayerKind::Conv2d {
+            out_channels,
+            window,
+            groups,
+            relu,
+            ..
+        } = layer.layer.kind
+        else {
+            return Err(Error::Internal(format!(
+                "{} is not a convolution",
+                layer.layer.name
+            )));
+        };
+        Ok(Conv2dParams {
+            batch: u32_of(layer.batch, "batch")?,
+            in_channels: u32_of(layer.input.channels, "channels")?,
+            in_height: u32_of(layer.input.height, "height")?,
+            in_width: u32_of(layer.input.width, "width")?,
+            out_channels: u32_of(out_channels, "channels")?,
+            out_height: u32_of(layer.output.height, "height")?,
+            out_width: u32_of(layer.output.width, "width")?,
+            groups: u32_of(groups, "groups")?,
+            kernel_height: u32_of(window.height, "kernel")?,
+            kernel_width: u32_of(window.width, "kernel")?,
+            stride_height: u32_of(window.stride_height, "stride")?,
+            stride_width: u32_of(window.stride_width, "stride")?,
+            pad_top: u32_of(layer.pad.top, "padding")?,
+            pad_left: u32_of(layer.pad.left, "padding")?,
+            relu: u32::from(relu),
+            packed_out_per_group: u32_of(packed_out, "channels")?,
+            pixels_per_chunk: 0,
+            packed_in_per_group: u32_of(
+                (layer.input.channels / groups).next_multiple_of(BLOCK),
+                "channels",
+            )?,
+            ..Default::default()
+        })
+    }
+}
+
+/// The shape of convolution kernel a device uses, resolved once per dispatch builder from the
+/// context's choice: the one place that maps [`KernelShape`] to kernels and grids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// conv2d_forward / conv2d_backward_filter: a BLOCK x BLOCK register block per invocation,
+    /// every tap read unchecked from a zero-bordered copy of a padded input.
+    RegisterBlock,
+    /// conv2d_forward_tiled / conv2d_backward_filter_tiled: TILE x TILE outputs per workgroup,
+    /// bounds checked while staging (no padded copy).
+    WorkgroupTile,
+}
+
+impl Variant {
+    fn of(b: &Builder) -> Result<Self> {
+        match b.ctx.conv_kernel() {
+            KernelShape::WorkgroupTile => {
+                check_tiled_fits(b, "convolution")?;
+                Ok(Variant::WorkgroupTile)
+            }
+            _ => Ok(Variant::RegisterBlock),
+        }
+    }
+
+    /// A convolution of `params`; `args` are input, packed weights, bias, output.
+    fn forward(
+        self,
+        b: &mut Builder,
+        label: &str,
+        params: &Conv2dParams,
+        args: [&wgpu::Buffer; 4],
+    ) -> Result<Dispatch> {
+        let pixels = (params.batch * params.out_height * params.out_width) as usize;
+        let packed_out = params.packed_out_per_group as usize;
+        let groups = params.groups as usize;
+        let (kernel, workgroups) = match self {
+            Variant::WorkgroupTile => (
+                &FORWARD_TILED,
+                b.workgroups(
+                    label,
+                    [pixels.div_ceil(TILE), packed_out.div_ceil(TILE), groups],
+                )?,
+            ),
+            Variant::RegisterBlock => (
+                &FORWARD,
+                b.grid_3d(label, pixels.div_ceil(BLOCK), packed_out / BLOCK, groups)?,
+            ),
+        };
+        Ok(b.dispatch(label, kernel, params, &args, workgroups))
+    }
+
+    /// The filter gradient in `chunks` chunks of pixels; `args` are input, transposed output
+    /// gradient, partial sums (or the gradient itself for one chunk).
+    fn filter(
+        self,
+        b: &mut Builder,
+        label: &str,
+        params: &Conv2dParams,
+        taps: usize,
+        chunks: usize,
+        args: [&wgpu::Buffer; 3],
+    ) -> Result<Dispatch> {
+        let packed_out = params.packed_out_per_group as usize;
+        let groups = params.groups as usize;
+        let (kernel, workgroups) = match self {
+            Variant::WorkgroupTile => (
+                &BACKWARD_FILTER_TILED,
+                b.workgroups(
+                    label,
+                    [
+                        taps.div_ceil(TILE),
+                        packed_out.div_ceil(TILE),
+                        chunks * groups,
+                    ],
+                )?,
+            ),
+            Variant::RegisterBlock => (
+                &BACKWARD_FILTER,
+                b.grid_3d(
+                    label,
+                    taps.div_ceil(BLOCK),
+                    packed_out / BLOCK,
+                    chunks * groups,
+                )?,
+            ),
+        };
+        Ok(b.dispatch(label, kernel, params, &args, workgroups))
+    }
+}
+
+/// A zero-bordered copy of `rows` rows (of `height` x `width` planes) into planes padded to
+/// `padded_height` x `padded_width` at (`top`, `left`): the dispatch that fills it each pass.
+#[allow(clippy::too_many_arguments)]
+fn pad_planes(
+    b: &mut Builder,
+    label: &str,
+    planes: usize,
+    (height, width): (usize, usize),
+    (padded_height, padded_width): (usize, usize),
+    (top, left): (usize, usize),
+    source: &wgpu::Buffer,
+    padded: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let rows = planes * height;
+    let params = PadParams {
+        rows: u32_of(rows, "padded rows")?,
+        height: u32_of(height, "height")?,
+        width: u32_of(width, "width")?,
+        padded_height: u32_of(padded_height, "height")?,
+        padded_width: u32_of(padded_width, "width")?,
+        top: u32_of(top, "padding")?,
+        left: u32_of(left, "padding")?,
+        _pad: 0,
+    };
+    let workgroups = b.grid_1d(label, rows)?;
+    Ok(b.dispatch(label, &PAD_INPUT, &params, &[source, padded], workgroups))
+}
+
+/// For a padded convolution on the register-block kernel: a zero-bordered copy of its input,
+/// the dispatch that fills it each pass (pushed onto `dispatches`), and `params` changed to read
+/// it unpadded. `None` for a convolution without padding.
+fn pad_input(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    input: &wgpu::Buffer,
+    params: &mut Conv2dParams,
+    dispatches: &mut Vec<Dispatch>,
+) -> Result<Option<wgpu::Buffer>> {
+    let pad = layer.pad;
+    if pad == Pad::default() {
+        return Ok(None);
+    }
+    let name = &layer.layer.name;
+    let (height, width) = (layer.input.height, layer.input.width);
+    let padded_height = height + pad.top + pad.bottom;
+    let padded_width = width + pad.left + pad.right;
+    let planes = layer.batch * layer.input.channels;
+    let len = planes * padded_height * padded_width;
+    b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
+    let padded = b.storage(&format!("{name} padded input"), len, Purpose::Scratch);
+    dispatches.push(pad_planes(
+        b,
+        &format!("{name} pad input"),
+        planes,
+        (height, width),
+        (padded_height, padded_width),
+        (pad.top, pad.left),
+        input,
+        &padded,
+    )?);
+    params.in_height = u32_of(padded_height, "height")?;
+    params.in_width = u32_of(padded_width, "width")?;
+    params.pad_top = 0;
+    params.pad_left = 0;
+    Ok(Some(padded))
+}
+
+/// The dispatches of a conv layer's forward pass.
+pub(crate) fn forward(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    params: &LayerParams,
+    input: &wgpu::Buffer,
+    output: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let Packing::Conv { packed_out, .. } = params.packing else {
+        return Err(Error::Internal(format!(
+            "{}: a conv layer's weight is packed as a conv's",
+            layer.layer.name
+        )));
+    };
+    let variant = Variant::of(b)?;
+    let mut conv = Conv2dParams::of(layer, packed_out)?;
+    let mut dispatches = Vec::new();
+    let padded = match variant {
+        // The tiled kernel checks the bounds as it stages its tiles.
+        Variant::WorkgroupTile => None,
+        Variant::RegisterBlock => pad_input(b, layer, input, &mut conv, &mut dispatches)?,
+    };
+    let source = padded.as_ref().unwrap_or(input);
+    let args = [source, &params.weights[0], &params.bias, output];
+    dispatches.push(variant.forward(b, &layer.layer.name, &conv, args)?);
+    Ok(dispatches)
+}
+
+/// The dispatches of a conv layer's backward pass (after ReLU's backward): the filter gradient
+/// in chunks of pixels (then the chunks summed), the bias gradient, and the input gradient
+/// where one is wanted.
+pub(crate) fn backward(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    buf: &BackwardBuffers,
+    params: &LayerParams,
+    grads: &PackedGrads,
+) -> Result<Vec<Dispatch>> {
+    let name = &layer.layer.name;
+    let Packing::Conv {
+        groups,
+        taps,
+        packed_out,
+        ..
+    } = params.packing
+    else {
+        return Err(Error::Internal(format!(
+            "{name}: a conv layer's weight is packed as a conv's"
+        )));
+    };
+    let variant = Variant::of(b)?;
+    let mut dispatches = Vec::new();
+
+    // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
+    let pixels = layer.batch * layer.output.height * layer.output.width;
+    let packed_len = groups * taps * packed_out;
+    let max_chunks = ((b.max_binding / (packed_len as u64 * 4)) as usize)
+        .min(b.ctx.limits().max_compute_workgroups_per_dimension as usize / groups)
+        .max(1);
+    let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
+    let pixels_per_chunk = pixels.div_ceil(wanted);
+    let chunks = pixels.div_ceil(pixels_per_chunk);
+    let scratch = (chunks > 1).then(|| {
+        b.storage(
+            &format!("{name} filter partial sums"),
+            chunks * packed_len,
+            Purpose::Scratch,
+        )
+    });
+    let partial = scratch.as_ref().unwrap_or(&grads.weights[0]);
+    let mut conv = Conv2dParams::of(layer, packed_out)?;
+    conv.pixels_per_chunk = u32_of(pixels_per_chunk, "pixels")?;
+    let (transposed, transpose) =
+        transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
+    dispatches.push(transpose);
+    let label = format!("{name} filter backward");
+    // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a group.
+    let args = [buf.input, &transposed, partial];
+    dispatches.push(variant.filter(b, &label, &conv, taps, chunks, args)?);
+    if let Some(scratch) = &scratch {
+        let label = format!("{name} filter chunk sum");
+        let params = SumChunksParams {
+            len: u32_of(packed_len, "weights")?,
+            chunks: u32_of(chunks, "chunks")?,
+            ..Default::default()
+        };
+        let workgroups = b.grid_1d(&label, packed_len.div_ceil(4))?;
+        let args = [scratch, &grads.weights[0]];
+        dispatches.push(b.dispatch(&label, &SUM_CHUNKS, &params, &args, workgroups));
+    }
+
+    dispatches.push(elementwise::bias_backward(
+        b,
+        layer,
+        buf.grad_output,
+        &grads.bias,
+    )?);
+
+    if let Some(grad_input) = buf.grad_input {
+        let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
+        dispatches.push(rotate);
+        dispatches.extend(input_gradient(
+            b,
+            variant,
+            layer,
+            buf.grad_output,
+            &rotated,
+            grad_input,
+        )?);
+    }
+    Ok(dispatches)
+}
+
+/// A conv layer's output gradient transposed for the filter gradient (see
+/// conv2d_transpose_grad_output.wgsl), and the dispatch that makes it.
+fn transpose_grad_output(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    groups: usize,
+    packed_out: usize,
+) -> Result<(wgpu::Buffer, Dispatch)> {
+    let name = &layer.layer.name;
+    let out_plane = layer.output.height * layer.output.width;
+    let len = layer.batch * out_plane * groups * packed_out;
+    b.check_binding(
+        &format!("{name}'s transposed output gradient"),
+        (len * 4) as u64,
+    )?;
+    let transposed = b.storage(
+        &format!("{name} transposed output gradient"),
+        len,
+        Purpose::Scratch,
+    );
+    let params = TransposeGradOutputParams {
+        len: u32_of(len, "output gradient size")?,
+        out_plane: u32_of(out_plane, "output gradient size")?,
+        out_channels: u32_of(layer.output.channels, "channels")?,
+        groups: u32_of(groups, "groups")?,
+        packed_out: u32_of(packed_out, "channels")?,
+        ..Default::default()
+    };
+    let label = format!("{name} output gradient transpose");
+    let workgroups = b.grid_1d(&label, len)?;
+    let args = [grad_output, &transposed];
+    let dispatch = b.dispatch(&label, &TRANSPOSE_GRAD_OUTPUT, &params, &args, workgroups);
+    Ok((transposed, dispatch))
+}
+
+/// A conv layer's weights transposed and rotated for the input gradient
+/// (conv2d_transpose_weights.wgsl), and the dispatch that makes them.
+fn rotated_weights(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    weights: &wgpu::Buffer,
+    groups: usize,
+    packed_out: usize,
+) -> Result<(wgpu::Buffer, Dispatch)> {
+    let name = &layer.layer.name;
+    let in_per_group = layer.input.channels / groups;
+    let out_per_group = layer.output.channels / groups;
+    let packed_in = in_per_group.next_multiple_of(BLOCK);
+    let LayerKind::Conv2d { window, .. } = layer.layer.kind else {
+        return Err(Error::Internal(format!("{name} is not a convolution")));
+    };
+    let taps = window.height * window.width;
+    let len = groups * out_per_group * taps * packed_in;
+    b.check_binding(&format!("{name}'s rotated weights"), (len * 4) as u64)?;
+    let rotated = b.storage(&format!("{name} rotated weights"), len, Purpose::Scratch);
+    let params = TransposeWeightsParams {
+        len: u32_of(len, "weights")?,
+        in_per_group: u32_of(in_per_group, "channels")?,
+        out_per_group: u32_of(out_per_group, "channels")?,
+        taps: u32_of(taps, "kernel")?,
+        packed_out: u32_of(packed_out, "channels")?,
+        packed_in: u32_of(packed_in, "channels")?,
+        ..Default::default()
+    };
+    let label = format!("{name} weights rotate");
+    let workgroups = b.grid_1d(&label, len)?;
+    let args = [weights, &rotated];
+    let dispatch = b.dispatch(&label, &TRANSPOSE_WEIGHTS, &params, &args, workgroups);
+    Ok((rotated, dispatch))
+}
+
+/// The dispatches of a conv layer's input gradient. Stride 1: a forward convolution (on the
+/// device's variant) of the output gradient, zero-bordered to the full size (input + kernel -
+/// 1), with the rotated weights. Strided: conv2d_backward_data, phase by phase.
+fn input_gradient(
+    b: &mut Builder,
+    variant: Variant,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    rotated: &wgpu::Buffer,
+    grad_input: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let name = &layer.layer.name;
+    let LayerKind::Conv2d { window, groups, .. } = layer.layer.kind else {
+        return Err(Error::Internal(format!("{name} is not a convolution")));
+    };
+    let (input, output) = (layer.input, layer.output);
+    let packed_in = (input.channels / groups).next_multiple_of(BLOCK);
+    let label = format!("{name} data backward");
+    if window.stride_height != 1 || window.stride_width != 1 {
+        let conv = Conv2dParams::of(layer, packed_in)?;
+        // Blocks of BLOCK pixels phase by phase (pixels sharing their position modulo the
+        // stride).
+        let (sy, sx) = (window.stride_height, window.stride_width);
+        let grid_pixels = input.height.div_ceil(sy) * input.width.div_ceil(sx);
+        let workgroups = b.grid_3d(
+            &label,
+            layer.batch * sy * sx * grid_pixels.div_ceil(BLOCK),
+            packed_in / BLOCK,
+            groups,
+        )?;
+        let args = [grad_output, rotated, grad_input];
+        return Ok(vec![b.dispatch(
+            &label,
+            &BACKWARD_DATA,
+            &conv,
+            &args,
+            workgroups,
+        )]);
+    }
+    let pad = layer.pad;
+    let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
+    let padded_height = input.height + window.height - 1;
+    let padded_width = input.width + window.width - 1;
+    let planes = layer.batch * output.channels;
+    let len = planes * padded_height * padded_width;
+    b.check_binding(
+        &format!("{name}'s padded output gradient"),
+        (len * 4) as u64,
+    )?;
+    let padded = b.storage(
+        &format!("{name} padded output gradient"),
+        len,
+        Purpose::Scratch,
+    );
+    let mut dispatches = vec![pad_planes(
+        b,
+        &format!("{name} pad output gradient"),
+        planes,
+        (output.height, output.width),
+        (padded_height, padded_width),
+        (top, left),
+        grad_output,
+        &padded,
+    )?];
+    // The convolution from the output gradient to the input gradient: channels swapped, no bias.
+    let zero_bias = b.storage(
+        &format!("{name} zero bias"),
+        input.channels,
+        Purpose::Scratch,
+    );
+    let conv = Conv2dParams {
+        in_channels: u32_of(output.channels, "channels")?,
+        in_height: u32_of(padded_height, "height")?,
+        in_width: u32_of(padded_width, "width")?,
+        out_channels: u32_of(input.channels, "channels")?,
+        out_height: u32_of(input.height, "height")?,
+        out_width: u32_of(input.width, "width")?,
+        pad_top: 0,
+        pad_left: 0,
+        relu: 0,
+        packed_out_per_group: u32_of(packed_in, "channels")?,
+        ..Conv2dParams::of(layer, packed_in)?
+    };
+    let args = [&padded, rotated, &zero_bias, grad_input];
+    dispatches.push(variant.forward(b, &label, &conv, args)?);
+    Ok(dispatches)
+}

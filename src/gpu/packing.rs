@@ -1,0 +1,229 @@
+//! How weights live on the GPU: each layer's weight repacked at upload into the layout its
+//! kernels read as vec4s (and split into slices where it exceeds one storage binding), and
+//! unpacked back to PyTorch's layout when read. Parameter gradients share the packed layouts,
+//! so an SGD step is element by element.
+
+use crate::error::Result;
+use crate::gpu::builder::{Builder, Purpose};
+use crate::model::{LayerKind, LayerPlan};
+use crate::shaders::BLOCK;
+use crate::weights::Weights;
+
+/// A column slice of a linear layer's weight: as many columns as one storage binding holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Slice {
+    pub first: usize,
+    pub count: usize,
+    /// `count` rounded up to [`BLOCK`]: the row length of the packed slice.
+    pub packed_columns: usize,
+}
+
+/// How a layer's weight is laid out on the GPU.
+#[derive(Clone, Debug)]
+pub(crate) enum Packing {
+    /// `[group][k][out_per_group rounded up to BLOCK]`, k = (in channel, ky, kx).
+    Conv {
+        out_channels: usize,
+        groups: usize,
+        taps: usize,
+        packed_out: usize,
+    },
+    /// Per slice: `[in][packed_columns]` (transposed).
+    Linear { depth: usize, slices: Vec<Slice> },
+    /// A batch norm's `[4][channels]` statistics (weight, bias, mean, variance), never unpacked:
+    /// they have no gradients here.
+    Norm,
+}
+
+/// A parameterised layer's weight (one buffer per slice) and bias on the GPU.
+pub(crate) struct LayerParams {
+    /// Index of the layer in the plan.
+    pub layer: usize,
+    pub packing: Packing,
+    pub weights: Vec<wgpu::Buffer>,
+    pub bias: wgpu::Buffer,
+}
+
+impl Packing {
+    fn conv(out_channels: usize, groups: usize, weight_len: usize) -> Self {
+        Packing::Conv {
+            out_channels,
+            groups,
+            taps: weight_len / out_channels,
+            packed_out: (out_channels / groups).next_multiple_of(BLOCK),
+        }
+    }
+
+    /// Floats in each packed buffer.
+    pub fn buffer_lens(&self) -> Vec<usize> {
+        match self {
+            Packing::Conv {
+                groups,
+                taps,
+                packed_out,
+                ..
+            } => vec![groups * taps * packed_out],
+            Packing::Linear { depth, slices, .. } => {
+                slices.iter().map(|s| depth * s.packed_columns).collect()
+            }
+            Packing::Norm => Vec::new(),
+        }
+    }
+
+    /// PyTorch layout → the GPU's packed buffers, zero-padded.
+    fn pack(&self, weight: &[f32]) -> Vec<Vec<f32>> {
+        let mut packed: Vec<Vec<f32>> = self.buffer_lens().iter().map(|&n| vec![0.0; n]).collect();
+        self.for_each_index(|buffer, at, original| packed[buffer][at] = weight[original]);
+        packed
+    }
+
+    /// The GPU's packed buffers → PyTorch layout.
+    pub fn unpack(&self, packed: &[Vec<f32>], len: usize) -> Vec<f32> {
+        let mut weight = vec![0.0; len];
+        self.for_each_index(|buffer, at, original| weight[original] = packed[buffer][at]);
+        weight
+    }
+
+    /// Calls `f(buffer, packed index, PyTorch index)` for every weight element.
+    fn for_each_index(&self, mut f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Packing::Conv {
+                out_channels,
+                groups,
+                taps,
+                packed_out,
+            } => {
+                let per_group = out_channels / groups;
+                for g in 0..*groups {
+                    for o in 0..per_group {
+                        for k in 0..*taps {
+                            f(
+                                0,
+                                (g * taps + k) * packed_out + o,
+                                (g * per_group + o) * taps + k,
+                            );
+                        }
+                    }
+                }
+            }
+            Packing::Linear { depth, slices, .. } => {
+                for (s, slice) in slices.iter().enumerate() {
+                    for c in 0..slice.count {
+                        for k in 0..*depth {
+                            f(
+                                s,
+                                k * slice.packed_columns + c,
+                                (slice.first + c) * depth + k,
+                            );
+                        }
+                    }
+                }
+            }
+            Packing::Norm => {}
+        }
+    }
+}
+
+/// A parameterised layer's weight and bias gradients, shaped like its [`LayerParams`].
+pub(crate) struct PackedGrads {
+    pub weights: Vec<wgpu::Buffer>,
+    pub bias: wgpu::Buffer,
+}
+
+impl PackedGrads {
+    /// Zeroed gradient buffers for `params`, a parameterised layer of `plan`.
+    pub fn new(b: &mut Builder, plan: &[LayerPlan], params: &LayerParams) -> Self {
+        let layer = &plan[params.layer];
+        let name = &layer.layer.name;
+        PackedGrads {
+            weights: params
+                .packing
+                .buffer_lens()
+                .iter()
+                .map(|&len| b.storage(&format!("{name}.weight gradient"), len, Purpose::Gradients))
+                .collect(),
+            bias: b.storage(
+                &format!("{name}.bias gradient"),
+                layer.output.channels,
+                Purpose::Gradients,
+            ),
+        }
+    }
+}
+
+/// Packs and uploads a layer's weight and bias (a batch norm's statistics); `None` for layers
+/// without parameters.
+pub(crate) fn upload(
+    b: &mut Builder,
+    index: usize,
+    layer: &LayerPlan,
+    weights: &Weights,
+) -> Result<Option<LayerParams>> {
+    let name = &layer.layer.name;
+    let packing = match &layer.layer.kind {
+        LayerKind::Conv2d {
+            out_channels,
+            groups,
+            ..
+        } => Packing::conv(*out_channels, *groups, weights.tensor(name, "weight").len()),
+        LayerKind::Linear { out_features, .. } => {
+            let depth = layer.input.len();
+            // Columns per slice: as many as one storage binding holds, in whole register blocks.
+            let block_bytes = (depth * BLOCK * 4) as u64;
+            b.check_binding(
+                &format!("one {BLOCK}-column slice of {name}.weight"),
+                block_bytes,
+            )?;
+            let slice_columns = (b.max_binding / block_bytes) as usize * BLOCK;
+            let slices = (0..*out_features)
+                .step_by(slice_columns)
+                .map(|first| {
+                    let count = slice_columns.min(out_features - first);
+                    Slice {
+                        first,
+                        count,
+                        packed_columns: count.next_multiple_of(BLOCK),
+                    }
+                })
+                .collect();
+            Packing::Linear { depth, slices }
+        }
+        LayerKind::BatchNorm { .. } => {
+            // One buffer of the four per-channel vectors; it takes the weight's place.
+            let stats: Vec<f32> = ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .flat_map(|suffix| weights.tensor(name, suffix))
+                .copied()
+                .collect();
+            return Ok(Some(LayerParams {
+                layer: index,
+                packing: Packing::Norm,
+                weights: vec![b.weights(&format!("{name} statistics"), &stats)],
+                bias: b.weights(&format!("{name}.bias"), &[]),
+            }));
+        }
+        LayerKind::Lrn { .. }
+        | LayerKind::MaxPool { .. }
+        | LayerKind::Add { .. }
+        | LayerKind::AdaptiveAvgPool { .. }
+        | LayerKind::Concat => return Ok(None),
+    };
+    let weight = weights.tensor(name, "weight");
+    let mut buffers = Vec::new();
+    for (i, packed) in packing.pack(weight).iter().enumerate() {
+        b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
+        buffers.push(b.weights(&format!("{name}.weight[{i}]"), packed));
+    }
+    // A convolution without bias (a batch norm follows it) adds zeros: the kernel stays one.
+    let zeros = vec![0.0; layer.output.channels];
+    let bias = weights
+        .get(&format!("{name}.bias"))
+        .map_or(zeros.as_slice(), |t| t.data.as_slice());
+    let bias = b.weights(&format!("{name}.bias"), bias);
+    Ok(Some(LayerParams {
+        layer: index,
+        packing,
+        weights: buffers,
+        bias,
+    }))
+}
