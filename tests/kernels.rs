@@ -596,3 +596,51 @@ fn peak_measures_positive_finite_rates() {
         }
     }
 }
+
+#[test]
+fn kernels_unfold_a_grid_folded_into_two_dimensions() {
+    // Launches larger than one grid dimension allows are folded into a 2-D grid that the kernels
+    // unfold (shaders/common/grid.wgsl). Real adapters allow 65535 workgroups per dimension, so
+    // no small test shape folds; here each context plans within the smallest limit that can
+    // still hold the layer's largest launch, so that launch (and every other one of more
+    // workgroups than the limit) folds.
+    let cases = [
+        behind_identity(dims(6, 5, 9), convnet_wgpu::model::seed_lrn()),
+        behind_identity(
+            dims(3, 9, 11),
+            LayerKind::MaxPool {
+                window: window(3, 3, 2, 2, Padding::Same),
+            },
+        ),
+        behind_identity(
+            dims(5, 7, 9),
+            conv(7, window(3, 3, 1, 1, pad(1, 0, 2, 1)), 1, true),
+        ),
+        behind_identity(
+            dims(3, 7, 9),
+            conv(6, window(3, 3, 2, 2, Padding::Valid), 1, true),
+        ),
+        behind_identity(
+            dims(40, 1, 1),
+            LayerKind::Linear {
+                out_features: 33,
+                relu: true,
+            },
+        ),
+    ];
+    for shared in contexts() {
+        for (i, network) in cases.iter().enumerate() {
+            let batch = 3;
+            let plan = network.plan(batch).unwrap();
+            let weights = random_weights(network, 40 + i as u64);
+            let fitting = (1..=256).find_map(|limit| {
+                let ctx = common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
+                let fits = GpuNetwork::with_gradients(&ctx, &plan, &weights).is_ok();
+                fits.then_some((limit, ctx))
+            });
+            let (limit, ctx) = fitting.expect("some limit up to 256 holds a test layer");
+            assert!(limit > 1, "case {i}: no launch folds at limit {limit}");
+            check_layer_on(&ctx, network, batch, 40 + i as u64);
+        }
+    }
+}
