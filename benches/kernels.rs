@@ -1,13 +1,14 @@
 //! Every kernel, forward and backward, at AlexNet's real layer shapes (batch 8), on the default
 //! adapter.
 //! Throughput is reported in FLOP/s for convolutions and fully connected layers (a multiply-add
-//! counts as 2) and in bytes/s (input read + output written) for LRN and pooling.
+//! counts as 2) and in bytes/s for LRN and pooling, both counted by `model::layer_cost` (the
+//! same counts as `convnet bench --profile`).
 //!
 //! `cargo bench` — on a software adapter expect minutes; each sample is one dispatch of one layer,
 //! timed until the queue has finished it.
 
 use convnet_wgpu::gpu::{AdapterChoice, GpuContext, GpuNetwork};
-use convnet_wgpu::model::{self, LayerKind, LayerPlan, Network};
+use convnet_wgpu::model::{self, Direction, LayerPlan, Network};
 use convnet_wgpu::weights::{self, Weights};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -26,33 +27,27 @@ fn alone(layer: &LayerPlan) -> (Network, Vec<LayerPlan>, Weights) {
 }
 
 /// FLOPs of the products (convolutions, fully connected) or bytes that must move (the rest) of
-/// one pass over a layer: `products` forward-sized products, `tensors` input-or-output-sized
-/// tensors.
-fn throughput(layer: &LayerPlan, products: u64, tensors: (usize, usize)) -> Throughput {
-    match layer.layer.kind {
-        LayerKind::Conv2d { .. } | LayerKind::Linear { .. } => {
-            Throughput::Elements(products * layer.flops_per_image() * BATCH as u64)
-        }
-        _ => {
-            let (inputs, outputs) = tensors;
-            let values = inputs * layer.input.len() + outputs * layer.output.len();
-            Throughput::Bytes((values * BATCH * 4) as u64)
-        }
+/// one pass over a layer that computes its input gradient.
+fn throughput(layer: &LayerPlan, direction: Direction) -> Throughput {
+    let cost = model::layer_cost(layer, direction, true);
+    if cost.flops > 0 {
+        Throughput::Elements(cost.flops * BATCH as u64)
+    } else {
+        Throughput::Bytes(cost.bytes * BATCH as u64)
     }
 }
 
 fn bench_forward(c: &mut Criterion) {
     let ctx = GpuContext::new(&AdapterChoice::default()).expect("an adapter");
     let plan = model::alexnet().plan(BATCH).expect("alexnet plans");
-    let mut group = c.benchmark_group(format!("forward alexnet-b{BATCH} on {}", ctx.info.name));
+    let mut group = c.benchmark_group(format!("forward alexnet-b{BATCH} on {}", ctx.info().name));
     group.sample_size(10);
     for layer in &plan {
         let (_, single, params) = alone(layer);
         let net = GpuNetwork::new(&ctx, &single, &params).expect("network builds");
         net.upload_input(&weights::random_input(&single, 1))
             .expect("upload");
-        // Forward reads the input and writes the output.
-        group.throughput(throughput(layer, 1, (1, 1)));
+        group.throughput(throughput(layer, Direction::Forward));
         net.forward().expect("warm-up compiles the shader");
         group.bench_function(&layer.layer.name, |b| {
             b.iter(|| net.forward().expect("forward"))
@@ -66,7 +61,7 @@ fn bench_forward(c: &mut Criterion) {
 fn bench_backward(c: &mut Criterion) {
     let ctx = GpuContext::new(&AdapterChoice::default()).expect("an adapter");
     let plan = model::alexnet().plan(BATCH).expect("alexnet plans");
-    let mut group = c.benchmark_group(format!("backward alexnet-b{BATCH} on {}", ctx.info.name));
+    let mut group = c.benchmark_group(format!("backward alexnet-b{BATCH} on {}", ctx.info().name));
     group.sample_size(10);
     for layer in &plan {
         let (_, single, params) = alone(layer);
@@ -74,8 +69,7 @@ fn bench_backward(c: &mut Criterion) {
         net.upload_input(&weights::random_input(&single, 1))
             .expect("upload");
         net.forward().expect("the forward pass the backward reads");
-        // Backward reads the input and the output gradient, writes the input gradient.
-        group.throughput(throughput(layer, 2, (2, 1)));
+        group.throughput(throughput(layer, Direction::Backward));
         net.backward().expect("warm-up compiles the shaders");
         group.bench_function(&layer.layer.name, |b| {
             b.iter(|| net.backward().expect("backward"))

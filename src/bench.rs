@@ -1,12 +1,33 @@
-//! The seed's benchmark: `burn_in` untimed steps, then `batches` timed ones, each a whole pass
-//! over one batch, timed from submission until the GPU has finished (a queue wait, not just the
-//! submit). Nothing is allocated, compiled or read back inside the loop: the network's buffers
-//! and bind groups exist before it starts.
+//! The benchmark: `burn_in` untimed steps, then `batches` timed ones, each a whole pass over one
+//! batch, timed from submission until the GPU has finished (a queue wait, not just the submit).
+//! Nothing is allocated, compiled or read back inside the loop: the network's buffers and bind
+//! groups exist before it starts. Results are typed ([`BenchResult`], [`PassResult`],
+//! [`PassProfile`]) and serialise to the JSON that `convnet bench --json` writes, whose layout
+//! [`SCHEMA_VERSION`] names.
 
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::gpu::Runner;
+use crate::gpu::{
+    self, ExchangeStats, GpuContext, GpuNetwork, Peak, PlacedMemory, PlacedNetwork, Runner,
+    StepStats,
+};
+use crate::model::{self, Direction, LayerPlan};
+
+/// The layout of [`BenchResult`]'s JSON. Raised whenever a field is renamed, removed or changes
+/// meaning; adding a field keeps it. 1: the layout of commit dfdf940's `bench --json`, plus this
+/// field.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Timed and warm-up steps per pass when the user sets neither: the seed's 100 after 10, or 5
+/// after 1 on a software adapter, where a batch of 32 takes seconds.
+pub fn default_steps(software: bool) -> (usize, usize) {
+    if software {
+        (5, 1)
+    } else {
+        (100, 10)
+    }
+}
 
 /// Timings of one benchmark run, in seconds.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -15,6 +36,7 @@ pub struct Timings {
     pub burn_in: Vec<f64>,
     /// The timed steps.
     pub steps: Vec<f64>,
+    /// Mean over the timed steps.
     pub mean: f64,
     /// Standard deviation over the timed steps (population form, as the seed computes it, but
     /// without the seed's slip of counting the burn-in steps).
@@ -49,6 +71,18 @@ impl Pass {
             Pass::Forward => "Forward",
             Pass::ForwardBackward => "Forward-backward",
         }
+    }
+
+    /// FLOPs of one step over `plan`: the forward, plus for forward-backward every layer's
+    /// weight and input gradients (the first layer's input gradient skipped).
+    pub fn flops_per_batch(self, plan: &[LayerPlan]) -> f64 {
+        let batch = plan.first().map_or(0, |l| l.batch) as f64;
+        let forward = model::total_flops_per_image(plan) as f64;
+        let backward = match self {
+            Pass::Forward => 0.0,
+            Pass::ForwardBackward => model::total_backward_flops_per_image(plan) as f64,
+        };
+        batch * (forward + backward)
     }
 }
 
@@ -86,6 +120,283 @@ pub fn run(
         mean,
         sd,
     })
+}
+
+/// One benchmarked pass: its timings and rates.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PassResult {
+    /// Which pass.
+    pub pass: Pass,
+    /// Devices it ran on.
+    pub devices: usize,
+    /// FLOPs of one step (see [`Pass::flops_per_batch`]).
+    pub flops_per_batch: f64,
+    /// The warm-up and timed steps.
+    #[serde(rename = "timings_s")]
+    pub timings: Timings,
+    /// Images per second over the timed steps.
+    pub images_per_s: f64,
+    /// FLOP/s over the timed steps, in GFLOP/s.
+    pub gflops_per_s: f64,
+    /// The drivers' allocation after the first timed step, where they report one.
+    pub driver_allocated_bytes_first_step: Option<u64>,
+    /// The drivers' allocation after the last timed step: equal to the first when nothing is
+    /// allocated inside the loop.
+    pub driver_allocated_bytes_last_step: Option<u64>,
+    /// Two devices: the mean over the timed steps of each device's busy time and each exchange.
+    pub two_devices_mean_per_step: Option<StepStats>,
+}
+
+/// Bytes the drivers of `contexts` have allocated, where every one reports it.
+pub fn driver_allocation(contexts: &[GpuContext]) -> Option<u64> {
+    contexts.iter().map(GpuContext::allocated_bytes).sum()
+}
+
+/// Benchmarks `pass` on `placed` (built on `contexts`): `burn_in` untimed steps then `batches`
+/// timed ones; `on_step(i, seconds)` as for [`run`].
+pub fn bench_pass(
+    placed: &PlacedNetwork,
+    contexts: &[GpuContext],
+    pass: Pass,
+    (batches, burn_in): (usize, usize),
+    mut on_step: impl FnMut(Option<usize>, f64),
+) -> Result<PassResult> {
+    let net = placed.runner();
+    let mut allocated_first = None;
+    let mut two_devices: Option<StepStats> = None;
+    let timings = run(net, pass, batches, burn_in, |step, seconds| {
+        if step == Some(0) {
+            allocated_first = driver_allocation(contexts);
+        }
+        if let (Some(_), PlacedNetwork::Two(two)) = (step, placed) {
+            add_step(&mut two_devices, two.last_step(), batches);
+        }
+        on_step(step, seconds);
+    })?;
+    let batch = net.plan().first().map_or(0, |l| l.batch) as f64;
+    let flops = pass.flops_per_batch(net.plan());
+    Ok(PassResult {
+        pass,
+        devices: contexts.len(),
+        flops_per_batch: flops,
+        images_per_s: batch / timings.mean,
+        gflops_per_s: flops / timings.mean / 1e9,
+        timings,
+        driver_allocated_bytes_first_step: allocated_first,
+        driver_allocated_bytes_last_step: driver_allocation(contexts),
+        two_devices_mean_per_step: two_devices,
+    })
+}
+
+/// Adds one step's stats, divided by the number of steps, into `totals`.
+fn add_step(totals: &mut Option<StepStats>, step: StepStats, steps: usize) {
+    let n = steps as f64;
+    let totals = totals.get_or_insert_with(|| StepStats {
+        device_busy_s: [0.0; 2],
+        exchanges: step
+            .exchanges
+            .iter()
+            .map(|e| ExchangeStats {
+                seconds: 0.0,
+                ..e.clone()
+            })
+            .collect(),
+    });
+    for d in 0..2 {
+        totals.device_busy_s[d] += step.device_busy_s[d] / n;
+    }
+    for (total, e) in totals.exchanges.iter_mut().zip(&step.exchanges) {
+        total.seconds += e.seconds / n;
+    }
+}
+
+/// The adapter and kernel choices a result was measured with.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceInfo {
+    /// The adapter's name.
+    pub name: String,
+    /// Vulkan, Metal, Dx12 or Gl.
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, Cpu, ...
+    pub device_type: String,
+    /// The driver's name and version, as the adapter reports them.
+    pub driver: String,
+    /// More of the driver's description.
+    pub driver_info: String,
+    /// Whether it runs on the CPU.
+    pub software: bool,
+    /// Seconds spent creating pipelines.
+    pub pipeline_creation_s: f64,
+    /// The convolutions' kernel shape.
+    pub conv_kernel: String,
+    /// The fully connected layers' forward kernel.
+    pub linear_kernel: String,
+    /// The fully connected layers' backward kernel shape.
+    pub matmul_kernel: String,
+}
+
+impl DeviceInfo {
+    /// What `ctx` is and resolved to.
+    pub fn of(ctx: &GpuContext) -> Self {
+        let info = ctx.info();
+        DeviceInfo {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            software: ctx.software(),
+            pipeline_creation_s: ctx.pipeline_seconds(),
+            conv_kernel: format!("{:?}", ctx.conv_kernel()),
+            linear_kernel: format!("{:?}", ctx.variants().linear),
+            matmul_kernel: format!("{:?}", ctx.matmul_kernel()),
+        }
+    }
+}
+
+/// A whole benchmark run, as `convnet bench --json` writes it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The network's name.
+    pub model: String,
+    /// Each device's adapter and kernel choices.
+    pub devices: Vec<DeviceInfo>,
+    /// Images per step.
+    pub batch: usize,
+    /// Timed steps per pass.
+    pub batches: usize,
+    /// Warm-up steps per pass.
+    pub burn_in: usize,
+    /// The random seed of the weights and input.
+    pub seed: u64,
+    /// GPU memory the network held.
+    pub memory: PlacedMemory,
+    /// Each pass benchmarked.
+    pub passes: Vec<PassResult>,
+    /// With two devices and a comparison asked for: the same layout on device 0 alone.
+    pub one_device_comparison: Vec<PassResult>,
+    /// Per-layer profiles, when asked for.
+    pub profiles: Vec<PassProfile>,
+}
+
+/// One layer's share of a profiled pass, with its rates.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerProfile {
+    /// The layer's name.
+    pub layer: String,
+    /// Dispatches it ran.
+    pub dispatches: usize,
+    /// The kernels its dispatches ran, each named once, in order.
+    pub kernels: Vec<&'static str>,
+    /// Mean seconds over the profile's runs.
+    pub seconds: f64,
+    /// FLOPs of the layer's products in this pass, for the whole batch.
+    pub flops: f64,
+    /// `flops` per second, in GFLOP/s.
+    pub gflops_per_s: f64,
+    /// The least bytes the layer must move in this pass, for the whole batch.
+    pub bytes: f64,
+    /// `bytes` per second, in GB/s.
+    pub gb_per_s: f64,
+}
+
+impl LayerProfile {
+    /// The share of the adapter's peak this layer reached: of FMA throughput where it has
+    /// products, else of bandwidth.
+    pub fn of_peak(&self, peak: &Peak) -> f64 {
+        if self.flops > 0.0 {
+            self.gflops_per_s / peak.fma_gflops
+        } else {
+            self.gb_per_s / peak.bandwidth_gbs
+        }
+    }
+}
+
+/// A pass, layer by layer, against the adapter's measured peak.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PassProfile {
+    /// `forward` or `backward` (the backward's dispatches alone, after an untimed forward).
+    pub pass: &'static str,
+    /// True when timed by GPU timestamps, false when by the host around each layer.
+    pub gpu_timestamps: bool,
+    /// Runs averaged.
+    pub runs: usize,
+    /// The adapter's measured peak.
+    pub peak: Peak,
+    /// Every layer, in the order the pass runs them.
+    pub layers: Vec<LayerProfile>,
+}
+
+impl PassProfile {
+    /// Seconds of all layers together.
+    pub fn seconds(&self) -> f64 {
+        self.layers.iter().map(|l| l.seconds).sum()
+    }
+}
+
+/// Profiles each of `passes` on `net`, `runs` times each (averaged), against the adapter's peak
+/// measured once (with buffers of at most 256 MiB).
+pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<Vec<PassProfile>> {
+    let ctx = net.context();
+    let peak = gpu::measure_peak(ctx, 256 << 20)?;
+    let plan = net.plan();
+    let runs = runs.max(1);
+    let mut profiles = Vec::new();
+    for &pass in passes {
+        let mut measured = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            measured.push(match pass {
+                Pass::Forward => net.profile_forward()?,
+                Pass::ForwardBackward => net.profile_backward()?,
+            });
+        }
+        let (name, direction) = match pass {
+            Pass::Forward => ("forward", Direction::Forward),
+            Pass::ForwardBackward => ("backward", Direction::Backward),
+        };
+        let layers = measured[0]
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, layer)| {
+                let seconds =
+                    measured.iter().map(|r| r.layers[i].seconds).sum::<f64>() / runs as f64;
+                let (index, planned) = plan
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| l.layer.name == layer.layer)
+                    .ok_or_else(|| {
+                        crate::Error::Internal(format!(
+                            "profiled layer {} is not in the plan",
+                            layer.layer
+                        ))
+                    })?;
+                let cost = model::layer_cost(planned, direction, index > 0);
+                let batch = planned.batch as f64;
+                let (flops, bytes) = (cost.flops as f64 * batch, cost.bytes as f64 * batch);
+                Ok(LayerProfile {
+                    layer: layer.layer.clone(),
+                    dispatches: layer.dispatches,
+                    kernels: layer.kernels.clone(),
+                    seconds,
+                    flops,
+                    gflops_per_s: flops / seconds / 1e9,
+                    bytes,
+                    gb_per_s: bytes / seconds / 1e9,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        profiles.push(PassProfile {
+            pass: name,
+            gpu_timestamps: measured[0].gpu_timestamps,
+            runs,
+            peak,
+            layers,
+        });
+    }
+    Ok(profiles)
 }
 
 #[cfg(test)]

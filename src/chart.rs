@@ -1,11 +1,42 @@
 //! A per-layer profile drawn as an SVG bar chart: one panel per pass, one bar per layer, its
 //! length the layer's time, labelled with the time and the fraction of the adapter's peak.
 
+use crate::bench::PassProfile;
+
 /// One bar: a layer's name, its time in milliseconds, and a note printed after the time.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Bar {
+    /// Printed left of the bar.
     pub label: String,
+    /// The bar's length, scaled to the longest of its panel.
     pub milliseconds: f64,
+    /// Printed after the time.
     pub note: String,
+}
+
+/// Panels of a profile: one per pass, titled with the pass and the adapter, one bar per layer
+/// noted with its rate (GFLOP/s where it has products, else GB/s).
+pub fn profile_panels(profiles: &[PassProfile], adapter: &str) -> Vec<(String, Vec<Bar>)> {
+    profiles
+        .iter()
+        .map(|p| {
+            let title = format!("{} pass on {adapter} (per layer)", p.pass);
+            let bars = p
+                .layers
+                .iter()
+                .map(|l| Bar {
+                    label: l.layer.clone(),
+                    milliseconds: l.seconds * 1e3,
+                    note: if l.flops > 0.0 {
+                        format!("{:.1} GFLOP/s", l.gflops_per_s)
+                    } else {
+                        format!("{:.2} GB/s", l.gb_per_s)
+                    },
+                })
+                .collect();
+            (title, bars)
+        })
+        .collect()
 }
 
 const WIDTH: f64 = 760.0;
@@ -63,4 +94,52 @@ pub fn profile_svg(panels: &[(String, Vec<Bar>)]) -> String {
         y += GAP;
     }
     svg + "</svg>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{profile_svg, Bar};
+
+    fn bar(label: &str, milliseconds: f64) -> Bar {
+        Bar {
+            label: label.into(),
+            milliseconds,
+            note: "1.0 GB/s".into(),
+        }
+    }
+
+    #[test]
+    fn the_chart_has_a_bar_per_layer_scaled_to_the_longest() {
+        let panels = vec![
+            (
+                "forward <pass>".to_string(),
+                vec![bar("conv1", 4.0), bar("a&b", 1.0)],
+            ),
+            ("backward".to_string(), vec![bar("fc8", 2.0)]),
+        ];
+        let svg = profile_svg(&panels);
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.ends_with("</svg>\n"));
+        // Titles and labels escaped.
+        assert!(svg.contains(">forward &lt;pass&gt;</text>"), "{svg}");
+        assert!(svg.contains(">a&amp;b</text>"), "{svg}");
+        assert_eq!(
+            svg.matches("fill=\"#4a7ebb\"").count(),
+            3,
+            "one bar per layer"
+        );
+        // Each panel's longest bar spans the same width; the others are in proportion.
+        let widths: Vec<f64> = svg
+            .match_indices(" width=\"")
+            .skip(2) // the svg element's and the background's
+            .map(|(at, m)| {
+                let rest = &svg[at + m.len()..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(widths.len(), 3);
+        assert_eq!(widths[0], widths[2], "longest bar of each panel");
+        assert!((widths[1] - widths[0] / 4.0).abs() < 0.1, "{widths:?}");
+        assert!(svg.contains(">4.0 ms 1.0 GB/s</text>"), "{svg}");
+    }
 }

@@ -44,6 +44,7 @@ pub mod npy;
 pub mod reference;
 pub mod shaders;
 pub mod table;
+pub mod watchdog;
 pub mod weights;
 
 pub use error::{Error, Result};

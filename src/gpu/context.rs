@@ -122,6 +122,47 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
         .collect())
 }
 
+/// The adapters of `devices` devices (1 or 2) on `backend`: the `adapters` given (at most one
+/// per device; one given for two devices is used twice), or for two devices the first two
+/// hardware GPUs when the machine has two, else the default adapter twice (one device per
+/// request: the two-device layout then runs, and is checked, on one adapter).
+pub fn device_choices(
+    adapters: &[String],
+    backend: Option<&str>,
+    devices: usize,
+) -> Result<Vec<AdapterChoice>> {
+    let choice = |adapter: Option<&String>| AdapterChoice {
+        adapter: adapter.cloned(),
+        backend: backend.map(str::to_string),
+    };
+    if !(1..=2).contains(&devices) {
+        return Err(Error::InvalidArgument(format!(
+            "{devices} devices asked for; a network runs on 1 or 2"
+        )));
+    }
+    if adapters.len() > devices {
+        return Err(Error::InvalidArgument(format!(
+            "{} adapters given for {devices} device(s); pass --adapter once per device",
+            adapters.len()
+        )));
+    }
+    if devices == 1 || adapters.len() == 2 {
+        return Ok((0..devices).map(|i| choice(adapters.get(i))).collect());
+    }
+    if let Some(one) = adapters.first() {
+        return Ok(vec![choice(Some(one)); 2]);
+    }
+    let hardware: Vec<String> = list_adapters(&choice(None))?
+        .iter()
+        .filter(|a| !a.software)
+        .map(|a| a.index.to_string())
+        .collect();
+    Ok(match hardware.as_slice() {
+        [first, second, ..] => vec![choice(Some(first)), choice(Some(second))],
+        _ => vec![choice(None); 2],
+    })
+}
+
 fn select(choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     let mut adapters = enumerate(choice)?;
     let wanted = choice.adapter.clone().or_else(|| {

@@ -14,15 +14,17 @@ mod network;
 pub(crate) mod ops;
 mod packing;
 mod peak;
+mod placed;
 mod profile;
 mod sgd;
 mod two_devices;
 
 pub use builder::MemoryUse;
-pub use context::{list_adapters, AdapterChoice, AdapterSummary, GpuContext};
+pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use network::GpuNetwork;
 pub use ops::{KernelShape, LinearKernel, Variants};
 pub use peak::{measure as measure_peak, Peak};
+pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};
 pub use sgd::Sgd;
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};

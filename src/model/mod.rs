@@ -12,9 +12,13 @@
 //! The torchvision networks use PyTorch's explicit padding, and GoogLeNet's pools its `ceil_mode`.
 
 mod alexnet;
+mod cost;
 mod torchvision;
 
 pub use alexnet::{alexnet, alexnet_2gpu, seed_lrn};
+pub use cost::{
+    layer_cost, total_backward_flops_per_image, total_flops_per_image, Cost, Direction,
+};
 pub use torchvision::{googlenet, resnet, vgg};
 
 use std::collections::HashMap;
@@ -885,20 +889,4 @@ pub const MODEL_NAMES: &[&str] = &[
 /// Total parameters of a plan.
 pub fn total_parameters(plan: &[LayerPlan]) -> usize {
     plan.iter().map(LayerPlan::parameters).sum()
-}
-
-/// Backward FLOPs per image of a plan: for every convolution and fully connected layer, the
-/// weight gradient costs as much as the forward product and so does the input gradient, which
-/// the first layer skips (nobody needs the images' gradient). LRN, pooling and ReLU are not
-/// counted, as in the forward count.
-pub fn total_backward_flops_per_image(plan: &[LayerPlan]) -> u64 {
-    plan.iter()
-        .enumerate()
-        .map(|(i, l)| l.flops_per_image() * if i == 0 { 1 } else { 2 })
-        .sum()
-}
-
-/// Total forward FLOPs per image of a plan.
-pub fn total_flops_per_image(plan: &[LayerPlan]) -> u64 {
-    plan.iter().map(LayerPlan::flops_per_image).sum()
 }

@@ -1,0 +1,362 @@
+//! `convnet bench`: the seed's benchmark of forward and forward-backward passes, with a per-layer
+//! profile against the adapter's peak, JSON and an SVG chart where asked.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
+use convnet_wgpu::gpu::{GpuContext, PlacedNetwork};
+use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::weights::{self, Weights};
+use convnet_wgpu::{chart, files};
+
+use super::{
+    driver_memory, megabytes, open_contexts, placed_memory, BatchNormArgs, DeviceArgs, NetworkArgs,
+};
+
+/// Which passes `bench` times.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum PassChoice {
+    Forward,
+    ForwardBackward,
+    Both,
+}
+
+impl PassChoice {
+    pub(crate) fn passes(self) -> &'static [Pass] {
+        match self {
+            PassChoice::Forward => &[Pass::Forward],
+            PassChoice::ForwardBackward => &[Pass::ForwardBackward],
+            PassChoice::Both => &[Pass::Forward, Pass::ForwardBackward],
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    batch_norm: BatchNormArgs,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed steps per pass (default 100; 5 on a software adapter).
+    #[arg(long)]
+    batches: Option<usize>,
+    /// Untimed warm-up steps per pass (default 10; 1 on a software adapter).
+    #[arg(long)]
+    burn_in: Option<usize>,
+    /// Default: both where the network has a backward pass (the AlexNets), else forward.
+    #[arg(long, value_enum)]
+    pass: Option<PassChoice>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Write every setting and timing as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// With --devices 2, also run the same layout on one device and compare.
+    #[arg(long)]
+    compare_devices: bool,
+    /// After the timed steps, time every layer of each pass (GPU timestamps where the adapter
+    /// has them) against the adapter's measured peak (one device).
+    #[arg(long)]
+    profile: bool,
+    /// With --profile, also draw the profile as an SVG bar chart here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// Runs of each profile, averaged.
+const PROFILE_RUNS: usize = 3;
+
+/// `convnet bench`: the benchmark, and its profile, JSON and chart where asked.
+pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        files::check_writable(path)?;
+    }
+    if let Some(path) = &args.svg {
+        if !args.profile {
+            anyhow::bail!("--svg draws the profile; add --profile");
+        }
+        files::check_writable(path)?;
+    }
+    if args.profile && args.device.devices != 1 {
+        anyhow::bail!("--profile times one device; drop --devices");
+    }
+    if args.compare_devices && args.device.devices != 2 {
+        anyhow::bail!("--compare-devices compares --devices 2 with one device; add --devices 2");
+    }
+    let network = args.network.build()?;
+    let plan = network.plan(args.batch)?;
+    let pass = match (args.pass, network.supports_backward()) {
+        (Some(PassChoice::Forward) | None, false) => PassChoice::Forward,
+        (Some(_), false) => return Err(network.backward_unsupported("--pass").into()),
+        (Some(pass), true) => pass,
+        (None, true) => PassChoice::Both,
+    };
+    let contexts = open_contexts(&args.device)?;
+    let watchdog = Watchdog::start(
+        args.device.timeout,
+        format!("bench on {}", contexts[0].info().name),
+    )?;
+    let software = contexts.iter().any(|c| c.software());
+    let steps = match (args.batches, args.burn_in) {
+        (None, None) if software => {
+            let (batches, burn_in) = bench::default_steps(true);
+            println!(
+                "software adapter: {batches} timed steps after {burn_in} warm-up per pass instead \
+                 of the seed's 100 after 10 (set --batches / --burn-in to choose)"
+            );
+            (batches, burn_in)
+        }
+        (batches, burn_in) => {
+            let (default_batches, default_burn_in) = bench::default_steps(false);
+            (
+                batches.unwrap_or(default_batches),
+                burn_in.unwrap_or(default_burn_in),
+            )
+        }
+    };
+    if steps.0 == 0 {
+        anyhow::bail!("--batches must be at least 1");
+    }
+    let passes = pass.passes();
+    let gradients = passes.contains(&Pass::ForwardBackward);
+    let (gpu_network, params) = args
+        .batch_norm
+        .on_gpu(&network, &Weights::init(&network, args.seed)?)?;
+    let gpu_plan = gpu_network.plan(args.batch)?;
+    let input = weights::random_input(&plan, args.seed);
+    let mut memory = None;
+    let mut profiles = Vec::new();
+    let mut run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
+        let placed = PlacedNetwork::new(contexts, &gpu_network, &gpu_plan, &params, gradients)?;
+        placed.runner().upload_input(&input)?;
+        let pipeline_seconds: f64 = contexts.iter().map(GpuContext::pipeline_seconds).sum();
+        println!(
+            "{}: batch {}, {} timed steps after {} warm-up per pass, {} device(s); {}; {}; \
+             pipelines created in {pipeline_seconds:.2} s",
+            network.name,
+            args.batch,
+            steps.0,
+            steps.1,
+            contexts.len(),
+            placed_memory(placed.memory()),
+            driver_memory(contexts)
+        );
+        memory.get_or_insert(placed.memory());
+        let mut results = Vec::new();
+        for &pass in passes {
+            let result = bench_pass(&placed, contexts, pass, steps, &watchdog)?;
+            print_pass(&result, args.batch, contexts);
+            results.push(result);
+        }
+        if let (true, PlacedNetwork::One(net)) = (args.profile, &placed) {
+            Watchdog::alive(&watchdog);
+            profiles = bench::profile_passes(net, passes, PROFILE_RUNS)?;
+            for profile in &profiles {
+                print_profile(profile);
+            }
+        }
+        Ok(results)
+    };
+    let results = run_all(&contexts)?;
+    if let [forward, backward] = results.as_slice() {
+        println!(
+            "forward-backward / forward = {:.2} (FLOP ratio {:.2})",
+            backward.timings.mean / forward.timings.mean,
+            backward.flops_per_batch / forward.flops_per_batch
+        );
+    }
+    let compared = if args.compare_devices {
+        println!("\nthe same layout on device 0 alone:");
+        let one = run_all(&contexts[..1])?;
+        for (two, one) in results.iter().zip(&one) {
+            println!(
+                "{}: two devices {:.3} s, one device {:.3} s per batch: {:.2}x the one-device time",
+                two.pass.seed_name(),
+                two.timings.mean,
+                one.timings.mean,
+                two.timings.mean / one.timings.mean
+            );
+        }
+        one
+    } else {
+        Vec::new()
+    };
+    if let Some(path) = &args.svg {
+        let panels = chart::profile_panels(&profiles, &contexts[0].info().name);
+        files::write_atomically(path, chart::profile_svg(&panels).as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        let result = BenchResult {
+            schema_version: bench::SCHEMA_VERSION,
+            model: network.name.clone(),
+            devices: contexts.iter().map(DeviceInfo::of).collect(),
+            batch: args.batch,
+            batches: steps.0,
+            burn_in: steps.1,
+            seed: args.seed,
+            memory: memory.expect("the benchmark placed the network"),
+            passes: results,
+            one_device_comparison: compared,
+            profiles,
+        };
+        files::write_atomically(path, serde_json::to_string_pretty(&result)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One pass benchmarked, with the seed's per-step lines (every tenth timed step) or a progress
+/// bar on a terminal.
+fn bench_pass(
+    placed: &PlacedNetwork,
+    contexts: &[GpuContext],
+    pass: Pass,
+    (batches, burn_in): (usize, usize),
+    watchdog: &Option<Watchdog>,
+) -> anyhow::Result<PassResult> {
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new((burn_in + batches) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, eta {eta}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    let every = (batches / 10).max(1);
+    let say = |line: String| match &bar {
+        Some(bar) => bar.println(line),
+        None => println!("{line}"),
+    };
+    let mut done = 0;
+    let result = bench::bench_pass(
+        placed,
+        contexts,
+        pass,
+        (batches, burn_in),
+        |step, seconds| {
+            done += 1;
+            Watchdog::step(watchdog, done);
+            match step {
+                None => say(format!("warm-up, duration = {seconds:.3}")),
+                Some(i) if i % every == 0 => say(format!("step {i}, duration = {seconds:.3}")),
+                Some(_) => {}
+            }
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(result)
+}
+
+/// The seed's summary line of a pass, its rates, and what else was measured.
+fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
+    let mean = result.timings.mean;
+    println!(
+        "{} across {} steps, {:.3} +/- {:.3} sec / batch",
+        result.pass.seed_name(),
+        result.timings.steps.len(),
+        mean,
+        result.timings.sd
+    );
+    println!(
+        "{:.1} images/s, {:.2} GFLOP/s ({:.1} GFLOP per batch) on {} device(s): {}",
+        batch as f64 / mean,
+        result.gflops_per_s,
+        result.flops_per_batch / 1e9,
+        result.devices,
+        contexts[0].info().name
+    );
+    if let Some(first) = result.timings.burn_in.first() {
+        println!(
+            "first warm-up step {first:.3} s, {:.3} s above the timed mean: compiling this pass's \
+             kernels at their first dispatch (llvmpipe does; most GPU drivers compiled them with \
+             the pipelines) and first touches of its buffers",
+            first - mean
+        );
+    }
+    if let Some(stats) = &result.two_devices_mean_per_step {
+        println!(
+            "device busy per batch: device 0 {:.3} s, device 1 {:.3} s",
+            stats.device_busy_s[0], stats.device_busy_s[1]
+        );
+        for e in &stats.exchanges {
+            println!(
+                "exchange {}: {} to the host, {} to the devices, {:.1} ms",
+                e.name,
+                megabytes(e.bytes_to_host),
+                megabytes(e.bytes_to_devices),
+                e.seconds * 1e3
+            );
+        }
+    }
+    if let (Some(before), Some(after)) = (
+        result.driver_allocated_bytes_first_step,
+        result.driver_allocated_bytes_last_step,
+    ) {
+        println!(
+            "driver allocation {} after the first timed step, {} after the last",
+            megabytes(before),
+            megabytes(after)
+        );
+    }
+}
+
+/// A profile as a table: a row per layer, its time, share and rate against the peak.
+fn print_profile(profile: &PassProfile) {
+    let total = profile.seconds();
+    let peak = &profile.peak;
+    println!(
+        "\nprofile of the {} pass ({}, mean of {} runs, {total:.3} s in all); adapter peak \
+         {:.1} GFLOP/s FMA, {:.2} GB/s",
+        profile.pass,
+        if profile.gpu_timestamps {
+            "GPU timestamps"
+        } else {
+            "host-timed per layer: no timestamp queries"
+        },
+        profile.runs,
+        peak.fma_gflops,
+        peak.bandwidth_gbs
+    );
+    let width = profile
+        .layers
+        .iter()
+        .map(|l| l.layer.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    println!(
+        "{:<width$} {:>10} {:>10} {:>7} {:>9} {:>8} {:>9} {:>7}  kernels",
+        "layer", "dispatches", "ms", "share", "GFLOP/s", "of peak", "MB moved", "GB/s"
+    );
+    for layer in &profile.layers {
+        let rate = if layer.flops > 0.0 {
+            format!("{:.2}", layer.gflops_per_s)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<width$} {:>10} {:>10.2} {:>6.1}% {:>9} {:>7.0}% {:>9.1} {:>7.2}  {}",
+            layer.layer,
+            layer.dispatches,
+            layer.seconds * 1e3,
+            100.0 * layer.seconds / total,
+            rate,
+            100.0 * layer.of_peak(peak),
+            layer.bytes / 1e6,
+            layer.gb_per_s,
+            layer.kernels.join(", ")
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! `convnet check`: every layer's output and every parameter gradient against the CPU reference.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use convnet_wgpu::gpu::PlacedNetwork;
+use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::{check, Error};
+
+use super::{load_or_init, open_contexts, placed_memory, BatchNormArgs, DeviceArgs, ModelArgs};
+
+fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, extra: &[String]) {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(14);
+    println!(
+        "{:<width$} {:>12} {:>12} {:>12}",
+        title, "max |error|", "max |ref|", "relative"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "{:<width$} {:>12.3e} {:>12.3e} {:>12.3e}  {}{}",
+            r.name,
+            r.max_abs,
+            r.max_reference,
+            r.relative,
+            if r.within(tolerance) { "ok" } else { "FAIL" },
+            extra.get(i).map_or(String::new(), |e| format!("  {e}"))
+        );
+    }
+}
+
+/// `convnet check`: GPU against the CPU reference, layer by layer and gradient by gradient.
+pub(crate) fn check(
+    args: &ModelArgs,
+    device: &DeviceArgs,
+    batch_norm: &BatchNormArgs,
+    (weights, input): (Option<&Path>, Option<&Path>),
+    seed: u64,
+) -> anyhow::Result<ExitCode> {
+    let network = args.network.build()?;
+    let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
+    let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params)?;
+    let gpu_plan = gpu_network.plan(plan[0].batch)?;
+    let contexts = open_contexts(device)?;
+    let _watchdog = Watchdog::start(
+        device.timeout,
+        format!("check on {}", contexts[0].info().name),
+    )?;
+    let gradients = network.supports_backward();
+    let placed = PlacedNetwork::new(&contexts, &gpu_network, &gpu_plan, &gpu_params, gradients)?;
+    let net = placed.runner();
+    println!(
+        "batch {}; {}",
+        plan[0].batch,
+        placed_memory(placed.memory())
+    );
+    if gpu_plan.len() != plan.len() {
+        println!(
+            "{} batch norms folded into their convolutions (--explicit-bn runs them on their own)",
+            plan.len() - gpu_plan.len()
+        );
+    }
+
+    let layers = check::forward(net, &plan, &params, &data)?;
+    println!(
+        "\nlayer outputs against the f32 CPU reference (tolerance: max |error| / max |ref| <= {:e})",
+        check::TOLERANCE
+    );
+    print_deviations(
+        "layer",
+        &layers.iter().collect::<Vec<_>>(),
+        check::TOLERANCE,
+        &[],
+    );
+
+    if !gradients {
+        println!(
+            "\n{} runs forward only: no gradients to check",
+            network.name
+        );
+        return Ok(finish_check(
+            layers
+                .iter()
+                .filter(|r| !r.within(check::TOLERANCE))
+                .map(|r| r.name.clone())
+                .collect(),
+        ));
+    }
+    let grads = check::gradients(net, &params, &data)?;
+    println!(
+        "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
+         (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
+         (not judged: a max-pool near-tie can route a gradient differently, see README)",
+        check::GRADIENT_TOLERANCE
+    );
+    let rows: Vec<&check::Deviation> = grads.iter().map(|g| &g.gpu).collect();
+    let scale: Vec<String> = grads
+        .iter()
+        .map(|g| {
+            format!(
+                "(vs f64 pass: gpu {:.3e}, cpu f32 {:.3e})",
+                g.gpu_vs_f64_chain.relative, g.cpu_f32_vs_f64_chain.relative
+            )
+        })
+        .collect();
+    print_deviations("parameter", &rows, check::GRADIENT_TOLERANCE, &scale);
+
+    let mut failed: Vec<String> = layers
+        .iter()
+        .filter(|r| !r.within(check::TOLERANCE))
+        .chain(
+            rows.iter()
+                .copied()
+                .filter(|r| !r.within(check::GRADIENT_TOLERANCE)),
+        )
+        .map(|r| r.name.clone())
+        .collect();
+
+    if let PlacedNetwork::Two(two) = &placed {
+        let versus = check::one_device_versus_two(&contexts[0], two, &params, &data)?;
+        println!(
+            "\ntwo devices against the same layout on device 0 alone (tolerance {:e})",
+            check::TOLERANCE
+        );
+        print_deviations(
+            "tensor",
+            &versus.iter().collect::<Vec<_>>(),
+            check::TOLERANCE,
+            &[],
+        );
+        failed.extend(
+            versus
+                .iter()
+                .filter(|r| !r.within(check::TOLERANCE))
+                .map(|r| format!("{} (1 vs 2 devices)", r.name)),
+        );
+    }
+    Ok(finish_check(failed))
+}
+
+/// The end of `check`: success, or an error naming what was beyond tolerance.
+fn finish_check(failed: Vec<String>) -> ExitCode {
+    if failed.is_empty() {
+        println!("\ncheck passed: every comparison within tolerance");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: {}",
+            Error::Mismatch(format!("beyond tolerance: {}", failed.join(", ")))
+        );
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,393 @@
+//! The command line: argument parsing and rendering only. Each subcommand lives in its own file
+//! and calls the library for everything it computes; this module holds the arguments they share
+//! and the helpers that open devices and print what they hold.
+
+mod adapters;
+mod bench;
+mod check;
+mod init;
+mod run;
+mod shapes;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use convnet_wgpu::bench as library_bench;
+use convnet_wgpu::gpu::{
+    self, AdapterChoice, GpuContext, KernelShape, LinearKernel, MemoryUse, PlacedMemory, Variants,
+};
+use convnet_wgpu::model::{self, LayerPlan, Network};
+use convnet_wgpu::weights::{self, Weights};
+
+/// Classic convolutional networks on WGSL compute shaders: the seed's AlexNet benchmark on any
+/// adapter, checked against a CPU reference.
+#[derive(Parser)]
+#[command(name = "convnet", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// List every adapter with the limits that matter.
+    Adapters {
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Measure the adapter's f32 FMA throughput and shader memory bandwidth.
+    Peak {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Print the network's table: output shapes, neurons, parameters, FLOPs.
+    Shapes {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// One row per layer, or per stage (block) of the deep networks; default: stage where
+        /// the network has stages.
+        #[arg(long, value_enum)]
+        detail: Option<DetailChoice>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The seed's benchmark: time forward and forward-backward passes over a random batch.
+    Bench(bench::BenchArgs),
+    /// Run GPU and CPU reference on the same weights and input; compare every layer's output
+    /// and every parameter gradient.
+    Check {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Weights file (safetensors); default: the seed's initialisation.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Input file (.npy, [N, 3, 224, 224]); default: the seed's random batch.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        batch_norm: BatchNormArgs,
+    },
+    /// Write initialised weights as safetensors (the seed's initialisation for the AlexNets).
+    Init {
+        #[command(flatten)]
+        network: NetworkArgs,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a user's weights and input; write the logits and, if asked, the gradients.
+    Run {
+        #[command(flatten)]
+        network: NetworkArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[command(flatten)]
+        batch_norm: BatchNormArgs,
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the logits (.npy, [N, classes]).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Where to write the gradients of l2_loss(logits) (safetensors, the weights' names).
+        #[arg(long)]
+        grads: Option<PathBuf>,
+    },
+    /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
+    Train(train::TrainArgs),
+}
+
+/// Which network, and what a user may change about it.
+#[derive(Args)]
+pub(crate) struct NetworkArgs {
+    /// alexnet, alexnet-2gpu, vgg11/13/16/19, googlenet, resnet18/34/50/101/152.
+    #[arg(long, default_value = "alexnet")]
+    pub(crate) model: String,
+    /// Outputs of the last fully connected layer (default 1000).
+    #[arg(long)]
+    pub(crate) num_classes: Option<usize>,
+    /// Height and width of the input images (default 224).
+    #[arg(long)]
+    pub(crate) input_size: Option<usize>,
+    /// googlenet: include its two auxiliary classifiers.
+    #[arg(long)]
+    pub(crate) aux_logits: bool,
+}
+
+impl NetworkArgs {
+    pub(crate) fn build(&self) -> convnet_wgpu::Result<Network> {
+        model::build(
+            &self.model,
+            &model::Options {
+                num_classes: self.num_classes,
+                input_size: self.input_size,
+                aux_logits: self.aux_logits,
+            },
+        )
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    #[command(flatten)]
+    pub(crate) network: NetworkArgs,
+    #[arg(long, default_value_t = 2)]
+    pub(crate) batch: usize,
+}
+
+/// How the GPU runs batch norms.
+#[derive(Args)]
+pub(crate) struct BatchNormArgs {
+    /// Run each batch norm as its own kernel instead of folding it into the convolution before
+    /// it (the default, and faster).
+    #[arg(long)]
+    pub(crate) explicit_bn: bool,
+}
+
+impl BatchNormArgs {
+    /// The network and weights the GPU runs.
+    pub(crate) fn on_gpu(
+        &self,
+        network: &Network,
+        params: &Weights,
+    ) -> anyhow::Result<(Network, Weights)> {
+        if self.explicit_bn {
+            return Ok((network.clone(), params.clone()));
+        }
+        Ok(convnet_wgpu::fold::fold_batch_norm(network, params)?)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum DetailChoice {
+    Layer,
+    Stage,
+}
+
+#[derive(Args)]
+pub(crate) struct DeviceArgs {
+    /// Adapter index (as `convnet adapters` lists them) or a substring of its name; give it twice
+    /// to pick the two adapters of `--devices 2`.
+    #[arg(long)]
+    pub(crate) adapter: Vec<String>,
+    /// vulkan, metal, dx12 or gl.
+    #[arg(long)]
+    pub(crate) backend: Option<String>,
+    /// Devices to split a two-device layout (alexnet-2gpu) over: 1 or 2.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub(crate) devices: u8,
+    /// End the run with an error when no step has finished for this many seconds.
+    #[arg(long)]
+    pub(crate) timeout: Option<f64>,
+    /// The fully connected layers' kernel: chosen per adapter and batch (auto), the 16-row
+    /// block, or the 4-row small-batch kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    linear_kernel: LinearChoice,
+    /// With --linear-kernel small-batch: split each reduction into this many chunks.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) split_k: usize,
+    /// The convolutions' kernels (forward, filter gradient, stride-1 input gradient): chosen per
+    /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    conv_kernel: ShapeChoice,
+    /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
+    #[arg(long, value_enum, default_value = "auto")]
+    matmul_kernel: ShapeChoice,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShapeChoice {
+    Auto,
+    RegisterBlock,
+    WorkgroupTile,
+}
+
+impl ShapeChoice {
+    fn shape(self) -> KernelShape {
+        match self {
+            ShapeChoice::Auto => KernelShape::Auto,
+            ShapeChoice::RegisterBlock => KernelShape::RegisterBlock,
+            ShapeChoice::WorkgroupTile => KernelShape::WorkgroupTile,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LinearChoice {
+    Auto,
+    Block16,
+    SmallBatch,
+}
+
+impl DeviceArgs {
+    /// The kernel variants the flags force, if any.
+    pub(crate) fn variants(&self) -> anyhow::Result<Variants> {
+        let linear = match (self.linear_kernel, self.split_k) {
+            (_, 0) => anyhow::bail!("--split-k must be at least 1"),
+            (LinearChoice::Auto, 1) => LinearKernel::Auto,
+            (LinearChoice::Block16, 1) => LinearKernel::Block16,
+            (LinearChoice::SmallBatch, chunks) => LinearKernel::SmallBatch { chunks },
+            (_, _) => anyhow::bail!("--split-k applies to --linear-kernel small-batch"),
+        };
+        Ok(Variants {
+            linear,
+            conv: self.conv_kernel.shape(),
+            matmul: self.matmul_kernel.shape(),
+        })
+    }
+
+    /// The adapters of each device (see [`gpu::device_choices`]).
+    pub(crate) fn choices(&self) -> convnet_wgpu::Result<Vec<AdapterChoice>> {
+        gpu::device_choices(
+            &self.adapter,
+            self.backend.as_deref(),
+            usize::from(self.devices),
+        )
+    }
+}
+
+/// Runs one subcommand.
+pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Adapters { backend } => adapters::list(backend)?,
+        Command::Shapes {
+            model,
+            detail,
+            json,
+        } => shapes::print(&model, detail, json)?,
+        Command::Peak { device } => adapters::peak(&device)?,
+        Command::Bench(args) => bench::bench(&args)?,
+        Command::Check {
+            model,
+            device,
+            weights,
+            input,
+            seed,
+            batch_norm,
+        } => {
+            let files = (weights.as_deref(), input.as_deref());
+            return check::check(&model, &device, &batch_norm, files, seed);
+        }
+        Command::Init { network, seed, out } => init::write(&network, seed, &out)?,
+        Command::Run {
+            network,
+            device,
+            batch_norm,
+            weights,
+            input,
+            output,
+            grads,
+        } => run::run(
+            &network,
+            &device,
+            &batch_norm,
+            (&weights, &input),
+            output.as_deref(),
+            grads.as_deref(),
+        )?,
+        Command::Train(args) => train::train(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn open_context(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
+    if device.devices != 1 {
+        anyhow::bail!("this command runs on one device; drop --devices");
+    }
+    let ctx = GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?);
+    println!("adapter: {}", ctx.describe());
+    Ok(ctx)
+}
+
+/// One context per device of `--devices`, each printed with its adapter.
+pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    let variants = device.variants()?;
+    let contexts = device
+        .choices()?
+        .iter()
+        .map(|choice| Ok(GpuContext::new(choice)?.with_variants(variants)))
+        .collect::<convnet_wgpu::Result<Vec<_>>>()?;
+    for (i, ctx) in contexts.iter().enumerate() {
+        println!(
+            "device {i}: {}; convolutions {:?}, fully connected {:?} (backward {:?})",
+            ctx.describe(),
+            ctx.conv_kernel(),
+            ctx.variants().linear,
+            ctx.matmul_kernel()
+        );
+    }
+    if contexts.len() == 2 && contexts[0].info() == contexts[1].info() {
+        println!("(two devices on one adapter: they share its hardware, so expect no speed-up)");
+    }
+    Ok(contexts)
+}
+
+pub(crate) fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+pub(crate) fn describe_memory(memory: &MemoryUse) -> String {
+    format!(
+        "GPU memory {} (weights {}, activations {}, gradients {}, scratch {})",
+        megabytes(memory.total()),
+        megabytes(memory.weights),
+        megabytes(memory.activations),
+        megabytes(memory.gradients),
+        megabytes(memory.scratch)
+    )
+}
+
+/// The drivers' allocation, when they report one, as a phrase for the output.
+pub(crate) fn driver_memory(contexts: &[GpuContext]) -> String {
+    library_bench::driver_allocation(contexts).map_or_else(
+        || "the driver gives no allocator report".into(),
+        |bytes| format!("driver allocation {}", megabytes(bytes)),
+    )
+}
+
+/// GPU memory a placed network holds, as a phrase for the output.
+pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
+    match memory {
+        PlacedMemory::One(memory) => describe_memory(&memory),
+        PlacedMemory::Two([a, b]) => format!(
+            "GPU memory {} on device 0, {} on device 1",
+            megabytes(a),
+            megabytes(b)
+        ),
+    }
+}
+
+/// Weights and input for check/run/train: from files when given, else the seed's.
+pub(crate) fn load_or_init(
+    network: &Network,
+    batch: usize,
+    weights: Option<&Path>,
+    input: Option<&Path>,
+    seed: u64,
+) -> anyhow::Result<(Vec<LayerPlan>, Weights, Vec<f32>)> {
+    let params = match weights {
+        Some(path) => Weights::load(path, network)?,
+        None => Weights::init(network, seed)?,
+    };
+    let (plan, data) = match input {
+        Some(path) => {
+            let (batch, data) = weights::load_input(path, network)?;
+            (network.plan(batch)?, data)
+        }
+        None => {
+            let plan = network.plan(batch)?;
+            let data = weights::random_input(&plan, seed);
+            (plan, data)
+        }
+    };
+    Ok((plan, params, data))
+}

@@ -1,0 +1,93 @@
+//! `convnet train`: SGD with momentum on one fixed batch, the loss printed as it falls.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use convnet_wgpu::gpu::{GpuNetwork, Sgd};
+use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::{files, reference};
+
+use super::{describe_memory, load_or_init, megabytes, open_context, DeviceArgs, ModelArgs};
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Learning rate. The seed's loss, sum(logits^2)/2, starts near 3e10 per image with its
+    /// initialisation, so its gradients are huge and the rate tiny; 1e-11 falls steadily at
+    /// batch 2, 1e-10 diverges. Scale it down with larger batches (the loss sums over images).
+    #[arg(long, default_value_t = 1e-11)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f32,
+    /// Weights file (safetensors); default: the seed's initialisation.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input file (.npy); default: the seed's random batch.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Write the trained weights here (safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `convnet train`: SGD on one fixed batch.
+pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.steps == 0 {
+        anyhow::bail!("--steps must be at least 1");
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
+        anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
+    }
+    if let Some(path) = &args.out {
+        files::check_writable(path)?;
+    }
+    let network = args.model.network.build()?;
+    if !network.supports_backward() {
+        return Err(network.backward_unsupported("train").into());
+    }
+    let (plan, params, data) = load_or_init(
+        &network,
+        args.model.batch,
+        args.weights.as_deref(),
+        args.input.as_deref(),
+        args.seed,
+    )?;
+    let ctx = open_context(&args.device)?;
+    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
+    let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
+    let sgd = Sgd::new(&net, args.lr, args.momentum)?;
+    net.upload_input(&data)?;
+    println!(
+        "training {} on one batch of {}: SGD lr {:e}, momentum {}; {} + velocities {}",
+        network.name,
+        plan[0].batch,
+        args.lr,
+        args.momentum,
+        describe_memory(&net.memory()),
+        megabytes(sgd.memory)
+    );
+    for step in 0..args.steps {
+        Watchdog::step(&watchdog, step);
+        sgd.step()?;
+        if step % 10 == 0 || step + 1 == args.steps {
+            // The logits are those of this step's forward pass, before its update.
+            let loss = reference::l2_loss(&net.read_output()?);
+            if !loss.is_finite() {
+                anyhow::bail!("step {step}: the loss is no longer finite; lower --lr");
+            }
+            println!("step {step}, loss = {loss:.6e}");
+        }
+    }
+    if let Some(path) = &args.out {
+        net.read_weights()?.save(path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
