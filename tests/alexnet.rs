@@ -9,6 +9,7 @@ use convnet_wgpu::model;
 use convnet_wgpu::weights::{self, Weights};
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn forward_matches_cpu_reference_at_batch_2() {
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
@@ -38,6 +39,7 @@ fn forward_matches_cpu_reference_at_batch_2() {
 /// Judged strictly on the GPU's routing; against the fully f64 pass only loosely (a rerouted
 /// gradient moves conv1's and conv2's weight gradients by ~1%, see check::GRADIENT_TOLERANCE).
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn gradients_match_the_f64_reference() {
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
@@ -77,6 +79,7 @@ fn gradients_match_the_f64_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
@@ -104,6 +107,7 @@ fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn batch_too_large_for_a_binding_is_refused_with_the_numbers() {
     let network = model::alexnet();
     // conv1's output at batch 512 is 616 MB, beyond any adapter's storage binding.
@@ -270,6 +274,7 @@ fn input_of_the_wrong_shape_is_rejected() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn results_are_bit_identical_run_after_run() {
     let network = model::alexnet();
     let plan = network.plan(1).unwrap();
@@ -294,6 +299,7 @@ fn results_are_bit_identical_run_after_run() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn a_lost_device_ends_the_run_with_an_error_naming_the_adapter() {
     for shared in contexts() {
         let ctx = common::fresh_context(shared);

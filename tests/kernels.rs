@@ -141,6 +141,7 @@ fn pad(top: usize, bottom: usize, left: usize, right: usize) -> Padding {
 type ConvCase = (usize, Dims, usize, Window, usize, bool);
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn conv2d_matches_reference() {
     for (i, (batch, input, out, win, groups, relu)) in conv_cases().into_iter().enumerate() {
         let network = behind_identity(input, conv(out, win, groups, relu));
@@ -153,6 +154,7 @@ fn conv2d_matches_reference() {
 /// shapes larger than one 64x64 tile of the workgroup-tiled kernel (channels, pixels and a
 /// reduction that do not divide into its tiles).
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_conv_kernel_variant_matches_the_reference() {
     use convnet_wgpu::gpu::{KernelShape, Variants};
     let mut cases = conv_cases();
@@ -303,6 +305,7 @@ fn conv_cases() -> Vec<ConvCase> {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn linear_matches_reference() {
     for (i, (batch, features, out, relu)) in [
         (1, 1, 1, false),
@@ -330,6 +333,7 @@ fn linear_matches_reference() {
 /// chunks than the reduction has steps (clamped); each also with the weight split into column
 /// slices by a lowered binding limit.
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_matmul_kernel_variant_matches_the_reference() {
     use convnet_wgpu::gpu::{KernelShape, Variants};
     // The fully connected layers' backward products (both gradients), whole and in weight
@@ -361,6 +365,7 @@ fn every_matmul_kernel_variant_matches_the_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_linear_kernel_variant_matches_the_reference() {
     use convnet_wgpu::gpu::{LinearKernel, Variants};
     let variants = [
@@ -414,6 +419,7 @@ fn every_linear_kernel_variant_matches_the_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn gemm_splits_a_weight_larger_than_one_binding() {
     // Lower the binding limit this network sees so that the weight (300 x 100 floats, 120 kB)
     // must be split into column slices, as fc1's 151 MB is on lavapipe's 128 MiB bindings; the
@@ -458,6 +464,7 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn lrn_matches_reference() {
     let seed_lrn = convnet_wgpu::model::seed_lrn();
     let cases = [
@@ -530,6 +537,7 @@ fn lrn_matches_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn max_pool_matches_reference() {
     let cases = [
         (2, dims(3, 13, 13), window(3, 3, 2, 2, Padding::Valid)),
@@ -549,6 +557,7 @@ fn max_pool_matches_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn max_pool_ties_go_to_the_first_maximum() {
     // Values from {0, 1, 2}: most windows hold ties, and the GPU must route every gradient to
     // the same (first, row-major) maximum as the CPU reference.
@@ -581,6 +590,7 @@ fn max_pool_ties_go_to_the_first_maximum() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn peak_measures_positive_finite_rates() {
     for ctx in contexts() {
         let peak = convnet_wgpu::gpu::measure_peak(ctx, 1 << 20).unwrap();
