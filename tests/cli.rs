@@ -584,14 +584,23 @@ fn bench_profiles_every_layer_of_both_passes() {
             "{profile}"
         );
     }
-    // Each layer names the kernels it ran: the forward's conv1 its convolution, the backward's
-    // pool1 its gather.
-    let kernels =
-        |pass: usize, layer: usize| profiles[pass]["layers"][layer]["kernels"].to_string();
+    // Each layer names the kernels it ran: the forward's conv1 the convolution kernel the
+    // adapter resolved (register blocks on a software adapter, tiles on most GPUs), the
+    // backward's pool1 its gather.
+    let resolved = doc["devices"][0]["conv_kernel"].as_str().unwrap();
+    let conv_kernel = match resolved {
+        "RegisterBlock" => "conv2d_forward",
+        "WorkgroupTile" => "conv2d_forward_tiled",
+        other => panic!("conv_kernel {other:?} is not a resolved kernel shape"),
+    };
+    let conv1 = &profiles[0]["layers"][0];
+    assert_eq!(conv1["layer"], "conv1");
     assert!(
-        kernels(0, 0).contains("\"conv2d_forward\""),
-        "{}",
-        kernels(0, 0)
+        conv1["kernels"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(conv_kernel)),
+        "{resolved}: {conv1}"
     );
     let backward_pool1 = &profiles[1]["layers"].as_array().unwrap()[10];
     assert_eq!(backward_pool1["layer"], "pool1");
