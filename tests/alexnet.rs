@@ -9,6 +9,7 @@ use convnet_wgpu::model;
 use convnet_wgpu::weights::{self, Weights};
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn forward_matches_cpu_reference_at_batch_2() {
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
@@ -35,10 +36,15 @@ fn forward_matches_cpu_reference_at_batch_2() {
 /// All 16 gradients of l2_loss(logits) against the f64 reference. The conv biases are set to 0.1
 /// as in SEED.md's numerical note, which makes the logits reach ~3e4 and, with this seed, puts a
 /// near-tie in one pool2 window that the GPU's f32 forward routes differently from an f64 one.
-/// Judged strictly on the GPU's routing; against the fully f64 pass only loosely (a rerouted
-/// gradient moves conv1's and conv2's weight gradients by ~1%, see check::GRADIENT_TOLERANCE).
+/// Judged strictly on the GPU's routing; against the fully f64 pass, only the two gradients the
+/// rerouted one moves loosely: flipping that window on the f64 reference moves conv1's and
+/// conv2's weight gradients by 0.67% and 0.75% (see check::GRADIENT_TOLERANCE), their biases by
+/// under 4e-6 (a bias sums its channel, where the moved gradient mostly stays) and the layers
+/// downstream of pool2 not at all; those 14 are held to check::GRADIENT_TOLERANCE.
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn gradients_match_the_f64_reference() {
+    const REROUTED: [&str; 2] = ["conv1.weight", "conv2.weight"];
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
     let mut params = Weights::init(&network, 9).unwrap();
@@ -57,18 +63,29 @@ fn gradients_match_the_f64_reference() {
         let report = check::gradients(&net, &params, &input).unwrap();
         assert_eq!(report.len(), 16);
         for g in &report {
+            let name = g.gpu.name.as_str();
+            // Shown with --nocapture: the measured errors, against which the tolerances are set.
+            eprintln!(
+                "{name} on {}: {:e} on the GPU's routing, {:e} against the f64 pass",
+                ctx.describe(),
+                g.gpu.relative,
+                g.gpu_vs_f64_chain.relative
+            );
             assert!(
                 g.gpu.within(check::GRADIENT_TOLERANCE),
-                "{} on {}: {:?}",
-                g.gpu.name,
+                "{name} on {}: {:?}",
                 ctx.describe(),
                 g.gpu
             );
-            assert!(g.gpu.max_reference > 0.0, "{} is all zeros", g.gpu.name);
+            assert!(g.gpu.max_reference > 0.0, "{name} is all zeros");
+            let tolerance = if REROUTED.contains(&name) {
+                3e-2
+            } else {
+                check::GRADIENT_TOLERANCE
+            };
             assert!(
-                g.gpu_vs_f64_chain.relative < 3e-2,
-                "{} on {}: {:?}",
-                g.gpu.name,
+                g.gpu_vs_f64_chain.within(tolerance),
+                "{name} on {}: {:?} (tolerance {tolerance:e})",
                 ctx.describe(),
                 g.gpu_vs_f64_chain
             );
@@ -77,6 +94,7 @@ fn gradients_match_the_f64_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
     let network = model::alexnet();
     let plan = network.plan(2).unwrap();
@@ -104,18 +122,26 @@ fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn batch_too_large_for_a_binding_is_refused_with_the_numbers() {
     let network = model::alexnet();
-    // conv1's output at batch 512 is 616 MB, beyond any adapter's storage binding.
-    let plan = network.plan(512).unwrap();
     let params = Weights::init(&network, 1).unwrap();
+    // conv1's output is AlexNet's first and largest activation (1.2 MB an image).
+    let conv1_bytes = (network.plan(1).unwrap()[0].output.len() * 4) as u64;
     for ctx in contexts() {
+        // One image more than a binding holds, whatever the driver's binding size (128 MiB on
+        // lavapipe, ~4 GiB on some GPUs). A binding is also bounded by the largest buffer.
+        let binding = ctx.limits().max_storage_buffer_binding_size;
+        let largest = binding.min(ctx.limits().max_buffer_size) / conv1_bytes;
+        let batch = (binding / conv1_bytes + 1) as usize;
+        let plan = network.plan(batch).unwrap();
         let Err(err) = GpuNetwork::new(ctx, &plan, &params) else {
-            panic!("batch 512 built on {}", ctx.info().name);
+            panic!("batch {batch} built on {}", ctx.info().name);
         };
         let text = err.to_string();
         assert!(
-            text.contains("conv1") && text.contains("largest batch"),
+            text.contains("conv1")
+                && text.contains(&format!("the largest batch that fits is {largest}")),
             "{text}"
         );
     }
@@ -270,6 +296,7 @@ fn input_of_the_wrong_shape_is_rejected() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn results_are_bit_identical_run_after_run() {
     let network = model::alexnet();
     let plan = network.plan(1).unwrap();
@@ -294,6 +321,7 @@ fn results_are_bit_identical_run_after_run() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn a_lost_device_ends_the_run_with_an_error_naming_the_adapter() {
     for shared in contexts() {
         let ctx = common::fresh_context(shared);

@@ -386,12 +386,14 @@ fn small(name: &str, size: usize) -> Network {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn vgg16_forward_matches_the_reference() {
     // 64x64: VGG's average pool then repeats the 2x2 map to 7x7, as torchvision's does.
     gpu_matches_reference(&small("vgg16", 64), 1, false);
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn resnet50_forward_matches_the_reference() {
     gpu_matches_reference(&small("resnet50", 64), 1, false);
     let ten = build(
@@ -406,11 +408,13 @@ fn resnet50_forward_matches_the_reference() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn resnet18_with_explicit_batch_norm_matches_the_reference() {
     gpu_matches_reference(&small("resnet18", 37), 3, true);
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn googlenet_forward_matches_the_reference() {
     let network = build(
         "googlenet",
@@ -428,6 +432,7 @@ fn googlenet_forward_matches_the_reference() {
 /// input (5x7 to 3x2, 3x2 to 4x5), a concatenation of odd channel counts, an addition without
 /// ReLU, a batch norm with ReLU.
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn new_ops_match_the_reference_on_awkward_shapes() {
     let input = Dims {
         channels: 3,
@@ -484,6 +489,7 @@ fn new_ops_match_the_reference_on_awkward_shapes() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn backward_is_refused_for_forward_only_networks() {
     let network = small("resnet18", 32);
     assert!(!network.supports_backward());

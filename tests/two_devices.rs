@@ -102,6 +102,7 @@ fn check_pair(a: &GpuContext, b: &GpuContext) {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn two_devices_on_one_adapter_match_one_device_and_the_cpu() {
     for ctx in contexts() {
         check_pair(ctx, &second_device(ctx));
@@ -109,18 +110,26 @@ fn two_devices_on_one_adapter_match_one_device_and_the_cpu() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn two_different_adapters_match_one_device_and_the_cpu() {
+    // Fails rather than passes where there is only one adapter: a pass would claim a check that
+    // did not run, and CI has two (lavapipe and llvmpipe-GL). Whether a machine has two is only
+    // known at run time, too late to mark the test ignored.
     match contexts() {
         [a, b, ..] => check_pair(a, b),
-        _ => eprintln!("only one adapter here: the two-adapter case is not run"),
+        [only] => panic!(
+            "this test needs two adapters and found only {}; on Linux, Mesa's lavapipe \
+             (mesa-vulkan-drivers) and llvmpipe (GL) are two",
+            only.describe()
+        ),
+        [] => unreachable!("contexts() panics without an adapter"),
     }
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn a_network_without_a_two_device_layout_is_refused() {
-    let Some(ctx) = contexts().first() else {
-        return;
-    };
+    let ctx = &contexts()[0];
     let other = second_device(ctx);
     let network = model::alexnet();
     let params = Weights::init(&network, 1).unwrap();
@@ -131,10 +140,9 @@ fn a_network_without_a_two_device_layout_is_refused() {
 }
 
 #[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn losing_a_device_mid_run_is_an_error_not_a_hang() {
-    let Some(ctx) = contexts().first() else {
-        return;
-    };
+    let ctx = &contexts()[0];
     let (a, b) = (second_device(ctx), second_device(ctx));
     let network = model::alexnet_2gpu();
     let params = Weights::init(&network, 2).unwrap();
