@@ -89,7 +89,7 @@ pub(crate) fn check(
     println!(
         "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
          (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
-         (not judged: a max-pool near-tie can route a gradient differently, see README)",
+         (not judged: a max-pool near-tie can route a gradient differently, see docs/testing.md)",
         check::GRADIENT_TOLERANCE
     );
     let rows: Vec<&check::Deviation> = grads.iter().map(|g| &g.gpu).collect();
