@@ -1,6 +1,7 @@
 // conv2d backward with respect to the input (the "data" gradient), NCHW:
 //
-//   grad_input[n, ci, y, x] = sum_{co in ci's group, ky, kx} grad_output[n, co, oy, ox] * weight[co, ci, ky, kx]
+//   grad_input[n, ci, y, x] = sum_{co in ci's group, ky, kx}
+//                                 grad_output[n, co, oy, ox] * weight[co, ci, ky, kx]
 //       where y + pad_top = oy * stride + ky and x + pad_left = ox * stride + kx
 //
 // For stride 1 the host runs conv2d_forward instead (a convolution of the zero-bordered output
@@ -10,17 +11,19 @@
 // phase: all 16 pixels of an invocation share one phase, y = qy * stride + ry and x likewise, and
 // visit only the taps ky = ry + pad_top (mod stride), kx likewise, for which
 // oy = qy + (ry + pad_top - ky) / stride exactly: a stride-1 convolution over (qy, qx) with every
-// stride-th tap of the kernel. No multiply-add is spent on a tap that meets nothing (a pixel-order
-// block spent 15 of 16 on them at stride 4).
+// stride-th tap of the kernel. No multiply-add is spent on a tap that meets nothing.
 //
 // It is itself a convolution, run as an implicit GEMM the same shape as conv2d_forward: every
-// invocation owns a 16x16 register block (16 input channels x 16 input pixels of the batch) in
-// named 4x4 matrices, and reduces over (output channel, ky, kx) of its group. The weights are read
-// from the copy conv2d_transpose_weights makes, [group][out channel, kh-1-ky, kw-1-kx][in
-// channels rounded up to 16], so each step's 16 weights are four vec4 loads and the padding
-// channels are zero; the output gradient is gathered with the stride and padding checks the
-// forward kernel does on its input. The gradient must already have passed through ReLU's backward
-// where the layer has one.
+// invocation owns a 16x16 register block (16 input channels x 16 input pixels of one phase of one
+// image) in named 4x4 matrices, and reduces over (output channel, ky, kx) of its group. The grid:
+// id.x counts blocks of 16 pixels as [image][ry][rx][block of the phase grid], id.y the block of
+// 16 input channels within the group, id.z the group. The weights are read from the copy
+// conv2d_transpose_weights makes, [group][out channel, kh-1-ky, kw-1-kx][in channels rounded up
+// to 16], so each step's 16 weights are four vec4 loads and the padding channels are zero; the
+// output gradient is gathered with the stride and padding checks the forward kernel does on its
+// input. The gradient must already have passed through ReLU's backward where the layer has one.
+// Parameters: shaders/common/conv2d_params.wgsl (packed_in_per_group is the rotated weights' row
+// length); the 4x4 outer product: shaders/common/outer_product.wgsl.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;

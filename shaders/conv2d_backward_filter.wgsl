@@ -2,15 +2,19 @@
 // two shapes: conv2d_backward_filter (a register block per invocation, for CPU adapters) and,
 // below it, conv2d_backward_filter_tiled (workgroup tiles, for GPUs):
 //
-//   partial[chunk][group][k][co] = sum_{pixels p of the chunk} grad_output[n, co, oy, ox] * input[n, ci, y, x]
+//   partial[chunk][group][k][co] = sum_{pixels p of the chunk}
+//                                      grad_output[n, co, oy, ox] * input[n, ci, y, x]
 //       with k = (ci, ky, kx), y = oy * stride + ky - pad_top, x = ox * stride + kx - pad_left
 //
-// A GEMM whose reduction runs over every output pixel of the batch. Every invocation owns a 16x16
-// register block (16 output channels x 16 k) and one chunk of pixels; sum_chunks.wgsl then adds
-// the chunks. The layout written is the forward kernel's packed weight layout
-// [group][k][out rounded up to 16], so gradients and weights line up element for element (for
-// SGD), and the host unpacks to PyTorch's [out, in/groups, kh, kw] only when reading back.
-// Padding channels are never written and stay zero.
+// A GEMM whose reduction runs over every output pixel of the batch, cut into chunks of
+// pixels_per_chunk pixels; sum_chunks.wgsl then adds the chunks. Every invocation owns a 16x16
+// register block (16 output channels x 16 k) and one chunk: id.x is the block of 16 k, id.y the
+// block of 16 output channels within the group, id.z = chunk * groups + group. The layout written
+// is the forward kernel's packed weight layout [group][k][out rounded up to 16], so gradients and
+// weights line up element for element (for SGD), and the host unpacks to PyTorch's
+// [out, in/groups, kh, kw] only when reading back. Padding channels are never written and stay
+// zero. Parameters: shaders/common/conv2d_params.wgsl; the 4x4 outer product:
+// shaders/common/outer_product.wgsl.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -161,12 +165,13 @@ fn conv2d_backward_filter(@builtin(global_invocation_id) id: vec3<u32>) {
 // conv2d_backward_filter_tiled: the same filter gradient tiled the way GPUs want it (same
 // operands, parameters, chunks and output layout), chosen with conv2d_forward_tiled.
 //
-// A workgroup of 16x16 invocations owns a 64 k x 64 output-channel tile of one chunk. The pixels
-// advance 16 at a time: the workgroup stages the 16 x 64 output-gradient values (rows of the
-// transposed gradient, one vec4 load each) and the 16 x 64 input values under the tile's taps
-// (gathered with their padding checks) in workgroup memory, one vec4 of each per invocation; then
-// every invocation multiplies its 4 output channels by its 4 taps for those 16 pixels. Two
-// barriers per 16 pixels; every staged value is read by 16 invocations.
+// A workgroup of 16x16 invocations owns a 64 k x 64 output-channel tile of one chunk (workgroup
+// x: the tile of 64 k, y: of 64 output channels within the group, z: chunk * groups + group).
+// The pixels advance 16 at a time: the workgroup stages the 16 x 64 output-gradient values (rows
+// of the transposed gradient, one vec4 load each) and the 16 x 64 input values under the tile's
+// taps (gathered with their padding checks) in workgroup memory, one vec4 of each per
+// invocation; then every invocation multiplies its 4 output channels by its 4 taps for those 16
+// pixels. Two barriers per 16 pixels; every staged value is read by 16 invocations.
 
 // Taps and output channels per workgroup tile: TILE; pixels staged at once:
 const TILE_PIXELS: u32 = TILE_K;

@@ -2,19 +2,28 @@
 // conv2d_forward (a register block per invocation, for CPU adapters) and, below it,
 // conv2d_forward_tiled (workgroup tiles, for GPUs). The host picks one per adapter.
 //
+//   output[n, co, oy, ox] = relu?(bias[co] + sum_{ci in co's group, ky, kx}
+//                                  weight[co, ci, ky, kx] * input[n, ci, y, x])
+//       with y = oy * stride + ky - pad_top, x = ox * stride + kx - pad_left
+//
+// and taps outside the input reading zero. Parameters: shaders/common/conv2d_params.wgsl; the
+// 4x4 outer product: shaders/common/outer_product.wgsl.
+//
 // The GEMM view: rows are output channels, columns are output pixels (all images of the batch
 // flattened), and the reduction runs over k = (input channel, kernel row, kernel column) of one
 // group. Every invocation owns a 16x16 register block: 16 output channels x 16 output pixels,
 // held in sixteen 4x4 matrices (row = channel, column = pixel). Named accumulators rather than an
-// array, because compilers keep those in registers and spill arrays to memory.
+// array, because compilers keep those in registers and spill arrays to memory. The grid: id.x is
+// the block of 16 pixels, id.y the block of 16 channels within the group, id.z the group.
 //
 // The weights arrive repacked by the host as [group][k][out_channels_per_group rounded up to 16],
 // so four channels are one vec4 load and the padding channels are zero (no bounds checks on
-// weights). Input pixels are gathered with explicit bounds checks; that is where the padding
-// (per side, so TF's asymmetric SAME works) and the stride live.
+// weights). Input taps are read unchecked where every window lies inside the input, which the
+// host arranges for padded convolutions with a zero-bordered copy (conv2d_pad_input.wgsl);
+// otherwise they are gathered with bounds checks, where the per-side padding (so TF's asymmetric
+// SAME works) is applied.
 //
-// conv2d_forward comes first and shares its parameters, pixel bookkeeping and outer product with
-// conv2d_forward_tiled.
+// conv2d_forward comes first and shares its pixel bookkeeping with conv2d_forward_tiled.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -125,15 +134,15 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
     // Index (in vec4s) of this block's first weight for k = 0.
     var w = group * in_per_group * taps * row_vec4s + channel_block * 4u;
     // Without padding, every window lies inside the input (the plan sizes the output so), and
-    // the loads need no bounds checks or selects: 3x faster on llvmpipe, measured on ResNet's
-    // 1x1 convolutions. The host gives a padded convolution a zero-bordered copy of its input so
+    // the loads need no bounds checks or selects: cheaper per load on CPU adapters, see
+    // docs/kernels.md. The host gives a padded convolution a zero-bordered copy of its input so
     // that it runs here too. Pixels past the batch read from index 0 and are never stored.
     let unchecked = params.pad_top == 0u && params.pad_left == 0u
         && (params.out_height - 1u) * params.stride_height + params.kernel_height <= params.in_height
         && (params.out_width - 1u) * params.stride_width + params.kernel_width <= params.in_width;
     let channels = select(in_per_group, 0u, unchecked);
     // One flat loop over k = (channel, kernel row, kernel column), the input offset advanced by
-    // counting: measured faster on llvmpipe than three nested loops (1x1 convolutions 2x).
+    // counting rather than three nested loops: faster on CPU adapters, see docs/kernels.md.
     let depth = select(0u, in_per_group * taps, unchecked);
     var offset = 0;
     var kx = 0u;
@@ -210,7 +219,8 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
 // conv2d_forward gives each invocation a 16x16 register block and no workgroup memory: right for
 // llvmpipe, whose "threads" are SIMD lanes of a CPU core with big caches, wrong for a GPU, where
 // 256 accumulators spill out of registers and neighbouring invocations re-read the same inputs.
-// Here a workgroup of 16x16 invocations owns a 64-channel x 64-pixel output tile. The reduction
+// Here a workgroup of 16x16 invocations owns a 64-channel x 64-pixel output tile (workgroup x: the
+// tile of 64 pixels, y: of 64 channels within the group, z: the group). The reduction
 // (input channel, kernel row, kernel column) advances 16 steps at a time: the workgroup stages the
 // 16 x 64 weights and the 16 x 64 input values (the im2col columns, gathered with their padding
 // checks) in workgroup memory, one vec4 of each per invocation, then every invocation multiplies

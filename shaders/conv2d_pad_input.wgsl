@@ -1,8 +1,9 @@
 // A convolution's input copied into a zero-bordered buffer, NCHW: every plane of H x W lands at
 // (top, left) of a plane of padded_height x padded_width whose border the host allocated as zeros
-// and nothing ever writes. conv2d_forward then reads every tap without bounds checks (measured
-// 3x cheaper per load on llvmpipe), for one extra pass over the input. One invocation per input
-// row.
+// and nothing ever writes. conv2d_forward (register-block shape) then reads every tap without
+// bounds checks, cheaper per load on CPU adapters than the checks (see docs/kernels.md), for one
+// extra pass over the input. One invocation per input row (folded grid index over
+// batch * channels * height rows).
 
 struct Params {
     rows: u32, // batch * channels * height

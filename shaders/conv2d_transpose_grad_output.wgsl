@@ -3,8 +3,9 @@
 //
 // conv2d_backward_filter reduces over the pixels and needs, at each, the gradients of 16
 // consecutive output channels: sixteen loads from sixteen planes in NCHW, four vec4 loads here
-// (measured: the scattered loads took a sixth of the backward convolutions' time on llvmpipe).
-// One pass over the gradient, a small fraction of the filter gradient's work.
+// (what the scattered loads cost: docs/kernels.md). One pass over the gradient, a small fraction
+// of the filter gradient's work. One invocation per element of the transposed layout (folded grid
+// index).
 
 struct Params {
     len: u32,          // batch * out_plane * groups * packed_out

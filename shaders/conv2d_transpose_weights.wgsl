@@ -7,7 +7,8 @@
 // is conv2d_forward (either variant) run on the zero-bordered output gradient; conv2d_backward_data
 // reads it for the strided case. Each reduction step's 16 weights are four vec4 loads, where the
 // forward layout needs sixteen scattered ones. The weights change with every training step, so
-// the backward pass runs this first; it moves as many bytes as the weights.
+// the backward pass runs this first; it moves as many bytes as the weights. One invocation per
+// element of the transposed layout (folded grid index).
 
 struct Params {
     len: u32,           // groups * out_per_group * taps * packed_in

@@ -1,6 +1,7 @@
 // GEMM with fused bias and optional ReLU: the fully connected layers.
 //
-//   output[m, column_offset + n] = relu?(sum_k input[m, k] * weight_t[k, n] + bias[column_offset + n])
+//   output[m, column_offset + n] =
+//       relu?(sum_k input[m, k] * weight_t[k, n] + bias[column_offset + n])
 //
 // `input` is [rows, depth] row-major (a batch of flattened activations). The weight of a PyTorch
 // Linear layer is [out, in]; the host repacks it transposed, [depth][columns rounded up to 16], so
@@ -9,7 +10,9 @@
 // each, hence `column_offset` and `output_stride`.
 //
 // Every invocation owns a 16x16 register block (16 rows x 16 columns) in sixteen named 4x4
-// matrices (row = output column, column = input row), the same shape as conv2d_forward.
+// matrices (row = output column, column = input row), the same shape as conv2d_forward: id.x is
+// the block of 16 columns, id.y the block of 16 rows. The 4x4 outer product:
+// shaders/common/outer_product.wgsl.
 
 struct Params {
     rows: u32,

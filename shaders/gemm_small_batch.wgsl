@@ -1,11 +1,14 @@
 // GEMM for the fully connected layers at small batches, optionally split along the reduction.
 //
-//   output[m, column_offset + n] = relu?(sum_k input[m, k] * weight_t[k, n] + bias[column_offset + n])
+//   output[m, column_offset + n] =
+//       relu?(sum_k input[m, k] * weight_t[k, n] + bias[column_offset + n])
 //
 // The same operands as gemm.wgsl (input [rows, depth] row-major; the weight repacked transposed,
 // [depth][packed_columns], four columns per vec4), but every invocation owns 4 rows x 16 columns:
 // at batch 2 gemm's 16-row block would compute 14 rows only to drop them. The work per weight
-// byte is small either way, so this kernel is bound by reading the weights once.
+// byte is small either way, so this kernel is bound by reading the weights once. id.x is the
+// block of 16 columns, id.y the block of 4 rows, id.z the chunk of the reduction (below). The 4x4
+// outer product: shaders/common/outer_product.wgsl.
 //
 // Split-K: with `chunks` > 1, workgroup z takes one chunk of the reduction and writes its raw
 // partial sums to `output` = a scratch buffer of [chunks][rows][output_stride]; then

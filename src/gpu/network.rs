@@ -416,7 +416,9 @@ fn forward_dispatches(
     output: &wgpu::Buffer,
     argmax: Option<&wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
-    let input = inputs[0];
+    let &input = inputs
+        .first()
+        .ok_or_else(|| Error::Internal(format!("layer {} reads no tensor", layer.layer.name)))?;
     match (&layer.layer.kind, params) {
         (LayerKind::Conv2d { .. }, Some(p)) => conv::forward(b, layer, p, input, output),
         (LayerKind::Linear { .. }, Some(p)) => linear::forward(b, layer, p, input, output),
