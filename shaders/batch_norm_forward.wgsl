@@ -26,7 +26,7 @@ fn batch_norm_forward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (folded_index(id, groups)) * 4u;
+    let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         let c = (i / params.plane) % params.channels;
         let weight = stats[c];

@@ -20,7 +20,7 @@ fn gemm_split_k_reduce(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (folded_index(id, groups)) * 4u;
+    let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         var sum = bias[i % params.columns];
         for (var c = 0u; c < params.chunks; c++) {

@@ -5,12 +5,14 @@
 //   t[c] = g[c] * x[c] * d[c]^(-beta-1)
 // (the window is symmetric, so the c whose window holds j are the c in j's window).
 //
-// One pass, every invocation owning one pixel position and walking down its channels as
-// lrn_forward does. For radii up to 5 three sliding windows of vec4 registers keep what the
-// formula needs: x around the channel whose normaliser is being computed (c), the terms t up to
-// c, and the direct terms g * d^-beta; channel j = c - 5 is finished once t[c] is known. Each
-// input and output gradient is read once and each input gradient written once. Wider radii
-// compute every term from memory. The radius and beta are override constants, as in lrn_forward.
+// One pass, every invocation owning one pixel position of one image (folded grid index over
+// batch * plane) and walking down its channels as lrn_forward does. For radii up to 5 three
+// sliding windows of vec4 registers keep what the formula needs: x around the channel whose
+// normaliser is being computed (c), the terms t up to c, and the direct terms g * d^-beta;
+// channel j = c - 5 is finished once t[c] is known. Each input and output gradient is read once
+// and each input gradient written once. Wider radii compute every term from memory. The
+// parameters, the radius and beta (override constants) and the window:
+// shaders/common/lrn_window.wgsl.
 
 @group(0) @binding(0) var<uniform> params: LrnParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;

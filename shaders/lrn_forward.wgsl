@@ -1,18 +1,18 @@
 // Local response normalisation across channels, TensorFlow's semantics (tf.nn.lrn), NCHW:
 //
-//   output[n, c, h, w] = input[n, c, h, w] / (bias + alpha * sum_{k = c - r .. c + r} input[n, k, h, w]^2)^beta
+//   output[n, c, h, w] = input[n, c, h, w]
+//       / (bias + alpha * sum_{k = c - r .. c + r} input[n, k, h, w]^2)^beta
 //
 // with the window clipped at the first and last channel, and alpha NOT divided by the window size
 // (Caffe and PyTorch divide it); with groups, windows also stop at each group's edges.
 //
-// Every invocation owns one pixel position and walks down its channels; neighbouring invocations
-// read neighbouring pixels, so loads stay contiguous. For radii up to 5 (AlexNet's) the window
-// slides along in three vec4 registers: each value is loaded once, and each channel's sum is still
-// taken afresh over its window (a running sum would pick up cancellation error as large values
-// leave it). The window lives in named vectors rather than an array because llvmpipe keeps a
-// dynamically indexed array in memory, which made this kernel 3.5x slower. The radius and beta are
-// override constants, fixed per layer when the pipeline is made, so that the window's mask and the
-// choice of power fold away.
+// Every invocation owns one pixel position of one image (folded grid index over batch * plane)
+// and walks down its channels; neighbouring invocations read neighbouring pixels, so loads stay
+// contiguous. For radii up to 5 (AlexNet's) the window slides along in three vec4 registers: each
+// value is loaded once, and each channel's sum is still taken afresh over its window (a running
+// sum would pick up cancellation error as large values leave it). Wider radii sum each window from
+// memory. The parameters, the radius and beta (override constants, fixed per layer when the
+// pipeline is made) and the sliding window: shaders/common/lrn_window.wgsl.
 
 @group(0) @binding(0) var<uniform> params: LrnParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;

@@ -6,8 +6,9 @@
 // serves both backward products without transposing anything: the input gradient dY * W (reading
 // the forward GEMM's packed weight slices, summed slice by slice with `accumulate`) and the weight
 // gradient X^T * dY (written in the packed layout, slice by slice). Every invocation owns a 16x16
-// register block in named 4x4 matrices (row = n, column = m); matmul_tiled, below, is the
-// GPU-shaped sibling.
+// register block in named 4x4 matrices (row = n, column = m): id.x is the block of 16 columns n,
+// id.y the block of 16 rows m. The 4x4 outer product: shaders/common/outer_product.wgsl.
+// matmul_tiled, below, is the GPU-shaped sibling.
 
 struct Params {
     m: u32,
@@ -118,11 +119,12 @@ fn matmul(@builtin(global_invocation_id) id: vec3<u32>) {
 
 // ---------------------------------------------------------------------------------------------
 // matmul_tiled: the same products tiled the way GPUs want them (same parameters and semantics),
-// chosen on hardware adapters. A workgroup of 16x16 invocations owns a 64 x 64 tile of c. The
-// reduction advances 16 steps at a time: the workgroup stages 16 x 64 values of a and of b in
-// workgroup memory, one vec4 of each per invocation (four strided loads: the operands are read in
-// place, transposed or not), then every invocation multiplies its 4 rows by its 4 columns for
-// those 16 steps. Two barriers per 16 steps; every staged value is read by 16 invocations.
+// chosen on hardware adapters. A workgroup of 16x16 invocations owns a 64 x 64 tile of c
+// (workgroup x: the tile of 64 columns n, y: of 64 rows m). The reduction advances 16 steps at a
+// time: the workgroup stages 16 x 64 values of a and of b in workgroup memory, one vec4 of each
+// per invocation (four strided loads: the operands are read in place, transposed or not), then
+// every invocation multiplies its 4 rows by its 4 columns for those 16 steps. Two barriers per
+// 16 steps; every staged value is read by 16 invocations.
 
 // [step][16 vec4s]: 64 rows of a, 64 columns of b, per reduction step.
 var<workgroup> a_tile: array<vec4<f32>, TILE * TILE_K / 4u>;

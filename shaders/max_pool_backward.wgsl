@@ -3,7 +3,8 @@
 // row-major window order, TensorFlow's rule; padding never wins).
 //
 // Written as a gather, so that overlapping windows (3x3 stride 2) need no atomics: every
-// invocation owns a 4x4 tile of one plane's inputs, visits every window that can reach the tile
+// invocation owns a POOL_TILE x POOL_TILE (4x4) tile of one plane's inputs (the folded grid index
+// counts tiles as [plane][tile row][tile column]), visits every window that can reach the tile
 // (a fixed count, from the window and stride, which are override constants as in the forward
 // kernel), and adds each window's gradient at the tile position its maximum lies at.
 
@@ -29,8 +30,8 @@ override WINDOW_WIDTH: u32;
 override STRIDE_HEIGHT: u32;
 override STRIDE_WIDTH: u32;
 
-// The most windows that reach POOL_TILE consecutive rows (columns): the window starts that fall among
-// WINDOW + POOL_TILE - 1 consecutive positions.
+// The most windows that reach POOL_TILE consecutive rows (columns): the window starts that fall
+// among WINDOW + POOL_TILE - 1 consecutive positions.
 override WINDOWS_DOWN: u32 = (WINDOW_HEIGHT + POOL_TILE - 2u) / STRIDE_HEIGHT + 1u;
 override WINDOWS_ACROSS: u32 = (WINDOW_WIDTH + POOL_TILE - 2u) / STRIDE_WIDTH + 1u;
 

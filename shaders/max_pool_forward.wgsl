@@ -7,13 +7,14 @@
 //
 // Two entry points: max_pool_forward, and max_pool_argmax (below) for training.
 //
-// Every invocation owns a FORWARD_TILE x FORWARD_TILE tile of one plane's outputs (4x4, or 3x3 or 2x2 where that
-// covers the plane with as few tiles: less overhang past its edge). It reads each input row the
-// tile's windows cover once, takes the maxima of the tile's windows across that row, and folds
-// them into the tile rows whose windows hold the row: 81 loads for 16 outputs of a 3x3 stride-2
-// pool instead of 144. Reads outside the image are clamped to its edge: the clamped position lies in
-// the same window, so maxima are unchanged and no bounds checks are needed (every window overlaps
-// the image; the planner refuses padding as wide as the window).
+// Every invocation owns a FORWARD_TILE x FORWARD_TILE tile of one plane's outputs (4x4, or 3x3 or
+// 2x2 where that covers the plane with as few tiles: less overhang past its edge); the folded grid
+// index counts tiles as [plane][tile row][tile column]. It reads each input row the tile's
+// windows cover once, takes the maxima of the tile's windows across that row, and folds them into
+// the tile rows whose windows hold the row, so overlapping windows share their loads. Reads
+// outside the image are clamped to its edge: the clamped position lies in the same window, so
+// maxima are unchanged and no bounds checks are needed (every window overlaps the image; the
+// planner refuses padding as wide as the window).
 
 struct Params {
     planes: u32, // batch * channels
@@ -100,9 +101,9 @@ fn max_pool_forward(
     store_row(out_plane, tile, 3u, row3);
 }
 
-// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at `left`.
-// Each window's first column sets its maximum; later columns can only raise it (so a window of
-// -inf stays -inf).
+// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at
+// `left`. Each window's first column sets its maximum; later columns can only raise it (so a
+// window of -inf stays -inf).
 fn row_maxima(row: u32, left: i32) -> vec4<f32> {
     var best: vec4<f32>;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
@@ -198,8 +199,8 @@ fn max_pool_argmax(
     store_best(out_plane, tile, 3u, row3);
 }
 
-// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at `left`,
-// and the (clamped) columns they lie in.
+// The maxima over one input row of the tile's FORWARD_TILE windows across, the first starting at
+// `left`, and the (clamped) columns they lie in.
 fn row_best(row: u32, left: i32) -> Best {
     var best: Best;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {

@@ -19,7 +19,7 @@ fn relu_backward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (folded_index(id, groups)) * 4u;
+    let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         grad[i] = select(0.0, grad[i], output[i] > 0.0);
     }

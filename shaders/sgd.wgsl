@@ -22,7 +22,7 @@ fn sgd(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (folded_index(id, groups)) * 4u;
+    let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         let v = params.momentum * velocity[i] + grad[i];
         velocity[i] = v;

@@ -2,7 +2,8 @@
 // The filter gradient of a convolution reduces over every pixel of the batch (100,352 of them for
 // AlexNet's conv1 at batch 32); it is computed in chunks of pixels, and this adds the chunks.
 // Short sums per chunk and a short sum over chunks keep f32 rounding far below one long serial
-// sum's (see SEED.md's numerical note). Every invocation owns four consecutive outputs.
+// sum's (conv1's and conv2's weight gradients cancel heavily: the numerical note in
+// docs/networks.md). Every invocation owns four consecutive outputs (folded grid index).
 
 struct Params {
     len: u32,
@@ -21,7 +22,7 @@ fn sum_chunks(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = (folded_index(id, groups)) * 4u;
+    let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
         var total = 0.0;
         for (var c = 0u; c < params.chunks; c++) {

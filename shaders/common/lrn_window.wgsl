@@ -68,8 +68,8 @@ fn masked_sum(w: Window, mask: Window) -> f32 {
     return dot(w.low, mask.low) + dot(w.middle, mask.middle) + dot(w.high, mask.high);
 }
 
-// d^-BETA. The seed's beta, 0.75, as d^-1/2 * d^-1/4 from square roots: on llvmpipe pow (an
-// exp2 of a log2) took a third of this kernel's time, and the roots are also more exact.
+// d^-BETA. AlexNet's LRN beta of 0.75 as d^-1/2 * d^-1/4 from square roots: cheaper than pow (an
+// exp2 of a log2) on CPU adapters, see docs/kernels.md, and more exact.
 fn inverse_power(d: f32) -> f32 {
     if BETA == 0.75 {
         let r = inverseSqrt(d);
