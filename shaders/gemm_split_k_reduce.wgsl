@@ -22,10 +22,7 @@ fn gemm_split_k_reduce(
 ) {
     let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        var sum = bias[i % params.columns];
-        for (var c = 0u; c < params.chunks; c++) {
-            sum += partial[c * params.len + i];
-        }
+        var sum = bias[i % params.columns] + sum_partials(i, params.len, params.chunks);
         if params.relu != 0u {
             sum = max(sum, 0.0);
         }

@@ -24,10 +24,6 @@ fn sum_chunks(
 ) {
     let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        var total = 0.0;
-        for (var c = 0u; c < params.chunks; c++) {
-            total += partial[c * params.len + i];
-        }
-        output[i] = total;
+        output[i] = sum_partials(i, params.len, params.chunks);
     }
 }

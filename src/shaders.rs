@@ -103,15 +103,19 @@ pub const CONV2D_TRANSPOSE_GRAD_OUTPUT: ShaderSource = shader!(
     "conv2d_transpose_grad_output",
     []
 );
-pub const SUM_CHUNKS: ShaderSource = shader!("sum_chunks.wgsl", "sum_chunks", []);
+pub const SUM_CHUNKS: ShaderSource =
+    shader!("sum_chunks.wgsl", "sum_chunks", ["sum_partials.wgsl"]);
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm", ["outer_product.wgsl"]);
 pub const GEMM_SMALL_BATCH: ShaderSource = shader!(
     "gemm_small_batch.wgsl",
     "gemm_small_batch",
     ["outer_product.wgsl"]
 );
-pub const GEMM_SPLIT_K_REDUCE: ShaderSource =
-    shader!("gemm_split_k_reduce.wgsl", "gemm_split_k_reduce", []);
+pub const GEMM_SPLIT_K_REDUCE: ShaderSource = shader!(
+    "gemm_split_k_reduce.wgsl",
+    "gemm_split_k_reduce",
+    ["sum_partials.wgsl"]
+);
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul", ["outer_product.wgsl"]);
 pub const MATMUL_TILED: ShaderSource =
     shader!("matmul.wgsl", "matmul_tiled", ["outer_product.wgsl"]);
