@@ -26,12 +26,12 @@ pub const TOLERANCE: f32 = 1e-4;
 /// discontinuous choice. Where two values of a window lie within f32 rounding of each other, the
 /// GPU's and an f64 forward pass can pick different maxima, and the one output gradient that then
 /// goes to a different input moves conv2's and conv1's weight gradients by up to ~1% of their
-/// scale (measured: one such flip in pool2 at batch 2 gave 0.75%; SEED.md's numerical note sees
-/// the same size of gap between frameworks). That is not an error of the backward kernels, so they
-/// are judged on the GPU's own routing, where the only differences are f32 rounding in sums of up
-/// to ~10^5 products (kept short by the chunked reductions): 1e-4 is ~50x the measured error and
-/// far below any wrong tap or lost chunk. The difference from a fully f64 forward and backward is
-/// reported beside it, not judged.
+/// scale (measured: one such flip in pool2 at batch 2 gave 0.75%; the numerical note in
+/// docs/networks.md, 'The seed', sees the same size of gap between frameworks). That is not an
+/// error of the backward kernels, so they are judged on the GPU's own routing, where the only
+/// differences are f32 rounding in sums of up to ~10^5 products (kept short by the chunked
+/// reductions): 1e-4 is ~50x the measured error and far below any wrong tap or lost chunk. The
+/// difference from a fully f64 forward and backward is reported beside it, not judged.
 pub const GRADIENT_TOLERANCE: f32 = 1e-4;
 
 /// How far one tensor is from its reference.

@@ -2,7 +2,8 @@
 //!
 //! The crate is split the way the work is:
 //! - [`model`] describes networks (layers, shapes, parameter and FLOP counts) and knows nothing of
-//!   GPUs; [`table`] turns one into the seed's table, and [`fold`] folds batch norms into the
+//!   GPUs; [`table`] turns one into the table that the 2017 blog post the project reproduces
+//!   gives for AlexNet (docs/networks.md, 'The seed'), and [`fold`] folds batch norms into the
 //!   convolutions before them for inference;
 //! - [`reference`] is the CPU reference of every op, plain loops (and a GEMM crate for the matrix
 //!   products), against which every GPU result is checked;

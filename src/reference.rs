@@ -1,10 +1,10 @@
 //! The CPU reference: every op, forward and backward, plainly, on NCHW slices. This is the
 //! specification the GPU kernels are checked against, so it favours being obviously right over
 //! being fast. Every op is generic over the float type: f32 to compare with the GPU bit for bit
-//! in spirit, f64 as the exact answer that both are measured against (SEED.md's numerical note:
-//! f32 frameworks disagree by ~0.6% on conv1's and conv2's weight gradients, so f32 alone cannot
-//! be the judge). The one concession to speed is the matrix product, done by the
-//! `matrixmultiply` crate (convolution as an explicit im2col followed by that product).
+//! in spirit, f64 as the exact answer that both are measured against (the numerical note in
+//! docs/networks.md, 'The seed': f32 frameworks disagree by ~0.6% on conv1's and conv2's weight
+//! gradients, so f32 alone cannot be the judge). The one concession to speed is the matrix product,
+//! done by the `matrixmultiply` crate (convolution as an explicit im2col followed by that product).
 
 use std::fmt::Debug;
 use std::iter::Sum;
@@ -597,7 +597,8 @@ pub fn concat_forward<T: Real>(inputs: &[&[T]], sizes: &[usize], batch: usize) -
     output
 }
 
-/// The seed's loss: `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the logits.
+/// The benchmark's loss, TensorFlow's `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the
+/// logits.
 pub fn l2_loss<T: Real>(logits: &[T]) -> T {
     logits.iter().map(|&v| v * v).sum::<T>() / (T::one() + T::one())
 }

@@ -1,5 +1,6 @@
-//! The seed's table of a network: one row per layer (or per stage of a deep network) with its
-//! output shape, neurons, parameters and FLOPs. `convnet shapes` prints it and writes it as JSON.
+//! The table of a network that the 2017 blog post gives for AlexNet (docs/networks.md, 'The
+//! seed'): one row per layer (or per stage of a deep network) with its output shape, neurons,
+//! parameters and FLOPs. `convnet shapes` prints it and writes it as JSON.
 
 use serde::Serialize;
 
@@ -23,7 +24,7 @@ pub struct Row {
     pub name: String,
     /// Layers in the row (1 for a layer).
     pub layers: usize,
-    /// Output shape in the seed's notation, `[N, H, W, C]` (`[N, C]` after a linear layer); of
+    /// Output shape in TensorFlow's order, `[N, H, W, C]` (`[N, C]` after a linear layer); of
     /// a stage, its last layer's.
     pub shape_nhwc: Vec<usize>,
     /// Output values per image (of a stage: its last layer's).
@@ -45,12 +46,12 @@ pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Vec<Row> {
     let layer_rows = plan.iter().enumerate().map(|(i, l)| Row {
         name: l.layer.name.clone(),
         layers: 1,
-        shape_nhwc: l.seed_shape(),
+        shape_nhwc: l.nhwc_shape(),
         neurons_per_image: l.output.len(),
         parameters: l.parameters(),
         forward_flops_per_image: l.flops_per_image(),
         split_over_two_devices: split[i],
-        shape_per_device: split[i].then(|| l.half_seed_shape()),
+        shape_per_device: split[i].then(|| l.half_nhwc_shape()),
         exchange_before: network.exchange_before(i),
     });
     if detail == Detail::Layer || network.stages.is_empty() {
@@ -65,7 +66,7 @@ pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Vec<Row> {
             Row {
                 name: stage.name.clone(),
                 layers: layers.len(),
-                shape_nhwc: last.seed_shape(),
+                shape_nhwc: last.nhwc_shape(),
                 neurons_per_image: last.output.len(),
                 parameters: layers.iter().map(LayerPlan::parameters).sum(),
                 forward_flops_per_image: layers.iter().map(LayerPlan::flops_per_image).sum(),

@@ -1,4 +1,5 @@
-//! A network's parameters: seed initialisation, safetensors files, and the random input.
+//! A network's parameters: initialisation from a random seed, safetensors files, and the random
+//! input.
 //!
 //! Names and layouts are PyTorch's, so a `state_dict` exported with safetensors loads unchanged:
 //! `conv1.weight` `[out, in/groups, kh, kw]`, `conv1.bias` `[out]`, `fc1.weight` `[out, in]` with
@@ -8,12 +9,13 @@
 //! parameters, but needed at inference); a `num_batches_tracked` counter in the file is accepted
 //! and ignored, as inference never reads it.
 //!
-//! The AlexNets are initialised as the seed does: weights from a truncated normal (stddev 0.1,
-//! values beyond two standard deviations redrawn, as `tf.truncated_normal`), convolution biases 0,
-//! fully connected biases 0.1. The deeper networks would overflow f32 with that, so they follow
-//! torchvision's scaling ([`Init::Torchvision`]). Input images are normal with stddev 0.1. Every
-//! tensor draws from its own ChaCha8 stream of the seed, so a tensor's values do not depend on the
-//! batch size or on the other tensors.
+//! The AlexNets are initialised as the AlexNet script of the 2017 blog post does
+//! (docs/networks.md, 'The seed'), [`Init::TruncatedNormal`]: weights from a truncated normal
+//! (stddev 0.1, values beyond two standard deviations redrawn, as `tf.truncated_normal`),
+//! convolution biases 0, fully connected biases 0.1. The deeper networks would overflow f32 with
+//! that, so they follow torchvision's scaling ([`Init::Torchvision`]). Input images are normal with
+//! stddev 0.1. Every tensor draws from its own ChaCha8 stream of the random seed, so a tensor's
+//! values do not depend on the batch size or on the other tensors.
 
 use std::path::Path;
 
@@ -113,10 +115,10 @@ fn draw(init: Init, role: Role, rng: &mut ChaCha8Rng) -> f32 {
         (x * stddev) as f32
     };
     match (init, role) {
-        (Init::Seed, Role::ConvWeight { .. } | Role::LinearWeight) => {
+        (Init::TruncatedNormal, Role::ConvWeight { .. } | Role::LinearWeight) => {
             truncated_normal(rng, WEIGHT_STDDEV)
         }
-        (Init::Seed, Role::LinearBias) => FC_BIAS,
+        (Init::TruncatedNormal, Role::LinearBias) => FC_BIAS,
         (Init::Torchvision, Role::ConvWeight { fan_out }) => {
             normal(rng, (2.0 / fan_out as f64).sqrt())
         }
@@ -133,7 +135,8 @@ fn draw(init: Init, role: Role, rng: &mut ChaCha8Rng) -> f32 {
 const BATCH_COUNTER: &str = ".num_batches_tracked";
 
 impl Weights {
-    /// The seed's initialisation, reproducible from `seed`.
+    /// Draws the network's parameters with its initialisation ([`Network::init`]), reproducible
+    /// from the random `seed`.
     pub fn init(network: &Network, seed: u64) -> Result<Self> {
         let tensors = expected_shapes(network)?
             .into_iter()
@@ -289,7 +292,8 @@ impl Weights {
     }
 }
 
-/// The seed's random input for a plan: `[batch, C, H, W]`, normal with stddev 0.1.
+/// Random input images for a plan, as the post's benchmark feeds them: `[batch, C, H, W]`,
+/// normal with stddev 0.1, reproducible from the random `seed`.
 pub fn random_input(plan: &[LayerPlan], seed: u64) -> Vec<f32> {
     let first = &plan[0];
     let mut rng = rng(seed, INPUT_STREAM);

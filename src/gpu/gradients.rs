@@ -12,7 +12,7 @@ use crate::model::{LayerKind, LayerPlan};
 /// Where the gradient of the last layer's output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OutputGradient {
-    /// The seed's loss, `l2_loss(last output)`: its gradient is the output itself.
+    /// The benchmark's loss, `l2_loss(last output)`: its gradient is the output itself.
     L2Loss,
     /// Written into the buffer by the caller before the backward pass (a later segment's
     /// input gradient, on a multi-device layout).

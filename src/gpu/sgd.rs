@@ -1,8 +1,9 @@
 //! Training: SGD with momentum applied on the GPU after every forward-backward pass.
 //!
-//! The seed computes gradients and stops ("it never updates the parameters"); this goes one step
-//! further, so that a user sees the loss of a fixed batch fall. Parameters, gradients and
-//! velocities share the packed layouts, so the update is one element-wise kernel per buffer.
+//! The benchmark of the 2017 blog post (docs/networks.md, 'The seed') computes gradients and
+//! stops ("it never updates the parameters"); this goes one step further, so that a user sees
+//! the loss of a fixed batch fall. Parameters, gradients and velocities share the packed layouts,
+//! so the update is one element-wise kernel per buffer.
 
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder, Purpose};

@@ -1,9 +1,11 @@
-//! AlexNet as the seed builds it, and the original two-GPU layout.
+//! AlexNet as the 2017 blog post the project reproduces builds it (in TensorFlow; see
+//! docs/networks.md, 'The seed'), and the original two-GPU layout.
 
 use super::{Init, Layer, LayerKind, Network, Padding, Towers, Window, IMAGENET_INPUT};
 
-/// The seed's LRN: `tf.nn.lrn(x, depth_radius=5, bias=1.0, alpha=0.001/9, beta=0.75)`.
-pub fn seed_lrn() -> LayerKind {
+/// TensorFlow's LRN as the post's AlexNet script configures it:
+/// `tf.nn.lrn(x, depth_radius=5, bias=1.0, alpha=0.001/9, beta=0.75)`.
+pub fn tf_lrn() -> LayerKind {
     LayerKind::Lrn {
         depth_radius: 5,
         bias: 1.0,
@@ -36,22 +38,22 @@ fn pool(name: &str) -> Layer {
 }
 
 fn lrn(name: &str) -> Layer {
-    Layer::new(name, seed_lrn())
+    Layer::new(name, tf_lrn())
 }
 
 fn linear(name: &str, out_features: usize, relu: bool) -> Layer {
     Layer::new(name, LayerKind::Linear { out_features, relu })
 }
 
-/// AlexNet as the seed builds it: single tower, 224x224x3 input, convolutions SAME, pools VALID,
-/// LRN after conv1 and conv2, and fc3 giving logits (no ReLU; the seed's helper applied one by
-/// mistake, its text says a plain matrix product).
+/// AlexNet as the post builds it (docs/networks.md, 'The seed'): single tower, 224x224x3 input,
+/// convolutions SAME, pools VALID, LRN after conv1 and conv2, and fc3 giving logits (no ReLU; the
+/// post's helper applied one by mistake, its text says a plain matrix product).
 pub fn alexnet() -> Network {
     Network {
         name: "alexnet".into(),
         input: IMAGENET_INPUT,
         towers: None,
-        init: Init::Seed,
+        init: Init::TruncatedNormal,
         stages: Vec::new(),
         layers: vec![
             conv("conv1", 96, 11, 4),
@@ -79,7 +81,7 @@ fn grouped(mut layer: Layer, groups: usize) -> Layer {
     layer
 }
 
-/// The original two-GPU AlexNet (Krizhevsky et al., 2012) with the seed's padding rules: every
+/// The original two-GPU AlexNet (Krizhevsky et al., 2012) with TensorFlow's padding rules: every
 /// layer from conv1 to fc2 split in half, one half per GPU. conv2, conv4 and conv5 read only
 /// their own GPU's channels (groups = 2), and so do the LRNs; conv3, fc1 and fc2 read both GPUs'
 /// halves, exchanged before them; fc3 is not split. 60,965,224 parameters at 224x224, the same
@@ -93,7 +95,7 @@ pub fn alexnet_2gpu() -> Network {
             exchange_before: vec![6, 10, 11, 12],
             unsplit_from: 12,
         }),
-        init: Init::Seed,
+        init: Init::TruncatedNormal,
         stages: Vec::new(),
         layers: vec![
             conv("conv1", 96, 11, 4),

@@ -6,7 +6,8 @@
 //! [`LayerPlan`]s (inputs, input and output dimensions, the exact padding of every side), which
 //! the CPU reference, the GPU executor and the tables all walk.
 //!
-//! The seed's AlexNet follows TensorFlow's padding rules, as it was built in TensorFlow:
+//! AlexNet as the 2017 blog post builds it (docs/networks.md, 'The seed') follows TensorFlow's
+//! padding rules, as it was built in TensorFlow:
 //! VALID gives `ceil((W - F + 1) / S)`, SAME gives `ceil(W / S)` and pads
 //! `max((out - 1) * S + F - W, 0)` in total, the smaller half before and the larger after.
 //! The torchvision networks use PyTorch's explicit padding, and GoogLeNet's pools its `ceil_mode`.
@@ -15,7 +16,7 @@ mod alexnet;
 mod cost;
 mod torchvision;
 
-pub use alexnet::{alexnet, alexnet_2gpu, seed_lrn};
+pub use alexnet::{alexnet, alexnet_2gpu, tf_lrn};
 pub use cost::{
     layer_cost, total_backward_flops_per_image, total_flops_per_image, Cost, Direction,
 };
@@ -199,8 +200,10 @@ pub struct Stage {
 /// The initialisation a network's weights are drawn with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Init {
-    /// The seed's: truncated normal weights (stddev 0.1), conv biases 0, fc biases 0.1.
-    Seed,
+    /// The AlexNet script's of the 2017 blog post (docs/networks.md, 'The seed'): weights from
+    /// TensorFlow's `tf.truncated_normal` with stddev 0.1 (values beyond two standard deviations
+    /// redrawn), convolution biases 0, fully connected biases 0.1.
+    TruncatedNormal,
     /// Scaled for deep networks, as torchvision initialises them: He normal (fan-out) for
     /// convolutions, normal with stddev 0.01 for fully connected layers, zero biases; batch norm
     /// statistics drawn away from the identity so that checks exercise them.
@@ -336,8 +339,8 @@ impl LayerPlan {
     }
 
     /// Forward FLOPs per image, counting a multiply-add as 2 and only the convolutions' and
-    /// fully connected layers' products (the convention of the seed's table); LRN, pooling, batch
-    /// norm, additions, bias and ReLU are not counted.
+    /// fully connected layers' products (the convention of the post's table, docs/networks.md,
+    /// 'The seed'); LRN, pooling, batch norm, additions, bias and ReLU are not counted.
     pub fn flops_per_image(&self) -> u64 {
         match &self.layer.kind {
             LayerKind::Conv2d { window, groups, .. } => {
@@ -349,17 +352,18 @@ impl LayerPlan {
         }
     }
 
-    /// The output shape in the seed's `[N, H, W, C]` notation (`[N, C]` after a linear layer).
-    pub fn seed_shape(&self) -> Vec<usize> {
-        self.seed_shape_of(self.output.channels)
+    /// The output shape in TensorFlow's `[N, H, W, C]` order, as the post's table gives it
+    /// (`[N, C]` after a linear layer).
+    pub fn nhwc_shape(&self) -> Vec<usize> {
+        self.nhwc_shape_of(self.output.channels)
     }
 
-    /// The seed-notation shape of one device's half of this layer's output.
-    pub fn half_seed_shape(&self) -> Vec<usize> {
-        self.seed_shape_of(self.output.channels / 2)
+    /// [`LayerPlan::nhwc_shape`] of one device's half of this layer's output.
+    pub fn half_nhwc_shape(&self) -> Vec<usize> {
+        self.nhwc_shape_of(self.output.channels / 2)
     }
 
-    fn seed_shape_of(&self, channels: usize) -> Vec<usize> {
+    fn nhwc_shape_of(&self, channels: usize) -> Vec<usize> {
         match self.layer.kind {
             LayerKind::Linear { .. } => vec![self.batch, channels],
             _ => vec![self.batch, self.output.height, self.output.width, channels],
@@ -446,7 +450,7 @@ impl Network {
             input,
             layers,
             towers: None,
-            init: Init::Seed,
+            init: Init::TruncatedNormal,
             stages: Vec::new(),
         }
     }
