@@ -102,7 +102,9 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
         .collect()
 }
 
-/// Encodes an f32 C-order array as `.npy` (version 1.0) bytes.
+/// Encodes an f32 C-order array as `.npy` bytes: version 1.0, or 2.0 for a header longer than
+/// version 1.0 can say (thousands of dimensions). `data` should hold the shape's number of values;
+/// [`write`] checks that it does.
 pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let tuple = if dims.len() == 1 {
@@ -111,21 +113,38 @@ pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
         format!("({})", dims.join(", "))
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Version 1.0 gives the header's length in 2 bytes, 2.0 in 4; the padding may add 64.
+    let long = header.len() + 64 > usize::from(u16::MAX);
+    let length_bytes = if long { 4 } else { 2 };
     // Pad so the data starts on a 64-byte boundary, ending the header with a newline.
-    let unpadded = MAGIC.len() + 4 + header.len() + 1;
+    let unpadded = MAGIC.len() + 2 + length_bytes + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + data.len() * 4);
+    let mut bytes = Vec::with_capacity(unpadded + 63 + data.len() * 4);
     bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&[1, 0]);
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    if long {
+        bytes.extend_from_slice(&[2, 0]);
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    } else {
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    }
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(bytemuck::cast_slice(data));
     bytes
 }
 
-/// Writes an f32 C-order array, atomically.
+/// Writes an f32 C-order array, atomically. Fails, writing nothing, when `data` does not hold
+/// the shape's number of values.
 pub fn write(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if count != Some(data.len()) {
+        return Err(Error::InvalidArgument(format!(
+            "{}: shape {shape:?} does not hold {} values",
+            path.display(),
+            data.len()
+        )));
+    }
     files::write_atomically(path, &encode(shape, data))
 }
 
@@ -156,6 +175,27 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend(std::iter::repeat_n(0u8, data_len));
         bytes
+    }
+
+    #[test]
+    fn a_long_header_is_written_as_version_2() {
+        let shape = vec![1; 30_000];
+        let bytes = encode(&shape, &[7.0]);
+        assert_eq!(bytes[6], 2);
+        let array = decode(&bytes).unwrap();
+        assert_eq!((array.shape, array.data), (shape, vec![7.0]));
+    }
+
+    #[test]
+    fn write_refuses_data_that_does_not_fill_the_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        let err = write(&path, &[2, 3], &[0.0; 5]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("does not hold 5 values"), "{err}");
+        assert!(!path.exists());
+        let err = write(&path, &[usize::MAX, 2], &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 
     #[test]
