@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::model::{LayerPlan, Network};
 
 /// How finely the table breaks a network down.
@@ -40,8 +41,22 @@ pub struct Row {
     pub exchange_before: bool,
 }
 
-/// The table of `network` planned as `plan`.
-pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Vec<Row> {
+/// The table of `network` planned as `plan`. Fails when `plan` is not a plan of `network` (one
+/// plan per layer, under the layer's name) or a stage of the network selects no layers of it.
+pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Result<Vec<Row>> {
+    let same_layers = plan.len() == network.layers.len()
+        && plan
+            .iter()
+            .zip(&network.layers)
+            .all(|(p, l)| p.layer.name == l.name);
+    if !same_layers {
+        return Err(Error::InvalidArgument(format!(
+            "the plan of {} layers is not a plan of {} ({} layers)",
+            plan.len(),
+            network.name,
+            network.layers.len()
+        )));
+    }
     let split = network.split_layers();
     let layer_rows = plan.iter().enumerate().map(|(i, l)| Row {
         name: l.layer.name.clone(),
@@ -55,15 +70,23 @@ pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Vec<Row> {
         exchange_before: network.exchange_before(i),
     });
     if detail == Detail::Layer || network.stages.is_empty() {
-        return layer_rows.collect();
+        return Ok(layer_rows.collect());
     }
     network
         .stages
         .iter()
         .map(|stage| {
-            let layers = &plan[stage.layers.clone()];
-            let last = layers.last().expect("a stage holds layers");
-            Row {
+            let layers = plan.get(stage.layers.clone()).unwrap_or_default();
+            let last = layers.last().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: stage {} covers layers {:?}, none of its {}",
+                    network.name,
+                    stage.name,
+                    stage.layers,
+                    plan.len()
+                ))
+            })?;
+            Ok(Row {
                 name: stage.name.clone(),
                 layers: layers.len(),
                 shape_nhwc: last.nhwc_shape(),
@@ -73,7 +96,35 @@ pub fn rows(network: &Network, plan: &[LayerPlan], detail: Detail) -> Vec<Row> {
                 split_over_two_devices: false,
                 shape_per_device: None,
                 exchange_before: false,
-            }
+            })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Stage;
+
+    #[test]
+    fn rows_refuse_a_plan_of_another_network_or_a_stage_past_it() {
+        let network = crate::model::alexnet();
+        let plan = network.plan(2).unwrap();
+        assert_eq!(rows(&network, &plan, Detail::Layer).unwrap().len(), 13);
+        for other in [&plan[1..], &plan[..12]] {
+            let err = rows(&network, other, Detail::Layer).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        }
+        let mut staged = network.clone();
+        staged.stages = vec![Stage {
+            name: "beyond".into(),
+            layers: 12..20,
+        }];
+        let err = rows(&staged, &plan, Detail::Stage).unwrap_err();
+        assert!(err.to_string().contains("beyond"), "{err}");
+        staged.stages[0].layers = 3..3;
+        assert!(rows(&staged, &plan, Detail::Stage).is_err());
+        staged.stages[0].layers = 0..13;
+        assert_eq!(rows(&staged, &plan, Detail::Stage).unwrap().len(), 1);
+    }
 }

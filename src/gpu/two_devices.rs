@@ -103,7 +103,7 @@ impl<'a> TwoDeviceNetwork<'a> {
             ))
         })?;
         let plan = network.plan(batch)?;
-        let all = towers.segments(plan.len());
+        let all = towers.segments(plan.len())?;
         let mut segments = Vec::with_capacity(all.len());
         let mut largest = 0;
         for (s, segment) in all.iter().enumerate() {
@@ -120,7 +120,7 @@ impl<'a> TwoDeviceNetwork<'a> {
                 let part = if segment.split {
                     network.tower(segment, input)?
                 } else {
-                    network.whole(segment, input)
+                    network.whole(segment, input)?
                 };
                 let part_plan = part.plan(batch)?;
                 let net = GpuNetwork::segment(
@@ -376,18 +376,25 @@ impl<'a> TwoDeviceNetwork<'a> {
         });
     }
 
-    fn locate(&self, layer: usize) -> (&SegmentRun<'a>, usize) {
+    /// The segment that runs layer `layer`, and the layer's index within it.
+    fn locate(&self, layer: usize) -> Result<(&SegmentRun<'a>, usize)> {
         let segment = self
             .segments
             .iter()
             .find(|s| s.segment.layers.contains(&layer))
-            .expect("every layer lies in a segment");
-        (segment, layer - segment.segment.layers.start)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "no layer {layer}: the network has {} layers",
+                    self.plan.len()
+                ))
+            })?;
+        Ok((segment, layer - segment.segment.layers.start))
     }
 
-    /// Layer `index`'s whole output, the towers' halves concatenated along channels.
+    /// Layer `index`'s whole output, the towers' halves concatenated along channels. Fails for
+    /// an index past the last layer.
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
-        let (segment, local) = self.locate(index);
+        let (segment, local) = self.locate(index)?;
         let halves = segment
             .towers
             .iter()
@@ -414,9 +421,10 @@ impl<'a> TwoDeviceNetwork<'a> {
                 let mut shape = first.shape.clone();
                 let mut data = Vec::new();
                 for part in &parts {
-                    data.extend_from_slice(
-                        &part.get(name).expect("towers hold the same tensors").data,
-                    );
+                    let half = part.get(name).ok_or_else(|| {
+                        Error::Internal(format!("the towers of one segment disagree on {name}"))
+                    })?;
+                    data.extend_from_slice(&half.data);
                 }
                 shape[0] *= parts.len();
                 tensors.push((name.to_string(), Tensor { shape, data }));

@@ -238,19 +238,30 @@ pub struct Segment {
 }
 
 impl Towers {
-    /// The segments of a network with `layer_count` layers, in order.
-    pub fn segments(&self, layer_count: usize) -> Vec<Segment> {
+    /// The segments of a network with `layer_count` layers, in order. Fails unless
+    /// `exchange_before` is in ascending order and every index in it, and `unsplit_from`, is at
+    /// most `layer_count`.
+    pub fn segments(&self, layer_count: usize) -> Result<Vec<Segment>> {
+        let ascending = self.exchange_before.windows(2).all(|w| w[0] <= w[1]);
+        let inside = self.exchange_before.iter().all(|&i| i <= layer_count);
+        if !ascending || !inside || self.unsplit_from > layer_count {
+            return Err(Error::InvalidArgument(format!(
+                "a two-device layout of {layer_count} layers needs exchanges in ascending order \
+                 and indices up to {layer_count}, not exchanges before {:?} and unsplit from {}",
+                self.exchange_before, self.unsplit_from
+            )));
+        }
         let mut bounds = vec![0];
         bounds.extend(self.exchange_before.iter().copied());
         bounds.push(layer_count);
         bounds.dedup();
-        bounds
+        Ok(bounds
             .windows(2)
             .map(|w| Segment {
                 layers: w[0]..w[1],
                 split: w[0] < self.unsplit_from,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -288,7 +299,8 @@ impl LayerPlan {
             } => {
                 let weight = vec![
                     *out_channels,
-                    self.input.channels / groups,
+                    // Zero groups (never planned) gives an empty shape, not a division by zero.
+                    self.input.channels.checked_div(*groups).unwrap_or(0),
                     window.height,
                     window.width,
                 ];
@@ -344,7 +356,9 @@ impl LayerPlan {
     pub fn flops_per_image(&self) -> u64 {
         match &self.layer.kind {
             LayerKind::Conv2d { window, groups, .. } => {
-                let taps = (self.input.channels / groups) * window.height * window.width;
+                let taps = self.input.channels.checked_div(*groups).unwrap_or(0)
+                    * window.height
+                    * window.width;
                 2 * (self.output.len() * taps) as u64
             }
             LayerKind::Linear { .. } => 2 * (self.output.len() * self.input.len()) as u64,
@@ -477,9 +491,8 @@ impl Network {
     /// cannot be split that way.
     pub fn tower(&self, segment: &Segment, input: Dims) -> Result<Network> {
         let mut layers = Vec::new();
-        for i in segment.layers.clone() {
-            let layer = &self.layers[i];
-            let at_start = i == segment.layers.start;
+        for (i, layer) in self.segment_layers(segment)?.iter().enumerate() {
+            let at_start = i == 0;
             let bad = |why: &str| {
                 Error::InvalidArgument(format!(
                     "{}: layer {} cannot be split: {why}",
@@ -576,22 +589,39 @@ impl Network {
             .is_some_and(|t| t.exchange_before.contains(&index))
     }
 
-    /// The layers of an unsplit segment, whole, on `input`.
-    pub fn whole(&self, segment: &Segment, input: Dims) -> Network {
-        Network::new(
-            self.name.clone(),
-            input,
-            self.layers[segment.layers.clone()].to_vec(),
-        )
+    /// The layers of an unsplit segment, whole, on `input`. Fails when the segment is empty or
+    /// reaches past the network's layers.
+    pub fn whole(&self, segment: &Segment, input: Dims) -> Result<Network> {
+        let layers = self.segment_layers(segment)?;
+        Ok(Network::new(self.name.clone(), input, layers.to_vec()))
+    }
+
+    /// The layers of `segment`, or an error when it is empty or reaches past the network's.
+    fn segment_layers(&self, segment: &Segment) -> Result<&[Layer]> {
+        let range = segment.layers.clone();
+        if range.is_empty() || range.end > self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: segment {range:?} does not select layers of its {}",
+                self.name,
+                self.layers.len()
+            )));
+        }
+        Ok(&self.layers[range])
     }
 
     /// Resolves every layer at `batch`: inputs, dimensions, padding, counts. Fails, naming the
     /// layer, when a spatial size reaches zero, channels do not divide into groups, a layer reads
     /// a layer that does not come before it, or the inputs of an addition or concatenation do
-    /// not fit together.
+    /// not fit together; fails for a network without layers.
     pub fn plan(&self, batch: usize) -> Result<Vec<LayerPlan>> {
         if batch == 0 {
             return Err(Error::InvalidArgument("batch must be at least 1".into()));
+        }
+        if self.layers.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} has no layers",
+                self.name
+            )));
         }
         let mut plans: Vec<LayerPlan> = Vec::with_capacity(self.layers.len());
         let mut index_of: HashMap<&str, usize> = HashMap::new();
@@ -660,6 +690,42 @@ impl Network {
             })
             .collect()
     }
+}
+
+/// Checks what the consumers of a plan index by: it has layers, one batch size, and every layer
+/// reads layers before it, with the dimensions they produce. Every plan [`Network::plan`] makes
+/// passes; one built or altered by hand may not.
+pub fn check_plan(plan: &[LayerPlan]) -> Result<()> {
+    let bad = |why: String| Err(Error::InvalidArgument(format!("not a valid plan: {why}")));
+    let Some(first) = plan.first() else {
+        return bad("it has no layers".into());
+    };
+    let input = first.sources.first().map(|&(_, dims)| dims);
+    for (i, layer) in plan.iter().enumerate() {
+        let name = &layer.layer.name;
+        if layer.batch != first.batch || layer.batch == 0 {
+            return bad(format!(
+                "layer {name} has batch {}, layer {} batch {}",
+                layer.batch, first.layer.name, first.batch
+            ));
+        }
+        if layer.sources.first().map(|&(_, dims)| dims) != Some(layer.input) {
+            return bad(format!("layer {name}'s input is not its first source"));
+        }
+        for &(source, dims) in &layer.sources {
+            let produced = match source {
+                Source::Input => input,
+                Source::Layer(j) if j < i => Some(plan[j].output),
+                Source::Layer(_) => None,
+            };
+            if produced != Some(dims) {
+                return bad(format!(
+                    "layer {name} reads {source:?} as {dims:?}, which no layer before it produces"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Strides and sizes of at least 1, and no side padded by a whole window (such a window would
@@ -893,4 +959,111 @@ pub const MODEL_NAMES: &[&str] = &[
 /// Total parameters of a plan.
 pub fn total_parameters(plan: &[LayerPlan]) -> usize {
     plan.iter().map(LayerPlan::parameters).sum()
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> Dims {
+        Dims {
+            channels: 2,
+            height: 4,
+            width: 4,
+        }
+    }
+
+    fn conv(out_channels: usize, groups: usize) -> LayerKind {
+        LayerKind::Conv2d {
+            out_channels,
+            window: Window::square(3, 1, Padding::Same),
+            groups,
+            relu: true,
+            bias: true,
+        }
+    }
+
+    fn chain() -> Network {
+        let linear = LayerKind::Linear {
+            out_features: 3,
+            relu: false,
+        };
+        Network::new(
+            "chain",
+            input(),
+            vec![Layer::new("conv1", conv(4, 1)), Layer::new("fc1", linear)],
+        )
+    }
+
+    fn invalid(result: Result<impl std::fmt::Debug>, mentions: &str) {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(
+            err.to_string().contains(mentions),
+            "{err} should mention {mentions}"
+        );
+    }
+
+    #[test]
+    fn a_network_without_layers_does_not_plan() {
+        invalid(
+            Network::new("none", input(), Vec::new()).plan(1),
+            "no layers",
+        );
+    }
+
+    #[test]
+    fn segments_refuse_exchanges_out_of_order_or_past_the_end() {
+        let towers = |exchange_before: Vec<usize>, unsplit_from| Towers {
+            exchange_before,
+            unsplit_from,
+        };
+        assert_eq!(towers(vec![1], 1).segments(2).unwrap().len(), 2);
+        invalid(towers(vec![2, 1], 1).segments(3), "ascending");
+        invalid(towers(vec![5], 1).segments(3), "ascending");
+        invalid(towers(vec![1], 4).segments(3), "unsplit from 4");
+    }
+
+    #[test]
+    fn whole_and_tower_refuse_a_segment_outside_the_network() {
+        let network = chain();
+        for layers in [1..5, 2..2, 3..4] {
+            let segment = Segment {
+                layers: layers.clone(),
+                split: true,
+            };
+            invalid(network.whole(&segment, input()), "segment");
+            invalid(network.tower(&segment, input()), "segment");
+        }
+        let first = Segment {
+            layers: 0..1,
+            split: true,
+        };
+        assert_eq!(network.whole(&first, input()).unwrap().layers.len(), 1);
+        assert_eq!(network.tower(&first, input()).unwrap().layers.len(), 1);
+    }
+
+    #[test]
+    fn check_plan_refuses_what_plan_never_makes() {
+        let plan = chain().plan(2).unwrap();
+        check_plan(&plan).unwrap();
+        invalid(check_plan(&[]), "no layers");
+        let mut ahead = plan.clone();
+        ahead[0].sources = vec![(Source::Layer(1), ahead[1].output)];
+        ahead[0].input = ahead[1].output;
+        invalid(check_plan(&ahead), "reads");
+        let mut batches = plan.clone();
+        batches[1].batch = 3;
+        invalid(check_plan(&batches), "batch");
+        let mut dims = plan;
+        dims[1].input.channels = 5;
+        invalid(check_plan(&dims), "first source");
+    }
+
+    #[test]
+    fn zero_groups_in_a_hand_made_plan_count_nothing() {
+        let mut layer = chain().plan(1).unwrap().remove(0);
+        layer.layer.kind = conv(4, 0);
+        assert_eq!(layer.parameter_shapes()[0].1, vec![4, 0, 3, 3]);
+        assert_eq!(layer.flops_per_image(), 0);
+    }
 }
