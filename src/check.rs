@@ -3,7 +3,7 @@
 //! The error that matters is relative to a tensor's scale, so each comparison reports the largest
 //! absolute difference and that difference divided by the tensor's largest |reference value|.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Runner;
 use crate::model::LayerPlan;
 use crate::reference::{self, Parameters, Real};
@@ -53,9 +53,16 @@ impl Deviation {
     }
 }
 
-/// Compares a tensor with its reference. NaN anywhere counts as an infinite error.
-pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Deviation {
-    assert_eq!(values.len(), reference.len(), "{name}: sizes differ");
+/// Compares a tensor with its reference. NaN anywhere counts as an infinite error. Fails when
+/// the two differ in length.
+pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Result<Deviation> {
+    if values.len() != reference.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{name}: {} values to compare with a reference of {}",
+            values.len(),
+            reference.len()
+        )));
+    }
     let mut max_abs = 0.0f64;
     let mut max_reference = 0.0f64;
     for (&v, &r) in values.iter().zip(reference) {
@@ -73,19 +80,20 @@ pub fn compare<T: Real>(name: &str, values: &[f32], reference: &[T]) -> Deviatio
     } else {
         max_abs
     };
-    Deviation {
+    Ok(Deviation {
         name: name.to_string(),
         max_abs: max_abs as f32,
         max_reference: max_reference as f32,
         relative: relative as f32,
-    }
+    })
 }
 
 /// Runs `input` through the GPU network and through `plan` with `weights` on the f32 CPU
 /// reference, and compares every GPU layer with the reference layer of the same name. The GPU
 /// may run a transformed plan (batch norms folded into convolutions, see [`crate::fold`]): a
 /// folded layer carries its batch norm's name, and the convolution it absorbed has no output to
-/// compare.
+/// compare. Fails when `plan` lacks a layer of the GPU's, `weights` do not fit `plan`, or `input`
+/// is not a batch of the plan's images.
 pub fn forward(
     net: &dyn Runner,
     plan: &[LayerPlan],
@@ -94,17 +102,15 @@ pub fn forward(
 ) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
-    let cpu = reference::forward(plan, &Parameters::<f32>::from_weights(weights), input);
+    let cpu = reference::forward(plan, &Parameters::<f32>::from_weights(weights), input)?;
     let mut deviations = Vec::new();
     for (i, layer) in net.plan().iter().enumerate() {
         let name = &layer.layer.name;
         let reference = plan
             .iter()
             .position(|l| l.layer.name == *name)
-            .ok_or_else(|| {
-                crate::Error::InvalidArgument(format!("the reference has no layer {name}"))
-            })?;
-        deviations.push(compare(name, &net.read_layer(i)?, &cpu[reference]));
+            .ok_or_else(|| Error::InvalidArgument(format!("the reference has no layer {name}")))?;
+        deviations.push(compare(name, &net.read_layer(i)?, &cpu[reference])?);
     }
     Ok(deviations)
 }
@@ -121,7 +127,8 @@ pub struct GradientCheck {
 }
 
 /// Runs a forward-backward pass on the GPU (a network built with gradients) and compares every
-/// parameter gradient of `l2_loss(logits)` with the f64 references.
+/// parameter gradient of `l2_loss(logits)` with the f64 references. Fails when `weights` do
+/// not fit the network's plan or `input` is not a batch of its images.
 pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
     net.upload_input(input)?;
     net.forward_backward()?;
@@ -132,33 +139,37 @@ pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<V
         .map(|i| Ok(to_f64(&net.read_layer(i)?)))
         .collect::<Result<Vec<_>>>()?;
     let params = Parameters::<f64>::from_weights(weights);
-    let routed = reference::backward(plan, &params, &to_f64(input), &gpu_outputs);
-    let chain = reference_gradients::<f64>(plan, weights, input);
-    let single = reference_gradients::<f32>(plan, weights, input);
-    Ok(routed
+    let routed = reference::backward(plan, &params, &to_f64(input), &gpu_outputs)?;
+    let chain = reference_gradients::<f64>(plan, weights, input)?;
+    let single = reference_gradients::<f32>(plan, weights, input)?;
+    routed
         .iter()
         .zip(&chain)
         .zip(&single)
         .map(|(((name, routed), (_, chain)), (_, single))| {
-            let got = &gpu.get(name).expect("the GPU computes every gradient").data;
-            GradientCheck {
-                gpu: compare(name, got, routed),
-                gpu_vs_f64_chain: compare(name, got, chain),
-                cpu_f32_vs_f64_chain: compare(name, single, chain),
-            }
+            let got = &gpu
+                .get(name)
+                .ok_or_else(|| Error::Internal(format!("the GPU computed no gradient of {name}")))?
+                .data;
+            Ok(GradientCheck {
+                gpu: compare(name, got, routed)?,
+                gpu_vs_f64_chain: compare(name, got, chain)?,
+                cpu_f32_vs_f64_chain: compare(name, single, chain)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The CPU reference's gradients of `l2_loss(logits)`, forward and backward in the float type `T`.
+/// Fails as [`reference::forward`] and [`reference::backward`] do.
 pub fn reference_gradients<T: Real>(
     plan: &[LayerPlan],
     weights: &Weights,
     input: &[f32],
-) -> Vec<(String, Vec<T>)> {
+) -> Result<Vec<(String, Vec<T>)>> {
     let params = Parameters::<T>::from_weights(weights);
     let x: Vec<T> = input.iter().map(|&v| T::from_f32(v)).collect();
-    let outputs = reference::forward(plan, &params, &x);
+    let outputs = reference::forward(plan, &params, &x)?;
     reference::backward(plan, &params, &x, &outputs)
 }
 
@@ -177,13 +188,160 @@ pub fn one_device_versus_two(
         net.upload_input(input)?;
         net.forward_backward()?;
     }
-    let last = two.plan().len() - 1;
+    let last = two
+        .plan()
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| Error::Internal("a two-device network without layers".into()))?;
     let logits_one = Runner::read_layer(&one, last)?;
-    deviations.push(compare("logits", &two.read_layer(last)?, &logits_one));
+    deviations.push(compare("logits", &two.read_layer(last)?, &logits_one)?);
     let grads_one = Runner::read_gradients(&one)?;
     for (name, tensor) in two.read_gradients()?.iter() {
-        let reference = &grads_one.get(name).expect("same layout, same tensors").data;
-        deviations.push(compare(name, &tensor.data, reference));
+        let reference = &grads_one
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("one device computed no gradient of {name}")))?
+            .data;
+        deviations.push(compare(name, &tensor.data, reference)?);
     }
     Ok(deviations)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::model::{Dims, Layer, LayerKind, Network, Padding, Window};
+    use crate::weights::Tensor;
+
+    /// A [`Runner`] on the CPU reference: what a GPU network computes, without a GPU.
+    struct Cpu {
+        plan: Vec<LayerPlan>,
+        weights: Weights,
+        input: RefCell<Vec<f32>>,
+        outputs: RefCell<Vec<Vec<f32>>>,
+    }
+
+    impl Runner for Cpu {
+        fn plan(&self) -> &[LayerPlan] {
+            &self.plan
+        }
+        fn upload_input(&self, input: &[f32]) -> Result<()> {
+            *self.input.borrow_mut() = input.to_vec();
+            Ok(())
+        }
+        fn forward(&self) -> Result<()> {
+            let params = Parameters::from_weights(&self.weights);
+            *self.outputs.borrow_mut() =
+                reference::forward(&self.plan, &params, &self.input.borrow())?;
+            Ok(())
+        }
+        fn forward_backward(&self) -> Result<()> {
+            self.forward()
+        }
+        fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
+            Ok(self.outputs.borrow()[index].clone())
+        }
+        fn read_gradients(&self) -> Result<Weights> {
+            let grads =
+                reference_gradients::<f32>(&self.plan, &self.weights, &self.input.borrow())?;
+            let tensors = grads
+                .into_iter()
+                .map(|(name, data)| {
+                    let shape = self.weights.get(&name).unwrap().shape.clone();
+                    (name, Tensor { shape, data })
+                })
+                .collect();
+            Ok(Weights::from_tensors(tensors))
+        }
+    }
+
+    fn network(out_channels: usize) -> Network {
+        let conv = LayerKind::Conv2d {
+            out_channels,
+            window: Window::square(3, 1, Padding::Same),
+            groups: 1,
+            relu: true,
+            bias: true,
+        };
+        let linear = LayerKind::Linear {
+            out_features: 3,
+            relu: false,
+        };
+        let input = Dims {
+            channels: 2,
+            height: 3,
+            width: 3,
+        };
+        Network::new(
+            "small",
+            input,
+            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
+        )
+    }
+
+    fn cpu(network: &Network) -> Cpu {
+        Cpu {
+            plan: network.plan(2).unwrap(),
+            weights: Weights::init(network, 3).unwrap(),
+            input: RefCell::default(),
+            outputs: RefCell::default(),
+        }
+    }
+
+    fn invalid<T: std::fmt::Debug>(result: Result<T>) -> String {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn compare_refuses_tensors_of_different_lengths() {
+        let d = compare("x", &[1.0, 2.0], &[1.0f64, 2.5]).unwrap();
+        assert_eq!((d.max_abs, d.max_reference), (0.5, 2.5));
+        assert!(invalid(compare("x", &[1.0], &[1.0f32, 2.0])).contains("x: 1 values"));
+    }
+
+    #[test]
+    fn forward_refuses_weights_and_input_that_do_not_fit_the_plan() {
+        let network = network(2);
+        let net = cpu(&network);
+        let input = crate::weights::random_input(&net.plan, 1);
+        for d in forward(&net, &net.plan, &net.weights, &input).unwrap() {
+            assert_eq!(d.max_abs, 0.0, "{d:?}");
+        }
+        let other = Weights::init(&self::network(4), 3).unwrap();
+        invalid(forward(&net, &net.plan, &other, &input));
+        invalid(forward(&net, &net.plan, &net.weights, &input[1..]));
+        invalid(forward(&net, &net.plan[..1], &net.weights, &input));
+    }
+
+    #[test]
+    fn gradients_refuse_weights_and_input_that_do_not_fit_the_plan() {
+        let network = network(2);
+        let net = cpu(&network);
+        let input = crate::weights::random_input(&net.plan, 1);
+        let report = gradients(&net, &net.weights, &input).unwrap();
+        assert_eq!(report.len(), 4);
+        assert!(report.iter().all(|g| g.gpu.within(GRADIENT_TOLERANCE)));
+        let other = Weights::init(&self::network(4), 3).unwrap();
+        invalid(gradients(&net, &other, &input));
+    }
+
+    #[test]
+    fn reference_gradients_refuse_weights_and_input_that_do_not_fit() {
+        let network = network(2);
+        let plan = network.plan(2).unwrap();
+        let weights = Weights::init(&network, 3).unwrap();
+        let input = crate::weights::random_input(&plan, 1);
+        assert_eq!(
+            reference_gradients::<f64>(&plan, &weights, &input)
+                .unwrap()
+                .len(),
+            4
+        );
+        let other = Weights::init(&self::network(4), 3).unwrap();
+        invalid(reference_gradients::<f64>(&plan, &other, &input));
+        invalid(reference_gradients::<f64>(&plan, &weights, &input[2..]));
+    }
 }

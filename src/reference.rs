@@ -9,8 +9,26 @@
 use std::fmt::Debug;
 use std::iter::Sum;
 
+use crate::error::{Error, Result};
 use crate::model::{Dims, LayerKind, LayerPlan, Pad, Source, Window};
 use crate::weights::Weights;
+
+/// The error for an op called with arguments that do not fit together.
+fn invalid(op: &str, why: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("{op}: {why}"))
+}
+
+/// Fails unless `what` holds `expected` values.
+fn check_len(op: &str, what: &str, len: usize, expected: usize) -> Result<()> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(invalid(
+            op,
+            format!("{what} holds {len} values, expected {expected}"),
+        ))
+    }
+}
 
 /// A float type the reference runs in: f32 or f64.
 pub trait Real: num_traits::Float + Sum + Default + Debug + Send + Sync + 'static {
@@ -119,7 +137,8 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// `c = (accumulate ? c : 0) + a * b`, c dense row-major.
+/// `c = (accumulate ? c : 0) + a * b`, c dense row-major. Every caller has checked its slices'
+/// lengths against the shapes first; the asserts guard the unsafe product, not the input.
 fn matmul<T: Real>(a: &Mat<T>, b: &Mat<T>, c: &mut [T], accumulate: bool) {
     assert_eq!(a.cols, b.rows);
     if a.rows == 0 || b.cols == 0 || a.cols == 0 {
@@ -177,6 +196,23 @@ impl ConvSpec {
             }),
             _ => None,
         }
+    }
+
+    /// Fails unless the groups divide both channel counts.
+    fn check(&self, op: &str) -> Result<()> {
+        if self.groups == 0
+            || !self.input.channels.is_multiple_of(self.groups)
+            || !self.output.channels.is_multiple_of(self.groups)
+        {
+            return Err(invalid(
+                op,
+                format!(
+                    "{} input and {} output channels do not divide into {} groups",
+                    self.input.channels, self.output.channels, self.groups
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn in_per_group(&self) -> usize {
@@ -244,12 +280,20 @@ impl ConvSpec {
     }
 }
 
-/// 2-D convolution with bias and optional ReLU. `weight` is `[out, in/groups, kh, kw]`.
-pub fn conv2d_forward<T: Real>(input: &[T], weight: &[T], bias: &[T], spec: &ConvSpec) -> Vec<T> {
+/// 2-D convolution with bias and optional ReLU. `weight` is `[out, in/groups, kh, kw]`. Fails
+/// when the groups do not divide the channels or a slice's length does not fit `spec`.
+pub fn conv2d_forward<T: Real>(
+    input: &[T],
+    weight: &[T],
+    bias: &[T],
+    spec: &ConvSpec,
+) -> Result<Vec<T>> {
+    const OP: &str = "conv2d_forward";
+    spec.check(OP)?;
     let (taps, plane, opg) = (spec.taps(), spec.out_plane(), spec.out_per_group());
-    assert_eq!(input.len(), spec.batch * spec.input.len());
-    assert_eq!(weight.len(), spec.output.channels * taps);
-    assert_eq!(bias.len(), spec.output.channels);
+    check_len(OP, "input", input.len(), spec.batch * spec.input.len())?;
+    check_len(OP, "weight", weight.len(), spec.output.channels * taps)?;
+    check_len(OP, "bias", bias.len(), spec.output.channels)?;
     let mut output = vec![T::zero(); spec.batch * spec.output.len()];
     for n in 0..spec.batch {
         let image = &input[n * spec.input.len()..][..spec.input.len()];
@@ -269,20 +313,26 @@ pub fn conv2d_forward<T: Real>(input: &[T], weight: &[T], bias: &[T], spec: &Con
             }
         }
     }
-    output
+    Ok(output)
 }
 
 /// Gradients of a convolution. `grad_output` is the gradient of the convolution's result
 /// (after ReLU's backward, where there is one). Returns (input gradient if asked for, weight
-/// gradient `[out, in/groups, kh, kw]`, bias gradient).
+/// gradient `[out, in/groups, kh, kw]`, bias gradient). Fails as [`conv2d_forward`] does.
 pub fn conv2d_backward<T: Real>(
     input: &[T],
     weight: &[T],
     grad_output: &[T],
     spec: &ConvSpec,
     need_input_grad: bool,
-) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+) -> Result<Gradients<T>> {
+    const OP: &str = "conv2d_backward";
+    spec.check(OP)?;
     let (taps, plane, opg) = (spec.taps(), spec.out_plane(), spec.out_per_group());
+    check_len(OP, "input", input.len(), spec.batch * spec.input.len())?;
+    check_len(OP, "weight", weight.len(), spec.output.channels * taps)?;
+    let out_len = spec.batch * spec.output.len();
+    check_len(OP, "grad_output", grad_output.len(), out_len)?;
     let mut grad_weight = vec![T::zero(); weight.len()];
     let mut grad_bias = vec![T::zero(); spec.output.channels];
     let mut grad_input = need_input_grad.then(|| vec![T::zero(); input.len()]);
@@ -310,8 +360,11 @@ pub fn conv2d_backward<T: Real>(
             }
         }
     }
-    (grad_input, grad_weight, grad_bias)
+    Ok((grad_input, grad_weight, grad_bias))
 }
+
+/// A parameterised layer's gradients: of its input (when asked for), its weight and its bias.
+pub type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 
 /// LRN's parameters, TensorFlow's names.
 #[derive(Clone, Copy, Debug)]
@@ -324,6 +377,20 @@ pub struct LrnSpec {
 }
 
 impl LrnSpec {
+    /// Fails unless the groups divide `channels`.
+    fn check(&self, op: &str, channels: usize) -> Result<()> {
+        if self.groups == 0 || !channels.is_multiple_of(self.groups) {
+            return Err(invalid(
+                op,
+                format!(
+                    "{channels} channels do not divide into {} groups",
+                    self.groups
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The channels in `c`'s window: radius `depth_radius`, clipped to `c`'s group.
     fn window(&self, channels: usize, c: usize) -> std::ops::RangeInclusive<usize> {
         let per_group = channels / self.groups;
@@ -340,8 +407,17 @@ impl LrnSpec {
 }
 
 /// Local response normalisation across channels, TensorFlow's semantics:
-/// `x / (bias + alpha * sum_{window} x^2)^beta`, window clipped at the channel ends.
-pub fn lrn_forward<T: Real>(input: &[T], batch: usize, dims: Dims, spec: &LrnSpec) -> Vec<T> {
+/// `x / (bias + alpha * sum_{window} x^2)^beta`, window clipped at the channel ends. Fails when
+/// the groups do not divide the channels or `input` is not `batch` images of `dims`.
+pub fn lrn_forward<T: Real>(
+    input: &[T],
+    batch: usize,
+    dims: Dims,
+    spec: &LrnSpec,
+) -> Result<Vec<T>> {
+    const OP: &str = "lrn_forward";
+    spec.check(OP, dims.channels)?;
+    check_len(OP, "input", input.len(), batch * dims.len())?;
     let plane = dims.height * dims.width;
     let beta = T::from_f32(spec.beta);
     let mut output = vec![T::zero(); input.len()];
@@ -354,17 +430,22 @@ pub fn lrn_forward<T: Real>(input: &[T], batch: usize, dims: Dims, spec: &LrnSpe
             }
         }
     }
-    output
+    Ok(output)
 }
 
 /// LRN backward: `g[j] d[j]^-beta - 2 alpha beta x[j] sum_{c in window(j)} g[c] x[c] d[c]^(-beta-1)`.
+/// Fails as [`lrn_forward`] does, or when `grad_output` is not as long as `input`.
 pub fn lrn_backward<T: Real>(
     input: &[T],
     grad_output: &[T],
     batch: usize,
     dims: Dims,
     spec: &LrnSpec,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
+    const OP: &str = "lrn_backward";
+    spec.check(OP, dims.channels)?;
+    check_len(OP, "input", input.len(), batch * dims.len())?;
+    check_len(OP, "grad_output", grad_output.len(), input.len())?;
     let plane = dims.height * dims.width;
     let (alpha, beta) = (T::from_f32(spec.alpha), T::from_f32(spec.beta));
     let two = T::one() + T::one();
@@ -386,7 +467,7 @@ pub fn lrn_backward<T: Real>(
             }
         }
     }
-    grad_input
+    Ok(grad_input)
 }
 
 /// A pooling window's geometry at one layer.
@@ -400,6 +481,47 @@ pub struct PoolSpec {
 }
 
 impl PoolSpec {
+    /// Fails unless `input` is `batch` images of the input dimensions, both have the same
+    /// channels, and every window covers part of the input (so that it has a maximum).
+    fn check(&self, op: &str, input: &[impl Sized]) -> Result<()> {
+        if self.input.is_empty() || self.input.channels != self.output.channels {
+            return Err(invalid(
+                op,
+                format!("cannot pool {:?} into {:?}", self.input, self.output),
+            ));
+        }
+        check_len(op, "input", input.len(), self.batch * self.input.len())?;
+        // Windows start at `i * stride - pad` and are `size` long: the first must end inside the
+        // input, the last start inside it.
+        let covers = |out: usize, size: usize, stride: usize, pad: usize, input: usize| {
+            let last_start = (out.max(1) - 1).checked_mul(stride);
+            pad < size && last_start.is_some_and(|s| s < input + pad)
+        };
+        let w = &self.window;
+        if !covers(
+            self.output.height,
+            w.height,
+            w.stride_height,
+            self.pad.top,
+            self.input.height,
+        ) || !covers(
+            self.output.width,
+            w.width,
+            w.stride_width,
+            self.pad.left,
+            self.input.width,
+        ) {
+            return Err(invalid(
+                op,
+                format!(
+                    "a {}x{} window with padding {:?} leaves output windows with no input",
+                    w.height, w.width, self.pad
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Index within the plane of window (oy, ox)'s maximum: the first one in row-major window
     /// order (TensorFlow's tie rule), padding never counted.
     fn argmax<T: Real>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
@@ -417,12 +539,15 @@ impl PoolSpec {
                 }
             }
         }
-        best.expect("a window always covers part of the input").1
+        best.expect("PoolSpec::check: every window covers part of the input")
+            .1
     }
 }
 
-/// Max pooling over the positions of each window that lie inside the input.
-pub fn max_pool_forward<T: Real>(input: &[T], spec: &PoolSpec) -> Vec<T> {
+/// Max pooling over the positions of each window that lie inside the input. Fails when `input`
+/// does not fit `spec` or a window lies wholly in the padding.
+pub fn max_pool_forward<T: Real>(input: &[T], spec: &PoolSpec) -> Result<Vec<T>> {
+    spec.check("max_pool_forward", input)?;
     let mut output = Vec::with_capacity(spec.batch * spec.output.len());
     for plane in input.chunks(spec.input.height * spec.input.width) {
         for oy in 0..spec.output.height {
@@ -431,11 +556,20 @@ pub fn max_pool_forward<T: Real>(input: &[T], spec: &PoolSpec) -> Vec<T> {
             }
         }
     }
-    output
+    Ok(output)
 }
 
-/// Max pooling backward: each output gradient goes to its window's (first) maximum.
-pub fn max_pool_backward<T: Real>(input: &[T], grad_output: &[T], spec: &PoolSpec) -> Vec<T> {
+/// Max pooling backward: each output gradient goes to its window's (first) maximum. Fails as
+/// [`max_pool_forward`] does, or when `grad_output` does not fit `spec`.
+pub fn max_pool_backward<T: Real>(
+    input: &[T],
+    grad_output: &[T],
+    spec: &PoolSpec,
+) -> Result<Vec<T>> {
+    const OP: &str = "max_pool_backward";
+    spec.check(OP, input)?;
+    let out_len = spec.batch * spec.output.len();
+    check_len(OP, "grad_output", grad_output.len(), out_len)?;
     let in_plane = spec.input.height * spec.input.width;
     let out_plane = spec.output.height * spec.output.width;
     let mut grad_input = vec![T::zero(); input.len()];
@@ -448,18 +582,22 @@ pub fn max_pool_backward<T: Real>(input: &[T], grad_output: &[T], spec: &PoolSpe
             }
         }
     }
-    grad_input
+    Ok(grad_input)
 }
 
 /// Fully connected layer: `output[n, o] = sum_i input[n, i] * weight[o, i] + bias[o]`, optional ReLU.
+/// Fails when `input` is not `batch` rows or `weight` is not `[bias.len(), row length]`.
 pub fn linear_forward<T: Real>(
     input: &[T],
     batch: usize,
     weight: &[T],
     bias: &[T],
     relu: bool,
-) -> Vec<T> {
-    let (out_features, in_features) = (bias.len(), input.len() / batch);
+) -> Result<Vec<T>> {
+    const OP: &str = "linear_forward";
+    let in_features = rows_of(OP, "input", input.len(), batch)?;
+    let out_features = bias.len();
+    check_len(OP, "weight", weight.len(), out_features * in_features)?;
     let mut output = vec![T::zero(); batch * out_features];
     matmul(
         &Mat::rows(input, batch, in_features),
@@ -475,20 +613,34 @@ pub fn linear_forward<T: Real>(
             }
         }
     }
-    output
+    Ok(output)
+}
+
+/// The length of each of `batch` rows that `len` values make, or an error.
+fn rows_of(op: &str, what: &str, len: usize, batch: usize) -> Result<usize> {
+    if batch == 0 || !len.is_multiple_of(batch) {
+        return Err(invalid(
+            op,
+            format!("{what} of {len} values is not {batch} rows"),
+        ));
+    }
+    Ok(len / batch)
 }
 
 /// Gradients of a fully connected layer: (input gradient if asked for, weight gradient
-/// `[out, in]`, bias gradient).
+/// `[out, in]`, bias gradient). Fails when `input` and `grad_output` are not `batch` rows or
+/// `weight` is not `[out, in]`.
 pub fn linear_backward<T: Real>(
     input: &[T],
     weight: &[T],
     grad_output: &[T],
     batch: usize,
     need_input_grad: bool,
-) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
-    let out_features = grad_output.len() / batch;
-    let in_features = input.len() / batch;
+) -> Result<Gradients<T>> {
+    const OP: &str = "linear_backward";
+    let out_features = rows_of(OP, "grad_output", grad_output.len(), batch)?;
+    let in_features = rows_of(OP, "input", input.len(), batch)?;
+    check_len(OP, "weight", weight.len(), out_features * in_features)?;
     let dy = Mat::rows(grad_output, batch, out_features);
     let mut grad_weight = vec![T::zero(); weight.len()];
     matmul(
@@ -510,7 +662,7 @@ pub fn linear_backward<T: Real>(
         );
         dx
     });
-    (grad_input, grad_weight, grad_bias)
+    Ok((grad_input, grad_weight, grad_bias))
 }
 
 /// ReLU backward: the gradient where the output is positive, zero elsewhere.
@@ -524,16 +676,22 @@ pub fn relu_backward<T: Real>(output: &[T], grad_output: &[T]) -> Vec<T> {
 
 /// Batch normalisation at inference: `(x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]`,
 /// then ReLU if asked for. `stats` are (weight, bias, running mean, running variance), `[C]` each.
+/// Fails when `input` is not whole images of `dims` or a statistic is not `[C]`.
 pub fn batch_norm_forward<T: Real>(
     input: &[T],
     dims: Dims,
     stats: [&[T]; 4],
     eps: f32,
     relu: bool,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
+    const OP: &str = "batch_norm_forward";
     let [weight, bias, mean, var] = stats;
+    rows_of(OP, "input", input.len(), dims.len())?;
+    for (what, values) in ["weight", "bias", "mean", "variance"].iter().zip(stats) {
+        check_len(OP, what, values.len(), dims.channels)?;
+    }
     let plane = dims.height * dims.width;
-    input
+    Ok(input
         .chunks(plane)
         .enumerate()
         .flat_map(|(i, values)| {
@@ -548,12 +706,19 @@ pub fn batch_norm_forward<T: Real>(
                 }
             })
         })
-        .collect()
+        .collect())
 }
 
-/// The element-wise sum of equally shaped tensors, then ReLU if asked for.
-pub fn add_forward<T: Real>(inputs: &[&[T]], relu: bool) -> Vec<T> {
-    (0..inputs[0].len())
+/// The element-wise sum of equally shaped tensors, then ReLU if asked for. Fails for no tensors
+/// or tensors of different lengths.
+pub fn add_forward<T: Real>(inputs: &[&[T]], relu: bool) -> Result<Vec<T>> {
+    let Some(first) = inputs.first() else {
+        return Err(invalid("add_forward", "no inputs"));
+    };
+    for (i, x) in inputs.iter().enumerate() {
+        check_len("add_forward", &format!("input {i}"), x.len(), first.len())?;
+    }
+    Ok((0..first.len())
         .map(|i| {
             let sum: T = inputs.iter().map(|x| x[i]).sum();
             if relu {
@@ -562,11 +727,24 @@ pub fn add_forward<T: Real>(inputs: &[&[T]], relu: bool) -> Vec<T> {
                 sum
             }
         })
-        .collect()
+        .collect())
 }
 
-/// PyTorch's adaptive average pooling from `input` dims to `output` dims (same channels).
-pub fn adaptive_avg_pool_forward<T: Real>(input: &[T], input_dims: Dims, output: Dims) -> Vec<T> {
+/// PyTorch's adaptive average pooling from `input` dims to `output` dims (same channels). Fails
+/// for empty dimensions, different channels, or an `input` that is not whole images.
+pub fn adaptive_avg_pool_forward<T: Real>(
+    input: &[T],
+    input_dims: Dims,
+    output: Dims,
+) -> Result<Vec<T>> {
+    const OP: &str = "adaptive_avg_pool_forward";
+    if input_dims.is_empty() || output.is_empty() || input_dims.channels != output.channels {
+        return Err(invalid(
+            OP,
+            format!("cannot pool {input_dims:?} into {output:?}"),
+        ));
+    }
+    rows_of(OP, "input", input.len(), input_dims.len())?;
     // Cell i of n covers floor(i * size / n) .. ceil((i + 1) * size / n).
     let span = |i: usize, n: usize, size: usize| (i * size / n)..((i + 1) * size).div_ceil(n);
     let mut result = Vec::with_capacity(input.len() / input_dims.len() * output.len());
@@ -583,18 +761,24 @@ pub fn adaptive_avg_pool_forward<T: Real>(input: &[T], input_dims: Dims, output:
             }
         }
     }
-    result
+    Ok(result)
 }
 
 /// Stacks each image's tensors along channels, in order. `sizes` are the per-image lengths.
-pub fn concat_forward<T: Real>(inputs: &[&[T]], sizes: &[usize], batch: usize) -> Vec<T> {
+/// Fails unless there is one size per input and each input is `batch` images of its size.
+pub fn concat_forward<T: Real>(inputs: &[&[T]], sizes: &[usize], batch: usize) -> Result<Vec<T>> {
+    const OP: &str = "concat_forward";
+    check_len(OP, "sizes", sizes.len(), inputs.len())?;
+    for (i, (x, &size)) in inputs.iter().zip(sizes).enumerate() {
+        check_len(OP, &format!("input {i}"), x.len(), batch * size)?;
+    }
     let mut output = Vec::with_capacity(sizes.iter().sum::<usize>() * batch);
     for n in 0..batch {
         for (x, &size) in inputs.iter().zip(sizes) {
             output.extend_from_slice(&x[n * size..][..size]);
         }
     }
-    output
+    Ok(output)
 }
 
 /// The benchmark's loss, TensorFlow's `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the
@@ -625,15 +809,17 @@ impl<T: Real> Parameters<T> {
         }
     }
 
-    /// Replaces the tensor called `name` (same length), e.g. to probe finite differences.
-    pub fn set(&mut self, name: &str, values: Vec<T>) {
+    /// Replaces the tensor called `name` (same length), e.g. to probe finite differences. Fails,
+    /// changing nothing, when there is no such tensor or `values` has another length.
+    pub fn set(&mut self, name: &str, values: Vec<T>) -> Result<()> {
         let slot = self
             .tensors
             .iter_mut()
             .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no tensor {name}"));
-        assert_eq!(slot.1.len(), values.len(), "{name}: length changes");
+            .ok_or_else(|| Error::InvalidArgument(format!("no tensor {name} to set")))?;
+        check_len("Parameters::set", name, values.len(), slot.1.len())?;
         slot.1 = values;
+        Ok(())
     }
 
     /// The tensor called `name`, if the network has one.
@@ -644,16 +830,16 @@ impl<T: Real> Parameters<T> {
             .map(|(_, t)| t.as_slice())
     }
 
-    /// The tensor `{layer}.{suffix}`. Panics if missing: parameters are built for their network.
-    fn tensor(&self, layer: &str, suffix: &str) -> &[T] {
+    /// The tensor `{layer}.{suffix}`, or an error naming it.
+    fn tensor(&self, layer: &str, suffix: &str) -> Result<&[T]> {
         let name = format!("{layer}.{suffix}");
         self.get(&name)
-            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .ok_or_else(|| Error::InvalidArgument(format!("the parameters hold no tensor {name}")))
     }
 
-    /// A layer's weight and bias.
-    pub fn layer(&self, layer: &str) -> (&[T], &[T]) {
-        (self.tensor(layer, "weight"), self.tensor(layer, "bias"))
+    /// A layer's weight and bias, or an error naming the one that is missing.
+    pub fn layer(&self, layer: &str) -> Result<(&[T], &[T])> {
+        Ok((self.tensor(layer, "weight")?, self.tensor(layer, "bias")?))
     }
 }
 
@@ -689,24 +875,39 @@ fn pool_spec(plan: &LayerPlan) -> Option<PoolSpec> {
     }
 }
 
-/// Runs one planned layer on the CPU, given what it reads (see [`LayerPlan::sources`]).
-pub fn layer_forward<T: Real>(plan: &LayerPlan, inputs: &[&[T]], params: &Parameters<T>) -> Vec<T> {
+/// Runs one planned layer on the CPU, given what it reads (see [`LayerPlan::sources`]). Fails
+/// when `inputs` are not one slice per source, a parameter is missing, or a length does not fit
+/// the plan.
+pub fn layer_forward<T: Real>(
+    plan: &LayerPlan,
+    inputs: &[&[T]],
+    params: &Parameters<T>,
+) -> Result<Vec<T>> {
     let name = &plan.layer.name;
-    let input = inputs[0];
+    check_len(
+        &format!("layer {name}"),
+        "the list of inputs",
+        inputs.len(),
+        plan.sources.len(),
+    )?;
+    let Some(&input) = inputs.first() else {
+        return Err(invalid(&format!("layer {name}"), "reads nothing"));
+    };
     match &plan.layer.kind {
         LayerKind::Conv2d { bias, .. } => {
-            let weight = params.tensor(name, "weight");
+            let weight = params.tensor(name, "weight")?;
             let zeros = vec![T::zero(); plan.output.channels];
             let b = if *bias {
-                params.tensor(name, "bias")
+                params.tensor(name, "bias")?
             } else {
                 &zeros
             };
             conv2d_forward(input, weight, b, &ConvSpec::of(plan).expect("a conv layer"))
         }
         LayerKind::BatchNorm { eps, relu } => {
-            let stats = ["weight", "bias", "running_mean", "running_var"]
+            let [weight, bias, mean, var] = ["weight", "bias", "running_mean", "running_var"]
                 .map(|suffix| params.tensor(name, suffix));
+            let stats = [weight?, bias?, mean?, var?];
             batch_norm_forward(input, plan.input, stats, *eps, *relu)
         }
         LayerKind::Add { relu } => add_forward(inputs, *relu),
@@ -727,14 +928,21 @@ pub fn layer_forward<T: Real>(plan: &LayerPlan, inputs: &[&[T]], params: &Parame
             max_pool_forward(input, &pool_spec(plan).expect("a pooling layer"))
         }
         LayerKind::Linear { relu, .. } => {
-            let (w, b) = params.layer(name);
+            let (w, b) = params.layer(name)?;
             linear_forward(input, plan.batch, w, b, *relu)
         }
     }
 }
 
-/// Runs a whole planned network on the CPU and returns every layer's output, in order.
-pub fn forward<T: Real>(plan: &[LayerPlan], params: &Parameters<T>, input: &[T]) -> Vec<Vec<T>> {
+/// Runs a whole planned network on the CPU and returns every layer's output, in order. Fails
+/// when the plan does not pass [`check_plan`](crate::model::check_plan) or a layer fails (see
+/// [`layer_forward`]), e.g. for an `input` that is not the plan's batch of images.
+pub fn forward<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+) -> Result<Vec<Vec<T>>> {
+    crate::model::check_plan(plan)?;
     let mut outputs: Vec<Vec<T>> = Vec::with_capacity(plan.len());
     for layer in plan {
         let inputs: Vec<&[T]> = layer
@@ -742,24 +950,30 @@ pub fn forward<T: Real>(plan: &[LayerPlan], params: &Parameters<T>, input: &[T])
             .iter()
             .map(|(source, _)| match source {
                 Source::Input => input,
+                // check_plan: every layer reads layers before it.
                 Source::Layer(j) => outputs[*j].as_slice(),
             })
             .collect();
-        let y = layer_forward(layer, &inputs, params);
+        let y = layer_forward(layer, &inputs, params)?;
         outputs.push(y);
     }
-    outputs
+    Ok(outputs)
 }
 
 /// One layer's gradients: of its input (when asked for) and of its parameters.
 #[derive(Clone, Debug, Default)]
 pub struct LayerGrads<T> {
+    /// The gradient of the layer's input, when asked for.
     pub input: Option<Vec<T>>,
+    /// The gradient of its weight (`None` for layers without parameters).
     pub weight: Option<Vec<T>>,
+    /// The gradient of its bias (`None` for layers without parameters).
     pub bias: Option<Vec<T>>,
 }
 
 /// Backward through one layer, given its input, its output and the gradient of its output.
+/// Fails for a layer the backward pass does not handle (see [`LayerPlan::supports_backward`]),
+/// a missing parameter, or lengths that do not fit the plan.
 pub fn layer_backward<T: Real>(
     plan: &LayerPlan,
     input: &[T],
@@ -767,32 +981,40 @@ pub fn layer_backward<T: Real>(
     grad_output: &[T],
     params: &Parameters<T>,
     need_input_grad: bool,
-) -> LayerGrads<T> {
+) -> Result<LayerGrads<T>> {
     let name = &plan.layer.name;
-    let with_params = |(input, weight, bias): (Option<Vec<T>>, Vec<T>, Vec<T>)| LayerGrads {
+    let with_params = |(input, weight, bias): Gradients<T>| LayerGrads {
         input,
         weight: Some(weight),
         bias: Some(bias),
     };
-    match &plan.layer.kind {
-        LayerKind::Conv2d { relu, .. } => {
+    let dy_of = |relu: bool| {
+        check_len(
+            &format!("layer {name}"),
+            "grad_output",
+            grad_output.len(),
+            output.len(),
+        )?;
+        Ok::<_, Error>(if relu {
+            relu_backward(output, grad_output)
+        } else {
+            grad_output.to_vec()
+        })
+    };
+    Ok(match &plan.layer.kind {
+        LayerKind::Conv2d { relu, bias, .. } => {
+            if !*bias {
+                return Err(unsupported_backward(plan));
+            }
             let spec = ConvSpec::of(plan).expect("a conv layer");
-            let dy = if *relu {
-                relu_backward(output, grad_output)
-            } else {
-                grad_output.to_vec()
-            };
-            let (w, _) = params.layer(name);
-            with_params(conv2d_backward(input, w, &dy, &spec, need_input_grad))
+            let dy = dy_of(*relu)?;
+            let (w, _) = params.layer(name)?;
+            with_params(conv2d_backward(input, w, &dy, &spec, need_input_grad)?)
         }
         LayerKind::Linear { relu, .. } => {
-            let dy = if *relu {
-                relu_backward(output, grad_output)
-            } else {
-                grad_output.to_vec()
-            };
-            let (w, _) = params.layer(name);
-            with_params(linear_backward(input, w, &dy, plan.batch, need_input_grad))
+            let dy = dy_of(*relu)?;
+            let (w, _) = params.layer(name)?;
+            with_params(linear_backward(input, w, &dy, plan.batch, need_input_grad)?)
         }
         kind @ LayerKind::Lrn { .. } => LayerGrads {
             input: Some(lrn_backward(
@@ -801,7 +1023,7 @@ pub fn layer_backward<T: Real>(
                 plan.batch,
                 plan.input,
                 &lrn_spec(kind).expect("an LRN layer"),
-            )),
+            )?),
             ..Default::default()
         },
         LayerKind::MaxPool { .. } => LayerGrads {
@@ -809,21 +1031,29 @@ pub fn layer_backward<T: Real>(
                 input,
                 grad_output,
                 &pool_spec(plan).expect("a pooling layer"),
-            )),
+            )?),
             ..Default::default()
         },
         LayerKind::BatchNorm { .. }
         | LayerKind::Add { .. }
         | LayerKind::AdaptiveAvgPool { .. }
-        | LayerKind::Concat => {
-            unreachable!("backward runs only where Network::supports_backward")
-        }
-    }
+        | LayerKind::Concat => return Err(unsupported_backward(plan)),
+    })
+}
+
+/// The error for a backward pass through a layer it does not handle.
+fn unsupported_backward(plan: &LayerPlan) -> Error {
+    Error::InvalidArgument(format!(
+        "layer {}: the backward pass is implemented for chains of convolutions with bias, LRN, \
+         max pooling and fully connected layers",
+        plan.layer.name
+    ))
 }
 
 /// The gradients of `l2_loss(last output)` with respect to every parameter tensor, named as in
 /// the weights file and in its layouts, in the network's order. `outputs` are the forward
-/// pass's layer outputs. For the networks that [`supports_backward`] (chains).
+/// pass's layer outputs. For the networks that [`supports_backward`] (chains); fails for the
+/// others, or when `outputs` are not one per layer.
 ///
 /// [`supports_backward`]: crate::model::Network::supports_backward
 pub fn backward<T: Real>(
@@ -831,12 +1061,19 @@ pub fn backward<T: Real>(
     params: &Parameters<T>,
     input: &[T],
     outputs: &[Vec<T>],
-) -> Vec<(String, Vec<T>)> {
+) -> Result<Vec<(String, Vec<T>)>> {
+    if let Some(layer) = plan.iter().find(|l| !l.supports_backward()) {
+        return Err(unsupported_backward(layer));
+    }
+    check_len("backward", "the list of outputs", outputs.len(), plan.len())?;
+    let Some(last) = outputs.last() else {
+        return Err(invalid("backward", "the plan has no layers"));
+    };
     let mut grads = Vec::new();
-    let mut grad = outputs.last().expect("a network has layers").clone();
+    let mut grad = last.clone();
     for (i, layer) in plan.iter().enumerate().rev() {
         let x = if i == 0 { input } else { &outputs[i - 1] };
-        let g = layer_backward(layer, x, &outputs[i], &grad, params, i > 0);
+        let g = layer_backward(layer, x, &outputs[i], &grad, params, i > 0)?;
         let name = &layer.layer.name;
         if let (Some(w), Some(b)) = (g.weight, g.bias) {
             grads.push((format!("{name}.bias"), b));
@@ -847,5 +1084,256 @@ pub fn backward<T: Real>(
         }
     }
     grads.reverse();
-    grads
+    Ok(grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Layer, Network, Padding};
+
+    fn dims(channels: usize, height: usize, width: usize) -> Dims {
+        Dims {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    fn invalid<T: Debug>(result: Result<T>) -> String {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        err.to_string()
+    }
+
+    fn conv_spec(groups: usize) -> ConvSpec {
+        ConvSpec {
+            batch: 1,
+            input: dims(2, 3, 3),
+            output: dims(2, 3, 3),
+            window: Window::square(3, 1, Padding::Same),
+            pad: Pad {
+                top: 1,
+                bottom: 1,
+                left: 1,
+                right: 1,
+            },
+            groups,
+            relu: false,
+        }
+    }
+
+    #[test]
+    fn conv2d_refuses_lengths_and_groups_that_do_not_fit() {
+        let spec = conv_spec(1);
+        let (x, w, b) = (vec![1.0f32; 18], vec![0.5; 36], vec![0.0; 2]);
+        assert_eq!(conv2d_forward(&x, &w, &b, &spec).unwrap().len(), 18);
+        assert!(invalid(conv2d_forward(&x[1..], &w, &b, &spec)).contains("input holds 17"));
+        invalid(conv2d_forward(&x, &w[1..], &b, &spec));
+        invalid(conv2d_forward(&x, &w, &b[1..], &spec));
+        invalid(conv2d_forward(&x, &w, &b, &conv_spec(0)));
+        invalid(conv2d_forward(&x, &w, &b, &conv_spec(3)));
+        let dy = vec![1.0f32; 18];
+        assert!(conv2d_backward(&x, &w, &dy, &spec, true).is_ok());
+        invalid(conv2d_backward(&x, &w, &dy[1..], &spec, true));
+        invalid(conv2d_backward(&x, &w[1..], &dy, &spec, true));
+        invalid(conv2d_backward(&x, &w, &dy, &conv_spec(0), true));
+    }
+
+    #[test]
+    fn lrn_refuses_lengths_and_groups_that_do_not_fit() {
+        let spec = |groups| LrnSpec {
+            depth_radius: 2,
+            bias: 1.0,
+            alpha: 1e-4,
+            beta: 0.75,
+            groups,
+        };
+        let x = vec![1.0f64; 2 * 4 * 2];
+        assert!(lrn_forward(&x, 2, dims(4, 2, 1), &spec(2)).is_ok());
+        invalid(lrn_forward(&x, 3, dims(4, 2, 1), &spec(1)));
+        invalid(lrn_forward(&x, 2, dims(4, 2, 1), &spec(0)));
+        invalid(lrn_forward(&x, 2, dims(4, 2, 1), &spec(3)));
+        assert!(lrn_backward(&x, &x, 2, dims(4, 2, 1), &spec(1)).is_ok());
+        invalid(lrn_backward(&x, &x[1..], 2, dims(4, 2, 1), &spec(1)));
+        invalid(lrn_backward(&x, &x, 2, dims(4, 2, 1), &spec(0)));
+    }
+
+    #[test]
+    fn max_pool_refuses_lengths_and_windows_without_input() {
+        let spec = |input: Dims, output: Dims, pad: Pad| PoolSpec {
+            batch: 1,
+            input,
+            output,
+            window: Window::square(2, 2, Padding::Valid),
+            pad,
+        };
+        let good = spec(dims(1, 4, 4), dims(1, 2, 2), Pad::default());
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        assert_eq!(max_pool_forward(&x, &good).unwrap(), [5.0, 7.0, 13.0, 15.0]);
+        invalid(max_pool_forward(&x[1..], &good));
+        // Padding as large as the window: the first window holds padding only.
+        let padded = Pad {
+            top: 2,
+            ..Pad::default()
+        };
+        invalid(max_pool_forward(
+            &x,
+            &spec(dims(1, 4, 4), dims(1, 2, 2), padded),
+        ));
+        // More outputs than windows that reach the input.
+        invalid(max_pool_forward(
+            &x,
+            &spec(dims(1, 4, 4), dims(1, 3, 2), Pad::default()),
+        ));
+        invalid(max_pool_forward::<f32>(
+            &[],
+            &spec(dims(1, 0, 0), dims(1, 0, 0), Pad::default()),
+        ));
+        invalid(max_pool_forward(
+            &x,
+            &spec(dims(1, 4, 4), dims(2, 2, 2), Pad::default()),
+        ));
+        assert!(max_pool_backward(&x, &[1.0; 4], &good).is_ok());
+        invalid(max_pool_backward(&x, &[1.0; 3], &good));
+    }
+
+    #[test]
+    fn linear_refuses_rows_and_weights_that_do_not_fit() {
+        let (x, w, b) = (vec![1.0f32; 6], vec![1.0; 6], vec![0.0; 2]);
+        assert_eq!(linear_forward(&x, 2, &w, &b, true).unwrap(), [3.0; 4]);
+        invalid(linear_forward(&x, 0, &w, &b, true));
+        invalid(linear_forward(&x, 4, &w, &b, true));
+        invalid(linear_forward(&x, 2, &w[1..], &b, true));
+        let dy = vec![1.0f32; 4];
+        assert!(linear_backward(&x, &w, &dy, 2, true).is_ok());
+        invalid(linear_backward(&x, &w, &dy, 0, true));
+        invalid(linear_backward(&x, &w, &dy[1..], 2, true));
+        invalid(linear_backward(&x, &w[1..], &dy, 2, true));
+    }
+
+    #[test]
+    fn batch_norm_add_pool_and_concat_refuse_lengths_that_do_not_fit() {
+        let x = vec![1.0f32; 8];
+        let stat = [1.0f32; 2];
+        let stats = [&stat[..]; 4];
+        assert!(batch_norm_forward(&x, dims(2, 2, 1), stats, 1e-5, false).is_ok());
+        invalid(batch_norm_forward(
+            &x[1..],
+            dims(2, 2, 1),
+            stats,
+            1e-5,
+            false,
+        ));
+        invalid(batch_norm_forward(&x, dims(2, 0, 1), stats, 1e-5, false));
+        let short = [&stat[..], &stat[..], &stat[..1], &stat[..]];
+        invalid(batch_norm_forward(&x, dims(2, 2, 1), short, 1e-5, false));
+
+        assert_eq!(add_forward(&[&x[..2], &x[2..4]], false).unwrap(), [2.0; 2]);
+        invalid(add_forward::<f32>(&[], false));
+        invalid(add_forward(&[&x[..2], &x[2..5]], false));
+
+        assert!(adaptive_avg_pool_forward(&x, dims(2, 2, 2), dims(2, 1, 1)).is_ok());
+        invalid(adaptive_avg_pool_forward(&x, dims(2, 2, 2), dims(2, 0, 1)));
+        invalid(adaptive_avg_pool_forward(&x, dims(2, 0, 2), dims(2, 1, 1)));
+        invalid(adaptive_avg_pool_forward(&x, dims(2, 2, 2), dims(3, 1, 1)));
+        invalid(adaptive_avg_pool_forward(
+            &x[1..],
+            dims(2, 2, 2),
+            dims(2, 1, 1),
+        ));
+
+        assert_eq!(
+            concat_forward(&[&x[..2], &x[..4]], &[1, 2], 2)
+                .unwrap()
+                .len(),
+            6
+        );
+        invalid(concat_forward(&[&x[..2], &x[..4]], &[1], 2));
+        invalid(concat_forward(&[&x[..2], &x[..3]], &[1, 2], 2));
+    }
+
+    fn network() -> (Network, Vec<LayerPlan>, Parameters<f64>) {
+        let layers = vec![
+            Layer::new(
+                "conv1",
+                LayerKind::Conv2d {
+                    out_channels: 2,
+                    window: Window::square(3, 1, Padding::Same),
+                    groups: 1,
+                    relu: true,
+                    bias: true,
+                },
+            ),
+            Layer::new(
+                "fc1",
+                LayerKind::Linear {
+                    out_features: 3,
+                    relu: false,
+                },
+            ),
+        ];
+        let network = Network::new("small", dims(2, 3, 3), layers);
+        let plan = network.plan(2).unwrap();
+        let weights = Weights::init(&network, 5).unwrap();
+        (network, plan, Parameters::from_weights(&weights))
+    }
+
+    #[test]
+    fn parameters_refuse_a_missing_tensor_or_a_new_length() {
+        let (_, _, mut params) = network();
+        params.set("fc1.bias", vec![0.0; 3]).unwrap();
+        assert_eq!(params.get("fc1.bias").unwrap(), [0.0; 3]);
+        assert!(invalid(params.set("fc9.bias", vec![0.0; 3])).contains("fc9.bias"));
+        invalid(params.set("fc1.bias", vec![0.0; 4]));
+        assert_eq!(params.get("fc1.bias").unwrap(), [0.0; 3]);
+        assert_eq!(params.layer("fc1").unwrap().1.len(), 3);
+        assert!(invalid(params.layer("fc9")).contains("fc9.weight"));
+    }
+
+    #[test]
+    fn layers_refuse_inputs_parameters_and_kinds_that_do_not_fit() {
+        let (_, plan, params) = network();
+        let x = vec![0.5f64; 2 * 18];
+        let y = layer_forward(&plan[0], &[&x], &params).unwrap();
+        invalid(layer_forward(&plan[0], &[], &params));
+        invalid(layer_forward(&plan[0], &[&x, &x], &params));
+        invalid(layer_forward(&plan[0], &[&x[1..]], &params));
+        let empty = Parameters::<f64> {
+            tensors: Vec::new(),
+        };
+        assert!(invalid(layer_forward(&plan[0], &[&x], &empty)).contains("conv1.weight"));
+
+        assert!(layer_backward(&plan[0], &x, &y, &y, &params, true).is_ok());
+        invalid(layer_backward(&plan[0], &x, &y, &y[1..], &params, true));
+        invalid(layer_backward(&plan[0], &x, &y, &y, &empty, true));
+        let mut norm = plan[0].clone();
+        norm.layer.kind = LayerKind::BatchNorm {
+            eps: 1e-5,
+            relu: false,
+        };
+        assert!(invalid(layer_backward(&norm, &x, &x, &x, &params, true)).contains("backward"));
+    }
+
+    #[test]
+    fn forward_and_backward_refuse_inputs_and_plans_that_do_not_fit() {
+        let (network, plan, params) = network();
+        let x = vec![0.5f64; 2 * 18];
+        let outputs = forward(&plan, &params, &x).unwrap();
+        assert_eq!(backward(&plan, &params, &x, &outputs).unwrap().len(), 4);
+        invalid(forward(&plan, &params, &x[1..]));
+        invalid(forward(&[], &params, &x));
+        invalid(backward(&plan, &params, &x, &outputs[1..]));
+        invalid(backward(&[], &params, &x, &[]));
+        let mut unsupported = network;
+        unsupported.layers.push(Layer::new(
+            "norm",
+            LayerKind::BatchNorm {
+                eps: 1e-5,
+                relu: false,
+            },
+        ));
+        let plan = unsupported.plan(2).unwrap();
+        invalid(backward(&plan, &params, &x, &outputs));
+    }
 }
