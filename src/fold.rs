@@ -11,15 +11,15 @@
 //! did; `convnet check` compares it with the reference's batch norm output of that name. The
 //! products are formed in f64 and rounded once.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Layer, LayerKind, Network, INPUT};
 use crate::weights::{Tensor, Weights};
 
 /// The network with every batch norm that directly follows a convolution (read by nothing else,
 /// without ReLU) folded into it, and its weights folded to match. A network without batch norm
-/// comes back unchanged.
+/// comes back unchanged. Fails when the network does not plan or `weights` do not fit it.
 pub fn fold_batch_norm(network: &Network, weights: &Weights) -> Result<(Network, Weights)> {
-    network.plan(1)?;
+    weights.check_against(&network.plan(1)?)?;
     let layers = explicit_inputs(&network.layers);
     let foldable: Vec<Option<usize>> = (0..layers.len()).map(|i| folded_conv(&layers, i)).collect();
     if foldable.iter().all(Option::is_none) {
@@ -34,7 +34,7 @@ pub fn fold_batch_norm(network: &Network, weights: &Weights) -> Result<(Network,
         }
         match foldable[i] {
             Some(conv) => {
-                let (fused, fused_tensors) = fuse(&layers[conv], layer, weights);
+                let (fused, fused_tensors) = fuse(&layers[conv], layer, weights)?;
                 folded_layers.push(fused);
                 tensors.extend(fused_tensors);
             }
@@ -90,7 +90,8 @@ fn folded_conv(layers: &[Layer], index: usize) -> Option<usize> {
 }
 
 /// The convolution with the batch norm folded in, under the batch norm's name, and its tensors.
-fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, Tensor)>) {
+/// `weights` have been checked against the network, so every tensor has its layer's shape.
+fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> Result<(Layer, Vec<(String, Tensor)>)> {
     let (
         LayerKind::Conv2d {
             out_channels,
@@ -102,16 +103,19 @@ fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, T
         LayerKind::BatchNorm { eps, relu },
     ) = (&conv.kind, &norm.kind)
     else {
-        unreachable!("folded_conv pairs a convolution with a batch norm")
+        return Err(Error::Internal(format!(
+            "{} and {} are not a convolution and a batch norm to fold",
+            conv.name, norm.name
+        )));
     };
-    let get = |layer: &Layer, suffix: &str| -> Vec<f64> {
-        let values = weights.tensor(&layer.name, suffix);
-        values.iter().map(|&v| f64::from(v)).collect()
+    let get = |layer: &Layer, suffix: &str| -> Result<Vec<f64>> {
+        let values = weights.tensor(&layer.name, suffix)?;
+        Ok(values.iter().map(|&v| f64::from(v)).collect())
     };
-    let (gamma, beta) = (get(norm, "weight"), get(norm, "bias"));
-    let (mean, var) = (get(norm, "running_mean"), get(norm, "running_var"));
+    let (gamma, beta) = (get(norm, "weight")?, get(norm, "bias")?);
+    let (mean, var) = (get(norm, "running_mean")?, get(norm, "running_var")?);
     let conv_bias = if *bias {
-        get(conv, "bias")
+        get(conv, "bias")?
     } else {
         vec![0.0; *out_channels]
     };
@@ -120,7 +124,7 @@ fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, T
         .collect();
     let weight = weights
         .get(&format!("{}.weight", conv.name))
-        .expect("a convolution has a weight");
+        .ok_or_else(|| Error::Internal(format!("{}: no weight to fold into", conv.name)))?;
     let per_output = weight.data.len() / out_channels;
     let folded_weight = weight
         .data
@@ -158,5 +162,54 @@ fn fuse(conv: &Layer, norm: &Layer, weights: &Weights) -> (Layer, Vec<(String, T
             },
         ),
     ];
-    (layer, tensors)
+    Ok((layer, tensors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::model::{Dims, Padding, Window};
+
+    fn conv_norm(out_channels: usize) -> Network {
+        let conv = LayerKind::Conv2d {
+            out_channels,
+            window: Window::square(3, 1, Padding::Same),
+            groups: 1,
+            relu: false,
+            bias: false,
+        };
+        let norm = LayerKind::BatchNorm {
+            eps: 1e-5,
+            relu: true,
+        };
+        let input = Dims {
+            channels: 2,
+            height: 3,
+            width: 3,
+        };
+        Network::new(
+            "conv-norm",
+            input,
+            vec![Layer::new("conv", conv), Layer::new("bn", norm)],
+        )
+    }
+
+    #[test]
+    fn fold_batch_norm_refuses_weights_of_another_network() {
+        let network = conv_norm(2);
+        let weights = Weights::init(&network, 1).unwrap();
+        let (folded, folded_weights) = fold_batch_norm(&network, &weights).unwrap();
+        assert_eq!(folded.layers.len(), 1);
+        assert_eq!(folded_weights.tensor("bn", "bias").unwrap().len(), 2);
+        let other = Weights::init(&conv_norm(4), 1).unwrap();
+        let err = fold_batch_norm(&network, &other).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let mut missing = weights;
+        missing.get_mut("bn.running_var").unwrap().data.clear();
+        assert!(fold_batch_norm(&network, &missing)
+            .unwrap_err()
+            .to_string()
+            .contains("bn.running_var"));
+    }
 }

@@ -81,9 +81,13 @@ enum Role {
 
 /// The tensors a network's weights file holds, in order: name, shape, role.
 fn expected_shapes(network: &Network) -> Result<Vec<(String, Vec<usize>, Role)>> {
-    let plan = network.plan(1)?;
+    plan_shapes(&network.plan(1)?)
+}
+
+/// The tensors a plan's layers read, in order: name, shape, role.
+fn plan_shapes(plan: &[LayerPlan]) -> Result<Vec<(String, Vec<usize>, Role)>> {
     let mut expected = Vec::new();
-    for layer in &plan {
+    for layer in plan {
         let shapes = layer
             .parameter_shapes()
             .into_iter()
@@ -100,7 +104,12 @@ fn expected_shapes(network: &Network) -> Result<Vec<(String, Vec<usize>, Role)>>
                 (LayerKind::BatchNorm { .. }, 1) => Role::NormBias,
                 (LayerKind::BatchNorm { .. }, 2) => Role::NormMean,
                 (LayerKind::BatchNorm { .. }, _) => Role::NormVariance,
-                _ => unreachable!("only convolutions, linear layers and batch norms have tensors"),
+                (kind, _) => {
+                    return Err(Error::Internal(format!(
+                        "layer {}: a {kind:?} layer has a tensor {name}",
+                        layer.layer.name
+                    )))
+                }
             };
             expected.push((name, shape, role));
         }
@@ -170,19 +179,37 @@ impl Weights {
             .map(|(_, t)| t)
     }
 
-    /// The values of tensor `{layer}.{suffix}`. Panics if there is none: a `Weights` is built
-    /// for its network, so asking for a tensor the network lacks is a bug, not bad input.
-    pub fn tensor(&self, layer: &str, suffix: &str) -> &[f32] {
+    /// The values of tensor `{layer}.{suffix}`, or an error naming it when there is none.
+    pub fn tensor(&self, layer: &str, suffix: &str) -> Result<&[f32]> {
         let name = format!("{layer}.{suffix}");
-        &self
-            .get(&name)
-            .unwrap_or_else(|| panic!("no tensor {name}"))
-            .data
+        self.get(&name)
+            .map(|t| t.data.as_slice())
+            .ok_or_else(|| Error::InvalidArgument(format!("the weights hold no tensor {name}")))
+    }
+
+    /// Checks that these weights hold every tensor `plan`'s layers read, with the shape they
+    /// expect and as many values as the shape says. Tensors the plan does not read are allowed.
+    pub fn check_against(&self, plan: &[LayerPlan]) -> Result<()> {
+        for (name, shape, _) in plan_shapes(plan)? {
+            let tensor = self.get(&name).ok_or_else(|| {
+                Error::InvalidArgument(format!("the weights hold no tensor {name}"))
+            })?;
+            if tensor.shape != shape || tensor.data.len() != shape.iter().product::<usize>() {
+                return Err(Error::InvalidArgument(format!(
+                    "tensor {name} has shape {:?} and {} values, the layer expects shape {shape:?}",
+                    tensor.shape,
+                    tensor.data.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The parameters of `part`, a piece of this weights' network on one device: every tensor
     /// whose first dimension `part` halves contributes rows `device * half .. (device + 1) * half`
-    /// (a tower's output channels or features), the others come whole.
+    /// (a tower's output channels or features), the others come whole. Fails, naming the tensor,
+    /// where a tensor is missing, its other dimensions differ from `part`'s, or `device`'s rows
+    /// lie past its end.
     pub fn slice_for(&self, part: &Network, device: usize) -> Result<Weights> {
         let tensors = expected_shapes(part)?
             .into_iter()
@@ -190,14 +217,35 @@ impl Weights {
                 let full = self.get(&name).ok_or_else(|| {
                     Error::InvalidArgument(format!("no tensor {name} to slice for {}", part.name))
                 })?;
-                let row = full.data.len() / full.shape[0];
-                let rows = shape[0];
-                let start = if rows == full.shape[0] {
-                    0
-                } else {
-                    device * rows
+                let bad = || {
+                    Error::InvalidArgument(format!(
+                        "tensor {name} of shape {:?} ({} values) holds no device {device}'s \
+                         slice of shape {shape:?} for {}",
+                        full.shape,
+                        full.data.len(),
+                        part.name
+                    ))
                 };
-                let data = full.data[start * row..(start + rows) * row].to_vec();
+                let (Some(&full_rows), Some(&rows)) = (full.shape.first(), shape.first()) else {
+                    return Err(bad());
+                };
+                let row: usize = shape[1..].iter().product();
+                let start = if rows == full_rows {
+                    Some(0)
+                } else {
+                    device.checked_mul(rows)
+                };
+                let end = start.and_then(|s| s.checked_add(rows));
+                let (Some(start), Some(end)) = (start, end) else {
+                    return Err(bad());
+                };
+                let fits = full.shape[1..] == shape[1..]
+                    && full.data.len() == full_rows * row
+                    && end <= full_rows;
+                if !fits {
+                    return Err(bad());
+                }
+                let data = full.data[start * row..end * row].to_vec();
                 Ok((name, Tensor { shape, data }))
             })
             .collect::<Result<_>>()?;
@@ -294,8 +342,12 @@ impl Weights {
 
 /// Random input images for a plan, as the post's benchmark feeds them: `[batch, C, H, W]`,
 /// normal with stddev 0.1, reproducible from the random `seed`.
+///
+/// An empty plan has no input, and gets none.
 pub fn random_input(plan: &[LayerPlan], seed: u64) -> Vec<f32> {
-    let first = &plan[0];
+    let Some(first) = plan.first() else {
+        return Vec::new();
+    };
     let mut rng = rng(seed, INPUT_STREAM);
     (0..first.batch * first.input.len())
         .map(|_| {
@@ -328,4 +380,107 @@ pub fn load_input(path: &Path, network: &Network) -> Result<(usize, Vec<f32>)> {
         ));
     }
     Ok((array.shape[0], array.data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Dims, Layer, Padding, Towers, Window};
+
+    /// A convolution split over two devices, then a linear layer on the first.
+    fn two_device_network() -> Network {
+        let input = Dims {
+            channels: 2,
+            height: 4,
+            width: 4,
+        };
+        let conv = LayerKind::Conv2d {
+            out_channels: 4,
+            window: Window::square(3, 1, Padding::Same),
+            groups: 1,
+            relu: true,
+            bias: true,
+        };
+        let linear = LayerKind::Linear {
+            out_features: 3,
+            relu: false,
+        };
+        let mut network = Network::new(
+            "pair",
+            input,
+            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
+        );
+        network.towers = Some(Towers {
+            exchange_before: vec![1],
+            unsplit_from: 1,
+        });
+        network
+    }
+
+    #[test]
+    fn tensor_names_a_missing_tensor() {
+        let weights = Weights::init(&two_device_network(), 1).unwrap();
+        assert_eq!(weights.tensor("conv1", "bias").unwrap().len(), 4);
+        let err = weights.tensor("conv9", "weight").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("conv9.weight"), "{err}");
+    }
+
+    #[test]
+    fn check_against_names_a_missing_or_misshapen_tensor() {
+        let network = two_device_network();
+        let plan = network.plan(1).unwrap();
+        let mut weights = Weights::init(&network, 1).unwrap();
+        weights.check_against(&plan).unwrap();
+        weights.get_mut("fc1.bias").unwrap().data.pop();
+        let err = weights.check_against(&plan).unwrap_err();
+        assert!(err.to_string().contains("fc1.bias"), "{err}");
+        let other = Weights::init(
+            &crate::model::by_name("vgg11")
+                .unwrap()
+                .whole(
+                    &crate::model::Segment {
+                        layers: 0..1,
+                        split: false,
+                    },
+                    network.input,
+                )
+                .unwrap(),
+            1,
+        )
+        .unwrap();
+        let err = other.check_against(&plan).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn slice_for_refuses_a_device_past_the_halves_and_foreign_weights() {
+        let network = two_device_network();
+        let segments = network.towers.as_ref().unwrap().segments(2).unwrap();
+        let part = network.tower(&segments[0], network.input).unwrap();
+        let weights = Weights::init(&network, 1).unwrap();
+        let second = weights.slice_for(&part, 1).unwrap();
+        assert_eq!(
+            second.tensor("conv1", "bias").unwrap(),
+            &weights.tensor("conv1", "bias").unwrap()[2..]
+        );
+        for device in [2, usize::MAX] {
+            let err = weights.slice_for(&part, device).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(err.to_string().contains("conv1.weight"), "{err}");
+        }
+        let mut misshapen = weights.clone();
+        misshapen.get_mut("conv1.weight").unwrap().shape = vec![4, 2, 3, 2];
+        assert!(misshapen.slice_for(&part, 0).is_err());
+        let mut empty = weights;
+        empty.get_mut("conv1.weight").unwrap().shape = Vec::new();
+        assert!(empty.slice_for(&part, 0).is_err());
+    }
+
+    #[test]
+    fn random_input_of_an_empty_plan_is_empty() {
+        assert!(random_input(&[], 1).is_empty());
+        let plan = two_device_network().plan(3).unwrap();
+        assert_eq!(random_input(&plan, 1).len(), 3 * 2 * 4 * 4);
+    }
 }

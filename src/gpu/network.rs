@@ -221,11 +221,22 @@ impl<'a> GpuNetwork<'a> {
         crate::gpu::profile::profile(self.ctx, prelude, gradients.dispatches())
     }
 
-    /// Reads back layer `index`'s output (`[N, C, H, W]`, or `[N, features]`).
+    /// Reads back layer `index`'s output (`[N, C, H, W]`, or `[N, features]`). Fails for an
+    /// index past the last layer.
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
-        let layer = &self.plan[index];
+        let layer = self.layer(index)?;
         self.ctx
             .read_f32(&self.outputs[index], layer.batch * layer.output.len())
+    }
+
+    /// Layer `index` of the plan, or an error naming the plan's length.
+    fn layer(&self, index: usize) -> Result<&LayerPlan> {
+        self.plan.get(index).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no layer {index}: the network has {} layers",
+                self.plan.len()
+            ))
+        })
     }
 
     /// Reads back the last layer's output: the logits.
@@ -236,7 +247,7 @@ impl<'a> GpuNetwork<'a> {
     /// Reads back the gradient of `l2_loss` with respect to layer `index`'s output, after a
     /// backward pass (for the last layer: the logits themselves).
     pub fn read_output_gradient(&self, index: usize) -> Result<Vec<f32>> {
-        let layer = &self.plan[index];
+        let layer = self.layer(index)?;
         let gradients = self.gradients_or_err()?;
         self.ctx
             .read_f32(&gradients.outputs[index], layer.batch * layer.output.len())
@@ -307,6 +318,8 @@ fn build<'a>(
     weights: &Weights,
     gradients: Option<(OutputGradient, bool)>,
 ) -> Result<GpuNetwork<'a>> {
+    crate::model::check_plan(plan)?;
+    weights.check_against(plan)?;
     let mut b = Builder::new(ctx);
     let first = plan
         .first()
@@ -438,5 +451,94 @@ fn forward_dispatches(
             "layer {}: parameters exist exactly for conv, linear and batch norm layers",
             layer.layer.name
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{AdapterChoice, TwoDeviceNetwork};
+    use crate::model::{Dims, Layer, Network, Padding, Towers, Window};
+
+    /// The default adapter, or `None` where CONVNET_SKIP_GPU_TESTS=1 (as for the GPU tests).
+    fn context() -> Option<GpuContext> {
+        if std::env::var("CONVNET_SKIP_GPU_TESTS").is_ok_and(|v| v == "1") {
+            return None;
+        }
+        let ctx = GpuContext::new(&AdapterChoice::default());
+        Some(ctx.expect("a GPU adapter; set CONVNET_SKIP_GPU_TESTS=1 to skip the GPU tests"))
+    }
+
+    /// A convolution split over two devices, then a linear layer on the first.
+    fn network(out_channels: usize) -> Network {
+        let conv = LayerKind::Conv2d {
+            out_channels,
+            window: Window::square(3, 1, Padding::Same),
+            groups: 1,
+            relu: true,
+            bias: true,
+        };
+        let linear = LayerKind::Linear {
+            out_features: 3,
+            relu: false,
+        };
+        let input = Dims {
+            channels: 2,
+            height: 3,
+            width: 3,
+        };
+        let mut network = Network::new(
+            "pair",
+            input,
+            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
+        );
+        network.towers = Some(Towers {
+            exchange_before: vec![1],
+            unsplit_from: 1,
+        });
+        network
+    }
+
+    fn invalid<T>(result: Result<T>) -> String {
+        match result {
+            Err(err @ Error::InvalidArgument(_)) => err.to_string(),
+            Err(err) => panic!("not an invalid argument: {err}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn a_network_refuses_weights_that_do_not_fit_and_layers_past_its_end() {
+        let Some(ctx) = context() else { return };
+        let network = network(4);
+        let plan = network.plan(2).unwrap();
+        let weights = Weights::init(&network, 1).unwrap();
+        let other = Weights::init(&self::network(2), 1).unwrap();
+        assert!(invalid(GpuNetwork::new(&ctx, &plan, &other)).contains("conv1.weight"));
+        invalid(GpuNetwork::new(&ctx, &[], &weights));
+        let mut hand_made = plan.clone();
+        hand_made[0].sources[0].0 = Source::Layer(1);
+        invalid(GpuNetwork::new(&ctx, &hand_made, &weights));
+
+        let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
+        assert_eq!(net.read_layer(1).unwrap().len(), 2 * 3);
+        assert!(invalid(net.read_layer(2)).contains("no layer 2"));
+        invalid(net.read_output_gradient(usize::MAX));
+    }
+
+    #[test]
+    fn a_two_device_network_refuses_a_bad_layout_and_layers_past_its_end() {
+        let Some(ctx) = context() else { return };
+        let network = network(4);
+        let weights = Weights::init(&network, 1).unwrap();
+        let two = TwoDeviceNetwork::new([&ctx, &ctx], &network, 2, &weights).unwrap();
+        assert_eq!(two.read_layer(0).unwrap().len(), 2 * 4 * 9);
+        assert!(invalid(two.read_layer(2)).contains("no layer 2"));
+        let mut unordered = network;
+        unordered.towers = Some(Towers {
+            exchange_before: vec![1, 0],
+            unsplit_from: 1,
+        });
+        invalid(TwoDeviceNetwork::new([&ctx, &ctx], &unordered, 2, &weights));
     }
 }

@@ -165,7 +165,11 @@ pub(crate) fn upload(
             out_channels,
             groups,
             ..
-        } => Packing::conv(*out_channels, *groups, weights.tensor(name, "weight").len()),
+        } => Packing::conv(
+            *out_channels,
+            *groups,
+            weights.tensor(name, "weight")?.len(),
+        ),
         LayerKind::Linear { out_features, .. } => {
             let depth = layer.input.len();
             // Columns per slice: as many as one storage binding holds, in whole register blocks.
@@ -190,11 +194,10 @@ pub(crate) fn upload(
         }
         LayerKind::BatchNorm { .. } => {
             // One buffer of the four per-channel vectors; it takes the weight's place.
-            let stats: Vec<f32> = ["weight", "bias", "running_mean", "running_var"]
-                .iter()
-                .flat_map(|suffix| weights.tensor(name, suffix))
-                .copied()
-                .collect();
+            let mut stats: Vec<f32> = Vec::new();
+            for suffix in ["weight", "bias", "running_mean", "running_var"] {
+                stats.extend_from_slice(weights.tensor(name, suffix)?);
+            }
             return Ok(Some(LayerParams {
                 layer: index,
                 packing: Packing::Norm,
@@ -208,7 +211,7 @@ pub(crate) fn upload(
         | LayerKind::AdaptiveAvgPool { .. }
         | LayerKind::Concat => return Ok(None),
     };
-    let weight = weights.tensor(name, "weight");
+    let weight = weights.tensor(name, "weight")?;
     let mut buffers = Vec::new();
     for (i, packed) in packing.pack(weight).iter().enumerate() {
         b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
