@@ -37,6 +37,7 @@ pub const GRADIENT_TOLERANCE: f32 = 1e-4;
 /// How far one tensor is from its reference.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Deviation {
+    /// The tensor's name: a layer's, a parameter's, or `logits`.
     pub name: String,
     /// max |value - reference|
     pub max_abs: f32,

@@ -19,19 +19,30 @@ pub enum Error {
     Adapter(String),
 
     /// A file that cannot be read, parsed or written, or whose contents do not fit the network.
-    File { path: PathBuf, message: String },
+    File {
+        /// The file, as the caller named it.
+        path: PathBuf,
+        /// What is wrong with it, one line.
+        message: String,
+    },
 
     /// A tensor or dispatch larger than the adapter allows.
     TooLarge {
+        /// What does not fit (a batch, a layer's weight, a launch).
         what: String,
+        /// The adapter's name.
         adapter: String,
+        /// The sizes involved and the limit, and what would fit where that can be said.
         detail: String,
     },
 
     /// A wgpu validation, out-of-memory or internal error, or a lost device.
     Gpu {
+        /// The adapter's name.
         adapter: String,
+        /// What the program was doing (network setup, a forward pass, a readback).
         during: String,
+        /// wgpu's message, joined into one line.
         message: String,
     },
 

@@ -5,16 +5,16 @@
 //!   GPUs; [`table`] turns one into the table that the 2017 blog post the project reproduces
 //!   gives for AlexNet (docs/networks.md, 'The seed'), and [`fold`] folds batch norms into the
 //!   convolutions before them for inference;
-//! - [`reference`] is the CPU reference of every op, plain loops (and a GEMM crate for the matrix
-//!   products), against which every GPU result is checked;
+//! - [`reference`](mod@reference) is the CPU reference of every op, plain loops (and a GEMM
+//!   crate for the matrix products), against which every GPU result is checked;
 //! - [`gpu`] owns the adapter, device and queue ([`gpu::GpuContext`]), the compiled kernels and the
 //!   execution of a network on them: forward, backward and SGD on one device
 //!   ([`gpu::GpuNetwork`], [`gpu::Sgd`]), or a two-device layout split over two
 //!   ([`gpu::TwoDeviceNetwork`]);
 //! - [`weights`], [`npy`] and [`files`] read and write the file formats (safetensors weights,
 //!   `.npy` tensors) with one-line errors and no half-written outputs;
-//! - [`bench`] and [`check`] are the two jobs the command line runs on top of all that, and
-//!   [`chart`] draws a profile.
+//! - [`bench`](mod@bench) and [`check`] are the two jobs the command line runs on top of all
+//!   that, and [`chart`] draws a profile.
 //!
 //! ```no_run
 //! use convnet_wgpu::{gpu, model, weights};
@@ -29,6 +29,8 @@
 //! let logits = net.read_output()?;
 //! # Ok::<(), convnet_wgpu::Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 #[cfg(target_endian = "big")]
 compile_error!("the file formats are little-endian and are read by reinterpreting bytes");

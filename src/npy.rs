@@ -15,7 +15,9 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// An f32 array read from a `.npy` file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array {
+    /// The dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The values in C order: `shape`'s product of them.
     pub data: Vec<f32>,
 }
 
@@ -104,7 +106,7 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
 
 /// Encodes an f32 C-order array as `.npy` bytes: version 1.0, or 2.0 for a header longer than
 /// version 1.0 can say (thousands of dimensions). `data` should hold the shape's number of values;
-/// [`write`] checks that it does.
+/// [`write()`] checks that it does.
 pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let tuple = if dims.len() == 1 {

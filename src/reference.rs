@@ -167,12 +167,19 @@ fn matmul<T: Real>(a: &Mat<T>, b: &Mat<T>, c: &mut [T], accumulate: bool) {
 /// What a convolution needs to know besides its tensors.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvSpec {
+    /// Images in the batch.
     pub batch: usize,
+    /// Input dimensions per image.
     pub input: Dims,
+    /// Output dimensions per image.
     pub output: Dims,
+    /// Kernel size and stride (its padding rule is already resolved into `pad`).
     pub window: Window,
+    /// Padding of each side.
     pub pad: Pad,
+    /// Channel groups; they must divide both channel counts.
     pub groups: usize,
+    /// ReLU applied to the output.
     pub relu: bool,
 }
 
@@ -369,10 +376,15 @@ pub type Gradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
 /// LRN's parameters, TensorFlow's names.
 #[derive(Clone, Copy, Debug)]
 pub struct LrnSpec {
+    /// Channels on each side of a channel in its window.
     pub depth_radius: usize,
+    /// The constant added to the weighted sum of squares.
     pub bias: f32,
+    /// The sum of squares' weight (not divided by the window size).
     pub alpha: f32,
+    /// The exponent the normaliser is raised to.
     pub beta: f32,
+    /// Channel groups the window stays inside; they must divide the channels.
     pub groups: usize,
 }
 
@@ -473,10 +485,15 @@ pub fn lrn_backward<T: Real>(
 /// A pooling window's geometry at one layer.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolSpec {
+    /// Images in the batch.
     pub batch: usize,
+    /// Input dimensions per image.
     pub input: Dims,
+    /// Output dimensions per image (the same channels).
     pub output: Dims,
+    /// Pooling size and stride (its padding rule is already resolved into `pad`).
     pub window: Window,
+    /// Padding of each side; padded positions never win.
     pub pad: Pad,
 }
 

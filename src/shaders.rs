@@ -67,79 +67,112 @@ macro_rules! shader {
     };
 }
 
+/// Convolution forward as an implicit GEMM with fused bias and ReLU, a register block per
+/// invocation (CPU adapters).
 pub const CONV2D_FORWARD: ShaderSource = shader!(
     "conv2d_forward.wgsl",
     "conv2d_forward",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// Convolution forward as an implicit GEMM with fused bias and ReLU, workgroup tiles (GPUs).
 pub const CONV2D_FORWARD_TILED: ShaderSource = shader!(
     "conv2d_forward.wgsl",
     "conv2d_forward_tiled",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// Copies a convolution's input into a zero-bordered buffer, so the forward kernels read every
+/// tap without bounds checks.
 pub const CONV2D_PAD_INPUT: ShaderSource = shader!("conv2d_pad_input.wgsl", "conv2d_pad_input", []);
+/// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
+/// rotated weights).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
     "conv2d_backward_data.wgsl",
     "conv2d_backward_data",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// Convolution weight gradient over one chunk of pixels, a register block per invocation
+/// (CPU adapters).
 pub const CONV2D_BACKWARD_FILTER: ShaderSource = shader!(
     "conv2d_backward_filter.wgsl",
     "conv2d_backward_filter",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// Convolution weight gradient over one chunk of pixels, workgroup tiles (GPUs).
 pub const CONV2D_BACKWARD_FILTER_TILED: ShaderSource = shader!(
     "conv2d_backward_filter.wgsl",
     "conv2d_backward_filter_tiled",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// A convolution's packed weights transposed and rotated for the input gradient.
 pub const CONV2D_TRANSPOSE_WEIGHTS: ShaderSource = shader!(
     "conv2d_transpose_weights.wgsl",
     "conv2d_transpose_weights",
     []
 );
+/// A convolution's output gradient transposed to the layout the weight gradient reads.
 pub const CONV2D_TRANSPOSE_GRAD_OUTPUT: ShaderSource = shader!(
     "conv2d_transpose_grad_output.wgsl",
     "conv2d_transpose_grad_output",
     []
 );
+/// Sums the chunks of a split reduction (the weight gradient's partial sums).
 pub const SUM_CHUNKS: ShaderSource =
     shader!("sum_chunks.wgsl", "sum_chunks", ["sum_partials.wgsl"]);
+/// Fully connected forward: GEMM with fused bias and ReLU, a register block per invocation.
 pub const GEMM: ShaderSource = shader!("gemm.wgsl", "gemm", ["outer_product.wgsl"]);
+/// Fully connected forward at small batches, optionally split along the reduction.
 pub const GEMM_SMALL_BATCH: ShaderSource = shader!(
     "gemm_small_batch.wgsl",
     "gemm_small_batch",
     ["outer_product.wgsl"]
 );
+/// Ends a split-reduction [`GEMM_SMALL_BATCH`]: sums the chunks, adds bias, applies ReLU.
 pub const GEMM_SPLIT_K_REDUCE: ShaderSource = shader!(
     "gemm_split_k_reduce.wgsl",
     "gemm_split_k_reduce",
     ["sum_partials.wgsl"]
 );
+/// Strided matrix product of the fully connected backward pass, a register block per
+/// invocation (CPU adapters).
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul", ["outer_product.wgsl"]);
+/// Strided matrix product of the fully connected backward pass, workgroup tiles (GPUs).
 pub const MATMUL_TILED: ShaderSource =
     shader!("matmul.wgsl", "matmul_tiled", ["outer_product.wgsl"]);
+/// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`.
 pub const LRN_FORWARD: ShaderSource =
     shader!("lrn_forward.wgsl", "lrn_forward", ["lrn_window.wgsl"]);
+/// Local response normalisation's input gradient.
 pub const LRN_BACKWARD: ShaderSource =
     shader!("lrn_backward.wgsl", "lrn_backward", ["lrn_window.wgsl"]);
+/// Max pooling forward (inference).
 pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_forward", []);
+/// Max pooling forward that also records each window's maximum for the backward pass.
 pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_argmax", []);
+/// Max pooling backward: each output gradient to its window's recorded maximum, as a gather.
 pub const MAX_POOL_BACKWARD: ShaderSource =
     shader!("max_pool_backward.wgsl", "max_pool_backward", []);
+/// PyTorch's adaptive average pooling to a fixed output size.
 pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
     "adaptive_avg_pool_forward.wgsl",
     "adaptive_avg_pool_forward",
     []
 );
+/// Batch normalisation at inference, from running statistics, with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
+/// Element-wise sum of two tensors with optional ReLU (a residual connection).
 pub const ADD_FORWARD: ShaderSource = shader!("add_forward.wgsl", "add_forward", []);
+/// Copies one input into its slice of a channel concatenation.
 pub const CONCAT_FORWARD: ShaderSource = shader!("concat_forward.wgsl", "concat_forward", []);
+/// Bias gradient: the output gradient summed over the batch and each channel's plane.
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward", []);
+/// ReLU backward, in place: the gradient where the output was positive, zero elsewhere.
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward", []);
+/// One SGD step with momentum on a parameter buffer.
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd", []);
+/// Measures the adapter's f32 FMA throughput.
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma", []);
+/// Measures the adapter's shader memory bandwidth.
 pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_bandwidth", []);
 
 /// Every kernel entry point.

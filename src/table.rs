@@ -30,6 +30,7 @@ pub struct Row {
     pub shape_nhwc: Vec<usize>,
     /// Output values per image (of a stage: its last layer's).
     pub neurons_per_image: usize,
+    /// Parameters (weights and biases) of the row's layers.
     pub parameters: usize,
     /// Forward FLOPs per image (convolutions and fully connected layers, a multiply-add as 2).
     pub forward_flops_per_image: u64,

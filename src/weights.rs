@@ -31,7 +31,9 @@ use crate::model::{Init, LayerKind, LayerPlan, Network};
 /// One parameter tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// The dimensions in PyTorch's layout, outermost first.
     pub shape: Vec<usize>,
+    /// The values in C order: `shape`'s product of them.
     pub data: Vec<f32>,
 }
 

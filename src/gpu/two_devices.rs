@@ -26,6 +26,7 @@ use crate::weights::{Tensor, Weights};
 pub struct StepStats {
     /// Per device, the time from its submissions to the end of its work, summed over segments.
     pub device_busy_s: [f64; 2],
+    /// Every exchange of the step, in order.
     pub exchanges: Vec<ExchangeStats>,
 }
 
@@ -38,6 +39,8 @@ pub struct ExchangeStats {
     pub bytes_to_host: u64,
     /// Bytes copied from the host to the devices.
     pub bytes_to_devices: u64,
+    /// Wall-clock seconds of the whole exchange: reading the halves back, joining (or summing)
+    /// them on the host, writing them to the devices.
     pub seconds: f64,
 }
 

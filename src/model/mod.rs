@@ -44,19 +44,28 @@ pub enum Padding {
 /// The padding of each side of a window, resolved from [`Padding`] at a given input size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Pad {
+    /// Rows of padding above the input.
     pub top: usize,
+    /// Rows of padding below the input.
     pub bottom: usize,
+    /// Columns of padding left of the input.
     pub left: usize,
+    /// Columns of padding right of the input.
     pub right: usize,
 }
 
 /// A 2-D window: kernel or pooling size and stride.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// Rows the window covers.
     pub height: usize,
+    /// Columns the window covers.
     pub width: usize,
+    /// Rows from one window to the next below it.
     pub stride_height: usize,
+    /// Columns from one window to the next right of it.
     pub stride_width: usize,
+    /// How the window treats the border.
     pub padding: Padding,
 }
 
@@ -79,34 +88,66 @@ pub enum LayerKind {
     /// 2-D convolution, with a bias or not (the torchvision networks' convolutions before a batch
     /// norm have none), optionally followed by ReLU.
     Conv2d {
+        /// Output channels (filters).
         out_channels: usize,
+        /// Kernel size, stride and padding.
         window: Window,
+        /// Channel groups: each output channel reads the input channels of its group only
+        /// (1: every input channel).
         groups: usize,
+        /// ReLU applied to the output.
         relu: bool,
+        /// A bias added per output channel (a `{name}.bias` tensor).
         bias: bool,
     },
     /// Local response normalisation across channels, TensorFlow's `tf.nn.lrn`. With more than
     /// one group the window stays inside each group of channels (the two-GPU AlexNet normalises
     /// each tower's channels on their own GPU).
     Lrn {
+        /// Channels on each side of a channel in its window.
         depth_radius: usize,
+        /// The constant added to the weighted sum of squares.
         bias: f32,
+        /// The sum of squares' weight (TensorFlow's: not divided by the window size).
         alpha: f32,
+        /// The exponent the normaliser is raised to.
         beta: f32,
+        /// Channel groups the window stays inside (1: all channels).
         groups: usize,
     },
     /// Max pooling; padded positions never win.
-    MaxPool { window: Window },
+    MaxPool {
+        /// Pooling size, stride and padding.
+        window: Window,
+    },
     /// Fully connected layer on the input flattened in (C, H, W) order, optionally followed by ReLU.
-    Linear { out_features: usize, relu: bool },
+    Linear {
+        /// Output features.
+        out_features: usize,
+        /// ReLU applied to the output.
+        relu: bool,
+    },
     /// Batch normalisation at inference, from running statistics:
     /// `(x - mean) / sqrt(var + eps) * weight + bias`, optionally followed by ReLU.
-    BatchNorm { eps: f32, relu: bool },
+    BatchNorm {
+        /// Added to the variance before its square root.
+        eps: f32,
+        /// ReLU applied to the output.
+        relu: bool,
+    },
     /// The element-wise sum of its inputs (a residual connection), optionally followed by ReLU.
-    Add { relu: bool },
+    Add {
+        /// ReLU applied to the sum.
+        relu: bool,
+    },
     /// Average pooling to a fixed output size, PyTorch's `AdaptiveAvgPool2d`: output cell `i` of
     /// `n` averages input rows `floor(i H / n) .. ceil((i + 1) H / n)` (and likewise columns).
-    AdaptiveAvgPool { height: usize, width: usize },
+    AdaptiveAvgPool {
+        /// Output rows.
+        height: usize,
+        /// Output columns.
+        width: usize,
+    },
     /// Its inputs stacked along channels, in order.
     Concat,
 }
@@ -114,7 +155,10 @@ pub enum LayerKind {
 /// One named layer of a network.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
+    /// Unique within its network: its tensors are `{name}.weight` and so on, and the layers that
+    /// read it name it in their [`Layer::inputs`].
     pub name: String,
+    /// What it computes.
     pub kind: LayerKind,
     /// The names of the layers it reads (or [`INPUT`] for the network's input), in order. Empty:
     /// the layer before it (the network's input for the first layer).
@@ -158,8 +202,11 @@ impl Layer {
 /// is `channels = features, height = width = 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dims {
+    /// Channels (features after a fully connected layer).
     pub channels: usize,
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
 }
 
@@ -178,8 +225,11 @@ impl Dims {
 /// A network: its input dimensions and its layers in order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network {
+    /// The name the command line knows it by (`alexnet`, `resnet50`), used in messages.
     pub name: String,
+    /// The dimensions of one input image.
     pub input: Dims,
+    /// The layers, each after the layers it reads.
     pub layers: Vec<Layer>,
     /// How the network splits across two devices, for the layouts that do.
     pub towers: Option<Towers>,
@@ -193,7 +243,9 @@ pub struct Network {
 /// A named run of consecutive layers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stage {
+    /// The name of the table's row (`layer1`, `inception3a`).
     pub name: String,
+    /// The indices of its layers in [`Network::layers`].
     pub layers: std::ops::Range<usize>,
 }
 
@@ -225,13 +277,16 @@ pub enum Source {
 /// `unsplit_from` on run whole on the first device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Towers {
+    /// Indices of the layers before which the devices exchange their halves, ascending.
     pub exchange_before: Vec<usize>,
+    /// Index of the first layer that runs whole, on the first device.
     pub unsplit_from: usize,
 }
 
 /// A run of layers between two exchanges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// The indices of its layers in [`Network::layers`].
     pub layers: std::ops::Range<usize>,
     /// True when each device runs half of every layer; false when the first device runs them whole.
     pub split: bool,
@@ -268,12 +323,15 @@ impl Towers {
 /// A layer resolved at a batch size: dimensions in and out, padding, counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerPlan {
+    /// The layer planned.
     pub layer: Layer,
+    /// Images per pass.
     pub batch: usize,
     /// What the layer reads, in order, and the dimensions of each.
     pub sources: Vec<(Source, Dims)>,
     /// The dimensions of its first input (of every input, except for a concatenation).
     pub input: Dims,
+    /// The dimensions of its output, per image.
     pub output: Dims,
     /// Padding of each side (zero for layers without a window).
     pub pad: Pad,

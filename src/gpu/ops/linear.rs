@@ -126,7 +126,7 @@ impl LinearKernel {
     /// run each workgroup on one thread, so a few hundred invocations already keep every core
     /// busy and split-K would only add a pass. GPUs always take the 4-row kernel (the 16x16
     /// block's 256 accumulators would spill out of a GPU thread's registers) with enough chunks
-    /// to reach [`GPU_INVOCATIONS`].
+    /// to reach 16,384 invocations.
     pub fn resolve(self, rows: usize, depth: usize, columns: usize, software: bool) -> Self {
         match self {
             LinearKernel::Auto if software && rows >= SMALL_BATCH => LinearKernel::Block16,
