@@ -17,7 +17,8 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Cost {
     /// FLOPs of the convolution and fully connected products, a multiply-add counting as 2
-    /// (LRN, pooling, batch norm, additions, bias and ReLU count 0, as in the seed's table).
+    /// (LRN, pooling, batch norm, additions, bias and ReLU count 0, as in the post's table,
+    /// docs/networks.md, 'The seed').
     pub flops: u64,
     /// The least bytes the pass must move: forward, its inputs read and its output written;
     /// backward, its input and output gradient read and its input gradient written.
