@@ -33,14 +33,14 @@ fn forward_matches_cpu_reference_at_batch_2() {
     }
 }
 
-/// All 16 gradients of l2_loss(logits) against the f64 reference. The conv biases are set to 0.1
-/// as in SEED.md's numerical note, which makes the logits reach ~3e4 and, with this seed, puts a
-/// near-tie in one pool2 window that the GPU's f32 forward routes differently from an f64 one.
-/// Judged strictly on the GPU's routing; against the fully f64 pass, only the two gradients the
-/// rerouted one moves loosely: flipping that window on the f64 reference moves conv1's and
-/// conv2's weight gradients by 0.67% and 0.75% (see check::GRADIENT_TOLERANCE), their biases by
-/// under 4e-6 (a bias sums its channel, where the moved gradient mostly stays) and the layers
-/// downstream of pool2 not at all; those 14 are held to check::GRADIENT_TOLERANCE.
+/// All 16 gradients of l2_loss(logits) against the f64 reference. The conv biases are set to 0.1 as
+/// in the numerical note of docs/networks.md, 'The seed', which makes the logits reach ~3e4 and,
+/// with this random seed, puts a near-tie in one pool2 window that the GPU's f32 forward routes
+/// differently from an f64 one. Judged strictly on the GPU's routing; against the fully f64 pass,
+/// only the two gradients the rerouted one moves loosely: flipping that window on the f64 reference
+/// moves conv1's and conv2's weight gradients by 0.67% and 0.75% (see check::GRADIENT_TOLERANCE),
+/// their biases by under 4e-6 (a bias sums its channel, where the moved gradient mostly stays) and
+/// the layers downstream of pool2 not at all; those 14 are held to check::GRADIENT_TOLERANCE.
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn gradients_match_the_f64_reference() {

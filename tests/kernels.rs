@@ -59,8 +59,9 @@ fn check_layer_on(ctx: &GpuContext, network: &Network, batch: usize, seed: u64) 
     let weights = random_weights(network, seed);
     let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * network.input.len(), seed + 7);
-    let output = reference::layer_forward(&plan[1], &[&input], &params);
-    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
+    let output = reference::layer_forward(&plan[1], &[&input], &params).unwrap();
+    let grads =
+        reference::layer_backward(&plan[1], &input, &output, &output, &params, true).unwrap();
     let what = format!(
         "{:?} at batch {batch} on {:?}",
         plan[1].layer.kind, network.input
@@ -406,7 +407,7 @@ fn every_linear_kernel_variant_matches_the_reference() {
                     let weights = random_weights(&network, 400 + i as u64);
                     let params = Parameters::<f32>::from_weights(&weights);
                     let input = random(batch * features, 401 + i as u64);
-                    let expected = reference::layer_forward(&plan[1], &[&input], &params);
+                    let expected = reference::layer_forward(&plan[1], &[&input], &params).unwrap();
                     let net = GpuNetwork::new(&ctx, &plan, &weights).unwrap();
                     net.upload_input(&input).unwrap();
                     net.forward().unwrap();
@@ -440,8 +441,9 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
     let weights = random_weights(&network, 300);
     let params = Parameters::<f32>::from_weights(&weights);
     let input = random(batch * 300, 301);
-    let output = reference::layer_forward(&plan[1], &[&input], &params);
-    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
+    let output = reference::layer_forward(&plan[1], &[&input], &params).unwrap();
+    let grads =
+        reference::layer_backward(&plan[1], &input, &output, &output, &params, true).unwrap();
     for shared in contexts() {
         let ctx = common::fresh_context(shared).with_binding_limit(64 * 1024);
         let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
@@ -469,11 +471,11 @@ fn gemm_splits_a_weight_larger_than_one_binding() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn lrn_matches_reference() {
-    let seed_lrn = convnet_wgpu::model::seed_lrn();
+    let tf_lrn = convnet_wgpu::model::tf_lrn();
     let cases = [
-        (2, dims(16, 5, 7), seed_lrn.clone()),
+        (2, dims(16, 5, 7), tf_lrn.clone()),
         // Fewer channels than the window: every window is clipped on both sides.
-        (1, dims(3, 4, 4), seed_lrn),
+        (1, dims(3, 4, 4), tf_lrn),
         // A large alpha, so the normaliser is far from 1 and its exponent matters.
         (
             3,
@@ -577,8 +579,9 @@ fn max_pool_ties_go_to_the_first_maximum() {
         .iter()
         .map(|v| (v * 1.5 + 1.5).floor())
         .collect();
-    let output = reference::layer_forward(&plan[1], &[&input], &params);
-    let grads = reference::layer_backward(&plan[1], &input, &output, &output, &params, true);
+    let output = reference::layer_forward(&plan[1], &[&input], &params).unwrap();
+    let grads =
+        reference::layer_backward(&plan[1], &input, &output, &output, &params, true).unwrap();
     for ctx in contexts() {
         let net = GpuNetwork::with_gradients(ctx, &plan, &weights).unwrap();
         net.upload_input(&input).unwrap();
@@ -616,7 +619,7 @@ fn kernels_unfold_a_grid_folded_into_two_dimensions() {
     // still hold the layer's largest launch, so that launch (and every other one of more
     // workgroups than the limit) folds.
     let cases = [
-        behind_identity(dims(6, 5, 9), convnet_wgpu::model::seed_lrn()),
+        behind_identity(dims(6, 5, 9), convnet_wgpu::model::tf_lrn()),
         behind_identity(
             dims(3, 9, 11),
             LayerKind::MaxPool {

@@ -116,7 +116,7 @@ fn weights_seeds_decode_to_what_they_hold() {
     }
     // A value spelled out, so that the test does not only agree with its own reading.
     assert_eq!(
-        weights.tensor("conv1", "weight")[0],
+        weights.tensor("conv1", "weight").unwrap()[0],
         f32::from_bits(0xbf3b_349c)
     );
 

@@ -7,7 +7,8 @@ mod common;
 #[test]
 fn alexnet_matches_the_seeds_table() {
     let plan = model::alexnet().plan(32).unwrap();
-    // (layer, [N, H, W, C] or [N, C], parameters, forward MFLOP per image x 10), from SEED.md.
+    // (layer, [N, H, W, C] or [N, C], parameters, forward MFLOP per image x 10), from the post's
+    // table (docs/networks.md, 'The seed').
     let seed: [(&str, &[usize], usize, u64); 11] = [
         ("conv1", &[32, 56, 56, 96], 34_944, 2186),
         ("pool1", &[32, 27, 27, 96], 0, 0),
@@ -26,7 +27,7 @@ fn alexnet_matches_the_seeds_table() {
             .iter()
             .find(|l| l.layer.name == name)
             .unwrap_or_else(|| panic!("no layer {name}"));
-        assert_eq!(layer.seed_shape(), shape, "{name} shape");
+        assert_eq!(layer.nhwc_shape(), shape, "{name} shape");
         assert_eq!(layer.parameters(), params, "{name} parameters");
         let rounded = (layer.flops_per_image() as f64 / 1e5).round() as u64;
         assert_eq!(rounded, decimegaflops, "{name} MFLOP x 10");

@@ -67,7 +67,7 @@ fn num_classes_changes_every_head() {
     let resnet = build("resnet50", ten);
     assert_eq!(parameters(&resnet), 25_557_032 - 2_049_000 + 20_490);
     let plan = resnet.plan(4).unwrap();
-    assert_eq!(plan.last().unwrap().seed_shape(), vec![4, 10]);
+    assert_eq!(plan.last().unwrap().nhwc_shape(), vec![4, 10]);
     // GoogLeNet with its auxiliary heads: all three classifiers give 10 outputs.
     let googlenet = build(
         "googlenet",
@@ -206,8 +206,8 @@ fn stage_tables_sum_to_the_layer_tables() {
     for name in ["resnet50", "googlenet", "vgg16"] {
         let network = build(name, Options::default());
         let plan = network.plan(2).unwrap();
-        let layers = table::rows(&network, &plan, Detail::Layer);
-        let stages = table::rows(&network, &plan, Detail::Stage);
+        let layers = table::rows(&network, &plan, Detail::Layer).unwrap();
+        let stages = table::rows(&network, &plan, Detail::Stage).unwrap();
         assert_eq!(layers.len(), plan.len());
         assert!(stages.len() < layers.len(), "{name}");
         assert_eq!(stages.iter().map(|r| r.layers).sum::<usize>(), plan.len());
@@ -333,18 +333,20 @@ fn folding_batch_norm_changes_nothing_but_rounding() {
         let plan = network.plan(2).unwrap();
         let folded_plan = folded.plan(2).unwrap();
         let input = weights::random_input(&plan, 3);
-        let exact = reference::forward(&plan, &Parameters::<f32>::from_weights(&params), &input);
+        let exact =
+            reference::forward(&plan, &Parameters::<f32>::from_weights(&params), &input).unwrap();
         let fast = reference::forward(
             &folded_plan,
             &Parameters::<f32>::from_weights(&folded_params),
             &input,
-        );
+        )
+        .unwrap();
         for (layer, values) in folded_plan.iter().zip(&fast) {
             let index = plan
                 .iter()
                 .position(|l| l.layer.name == layer.layer.name)
                 .unwrap();
-            let deviation = check::compare(&layer.layer.name, values, &exact[index]);
+            let deviation = check::compare(&layer.layer.name, values, &exact[index]).unwrap();
             assert!(deviation.within(check::TOLERANCE), "{name}: {deviation:?}");
         }
     }

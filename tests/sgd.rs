@@ -62,8 +62,9 @@ fn sgd_steps_with_momentum_match_a_hand_computed_update() {
             let gradients = net.read_gradients().unwrap();
             // l2_loss's output gradient is the output.
             let params = Parameters::<f32>::from_weights(&expected);
-            let output = reference::layer_forward(&plan[0], &[&input], &params);
-            let cpu = reference::layer_backward(&plan[0], &input, &output, &output, &params, false);
+            let output = reference::layer_forward(&plan[0], &[&input], &params).unwrap();
+            let cpu = reference::layer_backward(&plan[0], &input, &output, &output, &params, false)
+                .unwrap();
             for (name, cpu) in names.iter().zip([cpu.weight.unwrap(), cpu.bias.unwrap()]) {
                 let err = relative_error(&gradients.get(name).unwrap().data, &cpu);
                 assert!(

@@ -29,7 +29,7 @@ pub(crate) fn print(
         Some(DetailChoice::Layer) => Detail::Layer,
         Some(DetailChoice::Stage) | None => Detail::Stage,
     };
-    let rows = table::rows(&network, &plan, detail);
+    let rows = table::rows(&network, &plan, detail)?;
     let total_parameters = model::total_parameters(&plan);
     let flops = model::total_flops_per_image(&plan);
     if json {

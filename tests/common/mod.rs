@@ -81,5 +81,5 @@ pub fn random_weights(network: &Network, seed: u64) -> Weights {
 /// infinitely wrong.
 pub fn relative_error(gpu: &[f32], cpu: &[f32]) -> f32 {
     assert_eq!(gpu.len(), cpu.len());
-    convnet_wgpu::check::compare("", gpu, cpu).relative
+    convnet_wgpu::check::compare("", gpu, cpu).unwrap().relative
 }
