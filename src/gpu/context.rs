@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
-use crate::gpu::ops::{KernelShape, Variants};
+use crate::gpu::variants::{KernelShape, Variants};
 use crate::shaders::{TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
-use crate::gpu::ops::{check_tiled_fits, BackwardBuffers, KernelShape};
+use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{LayerParams, PackedGrads, Packing};
+use crate::gpu::variants::KernelShape;
 use crate::model::{LayerKind, LayerPlan, Pad};
 use crate::shaders::{self, BLOCK, TILE};
 

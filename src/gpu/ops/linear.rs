@@ -9,8 +9,9 @@ use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
-use crate::gpu::ops::{check_tiled_fits, BackwardBuffers, KernelShape};
+use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{LayerParams, PackedGrads, Packing, Slice};
+use crate::gpu::variants::{KernelShape, LinearKernel};
 use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::{self, BLOCK, TILE};
 
@@ -92,62 +93,6 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         MATMUL.contract(),
         MATMUL_TILED.contract(),
     ]
-}
-
-/// Which kernel computes a fully connected layer's forward product.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LinearKernel {
-    /// Chosen per adapter and shape: see [`LinearKernel::resolve`].
-    #[default]
-    Auto,
-    /// `gemm`: 16 rows x 16 columns per invocation; best when the batch fills the rows.
-    Block16,
-    /// `gemm_small_batch`: 4 rows x 16 columns per invocation, the reduction split into
-    /// `chunks` (1: no split, no reduction pass).
-    SmallBatch {
-        /// How many parts the reduction is split into.
-        chunks: usize,
-    },
-}
-
-/// Below this batch the 16-row block computes more padding rows than real ones.
-const SMALL_BATCH: usize = 16;
-
-/// Invocations a GPU wants in flight for one dispatch (a few per core of a large GPU); split-K
-/// makes up for the few column blocks of a fully connected layer at a small batch.
-const GPU_INVOCATIONS: usize = 16_384;
-
-/// The shortest reduction chunk worth a pass of its own.
-const MIN_CHUNK_DEPTH: usize = 256;
-
-impl LinearKernel {
-    /// The kernel for a `rows x depth` by `depth x columns` product on a software (CPU) or
-    /// hardware adapter. Software adapters take the 16-row block once the batch fills it; they
-    /// run each workgroup on one thread, so a few hundred invocations already keep every core
-    /// busy and split-K would only add a pass. GPUs always take the 4-row kernel (the 16x16
-    /// block's 256 accumulators would spill out of a GPU thread's registers) with enough chunks
-    /// to reach 16,384 invocations.
-    pub fn resolve(self, rows: usize, depth: usize, columns: usize, software: bool) -> Self {
-        match self {
-            LinearKernel::Auto if software && rows >= SMALL_BATCH => LinearKernel::Block16,
-            LinearKernel::Auto => {
-                let blocks = columns.div_ceil(BLOCK) * rows.div_ceil(4);
-                let chunks = if software {
-                    1
-                } else {
-                    GPU_INVOCATIONS
-                        .div_ceil(blocks)
-                        .min(depth / MIN_CHUNK_DEPTH)
-                        .max(1)
-                };
-                LinearKernel::SmallBatch { chunks }
-            }
-            LinearKernel::SmallBatch { chunks } => LinearKernel::SmallBatch {
-                chunks: chunks.clamp(1, depth.max(1)),
-            },
-            forced => forced,
-        }
-    }
 }
 
 /// A fully connected layer's sizes.

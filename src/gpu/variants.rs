@@ -1,0 +1,143 @@
+//! The kernel variants a device's networks use: which shape of kernel computes the
+//! convolutions and the fully connected layers, chosen per adapter kind (and shape) or forced.
+//! The context stores what was asked for; each op module maps the resolved choice to its kernels
+//! and grids (`gpu::ops::conv`, `gpu::ops::linear`). A leaf module, so that the context and the
+//! ops both depend on it and not on each other.
+
+use crate::shaders::BLOCK;
+
+/// Which shape of kernel computes the convolutions (forward, filter gradient, stride-1 input
+/// gradient) or the fully connected layers' backward products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelShape {
+    /// The register-blocked kernels on software adapters, the workgroup-tiled ones on GPUs.
+    #[default]
+    Auto,
+    /// `conv2d_forward`, `conv2d_backward_filter`, `matmul`: a 16x16 register block per
+    /// invocation, no workgroup memory (CPU-shaped).
+    RegisterBlock,
+    /// `conv2d_forward_tiled`, `conv2d_backward_filter_tiled`, `matmul_tiled`: 64x64 tiles per
+    /// workgroup staged in workgroup memory (GPU-shaped).
+    WorkgroupTile,
+}
+
+impl KernelShape {
+    /// The kernel for a software (CPU) or hardware adapter; `tiled_available` is false where the
+    /// adapter's limits cannot run the tiled kernels.
+    pub fn resolve(self, software: bool, tiled_available: bool) -> Self {
+        match self {
+            KernelShape::Auto if software || !tiled_available => KernelShape::RegisterBlock,
+            KernelShape::Auto => KernelShape::WorkgroupTile,
+            forced => forced,
+        }
+    }
+}
+
+/// Which kernel variants a device's networks use. `Default` chooses per adapter; tests and
+/// `--linear-kernel` / `--conv-kernel` / `--matmul-kernel` force one, so that every variant is
+/// checked on the software adapters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Variants {
+    /// The fully connected layers' forward product.
+    pub linear: LinearKernel,
+    /// The convolutions.
+    pub conv: KernelShape,
+    /// The fully connected layers' backward products.
+    pub matmul: KernelShape,
+}
+
+/// Which kernel computes a fully connected layer's forward product.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinearKernel {
+    /// Chosen per adapter and shape: see [`LinearKernel::resolve`].
+    #[default]
+    Auto,
+    /// `gemm`: 16 rows x 16 columns per invocation; best when the batch fills the rows.
+    Block16,
+    /// `gemm_small_batch`: 4 rows x 16 columns per invocation, the reduction split into
+    /// `chunks` (1: no split, no reduction pass).
+    SmallBatch {
+        /// How many parts the reduction is split into.
+        chunks: usize,
+    },
+}
+
+/// Below this batch the 16-row block computes more padding rows than real ones.
+const SMALL_BATCH: usize = 16;
+
+/// Invocations a GPU wants in flight for one dispatch (a few per core of a large GPU); split-K
+/// makes up for the few column blocks of a fully connected layer at a small batch.
+const GPU_INVOCATIONS: usize = 16_384;
+
+/// The shortest reduction chunk worth a pass of its own.
+const MIN_CHUNK_DEPTH: usize = 256;
+
+impl LinearKernel {
+    /// The kernel for a `rows x depth` by `depth x columns` product on a software (CPU) or
+    /// hardware adapter. Software adapters take the 16-row block once the batch fills it; they
+    /// run each workgroup on one thread, so a few hundred invocations already keep every core
+    /// busy and split-K would only add a pass. GPUs always take the 4-row kernel (the 16x16
+    /// block's 256 accumulators would spill out of a GPU thread's registers) with enough chunks
+    /// to reach 16,384 invocations.
+    pub fn resolve(self, rows: usize, depth: usize, columns: usize, software: bool) -> Self {
+        match self {
+            LinearKernel::Auto if software && rows >= SMALL_BATCH => LinearKernel::Block16,
+            LinearKernel::Auto => {
+                let blocks = columns.div_ceil(BLOCK) * rows.div_ceil(4);
+                let chunks = if software {
+                    1
+                } else {
+                    GPU_INVOCATIONS
+                        .div_ceil(blocks)
+                        .min(depth / MIN_CHUNK_DEPTH)
+                        .max(1)
+                };
+                LinearKernel::SmallBatch { chunks }
+            }
+            LinearKernel::SmallBatch { chunks } => LinearKernel::SmallBatch {
+                chunks: chunks.clamp(1, depth.max(1)),
+            },
+            forced => forced,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KernelShape, LinearKernel};
+
+    #[test]
+    fn convolutions_take_the_tiled_kernel_on_gpus_that_can_run_it() {
+        assert_eq!(
+            KernelShape::Auto.resolve(true, true),
+            KernelShape::RegisterBlock
+        );
+        assert_eq!(
+            KernelShape::Auto.resolve(false, true),
+            KernelShape::WorkgroupTile
+        );
+        assert_eq!(
+            KernelShape::Auto.resolve(false, false),
+            KernelShape::RegisterBlock
+        );
+        let forced = KernelShape::WorkgroupTile;
+        assert_eq!(forced.resolve(true, true), forced);
+    }
+
+    #[test]
+    fn fully_connected_layers_split_the_reduction_only_on_gpus() {
+        // AlexNet's fc1 (9216 -> 4096) at batch 2 and 32.
+        let fc1 = |rows, software| LinearKernel::Auto.resolve(rows, 9216, 4096, software);
+        assert_eq!(fc1(2, true), LinearKernel::SmallBatch { chunks: 1 });
+        assert_eq!(fc1(32, true), LinearKernel::Block16);
+        // 256 blocks of 16 columns: 64 chunks wanted, at most 9216 / 256 = 36.
+        assert_eq!(fc1(2, false), LinearKernel::SmallBatch { chunks: 36 });
+        // 2048 blocks at batch 32: 8 chunks reach 16k invocations.
+        assert_eq!(fc1(32, false), LinearKernel::SmallBatch { chunks: 8 });
+        let forced = LinearKernel::SmallBatch { chunks: 100 };
+        assert_eq!(
+            forced.resolve(2, 7, 5, true),
+            LinearKernel::SmallBatch { chunks: 7 }
+        );
+    }
+}
