@@ -31,9 +31,9 @@ fn alone(layer: &LayerPlan) -> (Network, Vec<LayerPlan>, Weights) {
 fn throughput(layer: &LayerPlan, direction: Direction) -> Throughput {
     let cost = model::layer_cost(layer, direction, true);
     if cost.flops > 0 {
-        Throughput::Elements(cost.flops * BATCH as u64)
+        Throughput::Elements(cost.flops)
     } else {
-        Throughput::Bytes(cost.bytes * BATCH as u64)
+        Throughput::Bytes(cost.bytes)
     }
 }
 

@@ -196,7 +196,7 @@ fn gather_pixel(t: Taps, p: u32, end: u32, group: u32) -> vec4<f32> {
     return gather(t, base, row, col);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn conv2d_backward_filter_tiled(
     @builtin(workgroup_id) tile: vec3<u32>,
     @builtin(local_invocation_id) local: vec3<u32>,
@@ -215,7 +215,7 @@ fn conv2d_backward_filter_tiled(
     let channel_vec4 = (group * params.packed_out_per_group + staged_channel) / 4u;
     let first_pixel = chunk * params.pixels_per_chunk;
     let end = min(first_pixel + params.pixels_per_chunk, params.batch * params.out_height * params.out_width);
-    let slot = local.y * 16u + local.x;
+    let slot = local.y * (TILE / 4u) + local.x;
     var acc = mat4x4<f32>();
     for (var p0 = first_pixel; p0 < end; p0 += TILE_PIXELS) {
         let p = p0 + local.y;
@@ -227,7 +227,8 @@ fn conv2d_backward_filter_tiled(
         input_tile[slot] = gather_pixel(t, p, end, group);
         workgroupBarrier();
         for (var step = 0u; step < TILE_PIXELS; step++) {
-            acc += outer(gradient_tile[step * 16u + local.y], input_tile[step * 16u + local.x]);
+            let row = step * (TILE / 4u);
+            acc += outer(gradient_tile[row + local.y], input_tile[row + local.x]);
         }
         workgroupBarrier();
     }

@@ -253,7 +253,7 @@ fn gather_step(px: Pixels, k: u32, depth: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), value, inside);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn conv2d_forward_tiled(
     @builtin(workgroup_id) tile: vec3<u32>,
     @builtin(local_invocation_id) local: vec3<u32>,
@@ -266,7 +266,7 @@ fn conv2d_forward_tiled(
     // (channel vec4 local.x).
     let px = locate_pixels(tile.x * TILE + local.x * 4u, group);
     let staged_vec4 = tile.y * (TILE / 4u) + local.x;
-    let slot = local.y * 16u + local.x;
+    let slot = local.y * (TILE / 4u) + local.x;
     var acc = mat4x4<f32>();
     for (var k0 = 0u; k0 < depth; k0 += TILE_K) {
         let k = k0 + local.y;
@@ -278,7 +278,8 @@ fn conv2d_forward_tiled(
         input_tile[slot] = gather_step(px, k, depth);
         workgroupBarrier();
         for (var step = 0u; step < TILE_K; step++) {
-            acc += outer(weight_tile[step * 16u + local.y], input_tile[step * 16u + local.x]);
+            let row = step * (TILE / 4u);
+            acc += outer(weight_tile[row + local.y], input_tile[row + local.x]);
         }
         workgroupBarrier();
     }

@@ -147,7 +147,7 @@ fn stage_b(first: u32, k: u32) -> vec4<f32> {
     return load_b(b_columns(first), k * params.b_row_stride);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(TILE / 4u, TILE / 4u)
 fn matmul_tiled(
     @builtin(workgroup_id) tile: vec3<u32>,
     @builtin(local_invocation_id) local: vec3<u32>,
@@ -157,14 +157,15 @@ fn matmul_tiled(
     let first_n = tile.x * TILE + local.x * 4u;
     let first_m = tile.y * TILE + local.y * 4u;
     let staged_m = tile.y * TILE + local.x * 4u;
-    let slot = local.y * 16u + local.x;
+    let slot = local.y * (TILE / 4u) + local.x;
     var acc = mat4x4<f32>();
     for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
         a_tile[slot] = stage_a(staged_m, k0 + local.y);
         b_tile[slot] = stage_b(first_n, k0 + local.y);
         workgroupBarrier();
         for (var step = 0u; step < TILE_K; step++) {
-            acc += outer(b_tile[step * 16u + local.x], a_tile[step * 16u + local.y]);
+            let row = step * (TILE / 4u);
+            acc += outer(b_tile[row + local.x], a_tile[row + local.y]);
         }
         workgroupBarrier();
     }

@@ -374,8 +374,7 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                         ))
                     })?;
                 let cost = model::layer_cost(planned, direction, index > 0);
-                let batch = planned.batch as f64;
-                let (flops, bytes) = (cost.flops as f64 * batch, cost.bytes as f64 * batch);
+                let (flops, bytes) = (cost.flops as f64, cost.bytes as f64);
                 Ok(LayerProfile {
                     layer: layer.layer.clone(),
                     dispatches: layer.dispatches,

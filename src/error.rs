@@ -88,12 +88,20 @@ impl Write for Escaping<'_, '_> {
         for c in s.chars() {
             if c.is_control() {
                 write!(self.0, "{}", c.escape_debug())?;
+            } else if breaks_or_reorders_a_line(c) {
+                write!(self.0, "\\u{{{:x}}}", u32::from(c))?;
             } else {
                 self.0.write_char(c)?;
             }
         }
         Ok(())
     }
+}
+
+/// The characters besides controls that break a line (line and paragraph separators) or reorder
+/// what a terminal shows of it (bidirectional embeddings, overrides and isolates).
+fn breaks_or_reorders_a_line(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 impl Error {
@@ -129,6 +137,11 @@ mod tests {
             message: "e\u{2}f".into(),
         };
         assert_eq!(gpu.to_string(), r"GPU error on 'a\nb' during c\rd: e\u{2}f");
+        let separators = Error::InvalidArgument("a\u{2028}b\u{2029}c\u{202e}d\u{2066}e".into());
+        assert_eq!(
+            separators.to_string(),
+            r"a\u{2028}b\u{2029}c\u{202e}d\u{2066}e"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub const BLOCK: usize = 16;
 pub const TILE: usize = 64;
 /// Reduction steps the GPU-shaped kernels stage in workgroup memory between two barriers.
 pub const TILE_K: usize = 16;
+// The tiled kernels stage one reduction step per row of invocations.
+const _: () = assert!(TILE_K == TILE / 4, "TILE_K must be TILE / 4");
 /// Invocations of a workgroup-tiled kernel: 16 x 16, each owning 4 x 4 outputs of the tile.
 pub const TILE_INVOCATIONS: u32 = ((TILE / 4) * (TILE / 4)) as u32;
 /// Workgroup memory of a workgroup-tiled kernel: two tiles of `TILE_K` x `TILE` floats.

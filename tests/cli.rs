@@ -24,6 +24,15 @@ fn assert_clean_failure<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S],
     assert!(stderr.contains(expected), "{args:?}: {stderr}");
     let error_lines = stderr.lines().filter(|l| l.starts_with("error")).count();
     assert_eq!(error_lines, 1, "{args:?}: {stderr}");
+    // Beyond clap's own usage errors (which add a usage line or a hint), the error is the one
+    // line stderr holds: a message that carried a raw newline would show as a second line here.
+    if !stderr.contains("\nUsage: ") && !stderr.contains("try '--help'") {
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('['))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -615,27 +615,28 @@ fn peak_measures_positive_finite_rates() {
 fn kernels_unfold_a_grid_folded_into_two_dimensions() {
     // Launches larger than one grid dimension allows are folded into a 2-D grid that the kernels
     // unfold (shaders/common/grid.wgsl). Real adapters allow 65535 workgroups per dimension, so
-    // no small test shape folds; here each context plans within the smallest limit that can
-    // still hold the layer's largest launch, so that launch (and every other one of more
-    // workgroups than the limit) folds.
+    // no small test shape folds; here each context plans within the smallest limit that still
+    // holds the layer's largest launch, so that launch (and every other of more workgroups than
+    // the limit) folds. The shapes are large enough that some launch folds with GPUs' 64
+    // invocations per workgroup too, and the test checks that one did.
     let cases = [
-        behind_identity(dims(6, 5, 9), convnet_wgpu::model::tf_lrn()),
+        behind_identity(dims(6, 9, 13), convnet_wgpu::model::tf_lrn()),
         behind_identity(
-            dims(3, 9, 11),
+            dims(5, 19, 23),
             LayerKind::MaxPool {
                 window: window(3, 3, 2, 2, Padding::Same),
             },
         ),
         behind_identity(
-            dims(5, 7, 9),
+            dims(5, 11, 13),
             conv(7, window(3, 3, 1, 1, pad(1, 0, 2, 1)), 1, true),
         ),
         behind_identity(
-            dims(3, 7, 9),
+            dims(3, 13, 15),
             conv(6, window(3, 3, 2, 2, Padding::Valid), 1, true),
         ),
         behind_identity(
-            dims(40, 1, 1),
+            dims(300, 1, 1),
             LayerKind::Linear {
                 out_features: 33,
                 relu: true,
@@ -647,13 +648,27 @@ fn kernels_unfold_a_grid_folded_into_two_dimensions() {
             let batch = 3;
             let plan = network.plan(batch).unwrap();
             let weights = random_weights(network, 40 + i as u64);
-            let fitting = (1..=256).find_map(|limit| {
-                let ctx = common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
-                let fits = GpuNetwork::with_gradients(&ctx, &plan, &weights).is_ok();
-                fits.then_some((limit, ctx))
-            });
-            let (limit, ctx) = fitting.expect("some limit up to 256 holds a test layer");
-            assert!(limit > 1, "case {i}: no launch folds at limit {limit}");
+            let context =
+                |limit| common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
+            let fits = |limit| GpuNetwork::with_gradients(&context(limit), &plan, &weights).is_ok();
+            // The smallest limit that fits, by bisection (fitting is monotonic in the limit).
+            let (mut low, mut high) = (1u32, 4096u32);
+            assert!(fits(high), "case {i} does not fit a limit of {high}");
+            while low < high {
+                let middle = (low + high) / 2;
+                if fits(middle) {
+                    high = middle;
+                } else {
+                    low = middle + 1;
+                }
+            }
+            let ctx = context(high);
+            let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
+            assert!(
+                net.folded_launches() > 0,
+                "case {i}: no launch folds at limit {high} on {}",
+                ctx.describe()
+            );
             check_layer_on(&ctx, network, batch, 40 + i as u64);
         }
     }

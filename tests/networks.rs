@@ -505,3 +505,34 @@ fn backward_is_refused_for_forward_only_networks() {
         assert!(err.contains("forward only"), "{err}");
     }
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn weights_read_back_as_the_file_holds_them() {
+    // ResNet-18 unfolded: convolutions without bias and batch norms (weight, bias and running
+    // statistics in one buffer on the GPU) read back under the file's names and shapes.
+    let network = build(
+        "resnet18",
+        Options {
+            input_size: Some(33),
+            ..Options::default()
+        },
+    );
+    let plan = network.plan(1).unwrap();
+    let weights = Weights::init(&network, 5).unwrap();
+    for ctx in contexts() {
+        let net = GpuNetwork::new(ctx, &plan, &weights).unwrap();
+        let read = net.read_weights().unwrap();
+        let names = |w: &Weights| {
+            let mut names: Vec<String> = w.iter().map(|(n, _)| n.to_string()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(&read), names(&weights), "on {}", ctx.describe());
+        for (name, tensor) in weights.iter() {
+            let got = read.get(name).unwrap();
+            assert_eq!(got.shape, tensor.shape, "{name}");
+            assert_eq!(got.data, tensor.data, "{name} on {}", ctx.describe());
+        }
+    }
+}

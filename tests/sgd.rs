@@ -35,8 +35,8 @@ fn sgd_steps_with_momentum_match_a_hand_computed_update() {
     const MOMENTUM: f32 = 0.9;
     const FEATURES: usize = 70;
     let batch = 3;
-    // 350 weights: more than one workgroup's 256, and not a multiple of the 4 an invocation
-    // updates.
+    // 350 weights, packed as 70 x 16 = 1120 floats: several workgroups of a few invocations
+    // each; the 5 biases are not a multiple of the 4 an invocation updates.
     let network = common::single_layer(
         dims(FEATURES, 1, 1),
         LayerKind::Linear {

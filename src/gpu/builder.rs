@@ -51,6 +51,8 @@ pub(crate) struct Builder<'a> {
     pub memory: MemoryUse,
     /// The largest buffer one storage binding may hold.
     pub max_binding: u64,
+    /// Launches folded into a 2-D grid so far (one grid dimension could not hold them).
+    pub folded_launches: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -58,6 +60,7 @@ impl<'a> Builder<'a> {
         Builder {
             ctx,
             memory: MemoryUse::default(),
+            folded_launches: 0,
             max_binding: ctx
                 .limits()
                 .max_storage_buffer_binding_size
@@ -130,12 +133,13 @@ impl<'a> Builder<'a> {
 
     /// A workgroup grid for `invocations` independent invocations, folded into two dimensions
     /// when one would exceed the adapter's limit (the kernels unfold it with `num_workgroups`).
-    pub fn grid_1d(&self, what: &str, invocations: usize) -> Result<[u32; 3]> {
+    pub fn grid_1d(&mut self, what: &str, invocations: usize) -> Result<[u32; 3]> {
         let size = self.ctx.workgroup_size() as usize;
         let max = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
         let groups = invocations.div_ceil(size).max(1);
         let x = groups.min(max);
         let y = groups.div_ceil(x);
+        self.folded_launches += usize::from(y > 1);
         if y > max {
             return Err(self.too_large(
                 what.into(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
 use crate::gpu::variants::{KernelShape, Variants};
-use crate::shaders::{TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
+use crate::shaders::{TILE, TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
 /// to the default choice: the first hardware GPU, else a software adapter.
@@ -251,7 +251,10 @@ impl GpuContext {
     /// errors and says whether it is a software one). Networks are planned within the device's
     /// limits and use timestamp queries if the device was created with them. Installs an
     /// uncaptured-error handler and a device-lost callback on the device, which turn wgpu's
-    /// asynchronous errors into [`Error::Gpu`] results.
+    /// asynchronous errors into [`Error::Gpu`] results: they replace any the host program had,
+    /// and an error the host's own work raises outside an error scope then fails this context's
+    /// next call too. Hand over a device whose errors this context may own, or run the host's
+    /// own work inside error scopes.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
         let failure = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&failure);
@@ -362,8 +365,8 @@ impl GpuContext {
     pub fn tiled_kernels_fit(&self) -> bool {
         let l = &self.limits;
         l.max_compute_invocations_per_workgroup >= TILE_INVOCATIONS
-            && l.max_compute_workgroup_size_x >= 16
-            && l.max_compute_workgroup_size_y >= 16
+            && l.max_compute_workgroup_size_x >= (TILE / 4) as u32
+            && l.max_compute_workgroup_size_y >= (TILE / 4) as u32
             && l.max_compute_workgroup_storage_size >= TILE_WORKGROUP_BYTES
     }
 

@@ -129,10 +129,10 @@ pub(crate) fn build<'a>(
             }
             (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
             (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,
+            // `GpuNetwork` refuses these networks before building a backward pass.
             _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "layer {}: the backward pass is implemented for convolutions, LRN, max \
-                     pooling and fully connected layers",
+                return Err(Error::Internal(format!(
+                    "layer {}: no backward pass for this kind of layer",
                     layer.layer.name
                 )))
             }

@@ -17,9 +17,9 @@ use crate::shaders::ShaderSource;
 /// A kernel's uniform parameter block: `#[repr(C)]`, plain old data, and the list of its fields
 /// as the WGSL struct must declare them.
 pub(crate) trait KernelParams: bytemuck::Pod {
-    /// Every field's name and byte offset, in declaration order.
+    /// Every field's name, byte offset and Rust type, in declaration order.
     #[cfg_attr(not(test), allow(dead_code))]
-    const FIELDS: &'static [(&'static str, usize)];
+    const FIELDS: &'static [(&'static str, usize, &'static str)];
 }
 
 /// Declares a kernel parameter struct: `#[repr(C)]`, `Pod`, every field `pub`, and its
@@ -38,8 +38,9 @@ macro_rules! kernel_params {
             $( $(#[$field_meta])* pub $field: $ty ),*
         }
         impl $crate::gpu::kernel::KernelParams for $name {
-            const FIELDS: &'static [(&'static str, usize)] =
-                &[ $( (stringify!($field), std::mem::offset_of!($name, $field)) ),* ];
+            const FIELDS: &'static [(&'static str, usize, &'static str)] = &[ $(
+                (stringify!($field), std::mem::offset_of!($name, $field), stringify!($ty))
+            ),* ];
         }
     };
 }
@@ -85,6 +86,7 @@ impl<P: KernelParams> KernelDef<P> {
     pub fn contract(&self) -> Contract {
         Contract {
             shader: self.shader,
+            workgroup: self.workgroup,
             fields: P::FIELDS,
             size: std::mem::size_of::<P>(),
         }
@@ -96,7 +98,8 @@ impl<P: KernelParams> KernelDef<P> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Contract {
     pub shader: ShaderSource,
-    pub fields: &'static [(&'static str, usize)],
+    pub workgroup: Workgroup,
+    pub fields: &'static [(&'static str, usize, &'static str)],
     pub size: usize,
 }
 

@@ -94,8 +94,8 @@ mod tests {
     }
 
     /// The parameter struct a WGSL module's entry point reads at `@group(0) @binding(0)`: its
-    /// members' names and offsets, and its size.
-    fn wgsl_params(module: &naga::Module) -> (Vec<(String, usize)>, usize) {
+    /// members' names, offsets and scalar types (as Rust names them), and its size.
+    fn wgsl_params(module: &naga::Module) -> (Vec<(String, usize, String)>, usize) {
         let uniform = module
             .global_variables
             .iter()
@@ -108,13 +108,24 @@ mod tests {
                         .is_some_and(|b| b.group == 0 && b.binding == 0)
             })
             .expect("a uniform at binding 0");
-        let ty = &module.types[uniform.ty];
-        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+        let naga::TypeInner::Struct { members, span } = &module.types[uniform.ty].inner else {
             panic!("binding 0 is not a struct");
+        };
+        let scalar = |ty: naga::Handle<naga::Type>| match module.types[ty].inner {
+            naga::TypeInner::Scalar(naga::Scalar { kind, width: 4 }) => match kind {
+                naga::ScalarKind::Uint => "u32",
+                naga::ScalarKind::Sint => "i32",
+                naga::ScalarKind::Float => "f32",
+                _ => "another scalar",
+            },
+            _ => "not a 32-bit scalar",
         };
         let fields = members
             .iter()
-            .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+            .map(|m| {
+                let name = m.name.clone().unwrap_or_default();
+                (name, m.offset as usize, scalar(m.ty).to_string())
+            })
             .collect();
         (fields, *span as usize)
     }
@@ -122,16 +133,17 @@ mod tests {
     #[test]
     fn every_kernels_rust_params_match_its_wgsl_struct() {
         let contracts = contracts();
+        let tile_edge = (crate::shaders::TILE / 4) as u32;
         for contract in &contracts {
             let shader = contract.shader;
             let wgsl = shader.wgsl();
             let module = naga::front::wgsl::parse_str(&wgsl)
                 .unwrap_or_else(|e| panic!("{}: {}", shader.file, e.emit_to_string(&wgsl)));
             let (fields, size) = wgsl_params(&module);
-            let rust: Vec<(String, usize)> = contract
+            let rust: Vec<(String, usize, String)> = contract
                 .fields
                 .iter()
-                .map(|&(name, offset)| (name.to_string(), offset))
+                .map(|&(name, offset, ty)| (name.to_string(), offset, ty.to_string()))
                 .collect();
             assert_eq!(
                 rust, fields,
@@ -149,16 +161,43 @@ mod tests {
                 "{}: uniform sizes are multiples of 16",
                 shader.file
             );
+            // A tiled kernel's workgroup is the tile's edge over 4 each way, as the host's grids
+            // and its 4 x 4 outputs per invocation assume; a flat one takes WORKGROUP_SIZE.
+            let entry = module
+                .entry_points
+                .iter()
+                .find(|e| e.name == shader.entry_point)
+                .expect("the entry point exists");
+            match contract.workgroup {
+                super::kernel::Workgroup::Tiled => assert_eq!(
+                    entry.workgroup_size,
+                    [tile_edge, tile_edge, 1],
+                    "{}",
+                    shader.entry_point
+                ),
+                super::kernel::Workgroup::Flat => assert!(
+                    entry.workgroup_size_overrides.is_some(),
+                    "{} is sized by WORKGROUP_SIZE",
+                    shader.entry_point
+                ),
+            }
         }
-        // Every registered entry point is dispatched through a typed kernel.
+        // Every registered entry point is dispatched through one typed kernel, and entry points
+        // are unique (the pipeline cache is keyed by them).
         for shader in crate::shaders::ALL {
-            assert!(
-                contracts
-                    .iter()
-                    .any(|c| c.shader.entry_point == shader.entry_point),
-                "{} has no typed kernel",
-                shader.entry_point
-            );
+            let typed = contracts
+                .iter()
+                .filter(|c| c.shader.entry_point == shader.entry_point)
+                .count();
+            assert_eq!(typed, 1, "{} has {typed} typed kernels", shader.entry_point);
         }
+        let mut names: Vec<&str> = crate::shaders::ALL.iter().map(|s| s.entry_point).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            crate::shaders::ALL.len(),
+            "entry points are unique"
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
-use crate::gpu::packing::{self, LayerParams};
+use crate::gpu::packing::{self, LayerParams, Packing};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -27,6 +27,8 @@ pub struct GpuNetwork<'a> {
     forward: Vec<Dispatch>,
     gradients: Option<Gradients>,
     memory: MemoryUse,
+    /// Launches folded into a 2-D grid, for the test that the kernels unfold them.
+    folded_launches: usize,
 }
 
 impl<'a> GpuNetwork<'a> {
@@ -90,6 +92,13 @@ impl<'a> GpuNetwork<'a> {
     /// The context (adapter, device, queue) the network lives on.
     pub fn context(&self) -> &'a GpuContext {
         self.ctx
+    }
+
+    /// How many of its launches were folded into a 2-D grid because one grid dimension could
+    /// not hold them: what the test of the kernels' unfolding needs to know it tested anything.
+    #[doc(hidden)]
+    pub fn folded_launches(&self) -> usize {
+        self.folded_launches
     }
 
     /// GPU memory held, by purpose.
@@ -273,42 +282,54 @@ impl<'a> GpuNetwork<'a> {
         Ok(Weights::from_tensors(tensors))
     }
 
+    /// One layer's parameters (or their gradients) read back in the weights file's names and
+    /// layouts: the weight, and the bias where the layer has one; for a batch norm, its weight
+    /// and bias and the running statistics its `[4][channels]` buffer holds beside them.
     fn read_param_pair(
         &self,
         params: &LayerParams,
         weights: &[wgpu::Buffer],
         bias: &wgpu::Buffer,
-    ) -> Result<[(String, Tensor); 2]> {
+    ) -> Result<Vec<(String, Tensor)>> {
         let layer = &self.plan[params.layer];
-        let shapes = layer.parameter_shapes();
+        let tensor =
+            |(name, shape): (String, Vec<usize>), data: Vec<f32>| (name, Tensor { shape, data });
+        if let Packing::Norm = params.packing {
+            let channels = layer.output.channels;
+            let stats = self.ctx.read_f32(&weights[0], 4 * channels)?;
+            let shapes = layer
+                .parameter_shapes()
+                .into_iter()
+                .chain(layer.buffer_shapes());
+            return Ok(shapes
+                .zip(stats.chunks(channels))
+                .map(|(shape, data)| tensor(shape, data.to_vec()))
+                .collect());
+        }
+        let mut shapes = layer.parameter_shapes().into_iter();
+        let (Some(weight_shape), bias_shape) = (shapes.next(), shapes.next()) else {
+            return Err(Error::Internal(format!(
+                "layer {} holds parameters but has no weight",
+                layer.layer.name
+            )));
+        };
         let lens = params.packing.buffer_lens();
         let packed = weights
             .iter()
             .zip(&lens)
             .map(|(buffer, &len)| self.ctx.read_f32(buffer, len))
             .collect::<Result<Vec<_>>>()?;
-        let (weight_name, weight_shape) = shapes[0].clone();
-        let (bias_name, bias_shape) = shapes[1].clone();
         let weight = params
             .packing
-            .unpack(&packed, weight_shape.iter().product());
-        let bias = self.ctx.read_f32(bias, bias_shape[0])?;
-        Ok([
-            (
-                weight_name,
-                Tensor {
-                    shape: weight_shape,
-                    data: weight,
-                },
-            ),
-            (
-                bias_name,
-                Tensor {
-                    shape: bias_shape,
-                    data: bias,
-                },
-            ),
-        ])
+            .unpack(&packed, weight_shape.1.iter().product());
+        let mut tensors = vec![tensor(weight_shape, weight)];
+        // A convolution without a bias (a batch norm follows it) adds a buffer of zeros on the
+        // GPU, which is not one of its parameters.
+        if let Some(bias_shape) = bias_shape {
+            let data = self.ctx.read_f32(bias, bias_shape.1[0])?;
+            tensors.push(tensor(bias_shape, data));
+        }
+        Ok(tensors)
     }
 }
 
@@ -416,6 +437,7 @@ fn build<'a>(
         forward,
         gradients,
         memory: b.memory,
+        folded_launches: b.folded_launches,
     })
 }
 

@@ -13,40 +13,50 @@ pub enum Direction {
     Backward,
 }
 
-/// One pass over one layer, per image.
+/// One pass over one layer, for the whole batch it was planned at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Cost {
     /// FLOPs of the convolution and fully connected products, a multiply-add counting as 2
     /// (LRN, pooling, batch norm, additions, bias and ReLU count 0, as in the post's table,
     /// docs/networks.md, 'The seed').
     pub flops: u64,
-    /// The least bytes the pass must move: forward, its inputs read and its output written;
-    /// backward, its input and output gradient read and its input gradient written.
+    /// The least bytes the pass must move. Forward: its inputs and parameters read, its output
+    /// written. Backward: its input and output gradient read and its parameter gradients
+    /// written, and where it computes its input gradient, its parameters read and that gradient
+    /// written.
     pub bytes: u64,
 }
 
-/// The cost of one pass over `layer`. Backward, the weight gradient costs as much as the
-/// forward product and so does the input gradient, which `input_gradient` false skips (a
-/// network's first layer: nobody needs the images' gradient).
+/// The cost of one pass over `layer` at its planned batch. Backward, the weight gradient costs
+/// as much as the forward product and so does the input gradient, which `input_gradient` false
+/// skips (a network's first layer: nobody needs the images' gradient).
 pub fn layer_cost(layer: &LayerPlan, direction: Direction, input_gradient: bool) -> Cost {
-    let forward_flops = layer.flops_per_image();
-    let inputs: usize = layer.sources.iter().map(|(_, dims)| dims.len()).sum();
-    let output = layer.output.len();
-    let (products, values) = match direction {
-        Direction::Forward => (1, inputs + output),
-        Direction::Backward => (1 + u64::from(input_gradient), 2 * inputs + output),
+    let batch = layer.batch as u64;
+    let inputs = layer
+        .sources
+        .iter()
+        .map(|(_, dims)| dims.len())
+        .sum::<usize>() as u64;
+    let output = layer.output.len() as u64;
+    let parameters = layer.parameters() as u64;
+    let forward_flops = batch * layer.flops_per_image();
+    let (flops, values) = match (direction, input_gradient) {
+        (Direction::Forward, _) => (forward_flops, batch * (inputs + output) + parameters),
+        (Direction::Backward, false) => (forward_flops, batch * (inputs + output) + parameters),
+        (Direction::Backward, true) => (
+            2 * forward_flops,
+            batch * (2 * inputs + output) + 2 * parameters,
+        ),
     };
     Cost {
-        flops: forward_flops * products,
-        bytes: 4 * values as u64,
+        flops,
+        bytes: 4 * values,
     }
 }
 
 /// Total forward FLOPs per image of a plan.
 pub fn total_flops_per_image(plan: &[LayerPlan]) -> u64 {
-    plan.iter()
-        .map(|l| layer_cost(l, Direction::Forward, true).flops)
-        .sum()
+    plan.iter().map(LayerPlan::flops_per_image).sum()
 }
 
 /// Backward FLOPs per image of a plan: every layer's weight and input gradients, except the
@@ -54,7 +64,7 @@ pub fn total_flops_per_image(plan: &[LayerPlan]) -> u64 {
 pub fn total_backward_flops_per_image(plan: &[LayerPlan]) -> u64 {
     plan.iter()
         .enumerate()
-        .map(|(i, l)| layer_cost(l, Direction::Backward, i > 0).flops)
+        .map(|(i, l)| l.flops_per_image() * if i == 0 { 1 } else { 2 })
         .sum()
 }
 
@@ -64,37 +74,51 @@ mod tests {
 
     #[test]
     fn costs_of_alexnets_layers_by_hand() {
-        let plan = crate::model::alexnet().plan(1).unwrap();
+        let plan = crate::model::alexnet().plan(2).unwrap();
         let conv1 = &plan[0];
-        // conv1 (SAME, stride 4: ceil(224 / 4) = 56): 96 x 56 x 56 outputs, each 3 x 11 x 11
-        // multiply-adds.
-        let conv1_flops = 2 * 96 * 56 * 56 * 3 * 11 * 11;
+        // conv1 (SAME, stride 4: ceil(224 / 4) = 56): 96 x 56 x 56 outputs per image, each
+        // 3 x 11 x 11 multiply-adds; batch 2.
+        let conv1_flops = 2 * 2 * 96 * 56 * 56 * 3 * 11 * 11;
+        let image = 3 * 224 * 224;
+        let output = 96 * 56 * 56;
+        let parameters = 96 * 3 * 11 * 11 + 96;
         let forward = layer_cost(conv1, Direction::Forward, true);
         assert_eq!(forward.flops, conv1_flops);
-        // Reads the 3 x 224 x 224 image, writes 96 x 56 x 56.
-        assert_eq!(forward.bytes, 4 * (3 * 224 * 224 + 96 * 56 * 56));
+        // Reads two images and the parameters, writes two outputs.
+        assert_eq!(forward.bytes, 4 * (2 * (image + output) + parameters));
         let backward = layer_cost(conv1, Direction::Backward, true);
         assert_eq!(backward.flops, 2 * conv1_flops);
         assert_eq!(
             backward.bytes,
-            4 * (2 * 3 * 224 * 224 + 96 * 56 * 56),
-            "input and output gradient read, input gradient written"
+            4 * (2 * (2 * image + output) + 2 * parameters),
+            "input and output gradient read, input gradient written; weights read, their \
+             gradient written"
         );
+        let first = layer_cost(conv1, Direction::Backward, false);
+        assert_eq!(first.flops, conv1_flops, "the weight gradient alone");
+        assert_eq!(first.bytes, 4 * (2 * (image + output) + parameters));
+        // fc1's 9216 x 4096 weights dominate what it moves.
+        let fc1 = plan.iter().find(|l| l.layer.name == "fc1").unwrap();
+        let fc1_forward = layer_cost(fc1, Direction::Forward, true);
         assert_eq!(
-            layer_cost(conv1, Direction::Backward, false).flops,
-            conv1_flops,
-            "the weight gradient alone"
+            fc1_forward.bytes,
+            4 * (2 * (9216 + 4096) + 9216 * 4096 + 4096)
         );
         // An LRN moves bytes and counts no FLOPs.
         let lrn = plan.iter().find(|l| l.layer.name == "lrn1").unwrap();
         let lrn_cost = layer_cost(lrn, Direction::Forward, true);
         assert_eq!(lrn_cost.flops, 0);
-        assert_eq!(lrn_cost.bytes, 4 * 2 * lrn.output.len() as u64);
+        assert_eq!(lrn_cost.bytes, 4 * 2 * 2 * lrn.output.len() as u64);
         // The totals: backward is twice forward less the first layer's input gradient.
         let forward_total = total_flops_per_image(&plan);
         assert_eq!(
             total_backward_flops_per_image(&plan),
-            2 * forward_total - conv1_flops
+            2 * forward_total - conv1_flops / 2
         );
+        let summed: u64 = plan
+            .iter()
+            .map(|l| layer_cost(l, Direction::Forward, true).flops)
+            .sum();
+        assert_eq!(summed, 2 * forward_total);
     }
 }
