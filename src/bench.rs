@@ -14,12 +14,11 @@ use crate::gpu::{
 };
 use crate::model::{self, Direction, LayerPlan};
 
-/// The layout of [`BenchResult`]'s JSON. Raised whenever a field is renamed, removed or changes
-/// meaning; adding a field keeps it. 1: the layout of commit dfdf940's `bench --json`, plus this
-/// field.
+/// The layout of [`BenchResult`]'s JSON (docs/commands.md, `bench --json`). Raised whenever a
+/// field is renamed, removed or changes meaning; adding a field keeps it.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Timed and warm-up steps per pass when the user sets neither: the seed's 100 after 10, or 5
+/// Timed and warm-up steps per pass when the user sets neither: the post's 100 after 10, or 5
 /// after 1 on a software adapter, where a batch of 32 takes seconds.
 pub fn default_steps(software: bool) -> (usize, usize) {
     if software {
@@ -39,7 +38,7 @@ pub struct Timings {
     /// Mean over the timed steps.
     pub mean: f64,
     /// Standard deviation over the timed steps (population form, as the seed computes it, but
-    /// without the seed's slip of counting the burn-in steps).
+    /// without the post's slip of counting the burn-in steps).
     pub sd: f64,
 }
 
@@ -57,7 +56,7 @@ pub fn mean_sd(values: &[f64]) -> (f64, f64) {
 /// What one benchmark step runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Pass {
-    /// The forward pass to the logits (the seed's "Forward").
+    /// The forward pass to the logits (the post's "Forward").
     Forward,
     /// Forward, then the gradients of `l2_loss(logits)` for every parameter, no update (the
     /// seed's "Forward-backward").
@@ -65,8 +64,8 @@ pub enum Pass {
 }
 
 impl Pass {
-    /// The seed's name for the pass, as its summary line prints it.
-    pub fn seed_name(self) -> &'static str {
+    /// The pass's name in the summary line, as the 2017 post's script prints it.
+    pub fn summary_name(self) -> &'static str {
         match self {
             Pass::Forward => "Forward",
             Pass::ForwardBackward => "Forward-backward",
@@ -161,6 +160,11 @@ pub fn bench_pass(
     (batches, burn_in): (usize, usize),
     mut on_step: impl FnMut(Option<usize>, f64),
 ) -> Result<PassResult> {
+    if batches == 0 {
+        return Err(crate::Error::InvalidArgument(
+            "a benchmark needs at least 1 timed step".into(),
+        ));
+    }
     let net = placed.runner();
     let mut allocated_first = None;
     let mut two_devices: Option<StepStats> = None;

@@ -1,6 +1,7 @@
 //! `convnet adapters` and `convnet peak`: what the machine offers.
 
 use convnet_wgpu::gpu::{self, AdapterChoice};
+use convnet_wgpu::watchdog::Watchdog;
 
 use super::{open_context, DeviceArgs};
 
@@ -37,6 +38,7 @@ pub(crate) fn list(backend: Option<String>) -> anyhow::Result<()> {
 /// `convnet peak`: the adapter's measured FMA throughput and shader bandwidth.
 pub(crate) fn peak(device: &DeviceArgs) -> anyhow::Result<()> {
     let ctx = open_context(device)?;
+    let _watchdog = Watchdog::start(device.timeout, format!("peak on {}", ctx.info().name))?;
     let peak = gpu::measure_peak(&ctx, 256 << 20)?;
     println!(
         "f32 FMA peak: {:.1} GFLOP/s (8 independent vec4 FMA chains per invocation)",

@@ -1,4 +1,4 @@
-//! `convnet bench`: the seed's benchmark of forward and forward-backward passes, with a per-layer
+//! `convnet bench`: the post's benchmark of forward and forward-backward passes, with a per-layer
 //! profile against the adapter's peak, JSON and an SVG chart where asked.
 
 use std::io::IsTerminal;
@@ -108,7 +108,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             let (batches, burn_in) = bench::default_steps(true);
             println!(
                 "software adapter: {batches} timed steps after {burn_in} warm-up per pass instead \
-                 of the seed's 100 after 10 (set --batches / --burn-in to choose)"
+                 of the post's 100 after 10 (set --batches / --burn-in to choose)"
             );
             (batches, burn_in)
         }
@@ -177,7 +177,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         for (two, one) in results.iter().zip(&one) {
             println!(
                 "{}: two devices {:.3} s, one device {:.3} s per batch: {:.2}x the one-device time",
-                two.pass.seed_name(),
+                two.pass.summary_name(),
                 two.timings.mean,
                 one.timings.mean,
                 two.timings.mean / one.timings.mean
@@ -212,7 +212,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass benchmarked, with the seed's per-step lines (every tenth timed step) or a progress
+/// One pass benchmarked, with the post's per-step lines (every tenth timed step) or a progress
 /// bar on a terminal.
 fn bench_pass(
     placed: &PlacedNetwork,
@@ -259,12 +259,12 @@ fn bench_pass(
     Ok(result)
 }
 
-/// The seed's summary line of a pass, its rates, and what else was measured.
+/// The post's summary line of a pass, its rates, and what else was measured.
 fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
     let mean = result.timings.mean;
     println!(
         "{} across {} steps, {:.3} +/- {:.3} sec / batch",
-        result.pass.seed_name(),
+        result.pass.summary_name(),
         result.timings.steps.len(),
         mean,
         result.timings.sd

@@ -21,8 +21,8 @@ use convnet_wgpu::gpu::{
 use convnet_wgpu::model::{self, LayerPlan, Network};
 use convnet_wgpu::weights::{self, Weights};
 
-/// Classic convolutional networks on WGSL compute shaders: the seed's AlexNet benchmark on any
-/// adapter, checked against a CPU reference.
+/// Classic convolutional networks on WGSL compute shaders: the 2017 post's AlexNet benchmark on
+/// any adapter, checked against a CPU reference.
 #[derive(Parser)]
 #[command(name = "convnet", version, about)]
 pub(crate) struct Cli {
@@ -54,7 +54,7 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The seed's benchmark: time forward and forward-backward passes over a random batch.
+    /// The post's benchmark: time forward and forward-backward passes over a random batch.
     Bench(bench::BenchArgs),
     /// Run GPU and CPU reference on the same weights and input; compare every layer's output
     /// and every parameter gradient.
@@ -63,10 +63,11 @@ pub(crate) enum Command {
         model: ModelArgs,
         #[command(flatten)]
         device: DeviceArgs,
-        /// Weights file (safetensors); default: the seed's initialisation.
+        /// Weights file (safetensors); default: initialised from --seed, as the post's script
+        /// initialises AlexNet.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Input file (.npy, [N, 3, 224, 224]); default: the seed's random batch.
+        /// Input file (.npy, [N, 3, 224, 224]); default: a random batch drawn from --seed.
         #[arg(long)]
         input: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
@@ -74,7 +75,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         batch_norm: BatchNormArgs,
     },
-    /// Write initialised weights as safetensors (the seed's initialisation for the AlexNets).
+    /// Write initialised weights as safetensors (the post's initialisation for the AlexNets).
     Init {
         #[command(flatten)]
         network: NetworkArgs,
@@ -185,7 +186,8 @@ pub(crate) struct DeviceArgs {
     /// Devices to split a two-device layout (alexnet-2gpu) over: 1 or 2.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub(crate) devices: u8,
-    /// End the run with an error when no step has finished for this many seconds.
+    /// End the run with an error when no step has finished for this many seconds (bench, train),
+    /// or when the whole run has not (peak, check, run).
     #[arg(long)]
     pub(crate) timeout: Option<f64>,
     /// The fully connected layers' kernel: chosen per adapter and batch (auto), the 16-row
@@ -366,7 +368,7 @@ pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
     }
 }
 
-/// Weights and input for check/run/train: from files when given, else the seed's.
+/// Weights and input for check/run/train: from files when given, else drawn from the seed.
 pub(crate) fn load_or_init(
     network: &Network,
     batch: usize,

@@ -17,17 +17,18 @@ pub(crate) struct TrainArgs {
     device: DeviceArgs,
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Learning rate. The seed's loss, sum(logits^2)/2, starts near 3e10 per image with its
+    /// Learning rate. The post's loss, sum(logits^2)/2, starts near 3e10 per image with its
     /// initialisation, so its gradients are huge and the rate tiny; 1e-11 falls steadily at
     /// batch 2, 1e-10 diverges. Scale it down with larger batches (the loss sums over images).
     #[arg(long, default_value_t = 1e-11)]
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     momentum: f32,
-    /// Weights file (safetensors); default: the seed's initialisation.
+    /// Weights file (safetensors); default: initialised from --seed, as the post's script
+    /// initialises AlexNet.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Input file (.npy); default: the seed's random batch.
+    /// Input file (.npy); default: the post's random batch.
     #[arg(long)]
     input: Option<PathBuf>,
     #[arg(long, default_value_t = 42)]

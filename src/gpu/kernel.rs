@@ -3,7 +3,7 @@
 //!
 //! The contract between Rust and WGSL is one struct per kernel parameter block, declared with
 //! [`kernel_params!`]: the macro records every field's name and byte offset, and a unit test
-//! (`gpu::ops::tests`) checks them against naga's reflection of every shader that reads the
+//! (`gpu::tests`) checks them against naga's reflection of every shader that reads the
 //! struct. A [`KernelDef<P>`] can only be dispatched with a `P`, so a kernel cannot be handed
 //! another kernel's parameters.
 

@@ -13,10 +13,13 @@ use crate::gpu::kernel::{encode_pass, record_dispatches, Dispatch};
 /// One layer's share of a pass.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LayerTime {
+    /// The layer's name (the start of its dispatches' labels).
     pub layer: String,
+    /// How many dispatches it ran.
     pub dispatches: usize,
     /// The kernels its dispatches ran, each named once, in the order they ran.
     pub kernels: Vec<&'static str>,
+    /// Its time in seconds.
     pub seconds: f64,
 }
 
@@ -25,6 +28,7 @@ pub struct LayerTime {
 pub struct Profile {
     /// True when timed by GPU timestamps, false when by the host around each layer.
     pub gpu_timestamps: bool,
+    /// Every layer, in the order the pass runs them.
     pub layers: Vec<LayerTime>,
 }
 
