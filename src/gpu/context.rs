@@ -259,7 +259,7 @@ impl GpuContext {
         let failure = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&failure);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            record_failure(&sink, first_line(&e.to_string()));
+            record_failure(&sink, one_line(&e.to_string()));
         }));
         let sink = Arc::clone(&failure);
         device.set_device_lost_callback(move |reason, message| {
@@ -505,7 +505,7 @@ fn capture_errors<T>(device: &wgpu::Device, f: impl FnOnce() -> T) -> Result<T, 
         pollster::block_on(out_of_memory.pop()),
     ];
     match errors.into_iter().flatten().next() {
-        Some(e) => Err(first_line(&e.to_string())),
+        Some(e) => Err(one_line(&e.to_string())),
         None => Ok(value),
     }
 }
@@ -517,7 +517,7 @@ fn record_failure(sink: &Mutex<Option<String>>, message: String) {
 }
 
 /// wgpu's error texts run over several lines; the CLI prints one.
-fn first_line(text: &str) -> String {
+fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

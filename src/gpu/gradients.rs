@@ -5,8 +5,8 @@
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
 use crate::gpu::kernel::{encode_pass, Dispatch};
-use crate::gpu::ops::{conv, elementwise, linear, lrn, pool, BackwardBuffers};
-use crate::gpu::packing::{LayerParams, PackedGrads};
+use crate::gpu::ops::{conv, linear, lrn, pool, BackwardBuffers};
+use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan};
 
 /// Where the gradient of the last layer's output comes from.
@@ -67,7 +67,7 @@ pub(crate) fn build<'a>(
     b: &mut Builder<'a>,
     plan: &[LayerPlan],
     forward: ForwardBuffers,
-    params: &[LayerParams],
+    params: &[PackedWeights],
     output_gradient: OutputGradient,
     input_gradient: bool,
 ) -> Result<Gradients> {
@@ -111,22 +111,8 @@ pub(crate) fn build<'a>(
         };
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
         let layer_dispatches = match (&layer.layer.kind, layer_params) {
-            (LayerKind::Conv2d { relu, .. }, Some((p, g))) => {
-                let mut d = Vec::new();
-                if *relu {
-                    d.push(elementwise::relu_backward(b, layer, &buffers)?);
-                }
-                d.extend(conv::backward(b, layer, &buffers, p, g)?);
-                d
-            }
-            (LayerKind::Linear { relu, .. }, Some((p, g))) => {
-                let mut d = Vec::new();
-                if *relu {
-                    d.push(elementwise::relu_backward(b, layer, &buffers)?);
-                }
-                d.extend(linear::backward(b, layer, &buffers, p, g)?);
-                d
-            }
+            (LayerKind::Conv2d { .. }, Some((p, g))) => conv::backward(b, layer, &buffers, p, g)?,
+            (LayerKind::Linear { .. }, Some((p, g))) => linear::backward(b, layer, &buffers, p, g)?,
             (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
             (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,
             // `GpuNetwork` refuses these networks before building a backward pass.

@@ -12,7 +12,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
-use crate::gpu::packing::{self, LayerParams, Packing};
+use crate::gpu::packing::{self, PackedWeights, Packing};
 use crate::model::{LayerKind, LayerPlan, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -23,7 +23,7 @@ pub struct GpuNetwork<'a> {
     plan: Vec<LayerPlan>,
     input: wgpu::Buffer,
     outputs: Vec<wgpu::Buffer>,
-    params: Vec<LayerParams>,
+    params: Vec<PackedWeights>,
     forward: Vec<Dispatch>,
     gradients: Option<Gradients>,
     memory: MemoryUse,
@@ -287,7 +287,7 @@ impl<'a> GpuNetwork<'a> {
     /// and bias and the running statistics its `[4][channels]` buffer holds beside them.
     fn read_param_pair(
         &self,
-        params: &LayerParams,
+        params: &PackedWeights,
         weights: &[wgpu::Buffer],
         bias: &wgpu::Buffer,
     ) -> Result<Vec<(String, Tensor)>> {
@@ -446,7 +446,7 @@ fn build<'a>(
 fn forward_dispatches(
     b: &mut Builder,
     layer: &LayerPlan,
-    params: Option<&LayerParams>,
+    params: Option<&PackedWeights>,
     inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
     argmax: Option<&wgpu::Buffer>,

@@ -36,7 +36,7 @@ pub(crate) enum Packing {
 }
 
 /// A parameterised layer's weight (one buffer per slice) and bias on the GPU.
-pub(crate) struct LayerParams {
+pub(crate) struct PackedWeights {
     /// Index of the layer in the plan.
     pub layer: usize,
     pub packing: Packing,
@@ -124,7 +124,7 @@ impl Packing {
     }
 }
 
-/// A parameterised layer's weight and bias gradients, shaped like its [`LayerParams`].
+/// A parameterised layer's weight and bias gradients, shaped like its [`PackedWeights`].
 pub(crate) struct PackedGrads {
     pub weights: Vec<wgpu::Buffer>,
     pub bias: wgpu::Buffer,
@@ -132,7 +132,7 @@ pub(crate) struct PackedGrads {
 
 impl PackedGrads {
     /// Zeroed gradient buffers for `params`, a parameterised layer of `plan`.
-    pub fn new(b: &mut Builder, plan: &[LayerPlan], params: &LayerParams) -> Self {
+    pub fn new(b: &mut Builder, plan: &[LayerPlan], params: &PackedWeights) -> Self {
         let layer = &plan[params.layer];
         let name = &layer.layer.name;
         PackedGrads {
@@ -158,7 +158,7 @@ pub(crate) fn upload(
     index: usize,
     layer: &LayerPlan,
     weights: &Weights,
-) -> Result<Option<LayerParams>> {
+) -> Result<Option<PackedWeights>> {
     let name = &layer.layer.name;
     let packing = match &layer.layer.kind {
         LayerKind::Conv2d {
@@ -198,7 +198,7 @@ pub(crate) fn upload(
             for suffix in ["weight", "bias", "running_mean", "running_var"] {
                 stats.extend_from_slice(weights.tensor(name, suffix)?);
             }
-            return Ok(Some(LayerParams {
+            return Ok(Some(PackedWeights {
                 layer: index,
                 packing: Packing::Norm,
                 weights: vec![b.weights(&format!("{name} statistics"), &stats)],
@@ -223,7 +223,7 @@ pub(crate) fn upload(
         .get(&format!("{name}.bias"))
         .map_or(zeros.as_slice(), |t| t.data.as_slice());
     let bias = b.weights(&format!("{name}.bias"), bias);
-    Ok(Some(LayerParams {
+    Ok(Some(PackedWeights {
         layer: index,
         packing,
         weights: buffers,

@@ -12,7 +12,7 @@ use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
-use crate::gpu::packing::{LayerParams, PackedGrads, Packing};
+use crate::gpu::packing::{PackedGrads, PackedWeights, Packing};
 use crate::gpu::variants::KernelShape;
 use crate::model::{LayerKind, LayerPlan, Pad};
 use crate::shaders::{self, BLOCK, TILE};
@@ -333,7 +333,7 @@ fn pad_input(
 pub(crate) fn forward(
     b: &mut Builder,
     layer: &LayerPlan,
-    params: &LayerParams,
+    params: &PackedWeights,
     input: &wgpu::Buffer,
     output: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
@@ -357,14 +357,14 @@ pub(crate) fn forward(
     Ok(dispatches)
 }
 
-/// The dispatches of a conv layer's backward pass (after ReLU's backward): the filter gradient
-/// in chunks of pixels (then the chunks summed), the bias gradient, and the input gradient
-/// where one is wanted.
+/// The dispatches of a conv layer's backward pass: its fused ReLU's backward (in place on the
+/// output gradient), the filter gradient in chunks of pixels (then the chunks summed), the bias
+/// gradient, and the input gradient where one is wanted.
 pub(crate) fn backward(
     b: &mut Builder,
     layer: &LayerPlan,
     buf: &BackwardBuffers,
-    params: &LayerParams,
+    params: &PackedWeights,
     grads: &PackedGrads,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
@@ -381,6 +381,9 @@ pub(crate) fn backward(
     };
     let variant = Variant::of(b)?;
     let mut dispatches = Vec::new();
+    if let LayerKind::Conv2d { relu: true, .. } = layer.layer.kind {
+        dispatches.push(elementwise::relu_backward(b, layer, buf)?);
+    }
 
     // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
     let pixels = layer.batch * layer.output.height * layer.output.width;

@@ -10,7 +10,7 @@ use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
-use crate::gpu::packing::{LayerParams, PackedGrads, Packing, Slice};
+use crate::gpu::packing::{PackedGrads, PackedWeights, Packing, Slice};
 use crate::gpu::variants::{KernelShape, LinearKernel};
 use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::{self, BLOCK, TILE};
@@ -105,7 +105,10 @@ struct Shape<'n> {
 }
 
 /// A linear layer's packing, or the internal error that it has another.
-fn linear_packing<'p>(layer: &LayerPlan, params: &'p LayerParams) -> Result<(usize, &'p [Slice])> {
+fn linear_packing<'p>(
+    layer: &LayerPlan,
+    params: &'p PackedWeights,
+) -> Result<(usize, &'p [Slice])> {
     match &params.packing {
         Packing::Linear { depth, slices, .. } => Ok((*depth, slices)),
         _ => Err(Error::Internal(format!(
@@ -120,7 +123,7 @@ fn linear_packing<'p>(layer: &LayerPlan, params: &'p LayerParams) -> Result<(usi
 pub(crate) fn forward(
     b: &mut Builder,
     layer: &LayerPlan,
-    params: &LayerParams,
+    params: &PackedWeights,
     input: &wgpu::Buffer,
     output: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
@@ -181,7 +184,7 @@ pub(crate) fn forward(
 fn small_batch(
     b: &mut Builder,
     shape: &Shape,
-    p: &LayerParams,
+    p: &PackedWeights,
     slices: &[Slice],
     chunks: usize,
     input: &wgpu::Buffer,
@@ -239,23 +242,26 @@ fn small_batch(
     Ok(dispatches)
 }
 
-/// The dispatches of a fully connected layer's backward pass (after ReLU's backward): per weight
-/// slice the weight gradient `X^T dY` and the input gradient `dY W` (summed over slices), then
-/// the bias gradient.
+/// The dispatches of a fully connected layer's backward pass: its fused ReLU's backward (in
+/// place on the output gradient), per weight slice the weight gradient `X^T dY` and the input
+/// gradient `dY W` (summed over slices), then the bias gradient.
 pub(crate) fn backward(
     b: &mut Builder,
     layer: &LayerPlan,
     buf: &BackwardBuffers,
-    params: &LayerParams,
+    params: &PackedWeights,
     grads: &PackedGrads,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
-    let LayerKind::Linear { out_features, .. } = layer.layer.kind else {
+    let LayerKind::Linear { out_features, relu } = layer.layer.kind else {
         return Err(Error::Internal(format!("{name} is not a linear layer")));
     };
     let (depth, slices) = linear_packing(layer, params)?;
     let batch = layer.batch;
     let mut dispatches = Vec::new();
+    if relu {
+        dispatches.push(elementwise::relu_backward(b, layer, buf)?);
+    }
     for (s, slice) in slices.iter().enumerate() {
         // Weight gradient of the slice, packed [in][packed_columns]: X^T dY[:, slice].
         let label = format!("{name}[{}..] weight backward", slice.first);

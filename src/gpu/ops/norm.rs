@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
-use crate::gpu::packing::LayerParams;
+use crate::gpu::packing::PackedWeights;
 use crate::model::LayerPlan;
 use crate::shaders;
 
@@ -36,7 +36,7 @@ pub(crate) fn forward(
     b: &mut Builder,
     layer: &LayerPlan,
     (eps, relu): (f32, bool),
-    params: &LayerParams,
+    params: &PackedWeights,
     input: &wgpu::Buffer,
     output: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
