@@ -432,15 +432,8 @@ fn googlenet_forward_matches_the_reference() {
 
 /// The new ops on awkward shapes: adaptive pooling that neither divides nor is divided by the
 /// input (5x7 to 3x2, 3x2 to 4x5), a concatenation of odd channel counts, an addition without
-/// ReLU, a batch norm with ReLU.
-#[test]
-#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
-fn new_ops_match_the_reference_on_awkward_shapes() {
-    let input = Dims {
-        channels: 3,
-        height: 5,
-        width: 7,
-    };
+/// ReLU, a batch norm with ReLU; with random weights (variances kept positive).
+fn new_ops_network(input: Dims) -> (Network, Weights) {
     let conv = |out_channels| LayerKind::Conv2d {
         out_channels,
         window: Window::square(3, 1, Padding::Same),
@@ -473,19 +466,67 @@ fn new_ops_match_the_reference_on_awkward_shapes() {
         ),
     ];
     let network = Network::new("ops", input, layers);
+    let mut params = common::random_weights(&network, 9);
+    let var = params.get_mut("norm.running_var").unwrap();
+    var.data.iter_mut().for_each(|v| *v = v.abs() + 0.1);
+    (network, params)
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn new_ops_match_the_reference_on_awkward_shapes() {
+    let input = Dims {
+        channels: 3,
+        height: 5,
+        width: 7,
+    };
+    let (network, params) = new_ops_network(input);
     for batch in [1, 3] {
         let plan = network.plan(batch).unwrap();
-        let params = common::random_weights(&network, 9);
-        let mut params = params;
-        // Variances must stay positive.
-        let var = params.get_mut("norm.running_var").unwrap();
-        var.data.iter_mut().for_each(|v| *v = v.abs() + 0.1);
         let x = random(batch * input.len(), 11);
         for ctx in contexts() {
             let net = GpuNetwork::new(ctx, &plan, &params).unwrap();
             for d in check::forward(&net, &plan, &params, &x).unwrap() {
                 assert!(d.within(1e-5), "batch {batch} on {}: {d:?}", ctx.describe());
             }
+        }
+    }
+}
+
+/// The same ops with their launches folded into 2-D grids (see tests/kernels.rs,
+/// `kernels_unfold_a_grid_folded_into_two_dimensions`): the residual add, the concatenation,
+/// the batch norm and the adaptive pooling unfold them too.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn new_ops_unfold_a_folded_grid() {
+    let input = Dims {
+        channels: 3,
+        height: 17,
+        width: 19,
+    };
+    let (network, params) = new_ops_network(input);
+    let batch = 3;
+    let plan = network.plan(batch).unwrap();
+    let x = random(batch * input.len(), 11);
+    for shared in contexts() {
+        let context =
+            |limit| common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
+        let fits = |limit| GpuNetwork::new(&context(limit), &plan, &params).is_ok();
+        let (mut low, mut high) = (1u32, 4096u32);
+        assert!(fits(high));
+        while low < high {
+            let middle = (low + high) / 2;
+            if fits(middle) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        let ctx = context(high);
+        let net = GpuNetwork::new(&ctx, &plan, &params).unwrap();
+        assert!(net.folded_launches() > 0, "nothing folds at limit {high}");
+        for d in check::forward(&net, &plan, &params, &x).unwrap() {
+            assert!(d.within(1e-5), "limit {high} on {}: {d:?}", ctx.describe());
         }
     }
 }
