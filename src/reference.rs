@@ -798,6 +798,215 @@ pub fn concat_forward<T: Real>(inputs: &[&[T]], sizes: &[usize], batch: usize) -
     Ok(output)
 }
 
+/// A batch norm in training mode, as PyTorch's `BatchNorm2d.train()` computes it: each channel
+/// normalised by the mean and the biased variance of its values over the whole batch (N, H, W),
+/// then scaled by `weight[c]`, shifted by `bias[c]`, and ReLU'd if asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormTrain<T> {
+    /// The layer's output.
+    pub output: Vec<T>,
+    /// Each channel's batch mean.
+    pub mean: Vec<T>,
+    /// Each channel's biased batch variance (divided by the values' count), which normalises.
+    pub variance: Vec<T>,
+}
+
+/// The per-channel values of `input` (whole images of `dims`): `f(channel, index in input)`.
+fn for_each_in_channel(dims: Dims, len: usize, mut f: impl FnMut(usize, usize)) {
+    let plane = dims.height * dims.width;
+    for (i, c) in (0..len / plane.max(1)).map(|row| (row, row % dims.channels)) {
+        for p in 0..plane {
+            f(c, i * plane + p);
+        }
+    }
+}
+
+/// A batch norm's forward in training mode (see [`BatchNormTrain`]). Fails when `input` is not
+/// whole images of `dims` or `weight`/`bias` are not `[C]`.
+pub fn batch_norm_train_forward<T: Real>(
+    input: &[T],
+    dims: Dims,
+    (weight, bias): (&[T], &[T]),
+    eps: f32,
+    relu: bool,
+) -> Result<BatchNormTrain<T>> {
+    const OP: &str = "batch_norm_train_forward";
+    let images = rows_of(OP, "input", input.len(), dims.len())?;
+    check_len(OP, "weight", weight.len(), dims.channels)?;
+    check_len(OP, "bias", bias.len(), dims.channels)?;
+    let count = T::from_f32((images * dims.height * dims.width) as f32);
+    let mut mean = vec![T::zero(); dims.channels];
+    for_each_in_channel(dims, input.len(), |c, i| mean[c] = mean[c] + input[i]);
+    mean.iter_mut().for_each(|m| *m = *m / count);
+    let mut variance = vec![T::zero(); dims.channels];
+    for_each_in_channel(dims, input.len(), |c, i| {
+        let d = input[i] - mean[c];
+        variance[c] = variance[c] + d * d;
+    });
+    variance.iter_mut().for_each(|v| *v = *v / count);
+    let mut output = vec![T::zero(); input.len()];
+    for_each_in_channel(dims, input.len(), |c, i| {
+        let normalised = (input[i] - mean[c]) / (variance[c] + T::from_f32(eps)).sqrt();
+        let y = normalised * weight[c] + bias[c];
+        output[i] = if relu { y.max(T::zero()) } else { y };
+    });
+    Ok(BatchNormTrain {
+        output,
+        mean,
+        variance,
+    })
+}
+
+/// The backward of [`batch_norm_train_forward`] (the batch statistics are functions of the
+/// input, so every input's gradient has a term through them): the gradients of the input, the
+/// weight and the bias. `forward` is what the forward returned for this `input`.
+pub fn batch_norm_train_backward<T: Real>(
+    input: &[T],
+    dims: Dims,
+    weight: &[T],
+    forward: &BatchNormTrain<T>,
+    grad_output: &[T],
+    (eps, relu): (f32, bool),
+) -> Result<Gradients<T>> {
+    const OP: &str = "batch_norm_train_backward";
+    let images = rows_of(OP, "input", input.len(), dims.len())?;
+    check_len(OP, "grad_output", grad_output.len(), input.len())?;
+    check_len(OP, "output", forward.output.len(), input.len())?;
+    check_len(OP, "weight", weight.len(), dims.channels)?;
+    let count = T::from_f32((images * dims.height * dims.width) as f32);
+    let dy = if relu {
+        relu_backward(&forward.output, grad_output)
+    } else {
+        grad_output.to_vec()
+    };
+    let inverse_std: Vec<T> = forward
+        .variance
+        .iter()
+        .map(|&v| T::one() / (v + T::from_f32(eps)).sqrt())
+        .collect();
+    let normalised = |c: usize, i: usize| (input[i] - forward.mean[c]) * inverse_std[c];
+    let mut grad_bias = vec![T::zero(); dims.channels];
+    let mut grad_weight = vec![T::zero(); dims.channels];
+    for_each_in_channel(dims, input.len(), |c, i| {
+        grad_bias[c] = grad_bias[c] + dy[i];
+        grad_weight[c] = grad_weight[c] + dy[i] * normalised(c, i);
+    });
+    // dx = weight / std * (dy - mean(dy) - x_hat * mean(dy * x_hat)), the means per channel.
+    let mut grad_input = vec![T::zero(); input.len()];
+    for_each_in_channel(dims, input.len(), |c, i| {
+        let centred = dy[i] - grad_bias[c] / count - normalised(c, i) * grad_weight[c] / count;
+        grad_input[i] = weight[c] * inverse_std[c] * centred;
+    });
+    Ok((Some(grad_input), grad_weight, grad_bias))
+}
+
+/// Running statistics after one training step, as PyTorch updates them: `(1 - momentum) *
+/// running + momentum * batch`, with the batch variance unbiased (times count / (count - 1)).
+/// `count` is the values per channel in the batch (N * H * W).
+pub fn batch_norm_running_update<T: Real>(
+    running: (&[T], &[T]),
+    batch: (&[T], &[T]),
+    count: usize,
+    momentum: T,
+) -> (Vec<T>, Vec<T>) {
+    let m = momentum;
+    let keep = T::one() - m;
+    let unbiased = T::from_f32(count as f32) / T::from_f32(count.saturating_sub(1).max(1) as f32);
+    let mean = running
+        .0
+        .iter()
+        .zip(batch.0)
+        .map(|(&r, &b)| keep * r + m * b)
+        .collect();
+    let variance = running
+        .1
+        .iter()
+        .zip(batch.1)
+        .map(|(&r, &b)| keep * r + m * b * unbiased)
+        .collect();
+    (mean, variance)
+}
+
+/// The backward of [`add_forward`]: every input receives the output gradient (zero where a fused
+/// ReLU cut the output). `output` is the forward's output.
+pub fn add_backward<T: Real>(output: &[T], grad_output: &[T], relu: bool) -> Result<Vec<T>> {
+    check_len(
+        "add_backward",
+        "grad_output",
+        grad_output.len(),
+        output.len(),
+    )?;
+    Ok(if relu {
+        relu_backward(output, grad_output)
+    } else {
+        grad_output.to_vec()
+    })
+}
+
+/// The backward of [`concat_forward`]: each input's slice of the output gradient.
+pub fn concat_backward<T: Real>(
+    grad_output: &[T],
+    sizes: &[usize],
+    batch: usize,
+) -> Result<Vec<Vec<T>>> {
+    let per_image: usize = sizes.iter().sum();
+    check_len(
+        "concat_backward",
+        "grad_output",
+        grad_output.len(),
+        batch * per_image,
+    )?;
+    let mut grads: Vec<Vec<T>> = sizes
+        .iter()
+        .map(|&s| Vec::with_capacity(batch * s))
+        .collect();
+    for image in grad_output.chunks(per_image.max(1)) {
+        let mut offset = 0;
+        for (grad, &size) in grads.iter_mut().zip(sizes) {
+            grad.extend_from_slice(&image[offset..offset + size]);
+            offset += size;
+        }
+    }
+    Ok(grads)
+}
+
+/// The backward of [`adaptive_avg_pool_forward`]: each output's gradient spread evenly over the
+/// cell of inputs it averaged (cells overlap where the sizes do not divide).
+pub fn adaptive_avg_pool_backward<T: Real>(
+    grad_output: &[T],
+    input_dims: Dims,
+    output: Dims,
+) -> Result<Vec<T>> {
+    const OP: &str = "adaptive_avg_pool_backward";
+    if input_dims.is_empty() || output.is_empty() || input_dims.channels != output.channels {
+        return Err(invalid(
+            OP,
+            format!("cannot pool {input_dims:?} into {output:?}"),
+        ));
+    }
+    let images = rows_of(OP, "grad_output", grad_output.len(), output.len())?;
+    let span = |i: usize, n: usize, size: usize| (i * size / n)..((i + 1) * size).div_ceil(n);
+    let in_plane = input_dims.height * input_dims.width;
+    let mut grad_input = vec![T::zero(); images * input_dims.len()];
+    let out_planes = grad_output.chunks(output.height * output.width);
+    for (grads, plane) in out_planes.zip(grad_input.chunks_mut(in_plane)) {
+        for oy in 0..output.height {
+            for ox in 0..output.width {
+                let rows = span(oy, output.height, input_dims.height);
+                let cols = span(ox, output.width, input_dims.width);
+                let share =
+                    grads[oy * output.width + ox] / T::from_f32((rows.len() * cols.len()) as f32);
+                for y in rows {
+                    for x in cols.clone() {
+                        plane[y * input_dims.width + x] = plane[y * input_dims.width + x] + share;
+                    }
+                }
+            }
+        }
+    }
+    Ok(grad_input)
+}
+
 /// The benchmark's loss, TensorFlow's `l2_loss(logits) = sum(logits^2) / 2`. Its gradient is the
 /// logits.
 pub fn l2_loss<T: Real>(logits: &[T]) -> T {
@@ -1020,13 +1229,15 @@ pub fn layer_backward<T: Real>(
     };
     Ok(match &plan.layer.kind {
         LayerKind::Conv2d { relu, bias, .. } => {
-            if !*bias {
-                return Err(unsupported_backward(plan));
-            }
             let spec = ConvSpec::of(plan).expect("a conv layer");
             let dy = dy_of(*relu)?;
-            let (w, _) = params.layer(name)?;
-            with_params(conv2d_backward(input, w, &dy, &spec, need_input_grad)?)
+            let w = params.tensor(name, "weight")?;
+            let grads = with_params(conv2d_backward(input, w, &dy, &spec, need_input_grad)?);
+            // Without a bias (a batch norm follows), the bias gradient is not a parameter's.
+            LayerGrads {
+                bias: grads.bias.filter(|_| *bias),
+                ..grads
+            }
         }
         LayerKind::Linear { relu, .. } => {
             let dy = dy_of(*relu)?;
@@ -1061,7 +1272,7 @@ pub fn layer_backward<T: Real>(
 /// The error for a backward pass through a layer it does not handle.
 fn unsupported_backward(plan: &LayerPlan) -> Error {
     Error::InvalidArgument(format!(
-        "layer {}: the backward pass is implemented for chains of convolutions with bias, LRN, \
+        "layer {}: the backward pass is implemented for chains of convolutions, LRN, \
          max pooling and fully connected layers",
         plan.layer.name
     ))
@@ -1092,8 +1303,10 @@ pub fn backward<T: Real>(
         let x = if i == 0 { input } else { &outputs[i - 1] };
         let g = layer_backward(layer, x, &outputs[i], &grad, params, i > 0)?;
         let name = &layer.layer.name;
-        if let (Some(w), Some(b)) = (g.weight, g.bias) {
+        if let Some(b) = g.bias {
             grads.push((format!("{name}.bias"), b));
+        }
+        if let Some(w) = g.weight {
             grads.push((format!("{name}.weight"), w));
         }
         if let Some(dx) = g.input {

@@ -132,14 +132,17 @@ fn conv2d_backward_matches_finite_differences() {
         ),
     ];
     for (i, (input, out_channels, window, groups, relu)) in cases.into_iter().enumerate() {
-        let kind = LayerKind::Conv2d {
-            out_channels,
-            window,
-            groups,
-            relu,
-            bias: true,
-        };
-        check_layer(input, kind, 2, 10 + i as u64);
+        // With a bias, and without one (the convolutions a batch norm follows).
+        for bias in [true, false] {
+            let kind = LayerKind::Conv2d {
+                out_channels,
+                window,
+                groups,
+                relu,
+                bias,
+            };
+            check_layer(input, kind, 2, 10 + i as u64);
+        }
     }
 }
 
@@ -205,4 +208,113 @@ fn max_pool_ties_go_to_the_first_maximum() {
     let y = reference::layer_forward(&plan[0], &[&x], &params).unwrap();
     let g = reference::layer_backward(&plan[0], &x, &y, &[5.0], &params, true).unwrap();
     assert_eq!(g.input.unwrap(), vec![0.0, 5.0, 0.0, 0.0]);
+}
+
+/// `r` and a loss `sum(r * y)` for an op's output `y`.
+fn weighted(len: usize, seed: u64) -> Vec<f64> {
+    f64s(&random(len, seed))
+}
+
+fn dot(y: &[f64], r: &[f64]) -> f64 {
+    y.iter().zip(r).map(|(a, b)| a * b).sum()
+}
+
+#[test]
+fn batch_norm_in_training_mode_matches_finite_differences() {
+    // Batch statistics over (N, H, W): every input moves every output of its channel. Odd
+    // planes, batch 1 and 3, with and without the fused ReLU.
+    for (batch, d, relu) in [(3, dims(2, 3, 5), false), (1, dims(3, 2, 3), true)] {
+        let len = batch * d.len();
+        let mut x = f64s(&random(len, 70));
+        let mut weight = f64s(&random(d.channels, 71));
+        let mut bias = f64s(&random(d.channels, 72));
+        let r = weighted(len, 73);
+        let eps = 1e-3;
+        let forward = |x: &[f64], w: &[f64], b: &[f64]| {
+            reference::batch_norm_train_forward(x, d, (w, b), eps, relu).unwrap()
+        };
+        let f = forward(&x, &weight, &bias);
+        let (dx, dw, db) =
+            reference::batch_norm_train_backward(&x, d, &weight, &f, &r, (eps, relu)).unwrap();
+        let (w0, b0, x0) = (weight.clone(), bias.clone(), x.clone());
+        assert_matches_differences("bn input", &mut x, &dx.unwrap(), &|x| {
+            dot(&forward(x, &w0, &b0).output, &r)
+        });
+        assert_matches_differences("bn weight", &mut weight, &dw, &|w| {
+            dot(&forward(&x0, w, &b0).output, &r)
+        });
+        assert_matches_differences("bn bias", &mut bias, &db, &|b| {
+            dot(&forward(&x0, &w0, b).output, &r)
+        });
+        // The statistics themselves: mean and biased variance of channel 0, by hand.
+        let plane = d.height * d.width;
+        let values: Vec<f64> = (0..batch)
+            .flat_map(|n| x0[n * d.len()..][..plane].to_vec())
+            .collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        assert!((f.mean[0] - mean).abs() < 1e-12 && (f.variance[0] - var).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn running_statistics_update_as_pytorch_does() {
+    // momentum 0.1; the batch variance enters unbiased: 4 values per channel, so times 4/3.
+    let (mean, var) =
+        reference::batch_norm_running_update::<f64>((&[1.0], &[2.0]), (&[3.0], &[0.75]), 4, 0.1);
+    assert!((mean[0] - (0.9 * 1.0 + 0.1 * 3.0)).abs() < 1e-12);
+    assert!((var[0] - (0.9 * 2.0 + 0.1 * 1.0)).abs() < 1e-12);
+}
+
+#[test]
+fn add_concat_and_adaptive_pool_backward_match_finite_differences() {
+    let batch = 2;
+    // A residual add with its fused ReLU: each input receives the masked output gradient.
+    let len = 2 * 3 * 5;
+    let (mut a, b) = (f64s(&random(len, 80)), f64s(&random(len, 81)));
+    let r = weighted(len, 82);
+    for relu in [false, true] {
+        let y = reference::add_forward(&[&a, &b], relu).unwrap();
+        let da = reference::add_backward(&y, &r, relu).unwrap();
+        let b0 = b.clone();
+        assert_matches_differences("add input", &mut a, &da, &|a| {
+            dot(&reference::add_forward(&[a, &b0], relu).unwrap(), &r)
+        });
+    }
+    // A concatenation of odd sizes: each input's slice of every image.
+    let sizes = [3, 1, 5];
+    let mut parts: Vec<Vec<f64>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| f64s(&random(batch * s, 90 + i as u64)))
+        .collect();
+    let r = weighted(batch * 9, 93);
+    let grads = reference::concat_backward(&r, &sizes, batch).unwrap();
+    for i in 0..sizes.len() {
+        let others = parts.clone();
+        let f = |p: &[f64]| {
+            let mut inputs: Vec<&[f64]> = others.iter().map(Vec::as_slice).collect();
+            inputs[i] = p;
+            dot(
+                &reference::concat_forward(&inputs, &sizes, batch).unwrap(),
+                &r,
+            )
+        };
+        assert_matches_differences("concat input", &mut parts[i], &grads[i], &f);
+    }
+    // Adaptive pooling with cells that overlap (5x7 to 3x2) and that repeat inputs (3x2 to 4x5).
+    for (from, to) in [
+        (dims(2, 5, 7), dims(2, 3, 2)),
+        (dims(2, 3, 2), dims(2, 4, 5)),
+    ] {
+        let mut x = f64s(&random(batch * from.len(), 95));
+        let r = weighted(batch * to.len(), 96);
+        let dx = reference::adaptive_avg_pool_backward(&r, from, to).unwrap();
+        assert_matches_differences("adaptive pool input", &mut x, &dx, &|x| {
+            dot(
+                &reference::adaptive_avg_pool_forward(x, from, to).unwrap(),
+                &r,
+            )
+        });
+    }
 }
