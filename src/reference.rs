@@ -1186,6 +1186,146 @@ pub fn forward<T: Real>(
     Ok(outputs)
 }
 
+/// A forward pass in training mode: every layer's output, and each batch norm's batch
+/// statistics (`None` for the other layers), which its backward needs.
+#[derive(Clone, Debug)]
+pub struct TrainingForward<T> {
+    /// Every layer's output, in order.
+    pub outputs: Vec<Vec<T>>,
+    /// Per layer, a batch norm's forward in training mode.
+    pub batch_norms: Vec<Option<BatchNormTrain<T>>>,
+}
+
+/// The sources' tensors of `layer`: the network's input or earlier layers' outputs.
+fn sources_of<'t, T>(layer: &LayerPlan, input: &'t [T], outputs: &'t [Vec<T>]) -> Vec<&'t [T]> {
+    layer
+        .sources
+        .iter()
+        .map(|(source, _)| match source {
+            Source::Input => input,
+            // check_plan: every layer reads layers before it.
+            Source::Layer(j) => outputs[*j].as_slice(),
+        })
+        .collect()
+}
+
+/// Runs a whole planned network in training mode, as PyTorch's `model.train()` does: as
+/// [`forward`], except that batch norms normalise by their batch statistics. Fails as
+/// [`forward`] does.
+pub fn forward_training<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+) -> Result<TrainingForward<T>> {
+    crate::model::check_plan(plan)?;
+    let mut outputs: Vec<Vec<T>> = Vec::with_capacity(plan.len());
+    let mut batch_norms = Vec::with_capacity(plan.len());
+    for layer in plan {
+        let inputs = sources_of(layer, input, &outputs);
+        let (y, norm) = match layer.layer.kind {
+            LayerKind::BatchNorm { eps, relu } => {
+                let name = &layer.layer.name;
+                let (weight, bias) = params.layer(name)?;
+                let norm =
+                    batch_norm_train_forward(inputs[0], layer.input, (weight, bias), eps, relu)?;
+                (norm.output.clone(), Some(norm))
+            }
+            _ => (layer_forward(layer, &inputs, params)?, None),
+        };
+        outputs.push(y);
+        batch_norms.push(norm);
+    }
+    Ok(TrainingForward {
+        outputs,
+        batch_norms,
+    })
+}
+
+/// The gradients of a loss with respect to every parameter tensor of any planned network (a
+/// chain or a DAG: residual additions, concatenations), given the training-mode forward pass
+/// and the gradient of the loss with respect to the last layer's output. A layer read by several
+/// others receives the sum of their gradients. Named as in the weights file, in the network's
+/// order.
+pub fn backward_training<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    forward: &TrainingForward<T>,
+    grad_logits: &[T],
+) -> Result<Vec<(String, Vec<T>)>> {
+    const OP: &str = "backward_training";
+    crate::model::check_plan(plan)?;
+    check_len(OP, "the list of outputs", forward.outputs.len(), plan.len())?;
+    check_len(OP, "the batch norms", forward.batch_norms.len(), plan.len())?;
+    let last = forward.outputs.last().map_or(0, Vec::len);
+    check_len(OP, "grad_logits", grad_logits.len(), last)?;
+    let mut grads: Vec<Option<Vec<T>>> = vec![None; plan.len()];
+    grads[plan.len() - 1] = Some(grad_logits.to_vec());
+    let mut parameters: Vec<(String, Vec<T>)> = Vec::new();
+    for (i, layer) in plan.iter().enumerate().rev() {
+        // A layer whose output reaches no loss (an auxiliary head the loss leaves out) has
+        // no gradient.
+        let Some(g) = grads[i].take() else { continue };
+        let name = &layer.layer.name;
+        let inputs = sources_of(layer, input, &forward.outputs);
+        let output = &forward.outputs[i];
+        let reads_layers = layer
+            .sources
+            .iter()
+            .any(|(s, _)| matches!(s, Source::Layer(_)));
+        let to_sources: Vec<Vec<T>> = match layer.layer.kind {
+            LayerKind::BatchNorm { eps, relu } => {
+                let norm = forward.batch_norms[i].as_ref().ok_or_else(|| {
+                    invalid(OP, format!("batch norm {name} has no batch statistics"))
+                })?;
+                let (weight, _) = params.layer(name)?;
+                let (dx, dw, db) = batch_norm_train_backward(
+                    inputs[0],
+                    layer.input,
+                    weight,
+                    norm,
+                    &g,
+                    (eps, relu),
+                )?;
+                parameters.push((format!("{name}.bias"), db));
+                parameters.push((format!("{name}.weight"), dw));
+                dx.into_iter().collect()
+            }
+            LayerKind::Add { relu } => {
+                let d = add_backward(output, &g, relu)?;
+                vec![d; inputs.len()]
+            }
+            LayerKind::Concat => {
+                let sizes: Vec<usize> = layer.sources.iter().map(|(_, d)| d.len()).collect();
+                concat_backward(&g, &sizes, layer.batch)?
+            }
+            LayerKind::AdaptiveAvgPool { .. } => {
+                vec![adaptive_avg_pool_backward(&g, layer.input, layer.output)?]
+            }
+            _ => {
+                let d = layer_backward(layer, inputs[0], output, &g, params, reads_layers)?;
+                if let Some(b) = d.bias {
+                    parameters.push((format!("{name}.bias"), b));
+                }
+                if let Some(w) = d.weight {
+                    parameters.push((format!("{name}.weight"), w));
+                }
+                d.input.into_iter().collect()
+            }
+        };
+        for ((source, _), d) in layer.sources.iter().zip(to_sources) {
+            if let Source::Layer(j) = *source {
+                match &mut grads[j] {
+                    Some(sum) => sum.iter_mut().zip(&d).for_each(|(s, &v)| *s = *s + v),
+                    slot @ None => *slot = Some(d),
+                }
+            }
+        }
+    }
+    parameters.reverse();
+    Ok(parameters)
+}
+
 /// One layer's gradients: of its input (when asked for) and of its parameters.
 #[derive(Clone, Debug, Default)]
 pub struct LayerGrads<T> {

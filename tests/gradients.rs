@@ -318,3 +318,85 @@ fn add_concat_and_adaptive_pool_backward_match_finite_differences() {
         });
     }
 }
+
+#[test]
+fn a_residual_network_in_training_mode_matches_finite_differences() {
+    // Every parameter of a small DAG: convolutions without bias, batch norms in training mode
+    // (batch statistics) with and without ReLU, a residual addition reading a layer twice
+    // removed, a concatenation with a 1x1 branch from the input, adaptive pooling, a linear head.
+    // The loss is sum(r * logits); every parameter element is probed.
+    let conv = |out_channels, size, bias| LayerKind::Conv2d {
+        out_channels,
+        window: Window::square(size, 1, Padding::Same),
+        groups: 1,
+        relu: false,
+        bias,
+    };
+    let norm = |relu| LayerKind::BatchNorm { eps: 1e-3, relu };
+    let layers = vec![
+        Layer::new("conv1", conv(3, 3, false)),
+        Layer::new("bn1", norm(true)),
+        Layer::new("conv2", conv(3, 3, false)),
+        Layer::new("bn2", norm(false)),
+        Layer::new("sum", LayerKind::Add { relu: true }).reading(&["bn1", "bn2"]),
+        Layer::new("side", conv(2, 1, true)).reading(&[convnet_wgpu::model::INPUT]),
+        Layer::new("cat", LayerKind::Concat).reading(&["sum", "side"]),
+        Layer::new(
+            "pool",
+            LayerKind::AdaptiveAvgPool {
+                height: 2,
+                width: 2,
+            },
+        ),
+        Layer::new(
+            "fc",
+            LayerKind::Linear {
+                out_features: 3,
+                relu: false,
+            },
+        ),
+    ];
+    let network = Network::new("residual", dims(2, 5, 4), layers);
+    let batch = 3;
+    let plan = network.plan(batch).unwrap();
+    let mut weights = Weights::init(&network, 3).unwrap();
+    let names: Vec<String> = weights.iter().map(|(n, _)| n.to_string()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let t = weights.get_mut(name).unwrap();
+        t.data = random(t.data.len(), 100 + i as u64);
+    }
+    let params = Parameters::<f64>::from_weights(&weights);
+    let x = f64s(&random(batch * network.input.len(), 120));
+    let r = f64s(&random(batch * 3, 121));
+    let loss = |p: &Parameters<f64>| {
+        let forward = reference::forward_training(&plan, p, &x).unwrap();
+        dot(forward.outputs.last().unwrap(), &r)
+    };
+    let forward = reference::forward_training(&plan, &params, &x).unwrap();
+    let grads = reference::backward_training(&plan, &params, &x, &forward, &r).unwrap();
+    let trained: Vec<&str> = grads.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        trained,
+        [
+            "conv1.weight",
+            "bn1.weight",
+            "bn1.bias",
+            "conv2.weight",
+            "bn2.weight",
+            "bn2.bias",
+            "side.weight",
+            "side.bias",
+            "fc.weight",
+            "fc.bias"
+        ],
+        "every trained tensor once, in the network's order (running statistics are not trained)"
+    );
+    for (name, analytic) in &grads {
+        let mut values = f64s(&weights.get(name).unwrap().data);
+        assert_matches_differences(name, &mut values, analytic, &|v| {
+            let mut p = params.clone();
+            p.set(name, v.to_vec()).unwrap();
+            loss(&p)
+        });
+    }
+}
