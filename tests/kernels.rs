@@ -648,21 +648,9 @@ fn kernels_unfold_a_grid_folded_into_two_dimensions() {
             let batch = 3;
             let plan = network.plan(batch).unwrap();
             let weights = random_weights(network, 40 + i as u64);
-            let context =
-                |limit| common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
-            let fits = |limit| GpuNetwork::with_gradients(&context(limit), &plan, &weights).is_ok();
-            // The smallest limit that fits, by bisection (fitting is monotonic in the limit).
-            let (mut low, mut high) = (1u32, 4096u32);
-            assert!(fits(high), "case {i} does not fit a limit of {high}");
-            while low < high {
-                let middle = (low + high) / 2;
-                if fits(middle) {
-                    high = middle;
-                } else {
-                    low = middle + 1;
-                }
-            }
-            let ctx = context(high);
+            let (high, ctx) = common::smallest_fitting_context(shared, |ctx| {
+                GpuNetwork::with_gradients(ctx, &plan, &weights).is_ok()
+            });
             let net = GpuNetwork::with_gradients(&ctx, &plan, &weights).unwrap();
             assert!(
                 net.folded_launches() > 0,

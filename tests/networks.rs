@@ -509,20 +509,9 @@ fn new_ops_unfold_a_folded_grid() {
     let plan = network.plan(batch).unwrap();
     let x = random(batch * input.len(), 11);
     for shared in contexts() {
-        let context =
-            |limit| common::fresh_context(shared).with_workgroups_per_dimension_limit(limit);
-        let fits = |limit| GpuNetwork::new(&context(limit), &plan, &params).is_ok();
-        let (mut low, mut high) = (1u32, 4096u32);
-        assert!(fits(high));
-        while low < high {
-            let middle = (low + high) / 2;
-            if fits(middle) {
-                high = middle;
-            } else {
-                low = middle + 1;
-            }
-        }
-        let ctx = context(high);
+        let (high, ctx) = common::smallest_fitting_context(shared, |ctx| {
+            GpuNetwork::new(ctx, &plan, &params).is_ok()
+        });
         let net = GpuNetwork::new(&ctx, &plan, &params).unwrap();
         assert!(net.folded_launches() > 0, "nothing folds at limit {high}");
         for d in check::forward(&net, &plan, &params, &x).unwrap() {

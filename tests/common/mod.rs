@@ -55,6 +55,27 @@ pub fn fresh_context(shared: &GpuContext) -> GpuContext {
     GpuContext::new(&choice).unwrap_or_else(|e| panic!("adapter {}: {e}", shared.info().name))
 }
 
+/// A fresh context on `shared`'s adapter that plans within the smallest workgroups-per-dimension
+/// limit for which `fits` holds (fitting is monotonic in the limit: found by bisection), and that
+/// limit. Launches with more workgroups than it fold into a 2-D grid.
+pub fn smallest_fitting_context(
+    shared: &GpuContext,
+    fits: impl Fn(&GpuContext) -> bool,
+) -> (u32, GpuContext) {
+    let context = |limit| fresh_context(shared).with_workgroups_per_dimension_limit(limit);
+    let (mut low, mut high) = (1u32, 4096u32);
+    assert!(fits(&context(high)), "nothing fits a limit of {high}");
+    while low < high {
+        let middle = (low + high) / 2;
+        if fits(&context(middle)) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    (high, context(high))
+}
+
 /// `len` values uniform in [-1, 1).
 pub fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
