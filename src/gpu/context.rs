@@ -428,9 +428,14 @@ impl GpuContext {
 
     /// Runs `f` inside validation, out-of-memory and internal error scopes, and returns the first
     /// error any of them caught (or an earlier uncaptured one) as an [`Error::Gpu`].
+    /// Pipelines made inside a scope that caught an error are dropped from the cache: one of
+    /// them may be the invalid pipeline the error was about, and a later network would reuse it.
     pub fn scoped<T>(&self, during: &str, f: impl FnOnce(&Self) -> T) -> Result<T> {
-        let value = capture_errors(&self.device, || f(self))
-            .map_err(|message| self.error(during, message))?;
+        let before = self.pipelines.len();
+        let value = capture_errors(&self.device, || f(self)).map_err(|message| {
+            self.pipelines.forget_since(before);
+            self.error(during, message)
+        })?;
         self.check(during)?;
         Ok(value)
     }

@@ -134,6 +134,8 @@ type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 pub(crate) struct Pipelines {
     workgroup_size: u32,
     cache: Mutex<HashMap<PipelineKey, Pipeline>>,
+    /// The cache's keys in the order their pipelines were made.
+    order: Mutex<Vec<PipelineKey>>,
     /// Seconds spent creating pipelines, all together.
     seconds: Mutex<f64>,
 }
@@ -143,6 +145,7 @@ impl Pipelines {
         Pipelines {
             workgroup_size: workgroup_size(software),
             cache: Mutex::new(HashMap::new()),
+            order: Mutex::new(Vec::new()),
             seconds: Mutex::new(0.0),
         }
     }
@@ -150,6 +153,21 @@ impl Pipelines {
     /// The `WORKGROUP_SIZE` of every flat kernel.
     pub fn workgroup_size(&self) -> u32 {
         self.workgroup_size
+    }
+
+    /// How many pipelines the cache holds.
+    pub fn len(&self) -> usize {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Drops the pipelines made after the cache held `count` (in the order they were made).
+    pub fn forget_since(&self, count: usize) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = count.min(order.len());
+        for key in order.drain(kept..) {
+            cache.remove(&key);
+        }
     }
 
     /// Seconds spent creating pipelines so far. Drivers that compile at the first dispatch
@@ -177,8 +195,12 @@ impl Pipelines {
         // A panic elsewhere cannot leave the map half-updated: insertion is one call.
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| {
+                self.order
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(key);
                 let start = Instant::now();
                 let pipeline = compile(device, &kernel.shader, &constants);
                 *self.seconds.lock().unwrap_or_else(|e| e.into_inner()) +=
