@@ -1013,6 +1013,43 @@ pub fn l2_loss<T: Real>(logits: &[T]) -> T {
     logits.iter().map(|&v| v * v).sum::<T>() / (T::one() + T::one())
 }
 
+/// Softmax cross-entropy with integer labels, averaged over the batch as PyTorch's
+/// `nn.CrossEntropyLoss()` does: the loss, and its gradient with respect to the logits,
+/// `(softmax(logits) - one_hot(label)) / batch`. `logits` are `[batch][classes]`. Fails for
+/// a label out of range or logits that are not one row of `classes` per label.
+pub fn softmax_cross_entropy<T: Real>(
+    logits: &[T],
+    labels: &[usize],
+    classes: usize,
+) -> Result<(T, Vec<T>)> {
+    const OP: &str = "softmax_cross_entropy";
+    if classes == 0 {
+        return Err(invalid(OP, "no classes"));
+    }
+    check_len(OP, "logits", logits.len(), labels.len() * classes)?;
+    if let Some((i, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+        return Err(invalid(
+            OP,
+            format!("label {label} of image {i} is not one of the {classes} classes"),
+        ));
+    }
+    let batch = T::from_f32(labels.len() as f32);
+    let mut loss = T::zero();
+    let mut grad = Vec::with_capacity(logits.len());
+    for (row, &label) in logits.chunks(classes).zip(labels) {
+        // Shifted by the row's maximum, so that exp never overflows.
+        let max = row.iter().fold(T::neg_infinity(), |m, &v| m.max(v));
+        let exps: Vec<T> = row.iter().map(|&v| (v - max).exp()).collect();
+        let sum: T = exps.iter().copied().sum();
+        loss = loss + (sum.ln() - (row[label] - max)) / batch;
+        grad.extend(exps.iter().enumerate().map(|(c, &e)| {
+            let target = if c == label { T::one() } else { T::zero() };
+            (e / sum - target) / batch
+        }));
+    }
+    Ok((loss, grad))
+}
+
 /// A network's parameters in the reference's float type, in the network's order.
 #[derive(Clone, Debug)]
 pub struct Parameters<T> {

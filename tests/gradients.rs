@@ -400,3 +400,32 @@ fn a_residual_network_in_training_mode_matches_finite_differences() {
         });
     }
 }
+
+#[test]
+fn softmax_cross_entropy_matches_finite_differences_and_pytorchs_mean() {
+    let (batch, classes) = (3, 5);
+    let mut logits: Vec<f64> = f64s(&random(batch * classes, 130))
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect();
+    let labels = [4, 0, 2];
+    let (loss, grad) = reference::softmax_cross_entropy(&logits, &labels, classes).unwrap();
+    // By hand: the mean over images of log(sum exp) - the label's logit.
+    let by_hand: f64 = logits
+        .chunks(classes)
+        .zip(labels)
+        .map(|(row, l)| row.iter().map(|v| v.exp()).sum::<f64>().ln() - row[l])
+        .sum::<f64>()
+        / batch as f64;
+    assert!((loss - by_hand).abs() < 1e-12, "{loss} vs {by_hand}");
+    assert_matches_differences("cross-entropy logits", &mut logits, &grad, &|x| {
+        reference::softmax_cross_entropy(x, &labels, classes)
+            .unwrap()
+            .0
+    });
+    // Large logits do not overflow; bad labels and shapes are errors.
+    let (big, _) = reference::softmax_cross_entropy(&[1000.0f64, 0.0], &[1], 2).unwrap();
+    assert!((big - 1000.0).abs() < 1e-9, "{big}");
+    assert!(reference::softmax_cross_entropy(&logits, &[5, 0, 2], classes).is_err());
+    assert!(reference::softmax_cross_entropy(&logits, &[0, 1], classes).is_err());
+}
