@@ -212,7 +212,7 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::model::{Dims, Layer, LayerKind, Network, Padding, Window};
+    use crate::model::{small_test_network, Network};
     use crate::weights::Tensor;
 
     /// A [`Runner`] on the CPU reference: what a GPU network computes, without a GPU.
@@ -257,30 +257,6 @@ mod tests {
         }
     }
 
-    fn network(out_channels: usize) -> Network {
-        let conv = LayerKind::Conv2d {
-            out_channels,
-            window: Window::square(3, 1, Padding::Same),
-            groups: 1,
-            relu: true,
-            bias: true,
-        };
-        let linear = LayerKind::Linear {
-            out_features: 3,
-            relu: false,
-        };
-        let input = Dims {
-            channels: 2,
-            height: 3,
-            width: 3,
-        };
-        Network::new(
-            "small",
-            input,
-            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
-        )
-    }
-
     fn cpu(network: &Network) -> Cpu {
         Cpu {
             plan: network.plan(2).unwrap(),
@@ -305,13 +281,13 @@ mod tests {
 
     #[test]
     fn forward_refuses_weights_and_input_that_do_not_fit_the_plan() {
-        let network = network(2);
+        let network = small_test_network(2, 3);
         let net = cpu(&network);
         let input = crate::weights::random_input(&net.plan, 1);
         for d in forward(&net, &net.plan, &net.weights, &input).unwrap() {
             assert_eq!(d.max_abs, 0.0, "{d:?}");
         }
-        let other = Weights::init(&self::network(4), 3).unwrap();
+        let other = Weights::init(&small_test_network(4, 3), 3).unwrap();
         invalid(forward(&net, &net.plan, &other, &input));
         invalid(forward(&net, &net.plan, &net.weights, &input[1..]));
         invalid(forward(&net, &net.plan[..1], &net.weights, &input));
@@ -319,19 +295,19 @@ mod tests {
 
     #[test]
     fn gradients_refuse_weights_and_input_that_do_not_fit_the_plan() {
-        let network = network(2);
+        let network = small_test_network(2, 3);
         let net = cpu(&network);
         let input = crate::weights::random_input(&net.plan, 1);
         let report = gradients(&net, &net.weights, &input).unwrap();
         assert_eq!(report.len(), 4);
         assert!(report.iter().all(|g| g.gpu.within(GRADIENT_TOLERANCE)));
-        let other = Weights::init(&self::network(4), 3).unwrap();
+        let other = Weights::init(&small_test_network(4, 3), 3).unwrap();
         invalid(gradients(&net, &other, &input));
     }
 
     #[test]
     fn reference_gradients_refuse_weights_and_input_that_do_not_fit() {
-        let network = network(2);
+        let network = small_test_network(2, 3);
         let plan = network.plan(2).unwrap();
         let weights = Weights::init(&network, 3).unwrap();
         let input = crate::weights::random_input(&plan, 1);
@@ -341,7 +317,7 @@ mod tests {
                 .len(),
             4
         );
-        let other = Weights::init(&self::network(4), 3).unwrap();
+        let other = Weights::init(&small_test_network(4, 3), 3).unwrap();
         invalid(reference_gradients::<f64>(&plan, &other, &input));
         invalid(reference_gradients::<f64>(&plan, &weights, &input[2..]));
     }

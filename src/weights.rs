@@ -387,41 +387,11 @@ pub fn load_input(path: &Path, network: &Network) -> Result<(usize, Vec<f32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Dims, Layer, Padding, Towers, Window};
-
-    /// A convolution split over two devices, then a linear layer on the first.
-    fn two_device_network() -> Network {
-        let input = Dims {
-            channels: 2,
-            height: 4,
-            width: 4,
-        };
-        let conv = LayerKind::Conv2d {
-            out_channels: 4,
-            window: Window::square(3, 1, Padding::Same),
-            groups: 1,
-            relu: true,
-            bias: true,
-        };
-        let linear = LayerKind::Linear {
-            out_features: 3,
-            relu: false,
-        };
-        let mut network = Network::new(
-            "pair",
-            input,
-            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
-        );
-        network.towers = Some(Towers {
-            exchange_before: vec![1],
-            unsplit_from: 1,
-        });
-        network
-    }
+    use crate::model::small_test_network;
 
     #[test]
     fn tensor_names_a_missing_tensor() {
-        let weights = Weights::init(&two_device_network(), 1).unwrap();
+        let weights = Weights::init(&small_test_network(4, 4), 1).unwrap();
         assert_eq!(weights.tensor("conv1", "bias").unwrap().len(), 4);
         let err = weights.tensor("conv9", "weight").unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
@@ -430,7 +400,7 @@ mod tests {
 
     #[test]
     fn check_against_names_a_missing_or_misshapen_tensor() {
-        let network = two_device_network();
+        let network = small_test_network(4, 4);
         let plan = network.plan(1).unwrap();
         let mut weights = Weights::init(&network, 1).unwrap();
         weights.check_against(&plan).unwrap();
@@ -457,7 +427,7 @@ mod tests {
 
     #[test]
     fn slice_for_refuses_a_device_past_the_halves_and_foreign_weights() {
-        let network = two_device_network();
+        let network = small_test_network(4, 4);
         let segments = network.towers.as_ref().unwrap().segments(2).unwrap();
         let part = network.tower(&segments[0], network.input).unwrap();
         let weights = Weights::init(&network, 1).unwrap();
@@ -482,7 +452,7 @@ mod tests {
     #[test]
     fn random_input_of_an_empty_plan_is_empty() {
         assert!(random_input(&[], 1).is_empty());
-        let plan = two_device_network().plan(3).unwrap();
+        let plan = small_test_network(4, 4).plan(3).unwrap();
         assert_eq!(random_input(&plan, 1).len(), 3 * 2 * 4 * 4);
     }
 }

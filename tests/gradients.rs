@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::random;
+use common::{dims, random};
 use convnet_wgpu::model::{Dims, Layer, LayerKind, LayerPlan, Network, Pad, Padding, Window};
 use convnet_wgpu::reference::{self, Parameters};
 use convnet_wgpu::weights::Weights;
@@ -84,14 +84,6 @@ fn check_layer(input: Dims, kind: LayerKind, batch: usize, seed: u64) {
             p.set(&name, v.to_vec()).unwrap();
             loss(layer, &x, &p, &r)
         });
-    }
-}
-
-fn dims(channels: usize, height: usize, width: usize) -> Dims {
-    Dims {
-        channels,
-        height,
-        width,
     }
 }
 

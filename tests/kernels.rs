@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{contexts, random, random_weights, relative_error};
+use common::{contexts, dims, random, random_weights, relative_error};
 use convnet_wgpu::gpu::{GpuContext, GpuNetwork};
 use convnet_wgpu::model::{Dims, Layer, LayerKind, Network, Pad, Padding, Window};
 use convnet_wgpu::reference::{self, Parameters};
@@ -35,14 +35,6 @@ fn behind_identity(input: Dims, kind: LayerKind) -> Network {
             layer("layer", kind),
         ],
     )
-}
-
-fn dims(channels: usize, height: usize, width: usize) -> Dims {
-    Dims {
-        channels,
-        height,
-        width,
-    }
 }
 
 /// Runs the layer forward and backward on every adapter and compares its output, its input

@@ -2,21 +2,13 @@
 
 mod common;
 
-use common::{contexts, random, random_weights, relative_error};
+use common::{contexts, dims, random, random_weights, relative_error};
 use convnet_wgpu::gpu::GpuNetwork;
-use convnet_wgpu::model::{Dims, LayerKind};
+use convnet_wgpu::model::LayerKind;
 use convnet_wgpu::reference::{self, Parameters};
 
 /// The single-kernel tolerance of tests/kernels.rs, for the gradients read back each step.
 const TOLERANCE: f32 = 1e-5;
-
-fn dims(channels: usize, height: usize, width: usize) -> Dims {
-    Dims {
-        channels,
-        height,
-        width,
-    }
-}
 
 /// SGD with momentum as sgd.wgsl states it (`v = momentum * v + grad; param -= lr * v`, PyTorch's
 /// form) over three steps of one linear layer, against the same arithmetic done by hand on the

@@ -1,13 +1,12 @@
 //! `convnet check`: every layer's output and every parameter gradient against the CPU reference.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use convnet_wgpu::gpu::PlacedNetwork;
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{check, Error};
 
-use super::{load_or_init, open_contexts, placed_memory, BatchNormArgs, DeviceArgs, ModelArgs};
+use super::{open_contexts, placed_memory, BatchNormArgs, DeviceArgs, ModelArgs, SourceArgs};
 
 fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, extra: &[String]) {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(14);
@@ -33,11 +32,10 @@ pub(crate) fn check(
     args: &ModelArgs,
     device: &DeviceArgs,
     batch_norm: &BatchNormArgs,
-    (weights, input): (Option<&Path>, Option<&Path>),
-    seed: u64,
+    source: &SourceArgs,
 ) -> anyhow::Result<ExitCode> {
     let network = args.network.build()?;
-    let (plan, params, data) = load_or_init(&network, args.batch, weights, input, seed)?;
+    let (plan, params, data) = source.load(&network, args.batch)?;
     let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params)?;
     let gpu_plan = gpu_network.plan(plan[0].batch)?;
     let contexts = open_contexts(device)?;

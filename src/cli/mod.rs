@@ -63,15 +63,8 @@ pub(crate) enum Command {
         model: ModelArgs,
         #[command(flatten)]
         device: DeviceArgs,
-        /// Weights file (safetensors); default: initialised from --seed, as the post's script
-        /// initialises AlexNet.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Input file (.npy, [N, 3, 224, 224]); default: a random batch drawn from --seed.
-        #[arg(long)]
-        input: Option<PathBuf>,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        source: SourceArgs,
         #[command(flatten)]
         batch_norm: BatchNormArgs,
     },
@@ -271,14 +264,9 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check {
             model,
             device,
-            weights,
-            input,
-            seed,
+            source,
             batch_norm,
-        } => {
-            let files = (weights.as_deref(), input.as_deref());
-            return check::check(&model, &device, &batch_norm, files, seed);
-        }
+        } => return check::check(&model, &device, &batch_norm, &source),
         Command::Init { network, seed, out } => init::write(&network, seed, &out)?,
         Command::Run {
             network,
@@ -365,6 +353,37 @@ pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
             megabytes(a),
             megabytes(b)
         ),
+    }
+}
+
+/// Where `check` and `train` take their weights and images from: files, or drawn from a seed.
+#[derive(Args)]
+pub(crate) struct SourceArgs {
+    /// Weights file (safetensors); default: initialised from --seed, as the post's script
+    /// initialises AlexNet.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Input file (.npy, [N, 3, H, W]); default: a random batch drawn from --seed.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl SourceArgs {
+    /// The plan (at the input file's batch, else at `batch`), the weights and the images.
+    pub(crate) fn load(
+        &self,
+        network: &Network,
+        batch: usize,
+    ) -> anyhow::Result<(Vec<LayerPlan>, Weights, Vec<f32>)> {
+        load_or_init(
+            network,
+            batch,
+            self.weights.as_deref(),
+            self.input.as_deref(),
+            self.seed,
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use convnet_wgpu::gpu::{GpuNetwork, Sgd};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{files, reference};
 
-use super::{describe_memory, load_or_init, megabytes, open_context, DeviceArgs, ModelArgs};
+use super::{describe_memory, megabytes, open_context, DeviceArgs, ModelArgs, SourceArgs};
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
@@ -24,15 +24,8 @@ pub(crate) struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     momentum: f32,
-    /// Weights file (safetensors); default: initialised from --seed, as the post's script
-    /// initialises AlexNet.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Input file (.npy); default: the post's random batch.
-    #[arg(long)]
-    input: Option<PathBuf>,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Write the trained weights here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -53,13 +46,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if !network.supports_backward() {
         return Err(network.backward_unsupported("train").into());
     }
-    let (plan, params, data) = load_or_init(
-        &network,
-        args.model.batch,
-        args.weights.as_deref(),
-        args.input.as_deref(),
-        args.seed,
-    )?;
+    let (plan, params, data) = args.source.load(&network, args.model.batch)?;
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;

@@ -480,43 +480,13 @@ fn forward_dispatches(
 mod tests {
     use super::*;
     use crate::gpu::{AdapterChoice, TwoDeviceNetwork};
-    use crate::model::{Dims, Layer, Network, Padding, Towers, Window};
+    use crate::model::{small_test_network, Towers};
 
     /// The default adapter. Without one these tests fail; CONVNET_SKIP_GPU_TESTS=1 marks them
     /// ignored at build time (build.rs), as every GPU test.
     fn context() -> GpuContext {
         GpuContext::new(&AdapterChoice::default())
             .expect("a GPU adapter; set CONVNET_SKIP_GPU_TESTS=1 to skip the GPU tests")
-    }
-
-    /// A convolution split over two devices, then a linear layer on the first.
-    fn network(out_channels: usize) -> Network {
-        let conv = LayerKind::Conv2d {
-            out_channels,
-            window: Window::square(3, 1, Padding::Same),
-            groups: 1,
-            relu: true,
-            bias: true,
-        };
-        let linear = LayerKind::Linear {
-            out_features: 3,
-            relu: false,
-        };
-        let input = Dims {
-            channels: 2,
-            height: 3,
-            width: 3,
-        };
-        let mut network = Network::new(
-            "pair",
-            input,
-            vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
-        );
-        network.towers = Some(Towers {
-            exchange_before: vec![1],
-            unsplit_from: 1,
-        });
-        network
     }
 
     fn invalid<T>(result: Result<T>) -> String {
@@ -531,10 +501,10 @@ mod tests {
     #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
     fn a_network_refuses_weights_that_do_not_fit_and_layers_past_its_end() {
         let ctx = context();
-        let network = network(4);
+        let network = small_test_network(4, 3);
         let plan = network.plan(2).unwrap();
         let weights = Weights::init(&network, 1).unwrap();
-        let other = Weights::init(&self::network(2), 1).unwrap();
+        let other = Weights::init(&small_test_network(2, 3), 1).unwrap();
         assert!(invalid(GpuNetwork::new(&ctx, &plan, &other)).contains("conv1.weight"));
         invalid(GpuNetwork::new(&ctx, &[], &weights));
         let mut hand_made = plan.clone();
@@ -551,7 +521,7 @@ mod tests {
     #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
     fn a_two_device_network_refuses_a_bad_layout_and_layers_past_its_end() {
         let ctx = context();
-        let network = network(4);
+        let network = small_test_network(4, 3);
         let weights = Weights::init(&network, 1).unwrap();
         let two = TwoDeviceNetwork::new([&ctx, &ctx], &network, 2, &weights).unwrap();
         assert_eq!(two.read_layer(0).unwrap().len(), 2 * 4 * 9);

@@ -330,3 +330,36 @@ impl Network {
 pub fn total_parameters(plan: &[LayerPlan]) -> usize {
     plan.iter().map(LayerPlan::parameters).sum()
 }
+
+/// The small network the unit tests share: a 3x3 SAME convolution with ReLU and `out_channels`
+/// outputs, then a linear layer of 3 outputs, on 2 x `size` x `size` images, its convolution
+/// split over two devices (the linear layer on the first).
+#[cfg(test)]
+pub(crate) fn small_test_network(out_channels: usize, size: usize) -> Network {
+    let conv = LayerKind::Conv2d {
+        out_channels,
+        window: Window::square(3, 1, Padding::Same),
+        groups: 1,
+        relu: true,
+        bias: true,
+    };
+    let linear = LayerKind::Linear {
+        out_features: 3,
+        relu: false,
+    };
+    let input = Dims {
+        channels: 2,
+        height: size,
+        width: size,
+    };
+    let mut network = Network::new(
+        "small",
+        input,
+        vec![Layer::new("conv1", conv), Layer::new("fc1", linear)],
+    );
+    network.towers = Some(Towers {
+        exchange_before: vec![1],
+        unsplit_from: 1,
+    });
+    network
+}

@@ -76,6 +76,15 @@ pub fn smallest_fitting_context(
     (high, context(high))
 }
 
+/// Image dimensions: channels, height, width.
+pub fn dims(channels: usize, height: usize, width: usize) -> Dims {
+    Dims {
+        channels,
+        height,
+        width,
+    }
+}
+
 /// `len` values uniform in [-1, 1).
 pub fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
