@@ -68,7 +68,7 @@ impl Pass {
     pub fn summary_name(self) -> &'static str {
         match self {
             Pass::Forward => "Forward",
-            Pass::ForwardBackward => "Forward-backward",
+            Pass::ForwardBackward => "Forward_backward",
         }
     }
 

@@ -116,6 +116,40 @@ pub fn forward(
     Ok(deviations)
 }
 
+/// Runs `input` through a GPU network built with gradients (a training forward pass: batch
+/// norms normalise by the batch's statistics) and compares every layer with the f64 reference
+/// of that layer computed from the GPU's own inputs to it, so that each kernel is judged alone.
+///
+/// Why not a whole f32 reference pass, as [`forward`] compares with: a batch norm in training
+/// mode over few values per channel (batch 2 at 64x64 leaves GoogLeNet's last stage 2x2, 8
+/// values) divides by a standard deviation computed from those values, and amplifies the
+/// rounding differences that earlier layers left; two f32 passes (GPU and CPU, or CPU and
+/// PyTorch) then differ by up to ~1e-3 there without either being wrong. Through the GPU's own
+/// inputs the only differences are this layer's rounding. Fails as [`forward`] does.
+pub fn training_forward(
+    net: &dyn Runner,
+    weights: &Weights,
+    input: &[f32],
+) -> Result<Vec<Deviation>> {
+    net.upload_input(input)?;
+    net.forward()?;
+    let plan = net.plan();
+    let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let gpu = (0..plan.len())
+        .map(|i| net.read_layer(i))
+        .collect::<Result<Vec<_>>>()?;
+    let gpu_f64: Vec<Vec<f64>> = gpu.iter().map(|v| to_f64(v)).collect();
+    let x = to_f64(input);
+    let params = Parameters::<f64>::from_weights(weights);
+    plan.iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let reference = reference::layer_training_forward(layer, &x, &gpu_f64, &params)?;
+            compare(&layer.layer.name, &gpu[i], &reference)
+        })
+        .collect()
+}
+
 /// One parameter gradient, measured against f64 references.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct GradientCheck {
@@ -161,7 +195,8 @@ pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<V
         .collect()
 }
 
-/// The CPU reference's gradients of `l2_loss(logits)`, forward and backward in the float type `T`.
+/// The CPU reference's gradients of `l2_loss(logits)`, forward (in training mode: batch norms
+/// by their batch statistics) and backward in the float type `T`.
 /// Fails as [`reference::forward`] and [`reference::backward`] do.
 pub fn reference_gradients<T: Real>(
     plan: &[LayerPlan],
@@ -170,8 +205,8 @@ pub fn reference_gradients<T: Real>(
 ) -> Result<Vec<(String, Vec<T>)>> {
     let params = Parameters::<T>::from_weights(weights);
     let x: Vec<T> = input.iter().map(|&v| T::from_f32(v)).collect();
-    let outputs = reference::forward(plan, &params, &x)?;
-    reference::backward(plan, &params, &x, &outputs)
+    let forward = reference::forward_training(plan, &params, &x)?;
+    reference::backward(plan, &params, &x, &forward.outputs)
 }
 
 /// Runs the two-device network and the same layout on one device (`ctx`) from the same weights

@@ -1246,6 +1246,26 @@ fn sources_of<'t, T>(layer: &LayerPlan, input: &'t [T], outputs: &'t [Vec<T>]) -
         .collect()
 }
 
+/// One layer of a training forward pass (batch norms by their batch's statistics), from the
+/// network's input and the outputs of the layers before it (`outputs` may hold more: only the
+/// layer's sources are read). Fails as [`layer_forward`] does.
+pub fn layer_training_forward<T: Real>(
+    layer: &LayerPlan,
+    input: &[T],
+    outputs: &[Vec<T>],
+    params: &Parameters<T>,
+) -> Result<Vec<T>> {
+    let inputs = sources_of(layer, input, outputs);
+    match layer.layer.kind {
+        LayerKind::BatchNorm { eps, relu } => {
+            let (weight, bias) = params.layer(&layer.layer.name)?;
+            let norm = batch_norm_train_forward(inputs[0], layer.input, (weight, bias), eps, relu)?;
+            Ok(norm.output)
+        }
+        _ => layer_forward(layer, &inputs, params),
+    }
+}
+
 /// Runs a whole planned network in training mode, as PyTorch's `model.train()` does: as
 /// [`forward`], except that batch norms normalise by their batch statistics. Fails as
 /// [`forward`] does.
@@ -1375,8 +1395,8 @@ pub struct LayerGrads<T> {
 }
 
 /// Backward through one layer, given its input, its output and the gradient of its output.
-/// Fails for a layer the backward pass does not handle (see [`LayerPlan::supports_backward`]),
-/// a missing parameter, or lengths that do not fit the plan.
+/// Fails for a layer whose backward needs batch statistics or several inputs (see
+/// [`backward_training`]), a missing parameter, or lengths that do not fit the plan.
 pub fn layer_backward<T: Real>(
     plan: &LayerPlan,
     input: &[T],
@@ -1446,52 +1466,53 @@ pub fn layer_backward<T: Real>(
     })
 }
 
-/// The error for a backward pass through a layer it does not handle.
+/// The error for [`layer_backward`] on a layer whose backward needs more than its input, output
+/// and parameters (batch statistics, several inputs): [`backward_training`] handles those.
 fn unsupported_backward(plan: &LayerPlan) -> Error {
     Error::InvalidArgument(format!(
-        "layer {}: the backward pass is implemented for chains of convolutions, LRN, \
-         max pooling and fully connected layers",
+        "layer {}: layer_backward handles convolutions, LRN, max pooling and fully connected \
+         layers; backward_training handles every layer",
         plan.layer.name
     ))
 }
 
 /// The gradients of `l2_loss(last output)` with respect to every parameter tensor, named as in
-/// the weights file and in its layouts, in the network's order. `outputs` are the forward
-/// pass's layer outputs. For the networks that [`supports_backward`] (chains); fails for the
-/// others, or when `outputs` are not one per layer.
-///
-/// [`supports_backward`]: crate::model::Network::supports_backward
+/// the weights file and in its layouts, in the network's order, through the given forward
+/// pass's layer outputs (which may come from the GPU: the gradient then follows the GPU's own
+/// max-pooling choices and ReLU masks). Batch norms run in training mode, their batch
+/// statistics computed from their inputs among `outputs`. Fails when `outputs` are not one
+/// per layer of the plan's lengths.
 pub fn backward<T: Real>(
     plan: &[LayerPlan],
     params: &Parameters<T>,
     input: &[T],
     outputs: &[Vec<T>],
 ) -> Result<Vec<(String, Vec<T>)>> {
-    if let Some(layer) = plan.iter().find(|l| !l.supports_backward()) {
-        return Err(unsupported_backward(layer));
-    }
     check_len("backward", "the list of outputs", outputs.len(), plan.len())?;
     let Some(last) = outputs.last() else {
         return Err(invalid("backward", "the plan has no layers"));
     };
-    let mut grads = Vec::new();
-    let mut grad = last.clone();
-    for (i, layer) in plan.iter().enumerate().rev() {
-        let x = if i == 0 { input } else { &outputs[i - 1] };
-        let g = layer_backward(layer, x, &outputs[i], &grad, params, i > 0)?;
-        let name = &layer.layer.name;
-        if let Some(b) = g.bias {
-            grads.push((format!("{name}.bias"), b));
-        }
-        if let Some(w) = g.weight {
-            grads.push((format!("{name}.weight"), w));
-        }
-        if let Some(dx) = g.input {
-            grad = dx;
-        }
+    let mut batch_norms = Vec::with_capacity(plan.len());
+    for layer in plan {
+        let norm = match layer.layer.kind {
+            LayerKind::BatchNorm { eps, relu } => {
+                let inputs = sources_of(layer, input, outputs);
+                let (weight, bias) = params.layer(&layer.layer.name)?;
+                let mut norm =
+                    batch_norm_train_forward(inputs[0], layer.input, (weight, bias), eps, relu)?;
+                // The ReLU mask is the given output's.
+                norm.output.clone_from(&outputs[batch_norms.len()]);
+                Some(norm)
+            }
+            _ => None,
+        };
+        batch_norms.push(norm);
     }
-    grads.reverse();
-    Ok(grads)
+    let forward = TrainingForward {
+        outputs: outputs.to_vec(),
+        batch_norms,
+    };
+    backward_training(plan, params, input, &forward, last)
 }
 
 #[cfg(test)]

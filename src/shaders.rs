@@ -22,6 +22,10 @@ pub const TILE_INVOCATIONS: u32 = ((TILE / 4) * (TILE / 4)) as u32;
 pub const TILE_WORKGROUP_BYTES: u32 = (2 * TILE_K * TILE * 4) as u32;
 /// Largest edge of a pooling kernel's tile of outputs (forward) or inputs (backward).
 pub const POOL_TILE: usize = 4;
+/// Invocations of a per-channel reduction's workgroup (batch norm's statistics and gradients):
+/// one workgroup sums a channel's values, a power of two for its tree.
+pub const REDUCTION: usize = 64;
+const _: () = assert!(REDUCTION.is_power_of_two(), "REDUCTION is a power of two");
 
 /// The WGSL prelude every kernel starts with: the constants above.
 fn prelude() -> String {
@@ -30,7 +34,8 @@ fn prelude() -> String {
          const BLOCK: u32 = {BLOCK}u;\n\
          const TILE: u32 = {TILE}u;\n\
          const TILE_K: u32 = {TILE_K}u;\n\
-         const POOL_TILE: u32 = {POOL_TILE}u;\n"
+         const POOL_TILE: u32 = {POOL_TILE}u;\n\
+         const REDUCTION: u32 = {REDUCTION}u;\n"
     )
 }
 
@@ -162,6 +167,35 @@ pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
 /// Batch normalisation at inference, from running statistics, with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
+/// Batch norm in training mode: each channel's batch mean and variance, running statistics
+/// updated.
+pub const BATCH_NORM_STATISTICS: ShaderSource = shader!(
+    "batch_norm_statistics.wgsl",
+    "batch_norm_statistics",
+    ["workgroup_sum.wgsl"]
+);
+/// Batch norm backward: the weight and bias gradients (per-channel sums).
+pub const BATCH_NORM_BACKWARD_PARAMETERS: ShaderSource = shader!(
+    "batch_norm_backward_parameters.wgsl",
+    "batch_norm_backward_parameters",
+    ["workgroup_sum.wgsl"]
+);
+/// Batch norm backward: the input gradient, through the batch statistics.
+pub const BATCH_NORM_BACKWARD_DATA: ShaderSource = shader!(
+    "batch_norm_backward_data.wgsl",
+    "batch_norm_backward_data",
+    []
+);
+/// Adaptive average pooling backward: each output's gradient spread over its cell, as a gather.
+pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
+    "adaptive_avg_pool_backward.wgsl",
+    "adaptive_avg_pool_backward",
+    []
+);
+/// Copies a gradient or adds it into another (a tensor that several layers read).
+pub const ADD_GRADIENT: ShaderSource = shader!("add_gradient.wgsl", "add_gradient", []);
+/// One input's slice of a channel concatenation's gradient, copied or added.
+pub const CONCAT_BACKWARD: ShaderSource = shader!("concat_backward.wgsl", "concat_backward", []);
 /// Element-wise sum of two tensors with optional ReLU (a residual connection).
 pub const ADD_FORWARD: ShaderSource = shader!("add_forward.wgsl", "add_forward", []);
 /// Copies one input into its slice of a channel concatenation.
@@ -200,6 +234,12 @@ pub const ALL: &[ShaderSource] = &[
     MAX_POOL_BACKWARD,
     ADAPTIVE_AVG_POOL_FORWARD,
     BATCH_NORM_FORWARD,
+    BATCH_NORM_STATISTICS,
+    BATCH_NORM_BACKWARD_PARAMETERS,
+    BATCH_NORM_BACKWARD_DATA,
+    ADAPTIVE_AVG_POOL_BACKWARD,
+    ADD_GRADIENT,
+    CONCAT_BACKWARD,
     ADD_FORWARD,
     CONCAT_FORWARD,
     BIAS_BACKWARD,

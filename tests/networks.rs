@@ -522,22 +522,6 @@ fn new_ops_unfold_a_folded_grid() {
 
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
-fn backward_is_refused_for_forward_only_networks() {
-    let network = small("resnet18", 32);
-    assert!(!network.supports_backward());
-    let plan = network.plan(1).unwrap();
-    let params = Weights::init(&network, 0).unwrap();
-    for ctx in contexts() {
-        let err = GpuNetwork::with_gradients(ctx, &plan, &params)
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(err.contains("forward only"), "{err}");
-    }
-}
-
-#[test]
-#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn weights_read_back_as_the_file_holds_them() {
     // ResNet-18 unfolded: convolutions without bias and batch norms (weight, bias and running
     // statistics in one buffer on the GPU) read back under the file's names and shapes.

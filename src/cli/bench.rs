@@ -91,12 +91,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let network = args.network.build()?;
     let plan = network.plan(args.batch)?;
-    let pass = match (args.pass, network.supports_backward()) {
-        (Some(PassChoice::Forward) | None, false) => PassChoice::Forward,
-        (Some(_), false) => return Err(network.backward_unsupported("--pass").into()),
-        (Some(pass), true) => pass,
-        (None, true) => PassChoice::Both,
-    };
+    let pass = args.pass.unwrap_or(PassChoice::Both);
     let contexts = open_contexts(&args.device)?;
     let watchdog = Watchdog::start(
         args.device.timeout,
@@ -125,9 +120,9 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let passes = pass.passes();
     let gradients = passes.contains(&Pass::ForwardBackward);
-    let (gpu_network, params) = args
-        .batch_norm
-        .on_gpu(&network, &Weights::init(&network, args.seed)?)?;
+    let (gpu_network, params) =
+        args.batch_norm
+            .on_gpu(&network, &Weights::init(&network, args.seed)?, gradients)?;
     let gpu_plan = gpu_network.plan(args.batch)?;
     let input = weights::random_input(&plan, args.seed);
     let mut memory = None;

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use convnet_wgpu::gpu::PlacedNetwork;
+use convnet_wgpu::gpu::{GpuNetwork, PlacedNetwork, Runner};
+use convnet_wgpu::model::LayerKind;
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{check, Error};
 
@@ -36,15 +37,26 @@ pub(crate) fn check(
 ) -> anyhow::Result<ExitCode> {
     let network = args.network.build()?;
     let (plan, params, data) = source.load(&network, args.batch)?;
-    let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params)?;
+    let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params, false)?;
     let gpu_plan = gpu_network.plan(plan[0].batch)?;
     let contexts = open_contexts(device)?;
     let _watchdog = Watchdog::start(
         device.timeout,
         format!("check on {}", contexts[0].info().name),
     )?;
-    let gradients = network.supports_backward();
-    let placed = PlacedNetwork::new(&contexts, &gpu_network, &gpu_plan, &gpu_params, gradients)?;
+    // Batch norms run by the running statistics at inference and by the batch's in training:
+    // a network with them checks its inference forward here, and its training forward and
+    // gradients on a second, unfolded network below. Without them one network does both.
+    let trains_alike = !plan
+        .iter()
+        .any(|l| matches!(l.layer.kind, LayerKind::BatchNorm { .. }));
+    let placed = PlacedNetwork::new(
+        &contexts,
+        &gpu_network,
+        &gpu_plan,
+        &gpu_params,
+        trains_alike,
+    )?;
     let net = placed.runner();
     println!(
         "batch {}; {}",
@@ -69,21 +81,41 @@ pub(crate) fn check(
         check::TOLERANCE,
         &[],
     );
+    let mut failed: Vec<String> = layers
+        .iter()
+        .filter(|r| !r.within(check::TOLERANCE))
+        .map(|r| r.name.clone())
+        .collect();
 
-    if !gradients {
+    let training = if trains_alike {
+        None
+    } else {
+        let training = GpuNetwork::with_gradients(&contexts[0], &plan, &params)?;
+        let layers = check::training_forward(&training, &params, &data)?;
         println!(
-            "\n{} runs forward only: no gradients to check",
-            network.name
+            "\nlayer outputs in training mode (batch norms by the batch's statistics), each against \
+             the f64 reference of that layer from the GPU's own inputs (tolerance {:e})",
+            check::TOLERANCE
         );
-        return Ok(finish_check(
+        print_deviations(
+            "layer",
+            &layers.iter().collect::<Vec<_>>(),
+            check::TOLERANCE,
+            &[],
+        );
+        failed.extend(
             layers
                 .iter()
                 .filter(|r| !r.within(check::TOLERANCE))
-                .map(|r| r.name.clone())
-                .collect(),
-        ));
-    }
-    let grads = check::gradients(net, &params, &data)?;
+                .map(|r| format!("{} (training)", r.name)),
+        );
+        Some(training)
+    };
+    let trained: &dyn Runner = match &training {
+        Some(training) => training,
+        None => net,
+    };
+    let grads = check::gradients(trained, &params, &data)?;
     println!(
         "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
          (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
@@ -102,16 +134,11 @@ pub(crate) fn check(
         .collect();
     print_deviations("parameter", &rows, check::GRADIENT_TOLERANCE, &scale);
 
-    let mut failed: Vec<String> = layers
-        .iter()
-        .filter(|r| !r.within(check::TOLERANCE))
-        .chain(
-            rows.iter()
-                .copied()
-                .filter(|r| !r.within(check::GRADIENT_TOLERANCE)),
-        )
-        .map(|r| r.name.clone())
-        .collect();
+    failed.extend(
+        rows.iter()
+            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
+            .map(|r| r.name.clone()),
+    );
 
     if let PlacedNetwork::Two(two) = &placed {
         let versus = check::one_device_versus_two(&contexts[0], two, &params, &data)?;

@@ -142,19 +142,21 @@ pub(crate) struct ModelArgs {
 #[derive(Args)]
 pub(crate) struct BatchNormArgs {
     /// Run each batch norm as its own kernel instead of folding it into the convolution before
-    /// it (the default, and faster).
+    /// it (the default at inference, and faster; training always runs them on their own).
     #[arg(long)]
     pub(crate) explicit_bn: bool,
 }
 
 impl BatchNormArgs {
-    /// The network and weights the GPU runs.
+    /// The network and weights the GPU runs. Training (`training`: a backward pass follows)
+    /// normalises by the batch's statistics, which cannot fold into the convolution.
     pub(crate) fn on_gpu(
         &self,
         network: &Network,
         params: &Weights,
+        training: bool,
     ) -> anyhow::Result<(Network, Weights)> {
-        if self.explicit_bn {
+        if self.explicit_bn || training {
             return Ok((network.clone(), params.clone()));
         }
         Ok(convnet_wgpu::fold::fold_batch_norm(network, params)?)

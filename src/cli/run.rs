@@ -21,11 +21,8 @@ pub(crate) fn run(
         files::check_writable(path)?;
     }
     let network = network.build()?;
-    if grads.is_some() && !network.supports_backward() {
-        return Err(network.backward_unsupported("--grads").into());
-    }
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
-    let (gpu_network, params) = batch_norm.on_gpu(&network, &params)?;
+    let (gpu_network, params) = batch_norm.on_gpu(&network, &params, grads.is_some())?;
     let plan = gpu_network.plan(plan[0].batch)?;
     let ctx = open_context(device)?;
     let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info().name))?;

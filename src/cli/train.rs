@@ -43,9 +43,6 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         files::check_writable(path)?;
     }
     let network = args.model.network.build()?;
-    if !network.supports_backward() {
-        return Err(network.backward_unsupported("train").into());
-    }
     let (plan, params, data) = args.source.load(&network, args.model.batch)?;
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;

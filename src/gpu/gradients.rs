@@ -1,13 +1,22 @@
 //! The backward pass of `l2_loss(last output) = sum(y^2) / 2`: the gradient of every layer's
 //! output, the parameter gradients (in the packed layouts of the weights), and the dispatches of
 //! every layer's backward, last layer first, each built by its op's module.
+//!
+//! Networks are DAGs (ResNet's residual additions, GoogLeNet's concatenations): a layer whose
+//! output several layers read receives the sum of their input gradients. Walking the layers
+//! backward, the first of them to run writes its gradient into the layer's gradient buffer, and
+//! each later one adds into it: the add and concat backward kernels add in place, the others
+//! write into one shared scratch buffer that `add_gradient` then adds. Layers whose output
+//! reaches no loss (GoogLeNet's auxiliary heads, when the loss is the main head's) have no
+//! backward at all.
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
 use crate::gpu::kernel::{encode_pass, Dispatch};
-use crate::gpu::ops::{conv, linear, lrn, pool, BackwardBuffers};
+use crate::gpu::ops::elementwise::{self, GradientTarget};
+use crate::gpu::ops::{conv, linear, lrn, norm, pool, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights};
-use crate::model::{LayerKind, LayerPlan};
+use crate::model::{LayerKind, LayerPlan, Source};
 
 /// Where the gradient of the last layer's output comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +32,8 @@ pub(crate) enum OutputGradient {
 pub(crate) struct Gradients {
     dispatches: Vec<Dispatch>,
     output_gradient: OutputGradient,
-    /// The gradient of every layer's output.
-    pub outputs: Vec<wgpu::Buffer>,
+    /// The gradient of every layer's output that reaches the loss (`None`: one that does not).
+    pub outputs: Vec<Option<wgpu::Buffer>>,
     /// The gradient of the network's input, when it was asked for.
     pub input: Option<wgpu::Buffer>,
     /// Parallel to the network's parameterised layers.
@@ -42,9 +51,17 @@ impl Gradients {
     /// Records the loss gradient: a copy of the logits (nothing when the caller provides it).
     pub fn encode_loss(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
         if self.output_gradient == OutputGradient::L2Loss {
-            let last = self.outputs.last().expect("a network has layers");
+            let last = self.logits();
             encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
         }
+    }
+
+    /// The gradient buffer of the last layer's output (which always reaches the loss).
+    pub fn logits(&self) -> &wgpu::Buffer {
+        self.outputs
+            .last()
+            .and_then(Option::as_ref)
+            .expect("the last layer's output is the loss's input")
     }
 
     /// The backward dispatches, last layer first.
@@ -54,11 +71,42 @@ impl Gradients {
 }
 
 /// What the forward pass leaves for the backward pass to read: the network's input, every layer's
-/// output and every max pool's window maxima positions (`None` for other layers).
+/// output, every max pool's window maxima positions and every batch norm's batch statistics
+/// (`None` for other layers).
 pub(crate) struct ForwardBuffers<'f> {
     pub input: &'f wgpu::Buffer,
     pub outputs: &'f [wgpu::Buffer],
     pub argmax: &'f [Option<wgpu::Buffer>],
+    pub batch_stats: &'f [Option<wgpu::Buffer>],
+}
+
+/// Which layers' outputs the loss (a function of the last layer's output) depends on.
+fn reaching_the_loss(plan: &[LayerPlan]) -> Vec<bool> {
+    let mut reaches = vec![false; plan.len()];
+    if let Some(last) = reaches.last_mut() {
+        *last = true;
+    }
+    for (i, layer) in plan.iter().enumerate().rev() {
+        if reaches[i] {
+            for (source, _) in &layer.sources {
+                if let Source::Layer(j) = *source {
+                    reaches[j] = true;
+                }
+            }
+        }
+    }
+    reaches
+}
+
+/// Where each input gradient of each layer goes, walking the layers backward: per layer, per
+/// source, the gradient's destination (`None`: the network's input, unless its gradient was
+/// asked for), accumulating where an earlier-walked layer already wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Destination {
+    /// The gradient of layer `j`'s output; `accumulate` when another reader wrote it first.
+    Layer { j: usize, accumulate: bool },
+    /// The network input's gradient.
+    Input { accumulate: bool },
 }
 
 /// Builds the backward pass. `input_gradient` asks for the gradient of the network's input too
@@ -75,6 +123,7 @@ pub(crate) fn build<'a>(
         input,
         outputs,
         argmax,
+        batch_stats,
     } = forward;
     let first = &plan[0];
     let input_grad = input_gradient.then(|| {
@@ -84,11 +133,15 @@ pub(crate) fn build<'a>(
             Purpose::Gradients,
         )
     });
-    let grads: Vec<wgpu::Buffer> = plan
+    let reaches = reaching_the_loss(plan);
+    let grads: Vec<Option<wgpu::Buffer>> = plan
         .iter()
-        .map(|l| {
-            let label = format!("{} output gradient", l.layer.name);
-            b.storage(&label, l.batch * l.output.len(), Purpose::Gradients)
+        .zip(&reaches)
+        .map(|(l, &reaches)| {
+            reaches.then(|| {
+                let label = format!("{} output gradient", l.layer.name);
+                b.storage(&label, l.batch * l.output.len(), Purpose::Gradients)
+            })
         })
         .collect();
     let param_grads: Vec<PackedGrads> = params
@@ -96,34 +149,152 @@ pub(crate) fn build<'a>(
         .map(|p| PackedGrads::new(b, plan, p))
         .collect();
 
-    let mut dispatches = Vec::new();
-    for (i, layer) in plan.iter().enumerate().rev() {
-        let buffers = BackwardBuffers {
-            input: if i == 0 { input } else { &outputs[i - 1] },
-            output: &outputs[i],
-            grad_output: &grads[i],
-            grad_input: if i == 0 {
-                input_grad.as_ref()
-            } else {
-                Some(&grads[i - 1])
+    // Every edge's destination, and the scratch the accumulating single-input layers need.
+    let mut written = vec![false; plan.len()];
+    let mut input_written = false;
+    let mut destinations: Vec<Vec<Option<Destination>>> = vec![Vec::new(); plan.len()];
+    let mut scratch_len = 0;
+    for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
+        for (source, dims) in &layer.sources {
+            let destination = match *source {
+                Source::Layer(j) => {
+                    let accumulate = std::mem::replace(&mut written[j], true);
+                    Some(Destination::Layer { j, accumulate })
+                }
+                Source::Input if input_grad.is_some() => {
+                    let accumulate = std::mem::replace(&mut input_written, true);
+                    Some(Destination::Input { accumulate })
+                }
+                Source::Input => None,
+            };
+            let accumulates = matches!(
+                destination,
+                Some(
+                    Destination::Layer {
+                        accumulate: true,
+                        ..
+                    } | Destination::Input { accumulate: true }
+                )
+            );
+            if accumulates && !matches!(layer.layer.kind, LayerKind::Add { .. } | LayerKind::Concat)
+            {
+                scratch_len = scratch_len.max(layer.batch * dims.len());
+            }
+            destinations[i].push(destination);
+        }
+    }
+    let scratch = (scratch_len > 0)
+        .then(|| b.storage("gradient to accumulate", scratch_len, Purpose::Scratch));
+    let target_of = |destination: Option<Destination>| {
+        destination.map(|d| match d {
+            Destination::Layer { j, accumulate } => GradientTarget {
+                buffer: grads[j]
+                    .as_ref()
+                    .expect("a layer read by a reaching layer reaches"),
+                accumulate,
             },
+            Destination::Input { accumulate } => GradientTarget {
+                buffer: input_grad.as_ref().expect("only asked-for input gradients"),
+                accumulate,
+            },
+        })
+    };
+
+    let mut dispatches = Vec::new();
+    for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
+        let name = &layer.layer.name;
+        let grad_output = grads[i].as_ref().expect("a reaching layer has a gradient");
+        let targets: Vec<Option<GradientTarget>> =
+            destinations[i].iter().map(|&d| target_of(d)).collect();
+        let sources: Vec<&wgpu::Buffer> = layer
+            .sources
+            .iter()
+            .map(|(source, _)| match source {
+                Source::Input => input,
+                Source::Layer(j) => &outputs[*j],
+            })
+            .collect();
+        match layer.layer.kind {
+            LayerKind::Add { relu } => {
+                let buffers = BackwardBuffers {
+                    input: sources[0],
+                    output: &outputs[i],
+                    grad_output,
+                    grad_input: None,
+                    argmax: None,
+                };
+                if relu {
+                    dispatches.push(elementwise::relu_backward(b, layer, &buffers)?);
+                }
+                let len = layer.batch * layer.output.len();
+                for target in targets.into_iter().flatten() {
+                    let label = format!("{name} backward");
+                    dispatches.push(elementwise::add_gradient(
+                        b,
+                        &label,
+                        len,
+                        grad_output,
+                        target,
+                    )?);
+                }
+                continue;
+            }
+            LayerKind::Concat => {
+                dispatches.extend(elementwise::concat_backward(
+                    b,
+                    layer,
+                    grad_output,
+                    &targets,
+                )?);
+                continue;
+            }
+            _ => {}
+        }
+        // A single-input layer writes its input gradient in place, or into the scratch buffer
+        // to be added where another reader wrote first.
+        let target = targets.first().copied().flatten();
+        let (grad_input, accumulate_into) = match target {
+            Some(t) if t.accumulate => (scratch.as_ref(), Some(t)),
+            Some(t) => (Some(t.buffer), None),
+            None => (None, None),
+        };
+        let buffers = BackwardBuffers {
+            input: sources
+                .first()
+                .copied()
+                .ok_or_else(|| Error::Internal(format!("layer {name} reads no tensor")))?,
+            output: &outputs[i],
+            grad_output,
+            grad_input,
             argmax: argmax[i].as_ref(),
         };
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
         let layer_dispatches = match (&layer.layer.kind, layer_params) {
             (LayerKind::Conv2d { .. }, Some((p, g))) => conv::backward(b, layer, &buffers, p, g)?,
             (LayerKind::Linear { .. }, Some((p, g))) => linear::backward(b, layer, &buffers, p, g)?,
+            (LayerKind::BatchNorm { .. }, Some((_, g))) => {
+                let stats = batch_stats[i].as_ref().ok_or_else(|| {
+                    Error::Internal(format!("batch norm {name} kept no batch statistics"))
+                })?;
+                norm::backward(b, layer, &buffers, stats, g)?
+            }
             (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
             (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,
-            // `GpuNetwork` refuses these networks before building a backward pass.
+            (LayerKind::AdaptiveAvgPool { .. }, None) => {
+                pool::adaptive_avg_backward(b, layer, &buffers)?
+            }
             _ => {
                 return Err(Error::Internal(format!(
-                    "layer {}: no backward pass for this kind of layer",
-                    layer.layer.name
+                    "layer {name}: parameters exist exactly for conv, linear and batch norm layers"
                 )))
             }
         };
         dispatches.extend(layer_dispatches);
+        if let (Some(target), Some(scratch)) = (accumulate_into, scratch.as_ref()) {
+            let label = format!("{name} input gradient sum");
+            let len = layer.batch * layer.input.len();
+            dispatches.push(elementwise::add_gradient(b, &label, len, scratch, target)?);
+        }
     }
     Ok(Gradients {
         dispatches,

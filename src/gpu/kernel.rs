@@ -53,6 +53,9 @@ pub(crate) enum Workgroup {
     Flat,
     /// Fixed in the WGSL by the kernel's tiling (the workgroup-tiled kernels).
     Tiled,
+    /// [`REDUCTION`](crate::shaders::REDUCTION) invocations summing one channel (one workgroup
+    /// per channel).
+    Reduction,
 }
 
 /// One WGSL entry point and the parameter struct it reads at binding 0.
@@ -68,6 +71,16 @@ impl<P: KernelParams> KernelDef<P> {
         KernelDef {
             shader,
             workgroup: Workgroup::Flat,
+            params: PhantomData,
+        }
+    }
+
+    /// A kernel whose workgroup of [`REDUCTION`](crate::shaders::REDUCTION) invocations reduces
+    /// one channel.
+    pub const fn reduction(shader: ShaderSource) -> Self {
+        KernelDef {
+            shader,
+            workgroup: Workgroup::Reduction,
             params: PhantomData,
         }
     }

@@ -174,6 +174,12 @@ mod tests {
                     "{}",
                     shader.entry_point
                 ),
+                super::kernel::Workgroup::Reduction => assert_eq!(
+                    entry.workgroup_size,
+                    [crate::shaders::REDUCTION as u32, 1, 1],
+                    "{}",
+                    shader.entry_point
+                ),
                 super::kernel::Workgroup::Flat => assert!(
                     entry.workgroup_size_overrides.is_some(),
                     "{} is sized by WORKGROUP_SIZE",

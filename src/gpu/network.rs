@@ -154,11 +154,7 @@ impl<'a> GpuNetwork<'a> {
     /// The buffer of the last layer's output gradient, which a multi-device segment's caller
     /// fills before the backward pass.
     pub(crate) fn logits_gradient_buffer(&self) -> Result<&wgpu::Buffer> {
-        let gradients = self.gradients_or_err()?;
-        Ok(gradients
-            .outputs
-            .last()
-            .expect("a planned network has layers"))
+        Ok(self.gradients_or_err()?.logits())
     }
 
     /// The input gradient's buffer, where the network was built to compute it.
@@ -172,11 +168,20 @@ impl<'a> GpuNetwork<'a> {
         let gradients = self.gradients_or_err()?;
         let mut pairs = Vec::new();
         for (params, grads) in self.params.iter().zip(&gradients.params) {
-            let name = self.plan[params.layer].layer.name.as_str();
+            let layer = &self.plan[params.layer].layer;
+            let name = layer.name.as_str();
+            // A batch norm's one buffer pairs with its [2][channels] gradient (see Packing::Norm).
             for (param, grad) in params.weights.iter().zip(&grads.weights) {
                 pairs.push((name, param, grad));
             }
-            pairs.push((name, &params.bias, &grads.bias));
+            let has_bias = match layer.kind {
+                LayerKind::Conv2d { bias, .. } => bias,
+                LayerKind::Linear { .. } => true,
+                _ => false,
+            };
+            if has_bias {
+                pairs.push((name, &params.bias, &grads.bias));
+            }
         }
         Ok(pairs)
     }
@@ -258,8 +263,13 @@ impl<'a> GpuNetwork<'a> {
     pub fn read_output_gradient(&self, index: usize) -> Result<Vec<f32>> {
         let layer = self.layer(index)?;
         let gradients = self.gradients_or_err()?;
-        self.ctx
-            .read_f32(&gradients.outputs[index], layer.batch * layer.output.len())
+        let buffer = gradients.outputs[index].as_ref().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "layer {}'s output does not reach the loss: it has no gradient",
+                layer.layer.name
+            ))
+        })?;
+        self.ctx.read_f32(buffer, layer.batch * layer.output.len())
     }
 
     /// Reads back the parameter gradients of the last backward pass, named and shaped as in the
@@ -268,6 +278,26 @@ impl<'a> GpuNetwork<'a> {
         let gradients = self.gradients_or_err()?;
         let mut tensors = Vec::new();
         for (params, grads) in self.params.iter().zip(&gradients.params) {
+            let layer = &self.plan[params.layer];
+            if let Packing::Norm = params.packing {
+                // [2][channels]: the weight's gradient, then the bias's.
+                let channels = layer.output.channels;
+                let both = self.ctx.read_f32(&grads.weights[0], 2 * channels)?;
+                for ((name, shape), data) in layer
+                    .parameter_shapes()
+                    .into_iter()
+                    .zip(both.chunks(channels))
+                {
+                    tensors.push((
+                        name,
+                        Tensor {
+                            shape,
+                            data: data.to_vec(),
+                        },
+                    ));
+                }
+                continue;
+            }
             tensors.extend(self.read_param_pair(params, &grads.weights, &grads.bias)?);
         }
         Ok(Weights::from_tensors(tensors))
@@ -345,15 +375,6 @@ fn build<'a>(
     let first = plan
         .first()
         .ok_or_else(|| Error::InvalidArgument("empty network".into()))?;
-    if gradients.is_some() {
-        if let Some(layer) = plan.iter().find(|l| !l.supports_backward()) {
-            return Err(Error::InvalidArgument(format!(
-                "layer {}: the backward pass is implemented for chains of convolutions, LRN, \
-                 max pooling and fully connected layers (the AlexNets); this network runs forward only",
-                layer.layer.name
-            )));
-        }
-    }
     let batch = first.batch;
     for layer in plan {
         let bytes = (batch * layer.output.len() * 4) as u64;
@@ -377,6 +398,7 @@ fn build<'a>(
 
     let mut outputs: Vec<wgpu::Buffer> = Vec::with_capacity(plan.len());
     let mut argmax: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
+    let mut batch_stats: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
     let mut params = Vec::new();
     let mut forward = Vec::new();
     for (index, layer) in plan.iter().enumerate() {
@@ -401,17 +423,33 @@ fn build<'a>(
                 let len = batch * layer.output.len();
                 b.storage(&format!("{name} argmax"), len, Purpose::Activations)
             });
+        // Training normalises by the batch's statistics, kept for the backward pass.
+        let statistics = (gradients.is_some()
+            && matches!(layer.layer.kind, LayerKind::BatchNorm { .. }))
+        .then(|| {
+            let len = 4 * layer.output.channels;
+            b.storage(
+                &format!("{name} batch statistics"),
+                len,
+                Purpose::Activations,
+            )
+        });
+        let saved = Saved {
+            argmax: maxima.as_ref(),
+            batch_stats: statistics.as_ref(),
+        };
         forward.extend(forward_dispatches(
             &mut b,
             layer,
             layer_params.as_ref(),
             &sources,
             &output,
-            maxima.as_ref(),
+            saved,
         )?);
         params.extend(layer_params);
         outputs.push(output);
         argmax.push(maxima);
+        batch_stats.push(statistics);
     }
     let gradients = match gradients {
         Some((output_gradient, input_gradient)) => Some(gradients::build(
@@ -421,6 +459,7 @@ fn build<'a>(
                 input: &input,
                 outputs: &outputs,
                 argmax: &argmax,
+                batch_stats: &batch_stats,
             },
             &params,
             output_gradient,
@@ -441,15 +480,23 @@ fn build<'a>(
     })
 }
 
-/// The dispatches of one layer's forward pass. `argmax`, given for a max pool of a network that
-/// trains, receives each window's maximum position for the backward pass.
+/// What a training forward pass keeps for the backward pass: a max pool's window maxima
+/// positions, a batch norm's batch statistics (which it then normalises by). Both `None` at
+/// inference.
+#[derive(Clone, Copy)]
+struct Saved<'s> {
+    argmax: Option<&'s wgpu::Buffer>,
+    batch_stats: Option<&'s wgpu::Buffer>,
+}
+
+/// The dispatches of one layer's forward pass.
 fn forward_dispatches(
     b: &mut Builder,
     layer: &LayerPlan,
     params: Option<&PackedWeights>,
     inputs: &[&wgpu::Buffer],
     output: &wgpu::Buffer,
-    argmax: Option<&wgpu::Buffer>,
+    saved: Saved,
 ) -> Result<Vec<Dispatch>> {
     let &input = inputs
         .first()
@@ -458,10 +505,13 @@ fn forward_dispatches(
         (LayerKind::Conv2d { .. }, Some(p)) => conv::forward(b, layer, p, input, output),
         (LayerKind::Linear { .. }, Some(p)) => linear::forward(b, layer, p, input, output),
         (LayerKind::Lrn { .. }, None) => lrn::forward(b, layer, input, output),
-        (LayerKind::MaxPool { .. }, None) => pool::max_forward(b, layer, input, output, argmax),
-        (LayerKind::BatchNorm { eps, relu }, Some(p)) => {
-            norm::forward(b, layer, (*eps, *relu), p, input, output)
+        (LayerKind::MaxPool { .. }, None) => {
+            pool::max_forward(b, layer, input, output, saved.argmax)
         }
+        (LayerKind::BatchNorm { .. }, Some(p)) => match saved.batch_stats {
+            Some(stats) => norm::training_forward(b, layer, p, input, output, stats),
+            None => norm::forward(b, layer, &p.weights[0], input, output),
+        },
         (LayerKind::Add { relu }, None) => {
             elementwise::add_forward(b, layer, *relu, inputs, output)
         }

@@ -30,8 +30,10 @@ pub(crate) enum Packing {
     },
     /// Per slice: `[in][packed_columns]` (transposed).
     Linear { depth: usize, slices: Vec<Slice> },
-    /// A batch norm's `[4][channels]` statistics (weight, bias, mean, variance), never unpacked:
-    /// they have no gradients here.
+    /// A batch norm's `[4][channels]` parameters and statistics (weight, bias, running mean,
+    /// running variance) in one buffer; its gradients are one `[2][channels]` buffer (weight,
+    /// bias), so that an update of the buffer's first `2 * channels` values trains exactly the
+    /// parameters.
     Norm,
 }
 
@@ -135,6 +137,18 @@ impl PackedGrads {
     pub fn new(b: &mut Builder, plan: &[LayerPlan], params: &PackedWeights) -> Self {
         let layer = &plan[params.layer];
         let name = &layer.layer.name;
+        if let Packing::Norm = params.packing {
+            let channels = layer.output.channels;
+            let label = format!("{name}.weight and .bias gradients");
+            return PackedGrads {
+                weights: vec![b.storage(&label, 2 * channels, Purpose::Gradients)],
+                bias: b.storage(
+                    &format!("{name} (no separate bias gradient)"),
+                    0,
+                    Purpose::Gradients,
+                ),
+            };
+        }
         PackedGrads {
             weights: params
                 .packing

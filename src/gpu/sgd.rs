@@ -49,7 +49,9 @@ impl<'n, 'a> Sgd<'n, 'a> {
             let mut b = Builder::new(ctx);
             let mut dispatches = Vec::new();
             for (name, param, grad) in parameters {
-                let len = (param.size() / 4) as usize;
+                // The gradient's length: a batch norm's buffer holds its running statistics
+                // after the weight and bias its gradient covers.
+                let len = (grad.size() / 4) as usize;
                 let velocity = b.storage(&format!("{name} velocity"), len, Purpose::Scratch);
                 let sgd = SgdParams {
                     len: u32_of(len, "parameters")?,

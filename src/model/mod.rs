@@ -28,8 +28,6 @@ pub use cost::{
 pub use plan::{check_plan, LayerPlan};
 pub use torchvision::{googlenet, resnet, vgg};
 
-use crate::error::Error;
-
 /// How a convolution or pooling window treats the border (TensorFlow's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
@@ -182,19 +180,6 @@ impl Layer {
         }
     }
 
-    /// True when the backward pass handles this layer: it reads the layer before it and is a
-    /// convolution with bias, LRN, max pooling or fully connected.
-    pub fn supports_backward(&self) -> bool {
-        self.inputs.is_empty()
-            && matches!(
-                self.kind,
-                LayerKind::Conv2d { bias: true, .. }
-                    | LayerKind::Lrn { .. }
-                    | LayerKind::MaxPool { .. }
-                    | LayerKind::Linear { .. }
-            )
-    }
-
     /// The same layer reading the named layers instead.
     pub fn reading(mut self, inputs: &[&str]) -> Self {
         self.inputs = inputs.iter().map(|s| s.to_string()).collect();
@@ -307,22 +292,6 @@ impl Network {
             init: Init::TruncatedNormal,
             stages: Vec::new(),
         }
-    }
-
-    /// True when the backward pass is implemented for this network: a chain of convolutions
-    /// with biases, LRN, max pooling and fully connected layers (the AlexNets). The other
-    /// networks run forward only.
-    pub fn supports_backward(&self) -> bool {
-        self.layers.iter().all(Layer::supports_backward)
-    }
-
-    /// An error saying that this network runs forward only, for `what` (a command or pass).
-    pub fn backward_unsupported(&self, what: &str) -> Error {
-        Error::InvalidArgument(format!(
-            "{what} needs the backward pass, which is implemented for the AlexNets only; \
-             {} runs forward",
-            self.name
-        ))
     }
 }
 

@@ -26,11 +26,6 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
-    /// True when the backward pass handles this layer (see [`Layer::supports_backward`]).
-    pub fn supports_backward(&self) -> bool {
-        self.layer.supports_backward()
-    }
-
     /// The shapes of this layer's parameters, PyTorch's layouts: conv `[out, in/groups, kh, kw]`,
     /// linear `[out, in]`, biases `[out]`. Empty for layers without parameters.
     pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {

@@ -359,7 +359,7 @@ pub(crate) fn forward(
 
 /// The dispatches of a conv layer's backward pass: its fused ReLU's backward (in place on the
 /// output gradient), the filter gradient in chunks of pixels (then the chunks summed), the bias
-/// gradient, and the input gradient where one is wanted.
+/// gradient where the layer has a bias, and the input gradient where one is wanted.
 pub(crate) fn backward(
     b: &mut Builder,
     layer: &LayerPlan,
@@ -423,12 +423,15 @@ pub(crate) fn backward(
         dispatches.push(b.dispatch(&label, &SUM_CHUNKS, &params, &args, workgroups));
     }
 
-    dispatches.push(elementwise::bias_backward(
-        b,
-        layer,
-        buf.grad_output,
-        &grads.bias,
-    )?);
+    // A convolution without a bias (a batch norm follows it) has no bias gradient.
+    if let LayerKind::Conv2d { bias: true, .. } = layer.layer.kind {
+        dispatches.push(elementwise::bias_backward(
+            b,
+            layer,
+            buf.grad_output,
+            &grads.bias,
+        )?);
+    }
 
     if let Some(grad_input) = buf.grad_input {
         let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;

@@ -1,6 +1,7 @@
 //! The small kernels between the big ones: ReLU's backward, the bias gradient (shared by
 //! convolutions and fully connected layers), the residual add (with ReLU) and the channel
-//! concatenation.
+//! concatenation, their backward, and the sum of the gradients of a tensor that several layers
+//! read.
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder};
@@ -49,10 +50,36 @@ kernel_params! {
     }
 }
 
+kernel_params! {
+    /// add_gradient's parameters.
+    pub(crate) struct AddGradientParams {
+        len: u32,
+        accumulate: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
+}
+
+kernel_params! {
+    /// concat_backward's parameters: one input's slice of the output gradient.
+    pub(crate) struct ConcatBackwardParams {
+        len: u32,
+        input_per_image: u32,
+        output_per_image: u32,
+        offset: u32,
+        accumulate: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
 const RELU_BACKWARD: KernelDef<ReluBackwardParams> = KernelDef::flat(shaders::RELU_BACKWARD);
 const BIAS_BACKWARD: KernelDef<BiasBackwardParams> = KernelDef::flat(shaders::BIAS_BACKWARD);
 const ADD_FORWARD: KernelDef<AddParams> = KernelDef::flat(shaders::ADD_FORWARD);
 const CONCAT_FORWARD: KernelDef<ConcatParams> = KernelDef::flat(shaders::CONCAT_FORWARD);
+const ADD_GRADIENT: KernelDef<AddGradientParams> = KernelDef::flat(shaders::ADD_GRADIENT);
+const CONCAT_BACKWARD: KernelDef<ConcatBackwardParams> = KernelDef::flat(shaders::CONCAT_BACKWARD);
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
@@ -61,6 +88,8 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         BIAS_BACKWARD.contract(),
         ADD_FORWARD.contract(),
         CONCAT_FORWARD.contract(),
+        ADD_GRADIENT.contract(),
+        CONCAT_BACKWARD.contract(),
     ]
 }
 
@@ -155,6 +184,64 @@ pub(crate) fn concat_forward(
         let workgroups = b.grid_1d(name, len.div_ceil(4))?;
         let args = [*source, output];
         dispatches.push(b.dispatch(name, &CONCAT_FORWARD, &params, &args, workgroups));
+    }
+    Ok(dispatches)
+}
+
+/// Where one input's gradient goes: the buffer, and whether it already holds another layer's
+/// gradient of the same tensor, which this one is added to (otherwise overwritten).
+#[derive(Clone, Copy)]
+pub(crate) struct GradientTarget<'b> {
+    pub buffer: &'b wgpu::Buffer,
+    pub accumulate: bool,
+}
+
+/// The dispatch that copies `source` (`len` floats) into `target`, or adds it there.
+pub(crate) fn add_gradient(
+    b: &mut Builder,
+    label: &str,
+    len: usize,
+    source: &wgpu::Buffer,
+    target: GradientTarget,
+) -> Result<Dispatch> {
+    let params = AddGradientParams {
+        len: u32_of(len, "gradient size")?,
+        accumulate: u32::from(target.accumulate),
+        ..Default::default()
+    };
+    let workgroups = b.grid_1d(label, len.div_ceil(4))?;
+    let args = [source, target.buffer];
+    Ok(b.dispatch(label, &ADD_GRADIENT, &params, &args, workgroups))
+}
+
+/// The dispatches of a channel concatenation's backward pass: each input's slice of the output
+/// gradient into its target (`None`: an input whose gradient nobody needs).
+pub(crate) fn concat_backward(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    grad_output: &wgpu::Buffer,
+    targets: &[Option<GradientTarget>],
+) -> Result<Vec<Dispatch>> {
+    let name = &layer.layer.name;
+    let mut offset = 0;
+    let mut dispatches = Vec::new();
+    for (target, (_, dims)) in targets.iter().zip(&layer.sources) {
+        let slice = offset;
+        offset += dims.len();
+        let Some(target) = target else { continue };
+        let len = layer.batch * dims.len();
+        let params = ConcatBackwardParams {
+            len: u32_of(len, "concatenation size")?,
+            input_per_image: u32_of(dims.len(), "concatenation size")?,
+            output_per_image: u32_of(layer.output.len(), "concatenation size")?,
+            offset: u32_of(slice, "concatenation size")?,
+            accumulate: u32::from(target.accumulate),
+            ..Default::default()
+        };
+        let label = format!("{name} backward");
+        let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+        let args = [grad_output, target.buffer];
+        dispatches.push(b.dispatch(&label, &CONCAT_BACKWARD, &params, &args, workgroups));
     }
     Ok(dispatches)
 }

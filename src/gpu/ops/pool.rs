@@ -43,6 +43,8 @@ const MAX_ARGMAX: KernelDef<MaxPoolParams> = KernelDef::flat(shaders::MAX_POOL_A
 const MAX_BACKWARD: KernelDef<MaxPoolParams> = KernelDef::flat(shaders::MAX_POOL_BACKWARD);
 const ADAPTIVE_AVG_FORWARD: KernelDef<AdaptiveAvgPoolParams> =
     KernelDef::flat(shaders::ADAPTIVE_AVG_POOL_FORWARD);
+const ADAPTIVE_AVG_BACKWARD: KernelDef<AdaptiveAvgPoolParams> =
+    KernelDef::flat(shaders::ADAPTIVE_AVG_POOL_BACKWARD);
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
@@ -51,6 +53,7 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         MAX_ARGMAX.contract(),
         MAX_BACKWARD.contract(),
         ADAPTIVE_AVG_FORWARD.contract(),
+        ADAPTIVE_AVG_BACKWARD.contract(),
     ]
 }
 
@@ -164,6 +167,43 @@ pub(crate) fn max_backward(
     )])
 }
 
+impl AdaptiveAvgPoolParams {
+    fn of(layer: &LayerPlan) -> Result<Self> {
+        let (i, o) = (layer.input, layer.output);
+        Ok(AdaptiveAvgPoolParams {
+            planes: u32_of(layer.batch * i.channels, "planes")?,
+            in_height: u32_of(i.height, "height")?,
+            in_width: u32_of(i.width, "width")?,
+            out_height: u32_of(o.height, "height")?,
+            out_width: u32_of(o.width, "width")?,
+            ..Default::default()
+        })
+    }
+}
+
+/// The dispatch of an adaptive average pool's backward pass: a gather, one invocation per
+/// input; nothing when no input gradient is wanted.
+pub(crate) fn adaptive_avg_backward(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    buf: &BackwardBuffers,
+) -> Result<Vec<Dispatch>> {
+    let Some(grad_input) = buf.grad_input else {
+        return Ok(Vec::new());
+    };
+    let params = AdaptiveAvgPoolParams::of(layer)?;
+    let label = format!("{} backward", layer.layer.name);
+    let workgroups = b.grid_1d(&label, layer.batch * layer.input.len())?;
+    let args = [buf.grad_output, grad_input];
+    Ok(vec![b.dispatch(
+        &label,
+        &ADAPTIVE_AVG_BACKWARD,
+        &params,
+        &args,
+        workgroups,
+    )])
+}
+
 /// The dispatch of an adaptive average pool's forward pass: one invocation per output.
 pub(crate) fn adaptive_avg_forward(
     b: &mut Builder,
@@ -172,15 +212,8 @@ pub(crate) fn adaptive_avg_forward(
     output: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
-    let (i, o) = (layer.input, layer.output);
-    let params = AdaptiveAvgPoolParams {
-        planes: u32_of(layer.batch * i.channels, "planes")?,
-        in_height: u32_of(i.height, "height")?,
-        in_width: u32_of(i.width, "width")?,
-        out_height: u32_of(o.height, "height")?,
-        out_width: u32_of(o.width, "width")?,
-        ..Default::default()
-    };
+    let o = layer.output;
+    let params = AdaptiveAvgPoolParams::of(layer)?;
     let workgroups = b.grid_1d(name, layer.batch * o.len())?;
     let args = [input, output];
     Ok(vec![b.dispatch(

@@ -1,0 +1,229 @@
+//! Training every network: the training forward pass (batch norms by the batch's statistics, the
+//! running statistics updated as PyTorch does) and the backward pass through residual additions,
+//! concatenations, batch norms, average pools and convolutions without bias, on every adapter.
+//!
+//! Tolerances (see `check`'s docs for the reasoning):
+//! - each layer of the training forward, against the f64 reference of that layer from the GPU's
+//!   own inputs: 1e-5 of the tensor's scale on these small shapes (only the layer's own f32
+//!   rounding remains; measured ~1e-7);
+//! - every parameter gradient against the f64 backward pass through the GPU's activations:
+//!   `check::GRADIENT_TOLERANCE` (1e-4), as AlexNet's.
+//!   The networks run at sizes where batch norm's statistics are over at least 8 values per
+//!   channel: over fewer (ResNet-18 at 32x32, batch 2: 2 values in layer4) the normalisation
+//!   amplifies f32 rounding so much that two f32 passes disagree by 1e-2 without either being
+//!   wrong (docs/testing.md, 'Batch norm in training').
+
+mod common;
+
+use common::{contexts, random};
+use convnet_wgpu::check;
+use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::model::{self, Dims, Layer, LayerKind, Network, Options, Pad, Padding, Window};
+use convnet_wgpu::reference::{self, Parameters};
+use convnet_wgpu::weights::{self, Weights};
+
+/// Each layer of a training forward within 1e-5, each gradient within the gradient tolerance.
+fn assert_trains_as_the_reference(net: &GpuNetwork, params: &Weights, input: &[f32], what: &str) {
+    for d in check::training_forward(net, params, input).unwrap() {
+        assert!(d.within(1e-5), "{what} forward: {d:?}");
+    }
+    let grads = check::gradients(net, params, input).unwrap();
+    assert!(!grads.is_empty());
+    for g in grads {
+        assert!(
+            g.gpu.within(check::GRADIENT_TOLERANCE),
+            "{what}: {:?}",
+            g.gpu
+        );
+    }
+}
+
+/// A DAG of every op a torchvision network trains through, on awkward shapes: `a` read by three
+/// layers (a batch norm and a convolution, which add their gradients through the scratch buffer,
+/// and a concatenation, which adds in place); the input read by two convolutions; a residual add
+/// with ReLU; convolutions without bias (a bias before a batch norm has a gradient of exactly zero:
+/// nothing to compare to a relative tolerance) and one with stride 2 and asymmetric padding whose
+/// output reaches no loss (it gets no backward); a batch norm with ReLU over a concatenation of
+/// 4 + 4 + 2 channels; a ceil-mode max pool with padding; an adaptive average pool that does not
+/// divide its input (3x4 to 2x3).
+fn training_ops_network(input: Dims) -> (Network, Weights) {
+    let conv = |out_channels, window, relu, bias| LayerKind::Conv2d {
+        out_channels,
+        window,
+        groups: 1,
+        relu,
+        bias,
+    };
+    let same = |size| Window::square(size, 1, Padding::Same);
+    let asymmetric = Padding::Explicit(Pad {
+        top: 1,
+        bottom: 0,
+        left: 0,
+        right: 1,
+    });
+    let ceil = Padding::Ceil(Pad {
+        top: 1,
+        bottom: 1,
+        left: 1,
+        right: 1,
+    });
+    let norm = |relu| LayerKind::BatchNorm { eps: 1e-5, relu };
+    let layers = vec![
+        Layer::new("a", conv(4, same(3), true, true)),
+        Layer::new("a_bn", norm(false)),
+        Layer::new("b", conv(4, same(1), false, false)).reading(&[model::INPUT]),
+        Layer::new("sum", LayerKind::Add { relu: true }).reading(&["a_bn", "b"]),
+        Layer::new(
+            "unused",
+            conv(3, Window::square(3, 2, asymmetric), false, false),
+        ),
+        Layer::new("d", conv(2, same(3), false, false)).reading(&["a"]),
+        Layer::new("cat", LayerKind::Concat).reading(&["sum", "a", "d"]),
+        Layer::new("norm", norm(true)),
+        Layer::new(
+            "pool",
+            LayerKind::MaxPool {
+                window: Window::square(3, 2, ceil),
+            },
+        ),
+        Layer::new(
+            "gap",
+            LayerKind::AdaptiveAvgPool {
+                height: 2,
+                width: 3,
+            },
+        ),
+        Layer::new(
+            "fc",
+            LayerKind::Linear {
+                out_features: 3,
+                relu: false,
+            },
+        ),
+    ];
+    let network = Network::new("training ops", input, layers);
+    let mut params = common::random_weights(&network, 9);
+    for name in ["a_bn", "norm"] {
+        let var = params.get_mut(&format!("{name}.running_var")).unwrap();
+        var.data.iter_mut().for_each(|v| *v = v.abs() + 0.1);
+    }
+    (network, params)
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn training_ops_match_the_reference_on_awkward_shapes() {
+    let input = common::dims(3, 5, 7);
+    let (network, params) = training_ops_network(input);
+    for batch in [1, 3] {
+        let plan = network.plan(batch).unwrap();
+        let x = random(batch * input.len(), 11);
+        for ctx in contexts() {
+            let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+            let what = format!("batch {batch} on {}", ctx.describe());
+            assert_trains_as_the_reference(&net, &params, &x, &what);
+            // The unused convolution's output reaches no loss: no gradient to read.
+            let unused = plan.iter().position(|l| l.layer.name == "unused").unwrap();
+            assert!(net.read_output_gradient(unused).is_err());
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn running_statistics_update_as_pytorchs() {
+    // Two training forward passes: running = 0.9 running + 0.1 batch (variance unbiased), twice.
+    let input = common::dims(3, 5, 7);
+    let (network, params) = training_ops_network(input);
+    let batch = 3;
+    let plan = network.plan(batch).unwrap();
+    let x = random(batch * input.len(), 4);
+    let cpu = Parameters::<f64>::from_weights(&params);
+    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let forward = reference::forward_training(&plan, &cpu, &x64).unwrap();
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        net.upload_input(&x).unwrap();
+        net.forward().unwrap();
+        net.forward().unwrap();
+        let after = net.read_weights().unwrap();
+        for (i, layer) in plan.iter().enumerate() {
+            let Some(norm) = &forward.batch_norms[i] else {
+                continue;
+            };
+            let name = &layer.layer.name;
+            let count = batch * layer.output.height * layer.output.width;
+            let mut running = (
+                params
+                    .tensor(name, "running_mean")
+                    .unwrap()
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect::<Vec<_>>(),
+                params
+                    .tensor(name, "running_var")
+                    .unwrap()
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect::<Vec<_>>(),
+            );
+            for _ in 0..2 {
+                running = reference::batch_norm_running_update(
+                    (&running.0, &running.1),
+                    (&norm.mean, &norm.variance),
+                    count,
+                    0.1,
+                );
+            }
+            for (suffix, expected) in [("running_mean", &running.0), ("running_var", &running.1)] {
+                let got = after.tensor(name, suffix).unwrap();
+                let d = check::compare(&format!("{name}.{suffix}"), got, expected).unwrap();
+                assert!(d.within(1e-5), "{} on {}: {d:?}", d.name, ctx.describe());
+            }
+            // The parameters themselves are untouched by a forward pass.
+            assert_eq!(
+                after.tensor(name, "weight").unwrap(),
+                params.tensor(name, "weight").unwrap()
+            );
+        }
+    }
+}
+
+/// `name` at `size` x `size` with 10 classes, trained at `batch` on every adapter.
+fn network_trains_as_the_reference(name: &str, size: usize, batch: usize, aux_logits: bool) {
+    let options = Options {
+        num_classes: Some(10),
+        input_size: Some(size),
+        aux_logits,
+    };
+    let network = model::build(name, &options).unwrap();
+    let plan = network.plan(batch).unwrap();
+    let params = Weights::init(&network, 5).unwrap();
+    let input = weights::random_input(&plan, 5);
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        let what = format!("{name} {size}x{size} batch {batch} on {}", ctx.describe());
+        assert_trains_as_the_reference(&net, &params, &input, &what);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn resnet18_trains_as_the_reference() {
+    network_trains_as_the_reference("resnet18", 64, 2, false);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn resnet50_trains_as_the_reference() {
+    // Bottlenecks: 1x1 convolutions, a stride-2 3x3 and a stride-2 1x1 downsample per stage.
+    network_trains_as_the_reference("resnet50", 48, 3, false);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn googlenet_trains_as_the_reference() {
+    // Inception blocks read by four branches; ceil-mode pools. The auxiliary heads reach no loss
+    // here (the loss is the main head's), so they have no backward.
+    network_trains_as_the_reference("googlenet", 64, 2, true);
+}
