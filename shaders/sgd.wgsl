@@ -1,6 +1,6 @@
-// One SGD step with momentum on a parameter buffer, element by element:
-//   velocity = momentum * velocity + grad;   param -= learning_rate * velocity
-// (PyTorch's formulation; momentum 0 is plain SGD). Parameters and gradients share the packed
+// One SGD step with momentum and weight decay on a parameter buffer, element by element:
+//   velocity = momentum * velocity + grad + weight_decay * param;   param -= learning_rate * velocity
+// (PyTorch's formulation, no dampening; momentum 0 is plain SGD). Parameters and gradients share the packed
 // layouts of the forward kernels, so the update needs no index mapping. Four elements per
 // invocation.
 
@@ -8,7 +8,7 @@ struct Params {
     len: u32,
     learning_rate: f32,
     momentum: f32,
-    _pad: u32,
+    weight_decay: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -24,7 +24,7 @@ fn sgd(
 ) {
     let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        let v = params.momentum * velocity[i] + grad[i];
+        let v = params.momentum * velocity[i] + grad[i] + params.weight_decay * param[i];
         velocity[i] = v;
         param[i] -= params.learning_rate * v;
     }

@@ -102,7 +102,12 @@ fn sgd_on_the_gpu_lowers_the_loss_of_a_fixed_batch() {
     let input = weights::random_input(&plan, 5);
     for ctx in contexts() {
         let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
-        let sgd = convnet_wgpu::gpu::Sgd::new(&net, 1e-11, 0.5).unwrap();
+        let config = convnet_wgpu::gpu::SgdConfig {
+            learning_rate: 1e-11,
+            momentum: 0.5,
+            weight_decay: 0.0,
+        };
+        let sgd = convnet_wgpu::gpu::Sgd::new(&net, config).unwrap();
         net.upload_input(&input).unwrap();
         let mut losses = Vec::new();
         for _ in 0..6 {

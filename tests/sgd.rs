@@ -3,15 +3,15 @@
 mod common;
 
 use common::{contexts, dims, random, random_weights, relative_error};
-use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::gpu::{GpuNetwork, Sgd, SgdConfig};
 use convnet_wgpu::model::LayerKind;
 use convnet_wgpu::reference::{self, Parameters};
 
 /// The single-kernel tolerance of tests/kernels.rs, for the gradients read back each step.
 const TOLERANCE: f32 = 1e-5;
 
-/// SGD with momentum as sgd.wgsl states it (`v = momentum * v + grad; param -= lr * v`, PyTorch's
-/// form) over three steps of one linear layer, against the same arithmetic done by hand on the
+/// SGD with momentum and weight decay as sgd.wgsl states it (`v = momentum * v + grad +
+/// weight_decay * param; param -= lr * v`, PyTorch's form) over three steps of one linear layer, against the same arithmetic done by hand on the
 /// host from the gradients each step read back. Those gradients are themselves checked against
 /// the CPU reference at the host's weights before the step, so a step that updated before its
 /// backward pass, or read stale gradients, fails too.
@@ -25,6 +25,7 @@ const TOLERANCE: f32 = 1e-5;
 fn sgd_steps_with_momentum_match_a_hand_computed_update() {
     const LEARNING_RATE: f32 = 0.01;
     const MOMENTUM: f32 = 0.9;
+    const WEIGHT_DECAY: f32 = 0.05;
     const FEATURES: usize = 70;
     let batch = 3;
     // 350 weights, packed as 70 x 16 = 1120 floats: several workgroups of a few invocations
@@ -42,7 +43,12 @@ fn sgd_steps_with_momentum_match_a_hand_computed_update() {
     let names = ["layer.weight", "layer.bias"];
     for ctx in contexts() {
         let net = GpuNetwork::with_gradients(ctx, &plan, &initial).unwrap();
-        let sgd = convnet_wgpu::gpu::Sgd::new(&net, LEARNING_RATE, MOMENTUM).unwrap();
+        let config = SgdConfig {
+            learning_rate: LEARNING_RATE,
+            momentum: MOMENTUM,
+            weight_decay: WEIGHT_DECAY,
+        };
+        let sgd = Sgd::new(&net, config).unwrap();
         net.upload_input(&input).unwrap();
         let mut expected = initial.clone();
         let mut velocity: Vec<Vec<f32>> = names
@@ -69,7 +75,7 @@ fn sgd_steps_with_momentum_match_a_hand_computed_update() {
                 let grad = &gradients.get(name).unwrap().data;
                 let param = &mut expected.get_mut(name).unwrap().data;
                 for ((p, v), g) in param.iter_mut().zip(v.iter_mut()).zip(grad) {
-                    *v = MOMENTUM * *v + g;
+                    *v = MOMENTUM * *v + g + WEIGHT_DECAY * *p;
                     *p -= LEARNING_RATE * *v;
                 }
             }
@@ -92,5 +98,84 @@ fn sgd_steps_with_momentum_match_a_hand_computed_update() {
             &initial.get("layer.weight").unwrap().data,
         );
         assert!(moved > 1e-2, "weights moved by {moved:e} only");
+    }
+}
+
+/// A batch norm trains its weight and bias by the same update, and its running statistics move
+/// only by the forward pass's batch statistics, never by the optimiser: after one step they equal
+/// those of a network that ran the forward pass alone.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn sgd_trains_batch_norm_parameters_and_leaves_running_statistics_to_the_forward_pass() {
+    use convnet_wgpu::model::{Layer, Network, Padding, Window};
+    let input = dims(2, 5, 3);
+    let conv = LayerKind::Conv2d {
+        out_channels: 3,
+        window: Window::square(3, 1, Padding::Same),
+        groups: 1,
+        relu: false,
+        bias: false,
+    };
+    let layers = vec![
+        Layer::new("conv", conv),
+        Layer::new(
+            "bn",
+            LayerKind::BatchNorm {
+                eps: 1e-5,
+                relu: true,
+            },
+        ),
+        Layer::new(
+            "fc",
+            LayerKind::Linear {
+                out_features: 4,
+                relu: false,
+            },
+        ),
+    ];
+    let network = Network::new("bn", input, layers);
+    let plan = network.plan(2).unwrap();
+    let mut initial = random_weights(&network, 30);
+    let var = initial.get_mut("bn.running_var").unwrap();
+    var.data.iter_mut().for_each(|v| *v = v.abs() + 0.1);
+    let x = random(2 * input.len(), 31);
+    let config = SgdConfig {
+        learning_rate: 0.1,
+        momentum: 0.9,
+        weight_decay: 0.01,
+    };
+    for ctx in contexts() {
+        let forward_only = GpuNetwork::with_gradients(ctx, &plan, &initial).unwrap();
+        forward_only.upload_input(&x).unwrap();
+        forward_only.forward_backward().unwrap();
+        let grads = forward_only.read_gradients().unwrap();
+        let after_forward = forward_only.read_weights().unwrap();
+
+        let net = GpuNetwork::with_gradients(ctx, &plan, &initial).unwrap();
+        let sgd = Sgd::new(&net, config).unwrap();
+        net.upload_input(&x).unwrap();
+        sgd.step().unwrap();
+        let stepped = net.read_weights().unwrap();
+        for suffix in ["running_mean", "running_var"] {
+            assert_eq!(
+                stepped.tensor("bn", suffix).unwrap(),
+                after_forward.tensor("bn", suffix).unwrap(),
+                "{suffix} on {}",
+                ctx.describe()
+            );
+        }
+        for suffix in ["weight", "bias"] {
+            let name = format!("bn.{suffix}");
+            let expected: Vec<f32> = initial
+                .get(&name)
+                .unwrap()
+                .data
+                .iter()
+                .zip(&grads.get(&name).unwrap().data)
+                .map(|(&p, &g)| p - config.learning_rate * (g + config.weight_decay * p))
+                .collect();
+            let err = relative_error(&stepped.get(&name).unwrap().data, &expected);
+            assert!(err <= 1e-6, "{name} on {}: {err:e}", ctx.describe());
+        }
     }
 }

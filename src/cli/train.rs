@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use convnet_wgpu::gpu::{GpuNetwork, Sgd};
+use convnet_wgpu::gpu::{GpuNetwork, Sgd, SgdConfig};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{files, reference};
 
@@ -24,6 +24,9 @@ pub(crate) struct TrainArgs {
     lr: f32,
     #[arg(long, default_value_t = 0.0)]
     momentum: f32,
+    /// L2 penalty added to every parameter's gradient (PyTorch's `weight_decay`).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
     #[command(flatten)]
     source: SourceArgs,
     /// Write the trained weights here (safetensors).
@@ -39,6 +42,9 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if !(args.lr.is_finite() && args.lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
         anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
     }
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        anyhow::bail!("--weight-decay must be a finite number >= 0");
+    }
     if let Some(path) = &args.out {
         files::check_writable(path)?;
     }
@@ -47,14 +53,20 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
-    let sgd = Sgd::new(&net, args.lr, args.momentum)?;
+    let config = SgdConfig {
+        learning_rate: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+    };
+    let sgd = Sgd::new(&net, config)?;
     net.upload_input(&data)?;
     println!(
-        "training {} on one batch of {}: SGD lr {:e}, momentum {}; {} + velocities {}",
+        "training {} on one batch of {}: SGD lr {:e}, momentum {}, weight decay {}; {} + velocities {}",
         network.name,
         plan[0].batch,
         args.lr,
         args.momentum,
+        args.weight_decay,
         describe_memory(&net.memory()),
         megabytes(sgd.memory)
     );

@@ -27,7 +27,7 @@ pub use network::GpuNetwork;
 pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};
-pub use sgd::Sgd;
+pub use sgd::{Sgd, SgdConfig};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 pub use variants::{KernelShape, LinearKernel, Variants};
 

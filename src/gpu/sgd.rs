@@ -17,8 +17,19 @@ kernel_params! {
         len: u32,
         learning_rate: f32,
         momentum: f32,
-        _pad: u32,
+        weight_decay: f32,
     }
+}
+
+/// PyTorch's `torch.optim.SGD` settings (no dampening, no Nesterov).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// The step's scale.
+    pub learning_rate: f32,
+    /// The velocity's decay per step (0: plain SGD).
+    pub momentum: f32,
+    /// L2 penalty: `weight_decay * param` added to the gradient before the momentum.
+    pub weight_decay: f32,
 }
 
 const SGD: KernelDef<SgdParams> = KernelDef::flat(shaders::SGD);
@@ -38,9 +49,10 @@ pub struct Sgd<'n, 'a> {
 }
 
 impl<'n, 'a> Sgd<'n, 'a> {
-    /// Prepares `param -= lr * v, v = momentum * v + grad` for every parameter of `net`, which
-    /// must have been built with gradients.
-    pub fn new(net: &'n GpuNetwork<'a>, learning_rate: f32, momentum: f32) -> Result<Self> {
+    /// Prepares `v = momentum * v + grad + weight_decay * param; param -= lr * v` for every
+    /// parameter of `net` (batch norms' weights and biases included, as PyTorch's SGD does by
+    /// default; never their running statistics), which must have been built with gradients.
+    pub fn new(net: &'n GpuNetwork<'a>, config: SgdConfig) -> Result<Self> {
         let parameters = net.parameter_buffers().map_err(|_| {
             crate::Error::InvalidArgument("training needs a network built with gradients".into())
         })?;
@@ -55,9 +67,9 @@ impl<'n, 'a> Sgd<'n, 'a> {
                 let velocity = b.storage(&format!("{name} velocity"), len, Purpose::Scratch);
                 let sgd = SgdParams {
                     len: u32_of(len, "parameters")?,
-                    learning_rate,
-                    momentum,
-                    _pad: 0,
+                    learning_rate: config.learning_rate,
+                    momentum: config.momentum,
+                    weight_decay: config.weight_decay,
                 };
                 let label = format!("{name} sgd");
                 let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
