@@ -1,4 +1,5 @@
-// Adds a gradient into another (accumulate = 1) or copies it (accumulate = 0). A layer whose
+// Adds a gradient, times `scale`, into another (accumulate = 1) or writes it there (accumulate =
+// 0); scale is 1 except for a loss head's gradient (an auxiliary head's weight). A layer whose
 // output several layers read (a ResNet block's input, an Inception block's output) receives the
 // sum of their input gradients: the first written in place, each later one added by this kernel.
 // Every invocation owns four consecutive elements.
@@ -6,8 +7,8 @@
 struct Params {
     len: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
+    scale: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -21,6 +22,6 @@ fn add_gradient(
 ) {
     let first = folded_index(id, groups) * 4u;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        total[i] = select(0.0, total[i], params.accumulate != 0u) + source[i];
+        total[i] = select(0.0, total[i], params.accumulate != 0u) + params.scale * source[i];
     }
 }

@@ -33,12 +33,21 @@ fn batch_norm_backward_data(
 ) {
     let first = folded_index(id, groups) * 4u;
     let channels = params.channels;
+    // The channel of the first element; the next elements cross into the next plane at most
+    // where `within` wraps (a division per four elements, not per element).
+    var row = first / params.plane;
+    var within = first % params.plane;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        let c = (i / params.plane) % channels;
+        let c = row % channels;
         let inverse_std = inverseSqrt(batch_stats[3u * channels + c] + params.eps);
         let x_hat = (input[i] - batch_stats[2u * channels + c]) * inverse_std;
         let centred = grad_output[i] - grads[channels + c] / params.count
             - x_hat * grads[c] / params.count;
         grad_input[i] = batch_stats[c] * inverse_std * centred;
+        within += 1u;
+        if within == params.plane {
+            within = 0u;
+            row += 1u;
+        }
     }
 }

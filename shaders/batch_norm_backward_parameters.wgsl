@@ -30,12 +30,13 @@ fn batch_norm_backward_parameters(
     let channels = params.channels;
     let mean = batch_stats[2u * channels + c];
     let inverse_std = inverseSqrt(batch_stats[3u * channels + c] + params.eps);
-    let count = params.batch * params.plane;
     var sums = vec2<f32>(0.0);
-    for (var i = local; i < count; i += REDUCTION) {
-        let at = channel_value(i, c, channels, params.plane);
-        let dy = grad_output[at];
-        sums += vec2<f32>(dy * (input[at] - mean) * inverse_std, dy);
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * channels + c) * params.plane;
+        for (var p = local; p < params.plane; p += REDUCTION) {
+            let dy = grad_output[base + p];
+            sums += vec2<f32>(dy * (input[base + p] - mean) * inverse_std, dy);
+        }
     }
     let total = workgroup_sum(local, sums);
     if local == 0u {

@@ -27,8 +27,12 @@ fn batch_norm_forward(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let first = folded_index(id, groups) * 4u;
+    // The channel of the first element; the next elements cross into the next plane at most
+    // where `within` wraps (a division per four elements, not per element).
+    var row = first / params.plane;
+    var within = first % params.plane;
     for (var i = first; i < min(first + 4u, params.len); i++) {
-        let c = (i / params.plane) % params.channels;
+        let c = row % params.channels;
         let weight = stats[c];
         let bias = stats[params.channels + c];
         let mean = stats[2u * params.channels + c];
@@ -38,5 +42,10 @@ fn batch_norm_forward(
             y = max(y, 0.0);
         }
         output[i] = y;
+        within += 1u;
+        if within == params.plane {
+            within = 0u;
+            row += 1u;
+        }
     }
 }

@@ -29,20 +29,29 @@ fn batch_norm_statistics(
     @builtin(local_invocation_index) local: u32,
 ) {
     let c = group.x;
-    let count = params.batch * params.plane;
+    let channels = params.channels;
+    let plane = params.plane;
+    // Image by image, the invocations stride over the channel's plane: consecutive invocations
+    // read consecutive values, and no index needs a division.
     var sum = 0.0;
-    for (var i = local; i < count; i += REDUCTION) {
-        sum += input[channel_value(i, c, params.channels, params.plane)];
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * channels + c) * plane;
+        for (var p = local; p < plane; p += REDUCTION) {
+            sum += input[base + p];
+        }
     }
-    let mean = workgroup_sum(local, vec2<f32>(sum, 0.0)).x / f32(count);
+    let count = f32(params.batch * plane);
+    let mean = workgroup_sum(local, vec2<f32>(sum, 0.0)).x / count;
     var squares = 0.0;
-    for (var i = local; i < count; i += REDUCTION) {
-        let centred = input[channel_value(i, c, params.channels, params.plane)] - mean;
-        squares += centred * centred;
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * channels + c) * plane;
+        for (var p = local; p < plane; p += REDUCTION) {
+            let centred = input[base + p] - mean;
+            squares += centred * centred;
+        }
     }
-    let variance = workgroup_sum(local, vec2<f32>(squares, 0.0)).x / f32(count);
+    let variance = workgroup_sum(local, vec2<f32>(squares, 0.0)).x / count;
     if local == 0u {
-        let channels = params.channels;
         batch_stats[c] = stats[c];
         batch_stats[channels + c] = stats[channels + c];
         batch_stats[2u * channels + c] = mean;

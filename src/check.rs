@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Runner;
-use crate::model::LayerPlan;
+use crate::model::{LayerPlan, Loss, LossKind};
 use crate::reference::{self, Parameters, Real};
 use crate::weights::Weights;
 
@@ -165,6 +165,18 @@ pub struct GradientCheck {
 /// parameter gradient of `l2_loss(logits)` with the f64 references. Fails when `weights` do
 /// not fit the network's plan or `input` is not a batch of its images.
 pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
+    let loss = Loss::main_head(LossKind::L2, net.plan());
+    gradients_of(net, weights, input, (&loss, None))
+}
+
+/// As [`gradients`], for the `loss` the network was built with (for cross-entropy, `labels`,
+/// which the caller has uploaded to the network too).
+pub fn gradients_of(
+    net: &dyn Runner,
+    weights: &Weights,
+    input: &[f32],
+    (loss, labels): (&Loss, Option<&[usize]>),
+) -> Result<Vec<GradientCheck>> {
     net.upload_input(input)?;
     net.forward_backward()?;
     let gpu = net.read_gradients()?;
@@ -174,9 +186,10 @@ pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<V
         .map(|i| Ok(to_f64(&net.read_layer(i)?)))
         .collect::<Result<Vec<_>>>()?;
     let params = Parameters::<f64>::from_weights(weights);
-    let routed = reference::backward(plan, &params, &to_f64(input), &gpu_outputs)?;
-    let chain = reference_gradients::<f64>(plan, weights, input)?;
-    let single = reference_gradients::<f32>(plan, weights, input)?;
+    let (_, heads) = reference::loss(loss, plan, &gpu_outputs, labels)?;
+    let routed = reference::backward_through(plan, &params, &to_f64(input), &gpu_outputs, &heads)?;
+    let chain = reference_gradients::<f64>(plan, weights, input, (loss, labels))?;
+    let single = reference_gradients::<f32>(plan, weights, input, (loss, labels))?;
     routed
         .iter()
         .zip(&chain)
@@ -195,18 +208,20 @@ pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<V
         .collect()
 }
 
-/// The CPU reference's gradients of `l2_loss(logits)`, forward (in training mode: batch norms
-/// by their batch statistics) and backward in the float type `T`.
-/// Fails as [`reference::forward`] and [`reference::backward`] do.
+/// The CPU reference's gradients of `loss`, forward (in training mode: batch norms by their
+/// batch statistics) and backward in the float type `T`. Fails as [`reference::forward`] and
+/// [`reference::loss`] do.
 pub fn reference_gradients<T: Real>(
     plan: &[LayerPlan],
     weights: &Weights,
     input: &[f32],
+    (loss, labels): (&Loss, Option<&[usize]>),
 ) -> Result<Vec<(String, Vec<T>)>> {
     let params = Parameters::<T>::from_weights(weights);
     let x: Vec<T> = input.iter().map(|&v| T::from_f32(v)).collect();
     let forward = reference::forward_training(plan, &params, &x)?;
-    reference::backward(plan, &params, &x, &forward.outputs)
+    let (_, heads) = reference::loss(loss, plan, &forward.outputs, labels)?;
+    reference::backward_through(plan, &params, &x, &forward.outputs, &heads)
 }
 
 /// Runs the two-device network and the same layout on one device (`ctx`) from the same weights

@@ -1050,6 +1050,36 @@ pub fn softmax_cross_entropy<T: Real>(
     Ok((loss, grad))
 }
 
+/// A loss over a network's heads (see [`Loss`](crate::model::Loss)): its value, and its gradient
+/// with respect to each head's output. `outputs` are every layer's; `labels` (one per image) are
+/// needed by cross-entropy. Fails for missing or out-of-range labels.
+pub fn loss<T: Real>(
+    loss: &crate::model::Loss,
+    plan: &[LayerPlan],
+    outputs: &[Vec<T>],
+    labels: Option<&[usize]>,
+) -> Result<(T, Vec<(usize, Vec<T>)>)> {
+    let mut total = T::zero();
+    let mut grads = Vec::new();
+    for &(head, weight) in &loss.heads {
+        let (y, layer) = outputs
+            .get(head)
+            .zip(plan.get(head))
+            .ok_or_else(|| invalid("loss", format!("no layer {head} to take a loss of")))?;
+        let weight = T::from_f32(weight);
+        let (value, grad) = match loss.kind {
+            crate::model::LossKind::L2 => (l2_loss(y), y.clone()),
+            crate::model::LossKind::CrossEntropy => {
+                let labels = labels.ok_or_else(|| invalid("loss", "cross-entropy needs labels"))?;
+                softmax_cross_entropy(y, labels, layer.output.len())?
+            }
+        };
+        total = total + weight * value;
+        grads.push((head, grad.into_iter().map(|g| weight * g).collect()));
+    }
+    Ok((total, grads))
+}
+
 /// A network's parameters in the reference's float type, in the network's order.
 #[derive(Clone, Debug)]
 pub struct Parameters<T> {
@@ -1310,14 +1340,41 @@ pub fn backward_training<T: Real>(
     forward: &TrainingForward<T>,
     grad_logits: &[T],
 ) -> Result<Vec<(String, Vec<T>)>> {
+    let last = plan.len().saturating_sub(1);
+    backward_from_heads(
+        plan,
+        params,
+        input,
+        forward,
+        &[(last, grad_logits.to_vec())],
+    )
+}
+
+/// As [`backward_training`], for a loss over several outputs (GoogLeNet's auxiliary heads): the
+/// gradient of the loss with respect to each head's output, by plan index.
+pub fn backward_from_heads<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    forward: &TrainingForward<T>,
+    head_grads: &[(usize, Vec<T>)],
+) -> Result<Vec<(String, Vec<T>)>> {
     const OP: &str = "backward_training";
     crate::model::check_plan(plan)?;
     check_len(OP, "the list of outputs", forward.outputs.len(), plan.len())?;
     check_len(OP, "the batch norms", forward.batch_norms.len(), plan.len())?;
-    let last = forward.outputs.last().map_or(0, Vec::len);
-    check_len(OP, "grad_logits", grad_logits.len(), last)?;
     let mut grads: Vec<Option<Vec<T>>> = vec![None; plan.len()];
-    grads[plan.len() - 1] = Some(grad_logits.to_vec());
+    for (head, grad) in head_grads {
+        let output = forward
+            .outputs
+            .get(*head)
+            .ok_or_else(|| invalid(OP, format!("no layer {head} to take a loss of")))?;
+        check_len(OP, "a head's gradient", grad.len(), output.len())?;
+        match &mut grads[*head] {
+            Some(sum) => sum.iter_mut().zip(grad).for_each(|(s, &v)| *s = *s + v),
+            slot @ None => *slot = Some(grad.clone()),
+        }
+    }
     let mut parameters: Vec<(String, Vec<T>)> = Vec::new();
     for (i, layer) in plan.iter().enumerate().rev() {
         // A layer whose output reaches no loss (an auxiliary head the loss leaves out) has
@@ -1478,20 +1535,34 @@ fn unsupported_backward(plan: &LayerPlan) -> Error {
 
 /// The gradients of `l2_loss(last output)` with respect to every parameter tensor, named as in
 /// the weights file and in its layouts, in the network's order, through the given forward
-/// pass's layer outputs (which may come from the GPU: the gradient then follows the GPU's own
-/// max-pooling choices and ReLU masks). Batch norms run in training mode, their batch
-/// statistics computed from their inputs among `outputs`. Fails when `outputs` are not one
-/// per layer of the plan's lengths.
+/// pass's layer outputs (see [`backward_through`]).
 pub fn backward<T: Real>(
     plan: &[LayerPlan],
     params: &Parameters<T>,
     input: &[T],
     outputs: &[Vec<T>],
 ) -> Result<Vec<(String, Vec<T>)>> {
-    check_len("backward", "the list of outputs", outputs.len(), plan.len())?;
     let Some(last) = outputs.last() else {
         return Err(invalid("backward", "the plan has no layers"));
     };
+    let head = (outputs.len() - 1, last.clone());
+    backward_through(plan, params, input, outputs, &[head])
+}
+
+/// The gradients of a loss with respect to every parameter tensor, given its gradient with
+/// respect to each head's output (see [`loss`]), through the given forward pass's layer outputs
+/// (which may come from the GPU: the gradient then follows the GPU's own max-pooling choices
+/// and ReLU masks). Batch norms run in training mode, their batch statistics computed from
+/// their inputs among `outputs`. Fails when `outputs` are not one per layer of the plan's
+/// lengths.
+pub fn backward_through<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    outputs: &[Vec<T>],
+    head_grads: &[(usize, Vec<T>)],
+) -> Result<Vec<(String, Vec<T>)>> {
+    check_len("backward", "the list of outputs", outputs.len(), plan.len())?;
     let mut batch_norms = Vec::with_capacity(plan.len());
     for layer in plan {
         let norm = match layer.layer.kind {
@@ -1512,7 +1583,7 @@ pub fn backward<T: Real>(
         outputs: outputs.to_vec(),
         batch_norms,
     };
-    backward_training(plan, params, input, &forward, last)
+    backward_from_heads(plan, params, input, &forward, head_grads)
 }
 
 #[cfg(test)]

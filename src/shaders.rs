@@ -192,6 +192,9 @@ pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
     "adaptive_avg_pool_backward",
     []
 );
+/// Softmax cross-entropy with integer labels: each image's loss and the logits' gradient.
+pub const SOFTMAX_CROSS_ENTROPY: ShaderSource =
+    shader!("softmax_cross_entropy.wgsl", "softmax_cross_entropy", []);
 /// Copies a gradient or adds it into another (a tensor that several layers read).
 pub const ADD_GRADIENT: ShaderSource = shader!("add_gradient.wgsl", "add_gradient", []);
 /// One input's slice of a channel concatenation's gradient, copied or added.
@@ -238,6 +241,7 @@ pub const ALL: &[ShaderSource] = &[
     BATCH_NORM_BACKWARD_PARAMETERS,
     BATCH_NORM_BACKWARD_DATA,
     ADAPTIVE_AVG_POOL_BACKWARD,
+    SOFTMAX_CROSS_ENTROPY,
     ADD_GRADIENT,
     CONCAT_BACKWARD,
     ADD_FORWARD,

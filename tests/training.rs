@@ -18,16 +18,30 @@ mod common;
 use common::{contexts, random};
 use convnet_wgpu::check;
 use convnet_wgpu::gpu::GpuNetwork;
-use convnet_wgpu::model::{self, Dims, Layer, LayerKind, Network, Options, Pad, Padding, Window};
+use convnet_wgpu::model::{
+    self, Dims, Layer, LayerKind, Loss, LossKind, Network, Options, Pad, Padding, Window,
+};
 use convnet_wgpu::reference::{self, Parameters};
 use convnet_wgpu::weights::{self, Weights};
 
 /// Each layer of a training forward within 1e-5, each gradient within the gradient tolerance.
 fn assert_trains_as_the_reference(net: &GpuNetwork, params: &Weights, input: &[f32], what: &str) {
+    let loss = Loss::main_head(LossKind::L2, net.plan());
+    assert_trains_with_loss(net, params, input, (&loss, None), what);
+}
+
+/// As [`assert_trains_as_the_reference`], for `loss` (the labels already uploaded).
+fn assert_trains_with_loss(
+    net: &GpuNetwork,
+    params: &Weights,
+    input: &[f32],
+    (loss, labels): (&Loss, Option<&[usize]>),
+    what: &str,
+) {
     for d in check::training_forward(net, params, input).unwrap() {
         assert!(d.within(1e-5), "{what} forward: {d:?}");
     }
-    let grads = check::gradients(net, params, input).unwrap();
+    let grads = check::gradients_of(net, params, input, (loss, labels)).unwrap();
     assert!(!grads.is_empty());
     for g in grads {
         assert!(
@@ -226,4 +240,75 @@ fn googlenet_trains_as_the_reference() {
     // Inception blocks read by four branches; ceil-mode pools. The auxiliary heads reach no loss
     // here (the loss is the main head's), so they have no backward.
     network_trains_as_the_reference("googlenet", 64, 2, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn googlenet_with_aux_heads_trains_on_cross_entropy() {
+    // The main head's mean cross-entropy plus 0.3 x each auxiliary head's, as the GoogLeNet
+    // paper trains it: every head's gradient reaches the shared trunk.
+    let options = Options {
+        num_classes: Some(10),
+        input_size: Some(64),
+        aux_logits: true,
+    };
+    let network = model::build("googlenet", &options).unwrap();
+    let plan = network.plan(2).unwrap();
+    let loss = Loss::with_aux_heads(LossKind::CrossEntropy, &plan);
+    let heads: Vec<&str> = loss
+        .heads
+        .iter()
+        .map(|&(h, _)| plan[h].layer.name.as_str())
+        .collect();
+    assert_eq!(heads, ["fc", "aux1.fc2", "aux2.fc2"]);
+    let params = Weights::init(&network, 5).unwrap();
+    let input = weights::random_input(&plan, 5);
+    let labels = [3, 9];
+    for ctx in contexts() {
+        let net = GpuNetwork::training(ctx, &plan, &params, &loss).unwrap();
+        net.upload_labels(&labels).unwrap();
+        let what = format!("googlenet + aux heads on {}", ctx.describe());
+        assert_trains_with_loss(&net, &params, &input, (&loss, Some(&labels)), &what);
+        // The aux heads' parameters have gradients now.
+        let grads = net.read_gradients().unwrap();
+        assert!(grads
+            .get("aux1.fc2.weight")
+            .unwrap()
+            .data
+            .iter()
+            .any(|&g| g != 0.0));
+        // The loss read back is the reference's loss of the GPU's own logits.
+        let outputs: Vec<Vec<f64>> = (0..plan.len())
+            .map(|i| {
+                net.read_layer(i)
+                    .unwrap()
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect()
+            })
+            .collect();
+        let (expected, _) = reference::loss(&loss, &plan, &outputs, Some(&labels)).unwrap();
+        let got = net.read_loss().unwrap();
+        assert!(
+            (got - expected).abs() <= 1e-5 * expected.abs(),
+            "{got} vs {expected}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn bad_labels_are_refused_with_the_reason() {
+    let input = common::dims(3, 5, 7);
+    let (network, params) = training_ops_network(input);
+    let plan = network.plan(2).unwrap();
+    let ctx = &contexts()[0];
+    let loss = Loss::main_head(LossKind::CrossEntropy, &plan);
+    let net = GpuNetwork::training(ctx, &plan, &params, &loss).unwrap();
+    let error = |labels: &[usize]| net.upload_labels(labels).unwrap_err().to_string();
+    assert!(error(&[0, 3]).contains("label 3 of image 1 is not one of the 3 classes"));
+    assert!(error(&[0]).contains("1 labels for a batch of 2"));
+    let l2 = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+    let err = l2.upload_labels(&[0, 1]).unwrap_err().to_string();
+    assert!(err.contains("cross-entropy"), "{err}");
 }

@@ -18,9 +18,3 @@ fn workgroup_sum(local: u32, value: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
     return total;
 }
-
-// The index in an NCHW tensor of value `i` of channel `c`, counting the channel's values image by
-// image, pixel by pixel.
-fn channel_value(i: u32, c: u32, channels: u32, plane: u32) -> u32 {
-    return (i / plane * channels + c) * plane + i % plane;
-}

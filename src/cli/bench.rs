@@ -49,7 +49,8 @@ pub(crate) struct BenchArgs {
     /// Untimed warm-up steps per pass (default 10; 1 on a software adapter).
     #[arg(long)]
     burn_in: Option<usize>,
-    /// Default: both where the network has a backward pass (the AlexNets), else forward.
+    /// Which passes to time (default both). Forward-backward runs in training mode (batch norms by
+    /// the batch's statistics, unfolded), and so does the forward it is compared with.
     #[arg(long, value_enum)]
     pass: Option<PassChoice>,
     #[arg(long, default_value_t = 42)]

@@ -1,6 +1,8 @@
-//! The backward pass of `l2_loss(last output) = sum(y^2) / 2`: the gradient of every layer's
-//! output, the parameter gradients (in the packed layouts of the weights), and the dispatches of
-//! every layer's backward, last layer first, each built by its op's module.
+//! The backward pass of a loss over the network's heads (see [`Loss`]: the seed's `l2_loss` of
+//! the logits, or softmax cross-entropy; GoogLeNet's auxiliary heads weighted in): the gradient
+//! of every layer's output, the parameter gradients (in the packed layouts of the weights), and
+//! the dispatches of the loss's gradient and of every layer's backward, last layer first, each
+//! built by its op's module.
 //!
 //! Networks are DAGs (ResNet's residual additions, GoogLeNet's concatenations): a layer whose
 //! output several layers read receives the sum of their input gradients. Walking the layers
@@ -14,24 +16,37 @@ use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::elementwise::{self, GradientTarget};
-use crate::gpu::ops::{conv, linear, lrn, norm, pool, BackwardBuffers};
+use crate::gpu::ops::{self, conv, linear, lrn, norm, pool, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights};
-use crate::model::{LayerKind, LayerPlan, Source};
+use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 
 /// Where the gradient of the last layer's output comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum OutputGradient {
-    /// The benchmark's loss, `l2_loss(last output)`: its gradient is the output itself.
-    L2Loss,
-    /// Written into the buffer by the caller before the backward pass (a later segment's
-    /// input gradient, on a multi-device layout).
+    /// A loss over the network's heads, differentiated on the GPU first.
+    Loss(Loss),
+    /// Written into the last layer's gradient buffer by the caller before the backward pass (a
+    /// later segment's input gradient, on a multi-device layout).
     External,
+}
+
+/// What cross-entropy reads and leaves: the labels, and each head's per-image losses.
+pub(crate) struct CrossEntropyBuffers {
+    /// `[batch]` u32 class indices, uploaded by the caller.
+    pub labels: wgpu::Buffer,
+    /// Per head (in the loss's order), `[batch]`: each image's unweighted loss.
+    pub losses: Vec<wgpu::Buffer>,
 }
 
 /// Everything the backward pass holds on the GPU.
 pub(crate) struct Gradients {
+    /// The loss's gradient (empty where the caller provides it).
+    loss_dispatches: Vec<Dispatch>,
     dispatches: Vec<Dispatch>,
-    output_gradient: OutputGradient,
+    /// The loss differentiated (`None`: the output gradient is the caller's).
+    pub loss: Option<Loss>,
+    /// Where the loss is cross-entropy.
+    pub cross_entropy: Option<CrossEntropyBuffers>,
     /// The gradient of every layer's output that reaches the loss (`None`: one that does not).
     pub outputs: Vec<Option<wgpu::Buffer>>,
     /// The gradient of the network's input, when it was asked for.
@@ -41,18 +56,17 @@ pub(crate) struct Gradients {
 }
 
 impl Gradients {
-    /// Records the backward pass: the loss gradient (the logits themselves, unless the caller
-    /// provides it), then every layer.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
-        self.encode_loss(encoder, logits);
+    /// Records the backward pass: the loss's gradient (unless the caller provides it), then
+    /// every layer.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.encode_loss(encoder);
         encode_pass(encoder, "backward", &self.dispatches);
     }
 
-    /// Records the loss gradient: a copy of the logits (nothing when the caller provides it).
-    pub fn encode_loss(&self, encoder: &mut wgpu::CommandEncoder, logits: &wgpu::Buffer) {
-        if self.output_gradient == OutputGradient::L2Loss {
-            let last = self.logits();
-            encoder.copy_buffer_to_buffer(logits, 0, last, 0, logits.size());
+    /// Records the loss's gradient (nothing when the caller provides it).
+    pub fn encode_loss(&self, encoder: &mut wgpu::CommandEncoder) {
+        if !self.loss_dispatches.is_empty() {
+            encode_pass(encoder, "loss", &self.loss_dispatches);
         }
     }
 
@@ -80,11 +94,11 @@ pub(crate) struct ForwardBuffers<'f> {
     pub batch_stats: &'f [Option<wgpu::Buffer>],
 }
 
-/// Which layers' outputs the loss (a function of the last layer's output) depends on.
-fn reaching_the_loss(plan: &[LayerPlan]) -> Vec<bool> {
+/// Which layers' outputs the loss (a function of the `heads`' outputs) depends on.
+fn reaching_the_loss(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
     let mut reaches = vec![false; plan.len()];
-    if let Some(last) = reaches.last_mut() {
-        *last = true;
+    for &head in heads {
+        reaches[head] = true;
     }
     for (i, layer) in plan.iter().enumerate().rev() {
         if reaches[i] {
@@ -133,7 +147,17 @@ pub(crate) fn build<'a>(
             Purpose::Gradients,
         )
     });
-    let reaches = reaching_the_loss(plan);
+    let heads: Vec<usize> = match &output_gradient {
+        OutputGradient::Loss(loss) => loss.heads.iter().map(|&(head, _)| head).collect(),
+        OutputGradient::External => vec![plan.len() - 1],
+    };
+    if let Some(&bad) = heads.iter().find(|&&h| h >= plan.len()) {
+        return Err(Error::Internal(format!(
+            "a loss head at layer {bad} of {}",
+            plan.len()
+        )));
+    }
+    let reaches = reaching_the_loss(plan, &heads);
     let grads: Vec<Option<wgpu::Buffer>> = plan
         .iter()
         .zip(&reaches)
@@ -200,6 +224,8 @@ pub(crate) fn build<'a>(
         })
     };
 
+    let (loss_dispatches, cross_entropy) =
+        loss_gradient(b, plan, &output_gradient, outputs, &grads)?;
     let mut dispatches = Vec::new();
     for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
         let name = &layer.layer.name;
@@ -297,10 +323,54 @@ pub(crate) fn build<'a>(
         }
     }
     Ok(Gradients {
+        loss_dispatches,
         dispatches,
-        output_gradient,
+        loss: match output_gradient {
+            OutputGradient::Loss(loss) => Some(loss),
+            OutputGradient::External => None,
+        },
+        cross_entropy,
         outputs: grads,
         input: input_grad,
         params: param_grads,
     })
+}
+
+/// The dispatches that write each loss head's output gradient, and cross-entropy's buffers.
+fn loss_gradient(
+    b: &mut Builder,
+    plan: &[LayerPlan],
+    output_gradient: &OutputGradient,
+    outputs: &[wgpu::Buffer],
+    grads: &[Option<wgpu::Buffer>],
+) -> Result<(Vec<Dispatch>, Option<CrossEntropyBuffers>)> {
+    let OutputGradient::Loss(loss) = output_gradient else {
+        return Ok((Vec::new(), None));
+    };
+    let batch = plan[0].batch;
+    let cross_entropy = (loss.kind == LossKind::CrossEntropy).then(|| CrossEntropyBuffers {
+        labels: b.storage("labels", batch, Purpose::Activations),
+        losses: (loss.heads.iter())
+            .map(|&(head, _)| {
+                let label = format!("{} per-image losses", plan[head].layer.name);
+                b.storage(&label, batch, Purpose::Scratch)
+            })
+            .collect(),
+    });
+    let mut dispatches = Vec::new();
+    for (k, &(head, weight)) in loss.heads.iter().enumerate() {
+        let layer = &plan[head];
+        let grad = grads[head].as_ref().expect("a loss head reaches the loss");
+        dispatches.push(match &cross_entropy {
+            None => ops::loss::l2(b, layer, weight, &outputs[head], grad)?,
+            Some(ce) => ops::loss::cross_entropy(
+                b,
+                layer,
+                weight,
+                (&outputs[head], &ce.labels),
+                (grad, &ce.losses[k]),
+            )?,
+        });
+    }
+    Ok((dispatches, cross_entropy))
 }

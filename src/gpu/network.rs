@@ -13,7 +13,7 @@ use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedWeights, Packing};
-use crate::model::{LayerKind, LayerPlan, Source};
+use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
 
 /// A network resident on one device, ready to run forward passes and, when built with
@@ -45,7 +45,19 @@ impl<'a> GpuNetwork<'a> {
         plan: &[LayerPlan],
         weights: &Weights,
     ) -> Result<Self> {
-        let gradients = Some((OutputGradient::L2Loss, false));
+        let loss = Loss::main_head(LossKind::L2, plan);
+        Self::training(ctx, plan, weights, &loss)
+    }
+
+    /// As [`GpuNetwork::new`], plus everything the backward pass of `loss` needs (for
+    /// cross-entropy, the labels are uploaded with [`GpuNetwork::upload_labels`]).
+    pub fn training(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        loss: &Loss,
+    ) -> Result<Self> {
+        let gradients = Some((OutputGradient::Loss(loss.clone()), false));
         ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
     }
 
@@ -57,7 +69,8 @@ impl<'a> GpuNetwork<'a> {
         plan: &[LayerPlan],
         weights: &Weights,
     ) -> Result<Self> {
-        let gradients = Some((OutputGradient::L2Loss, true));
+        let loss = Loss::main_head(LossKind::L2, plan);
+        let gradients = Some((OutputGradient::Loss(loss), true));
         ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
     }
 
@@ -76,7 +89,7 @@ impl<'a> GpuNetwork<'a> {
         first: bool,
     ) -> Result<Self> {
         let output_gradient = if last {
-            OutputGradient::L2Loss
+            OutputGradient::Loss(Loss::main_head(LossKind::L2, plan))
         } else {
             OutputGradient::External
         };
@@ -122,6 +135,70 @@ impl<'a> GpuNetwork<'a> {
         })
     }
 
+    /// Copies the batch's labels (one class index per image) to the GPU, for a network trained
+    /// with cross-entropy. Fails for another loss, a count other than the batch, or a label
+    /// that is not one of the heads' classes.
+    pub fn upload_labels(&self, labels: &[usize]) -> Result<()> {
+        let gradients = self.gradients_or_err()?;
+        let (Some(loss), Some(ce)) = (&gradients.loss, &gradients.cross_entropy) else {
+            return Err(Error::InvalidArgument(
+                "labels are for a network trained with cross-entropy".into(),
+            ));
+        };
+        let batch = self.plan[0].batch;
+        if labels.len() != batch {
+            return Err(Error::InvalidArgument(format!(
+                "{} labels for a batch of {batch} images",
+                labels.len()
+            )));
+        }
+        let classes = (loss.heads.iter())
+            .map(|&(head, _)| self.plan[head].output.len())
+            .min()
+            .unwrap_or(0);
+        if let Some((i, label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+            return Err(Error::InvalidArgument(format!(
+                "label {label} of image {i} is not one of the {classes} classes"
+            )));
+        }
+        let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
+        self.ctx.scoped("labels upload", |ctx| {
+            ctx.queue()
+                .write_buffer(&ce.labels, 0, bytemuck::cast_slice(&labels))
+        })
+    }
+
+    /// The loss of the last forward-backward pass, as the backward pass differentiated it: each
+    /// head's l2 loss or mean cross-entropy, weighted (read back; for l2, summed on the host).
+    pub fn read_loss(&self) -> Result<f64> {
+        let gradients = self.gradients_or_err()?;
+        let loss = gradients.loss.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this network's output gradient is its caller's".into())
+        })?;
+        let mut total = 0.0;
+        for (k, &(head, weight)) in loss.heads.iter().enumerate() {
+            let value = match &gradients.cross_entropy {
+                Some(ce) => {
+                    let batch = self.plan[head].batch;
+                    let losses = self.ctx.read_f32(&ce.losses[k], batch)?;
+                    losses.iter().map(|&l| f64::from(l)).sum::<f64>() / batch as f64
+                }
+                None => {
+                    let y = self.read_layer(head)?;
+                    y.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / 2.0
+                }
+            };
+            total += f64::from(weight) * value;
+        }
+        Ok(total)
+    }
+
+    /// The loss this network was built to differentiate (`None` for a segment of a
+    /// multi-device layout, whose output gradient is its caller's, or without gradients).
+    pub fn loss(&self) -> Option<&Loss> {
+        self.gradients.as_ref().and_then(|g| g.loss.as_ref())
+    }
+
     /// Records the whole forward pass into `encoder`.
     pub fn encode_forward(&self, encoder: &mut wgpu::CommandEncoder) {
         encode_pass(encoder, "forward", &self.forward);
@@ -131,7 +208,7 @@ impl<'a> GpuNetwork<'a> {
     /// Fails when the network was built without gradients.
     pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let gradients = self.gradients_or_err()?;
-        gradients.encode(encoder, self.logits_buffer());
+        gradients.encode(encoder);
         Ok(())
     }
 
@@ -227,10 +304,9 @@ impl<'a> GpuNetwork<'a> {
     /// Times the backward pass layer by layer, after an untimed forward pass and loss gradient.
     pub fn profile_backward(&self) -> Result<crate::gpu::Profile> {
         let gradients = self.gradients_or_err()?;
-        let logits = self.logits_buffer();
         let prelude = |encoder: &mut wgpu::CommandEncoder| {
             self.encode_forward(encoder);
-            gradients.encode_loss(encoder, logits);
+            gradients.encode_loss(encoder);
         };
         crate::gpu::profile::profile(self.ctx, prelude, gradients.dispatches())
     }

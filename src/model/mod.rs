@@ -15,6 +15,7 @@
 mod alexnet;
 mod catalogue;
 mod cost;
+mod loss;
 mod plan;
 mod torchvision;
 mod towers;
@@ -25,6 +26,7 @@ pub use catalogue::{build, by_name, Options, IMAGENET_CLASSES, MODEL_NAMES};
 pub use cost::{
     layer_cost, total_backward_flops_per_image, total_flops_per_image, Cost, Direction,
 };
+pub use loss::{Loss, LossKind, AUX_LOSS_WEIGHT};
 pub use plan::{check_plan, LayerPlan};
 pub use torchvision::{googlenet, resnet, vgg};
 

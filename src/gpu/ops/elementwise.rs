@@ -55,8 +55,8 @@ kernel_params! {
     pub(crate) struct AddGradientParams {
         len: u32,
         accumulate: u32,
-        _pad0: u32,
-        _pad1: u32,
+        scale: f32,
+        _pad: u32,
     }
 }
 
@@ -204,10 +204,22 @@ pub(crate) fn add_gradient(
     source: &wgpu::Buffer,
     target: GradientTarget,
 ) -> Result<Dispatch> {
+    add_scaled_gradient(b, label, len, (source, 1.0), target)
+}
+
+/// As [`add_gradient`], of `scale * source`.
+pub(crate) fn add_scaled_gradient(
+    b: &mut Builder,
+    label: &str,
+    len: usize,
+    (source, scale): (&wgpu::Buffer, f32),
+    target: GradientTarget,
+) -> Result<Dispatch> {
     let params = AddGradientParams {
         len: u32_of(len, "gradient size")?,
         accumulate: u32::from(target.accumulate),
-        ..Default::default()
+        scale,
+        _pad: 0,
     };
     let workgroups = b.grid_1d(label, len.div_ceil(4))?;
     let args = [source, target.buffer];

@@ -7,13 +7,15 @@
 //! | [`conv`] | 2-D convolution (groups, stride, per-side padding, bias, ReLU) | forward (register block / workgroup tiles), filter and input gradients, their layout transposes |
 //! | [`linear`] | fully connected layers | GEMMs by batch size (16-row block, small-batch split-K), backward products |
 //! | [`lrn`] | local response normalisation | forward, backward |
-//! | [`pool`] | max pooling, adaptive average pooling | forward (with or without argmax), backward gather |
-//! | [`norm`] | batch norm (inference) | forward |
-//! | [`elementwise`] | ReLU backward, bias backward, residual add, concat | one kernel each |
+//! | [`pool`] | max pooling, adaptive average pooling | forward (with or without argmax), backward gathers |
+//! | [`norm`] | batch norm (inference; training: batch statistics, backward) | forward, statistics, parameter and input gradients |
+//! | [`elementwise`] | ReLU backward, bias backward, residual add, concat, their backward, gradient sums | one kernel each |
+//! | [`loss`] | the loss heads' gradients (l2, softmax cross-entropy) | cross-entropy; l2 by a scaled copy |
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod linear;
+pub(crate) mod loss;
 pub(crate) mod lrn;
 pub(crate) mod norm;
 pub(crate) mod pool;
@@ -65,6 +67,7 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         pool::contracts(),
         norm::contracts(),
         elementwise::contracts(),
+        loss::contracts(),
     ]
     .concat()
 }
