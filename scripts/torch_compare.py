@@ -2,14 +2,24 @@
 """The same network in PyTorch, from the same weights file and input as `convnet run`.
 
 It is the independent framework check and the speed peer: it prints PyTorch's time per batch
-(forward, and forward-backward of the seed's loss where asked) and, given `convnet run`'s logits
-(and gradients), the largest difference from them.
+(forward, and forward-backward of the loss where asked) and, given `convnet run`'s logits (and
+gradients), the largest difference from them. With `--grads` the network runs as `convnet run
+--grads` runs it: in training mode (batch norms by the batch's statistics), dropout off, the loss
+the seed's l2_loss(logits) or, with `--labels`, softmax cross-entropy (GoogLeNet's auxiliary heads
+added at 0.3).
 
     convnet init --model alexnet --seed 42 --out w.safetensors
     python3 -c "import numpy as np; np.save('x.npy', (np.random.randn(32, 3, 224, 224) * 0.1).astype('<f4'))"
     convnet run --model alexnet --weights w.safetensors --input x.npy --output y.npy --grads g.safetensors
     python3 scripts/torch_compare.py --model alexnet --weights w.safetensors --input x.npy \
         --logits y.npy --grads g.safetensors --pass both
+
+    # torchvision's networks in training mode, cross-entropy against labels:
+    python3 -c "import numpy as np; np.save('labels.npy', np.arange(8) % 10)"
+    convnet run --model resnet18 --num-classes 10 --weights w.safetensors --input x.npy \
+        --labels labels.npy --output y.npy --grads g.safetensors
+    python3 scripts/torch_compare.py --model resnet18 --num-classes 10 --weights w.safetensors \
+        --input x.npy --labels labels.npy --logits y.npy --grads g.safetensors --pass both
 
 Models: `alexnet` (the seed's: TensorFlow's SAME padding and LRN, rebuilt here in PyTorch) and
 torchvision's `vgg11/13/16/19`, `resnet18/34/50/101/152`, `googlenet`. On CUDA it runs fp32 with
@@ -107,6 +117,30 @@ def difference(name, ours, theirs):
     return diff / biggest if biggest else diff
 
 
+def without_dropout(model):
+    """Dropout off (convnet has none, as the seed's network has none), training mode otherwise."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.train()
+
+
+def training_loss(model, x, labels):
+    """The loss convnet differentiates: l2_loss(logits), or mean cross-entropy against labels;
+    GoogLeNet's auxiliary heads (in training mode it returns them) add 0.3 x theirs."""
+    out = model(x)
+    heads = [(out, 1.0)]
+    if isinstance(out, tuple):  # torchvision GoogLeNet: (logits, aux_logits2, aux_logits1)
+        heads = [(out[0], 1.0)] + [(aux, 0.3) for aux in out[1:] if aux is not None]
+    total = 0.0
+    for logits, weight in heads:
+        if labels is None:
+            total = total + weight * logits.square().sum() / 2
+        else:
+            total = total + weight * F.cross_entropy(logits, labels)
+    return heads[0][0], total
+
+
 def timed(step, device, batches, burn_in):
     times = []
     for i in range(burn_in + batches):
@@ -129,7 +163,8 @@ def main():
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--aux-logits", action="store_true")
     p.add_argument("--logits", help="convnet run's --output, to compare with")
-    p.add_argument("--grads", help="convnet run's --grads, to compare with")
+    p.add_argument("--grads", help="convnet run's --grads, to compare with (training mode)")
+    p.add_argument("--labels", help=".npy [N] int64/int32: cross-entropy instead of l2_loss")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--pass", dest="passes", choices=["forward", "forward-backward", "both"],
                    default="forward")
@@ -149,34 +184,50 @@ def main():
     print(f"torch {torch.__version__} on {device}" + (f" ({threads} threads)" if threads else "")
           + f"; {args.model}, input {list(x.shape)}, fp32, TF32 off")
 
+    labels = None
+    if args.labels:
+        labels = torch.from_numpy(np.load(args.labels).astype(np.int64)).to(device)
     failed = False
-    if args.logits:
+    if args.grads:
+        # As `convnet run --grads`: training mode, the logits of that pass, then the gradients.
+        without_dropout(model)
+        model.zero_grad()
+        logits, loss = training_loss(model, x, labels)
+        loss.backward()
+        print(f"loss {loss.item():.6e}")
+        if args.logits:
+            failed |= difference("logits", logits.detach().cpu().numpy(), np.load(args.logits)) > 1e-4
+        theirs = load_file(args.grads)
+        worst = (0.0, None)
+        for name, param in model.named_parameters():
+            if name in theirs and param.grad is not None:
+                relative = difference(name, param.grad.cpu().numpy(), theirs[name].numpy())
+                worst = max(worst, (relative, name))
+                failed |= relative > 1e-3
+        print(f"largest relative gradient difference: {worst[0]:.3e} ({worst[1]})")
+        model.eval()
+    elif args.logits:
         with torch.no_grad():
             logits = model(x).cpu().numpy()
         failed |= difference("logits", logits, np.load(args.logits)) > 1e-4
-    if args.grads:
-        model.zero_grad()
-        out = model(x)
-        (out.square().sum() / 2).backward()
-        theirs = load_file(args.grads)
-        for name, param in model.named_parameters():
-            if name in theirs:
-                failed |= difference(name, param.grad.cpu().numpy(), theirs[name].numpy()) > 1e-3
 
     batch = x.shape[0]
     passes = ["forward", "forward-backward"] if args.passes == "both" else [args.passes]
     for which in passes:
         if which == "forward":
+            model.eval()
+
             def step():
                 with torch.no_grad():
                     model(x)
         else:
+            without_dropout(model)
+
             def step():
                 model.zero_grad(set_to_none=True)
-                out = model(x)
-                (out.square().sum() / 2).backward()
+                training_loss(model, x, labels)[1].backward()
         mean, sd = timed(step, device, args.batches, args.burn_in)
-        name = "Forward" if which == "forward" else "Forward-backward"
+        name = "Forward" if which == "forward" else "Forward_backward"
         print(f"{name} across {args.batches} steps, {mean:.3f} +/- {sd:.3f} sec / batch "
               f"({batch / mean:.1f} images/s)")
     sys.exit(1 if failed else 0)

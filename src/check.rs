@@ -294,8 +294,9 @@ mod tests {
             Ok(self.outputs.borrow()[index].clone())
         }
         fn read_gradients(&self) -> Result<Weights> {
-            let grads =
-                reference_gradients::<f32>(&self.plan, &self.weights, &self.input.borrow())?;
+            let l2 = Loss::main_head(LossKind::L2, &self.plan);
+            let input = self.input.borrow();
+            let grads = reference_gradients::<f32>(&self.plan, &self.weights, &input, (&l2, None))?;
             let tensors = grads
                 .into_iter()
                 .map(|(name, data)| {
@@ -361,14 +362,35 @@ mod tests {
         let plan = network.plan(2).unwrap();
         let weights = Weights::init(&network, 3).unwrap();
         let input = crate::weights::random_input(&plan, 1);
-        assert_eq!(
-            reference_gradients::<f64>(&plan, &weights, &input)
-                .unwrap()
-                .len(),
-            4
-        );
+        let l2 = Loss::main_head(LossKind::L2, &plan);
+        let grads = reference_gradients::<f64>(&plan, &weights, &input, (&l2, None));
+        assert_eq!(grads.unwrap().len(), 4);
         let other = Weights::init(&small_test_network(4, 3), 3).unwrap();
-        invalid(reference_gradients::<f64>(&plan, &other, &input));
-        invalid(reference_gradients::<f64>(&plan, &weights, &input[2..]));
+        invalid(reference_gradients::<f64>(
+            &plan,
+            &other,
+            &input,
+            (&l2, None),
+        ));
+        invalid(reference_gradients::<f64>(
+            &plan,
+            &weights,
+            &input[2..],
+            (&l2, None),
+        ));
+        // Cross-entropy without labels, or with a label past the 3 classes.
+        let ce = Loss::main_head(LossKind::CrossEntropy, &plan);
+        invalid(reference_gradients::<f64>(
+            &plan,
+            &weights,
+            &input,
+            (&ce, None),
+        ));
+        invalid(reference_gradients::<f64>(
+            &plan,
+            &weights,
+            &input,
+            (&ce, Some(&[0, 3])),
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! `.npy` files of little-endian f32 in C order: the input images and the logits.
+//! `.npy` files in C order: little-endian f32 (the input images and the logits) and int64 or
+//! int32 (class labels).
 //!
 //! The format is small (a magic string, a version, a Python-dict header, raw data), and reading it
 //! ourselves lets every malformed file get a precise one-line error: Fortran order, big-endian or
@@ -29,6 +30,60 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Decodes `.npy` bytes; the error is one line saying what is wrong with them.
 pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
+    match parse(bytes, 1)?.0.as_str() {
+        "<f4" => {}
+        ">f4" => return Err("big-endian data ('>f4'); write it little-endian ('<f4')".into()),
+        other => return Err(format!("dtype {other:?} is not f32 ('<f4')")),
+    }
+    let (_, shape, data) = parse(bytes, 4)?;
+    let data = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Array { shape, data })
+}
+
+/// Reads class labels: a 1-D array of int64 or int32 (NumPy's and PyTorch's label types), each
+/// at least 0.
+pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
+    let bytes = files::read(path)?;
+    decode_labels(&bytes).map_err(|message| Error::file(path, message))
+}
+
+/// Decodes `.npy` bytes of labels (see [`read_labels`]).
+pub fn decode_labels(bytes: &[u8]) -> std::result::Result<Vec<usize>, String> {
+    let descr = parse(bytes, 1)?.0;
+    let width = match descr.as_str() {
+        "<i8" => 8,
+        "<i4" => 4,
+        other => {
+            return Err(format!(
+                "labels of dtype {other:?}; save them as int64 ('<i8') or int32 ('<i4')"
+            ))
+        }
+    };
+    let (_, shape, data) = parse(bytes, width)?;
+    if shape.len() != 1 {
+        return Err(format!(
+            "labels of shape {shape:?}; one label per image, shape [N]"
+        ));
+    }
+    data.chunks_exact(width)
+        .enumerate()
+        .map(|(i, b)| {
+            let label = if width == 8 {
+                i64::from_le_bytes(b.try_into().expect("8 bytes"))
+            } else {
+                i64::from(i32::from_le_bytes(b.try_into().expect("4 bytes")))
+            };
+            usize::try_from(label).map_err(|_| format!("label {label} of image {i} is negative"))
+        })
+        .collect()
+}
+
+/// The header's dtype, the shape, and the data bytes (checked to hold the shape's count of
+/// `width`-byte values), of a C-order `.npy` file.
+fn parse(bytes: &[u8], width: usize) -> std::result::Result<(String, Vec<usize>, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -47,11 +102,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
     let header =
         std::str::from_utf8(&bytes[header_start..data_start]).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
-    match descr.trim_matches(|c| c == '\'' || c == '"') {
-        "<f4" => {}
-        ">f4" => return Err("big-endian data ('>f4'); write it little-endian ('<f4')".into()),
-        other => return Err(format!("dtype {other:?} is not f32 ('<f4')")),
-    }
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
     let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
     if fortran != "False" {
         return Err("Fortran-order data; save a C-order array (np.ascontiguousarray)".into());
@@ -62,18 +113,15 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or("shape is absurdly large")?;
     let data = &bytes[data_start..];
-    if count.checked_mul(4) != Some(data.len()) {
+    // Only the dtype is wanted (width 1): any data length passes.
+    if width > 1 && count.checked_mul(width) != Some(data.len()) {
         return Err(format!(
             "shape {shape:?} needs {} bytes of data, the file holds {}",
-            count.saturating_mul(4),
+            count.saturating_mul(width),
             data.len()
         ));
     }
-    let data = data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok(Array { shape, data })
+    Ok((descr, shape, data))
 }
 
 /// The text of `key`'s value in a Python dict literal such as `{'descr': '<f4', 'shape': (2, 3), }`.
@@ -198,6 +246,31 @@ mod tests {
         assert!(!path.exists());
         let err = write(&path, &[usize::MAX, 2], &[]).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn labels_read_as_int64_or_int32_and_refuse_the_rest() {
+        let header = |descr: &str, shape: &str| {
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}")
+        };
+        let mut int64 = with_header(&header("<i8", "(2,)"), 0);
+        int64.extend([3i64, 0].iter().flat_map(|v| v.to_le_bytes()));
+        assert_eq!(decode_labels(&int64).unwrap(), vec![3, 0]);
+        let mut int32 = with_header(&header("<i4", "(3,)"), 0);
+        int32.extend([1i32, 7, 2].iter().flat_map(|v| v.to_le_bytes()));
+        assert_eq!(decode_labels(&int32).unwrap(), vec![1, 7, 2]);
+        let mut negative = with_header(&header("<i4", "(1,)"), 0);
+        negative.extend((-1i32).to_le_bytes());
+        let cases = [
+            (negative, "label -1 of image 0 is negative"),
+            (with_header(&header("<f4", "(2,)"), 8), "save them as int64"),
+            (with_header(&header("<i8", "(2, 1)"), 16), "shape [N]"),
+            (with_header(&header("<i8", "(2,)"), 12), "needs 16 bytes"),
+        ];
+        for (bytes, expected) in cases {
+            let err = decode_labels(&bytes).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

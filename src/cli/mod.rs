@@ -18,7 +18,7 @@ use convnet_wgpu::bench as library_bench;
 use convnet_wgpu::gpu::{
     self, AdapterChoice, GpuContext, KernelShape, LinearKernel, MemoryUse, PlacedMemory, Variants,
 };
-use convnet_wgpu::model::{self, LayerPlan, Network};
+use convnet_wgpu::model::{self, LayerPlan, Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
 
 /// Classic convolutional networks on WGSL compute shaders: the 2017 post's AlexNet benchmark on
@@ -92,9 +92,12 @@ pub(crate) enum Command {
         /// Where to write the logits (.npy, [N, classes]).
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Where to write the gradients of l2_loss(logits) (safetensors, the weights' names).
+        /// Where to write the gradients of the loss (safetensors, the weights' names); the forward
+        /// pass then runs in training mode (batch norms by the batch's statistics).
         #[arg(long)]
         grads: Option<PathBuf>,
+        #[command(flatten)]
+        loss: LossArgs,
     },
     /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
     Train(train::TrainArgs),
@@ -278,13 +281,14 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             input,
             output,
             grads,
+            loss,
         } => run::run(
             &network,
             &device,
             &batch_norm,
             (&weights, &input),
-            output.as_deref(),
-            grads.as_deref(),
+            (output.as_deref(), grads.as_deref()),
+            &loss,
         )?,
         Command::Train(args) => train::train(&args)?,
     }
@@ -373,6 +377,11 @@ pub(crate) struct SourceArgs {
 }
 
 impl SourceArgs {
+    /// True when the images come from a file.
+    pub(crate) fn has_input(&self) -> bool {
+        self.input.is_some()
+    }
+
     /// The plan (at the input file's batch, else at `batch`), the weights and the images.
     pub(crate) fn load(
         &self,
@@ -386,6 +395,94 @@ impl SourceArgs {
             self.input.as_deref(),
             self.seed,
         )
+    }
+}
+
+/// The loss of a training forward-backward pass.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LossChoice {
+    /// TensorFlow's l2_loss(logits) = sum(logits^2) / 2, the seed's benchmark loss.
+    L2,
+    /// Softmax cross-entropy against --labels, the mean over the batch (PyTorch's default).
+    CrossEntropy,
+}
+
+/// Which loss a training pass differentiates, and the labels it needs.
+#[derive(Args)]
+pub(crate) struct LossArgs {
+    /// Class labels (.npy, int64 or int32, one per image); with them the loss is softmax
+    /// cross-entropy. GoogLeNet with --aux-logits adds 0.3 x each auxiliary head's loss.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// The loss (default: cross-entropy with --labels, else l2, the seed's).
+    #[arg(long, value_enum)]
+    loss: Option<LossChoice>,
+}
+
+impl LossArgs {
+    /// True when a loss or labels were asked for.
+    pub(crate) fn given(&self) -> bool {
+        self.labels.is_some() || self.loss.is_some()
+    }
+
+    /// The loss over `plan`'s heads (auxiliary heads included), and the labels, checked against
+    /// the batch and the classes. `input_given`: the images come from a file (random images
+    /// have no labels).
+    pub(crate) fn resolve(
+        &self,
+        plan: &[LayerPlan],
+        input_given: bool,
+    ) -> anyhow::Result<(Loss, Option<Vec<usize>>)> {
+        let kind = match (self.loss, &self.labels) {
+            (Some(LossChoice::L2), Some(_)) => {
+                anyhow::bail!("--labels are for --loss cross-entropy, not l2")
+            }
+            (Some(LossChoice::CrossEntropy), None) => {
+                anyhow::bail!("--loss cross-entropy needs --labels")
+            }
+            (_, Some(_)) => LossKind::CrossEntropy,
+            (_, None) => LossKind::L2,
+        };
+        let loss = Loss::with_aux_heads(kind, plan);
+        let Some(path) = &self.labels else {
+            return Ok((loss, None));
+        };
+        if !input_given {
+            anyhow::bail!("--labels label the images of --input; add --input");
+        }
+        let labels = convnet_wgpu::npy::read_labels(path)?;
+        let batch = plan[0].batch;
+        if labels.len() != batch {
+            anyhow::bail!(
+                "{}: {} labels for {batch} images",
+                path.display(),
+                labels.len()
+            );
+        }
+        let classes = plan.last().map_or(0, |l| l.output.len());
+        if let Some((i, label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+            anyhow::bail!(
+                "{}: label {label} of image {i} is not one of the {classes} classes",
+                path.display()
+            );
+        }
+        Ok((loss, Some(labels)))
+    }
+}
+
+/// How a loss reads in messages: `l2_loss(logits)`, `cross-entropy (+ 0.3 x 2 auxiliary heads)`.
+pub(crate) fn describe_loss(loss: &Loss) -> String {
+    let name = match loss.kind {
+        LossKind::L2 => "l2_loss(logits)",
+        LossKind::CrossEntropy => "cross-entropy",
+    };
+    match loss.heads.len() {
+        1 => name.to_string(),
+        n => format!(
+            "{name} (+ {} x {} auxiliary heads)",
+            model::AUX_LOSS_WEIGHT,
+            n - 1
+        ),
     }
 }
 

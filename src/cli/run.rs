@@ -4,9 +4,11 @@ use std::path::Path;
 
 use convnet_wgpu::gpu::GpuNetwork;
 use convnet_wgpu::watchdog::Watchdog;
-use convnet_wgpu::{files, npy, reference};
+use convnet_wgpu::{files, npy};
 
-use super::{load_or_init, open_context, BatchNormArgs, DeviceArgs, NetworkArgs};
+use super::{
+    describe_loss, load_or_init, open_context, BatchNormArgs, DeviceArgs, LossArgs, NetworkArgs,
+};
 
 /// `convnet run`: a user's weights and input through the network; logits and gradients out.
 pub(crate) fn run(
@@ -14,30 +16,37 @@ pub(crate) fn run(
     device: &DeviceArgs,
     batch_norm: &BatchNormArgs,
     (weights, input): (&Path, &Path),
-    output: Option<&Path>,
-    grads: Option<&Path>,
+    (output, grads): (Option<&Path>, Option<&Path>),
+    loss: &LossArgs,
 ) -> anyhow::Result<()> {
     for path in output.iter().chain(grads.iter()) {
         files::check_writable(path)?;
     }
     let network = network.build()?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
-    let (gpu_network, params) = batch_norm.on_gpu(&network, &params, grads.is_some())?;
+    // Gradients or a loss: a training forward pass (batch norms by the batch's statistics).
+    let training = grads.is_some() || loss.given();
+    let (gpu_network, params) = batch_norm.on_gpu(&network, &params, training)?;
     let plan = gpu_network.plan(plan[0].batch)?;
+    let (loss, labels) = loss.resolve(&plan, true)?;
     let ctx = open_context(device)?;
     let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info().name))?;
-    let net = if grads.is_some() {
-        GpuNetwork::with_gradients(&ctx, &plan, &params)?
+    let net = if training {
+        GpuNetwork::training(&ctx, &plan, &params, &loss)?
     } else {
         GpuNetwork::new(&ctx, &plan, &params)?
     };
     net.upload_input(&data)?;
-    let gradients = match grads {
-        Some(_) => {
+    if let Some(labels) = &labels {
+        net.upload_labels(labels)?;
+    }
+    let gradients = match (training, grads) {
+        (true, _) => {
             net.forward_backward()?;
-            Some(net.read_gradients()?)
+            println!("{} = {:.6e}", describe_loss(&loss), net.read_loss()?);
+            grads.map(|_| net.read_gradients()).transpose()?
         }
-        None => {
+        (false, _) => {
             net.forward()?;
             None
         }
@@ -69,9 +78,9 @@ pub(crate) fn run(
     if let (Some(path), Some(gradients)) = (grads, gradients) {
         gradients.save(path)?;
         println!(
-            "wrote {} (gradients of l2_loss = {:.6e})",
+            "wrote {} (gradients of {})",
             path.display(),
-            reference::l2_loss(&logits)
+            describe_loss(&loss)
         );
     }
     Ok(())

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use convnet_wgpu::files;
 use convnet_wgpu::gpu::{GpuNetwork, Sgd, SgdConfig};
 use convnet_wgpu::watchdog::Watchdog;
-use convnet_wgpu::{files, reference};
 
-use super::{describe_memory, megabytes, open_context, DeviceArgs, ModelArgs, SourceArgs};
+use super::{
+    describe_loss, describe_memory, megabytes, open_context, DeviceArgs, LossArgs, ModelArgs,
+    SourceArgs,
+};
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
@@ -29,6 +32,8 @@ pub(crate) struct TrainArgs {
     weight_decay: f32,
     #[command(flatten)]
     source: SourceArgs,
+    #[command(flatten)]
+    loss: LossArgs,
     /// Write the trained weights here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,7 +57,11 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let (plan, params, data) = args.source.load(&network, args.model.batch)?;
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
-    let net = GpuNetwork::with_gradients(&ctx, &plan, &params)?;
+    let (loss, labels) = args.loss.resolve(&plan, args.source.has_input())?;
+    let net = GpuNetwork::training(&ctx, &plan, &params, &loss)?;
+    if let Some(labels) = &labels {
+        net.upload_labels(labels)?;
+    }
     let config = SgdConfig {
         learning_rate: args.lr,
         momentum: args.momentum,
@@ -61,9 +70,11 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let sgd = Sgd::new(&net, config)?;
     net.upload_input(&data)?;
     println!(
-        "training {} on one batch of {}: SGD lr {:e}, momentum {}, weight decay {}; {} + velocities {}",
+        "training {} on one batch of {}, loss {}: SGD lr {:e}, momentum {}, weight decay {}; {} + \
+         velocities {}",
         network.name,
         plan[0].batch,
+        describe_loss(&loss),
         args.lr,
         args.momentum,
         args.weight_decay,
@@ -75,11 +86,18 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         sgd.step()?;
         if step % 10 == 0 || step + 1 == args.steps {
             // The logits are those of this step's forward pass, before its update.
-            let loss = reference::l2_loss(&net.read_output()?);
-            if !loss.is_finite() {
-                anyhow::bail!("step {step}: the loss is no longer finite; lower --lr");
+            let value = net.read_loss()?;
+            if !value.is_finite() {
+                anyhow::bail!(
+                    "step {step}: the loss is no longer finite; lower --lr{}",
+                    if args.out.is_some() {
+                        " (nothing written)"
+                    } else {
+                        ""
+                    }
+                );
             }
-            println!("step {step}, loss = {loss:.6e}");
+            println!("step {step}, loss = {value:.6e}");
         }
     }
     if let Some(path) = &args.out {
