@@ -1050,6 +1050,9 @@ pub fn softmax_cross_entropy<T: Real>(
     Ok((loss, grad))
 }
 
+/// A loss's gradient with respect to each head's output: (the head's plan index, the gradient).
+pub type HeadGradients<T> = Vec<(usize, Vec<T>)>;
+
 /// A loss over a network's heads (see [`Loss`](crate::model::Loss)): its value, and its gradient
 /// with respect to each head's output. `outputs` are every layer's; `labels` (one per image) are
 /// needed by cross-entropy. Fails for missing or out-of-range labels.
@@ -1058,7 +1061,7 @@ pub fn loss<T: Real>(
     plan: &[LayerPlan],
     outputs: &[Vec<T>],
     labels: Option<&[usize]>,
-) -> Result<(T, Vec<(usize, Vec<T>)>)> {
+) -> Result<(T, HeadGradients<T>)> {
     let mut total = T::zero();
     let mut grads = Vec::new();
     for &(head, weight) in &loss.heads {

@@ -25,7 +25,8 @@ pub struct GpuNetwork<'a> {
     outputs: Vec<wgpu::Buffer>,
     params: Vec<PackedWeights>,
     forward: Vec<Dispatch>,
-    gradients: Option<Gradients>,
+    /// Boxed: a network without gradients stays small.
+    gradients: Option<Box<Gradients>>,
     memory: MemoryUse,
     /// Launches folded into a 2-D grid, for the test that the kernels unfold them.
     folded_launches: usize,
@@ -528,7 +529,7 @@ fn build<'a>(
         batch_stats.push(statistics);
     }
     let gradients = match gradients {
-        Some((output_gradient, input_gradient)) => Some(gradients::build(
+        Some((output_gradient, input_gradient)) => Some(Box::new(gradients::build(
             &mut b,
             plan,
             ForwardBuffers {
@@ -540,7 +541,7 @@ fn build<'a>(
             &params,
             output_gradient,
             input_gradient,
-        )?),
+        )?)),
         None => None,
     };
     Ok(GpuNetwork {
