@@ -214,7 +214,7 @@ impl<'a> GpuNetwork<'a> {
     }
 
     fn gradients_or_err(&self) -> Result<&Gradients> {
-        self.gradients.as_ref().ok_or_else(|| {
+        self.gradients.as_deref().ok_or_else(|| {
             Error::InvalidArgument("this network was built without gradients".into())
         })
     }
