@@ -61,7 +61,18 @@ pub enum Pass {
     /// Forward, then the gradients of `l2_loss(logits)` for every parameter, no update (the
     /// seed's "Forward-backward").
     ForwardBackward,
+    /// Forward, backward and an SGD update with momentum and weight decay: a training step as
+    /// tf_cnn_benchmarks times it.
+    TrainingStep,
 }
+
+/// The update a [`Pass::TrainingStep`] applies: PyTorch's ImageNet recipe's momentum and weight
+/// decay, a small rate (the values change nothing in the work, only keep the weights finite).
+pub const BENCH_SGD: crate::gpu::SgdConfig = crate::gpu::SgdConfig {
+    learning_rate: 1e-6,
+    momentum: 0.9,
+    weight_decay: 1e-4,
+};
 
 impl Pass {
     /// The pass's name in the summary line, as the 2017 post's script prints it.
@@ -69,17 +80,21 @@ impl Pass {
         match self {
             Pass::Forward => "Forward",
             Pass::ForwardBackward => "Forward_backward",
+            Pass::TrainingStep => "Training_step",
         }
     }
 
     /// FLOPs of one step over `plan`: the forward, plus for forward-backward every layer's
-    /// weight and input gradients (the first layer's input gradient skipped).
+    /// weight and input gradients (the first layer's input gradient skipped); the update's
+    /// few FLOPs per parameter are not counted.
     pub fn flops_per_batch(self, plan: &[LayerPlan]) -> f64 {
         let batch = plan.first().map_or(0, |l| l.batch) as f64;
         let forward = model::total_flops_per_image(plan) as f64;
         let backward = match self {
             Pass::Forward => 0.0,
-            Pass::ForwardBackward => model::total_backward_flops_per_image(plan) as f64,
+            Pass::ForwardBackward | Pass::TrainingStep => {
+                model::total_backward_flops_per_image(plan) as f64
+            }
         };
         batch * (forward + backward)
     }
@@ -93,16 +108,29 @@ pub fn run(
     pass: Pass,
     batches: usize,
     burn_in: usize,
+    on_step: impl FnMut(Option<usize>, f64),
+) -> Result<Timings> {
+    match pass {
+        Pass::Forward => run_steps(|| net.forward(), batches, burn_in, on_step),
+        Pass::ForwardBackward => run_steps(|| net.forward_backward(), batches, burn_in, on_step),
+        Pass::TrainingStep => Err(crate::Error::InvalidArgument(
+            "a training step needs an optimiser: see bench_pass".into(),
+        )),
+    }
+}
+
+/// Runs `burn_in + batches` calls of `step` (each waits for the GPU), timing each.
+fn run_steps(
+    mut step: impl FnMut() -> Result<()>,
+    batches: usize,
+    burn_in: usize,
     mut on_step: impl FnMut(Option<usize>, f64),
 ) -> Result<Timings> {
     let mut warm = Vec::with_capacity(burn_in);
     let mut steps = Vec::with_capacity(batches);
     for i in 0..burn_in + batches {
         let start = Instant::now();
-        match pass {
-            Pass::Forward => net.forward()?,
-            Pass::ForwardBackward => net.forward_backward()?,
-        }
+        step()?;
         let seconds = start.elapsed().as_secs_f64();
         if i < burn_in {
             warm.push(seconds);
@@ -168,7 +196,7 @@ pub fn bench_pass(
     let net = placed.runner();
     let mut allocated_first = None;
     let mut two_devices: Option<StepStats> = None;
-    let timings = run(net, pass, batches, burn_in, |step, seconds| {
+    let record = |step: Option<usize>, seconds| {
         if step == Some(0) {
             allocated_first = driver_allocation(contexts);
         }
@@ -176,7 +204,20 @@ pub fn bench_pass(
             add_step(&mut two_devices, two.last_step(), batches);
         }
         on_step(step, seconds);
-    })?;
+    };
+    let timings = match (pass, placed) {
+        (Pass::TrainingStep, PlacedNetwork::One(one)) => {
+            // The optimiser's buffers and pipelines are made before the timed loop.
+            let sgd = crate::gpu::Sgd::new(one, BENCH_SGD)?;
+            run_steps(|| sgd.step(), batches, burn_in, record)?
+        }
+        (Pass::TrainingStep, PlacedNetwork::Two(_)) => {
+            return Err(crate::Error::InvalidArgument(
+                "a training step (--update) runs on one device".into(),
+            ))
+        }
+        _ => run(net, pass, batches, burn_in, record)?,
+    };
     let batch = net.plan().first().map_or(0, |l| l.batch) as f64;
     let flops = pass.flops_per_batch(net.plan());
     Ok(PassResult {
@@ -353,12 +394,13 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
         for _ in 0..runs {
             measured.push(match pass {
                 Pass::Forward => net.profile_forward()?,
-                Pass::ForwardBackward => net.profile_backward()?,
+                // A training step's profile is its backward's (the update is not profiled).
+                Pass::ForwardBackward | Pass::TrainingStep => net.profile_backward()?,
             });
         }
         let (name, direction) = match pass {
             Pass::Forward => ("forward", Direction::Forward),
-            Pass::ForwardBackward => ("backward", Direction::Backward),
+            Pass::ForwardBackward | Pass::TrainingStep => ("backward", Direction::Backward),
         };
         let layers = measured[0]
             .layers

@@ -634,3 +634,92 @@ fn bench_profiles_every_layer_of_both_passes() {
         "--profile times one device",
     );
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn every_network_trains_from_the_command_line_with_labels() {
+    // ResNet-18 with 4 classes on 2 images: cross-entropy falls under SGD; the labels' mistakes
+    // are one-line errors; bench times a training step with --update.
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (x, y) = (path("x.npy"), path("y.npy"));
+    let images: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| (i % 17) as f32 * 0.1 - 0.8)
+        .collect();
+    convnet_wgpu::npy::write(std::path::Path::new(&x), &[2, 3, 32, 32], &images).unwrap();
+    let write_labels = |name: &str, labels: &[i64]| {
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let mut header = format!(
+            "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+            labels.len()
+        );
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        bytes.extend(labels.iter().flat_map(|l| l.to_le_bytes()));
+        std::fs::write(path(name), bytes).unwrap();
+        path(name)
+    };
+    write_labels("y.npy", &[1, 3]);
+    let net = [
+        "--model",
+        "resnet18",
+        "--num-classes",
+        "4",
+        "--input-size",
+        "32",
+    ];
+    let train = [
+        &[
+            "train",
+            "--steps",
+            "12",
+            "--lr",
+            "0.05",
+            "--momentum",
+            "0.9",
+        ][..],
+        &net,
+    ]
+    .concat();
+    let with = |extra: &[&str]| -> Vec<String> {
+        train.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let (ok, stdout, stderr) = convnet(&with(&["--input", &x, "--labels", &y]));
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("loss cross-entropy"), "{stdout}");
+    let losses: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.split("loss = ").nth(1))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert!(
+        losses.len() >= 2 && losses.last() < losses.first(),
+        "{stdout}"
+    );
+
+    let out_of_range = write_labels("bad.npy", &[1, 4]);
+    assert_clean_failure(
+        &with(&["--input", &x, "--labels", &out_of_range]),
+        "label 4 of image 1 is not one of the 4 classes",
+    );
+    let short = write_labels("short.npy", &[1]);
+    assert_clean_failure(
+        &with(&["--input", &x, "--labels", &short]),
+        "1 labels for 2 images",
+    );
+    assert_clean_failure(&with(&["--labels", &y]), "add --input");
+    assert_clean_failure(
+        &with(&["--input", &x, "--loss", "cross-entropy"]),
+        "needs --labels",
+    );
+    assert_clean_failure(&with(&["--input", &x, "--labels", &x]), "int64");
+
+    let bench = [&["bench", "--batch", "2", "--update"][..], &net].concat();
+    let (ok, stdout, stderr) = convnet(&bench);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("Training_step across"), "{stdout}");
+}

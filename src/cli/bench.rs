@@ -24,11 +24,15 @@ pub(crate) enum PassChoice {
 }
 
 impl PassChoice {
-    pub(crate) fn passes(self) -> &'static [Pass] {
-        match self {
-            PassChoice::Forward => &[Pass::Forward],
-            PassChoice::ForwardBackward => &[Pass::ForwardBackward],
-            PassChoice::Both => &[Pass::Forward, Pass::ForwardBackward],
+    /// The passes timed; with `update`, a training step (forward, backward, SGD) in place of
+    /// the forward-backward pass.
+    pub(crate) fn passes(self, update: bool) -> &'static [Pass] {
+        match (self, update) {
+            (PassChoice::Forward, _) => &[Pass::Forward],
+            (PassChoice::ForwardBackward, false) => &[Pass::ForwardBackward],
+            (PassChoice::ForwardBackward, true) => &[Pass::TrainingStep],
+            (PassChoice::Both, false) => &[Pass::Forward, Pass::ForwardBackward],
+            (PassChoice::Both, true) => &[Pass::Forward, Pass::TrainingStep],
         }
     }
 }
@@ -53,6 +57,10 @@ pub(crate) struct BenchArgs {
     /// the batch's statistics, unfolded), and so does the forward it is compared with.
     #[arg(long, value_enum)]
     pass: Option<PassChoice>,
+    /// Time a training step (forward, backward and an SGD update with momentum and weight
+    /// decay, as tf_cnn_benchmarks does) instead of the forward-backward pass.
+    #[arg(long)]
+    update: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Write every setting and timing as JSON.
@@ -119,8 +127,14 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if steps.0 == 0 {
         anyhow::bail!("--batches must be at least 1");
     }
-    let passes = pass.passes();
-    let gradients = passes.contains(&Pass::ForwardBackward);
+    if args.update && matches!(pass, PassChoice::Forward) {
+        anyhow::bail!("--update adds an SGD step to the backward pass; drop --pass forward");
+    }
+    if args.update && args.device.devices != 1 {
+        anyhow::bail!("--update runs on one device; drop --devices");
+    }
+    let passes = pass.passes(args.update);
+    let gradients = passes.iter().any(|&p| p != Pass::Forward);
     let (gpu_network, params) =
         args.batch_norm
             .on_gpu(&network, &Weights::init(&network, args.seed)?, gradients)?;
@@ -162,7 +176,8 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let results = run_all(&contexts)?;
     if let [forward, backward] = results.as_slice() {
         println!(
-            "forward-backward / forward = {:.2} (FLOP ratio {:.2})",
+            "{} / forward = {:.2} (FLOP ratio {:.2})",
+            backward.pass.summary_name().to_lowercase(),
             backward.timings.mean / forward.timings.mean,
             backward.flops_per_batch / forward.flops_per_batch
         );
