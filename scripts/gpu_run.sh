@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The speed issue's run on a real GPU, in one go: adapters, the measured peak, the seed's benchmark
 # with per-layer profiles for both AlexNets (and the CPU-shaped kernels forced, for comparison),
-# VGG-16 and ResNet-50 forward, `convnet check` on the GPU with each kernel variant, and the
-# PyTorch peer on CUDA (fp32, TF32 off, cuDNN benchmark mode) from the same weights and images.
+# VGG-16, GoogLeNet and ResNet-50 forward, forward-backward and training step, `convnet check`
+# on the GPU with each kernel variant (training mode for the batch-norm networks), and the PyTorch
+# peer on CUDA (fp32, TF32 off, cuDNN benchmark mode) from the same weights and images.
 #
 # Build here, then hand the binary (stripped, to travel light) and the Vulkan loader to the GPU
 # machine (the device tool's README shows how to fetch `.gl`):
@@ -35,12 +36,16 @@ step "$convnet" peak $gpu
 step "$convnet" check $gpu --batch 2
 step "$convnet" check $gpu --batch 2 --conv-kernel register-block --matmul-kernel register-block --linear-kernel block16
 step "$convnet" check $gpu --model resnet50 --input-size 64 --batch 2
+step "$convnet" check $gpu --model googlenet --aux-logits --input-size 64 --batch 2
 step "$convnet" bench $gpu --batch 32 --profile --json "$out/alexnet.json"
 step "$convnet" bench $gpu --batch 32 --conv-kernel register-block --matmul-kernel register-block --linear-kernel block16 \
   --json "$out/alexnet-cpu-shaped.json"
 step "$convnet" bench $gpu --model alexnet-2gpu --batch 32 --profile --json "$out/alexnet-2gpu.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$out/vgg16.json"
-step "$convnet" bench $gpu --model resnet50 --batch 32 --json "$out/resnet50.json"
+step "$convnet" bench $gpu --model resnet50 --batch 32 --profile --json "$out/resnet50.json"
+step "$convnet" bench $gpu --model resnet50 --batch 32 --update --pass forward-backward \
+  --json "$out/resnet50-training-step.json"
+step "$convnet" bench $gpu --model googlenet --batch 32 --json "$out/googlenet.json"
 
 # The PyTorch peer from the same files.
 work=$(mktemp -d)

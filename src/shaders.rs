@@ -164,7 +164,8 @@ pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
     "adaptive_avg_pool_forward",
     []
 );
-/// Batch normalisation at inference, from running statistics, with optional ReLU.
+/// Batch normalisation by given statistics (running at inference, the batch's in training),
+/// with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
 /// Batch norm in training mode: each channel's batch mean and variance, running statistics

@@ -16,9 +16,11 @@ pub struct MemoryUse {
     pub weights: u64,
     /// The input and every layer's output (all kept: the backward pass reads them).
     pub activations: u64,
-    /// Gradients of every layer's output and of every parameter.
+    /// Gradients of every parameter, and the buffers the layers' output gradients share (a
+    /// layer's output gradient lives from its first reader's backward to its own).
     pub gradients: u64,
-    /// Partial sums of split reductions and LRN's backward terms.
+    /// What one layer's dispatches need and leave to nobody (padded inputs, transposes, partial
+    /// sums), shared between layers; the optimiser's velocities.
     pub scratch: u64,
     /// Per-dispatch parameters.
     pub uniforms: u64,
@@ -45,7 +47,18 @@ pub(crate) enum Purpose {
     Scratch,
 }
 
+/// A storage buffer that holds `floats` values, free for reuse.
+struct Pooled {
+    floats: usize,
+    buffer: wgpu::Buffer,
+}
+
 /// Creates buffers and dispatches for one network, counting every byte.
+///
+/// Scratch is shared: the dispatches of a pass run in the order they are recorded (wgpu orders a
+/// storage buffer's writes before later reads), so a buffer no later dispatch reads again can
+/// serve the next one that needs room. [`Builder::scratch`] lends one until the current step
+/// (one layer's dispatches) ends.
 pub(crate) struct Builder<'a> {
     pub ctx: &'a GpuContext,
     pub memory: MemoryUse,
@@ -53,6 +66,10 @@ pub(crate) struct Builder<'a> {
     pub max_binding: u64,
     /// Launches folded into a 2-D grid so far (one grid dimension could not hold them).
     pub folded_launches: usize,
+    /// Buffers free for reuse.
+    pool: Vec<Pooled>,
+    /// Scratch lent to the current step, back to the pool when it ends.
+    lent: Vec<Pooled>,
 }
 
 impl<'a> Builder<'a> {
@@ -61,6 +78,8 @@ impl<'a> Builder<'a> {
             ctx,
             memory: MemoryUse::default(),
             folded_launches: 0,
+            pool: Vec::new(),
+            lent: Vec::new(),
             max_binding: ctx
                 .limits()
                 .max_storage_buffer_binding_size
@@ -106,6 +125,37 @@ impl<'a> Builder<'a> {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// A buffer of at least `floats` values for `purpose`, from the pool where one is free (the
+    /// smallest that fits), else a new one. Its contents are undefined: whoever takes it writes
+    /// every value it later reads.
+    fn take(&mut self, label: &str, floats: usize, purpose: Purpose) -> Pooled {
+        let fitting = (self.pool.iter().enumerate())
+            .filter(|(_, p)| p.floats >= floats)
+            .min_by_key(|(_, p)| p.floats)
+            .map(|(i, _)| i);
+        match fitting {
+            Some(i) => self.pool.swap_remove(i),
+            None => Pooled {
+                floats,
+                buffer: self.storage(label, floats, purpose),
+            },
+        }
+    }
+
+    /// Scratch of at least `floats` values for the current step's dispatches (a layer's): shared
+    /// with other steps, so nothing it holds survives [`Builder::end_step`].
+    pub fn scratch(&mut self, label: &str, floats: usize) -> wgpu::Buffer {
+        let pooled = self.take(label, floats, Purpose::Scratch);
+        let buffer = pooled.buffer.clone();
+        self.lent.push(pooled);
+        buffer
+    }
+
+    /// Ends a step: its scratch becomes free for the next.
+    pub fn end_step(&mut self) {
+        self.pool.append(&mut self.lent);
     }
 
     /// A storage buffer holding `data` (weights: the SGD step writes them, readback copies them).

@@ -47,8 +47,12 @@ pub(crate) struct Gradients {
     pub loss: Option<Loss>,
     /// Where the loss is cross-entropy.
     pub cross_entropy: Option<CrossEntropyBuffers>,
-    /// The gradient of every layer's output that reaches the loss (`None`: one that does not).
+    /// The buffer that held the gradient of every layer's output that reaches the loss (`None`:
+    /// one that does not).
     pub outputs: Vec<Option<wgpu::Buffer>>,
+    /// Per layer, whether its output gradient's buffer served other layers too (it then holds
+    /// the last one's after a pass).
+    pub shared: Vec<bool>,
     /// The gradient of the network's input, when it was asked for.
     pub input: Option<wgpu::Buffer>,
     /// Parallel to the network's parameterised layers.
@@ -158,28 +162,27 @@ pub(crate) fn build<'a>(
         )));
     }
     let reaches = reaching_the_loss(plan, &heads);
-    let grads: Vec<Option<wgpu::Buffer>> = plan
-        .iter()
-        .zip(&reaches)
-        .map(|(l, &reaches)| {
-            reaches.then(|| {
-                let label = format!("{} output gradient", l.layer.name);
-                b.storage(&label, l.batch * l.output.len(), Purpose::Gradients)
-            })
-        })
-        .collect();
+    let gradient_len = |j: usize| plan[j].batch * plan[j].output.len();
+    let mut slots = GradientSlots::default();
+    // Which slot holds each layer's output gradient while it lives.
+    let mut slot_of: Vec<Option<usize>> = vec![None; plan.len()];
+    for &head in &heads {
+        if slot_of[head].is_none() {
+            let label = format!("{} output gradient", plan[head].layer.name);
+            slot_of[head] = Some(slots.take(b, &label, gradient_len(head)));
+        }
+    }
     let param_grads: Vec<PackedGrads> = params
         .iter()
         .map(|p| PackedGrads::new(b, plan, p))
         .collect();
 
-    // Every edge's destination, and the scratch the accumulating single-input layers need.
+    // Every edge's destination, walking the layers backward.
     let mut written = vec![false; plan.len()];
     let mut input_written = false;
     let mut destinations: Vec<Vec<Option<Destination>>> = vec![Vec::new(); plan.len()];
-    let mut scratch_len = 0;
     for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
-        for (source, dims) in &layer.sources {
+        for (source, _) in &layer.sources {
             let destination = match *source {
                 Source::Layer(j) => {
                     let accumulate = std::mem::replace(&mut written[j], true);
@@ -191,47 +194,48 @@ pub(crate) fn build<'a>(
                 }
                 Source::Input => None,
             };
-            let accumulates = matches!(
-                destination,
-                Some(
-                    Destination::Layer {
-                        accumulate: true,
-                        ..
-                    } | Destination::Input { accumulate: true }
-                )
-            );
-            if accumulates && !matches!(layer.layer.kind, LayerKind::Add { .. } | LayerKind::Concat)
-            {
-                scratch_len = scratch_len.max(layer.batch * dims.len());
-            }
             destinations[i].push(destination);
         }
     }
-    let scratch = (scratch_len > 0)
-        .then(|| b.storage("gradient to accumulate", scratch_len, Purpose::Scratch));
-    let target_of = |destination: Option<Destination>| {
-        destination.map(|d| match d {
-            Destination::Layer { j, accumulate } => GradientTarget {
-                buffer: grads[j]
-                    .as_ref()
-                    .expect("a layer read by a reaching layer reaches"),
-                accumulate,
-            },
-            Destination::Input { accumulate } => GradientTarget {
-                buffer: input_grad.as_ref().expect("only asked-for input gradients"),
-                accumulate,
-            },
-        })
-    };
 
+    let head_grads: Vec<Option<&wgpu::Buffer>> =
+        slot_of.iter().map(|s| s.map(|s| slots.buffer(s))).collect();
     let (loss_dispatches, cross_entropy) =
-        loss_gradient(b, plan, &output_gradient, outputs, &grads)?;
+        loss_gradient(b, plan, &output_gradient, outputs, &head_grads)?;
     let mut dispatches = Vec::new();
     for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
-        let name = &layer.layer.name;
-        let grad_output = grads[i].as_ref().expect("a reaching layer has a gradient");
-        let targets: Vec<Option<GradientTarget>> =
-            destinations[i].iter().map(|&d| target_of(d)).collect();
+        // The sources this layer writes first get their gradient's buffer now.
+        for destination in destinations[i].iter().flatten() {
+            if let Destination::Layer {
+                j,
+                accumulate: false,
+            } = *destination
+            {
+                let label = format!("{} output gradient", plan[j].layer.name);
+                slot_of[j] = Some(slots.take(b, &label, gradient_len(j)));
+            }
+        }
+        let slot = slot_of[i].ok_or_else(|| {
+            Error::Internal(format!(
+                "layer {}'s gradient is read before any layer wrote it",
+                layer.layer.name
+            ))
+        })?;
+        let targets: Vec<Option<GradientTarget>> = destinations[i]
+            .iter()
+            .map(|d| {
+                d.map(|d| match d {
+                    Destination::Layer { j, accumulate } => GradientTarget {
+                        buffer: slots.buffer(slot_of[j].expect("taken above or before")),
+                        accumulate,
+                    },
+                    Destination::Input { accumulate } => GradientTarget {
+                        buffer: input_grad.as_ref().expect("only asked-for input gradients"),
+                        accumulate,
+                    },
+                })
+            })
+            .collect();
         let sources: Vec<&wgpu::Buffer> = layer
             .sources
             .iter()
@@ -240,88 +244,30 @@ pub(crate) fn build<'a>(
                 Source::Layer(j) => &outputs[*j],
             })
             .collect();
-        match layer.layer.kind {
-            LayerKind::Add { relu } => {
-                let buffers = BackwardBuffers {
-                    input: sources[0],
-                    output: &outputs[i],
-                    grad_output,
-                    grad_input: None,
-                    argmax: None,
-                };
-                if relu {
-                    dispatches.push(elementwise::relu_backward(b, layer, &buffers)?);
-                }
-                let len = layer.batch * layer.output.len();
-                for target in targets.into_iter().flatten() {
-                    let label = format!("{name} backward");
-                    dispatches.push(elementwise::add_gradient(
-                        b,
-                        &label,
-                        len,
-                        grad_output,
-                        target,
-                    )?);
-                }
-                continue;
-            }
-            LayerKind::Concat => {
-                dispatches.extend(elementwise::concat_backward(
-                    b,
-                    layer,
-                    grad_output,
-                    &targets,
-                )?);
-                continue;
-            }
-            _ => {}
-        }
-        // A single-input layer writes its input gradient in place, or into the scratch buffer
-        // to be added where another reader wrote first.
-        let target = targets.first().copied().flatten();
-        let (grad_input, accumulate_into) = match target {
-            Some(t) if t.accumulate => (scratch.as_ref(), Some(t)),
-            Some(t) => (Some(t.buffer), None),
-            None => (None, None),
-        };
-        let buffers = BackwardBuffers {
-            input: sources
-                .first()
-                .copied()
-                .ok_or_else(|| Error::Internal(format!("layer {name} reads no tensor")))?,
+        let step = Step {
+            index: i,
+            layer,
+            sources: &sources,
             output: &outputs[i],
-            grad_output,
-            grad_input,
+            grad_output: slots.buffer(slot),
+            targets: &targets,
             argmax: argmax[i].as_ref(),
+            batch_stats: batch_stats[i].as_ref(),
         };
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
-        let layer_dispatches = match (&layer.layer.kind, layer_params) {
-            (LayerKind::Conv2d { .. }, Some((p, g))) => conv::backward(b, layer, &buffers, p, g)?,
-            (LayerKind::Linear { .. }, Some((p, g))) => linear::backward(b, layer, &buffers, p, g)?,
-            (LayerKind::BatchNorm { .. }, Some((_, g))) => {
-                let stats = batch_stats[i].as_ref().ok_or_else(|| {
-                    Error::Internal(format!("batch norm {name} kept no batch statistics"))
-                })?;
-                norm::backward(b, layer, &buffers, stats, g)?
-            }
-            (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
-            (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,
-            (LayerKind::AdaptiveAvgPool { .. }, None) => {
-                pool::adaptive_avg_backward(b, layer, &buffers)?
-            }
-            _ => {
-                return Err(Error::Internal(format!(
-                    "layer {name}: parameters exist exactly for conv, linear and batch norm layers"
-                )))
-            }
-        };
-        dispatches.extend(layer_dispatches);
-        if let (Some(target), Some(scratch)) = (accumulate_into, scratch.as_ref()) {
-            let label = format!("{name} input gradient sum");
-            let len = layer.batch * layer.input.len();
-            dispatches.push(elementwise::add_gradient(b, &label, len, scratch, target)?);
-        }
+        dispatches.extend(layer_backward(b, &step, layer_params)?);
+        // Nothing after this layer's backward reads its output gradient again.
+        slots.give_back(slot);
+        b.end_step();
     }
+    let grads: Vec<Option<wgpu::Buffer>> = slot_of
+        .iter()
+        .map(|slot| slot.map(|s| slots.buffer(s).clone()))
+        .collect();
+    let shared: Vec<bool> = slot_of
+        .iter()
+        .map(|slot| slot.is_some_and(|s| slot_of.iter().filter(|&&o| o == Some(s)).count() > 1))
+        .collect();
     Ok(Gradients {
         loss_dispatches,
         dispatches,
@@ -331,6 +277,7 @@ pub(crate) fn build<'a>(
         },
         cross_entropy,
         outputs: grads,
+        shared,
         input: input_grad,
         params: param_grads,
     })
@@ -342,7 +289,7 @@ fn loss_gradient(
     plan: &[LayerPlan],
     output_gradient: &OutputGradient,
     outputs: &[wgpu::Buffer],
-    grads: &[Option<wgpu::Buffer>],
+    grads: &[Option<&wgpu::Buffer>],
 ) -> Result<(Vec<Dispatch>, Option<CrossEntropyBuffers>)> {
     let OutputGradient::Loss(loss) = output_gradient else {
         return Ok((Vec::new(), None));
@@ -373,4 +320,142 @@ fn loss_gradient(
         });
     }
     Ok((dispatches, cross_entropy))
+}
+
+/// One layer's backward, as [`layer_backward`] needs it.
+struct Step<'s> {
+    index: usize,
+    layer: &'s LayerPlan,
+    sources: &'s [&'s wgpu::Buffer],
+    output: &'s wgpu::Buffer,
+    grad_output: &'s wgpu::Buffer,
+    /// Per source, where its gradient goes.
+    targets: &'s [Option<GradientTarget<'s>>],
+    argmax: Option<&'s wgpu::Buffer>,
+    batch_stats: Option<&'s wgpu::Buffer>,
+}
+
+/// The dispatches of one layer's backward: an add or concat sends its output gradient to each
+/// source's target (in place, copying or adding); a single-input layer writes its input gradient
+/// into its target, or into scratch that is then added where another reader wrote first.
+fn layer_backward(
+    b: &mut Builder,
+    step: &Step,
+    params: Option<(&PackedWeights, &PackedGrads)>,
+) -> Result<Vec<Dispatch>> {
+    let layer = step.layer;
+    let name = &layer.layer.name;
+    let mut dispatches = Vec::new();
+    let first_source = step
+        .sources
+        .first()
+        .copied()
+        .ok_or_else(|| Error::Internal(format!("layer {name} reads no tensor")))?;
+    match layer.layer.kind {
+        LayerKind::Add { relu } => {
+            if relu {
+                let buffers = BackwardBuffers {
+                    input: first_source,
+                    output: step.output,
+                    grad_output: step.grad_output,
+                    grad_input: None,
+                    argmax: None,
+                };
+                dispatches.push(elementwise::relu_backward(b, layer, &buffers)?);
+            }
+            let len = layer.batch * layer.output.len();
+            for &target in step.targets.iter().flatten() {
+                let label = format!("{name} backward");
+                let grad = step.grad_output;
+                dispatches.push(elementwise::add_gradient(b, &label, len, grad, target)?);
+            }
+            return Ok(dispatches);
+        }
+        LayerKind::Concat => {
+            let grad = step.grad_output;
+            return elementwise::concat_backward(b, layer, grad, step.targets);
+        }
+        _ => {}
+    }
+    let target = step.targets.first().copied().flatten();
+    let len = layer.batch * layer.input.len();
+    let (grad_input, accumulate_into) = match target {
+        Some(t) if t.accumulate => {
+            let scratch = b.scratch(&format!("{name} input gradient to add"), len);
+            (Some(scratch), Some(t))
+        }
+        Some(t) => (Some(t.buffer.clone()), None),
+        None => (None, None),
+    };
+    let buffers = BackwardBuffers {
+        input: first_source,
+        output: step.output,
+        grad_output: step.grad_output,
+        grad_input: grad_input.as_ref(),
+        argmax: step.argmax,
+    };
+    dispatches.extend(match (&layer.layer.kind, params) {
+        (LayerKind::Conv2d { .. }, Some((p, g))) => conv::backward(b, layer, &buffers, p, g)?,
+        (LayerKind::Linear { .. }, Some((p, g))) => linear::backward(b, layer, &buffers, p, g)?,
+        (LayerKind::BatchNorm { .. }, Some((_, g))) => {
+            let stats = step.batch_stats.ok_or_else(|| {
+                Error::Internal(format!("batch norm {name} kept no batch statistics"))
+            })?;
+            norm::backward(b, layer, &buffers, stats, g)?
+        }
+        (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
+        (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,
+        (LayerKind::AdaptiveAvgPool { .. }, None) => {
+            pool::adaptive_avg_backward(b, layer, &buffers)?
+        }
+        _ => {
+            return Err(Error::Internal(format!(
+                "layer {name} (index {}): parameters exist exactly for conv, linear and batch \
+                 norm layers",
+                step.index
+            )))
+        }
+    });
+    if let (Some(target), Some(scratch)) = (accumulate_into, grad_input.as_ref()) {
+        let label = format!("{name} input gradient sum");
+        dispatches.push(elementwise::add_gradient(b, &label, len, scratch, target)?);
+    }
+    Ok(dispatches)
+}
+
+/// The buffers the layers' output gradients share: a layer's lives from the backward of the
+/// first layer that reads it (walking backward) to its own backward, then serves another.
+#[derive(Default)]
+struct GradientSlots {
+    /// Each slot's buffer and its length in floats.
+    buffers: Vec<(usize, wgpu::Buffer)>,
+    /// Slots free for reuse.
+    free: Vec<usize>,
+}
+
+impl GradientSlots {
+    /// A slot of at least `floats` values: the smallest free one that fits, else a new one.
+    fn take(&mut self, b: &mut Builder, label: &str, floats: usize) -> usize {
+        let fitting = (self.free.iter().enumerate())
+            .filter(|(_, &s)| self.buffers[s].0 >= floats)
+            .min_by_key(|(_, &s)| self.buffers[s].0)
+            .map(|(k, _)| k);
+        match fitting {
+            Some(k) => self.free.swap_remove(k),
+            None => {
+                let buffer = b.storage(label, floats, Purpose::Gradients);
+                self.buffers.push((floats, buffer));
+                self.buffers.len() - 1
+            }
+        }
+    }
+
+    /// Frees `slot` for the next layer that needs one.
+    fn give_back(&mut self, slot: usize) {
+        self.free.push(slot);
+    }
+
+    fn buffer(&self, slot: usize) -> &wgpu::Buffer {
+        &self.buffers[slot].1
+    }
 }

@@ -17,7 +17,8 @@ use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
 
 /// A network resident on one device, ready to run forward passes and, when built with
-/// [`GpuNetwork::with_gradients`], backward passes.
+/// [`GpuNetwork::with_gradients`] or [`GpuNetwork::training`], backward passes (in training
+/// mode: batch norms normalise by the batch's statistics).
 pub struct GpuNetwork<'a> {
     ctx: &'a GpuContext,
     plan: Vec<LayerPlan>,
@@ -205,7 +206,7 @@ impl<'a> GpuNetwork<'a> {
         encode_pass(encoder, "forward", &self.forward);
     }
 
-    /// Records the backward pass of `l2_loss(last output)` into `encoder`, after a forward pass.
+    /// Records the backward pass of the network's loss into `encoder`, after a forward pass.
     /// Fails when the network was built without gradients.
     pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let gradients = self.gradients_or_err()?;
@@ -335,8 +336,10 @@ impl<'a> GpuNetwork<'a> {
         self.read_layer(self.plan.len() - 1)
     }
 
-    /// Reads back the gradient of `l2_loss` with respect to layer `index`'s output, after a
-    /// backward pass (for the last layer: the logits themselves).
+    /// Reads back the gradient of the loss with respect to layer `index`'s output, after a
+    /// backward pass (for the last layer and `l2_loss`: the logits themselves). Layers' output
+    /// gradients share buffers by when they live; one whose buffer served another layer too
+    /// is an error here, not stale data.
     pub fn read_output_gradient(&self, index: usize) -> Result<Vec<f32>> {
         let layer = self.layer(index)?;
         let gradients = self.gradients_or_err()?;
@@ -346,6 +349,13 @@ impl<'a> GpuNetwork<'a> {
                 layer.layer.name
             ))
         })?;
+        if gradients.shared[index] {
+            return Err(Error::InvalidArgument(format!(
+                "layer {}'s output gradient shares its buffer with other layers' (they live at \
+                 different times), so it is not kept after the pass",
+                layer.layer.name
+            )));
+        }
         self.ctx.read_f32(buffer, layer.batch * layer.output.len())
     }
 
@@ -527,6 +537,8 @@ fn build<'a>(
         outputs.push(output);
         argmax.push(maxima);
         batch_stats.push(statistics);
+        // This layer's scratch (a padded input, partial sums) serves the next layers.
+        b.end_step();
     }
     let gradients = match gradients {
         Some((output_gradient, input_gradient)) => Some(Box::new(gradients::build(

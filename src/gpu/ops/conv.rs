@@ -262,8 +262,9 @@ impl Variant {
     }
 }
 
-/// A zero-bordered copy of `rows` rows (of `height` x `width` planes) into planes padded to
-/// `padded_height` x `padded_width` at (`top`, `left`): the dispatch that fills it each pass.
+/// A zero-bordered copy of `planes` planes of `height` x `width` into planes padded to
+/// `padded_height` x `padded_width` at (`top`, `left`): the dispatch that fills it, border
+/// included, each pass.
 #[allow(clippy::too_many_arguments)]
 fn pad_planes(
     b: &mut Builder,
@@ -275,7 +276,7 @@ fn pad_planes(
     source: &wgpu::Buffer,
     padded: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    let rows = planes * height;
+    let rows = planes * padded_height;
     let params = PadParams {
         rows: u32_of(rows, "padded rows")?,
         height: u32_of(height, "height")?,
@@ -311,7 +312,7 @@ fn pad_input(
     let planes = layer.batch * layer.input.channels;
     let len = planes * padded_height * padded_width;
     b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
-    let padded = b.storage(&format!("{name} padded input"), len, Purpose::Scratch);
+    let padded = b.scratch(&format!("{name} padded input"), len);
     dispatches.push(pad_planes(
         b,
         &format!("{name} pad input"),
@@ -395,11 +396,7 @@ pub(crate) fn backward(
     let pixels_per_chunk = pixels.div_ceil(wanted);
     let chunks = pixels.div_ceil(pixels_per_chunk);
     let scratch = (chunks > 1).then(|| {
-        b.storage(
-            &format!("{name} filter partial sums"),
-            chunks * packed_len,
-            Purpose::Scratch,
-        )
+        b.scratch(&format!("{name} filter partial sums"), chunks * packed_len)
     });
     let partial = scratch.as_ref().unwrap_or(&grads.weights[0]);
     let mut conv = Conv2dParams::of(layer, packed_out)?;
@@ -464,11 +461,7 @@ fn transpose_grad_output(
         &format!("{name}'s transposed output gradient"),
         (len * 4) as u64,
     )?;
-    let transposed = b.storage(
-        &format!("{name} transposed output gradient"),
-        len,
-        Purpose::Scratch,
-    );
+    let transposed = b.scratch(&format!("{name} transposed output gradient"), len);
     let params = TransposeGradOutputParams {
         len: u32_of(len, "output gradient size")?,
         out_plane: u32_of(out_plane, "output gradient size")?,
@@ -503,7 +496,7 @@ fn rotated_weights(
     let taps = window.height * window.width;
     let len = groups * out_per_group * taps * packed_in;
     b.check_binding(&format!("{name}'s rotated weights"), (len * 4) as u64)?;
-    let rotated = b.storage(&format!("{name} rotated weights"), len, Purpose::Scratch);
+    let rotated = b.scratch(&format!("{name} rotated weights"), len);
     let params = TransposeWeightsParams {
         len: u32_of(len, "weights")?,
         in_per_group: u32_of(in_per_group, "channels")?,
@@ -569,11 +562,7 @@ fn input_gradient(
         &format!("{name}'s padded output gradient"),
         (len * 4) as u64,
     )?;
-    let padded = b.storage(
-        &format!("{name} padded output gradient"),
-        len,
-        Purpose::Scratch,
-    );
+    let padded = b.scratch(&format!("{name} padded output gradient"), len);
     let mut dispatches = vec![pad_planes(
         b,
         &format!("{name} pad output gradient"),
@@ -584,7 +573,8 @@ fn input_gradient(
         grad_output,
         &padded,
     )?];
-    // The convolution from the output gradient to the input gradient: channels swapped, no bias.
+    // The convolution from the output gradient to the input gradient: channels swapped, no bias
+    // (zeros as created, never written: not shared scratch).
     let zero_bias = b.storage(
         &format!("{name} zero bias"),
         input.channels,

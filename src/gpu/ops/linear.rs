@@ -6,7 +6,7 @@
 //! one storage binding each (AlexNet's fc1 is 151 MB; lavapipe binds 128 MiB).
 
 use crate::error::{Error, Result};
-use crate::gpu::builder::{u32_of, Builder, Purpose};
+use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
@@ -195,11 +195,7 @@ fn small_batch(
     // No more chunks than the partial sums' binding holds.
     let chunks = chunks.min((b.max_binding / (len * 4) as u64).max(1) as usize);
     let partial = (chunks > 1).then(|| {
-        b.storage(
-            &format!("{name} partial sums"),
-            chunks * len,
-            Purpose::Scratch,
-        )
+        b.scratch(&format!("{name} partial sums"), chunks * len)
     });
     let target = partial.as_ref().unwrap_or(output);
     let chunk_depth = shape.depth.div_ceil(chunks);
