@@ -17,7 +17,7 @@ mod common;
 
 use common::{contexts, random};
 use convnet_wgpu::check;
-use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::gpu::{GpuNetwork, Keep};
 use convnet_wgpu::model::{
     self, Dims, Layer, LayerKind, Loss, LossKind, Network, Options, Pad, Padding, Window,
 };
@@ -265,7 +265,7 @@ fn googlenet_with_aux_heads_trains_on_cross_entropy() {
     let input = weights::random_input(&plan, 5);
     let labels = [3, 9];
     for ctx in contexts() {
-        let net = GpuNetwork::training(ctx, &plan, &params, &loss).unwrap();
+        let net = GpuNetwork::training(ctx, &plan, &params, &loss, Keep::Everything).unwrap();
         net.upload_labels(&labels).unwrap();
         let what = format!("googlenet + aux heads on {}", ctx.describe());
         assert_trains_with_loss(&net, &params, &input, (&loss, Some(&labels)), &what);
@@ -304,11 +304,61 @@ fn bad_labels_are_refused_with_the_reason() {
     let plan = network.plan(2).unwrap();
     let ctx = &contexts()[0];
     let loss = Loss::main_head(LossKind::CrossEntropy, &plan);
-    let net = GpuNetwork::training(ctx, &plan, &params, &loss).unwrap();
+    let net = GpuNetwork::training(ctx, &plan, &params, &loss, Keep::Everything).unwrap();
     let error = |labels: &[usize]| net.upload_labels(labels).unwrap_err().to_string();
     assert!(error(&[0, 3]).contains("label 3 of image 1 is not one of the 3 classes"));
     assert!(error(&[0]).contains("1 labels for a batch of 2"));
     let l2 = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
     let err = l2.upload_labels(&[0, 1]).unwrap_err().to_string();
     assert!(err.contains("cross-entropy"), "{err}");
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn keeping_only_what_the_backward_reads_changes_no_gradient() {
+    // ResNet-18: each block's last batch norm and its downsample's are read only by the
+    // residual add's forward, so their outputs share buffers; the same kernels run in the same
+    // order, so every gradient and the loss are bit for bit those of the network that keeps all.
+    let options = Options {
+        num_classes: Some(10),
+        input_size: Some(64),
+        aux_logits: false,
+    };
+    let network = model::build("resnet18", &options).unwrap();
+    let plan = network.plan(2).unwrap();
+    let params = Weights::init(&network, 5).unwrap();
+    let input = weights::random_input(&plan, 5);
+    let loss = Loss::main_head(LossKind::CrossEntropy, &plan);
+    let labels = [7, 2];
+    for ctx in contexts() {
+        let run = |keep| {
+            let net = GpuNetwork::training(ctx, &plan, &params, &loss, keep).unwrap();
+            net.upload_input(&input).unwrap();
+            net.upload_labels(&labels).unwrap();
+            net.forward_backward().unwrap();
+            (
+                net.read_gradients().unwrap(),
+                net.read_loss().unwrap(),
+                net.memory(),
+            )
+        };
+        let (all, all_loss, all_memory) = run(Keep::Everything);
+        let (lean, lean_loss, lean_memory) = run(Keep::WhatBackwardReads);
+        assert_eq!(all_loss, lean_loss, "{}", ctx.describe());
+        for (name, tensor) in all.iter() {
+            assert_eq!(tensor.data, lean.get(name).unwrap().data, "{name}");
+        }
+        assert!(
+            lean_memory.activations < all_memory.activations,
+            "{lean_memory:?} vs {all_memory:?}"
+        );
+        let net = GpuNetwork::training(ctx, &plan, &params, &loss, Keep::WhatBackwardReads);
+        let net = net.unwrap();
+        let bn2 = plan
+            .iter()
+            .position(|l| l.layer.name == "layer1.0.bn2")
+            .unwrap();
+        let err = net.read_layer(bn2).unwrap_err().to_string();
+        assert!(err.contains("not kept"), "{err}");
+    }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
-use convnet_wgpu::gpu::{GpuContext, PlacedNetwork};
+use convnet_wgpu::gpu::{GpuContext, Keep, PlacedNetwork};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::{self, Weights};
 use convnet_wgpu::{chart, files};
@@ -143,7 +143,13 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut memory = None;
     let mut profiles = Vec::new();
     let mut run_all = |contexts: &[GpuContext]| -> anyhow::Result<Vec<PassResult>> {
-        let placed = PlacedNetwork::new(contexts, &gpu_network, &gpu_plan, &params, gradients)?;
+        let placed = PlacedNetwork::new(
+            contexts,
+            &gpu_network,
+            &gpu_plan,
+            &params,
+            gradients.then_some(Keep::WhatBackwardReads),
+        )?;
         placed.runner().upload_input(&input)?;
         let pipeline_seconds: f64 = contexts.iter().map(GpuContext::pipeline_seconds).sum();
         println!(

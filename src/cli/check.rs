@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use convnet_wgpu::gpu::{GpuNetwork, PlacedNetwork, Runner};
+use convnet_wgpu::gpu::{GpuNetwork, Keep, PlacedNetwork, Runner};
 use convnet_wgpu::model::LayerKind;
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{check, Error};
@@ -55,7 +55,7 @@ pub(crate) fn check(
         &gpu_network,
         &gpu_plan,
         &gpu_params,
-        trains_alike,
+        trains_alike.then_some(Keep::Everything),
     )?;
     let net = placed.runner();
     println!(

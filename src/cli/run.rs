@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::gpu::{GpuNetwork, Keep};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{files, npy};
 
@@ -32,7 +32,7 @@ pub(crate) fn run(
     let ctx = open_context(device)?;
     let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info().name))?;
     let net = if training {
-        GpuNetwork::training(&ctx, &plan, &params, &loss)?
+        GpuNetwork::training(&ctx, &plan, &params, &loss, Keep::WhatBackwardReads)?
     } else {
         GpuNetwork::new(&ctx, &plan, &params)?
     };

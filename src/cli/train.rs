@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet_wgpu::files;
-use convnet_wgpu::gpu::{GpuNetwork, Sgd, SgdConfig};
+use convnet_wgpu::gpu::{GpuNetwork, Keep, Sgd, SgdConfig};
 use convnet_wgpu::watchdog::Watchdog;
 
 use super::{
@@ -58,7 +58,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let (loss, labels) = args.loss.resolve(&plan, args.source.has_input())?;
-    let net = GpuNetwork::training(&ctx, &plan, &params, &loss)?;
+    let net = GpuNetwork::training(&ctx, &plan, &params, &loss, Keep::WhatBackwardReads)?;
     if let Some(labels) = &labels {
         net.upload_labels(labels)?;
     }

@@ -47,18 +47,33 @@ pub(crate) enum Purpose {
     Scratch,
 }
 
-/// A storage buffer that holds `floats` values, free for reuse.
-struct Pooled {
+/// A storage buffer of the builder's pool: holds `floats` values.
+pub(crate) struct Pooled {
     floats: usize,
     buffer: wgpu::Buffer,
+    /// How many times the pool had handed the buffer out, this time included.
+    generation: u32,
+}
+
+impl Pooled {
+    /// The buffer.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Which lending of the buffer this is (see [`Builder::still_holds`]).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
 }
 
 /// Creates buffers and dispatches for one network, counting every byte.
 ///
-/// Scratch is shared: the dispatches of a pass run in the order they are recorded (wgpu orders a
-/// storage buffer's writes before later reads), so a buffer no later dispatch reads again can
-/// serve the next one that needs room. [`Builder::scratch`] lends one until the current step
-/// (one layer's dispatches) ends.
+/// Buffers that live for part of a pass are shared: the dispatches of a pass run in the order
+/// they are recorded (wgpu orders a storage buffer's writes before later reads), so a buffer no
+/// later dispatch reads again can serve the next one that needs room. [`Builder::scratch`] lends
+/// one until the current step (one layer's dispatches) ends; [`Builder::take`] lends one until
+/// [`Builder::give_back`] (an output gradient, an activation only the forward pass reads).
 pub(crate) struct Builder<'a> {
     pub ctx: &'a GpuContext,
     pub memory: MemoryUse,
@@ -70,6 +85,8 @@ pub(crate) struct Builder<'a> {
     pool: Vec<Pooled>,
     /// Scratch lent to the current step, back to the pool when it ends.
     lent: Vec<Pooled>,
+    /// How many times the pool has handed out each of its buffers.
+    lendings: std::collections::HashMap<wgpu::Buffer, u32>,
 }
 
 impl<'a> Builder<'a> {
@@ -80,6 +97,7 @@ impl<'a> Builder<'a> {
             folded_launches: 0,
             pool: Vec::new(),
             lent: Vec::new(),
+            lendings: Default::default(),
             max_binding: ctx
                 .limits()
                 .max_storage_buffer_binding_size
@@ -130,18 +148,35 @@ impl<'a> Builder<'a> {
     /// A buffer of at least `floats` values for `purpose`, from the pool where one is free (the
     /// smallest that fits), else a new one. Its contents are undefined: whoever takes it writes
     /// every value it later reads.
-    fn take(&mut self, label: &str, floats: usize, purpose: Purpose) -> Pooled {
+    pub fn take(&mut self, label: &str, floats: usize, purpose: Purpose) -> Pooled {
         let fitting = (self.pool.iter().enumerate())
             .filter(|(_, p)| p.floats >= floats)
             .min_by_key(|(_, p)| p.floats)
             .map(|(i, _)| i);
-        match fitting {
+        let mut pooled = match fitting {
             Some(i) => self.pool.swap_remove(i),
             None => Pooled {
                 floats,
                 buffer: self.storage(label, floats, purpose),
+                generation: 0,
             },
-        }
+        };
+        let lendings = self.lendings.entry(pooled.buffer.clone()).or_insert(0);
+        *lendings += 1;
+        pooled.generation = *lendings;
+        pooled
+    }
+
+    /// True when the `generation`th lending of `buffer` was its last: what it holds after a pass
+    /// is that user's. Buffers not from the pool are never lent again.
+    pub fn still_holds(&self, buffer: &wgpu::Buffer, generation: u32) -> bool {
+        self.lendings.get(buffer).is_none_or(|&n| n == generation)
+    }
+
+    /// Returns a buffer from [`Builder::take`] to the pool: no dispatch recorded after this point
+    /// may read what it holds.
+    pub fn give_back(&mut self, pooled: Pooled) {
+        self.pool.push(pooled);
     }
 
     /// Scratch of at least `floats` values for the current step's dispatches (a layer's): shared

@@ -13,7 +13,7 @@
 //! backward at all.
 
 use crate::error::{Error, Result};
-use crate::gpu::builder::{Builder, Purpose};
+use crate::gpu::builder::{Builder, Pooled, Purpose};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::elementwise::{self, GradientTarget};
 use crate::gpu::ops::{self, conv, linear, lrn, norm, pool, BackwardBuffers};
@@ -98,8 +98,17 @@ pub(crate) struct ForwardBuffers<'f> {
     pub batch_stats: &'f [Option<wgpu::Buffer>],
 }
 
+/// The layers whose outputs the loss reads (the last alone where the caller provides its
+/// gradient).
+pub(crate) fn heads(output_gradient: &OutputGradient, plan: &[LayerPlan]) -> Vec<usize> {
+    match output_gradient {
+        OutputGradient::Loss(loss) => loss.heads.iter().map(|&(head, _)| head).collect(),
+        OutputGradient::External => vec![plan.len().saturating_sub(1)],
+    }
+}
+
 /// Which layers' outputs the loss (a function of the `heads`' outputs) depends on.
-fn reaching_the_loss(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
+pub(crate) fn reaching_the_loss(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
     let mut reaches = vec![false; plan.len()];
     for &head in heads {
         reaches[head] = true;
@@ -151,10 +160,7 @@ pub(crate) fn build<'a>(
             Purpose::Gradients,
         )
     });
-    let heads: Vec<usize> = match &output_gradient {
-        OutputGradient::Loss(loss) => loss.heads.iter().map(|&(head, _)| head).collect(),
-        OutputGradient::External => vec![plan.len() - 1],
-    };
+    let heads = heads(&output_gradient, plan);
     if let Some(&bad) = heads.iter().find(|&&h| h >= plan.len()) {
         return Err(Error::Internal(format!(
             "a loss head at layer {bad} of {}",
@@ -257,7 +263,7 @@ pub(crate) fn build<'a>(
         let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
         dispatches.extend(layer_backward(b, &step, layer_params)?);
         // Nothing after this layer's backward reads its output gradient again.
-        slots.give_back(slot);
+        slots.give_back(b, slot);
         b.end_step();
     }
     let grads: Vec<Option<wgpu::Buffer>> = slot_of
@@ -266,7 +272,7 @@ pub(crate) fn build<'a>(
         .collect();
     let shared: Vec<bool> = slot_of
         .iter()
-        .map(|slot| slot.is_some_and(|s| slot_of.iter().filter(|&&o| o == Some(s)).count() > 1))
+        .map(|slot| slot.is_some_and(|s| !slots.still_holds(b, s)))
         .collect();
     Ok(Gradients {
         loss_dispatches,
@@ -423,39 +429,40 @@ fn layer_backward(
     Ok(dispatches)
 }
 
-/// The buffers the layers' output gradients share: a layer's lives from the backward of the
-/// first layer that reads it (walking backward) to its own backward, then serves another.
+/// The buffers the layers' output gradients live in, from the builder's pool: a layer's from the
+/// backward of the first layer that reads it (walking backward) to its own, then free for
+/// another's (or for scratch).
 #[derive(Default)]
 struct GradientSlots {
-    /// Each slot's buffer and its length in floats.
-    buffers: Vec<(usize, wgpu::Buffer)>,
-    /// Slots free for reuse.
-    free: Vec<usize>,
+    /// Each slot's buffer while taken (`None`: given back).
+    taken: Vec<Option<Pooled>>,
+    /// Every slot's buffer and its lending, kept for reading back after a pass.
+    buffers: Vec<(wgpu::Buffer, u32)>,
 }
 
 impl GradientSlots {
-    /// A slot of at least `floats` values: the smallest free one that fits, else a new one.
+    /// A new slot holding a buffer of at least `floats` values.
     fn take(&mut self, b: &mut Builder, label: &str, floats: usize) -> usize {
-        let fitting = (self.free.iter().enumerate())
-            .filter(|(_, &s)| self.buffers[s].0 >= floats)
-            .min_by_key(|(_, &s)| self.buffers[s].0)
-            .map(|(k, _)| k);
-        match fitting {
-            Some(k) => self.free.swap_remove(k),
-            None => {
-                let buffer = b.storage(label, floats, Purpose::Gradients);
-                self.buffers.push((floats, buffer));
-                self.buffers.len() - 1
-            }
+        let pooled = b.take(label, floats, Purpose::Gradients);
+        self.buffers.push((pooled.buffer().clone(), pooled.generation()));
+        self.taken.push(Some(pooled));
+        self.buffers.len() - 1
+    }
+
+    /// Returns `slot`'s buffer to the pool.
+    fn give_back(&mut self, b: &mut Builder, slot: usize) {
+        if let Some(pooled) = self.taken[slot].take() {
+            b.give_back(pooled);
         }
     }
 
-    /// Frees `slot` for the next layer that needs one.
-    fn give_back(&mut self, slot: usize) {
-        self.free.push(slot);
+    fn buffer(&self, slot: usize) -> &wgpu::Buffer {
+        &self.buffers[slot].0
     }
 
-    fn buffer(&self, slot: usize) -> &wgpu::Buffer {
-        &self.buffers[slot].1
+    /// True when no later user took `slot`'s buffer: it holds this slot's gradient after a pass.
+    fn still_holds(&self, b: &Builder, slot: usize) -> bool {
+        let (buffer, generation) = &self.buffers[slot];
+        b.still_holds(buffer, *generation)
     }
 }

@@ -23,7 +23,7 @@ mod variants;
 
 pub use builder::MemoryUse;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
-pub use network::GpuNetwork;
+pub use network::{GpuNetwork, Keep};
 pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};

@@ -7,7 +7,7 @@
 //! only when read back.
 
 use crate::error::{Error, Result};
-use crate::gpu::builder::{Builder, MemoryUse, Purpose};
+use crate::gpu::builder::{Builder, MemoryUse, Pooled, Purpose};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::kernel::{encode_pass, Dispatch};
@@ -15,6 +15,17 @@ use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedWeights, Packing};
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
+
+/// What a network built for training keeps of its forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Every layer's output, readable after a pass (a check compares them all).
+    Everything,
+    /// Only the outputs the backward pass reads (and the loss heads); an output only later
+    /// layers' forward reads (ResNet's last batch norm of a block, before the residual add)
+    /// shares its buffer with others, as the benchmark and the trainer need no more.
+    WhatBackwardReads,
+}
 
 /// A network resident on one device, ready to run forward passes and, when built with
 /// [`GpuNetwork::with_gradients`] or [`GpuNetwork::training`], backward passes (in training
@@ -28,6 +39,8 @@ pub struct GpuNetwork<'a> {
     forward: Vec<Dispatch>,
     /// Boxed: a network without gradients stays small.
     gradients: Option<Box<Gradients>>,
+    /// Per layer, whether its output survives a pass (see [`Keep`]).
+    readable: Vec<bool>,
     memory: MemoryUse,
     /// Launches folded into a 2-D grid, for the test that the kernels unfold them.
     folded_launches: usize,
@@ -48,19 +61,27 @@ impl<'a> GpuNetwork<'a> {
         weights: &Weights,
     ) -> Result<Self> {
         let loss = Loss::main_head(LossKind::L2, plan);
-        Self::training(ctx, plan, weights, &loss)
+        Self::training(ctx, plan, weights, &loss, Keep::Everything)
     }
 
     /// As [`GpuNetwork::new`], plus everything the backward pass of `loss` needs (for
-    /// cross-entropy, the labels are uploaded with [`GpuNetwork::upload_labels`]).
+    /// cross-entropy, the labels are uploaded with [`GpuNetwork::upload_labels`]), keeping
+    /// `keep` of the forward pass.
     pub fn training(
         ctx: &'a GpuContext,
         plan: &[LayerPlan],
         weights: &Weights,
         loss: &Loss,
+        keep: Keep,
     ) -> Result<Self> {
-        let gradients = Some((OutputGradient::Loss(loss.clone()), false));
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
+        let training = Training {
+            output_gradient: OutputGradient::Loss(loss.clone()),
+            input_gradient: false,
+            keep,
+        };
+        ctx.scoped("network setup", |_| {
+            build(ctx, plan, weights, Some(training))
+        })?
     }
 
     /// As [`GpuNetwork::with_gradients`], and the gradient of the input too (which a network's
@@ -71,9 +92,14 @@ impl<'a> GpuNetwork<'a> {
         plan: &[LayerPlan],
         weights: &Weights,
     ) -> Result<Self> {
-        let loss = Loss::main_head(LossKind::L2, plan);
-        let gradients = Some((OutputGradient::Loss(loss), true));
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
+        let training = Training {
+            output_gradient: OutputGradient::Loss(Loss::main_head(LossKind::L2, plan)),
+            input_gradient: true,
+            keep: Keep::Everything,
+        };
+        ctx.scoped("network setup", |_| {
+            build(ctx, plan, weights, Some(training))
+        })?
     }
 
     /// Runs the backward pass alone (after a forward pass) and waits for the GPU.
@@ -95,8 +121,14 @@ impl<'a> GpuNetwork<'a> {
         } else {
             OutputGradient::External
         };
-        let gradients = Some((output_gradient, !first));
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, gradients))?
+        let training = Training {
+            output_gradient,
+            input_gradient: !first,
+            keep: Keep::Everything,
+        };
+        ctx.scoped("network setup", |_| {
+            build(ctx, plan, weights, Some(training))
+        })?
     }
 
     /// The plan this network runs.
@@ -317,6 +349,13 @@ impl<'a> GpuNetwork<'a> {
     /// index past the last layer.
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
         let layer = self.layer(index)?;
+        if !self.readable[index] {
+            return Err(Error::InvalidArgument(format!(
+                "layer {}'s output shares its buffer with other tensors (the network keeps only \
+                 what its backward pass reads), so it is not kept after the pass",
+                layer.layer.name
+            )));
+        }
         self.ctx
             .read_f32(&self.outputs[index], layer.batch * layer.output.len())
     }
@@ -450,11 +489,53 @@ impl<'a> GpuNetwork<'a> {
     }
 }
 
+/// What a network built for training computes and keeps.
+struct Training {
+    output_gradient: OutputGradient,
+    /// The network input's gradient too.
+    input_gradient: bool,
+    keep: Keep,
+}
+
+/// Which layers' outputs must outlive the forward pass when keeping only what the backward
+/// reads: the loss heads, the inputs of layers whose backward reads its input (convolutions,
+/// fully connected layers, batch norms, LRN), the outputs of layers whose fused ReLU's backward
+/// reads them. Max pooling reads its recorded maxima, additions, concatenations and average
+/// pools read nothing.
+fn read_by_backward(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
+    let reaches = gradients::reaching_the_loss(plan, heads);
+    let mut kept = vec![false; plan.len()];
+    for &head in heads {
+        kept[head] = true;
+    }
+    for (i, layer) in plan.iter().enumerate().filter(|&(i, _)| reaches[i]) {
+        let (reads_input, reads_output) = match layer.layer.kind {
+            LayerKind::Conv2d { relu, .. }
+            | LayerKind::Linear { relu, .. }
+            | LayerKind::BatchNorm { relu, .. } => (true, relu),
+            LayerKind::Lrn { .. } => (true, false),
+            LayerKind::Add { relu } => (false, relu),
+            LayerKind::MaxPool { .. } | LayerKind::AdaptiveAvgPool { .. } | LayerKind::Concat => {
+                (false, false)
+            }
+        };
+        kept[i] |= reads_output;
+        if reads_input {
+            for (source, _) in &layer.sources {
+                if let Source::Layer(j) = *source {
+                    kept[j] = true;
+                }
+            }
+        }
+    }
+    kept
+}
+
 fn build<'a>(
     ctx: &'a GpuContext,
     plan: &[LayerPlan],
     weights: &Weights,
-    gradients: Option<(OutputGradient, bool)>,
+    training: Option<Training>,
 ) -> Result<GpuNetwork<'a>> {
     crate::model::check_plan(plan)?;
     weights.check_against(plan)?;
@@ -483,6 +564,28 @@ fn build<'a>(
     b.check_binding("the input batch", (batch * first.input.len() * 4) as u64)?;
     let input = b.storage("input", batch * first.input.len(), Purpose::Activations);
 
+    // Which outputs outlive the forward pass; the others share the pool's buffers, each given
+    // back after the last layer that reads it has run forward.
+    let kept = match &training {
+        Some(t) if t.keep == Keep::WhatBackwardReads => {
+            read_by_backward(plan, &gradients::heads(&t.output_gradient, plan))
+        }
+        _ => vec![true; plan.len()],
+    };
+    let last_reader: Vec<usize> = (0..plan.len())
+        .map(|j| {
+            (plan.iter().enumerate())
+                .filter(|(_, l)| l.sources.iter().any(|(s, _)| *s == Source::Layer(j)))
+                .map(|(k, _)| k)
+                .max()
+                .unwrap_or(j)
+        })
+        .collect();
+    let mut transient: Vec<Option<Pooled>> = (0..plan.len()).map(|_| None).collect();
+    // Each transient output's lending of its buffer, to tell afterwards whether it survived.
+    let mut lending: Vec<Option<u32>> = vec![None; plan.len()];
+    let trains = training.is_some();
+
     let mut outputs: Vec<wgpu::Buffer> = Vec::with_capacity(plan.len());
     let mut argmax: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
     let mut batch_stats: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
@@ -490,11 +593,17 @@ fn build<'a>(
     let mut forward = Vec::new();
     for (index, layer) in plan.iter().enumerate() {
         let name = &layer.layer.name;
-        let output = b.storage(
-            &format!("{name} output"),
-            batch * layer.output.len(),
-            Purpose::Activations,
-        );
+        let label = format!("{name} output");
+        let len = batch * layer.output.len();
+        let output = if kept[index] {
+            b.storage(&label, len, Purpose::Activations)
+        } else {
+            let pooled = b.take(&label, len, Purpose::Activations);
+            let buffer = pooled.buffer().clone();
+            lending[index] = Some(pooled.generation());
+            transient[index] = Some(pooled);
+            buffer
+        };
         let sources: Vec<&wgpu::Buffer> = layer
             .sources
             .iter()
@@ -505,22 +614,20 @@ fn build<'a>(
             .collect();
         let layer_params = packing::upload(&mut b, index, layer, weights)?;
         // Training records where each pooling window's maximum lies, for the backward pass.
-        let maxima = (gradients.is_some() && matches!(layer.layer.kind, LayerKind::MaxPool { .. }))
-            .then(|| {
-                let len = batch * layer.output.len();
-                b.storage(&format!("{name} argmax"), len, Purpose::Activations)
-            });
-        // Training normalises by the batch's statistics, kept for the backward pass.
-        let statistics = (gradients.is_some()
-            && matches!(layer.layer.kind, LayerKind::BatchNorm { .. }))
-        .then(|| {
-            let len = 4 * layer.output.channels;
-            b.storage(
-                &format!("{name} batch statistics"),
-                len,
-                Purpose::Activations,
-            )
+        let maxima = (trains && matches!(layer.layer.kind, LayerKind::MaxPool { .. })).then(|| {
+            let len = batch * layer.output.len();
+            b.storage(&format!("{name} argmax"), len, Purpose::Activations)
         });
+        // Training normalises by the batch's statistics, kept for the backward pass.
+        let statistics =
+            (trains && matches!(layer.layer.kind, LayerKind::BatchNorm { .. })).then(|| {
+                let len = 4 * layer.output.channels;
+                b.storage(
+                    &format!("{name} batch statistics"),
+                    len,
+                    Purpose::Activations,
+                )
+            });
         let saved = Saved {
             argmax: maxima.as_ref(),
             batch_stats: statistics.as_ref(),
@@ -537,11 +644,23 @@ fn build<'a>(
         outputs.push(output);
         argmax.push(maxima);
         batch_stats.push(statistics);
-        // This layer's scratch (a padded input, partial sums) serves the next layers.
+        // This layer's scratch (a padded input, partial sums) serves the next layers, and so do
+        // the transient outputs it was the last to read.
         b.end_step();
+        for j in 0..=index {
+            if last_reader[j] == index {
+                if let Some(pooled) = transient[j].take() {
+                    b.give_back(pooled);
+                }
+            }
+        }
     }
-    let gradients = match gradients {
-        Some((output_gradient, input_gradient)) => Some(Box::new(gradients::build(
+    let gradients = match training {
+        Some(Training {
+            output_gradient,
+            input_gradient,
+            ..
+        }) => Some(Box::new(gradients::build(
             &mut b,
             plan,
             ForwardBuffers {
@@ -556,8 +675,13 @@ fn build<'a>(
         )?)),
         None => None,
     };
+    // An output whose buffer served another tensor too holds the last one's after a pass.
+    let readable = (outputs.iter().zip(&lending))
+        .map(|(o, lent)| lent.is_none_or(|g| b.still_holds(o, g)))
+        .collect();
     Ok(GpuNetwork {
         ctx,
+        readable,
         plan: plan.to_vec(),
         input,
         outputs,

@@ -2,8 +2,8 @@
 //! drive without caring which.
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuNetwork, MemoryUse, Runner, TwoDeviceNetwork};
-use crate::model::{LayerPlan, Network};
+use crate::gpu::{GpuContext, GpuNetwork, Keep, MemoryUse, Runner, TwoDeviceNetwork};
+use crate::model::{LayerPlan, Loss, LossKind, Network};
 use crate::weights::Weights;
 
 /// A network on the devices it was given: one device (any network), or a two-device layout
@@ -26,20 +26,22 @@ pub enum PlacedMemory {
 
 impl<'a> PlacedNetwork<'a> {
     /// Builds `network` (planned as `plan`, with `weights`) on one context, or split over two;
-    /// `gradients` asks for everything the backward pass needs.
+    /// `training` asks for everything the backward pass of `l2_loss(logits)` needs, keeping that
+    /// much of the forward pass on one device (two devices keep everything).
     pub fn new(
         contexts: &'a [GpuContext],
         network: &Network,
         plan: &[LayerPlan],
         weights: &Weights,
-        gradients: bool,
+        training: Option<Keep>,
     ) -> Result<Self> {
-        Ok(match contexts {
-            [ctx] if gradients => {
-                PlacedNetwork::One(GpuNetwork::with_gradients(ctx, plan, weights)?)
+        Ok(match (contexts, training) {
+            ([ctx], Some(keep)) => {
+                let loss = Loss::main_head(LossKind::L2, plan);
+                PlacedNetwork::One(GpuNetwork::training(ctx, plan, weights, &loss, keep)?)
             }
-            [ctx] => PlacedNetwork::One(GpuNetwork::new(ctx, plan, weights)?),
-            [a, b] => PlacedNetwork::Two(TwoDeviceNetwork::new(
+            ([ctx], None) => PlacedNetwork::One(GpuNetwork::new(ctx, plan, weights)?),
+            ([a, b], _) => PlacedNetwork::Two(TwoDeviceNetwork::new(
                 [a, b],
                 network,
                 plan.first().map_or(0, |l| l.batch),

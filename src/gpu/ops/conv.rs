@@ -395,9 +395,8 @@ pub(crate) fn backward(
     let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
     let pixels_per_chunk = pixels.div_ceil(wanted);
     let chunks = pixels.div_ceil(pixels_per_chunk);
-    let scratch = (chunks > 1).then(|| {
-        b.scratch(&format!("{name} filter partial sums"), chunks * packed_len)
-    });
+    let scratch = (chunks > 1)
+        .then(|| b.scratch(&format!("{name} filter partial sums"), chunks * packed_len));
     let partial = scratch.as_ref().unwrap_or(&grads.weights[0]);
     let mut conv = Conv2dParams::of(layer, packed_out)?;
     conv.pixels_per_chunk = u32_of(pixels_per_chunk, "pixels")?;

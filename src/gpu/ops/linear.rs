@@ -194,9 +194,7 @@ fn small_batch(
     let len = shape.batch * shape.out_features;
     // No more chunks than the partial sums' binding holds.
     let chunks = chunks.min((b.max_binding / (len * 4) as u64).max(1) as usize);
-    let partial = (chunks > 1).then(|| {
-        b.scratch(&format!("{name} partial sums"), chunks * len)
-    });
+    let partial = (chunks > 1).then(|| b.scratch(&format!("{name} partial sums"), chunks * len));
     let target = partial.as_ref().unwrap_or(output);
     let chunk_depth = shape.depth.div_ceil(chunks);
     let mut dispatches = Vec::new();
