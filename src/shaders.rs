@@ -168,24 +168,19 @@ pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
 /// with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
-/// Batch norm in training mode: each channel's batch mean and variance, running statistics
-/// updated.
-pub const BATCH_NORM_STATISTICS: ShaderSource = shader!(
-    "batch_norm_statistics.wgsl",
-    "batch_norm_statistics",
+/// Batch norm in training mode: each channel's batch statistics, the output normalised by them,
+/// running statistics updated; one workgroup per channel.
+pub const BATCH_NORM_TRAIN_FORWARD: ShaderSource = shader!(
+    "batch_norm_train_forward.wgsl",
+    "batch_norm_train_forward",
     ["workgroup_sum.wgsl"]
 );
-/// Batch norm backward: the weight and bias gradients (per-channel sums).
-pub const BATCH_NORM_BACKWARD_PARAMETERS: ShaderSource = shader!(
-    "batch_norm_backward_parameters.wgsl",
-    "batch_norm_backward_parameters",
+/// Batch norm backward in training mode: the weight, bias and input gradients through the batch
+/// statistics (and the fused ReLU); one workgroup per channel.
+pub const BATCH_NORM_BACKWARD: ShaderSource = shader!(
+    "batch_norm_backward.wgsl",
+    "batch_norm_backward",
     ["workgroup_sum.wgsl"]
-);
-/// Batch norm backward: the input gradient, through the batch statistics.
-pub const BATCH_NORM_BACKWARD_DATA: ShaderSource = shader!(
-    "batch_norm_backward_data.wgsl",
-    "batch_norm_backward_data",
-    []
 );
 /// Adaptive average pooling backward: each output's gradient spread over its cell, as a gather.
 pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
@@ -238,9 +233,8 @@ pub const ALL: &[ShaderSource] = &[
     MAX_POOL_BACKWARD,
     ADAPTIVE_AVG_POOL_FORWARD,
     BATCH_NORM_FORWARD,
-    BATCH_NORM_STATISTICS,
-    BATCH_NORM_BACKWARD_PARAMETERS,
-    BATCH_NORM_BACKWARD_DATA,
+    BATCH_NORM_TRAIN_FORWARD,
+    BATCH_NORM_BACKWARD,
     ADAPTIVE_AVG_POOL_BACKWARD,
     SOFTMAX_CROSS_ENTROPY,
     ADD_GRADIENT,

@@ -444,7 +444,8 @@ impl GradientSlots {
     /// A new slot holding a buffer of at least `floats` values.
     fn take(&mut self, b: &mut Builder, label: &str, floats: usize) -> usize {
         let pooled = b.take(label, floats, Purpose::Gradients);
-        self.buffers.push((pooled.buffer().clone(), pooled.generation()));
+        self.buffers
+            .push((pooled.buffer().clone(), pooled.generation()));
         self.taken.push(Some(pooled));
         self.buffers.len() - 1
     }

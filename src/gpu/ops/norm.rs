@@ -3,19 +3,21 @@
 //! batch norm into the convolution before it); in training mode from the batch's statistics,
 //! updating the running ones, and its backward (the weight, bias and input gradients).
 //!
-//! Training keeps, per batch norm, a `[4][channels]` buffer of the statistics it normalised by
-//! (weight, bias, batch mean, biased batch variance), in the layout of the parameters' own
-//! (weight, bias, running mean, running variance), so that one normalising kernel serves both
-//! modes. Its parameter gradients are one `[2][channels]` buffer (weight, bias): an SGD step on
-//! the first `2 * channels` values of the parameter buffer leaves the running statistics alone.
+//! Training runs one workgroup per channel, forward (statistics, then the output, the channel's
+//! values read from cache after the first pass on a CPU adapter) and backward (the sums, then
+//! the input gradient), and keeps, per batch norm, a `[4][channels]` buffer of the statistics it
+//! normalised by (weight, bias, batch mean, biased batch variance), in the layout of the
+//! parameters' own (weight, bias, running mean, running variance). Its parameter gradients are
+//! one `[2][channels]` buffer (weight, bias): an SGD step on the first `2 * channels` values of
+//! the parameter buffer leaves the running statistics alone.
 
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
-use crate::gpu::ops::{elementwise, BackwardBuffers};
+use crate::gpu::ops::BackwardBuffers;
 use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders;
+use crate::shaders::{self, REDUCTION};
 
 /// PyTorch's default `BatchNorm2d(momentum=0.1)`: the weight of a batch's statistics in the
 /// running ones.
@@ -36,58 +38,45 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// batch_norm_statistics's parameters.
-    pub(crate) struct BatchNormStatisticsParams {
+    /// batch_norm_train_forward's parameters.
+    pub(crate) struct BatchNormTrainParams {
         batch: u32,
         channels: u32,
         plane: u32,
-        update_running: u32,
+        relu: u32,
+        eps: f32,
+        lanes: u32,
         momentum: f32,
         unbiased: f32,
-        _pad0: u32,
-        _pad1: u32,
     }
 }
 
 kernel_params! {
-    /// batch_norm_backward_parameters's parameters.
+    /// batch_norm_backward's parameters.
     pub(crate) struct BatchNormBackwardParams {
         batch: u32,
         channels: u32,
         plane: u32,
+        relu: u32,
         eps: f32,
-    }
-}
-
-kernel_params! {
-    /// batch_norm_backward_data's parameters.
-    pub(crate) struct BatchNormBackwardDataParams {
-        len: u32,
-        plane: u32,
-        channels: u32,
-        eps: f32,
-        count: f32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
+        lanes: u32,
+        input_gradient: u32,
+        _pad: u32,
     }
 }
 
 const FORWARD: KernelDef<BatchNormParams> = KernelDef::flat(shaders::BATCH_NORM_FORWARD);
-const STATISTICS: KernelDef<BatchNormStatisticsParams> =
-    KernelDef::reduction(shaders::BATCH_NORM_STATISTICS);
-const BACKWARD_PARAMETERS: KernelDef<BatchNormBackwardParams> =
-    KernelDef::reduction(shaders::BATCH_NORM_BACKWARD_PARAMETERS);
-const BACKWARD_DATA: KernelDef<BatchNormBackwardDataParams> =
-    KernelDef::flat(shaders::BATCH_NORM_BACKWARD_DATA);
+const TRAIN_FORWARD: KernelDef<BatchNormTrainParams> =
+    KernelDef::reduction(shaders::BATCH_NORM_TRAIN_FORWARD);
+const BACKWARD: KernelDef<BatchNormBackwardParams> =
+    KernelDef::reduction(shaders::BATCH_NORM_BACKWARD);
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
     vec![
         FORWARD.contract(),
-        STATISTICS.contract(),
-        BACKWARD_PARAMETERS.contract(),
-        BACKWARD_DATA.contract(),
+        TRAIN_FORWARD.contract(),
+        BACKWARD.contract(),
     ]
 }
 
@@ -100,6 +89,23 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
             layer.layer.name
         ))),
     }
+}
+
+/// Invocations per channel of the per-channel kernels: a power of two, at least 32 values each
+/// way up to [`REDUCTION`] (a whole workgroup). Few values per channel (ResNet's last stage:
+/// 7x7 x batch) then share a workgroup between channels instead of leaving most of it idle
+/// (measured on lavapipe: 2048 workgroups of one 8 x 4 x 4 channel each took 6.4 ms, mostly
+/// per-workgroup overhead).
+fn lanes(layer: &LayerPlan) -> u32 {
+    let values = layer.batch * layer.output.height * layer.output.width;
+    let lanes = (values / 32).clamp(1, REDUCTION);
+    // The largest power of two not above it.
+    1 << (usize::BITS - 1 - lanes.leading_zeros())
+}
+
+/// Workgroups for `channels` channels at `lanes` invocations each.
+fn channel_groups(channels: usize, lanes: u32) -> usize {
+    channels.div_ceil(REDUCTION / lanes as usize)
 }
 
 /// Values per channel in the batch, `N * H * W`, as the kernels' u32 and f32.
@@ -134,8 +140,9 @@ pub(crate) fn forward(
     Ok(vec![b.dispatch(name, &FORWARD, &norm, &args, workgroups)])
 }
 
-/// The dispatches of a batch norm's forward pass in training mode: the batch statistics into
-/// `batch_stats` (running statistics updated in `params`), then the normalisation by them.
+/// The dispatch of a batch norm's forward pass in training mode: the batch statistics into
+/// `batch_stats` (running statistics updated in `params`) and the output normalised by them, one
+/// workgroup per channel.
 pub(crate) fn training_forward(
     b: &mut Builder,
     layer: &LayerPlan,
@@ -145,13 +152,16 @@ pub(crate) fn training_forward(
     batch_stats: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
+    let (eps, relu) = eps_relu(layer)?;
     let channels = layer.output.channels;
     let (count, count_f32) = per_channel(layer)?;
-    let statistics = BatchNormStatisticsParams {
+    let train = BatchNormTrainParams {
         batch: u32_of(layer.batch, "batch")?,
         channels: u32_of(channels, "channels")?,
         plane: u32_of(layer.output.height * layer.output.width, "plane")?,
-        update_running: 1,
+        relu: u32::from(relu),
+        eps,
+        lanes: lanes(layer),
         momentum: RUNNING_MOMENTUM,
         // A single value per channel has no unbiased variance; PyTorch refuses it in training.
         unbiased: if count > 1 {
@@ -159,19 +169,21 @@ pub(crate) fn training_forward(
         } else {
             1.0
         },
-        ..Default::default()
     };
-    let label = format!("{name} statistics");
-    let workgroups = b.workgroups(&label, [channels, 1, 1])?;
-    let args = [input, &params.weights[0], batch_stats];
-    let mut dispatches = vec![b.dispatch(&label, &STATISTICS, &statistics, &args, workgroups)];
-    dispatches.extend(forward(b, layer, batch_stats, input, output)?);
-    Ok(dispatches)
+    let workgroups = b.workgroups(name, [channel_groups(channels, train.lanes), 1, 1])?;
+    let args = [input, &params.weights[0], batch_stats, output];
+    Ok(vec![b.dispatch(
+        name,
+        &TRAIN_FORWARD,
+        &train,
+        &args,
+        workgroups,
+    )])
 }
 
-/// The dispatches of a batch norm's backward pass in training mode: its fused ReLU's backward
-/// (in place on the output gradient), the weight and bias gradients, and the input gradient
-/// where one is wanted.
+/// The dispatch of a batch norm's backward pass in training mode, one workgroup per channel:
+/// the weight and bias gradients and, where one is wanted, the input gradient, through the
+/// fused ReLU's mask.
 pub(crate) fn backward(
     b: &mut Builder,
     layer: &LayerPlan,
@@ -182,41 +194,36 @@ pub(crate) fn backward(
     let name = &layer.layer.name;
     let (eps, relu) = eps_relu(layer)?;
     let channels = layer.output.channels;
-    let plane = layer.output.height * layer.output.width;
-    let mut dispatches = Vec::new();
-    if relu {
-        dispatches.push(elementwise::relu_backward(b, layer, buf)?);
-    }
-    let sums = BatchNormBackwardParams {
+    let params = BatchNormBackwardParams {
         batch: u32_of(layer.batch, "batch")?,
         channels: u32_of(channels, "channels")?,
-        plane: u32_of(plane, "plane")?,
+        plane: u32_of(layer.output.height * layer.output.width, "plane")?,
+        relu: u32::from(relu),
         eps,
+        lanes: lanes(layer),
+        input_gradient: u32::from(buf.grad_input.is_some()),
+        ..Default::default()
     };
-    let label = format!("{name} parameter backward");
-    let workgroups = b.workgroups(&label, [channels, 1, 1])?;
-    let args = [buf.input, buf.grad_output, batch_stats, &grads.weights[0]];
-    dispatches.push(b.dispatch(&label, &BACKWARD_PARAMETERS, &sums, &args, workgroups));
-    if let Some(grad_input) = buf.grad_input {
-        let len = layer.batch * layer.output.len();
-        let data = BatchNormBackwardDataParams {
-            len: u32_of(len, "batch norm size")?,
-            plane: u32_of(plane, "plane")?,
-            channels: u32_of(channels, "channels")?,
-            eps,
-            count: per_channel(layer)?.1,
-            ..Default::default()
-        };
-        let label = format!("{name} input backward");
-        let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
-        let args = [
-            buf.input,
-            buf.grad_output,
-            batch_stats,
-            &grads.weights[0],
-            grad_input,
-        ];
-        dispatches.push(b.dispatch(&label, &BACKWARD_DATA, &data, &args, workgroups));
-    }
-    Ok(dispatches)
+    // Without an input gradient the kernel writes none; the binding still needs a buffer.
+    let unused = buf
+        .grad_input
+        .is_none()
+        .then(|| b.scratch(&format!("{name} (no input gradient)"), 1));
+    let grad_input = buf.grad_input.or(unused.as_ref()).expect("one of the two");
+    // Without a fused ReLU the output is not read (and may already serve another tensor, when
+    // the network keeps only what the backward reads): the output gradient stands in for it.
+    let output = if relu { buf.output } else { buf.grad_output };
+    let label = format!("{name} backward");
+    let workgroups = b.workgroups(&label, [channel_groups(channels, params.lanes), 1, 1])?;
+    let args = [
+        buf.input,
+        output,
+        buf.grad_output,
+        batch_stats,
+        &grads.weights[0],
+        grad_input,
+    ];
+    Ok(vec![
+        b.dispatch(&label, &BACKWARD, &params, &args, workgroups)
+    ])
 }

@@ -1,0 +1,84 @@
+// Batch normalisation in training mode, backward, NCHW, one workgroup per channel. With dy the
+// output gradient (zero where a fused ReLU cut the output), x_hat = (x - mean) / sqrt(var + eps)
+// and M = N * H * W values per channel:
+//
+//   grad_weight[c] = sum dy * x_hat          grad_bias[c] = sum dy
+//   dx = weight / std * (dy - sum(dy) / M - x_hat * sum(dy * x_hat) / M)
+//
+// (the batch statistics are functions of every input, so every input's gradient has terms
+// through them). Two passes over the channel's values in one workgroup, the sums between them;
+// after the first, the values come from cache on a CPU adapter.
+
+struct Params {
+    batch: u32,
+    channels: u32,
+    plane: u32, // height * width
+    relu: u32,
+    eps: f32,
+    lanes: u32, // invocations per channel: a power of two up to REDUCTION
+    input_gradient: u32, // 0: the parameters' gradients only
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> output: array<f32>;
+@group(0) @binding(3) var<storage, read> grad_output: array<f32>;
+// [4][channels]: weight, bias, batch mean, biased batch variance.
+@group(0) @binding(4) var<storage, read> batch_stats: array<f32>;
+// [2][channels]: the weight's gradient, then the bias's.
+@group(0) @binding(5) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_input: array<f32>;
+
+// The output gradient at `at`, through the fused ReLU.
+fn dy(at: u32) -> f32 {
+    return select(grad_output[at], 0.0, params.relu != 0u && output[at] <= 0.0);
+}
+
+@compute @workgroup_size(REDUCTION)
+fn batch_norm_backward(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    // REDUCTION / lanes channels per workgroup, `lanes` invocations each: few values per channel
+    // (ResNet's last stage) take few lanes, so that workgroups are not mostly idle.
+    let lanes = params.lanes;
+    let lane = local % lanes;
+    let channels = params.channels;
+    let c = min(group.x * (REDUCTION / lanes) + local / lanes, channels - 1u);
+    // Past the last channel (the last workgroup's spare segments) an invocation redoes the
+    // last channel's sums for the barriers' sake and writes nothing.
+    let writes = group.x * (REDUCTION / lanes) + local / lanes < channels;
+    let plane = params.plane;
+    let mean = batch_stats[2u * channels + c];
+    let inverse_std = inverseSqrt(batch_stats[3u * channels + c] + params.eps);
+    var sums = vec2<f32>(0.0);
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * channels + c) * plane;
+        for (var p = lane; p < plane; p += lanes) {
+            let g = dy(base + p);
+            sums += vec2<f32>(g * (input[base + p] - mean) * inverse_std, g);
+        }
+    }
+    let total = segment_sum(local, lanes, sums);
+    if lane == 0u && writes {
+        grads[c] = total.x;
+        grads[channels + c] = total.y;
+    }
+    if params.input_gradient == 0u {
+        return;
+    }
+    let count = f32(params.batch * plane);
+    let scale = batch_stats[c] * inverse_std;
+    let mean_dy = total.y / count;
+    let mean_dy_x_hat = total.x / count;
+    for (var n = 0u; n < params.batch; n++) {
+        let base = (n * channels + c) * plane;
+        for (var p = lane; p < plane; p += lanes) {
+            let x_hat = (input[base + p] - mean) * inverse_std;
+            if writes {
+                grad_input[base + p] = scale * (dy(base + p) - mean_dy - x_hat * mean_dy_x_hat);
+            }
+        }
+    }
+}
