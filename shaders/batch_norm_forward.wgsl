@@ -1,9 +1,8 @@
-// Batch normalisation, NCHW: y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c], then
-// ReLU if asked for, by the mean and variance it is given: the running statistics at inference
-// (where the fast path folds this into the convolution before it instead; this kernel runs the
-// unfolded network, so that `convnet check` can show the folding changes nothing), the batch's in
-// training (batch_norm_statistics writes them in the same layout). Every invocation owns four
-// consecutive elements.
+// Batch normalisation at inference, NCHW: y = (x - mean[c]) / sqrt(var[c] + eps) * weight[c] +
+// bias[c], then ReLU if asked for, by the running statistics. The fast path folds this into the
+// convolution before it when the weights are loaded; this kernel runs the unfolded network, so
+// that `convnet check` can show the folding changes nothing (training normalises in
+// batch_norm_train_forward). Every invocation owns four consecutive elements.
 
 struct Params {
     len: u32,      // batch * channels * plane
@@ -18,7 +17,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-// [4][channels]: weight, bias, mean, variance (running at inference, the batch's in training).
+// [4][channels]: weight, bias, running mean, running variance.
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read_write> output: array<f32>;
 

@@ -164,8 +164,7 @@ pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
     "adaptive_avg_pool_forward",
     []
 );
-/// Batch normalisation by given statistics (running at inference, the batch's in training),
-/// with optional ReLU.
+/// Batch normalisation at inference, from running statistics, with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
 /// Batch norm in training mode: each channel's batch statistics, the output normalised by them,

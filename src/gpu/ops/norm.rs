@@ -114,9 +114,8 @@ fn per_channel(layer: &LayerPlan) -> Result<(u32, f32)> {
     Ok((u32_of(count, "values per channel")?, count as f32))
 }
 
-/// The dispatch of a batch norm's forward pass by the four per-channel vectors in `stats`:
-/// weight, bias, and the mean and variance it normalises by (the running statistics at
-/// inference, the batch's in training).
+/// The dispatch of a batch norm's forward pass at inference, by the four per-channel vectors in
+/// `stats`: weight, bias, running mean and running variance.
 pub(crate) fn forward(
     b: &mut Builder,
     layer: &LayerPlan,
