@@ -717,6 +717,13 @@ fn every_network_trains_from_the_command_line_with_labels() {
         "needs --labels",
     );
     assert_clean_failure(&with(&["--input", &x, "--labels", &x]), "int64");
+    // A rate that blows the weights up stops at the step it happens, naming a tensor.
+    // (With batch norms the network is scale-invariant: l2_loss of the logits, not cross-entropy,
+    // overflows when the head's weights do.)
+    let mut blow_up = with(&[]);
+    let lr = blow_up.iter().position(|a| a == "--lr").unwrap();
+    blow_up[lr + 1] = "1e30".into();
+    assert_clean_failure(&blow_up, "first non-finite");
 
     let bench = [&["bench", "--batch", "2", "--update"][..], &net].concat();
     let (ok, stdout, stderr) = convnet(&bench);

@@ -84,19 +84,21 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     for step in 0..args.steps {
         Watchdog::step(&watchdog, step);
         sgd.step()?;
+        // The loss of this step's forward pass, before its update; checked every step, so that
+        // a divergence is caught at the step it happens.
+        let value = net.read_loss()?;
+        if !value.is_finite() {
+            anyhow::bail!(
+                "step {step}: the loss is no longer finite ({}); lower --lr{}",
+                first_non_finite(&net)?,
+                if args.out.is_some() {
+                    " (nothing written)"
+                } else {
+                    ""
+                }
+            );
+        }
         if step % 10 == 0 || step + 1 == args.steps {
-            // The logits are those of this step's forward pass, before its update.
-            let value = net.read_loss()?;
-            if !value.is_finite() {
-                anyhow::bail!(
-                    "step {step}: the loss is no longer finite; lower --lr{}",
-                    if args.out.is_some() {
-                        " (nothing written)"
-                    } else {
-                        ""
-                    }
-                );
-            }
             println!("step {step}, loss = {value:.6e}");
         }
     }
@@ -105,4 +107,30 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The first tensor of the last step that holds a non-finite value: a layer's output, else a
+/// gradient, else a weight after the update.
+fn first_non_finite(net: &GpuNetwork) -> anyhow::Result<String> {
+    let non_finite = |v: &[f32]| v.iter().any(|x| !x.is_finite());
+    for (i, layer) in net.plan().iter().enumerate() {
+        // Outputs the network does not keep cannot be read back; the next kept one tells.
+        if let Ok(output) = net.read_layer(i) {
+            if non_finite(&output) {
+                return Ok(format!(
+                    "first non-finite: layer {}'s output",
+                    layer.layer.name
+                ));
+            }
+        }
+    }
+    for (kind, tensors) in [
+        ("gradient of", net.read_gradients()?),
+        ("", net.read_weights()?),
+    ] {
+        if let Some((name, _)) = tensors.iter().find(|(_, t)| non_finite(&t.data)) {
+            return Ok(format!("first non-finite: {kind} {name}").replace(":  ", ": "));
+        }
+    }
+    Ok("every tensor read back is finite".into())
 }
