@@ -198,7 +198,7 @@ def main():
         if args.logits:
             failed |= difference("logits", logits.detach().cpu().numpy(), np.load(args.logits)) > 1e-4
         theirs = load_file(args.grads)
-        worst = (0.0, None)
+        worst = (0.0, "")
         for name, param in model.named_parameters():
             if name in theirs and param.grad is not None:
                 relative = difference(name, param.grad.cpu().numpy(), theirs[name].numpy())

@@ -12,8 +12,9 @@
 // block of 16 output channels within the group, id.z = chunk * groups + group. The layout written
 // is the forward kernel's packed weight layout [group][k][out rounded up to 16], so gradients and
 // weights line up element for element (for SGD), and the host unpacks to PyTorch's
-// [out, in/groups, kh, kw] only when reading back. Padding channels are never written and stay
-// zero. Parameters: shaders/common/conv2d_params.wgsl; the 4x4 outer product:
+// [out, in/groups, kh, kw] only when reading back. Padding channels are written too, as the
+// zeros their (zero-padded) output gradients sum to: the partial sums live in shared scratch,
+// which holds whatever an earlier layer left. Parameters: shaders/common/conv2d_params.wgsl; the 4x4 outer product:
 // shaders/common/outer_product.wgsl.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -69,11 +70,10 @@ fn gather(t: Taps, base: i32, row: i32, col: i32) -> vec4<f32> {
 }
 
 fn store_block(acc: mat4x4<f32>, chunk_base: u32, first_channel: u32, t: Taps) {
-    let out_per_group = params.out_channels / params.groups;
     let taps = params.kernel_height * params.kernel_width;
     let k_per_group = (params.in_channels / params.groups) * taps;
     for (var i = 0u; i < 4u; i++) {
-        if first_channel + i >= out_per_group {
+        if first_channel + i >= params.packed_out_per_group {
             return;
         }
         for (var j = 0u; j < 4u; j++) {
@@ -233,15 +233,15 @@ fn conv2d_backward_filter_tiled(
         workgroupBarrier();
     }
 
-    // acc[j][i]: tap first_k + j, output channel `channel` + i. Padding channels are not written.
-    let out_per_group = params.out_channels / params.groups;
+    // acc[j][i]: tap first_k + j, output channel `channel` + i. Padding channels are written
+    // (zeros); channels past the packed row are not.
     let channel = tile.y * TILE + local.y * 4u;
     let packed_len = params.groups * k_per_group * params.packed_out_per_group;
     let chunk_base = chunk * packed_len + group * k_per_group * params.packed_out_per_group;
     for (var j = 0u; j < 4u; j++) {
         let k = first_k + j;
         for (var i = 0u; i < 4u; i++) {
-            if k < k_per_group && channel + i < out_per_group {
+            if k < k_per_group && channel + i < params.packed_out_per_group {
                 partial[chunk_base + k * params.packed_out_per_group + channel + i] = acc[j][i];
             }
         }

@@ -59,7 +59,7 @@ pub enum Pass {
     /// The forward pass to the logits (the post's "Forward").
     Forward,
     /// Forward, then the gradients of `l2_loss(logits)` for every parameter, no update (the
-    /// seed's "Forward-backward").
+    /// seed's "Forward_backward").
     ForwardBackward,
     /// Forward, backward and an SGD update with momentum and weight decay: a training step as
     /// tf_cnn_benchmarks times it.
@@ -67,9 +67,11 @@ pub enum Pass {
 }
 
 /// The update a [`Pass::TrainingStep`] applies: PyTorch's ImageNet recipe's momentum and weight
-/// decay, a small rate (the values change nothing in the work, only keep the weights finite).
+/// decay, and a rate small enough for the seed's `l2_loss` on AlexNet (whose gradients are
+/// ~1e10: `convnet train` diverges at 1e-10) to keep the weights finite over a benchmark, where
+/// non-finite values could run at another speed. The values change nothing in the work.
 pub const BENCH_SGD: crate::gpu::SgdConfig = crate::gpu::SgdConfig {
-    learning_rate: 1e-6,
+    learning_rate: 1e-13,
     momentum: 0.9,
     weight_decay: 1e-4,
 };

@@ -362,3 +362,71 @@ fn keeping_only_what_the_backward_reads_changes_no_gradient() {
         assert!(err.contains("not kept"), "{err}");
     }
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn a_loss_head_that_later_layers_read_adds_their_gradients_to_its_own() {
+    // l2_loss of the logits plus 0.5 x l2_loss of `sum`, which the concatenation (and the unused
+    // convolution) read: `sum`'s gradient is the loss's own plus what flows back from `cat`.
+    let input = common::dims(3, 5, 7);
+    let (network, params) = training_ops_network(input);
+    let plan = network.plan(2).unwrap();
+    let sum = plan.iter().position(|l| l.layer.name == "sum").unwrap();
+    let loss = Loss {
+        kind: LossKind::L2,
+        heads: vec![(plan.len() - 1, 1.0), (sum, 0.5)],
+    };
+    let x = random(2 * input.len(), 12);
+    for ctx in contexts() {
+        let net = GpuNetwork::training(ctx, &plan, &params, &loss, Keep::Everything).unwrap();
+        let what = format!("two heads on {}", ctx.describe());
+        assert_trains_with_loss(&net, &params, &x, (&loss, None), &what);
+        let twice = Loss {
+            kind: LossKind::L2,
+            heads: vec![(sum, 1.0), (sum, 0.5)],
+        };
+        let err = GpuNetwork::training(ctx, &plan, &params, &twice, Keep::Everything);
+        assert!(err
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("names a head twice"));
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn a_batch_norm_over_one_value_per_channel_is_refused_in_training() {
+    // Batch 1 of 1x1 images leaves each channel one value: no variance to train by (PyTorch
+    // refuses it too). Inference takes it.
+    let input = common::dims(3, 1, 1);
+    let layers = vec![
+        Layer::new(
+            "conv",
+            LayerKind::Conv2d {
+                out_channels: 2,
+                window: Window::square(1, 1, Padding::Valid),
+                groups: 1,
+                relu: false,
+                bias: false,
+            },
+        ),
+        Layer::new(
+            "bn",
+            LayerKind::BatchNorm {
+                eps: 1e-5,
+                relu: false,
+            },
+        ),
+    ];
+    let network = Network::new("one value", input, layers);
+    let params = Weights::init(&network, 1).unwrap();
+    let ctx = &contexts()[0];
+    let plan = network.plan(1).unwrap();
+    let err = GpuNetwork::with_gradients(ctx, &plan, &params)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("batch 1 leaves it one"), "{err}");
+    GpuNetwork::new(ctx, &plan, &params).unwrap();
+    GpuNetwork::with_gradients(ctx, &network.plan(2).unwrap(), &params).unwrap();
+}

@@ -14,7 +14,9 @@ use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams};
 pub struct MemoryUse {
     /// Packed weights and biases.
     pub weights: u64,
-    /// The input and every layer's output (all kept: the backward pass reads them).
+    /// The input, the layers' outputs (kept for the backward pass, or pooled where only later
+    /// forwards read them), window maxima and batch statistics. A pooled buffer counts under the
+    /// purpose of the tensor it was made for, whoever it serves later.
     pub activations: u64,
     /// Gradients of every parameter, and the buffers the layers' output gradients share (a
     /// layer's output gradient lives from its first reader's backward to its own).

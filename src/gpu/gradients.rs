@@ -125,9 +125,8 @@ pub(crate) fn reaching_the_loss(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool
     reaches
 }
 
-/// Where each input gradient of each layer goes, walking the layers backward: per layer, per
-/// source, the gradient's destination (`None`: the network's input, unless its gradient was
-/// asked for), accumulating where an earlier-walked layer already wrote it.
+/// Where one input gradient of a layer goes (the build walks the layers backward and gives each
+/// source of each layer one, `None` for the network's input unless its gradient was asked for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Destination {
     /// The gradient of layer `j`'s output; `accumulate` when another reader wrote it first.
@@ -161,6 +160,14 @@ pub(crate) fn build<'a>(
         )
     });
     let heads = heads(&output_gradient, plan);
+    let mut distinct = heads.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() != heads.len() {
+        return Err(Error::InvalidArgument(
+            "a loss names a head twice; give it one weight".into(),
+        ));
+    }
     if let Some(&bad) = heads.iter().find(|&&h| h >= plan.len()) {
         return Err(Error::Internal(format!(
             "a loss head at layer {bad} of {}",
@@ -184,7 +191,12 @@ pub(crate) fn build<'a>(
         .collect();
 
     // Every edge's destination, walking the layers backward.
+    // The loss's dispatches write the heads' gradients before any layer's backward: a layer
+    // that reads a head adds to it.
     let mut written = vec![false; plan.len()];
+    for &head in &heads {
+        written[head] = true;
+    }
     let mut input_written = false;
     let mut destinations: Vec<Vec<Option<Destination>>> = vec![Vec::new(); plan.len()];
     for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {

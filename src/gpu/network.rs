@@ -1,8 +1,10 @@
 //! A planned network on the GPU: every buffer, uniform and bind group created once, so that a
 //! forward (or forward-backward) pass is one command buffer of dispatches and nothing else.
 //!
-//! Activations are NCHW, one buffer per layer output, all kept (the backward pass reads them,
-//! and `check` reads any layer back). Weights are repacked at upload into the layouts the kernels
+//! Activations are NCHW, one buffer per layer output, kept for the backward pass and for reading
+//! back (`check` reads every layer), except that a network built with
+//! [`Keep::WhatBackwardReads`] shares the buffers of outputs only later forwards read. Weights
+//! are repacked at upload into the layouts the kernels
 //! read as vec4s; parameter gradients are computed in the same layouts and unpacked to PyTorch's
 //! only when read back.
 

@@ -301,6 +301,13 @@ pub fn check_plan(plan: &[LayerPlan]) -> Result<()> {
         if layer.sources.first().map(|&(_, dims)| dims) != Some(layer.input) {
             return bad(format!("layer {name}'s input is not its first source"));
         }
+        let many = matches!(layer.layer.kind, LayerKind::Add { .. } | LayerKind::Concat);
+        if layer.sources.len() != 1 && !many {
+            return bad(format!(
+                "layer {name} reads {} tensors; only additions and concatenations read several",
+                layer.sources.len()
+            ));
+        }
         for &(source, dims) in &layer.sources {
             let produced = match source {
                 Source::Input => input,

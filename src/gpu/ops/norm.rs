@@ -154,6 +154,14 @@ pub(crate) fn training_forward(
     let (eps, relu) = eps_relu(layer)?;
     let channels = layer.output.channels;
     let (count, count_f32) = per_channel(layer)?;
+    if count < 2 {
+        // PyTorch refuses it too: the output would be the bias, every gradient zero.
+        return Err(crate::Error::InvalidArgument(format!(
+            "layer {name}: a batch norm trains on the statistics of each channel's values in the \
+             batch, and batch {} leaves it one; train with a larger batch or input",
+            layer.batch
+        )));
+    }
     let train = BatchNormTrainParams {
         batch: u32_of(layer.batch, "batch")?,
         channels: u32_of(channels, "channels")?,
@@ -162,12 +170,7 @@ pub(crate) fn training_forward(
         eps,
         lanes: lanes(layer),
         momentum: RUNNING_MOMENTUM,
-        // A single value per channel has no unbiased variance; PyTorch refuses it in training.
-        unbiased: if count > 1 {
-            count_f32 / (count_f32 - 1.0)
-        } else {
-            1.0
-        },
+        unbiased: count_f32 / (count_f32 - 1.0),
     };
     let workgroups = b.workgroups(name, [channel_groups(channels, train.lanes), 1, 1])?;
     let args = [input, &params.weights[0], batch_stats, output];
