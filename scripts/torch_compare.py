@@ -28,6 +28,7 @@ safetensors: `pip install torch torchvision numpy safetensors`.
 """
 
 import argparse
+import copy
 import math
 import statistics
 import sys
@@ -165,6 +166,9 @@ def main():
     p.add_argument("--logits", help="convnet run's --output, to compare with")
     p.add_argument("--grads", help="convnet run's --grads, to compare with (training mode)")
     p.add_argument("--labels", help=".npy [N] int64/int32: cross-entropy instead of l2_loss")
+    p.add_argument("--f64", action="store_true",
+                   help="with --grads: also run the network in float64 and report, per gradient, "
+                        "convnet's and PyTorch's own f32 distance from it, and their ratio")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--pass", dest="passes", choices=["forward", "forward-backward", "both"],
                    default="forward")
@@ -205,6 +209,27 @@ def main():
                 worst = max(worst, (relative, name))
                 failed |= relative > 1e-3
         print(f"largest relative gradient difference: {worst[0]:.3e} ({worst[1]})")
+        if args.f64:
+            f32_grads = {n: p.grad.detach().cpu().numpy() for n, p in model.named_parameters()
+                         if p.grad is not None}
+            exact = copy.deepcopy(model).double()
+            exact.zero_grad()
+            training_loss(exact, x.double(), labels)[1].backward()
+            print("against float64 PyTorch (max |error| / max |f64|): convnet, PyTorch f32, ratio")
+            ratios = []
+            for name, param in exact.named_parameters():
+                if name not in theirs or param.grad is None:
+                    continue
+                reference = param.grad.cpu().numpy()
+                scale = np.abs(reference).max() or 1.0
+                ours = np.abs(theirs[name].numpy().astype(np.float64) - reference).max() / scale
+                torch32 = np.abs(f32_grads[name].astype(np.float64) - reference).max() / scale
+                ratio = ours / torch32 if torch32 > 0 else float("inf") if ours > 0 else 1.0
+                ratios.append((ratio, name, ours, torch32))
+                print(f"{name:<40} {ours:.3e} {torch32:.3e} {ratio:.2f}")
+            worst_ratio = max(ratios)
+            print(f"largest ratio to PyTorch's own f32 error: {worst_ratio[0]:.2f} ({worst_ratio[1]}: "
+                  f"{worst_ratio[2]:.3e} vs {worst_ratio[3]:.3e})")
         model.eval()
     elif args.logits:
         with torch.no_grad():
