@@ -190,6 +190,8 @@ pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
 /// Softmax cross-entropy with integer labels: each image's loss and the logits' gradient.
 pub const SOFTMAX_CROSS_ENTROPY: ShaderSource =
     shader!("softmax_cross_entropy.wgsl", "softmax_cross_entropy", []);
+/// A residual addition's backward: the output gradient (through the ReLU) to both inputs.
+pub const ADD_BACKWARD: ShaderSource = shader!("add_backward.wgsl", "add_backward", []);
 /// Copies a gradient or adds it into another (a tensor that several layers read).
 pub const ADD_GRADIENT: ShaderSource = shader!("add_gradient.wgsl", "add_gradient", []);
 /// One input's slice of a channel concatenation's gradient, copied or added.
@@ -236,6 +238,7 @@ pub const ALL: &[ShaderSource] = &[
     BATCH_NORM_BACKWARD,
     ADAPTIVE_AVG_POOL_BACKWARD,
     SOFTMAX_CROSS_ENTROPY,
+    ADD_BACKWARD,
     ADD_GRADIENT,
     CONCAT_BACKWARD,
     ADD_FORWARD,

@@ -430,3 +430,39 @@ fn a_batch_norm_over_one_value_per_channel_is_refused_in_training() {
     GpuNetwork::new(ctx, &plan, &params).unwrap();
     GpuNetwork::with_gradients(ctx, &network.plan(2).unwrap(), &params).unwrap();
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn a_tensor_added_to_itself_gets_both_gradients() {
+    // `twice = relu(a + a)`: both of the addition's gradients go to `a` (copied, then added),
+    // the path the one-pass add backward leaves to the general one.
+    let input = common::dims(2, 3, 5);
+    let layers = vec![
+        Layer::new(
+            "a",
+            LayerKind::Conv2d {
+                out_channels: 3,
+                window: Window::square(3, 1, Padding::Same),
+                groups: 1,
+                relu: false,
+                bias: true,
+            },
+        ),
+        Layer::new("twice", LayerKind::Add { relu: true }).reading(&["a", "a"]),
+        Layer::new(
+            "fc",
+            LayerKind::Linear {
+                out_features: 2,
+                relu: false,
+            },
+        ),
+    ];
+    let network = Network::new("x + x", input, layers);
+    let params = common::random_weights(&network, 21);
+    let plan = network.plan(3).unwrap();
+    let x = random(3 * input.len(), 22);
+    for ctx in contexts() {
+        let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+        assert_trains_as_the_reference(&net, &params, &x, &ctx.describe());
+    }
+}

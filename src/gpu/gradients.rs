@@ -370,24 +370,15 @@ fn layer_backward(
         .copied()
         .ok_or_else(|| Error::Internal(format!("layer {name} reads no tensor")))?;
     match layer.layer.kind {
-        LayerKind::Add { relu } => {
-            if relu {
-                let buffers = BackwardBuffers {
-                    input: first_source,
-                    output: step.output,
-                    grad_output: step.grad_output,
-                    grad_input: None,
-                    argmax: None,
-                };
-                dispatches.push(elementwise::relu_backward(b, layer, &buffers)?);
-            }
-            let len = layer.batch * layer.output.len();
-            for &target in step.targets.iter().flatten() {
-                let label = format!("{name} backward");
-                let grad = step.grad_output;
-                dispatches.push(elementwise::add_gradient(b, &label, len, grad, target)?);
-            }
-            return Ok(dispatches);
+        LayerKind::Add { .. } => {
+            let buffers = BackwardBuffers {
+                input: first_source,
+                output: step.output,
+                grad_output: step.grad_output,
+                grad_input: None,
+                argmax: None,
+            };
+            return elementwise::add_backward(b, layer, &buffers, step.targets);
         }
         LayerKind::Concat => {
             let grad = step.grad_output;

@@ -61,6 +61,16 @@ kernel_params! {
 }
 
 kernel_params! {
+    /// add_backward's parameters.
+    pub(crate) struct AddBackwardParams {
+        len: u32,
+        relu: u32,
+        accumulate_first: u32,
+        accumulate_second: u32,
+    }
+}
+
+kernel_params! {
     /// concat_backward's parameters: one input's slice of the output gradient.
     pub(crate) struct ConcatBackwardParams {
         len: u32,
@@ -79,6 +89,7 @@ const BIAS_BACKWARD: KernelDef<BiasBackwardParams> = KernelDef::flat(shaders::BI
 const ADD_FORWARD: KernelDef<AddParams> = KernelDef::flat(shaders::ADD_FORWARD);
 const CONCAT_FORWARD: KernelDef<ConcatParams> = KernelDef::flat(shaders::CONCAT_FORWARD);
 const ADD_GRADIENT: KernelDef<AddGradientParams> = KernelDef::flat(shaders::ADD_GRADIENT);
+const ADD_BACKWARD: KernelDef<AddBackwardParams> = KernelDef::flat(shaders::ADD_BACKWARD);
 const CONCAT_BACKWARD: KernelDef<ConcatBackwardParams> = KernelDef::flat(shaders::CONCAT_BACKWARD);
 
 #[cfg(test)]
@@ -89,6 +100,7 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         ADD_FORWARD.contract(),
         CONCAT_FORWARD.contract(),
         ADD_GRADIENT.contract(),
+        ADD_BACKWARD.contract(),
         CONCAT_BACKWARD.contract(),
     ]
 }
@@ -254,6 +266,54 @@ pub(crate) fn concat_backward(
         let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
         let args = [grad_output, target.buffer];
         dispatches.push(b.dispatch(&label, &CONCAT_BACKWARD, &params, &args, workgroups));
+    }
+    Ok(dispatches)
+}
+
+/// The dispatches of a residual addition's backward: its output gradient, through the fused
+/// ReLU, to each input's target. Two distinct targets (the usual case) take one pass; otherwise
+/// (an input added to itself, an input whose gradient nobody needs) the ReLU's backward runs in
+/// place on the output gradient, then one copy or addition per target.
+pub(crate) fn add_backward(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    buf: &BackwardBuffers,
+    targets: &[Option<GradientTarget>],
+) -> Result<Vec<Dispatch>> {
+    let name = &layer.layer.name;
+    let relu = matches!(
+        layer.layer.kind,
+        crate::model::LayerKind::Add { relu: true }
+    );
+    let len = layer.batch * layer.output.len();
+    let label = format!("{name} backward");
+    if let [Some(first), Some(second)] = targets {
+        if first.buffer != second.buffer {
+            let params = AddBackwardParams {
+                len: u32_of(len, "addition size")?,
+                relu: u32::from(relu),
+                accumulate_first: u32::from(first.accumulate),
+                accumulate_second: u32::from(second.accumulate),
+            };
+            // Without ReLU the output is not read: the output gradient stands in for it.
+            let output = if relu { buf.output } else { buf.grad_output };
+            let args = [output, buf.grad_output, first.buffer, second.buffer];
+            let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+            return Ok(vec![b.dispatch(
+                &label,
+                &ADD_BACKWARD,
+                &params,
+                &args,
+                workgroups,
+            )]);
+        }
+    }
+    let mut dispatches = Vec::new();
+    if relu {
+        dispatches.push(relu_backward(b, layer, buf)?);
+    }
+    for &target in targets.iter().flatten() {
+        dispatches.push(add_gradient(b, &label, len, buf.grad_output, target)?);
     }
     Ok(dispatches)
 }
