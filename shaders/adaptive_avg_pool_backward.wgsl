@@ -1,19 +1,8 @@
 // Adaptive average pooling backward, NCHW, as a gather: every input receives, from each output
 // cell that averaged it, that cell's gradient divided by the cell's size. Cell i of n covers rows
-// floor(i * H / n) .. ceil((i + 1) * H / n) (see adaptive_avg_pool_forward.wgsl), so row y lies
-// in cells floor(y * n / H) .. ceil((y + 1) * n / H) (cells overlap where n does not divide H).
-// One input per invocation.
-
-struct Params {
-    planes: u32, // batch * channels
-    in_height: u32,
-    in_width: u32,
-    out_height: u32,
-    out_width: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// floor(i * H / n) .. ceil((i + 1) * H / n) (shaders/common/adaptive_pool_cells.wgsl), so row y
+// lies in cells floor(y * n / H) .. ceil((y + 1) * n / H) (cells overlap where n does not divide
+// H). One input per invocation.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
@@ -22,11 +11,6 @@ struct Params {
 // The cells' range [first, end) covering position `i` of `size`, for `cells` cells.
 fn covering_cells(i: u32, size: u32, cells: u32) -> vec2<u32> {
     return vec2<u32>(i * cells / size, ((i + 1u) * cells + size - 1u) / size);
-}
-
-// The number of positions cell `i` of `cells` covers along a dimension of `size`.
-fn cell_size(i: u32, size: u32, cells: u32) -> u32 {
-    return ((i + 1u) * size + cells - 1u) / cells - i * size / cells;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -46,9 +30,11 @@ fn adaptive_avg_pool_backward(
     let columns = covering_cells(x, params.in_width, params.out_width);
     var total = 0.0;
     for (var oy = rows.x; oy < rows.y; oy++) {
-        let height = cell_size(oy, params.in_height, params.out_height);
+        let rows_covered = cell(oy, params.in_height, params.out_height);
+        let height = rows_covered.y - rows_covered.x;
         for (var ox = columns.x; ox < columns.y; ox++) {
-            let width = cell_size(ox, params.in_width, params.out_width);
+            let columns_covered = cell(ox, params.in_width, params.out_width);
+            let width = columns_covered.y - columns_covered.x;
             let at = (plane * params.out_height + oy) * params.out_width + ox;
             total += grad_output[at] / f32(height * width);
         }

@@ -33,15 +33,12 @@ fn batch_norm_train_forward(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    // REDUCTION / lanes channels per workgroup, `lanes` invocations each: few values per channel
-    // (ResNet's last stage) take few lanes, so that workgroups are not mostly idle.
     let lanes = params.lanes;
-    let lane = local % lanes;
     let channels = params.channels;
-    let c = min(group.x * (REDUCTION / lanes) + local / lanes, channels - 1u);
-    // Past the last channel (the last workgroup's spare segments) an invocation redoes the
-    // last channel's sums for the barriers' sake and writes nothing.
-    let writes = group.x * (REDUCTION / lanes) + local / lanes < channels;
+    let segment = channel_segment(group.x, local, lanes, channels);
+    let c = segment.channel;
+    let lane = segment.lane;
+    let writes = segment.writes;
     let plane = params.plane;
     // Image by image, the invocations stride over the channel's plane: consecutive invocations
     // read consecutive values, and no index needs a division.

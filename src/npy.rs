@@ -30,12 +30,12 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Decodes `.npy` bytes; the error is one line saying what is wrong with them.
 pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
-    match parse(bytes, 1)?.0.as_str() {
+    match parse(bytes, None)?.0.as_str() {
         "<f4" => {}
         ">f4" => return Err("big-endian data ('>f4'); write it little-endian ('<f4')".into()),
         other => return Err(format!("dtype {other:?} is not f32 ('<f4')")),
     }
-    let (_, shape, data) = parse(bytes, 4)?;
+    let (_, shape, data) = parse(bytes, Some(4))?;
     let data = data
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -52,7 +52,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
 
 /// Decodes `.npy` bytes of labels (see [`read_labels`]).
 pub fn decode_labels(bytes: &[u8]) -> std::result::Result<Vec<usize>, String> {
-    let descr = parse(bytes, 1)?.0;
+    let descr = parse(bytes, None)?.0;
     let width = match descr.as_str() {
         "<i8" => 8,
         "<i4" => 4,
@@ -62,7 +62,7 @@ pub fn decode_labels(bytes: &[u8]) -> std::result::Result<Vec<usize>, String> {
             ))
         }
     };
-    let (_, shape, data) = parse(bytes, width)?;
+    let (_, shape, data) = parse(bytes, Some(width))?;
     if shape.len() != 1 {
         return Err(format!(
             "labels of shape {shape:?}; one label per image, shape [N]"
@@ -81,9 +81,13 @@ pub fn decode_labels(bytes: &[u8]) -> std::result::Result<Vec<usize>, String> {
         .collect()
 }
 
-/// The header's dtype, the shape, and the data bytes (checked to hold the shape's count of
-/// `width`-byte values), of a C-order `.npy` file.
-fn parse(bytes: &[u8], width: usize) -> std::result::Result<(String, Vec<usize>, &[u8]), String> {
+/// The header's dtype, the shape, and the data bytes of a C-order `.npy` file; with `width`, the
+/// data checked to hold the shape's count of `width`-byte values (without, only the header is
+/// read: the dtype decides the width).
+fn parse(
+    bytes: &[u8],
+    width: Option<usize>,
+) -> std::result::Result<(String, Vec<usize>, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -113,13 +117,14 @@ fn parse(bytes: &[u8], width: usize) -> std::result::Result<(String, Vec<usize>,
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or("shape is absurdly large")?;
     let data = &bytes[data_start..];
-    // Only the dtype is wanted (width 1): any data length passes.
-    if width > 1 && count.checked_mul(width) != Some(data.len()) {
-        return Err(format!(
-            "shape {shape:?} needs {} bytes of data, the file holds {}",
-            count.saturating_mul(width),
-            data.len()
-        ));
+    if let Some(width) = width {
+        if count.checked_mul(width) != Some(data.len()) {
+            return Err(format!(
+                "shape {shape:?} needs {} bytes of data, the file holds {}",
+                count.saturating_mul(width),
+                data.len()
+            ));
+        }
     }
     Ok((descr, shape, data))
 }

@@ -162,7 +162,7 @@ pub const MAX_POOL_BACKWARD: ShaderSource =
 pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
     "adaptive_avg_pool_forward.wgsl",
     "adaptive_avg_pool_forward",
-    []
+    ["adaptive_pool_cells.wgsl"]
 );
 /// Batch normalisation at inference, from running statistics, with optional ReLU.
 pub const BATCH_NORM_FORWARD: ShaderSource =
@@ -185,7 +185,7 @@ pub const BATCH_NORM_BACKWARD: ShaderSource = shader!(
 pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
     "adaptive_avg_pool_backward.wgsl",
     "adaptive_avg_pool_backward",
-    []
+    ["adaptive_pool_cells.wgsl"]
 );
 /// Softmax cross-entropy with integer labels: each image's loss and the logits' gradient.
 pub const SOFTMAX_CROSS_ENTROPY: ShaderSource =

@@ -254,6 +254,13 @@ impl Weights {
         Ok(Weights { tensors })
     }
 
+    /// The name of the first tensor (in the network's order) holding a NaN or an infinity.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.iter()
+            .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+            .map(|(name, _)| name)
+    }
+
     /// Tensors in the network's order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.tensors.iter().map(|(n, t)| (n.as_str(), t))

@@ -21,3 +21,19 @@ fn segment_sum(local: u32, lanes: u32, value: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
     return total;
 }
+
+// An invocation's place among the channels a workgroup sums: REDUCTION / lanes channels per
+// workgroup, `lanes` invocations each (few values per channel, as in ResNet's last stage, take
+// few lanes, so that workgroups are not mostly idle).
+struct Segment {
+    channel: u32,
+    lane: u32,
+    // False past the last channel (the last workgroup's spare segments): such an invocation
+    // redoes the last channel's sums for the barriers' sake and writes nothing.
+    writes: bool,
+}
+
+fn channel_segment(group: u32, local: u32, lanes: u32, channels: u32) -> Segment {
+    let channel = group * (REDUCTION / lanes) + local / lanes;
+    return Segment(min(channel, channels - 1u), local % lanes, channel < channels);
+}

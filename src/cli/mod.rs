@@ -459,13 +459,8 @@ impl LossArgs {
                 labels.len()
             );
         }
-        let classes = plan.last().map_or(0, |l| l.output.len());
-        if let Some((i, label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-            anyhow::bail!(
-                "{}: label {label} of image {i} is not one of the {classes} classes",
-                path.display()
-            );
-        }
+        loss.check_labels(plan, &labels)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok((loss, Some(labels)))
     }
 }

@@ -58,10 +58,7 @@ pub(crate) fn run(
         anyhow::bail!("the logits hold non-finite values (first at index {bad}); nothing written");
     }
     if let (Some(path), Some(gradients)) = (grads, &gradients) {
-        if let Some((name, _)) = gradients
-            .iter()
-            .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
-        {
+        if let Some(name) = gradients.first_non_finite() {
             anyhow::bail!(
                 "gradient {name} holds non-finite values; {} not written",
                 path.display()

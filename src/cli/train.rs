@@ -112,11 +112,10 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
 /// The first tensor of the last step that holds a non-finite value: a layer's output, else a
 /// gradient, else a weight after the update.
 fn first_non_finite(net: &GpuNetwork) -> anyhow::Result<String> {
-    let non_finite = |v: &[f32]| v.iter().any(|x| !x.is_finite());
     for (i, layer) in net.plan().iter().enumerate() {
         // Outputs the network does not keep cannot be read back; the next kept one tells.
         if let Ok(output) = net.read_layer(i) {
-            if non_finite(&output) {
+            if output.iter().any(|x| !x.is_finite()) {
                 return Ok(format!(
                     "first non-finite: layer {}'s output",
                     layer.layer.name
@@ -124,13 +123,11 @@ fn first_non_finite(net: &GpuNetwork) -> anyhow::Result<String> {
             }
         }
     }
-    for (kind, tensors) in [
-        ("gradient of", net.read_gradients()?),
-        ("", net.read_weights()?),
-    ] {
-        if let Some((name, _)) = tensors.iter().find(|(_, t)| non_finite(&t.data)) {
-            return Ok(format!("first non-finite: {kind} {name}").replace(":  ", ": "));
-        }
+    if let Some(name) = net.read_gradients()?.first_non_finite() {
+        return Ok(format!("first non-finite: the gradient of {name}"));
+    }
+    if let Some(name) = net.read_weights()?.first_non_finite() {
+        return Ok(format!("first non-finite: {name}"));
     }
     Ok("every tensor read back is finite".into())
 }

@@ -254,14 +254,7 @@ pub(crate) fn build<'a>(
                 })
             })
             .collect();
-        let sources: Vec<&wgpu::Buffer> = layer
-            .sources
-            .iter()
-            .map(|(source, _)| match source {
-                Source::Input => input,
-                Source::Layer(j) => &outputs[*j],
-            })
-            .collect();
+        let sources = ops::source_buffers(layer, input, outputs);
         let step = Step {
             index: i,
             layer,

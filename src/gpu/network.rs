@@ -13,7 +13,7 @@ use crate::gpu::builder::{Builder, MemoryUse, Pooled, Purpose};
 use crate::gpu::context::GpuContext;
 use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
 use crate::gpu::kernel::{encode_pass, Dispatch};
-use crate::gpu::ops::{conv, elementwise, linear, lrn, norm, pool};
+use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedWeights, Packing};
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
@@ -53,7 +53,7 @@ impl<'a> GpuNetwork<'a> {
     /// Refuses, with the numbers, any activation larger than one storage binding; splits a
     /// linear layer whose weight is larger into column slices.
     pub fn new(ctx: &'a GpuContext, plan: &[LayerPlan], weights: &Weights) -> Result<Self> {
-        ctx.scoped("network setup", |_| build(ctx, plan, weights, None))?
+        build(ctx, plan, weights, None)
     }
 
     /// As [`GpuNetwork::new`], plus everything the backward pass of `l2_loss(last output)` needs.
@@ -81,9 +81,7 @@ impl<'a> GpuNetwork<'a> {
             input_gradient: false,
             keep,
         };
-        ctx.scoped("network setup", |_| {
-            build(ctx, plan, weights, Some(training))
-        })?
+        build(ctx, plan, weights, Some(training))
     }
 
     /// As [`GpuNetwork::with_gradients`], and the gradient of the input too (which a network's
@@ -99,9 +97,7 @@ impl<'a> GpuNetwork<'a> {
             input_gradient: true,
             keep: Keep::Everything,
         };
-        ctx.scoped("network setup", |_| {
-            build(ctx, plan, weights, Some(training))
-        })?
+        build(ctx, plan, weights, Some(training))
     }
 
     /// Runs the backward pass alone (after a forward pass) and waits for the GPU.
@@ -128,9 +124,7 @@ impl<'a> GpuNetwork<'a> {
             input_gradient: !first,
             keep: Keep::Everything,
         };
-        ctx.scoped("network setup", |_| {
-            build(ctx, plan, weights, Some(training))
-        })?
+        build(ctx, plan, weights, Some(training))
     }
 
     /// The plan this network runs.
@@ -181,22 +175,7 @@ impl<'a> GpuNetwork<'a> {
                 "labels are for a network trained with cross-entropy".into(),
             ));
         };
-        let batch = self.plan[0].batch;
-        if labels.len() != batch {
-            return Err(Error::InvalidArgument(format!(
-                "{} labels for a batch of {batch} images",
-                labels.len()
-            )));
-        }
-        let classes = (loss.heads.iter())
-            .map(|&(head, _)| self.plan[head].output.len())
-            .min()
-            .unwrap_or(0);
-        if let Some((i, label)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
-            return Err(Error::InvalidArgument(format!(
-                "label {label} of image {i} is not one of the {classes} classes"
-            )));
-        }
+        loss.check_labels(&self.plan, labels)?;
         let labels: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
         self.ctx.scoped("labels upload", |ctx| {
             ctx.queue()
@@ -533,7 +512,19 @@ fn read_by_backward(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
     kept
 }
 
+/// Builds a network (for training, when `training` says what), GPU errors caught in a scope.
 fn build<'a>(
+    ctx: &'a GpuContext,
+    plan: &[LayerPlan],
+    weights: &Weights,
+    training: Option<Training>,
+) -> Result<GpuNetwork<'a>> {
+    ctx.scoped("network setup", |_| {
+        build_unscoped(ctx, plan, weights, training)
+    })?
+}
+
+fn build_unscoped<'a>(
     ctx: &'a GpuContext,
     plan: &[LayerPlan],
     weights: &Weights,
@@ -606,14 +597,7 @@ fn build<'a>(
             transient[index] = Some(pooled);
             buffer
         };
-        let sources: Vec<&wgpu::Buffer> = layer
-            .sources
-            .iter()
-            .map(|(source, _)| match source {
-                Source::Input => &input,
-                Source::Layer(j) => &outputs[*j],
-            })
-            .collect();
+        let sources = ops::source_buffers(layer, &input, &outputs);
         let layer_params = packing::upload(&mut b, index, layer, weights)?;
         // Training records where each pooling window's maximum lies, for the backward pass.
         let maxima = (trains && matches!(layer.layer.kind, LayerKind::MaxPool { .. })).then(|| {

@@ -6,6 +6,7 @@
 //! adds each head's loss at [`AUX_LOSS_WEIGHT`], as the GoogLeNet paper trains it.
 
 use super::{LayerKind, LayerPlan};
+use crate::error::{Error, Result};
 
 /// The weight of an auxiliary head's loss in the total (the GoogLeNet paper's 0.3).
 pub const AUX_LOSS_WEIGHT: f32 = 0.3;
@@ -53,5 +54,28 @@ impl Loss {
             }
         }
         loss
+    }
+
+    /// Checks labels for cross-entropy over `plan`'s heads: one per image of the batch, each one
+    /// of every head's classes.
+    pub fn check_labels(&self, plan: &[LayerPlan], labels: &[usize]) -> Result<()> {
+        let batch = plan.first().map_or(0, |l| l.batch);
+        if labels.len() != batch {
+            return Err(Error::InvalidArgument(format!(
+                "{} labels for a batch of {batch} images",
+                labels.len()
+            )));
+        }
+        let classes = (self.heads.iter())
+            .filter_map(|&(head, _)| plan.get(head))
+            .map(|l| l.output.len())
+            .min()
+            .unwrap_or(0);
+        match labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+            Some((i, label)) => Err(Error::InvalidArgument(format!(
+                "label {label} of image {i} is not one of the {classes} classes"
+            ))),
+            None => Ok(()),
+        }
     }
 }

@@ -22,6 +22,7 @@ pub(crate) mod pool;
 
 use crate::error::Result;
 use crate::gpu::builder::Builder;
+use crate::model::{LayerPlan, Source};
 
 use crate::shaders::{TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
@@ -38,6 +39,20 @@ pub(crate) struct BackwardBuffers<'b> {
     pub grad_input: Option<&'b wgpu::Buffer>,
     /// A max pool's window maxima positions, recorded by the training forward pass.
     pub argmax: Option<&'b wgpu::Buffer>,
+}
+
+/// The buffers `layer` reads, in order: the network's input or earlier layers' outputs.
+pub(crate) fn source_buffers<'b>(
+    layer: &LayerPlan,
+    input: &'b wgpu::Buffer,
+    outputs: &'b [wgpu::Buffer],
+) -> Vec<&'b wgpu::Buffer> {
+    (layer.sources.iter())
+        .map(|(source, _)| match source {
+            Source::Input => input,
+            Source::Layer(j) => &outputs[*j],
+        })
+        .collect()
 }
 
 /// The error that the adapter's limits cannot run a workgroup-tiled kernel (where one was

@@ -25,7 +25,8 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// adaptive_avg_pool_forward's parameters.
+    /// adaptive_avg_pool_forward's and adaptive_avg_pool_backward's parameters
+    /// (shaders/common/adaptive_pool_cells.wgsl).
     pub(crate) struct AdaptiveAvgPoolParams {
         planes: u32,
         in_height: u32,
