@@ -13,6 +13,8 @@
 //!   ([`gpu::TwoDeviceNetwork`]);
 //! - [`weights`], [`npy`] and [`files`] read and write the file formats (safetensors weights,
 //!   `.npy` tensors) with one-line errors and no half-written outputs;
+//! - [`style`] describes neural style transfer's objective (and its CPU reference), which
+//!   [`gpu::StyleTransfer`] optimises on the GPU, and [`picture`] reads and writes its images;
 //! - [`bench`](mod@bench) and [`check`] are the two jobs the command line runs on top of all
 //!   that, and [`chart`] draws a profile.
 //!
@@ -44,8 +46,10 @@ pub mod fold;
 pub mod gpu;
 pub mod model;
 pub mod npy;
+pub mod picture;
 pub mod reference;
 pub mod shaders;
+pub mod style;
 pub mod table;
 pub mod watchdog;
 pub mod weights;

@@ -1083,6 +1083,100 @@ pub fn loss<T: Real>(
     Ok((total, grads))
 }
 
+/// The Gram matrix of one image's features `[channels][plane]` (row-major), normalised as
+/// style transfer uses it: `G = F F^T / (channels * plane)`, `[channels][channels]`.
+pub fn gram<T: Real>(features: &[T], channels: usize) -> Result<Vec<T>> {
+    if channels == 0 || features.len() % channels != 0 {
+        return Err(invalid(
+            "gram",
+            format!(
+                "{} values are not rows of {channels} channels",
+                features.len()
+            ),
+        ));
+    }
+    let plane = features.len() / channels;
+    let scale = T::one() / T::from_f32(features.len() as f32);
+    let mut g = vec![T::zero(); channels * channels];
+    for i in 0..channels {
+        for j in 0..channels {
+            let (fi, fj) = (
+                &features[i * plane..(i + 1) * plane],
+                &features[j * plane..(j + 1) * plane],
+            );
+            g[i * channels + j] = fi.iter().zip(fj).map(|(&a, &b)| a * b).sum::<T>() * scale;
+        }
+    }
+    Ok(g)
+}
+
+/// The mean squared difference `mean((a - b)^2)` and its gradient with respect to `a`,
+/// `2 (a - b) / len`: style transfer's content loss (features against the content image's) and
+/// style loss (Gram matrices against the style image's).
+pub fn mse<T: Real>(a: &[T], b: &[T]) -> Result<(T, Vec<T>)> {
+    check_len("mse", "the target", b.len(), a.len())?;
+    let n = T::from_f32(a.len() as f32);
+    let two = T::one() + T::one();
+    let loss = a.iter().zip(b).map(|(&x, &y)| (x - y) * (x - y)).sum::<T>() / n;
+    let grad = a.iter().zip(b).map(|(&x, &y)| two * (x - y) / n).collect();
+    Ok((loss, grad))
+}
+
+/// The gradient with respect to the features `[channels][plane]` of a loss whose gradient with
+/// respect to their Gram matrix ([`gram`]) is `grad_gram`: `(dG + dG^T) F / (channels * plane)`.
+pub fn gram_backward<T: Real>(features: &[T], channels: usize, grad_gram: &[T]) -> Result<Vec<T>> {
+    check_len(
+        "gram_backward",
+        "grad_gram",
+        grad_gram.len(),
+        channels * channels,
+    )?;
+    let plane = features.len() / channels.max(1);
+    let scale = T::one() / T::from_f32(features.len() as f32);
+    let mut grad = vec![T::zero(); features.len()];
+    for i in 0..channels {
+        for j in 0..channels {
+            let d = (grad_gram[i * channels + j] + grad_gram[j * channels + i]) * scale;
+            for p in 0..plane {
+                grad[i * plane + p] = grad[i * plane + p] + d * features[j * plane + p];
+            }
+        }
+    }
+    Ok(grad)
+}
+
+/// Total variation of images `[channels][height][width]`: the sum of the squared differences
+/// between every pixel and its right and lower neighbours (a smoothness prior on the image
+/// style transfer optimises), and its gradient.
+pub fn total_variation<T: Real>(image: &[T], dims: Dims) -> Result<(T, Vec<T>)> {
+    check_len("total_variation", "the image", image.len(), dims.len())?;
+    let (h, w) = (dims.height, dims.width);
+    let two = T::one() + T::one();
+    let mut loss = T::zero();
+    let mut grad = vec![T::zero(); image.len()];
+    for c in 0..dims.channels {
+        for y in 0..h {
+            for x in 0..w {
+                let at = (c * h + y) * w + x;
+                let mut neighbours = Vec::with_capacity(2);
+                if y + 1 < h {
+                    neighbours.push(at + w);
+                }
+                if x + 1 < w {
+                    neighbours.push(at + 1);
+                }
+                for next in neighbours {
+                    let d = image[next] - image[at];
+                    loss = loss + d * d;
+                    grad[next] = grad[next] + two * d;
+                    grad[at] = grad[at] - two * d;
+                }
+            }
+        }
+    }
+    Ok((loss, grad))
+}
+
 /// A network's parameters in the reference's float type, in the network's order.
 #[derive(Clone, Debug)]
 pub struct Parameters<T> {
@@ -1362,6 +1456,34 @@ pub fn backward_from_heads<T: Real>(
     forward: &TrainingForward<T>,
     head_grads: &[(usize, Vec<T>)],
 ) -> Result<Vec<(String, Vec<T>)>> {
+    let (parameters, _) = backward_heads(plan, params, input, forward, head_grads, false)?;
+    Ok(parameters)
+}
+
+/// As [`backward_from_heads`], and the gradient of the network's input too (style transfer
+/// optimises the image): the parameter gradients, then the input's.
+pub fn backward_to_input<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    forward: &TrainingForward<T>,
+    head_grads: &[(usize, Vec<T>)],
+) -> Result<(Vec<(String, Vec<T>)>, Vec<T>)> {
+    let (parameters, grad_input) = backward_heads(plan, params, input, forward, head_grads, true)?;
+    let grad_input = grad_input.unwrap_or_else(|| vec![T::zero(); input.len()]);
+    Ok((parameters, grad_input))
+}
+
+/// The backward pass of [`backward_from_heads`]; with `input_gradient`, also the gradient of
+/// the network's input (`None` when no layer that reads it reaches a head).
+fn backward_heads<T: Real>(
+    plan: &[LayerPlan],
+    params: &Parameters<T>,
+    input: &[T],
+    forward: &TrainingForward<T>,
+    head_grads: &[(usize, Vec<T>)],
+    input_gradient: bool,
+) -> Result<(Vec<(String, Vec<T>)>, Option<Vec<T>>)> {
     const OP: &str = "backward_training";
     crate::model::check_plan(plan)?;
     check_len(OP, "the list of outputs", forward.outputs.len(), plan.len())?;
@@ -1379,6 +1501,7 @@ pub fn backward_from_heads<T: Real>(
         }
     }
     let mut parameters: Vec<(String, Vec<T>)> = Vec::new();
+    let mut grad_input: Option<Vec<T>> = None;
     for (i, layer) in plan.iter().enumerate().rev() {
         // A layer whose output reaches no loss (an auxiliary head the loss leaves out) has
         // no gradient.
@@ -1386,10 +1509,11 @@ pub fn backward_from_heads<T: Real>(
         let name = &layer.layer.name;
         let inputs = sources_of(layer, input, &forward.outputs);
         let output = &forward.outputs[i];
-        let reads_layers = layer
-            .sources
-            .iter()
-            .any(|(s, _)| matches!(s, Source::Layer(_)));
+        let reads_layers = input_gradient
+            || layer
+                .sources
+                .iter()
+                .any(|(s, _)| matches!(s, Source::Layer(_)));
         let to_sources: Vec<Vec<T>> = match layer.layer.kind {
             LayerKind::BatchNorm { eps, relu } => {
                 let norm = forward.batch_norms[i].as_ref().ok_or_else(|| {
@@ -1431,16 +1555,19 @@ pub fn backward_from_heads<T: Real>(
             }
         };
         for ((source, _), d) in layer.sources.iter().zip(to_sources) {
-            if let Source::Layer(j) = *source {
-                match &mut grads[j] {
-                    Some(sum) => sum.iter_mut().zip(&d).for_each(|(s, &v)| *s = *s + v),
-                    slot @ None => *slot = Some(d),
-                }
+            let slot = match *source {
+                Source::Layer(j) => &mut grads[j],
+                Source::Input if input_gradient => &mut grad_input,
+                Source::Input => continue,
+            };
+            match slot {
+                Some(sum) => sum.iter_mut().zip(&d).for_each(|(s, &v)| *s = *s + v),
+                None => *slot = Some(d),
             }
         }
     }
     parameters.reverse();
-    Ok(parameters)
+    Ok((parameters, grad_input))
 }
 
 /// One layer's gradients: of its input (when asked for) and of its parameters.

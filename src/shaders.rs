@@ -206,6 +206,25 @@ pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_back
 pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward", []);
 /// One SGD step with momentum on a parameter buffer.
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd", []);
+/// Style transfer: a scaled difference of two tensors and its squared sum in chunks (the
+/// content and style losses and the gradients they start from).
+pub const SQUARED_DIFFERENCE: ShaderSource = shader!(
+    "squared_difference.wgsl",
+    "squared_difference",
+    ["workgroup_sum.wgsl"]
+);
+/// Ends a loss's reduction: the chunks' partial sums added into one weighted loss value.
+pub const SUM_TO_LOSS: ShaderSource =
+    shader!("sum_to_loss.wgsl", "sum_to_loss", ["workgroup_sum.wgsl"]);
+/// Style transfer: the image's gradient (the input's, through the normalisation, plus total
+/// variation's) and the total variation's partial sums.
+pub const IMAGE_GRADIENT: ShaderSource = shader!(
+    "image_gradient.wgsl",
+    "image_gradient",
+    ["workgroup_sum.wgsl"]
+);
+/// One Adam step on an image, clamped to [0, 1] and normalised into the network's input.
+pub const ADAM: ShaderSource = shader!("adam.wgsl", "adam", []);
 /// Measures the adapter's f32 FMA throughput.
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma", []);
 /// Measures the adapter's shader memory bandwidth.
@@ -246,6 +265,10 @@ pub const ALL: &[ShaderSource] = &[
     BIAS_BACKWARD,
     RELU_BACKWARD,
     SGD,
+    SQUARED_DIFFERENCE,
+    SUM_TO_LOSS,
+    IMAGE_GRADIENT,
+    ADAM,
     PEAK_FMA,
     PEAK_BANDWIDTH,
 ];

@@ -276,16 +276,33 @@ impl Weights {
     /// Decodes safetensors bytes for `network` with the checks of [`Weights::load`]; the error
     /// is one line saying what is wrong with them.
     pub fn decode(bytes: &[u8], network: &Network) -> std::result::Result<Self, String> {
+        Self::decode_part(bytes, network, network)
+    }
+
+    /// Loads the parameters of `part`, a piece of `whole` (VGG's feature layers, for style
+    /// transfer), from a file of `whole`'s parameters or of `part`'s alone: every tensor of
+    /// `part` present and checked as [`Weights::load`] checks them; `whole`'s others skipped.
+    pub fn load_part(path: &Path, part: &Network, whole: &Network) -> Result<Self> {
+        let bytes = files::read(path)?;
+        Self::decode_part(&bytes, part, whole).map_err(|message| Error::file(path, message))
+    }
+
+    fn decode_part(
+        bytes: &[u8],
+        network: &Network,
+        whole: &Network,
+    ) -> std::result::Result<Self, String> {
         let file = SafeTensors::deserialize(bytes)
             .map_err(|e| format!("not a valid safetensors file: {e}"))?;
         let expected = expected_shapes(network).map_err(|e| e.to_string())?;
+        let allowed = expected_shapes(whole).map_err(|e| e.to_string())?;
         for name in file.names() {
             let counter_of_a_norm = name.strip_suffix(BATCH_COUNTER).is_some_and(|layer| {
-                expected.iter().any(|(n, _, role)| {
+                allowed.iter().any(|(n, _, role)| {
                     *role == Role::NormMean && *n == format!("{layer}.running_mean")
                 })
             });
-            if !counter_of_a_norm && !expected.iter().any(|(n, _, _)| n == name) {
+            if !counter_of_a_norm && !allowed.iter().any(|(n, _, _)| n == name) {
                 // Debug-quoted: a name may hold any character, a newline included.
                 return Err(format!(
                     "holds tensor {name:?}, which {} does not have",

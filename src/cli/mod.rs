@@ -8,6 +8,7 @@ mod check;
 mod init;
 mod run;
 mod shapes;
+mod style;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,9 @@ pub(crate) enum Command {
     },
     /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
     Train(train::TrainArgs),
+    /// Neural style transfer on VGG: an image optimised to keep one image's content and take
+    /// another's style (Gatys et al.).
+    Style(Box<style::StyleArgs>),
 }
 
 /// Which network, and what a user may change about it.
@@ -291,6 +295,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             &loss,
         )?,
         Command::Train(args) => train::train(&args)?,
+        Command::Style(args) => style::style(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

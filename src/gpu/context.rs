@@ -465,6 +465,32 @@ impl GpuContext {
             .map(|r| r.total_allocated_bytes)
     }
 
+    /// A buffer the GPU copies results into and the CPU maps, made once so that a loop reading
+    /// a few values back every step allocates nothing (see [`GpuContext::read_staging`]).
+    pub(crate) fn staging_buffer(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len * 4).max(4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// The `len` f32 values a submitted copy left in `staging` (a
+    /// [`GpuContext::staging_buffer`]), once the GPU has written them.
+    pub(crate) fn read_staging(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        self.map(staging, wgpu::MapMode::Read, "readback")?;
+        let data = {
+            let view = staging
+                .slice(..(len * 4) as u64)
+                .get_mapped_range()
+                .map_err(|e| self.error("readback", e))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+
     /// Copies `len` f32 values from the start of `buffer` back to the CPU. Allocates a staging
     /// buffer, so it belongs outside any timed loop.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {

@@ -28,6 +28,9 @@ pub(crate) enum OutputGradient {
     /// Written into the last layer's gradient buffer by the caller before the backward pass (a
     /// later segment's input gradient, on a multi-device layout).
     External,
+    /// Written into these layers' gradient buffers by the caller's dispatches, recorded between
+    /// the forward and the backward pass (style transfer's losses of feature layers).
+    Heads(Vec<usize>),
 }
 
 /// What cross-entropy reads and leaves: the labels, and each head's per-image losses.
@@ -55,8 +58,9 @@ pub(crate) struct Gradients {
     pub shared: Vec<bool>,
     /// The gradient of the network's input, when it was asked for.
     pub input: Option<wgpu::Buffer>,
-    /// Parallel to the network's parameterised layers.
-    pub params: Vec<PackedGrads>,
+    /// Parallel to the network's parameterised layers (`None`: a convolution whose weights
+    /// stay fixed).
+    pub params: Vec<Option<PackedGrads>>,
 }
 
 impl Gradients {
@@ -104,6 +108,7 @@ pub(crate) fn heads(output_gradient: &OutputGradient, plan: &[LayerPlan]) -> Vec
     match output_gradient {
         OutputGradient::Loss(loss) => loss.heads.iter().map(|&(head, _)| head).collect(),
         OutputGradient::External => vec![plan.len().saturating_sub(1)],
+        OutputGradient::Heads(heads) => heads.clone(),
     }
 }
 
@@ -135,15 +140,25 @@ enum Destination {
     Input { accumulate: bool },
 }
 
-/// Builds the backward pass. `input_gradient` asks for the gradient of the network's input too
-/// (skipped otherwise: nobody needs the images' gradient).
+/// What a backward pass computes besides every output gradient on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    /// The gradient of the network's input (skipped otherwise: training needs no image's
+    /// gradient).
+    pub input: bool,
+    /// The convolutions' weight and bias gradients (skipped where the weights stay fixed, as
+    /// style transfer's do: a third of the backward pass's work).
+    pub conv_parameters: bool,
+}
+
+/// Builds the backward pass.
 pub(crate) fn build<'a>(
     b: &mut Builder<'a>,
     plan: &[LayerPlan],
     forward: ForwardBuffers,
     params: &[PackedWeights],
     output_gradient: OutputGradient,
-    input_gradient: bool,
+    wanted: Wanted,
 ) -> Result<Gradients> {
     let ForwardBuffers {
         input,
@@ -152,7 +167,7 @@ pub(crate) fn build<'a>(
         batch_stats,
     } = forward;
     let first = &plan[0];
-    let input_grad = input_gradient.then(|| {
+    let input_grad = wanted.input.then(|| {
         b.storage(
             "input gradient",
             first.batch * first.input.len(),
@@ -185,9 +200,14 @@ pub(crate) fn build<'a>(
             slot_of[head] = Some(slots.take(b, &label, gradient_len(head)));
         }
     }
-    let param_grads: Vec<PackedGrads> = params
+    // A convolution whose weights stay fixed has no gradient buffers.
+    let param_grads: Vec<Option<PackedGrads>> = params
         .iter()
-        .map(|p| PackedGrads::new(b, plan, p))
+        .map(|p| {
+            let frozen = !wanted.conv_parameters
+                && matches!(plan[p.layer].layer.kind, LayerKind::Conv2d { .. });
+            (!frozen).then(|| PackedGrads::new(b, plan, p))
+        })
         .collect();
 
     // Every edge's destination, walking the layers backward.
@@ -265,7 +285,9 @@ pub(crate) fn build<'a>(
             argmax: argmax[i].as_ref(),
             batch_stats: batch_stats[i].as_ref(),
         };
-        let layer_params = params.iter().zip(&param_grads).find(|(p, _)| p.layer == i);
+        let layer_params = (params.iter().zip(&param_grads))
+            .find(|(p, _)| p.layer == i)
+            .map(|(p, g)| (p, g.as_ref()));
         dispatches.extend(layer_backward(b, &step, layer_params)?);
         // Nothing after this layer's backward reads its output gradient again.
         slots.give_back(b, slot);
@@ -284,7 +306,7 @@ pub(crate) fn build<'a>(
         dispatches,
         loss: match output_gradient {
             OutputGradient::Loss(loss) => Some(loss),
-            OutputGradient::External => None,
+            OutputGradient::External | OutputGradient::Heads(_) => None,
         },
         cross_entropy,
         outputs: grads,
@@ -352,7 +374,7 @@ struct Step<'s> {
 fn layer_backward(
     b: &mut Builder,
     step: &Step,
-    params: Option<(&PackedWeights, &PackedGrads)>,
+    params: Option<(&PackedWeights, Option<&PackedGrads>)>,
 ) -> Result<Vec<Dispatch>> {
     let layer = step.layer;
     let name = &layer.layer.name;
@@ -398,8 +420,10 @@ fn layer_backward(
     };
     dispatches.extend(match (&layer.layer.kind, params) {
         (LayerKind::Conv2d { .. }, Some((p, g))) => conv::backward(b, layer, &buffers, p, g)?,
-        (LayerKind::Linear { .. }, Some((p, g))) => linear::backward(b, layer, &buffers, p, g)?,
-        (LayerKind::BatchNorm { .. }, Some((_, g))) => {
+        (LayerKind::Linear { .. }, Some((p, Some(g)))) => {
+            linear::backward(b, layer, &buffers, p, g)?
+        }
+        (LayerKind::BatchNorm { .. }, Some((_, Some(g)))) => {
             let stats = step.batch_stats.ok_or_else(|| {
                 Error::Internal(format!("batch norm {name} kept no batch statistics"))
             })?;

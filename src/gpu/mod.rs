@@ -3,8 +3,8 @@
 //!
 //! Dependencies run one way: `network` wires a plan's buffers and calls `ops` (forward) and
 //! `gradients` (backward, which calls `ops` too); `ops` build dispatches with `builder`, from
-//! kernels typed in `kernel`, on weights laid out by `packing`; `sgd`, `two_devices` and `placed`
-//! sit on top of `network`; `profile` and `peak` use only `context`, `builder` and `kernel`
+//! kernels typed in `kernel`, on weights laid out by `packing`; `sgd`, `style`, `two_devices` and
+//! `placed` sit on top of `network`; `profile` and `peak` use only `context`, `builder` and `kernel`
 //! (`network` calls `profile` to time its passes). See docs/design.md.
 
 mod builder;
@@ -18,6 +18,7 @@ mod peak;
 mod placed;
 mod profile;
 mod sgd;
+mod style;
 mod two_devices;
 mod variants;
 
@@ -28,6 +29,7 @@ pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
+pub use style::{AdamConfig, StyleImages, StyleTransfer};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 pub use variants::{KernelShape, LinearKernel, Variants};
 
@@ -87,6 +89,7 @@ mod tests {
         [
             super::ops::contracts(),
             super::sgd::contracts(),
+            super::ops::style::contracts(),
             super::peak::contracts(),
         ]
         .concat()

@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, MemoryUse, Pooled, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient};
+use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient, Wanted};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedWeights, Packing};
@@ -78,7 +78,10 @@ impl<'a> GpuNetwork<'a> {
     ) -> Result<Self> {
         let training = Training {
             output_gradient: OutputGradient::Loss(loss.clone()),
-            input_gradient: false,
+            wanted: Wanted {
+                input: false,
+                conv_parameters: true,
+            },
             keep,
         };
         build(ctx, plan, weights, Some(training))
@@ -94,7 +97,32 @@ impl<'a> GpuNetwork<'a> {
     ) -> Result<Self> {
         let training = Training {
             output_gradient: OutputGradient::Loss(Loss::main_head(LossKind::L2, plan)),
-            input_gradient: true,
+            wanted: Wanted {
+                input: true,
+                conv_parameters: true,
+            },
+            keep: Keep::Everything,
+        };
+        build(ctx, plan, weights, Some(training))
+    }
+
+    /// A network whose loss its caller computes from the outputs of `heads` (style transfer's
+    /// feature layers): the caller's dispatches write each head's output gradient (see
+    /// [`GpuNetwork::output_gradient_buffer`]) between the forward and the backward pass, which
+    /// computes the input's gradient and no weight gradients of its convolutions (the weights
+    /// stay fixed). Every output is kept.
+    pub(crate) fn for_input_gradient(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        heads: &[usize],
+    ) -> Result<Self> {
+        let training = Training {
+            output_gradient: OutputGradient::Heads(heads.to_vec()),
+            wanted: Wanted {
+                input: true,
+                conv_parameters: false,
+            },
             keep: Keep::Everything,
         };
         build(ctx, plan, weights, Some(training))
@@ -121,7 +149,10 @@ impl<'a> GpuNetwork<'a> {
         };
         let training = Training {
             output_gradient,
-            input_gradient: !first,
+            wanted: Wanted {
+                input: !first,
+                conv_parameters: true,
+            },
             keep: Keep::Everything,
         };
         build(ctx, plan, weights, Some(training))
@@ -238,6 +269,27 @@ impl<'a> GpuNetwork<'a> {
         &self.input
     }
 
+    /// Layer `index`'s output buffer (every network keeps its last layer's; one built with
+    /// [`Keep::Everything`] keeps every layer's).
+    pub(crate) fn output_buffer(&self, index: usize) -> Result<&wgpu::Buffer> {
+        self.layer(index)?;
+        Ok(&self.outputs[index])
+    }
+
+    /// The buffer of layer `index`'s output gradient, where it reaches the loss: for a loss
+    /// head of [`GpuNetwork::for_input_gradient`], where the caller writes it.
+    pub(crate) fn output_gradient_buffer(&self, index: usize) -> Result<&wgpu::Buffer> {
+        let layer = self.layer(index)?;
+        self.gradients_or_err()?.outputs[index]
+            .as_ref()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "layer {}'s output does not reach the loss",
+                    layer.layer.name
+                ))
+            })
+    }
+
     /// The last layer's output buffer.
     pub(crate) fn logits_buffer(&self) -> &wgpu::Buffer {
         self.outputs.last().expect("a planned network has layers")
@@ -259,7 +311,10 @@ impl<'a> GpuNetwork<'a> {
     pub(crate) fn parameter_buffers(&self) -> Result<Vec<(&str, &wgpu::Buffer, &wgpu::Buffer)>> {
         let gradients = self.gradients_or_err()?;
         let mut pairs = Vec::new();
-        for (params, grads) in self.params.iter().zip(&gradients.params) {
+        // Layers whose weights stay fixed have no gradients to pair with.
+        let trained =
+            (self.params.iter().zip(&gradients.params)).filter_map(|(p, g)| Some((p, g.as_ref()?)));
+        for (params, grads) in trained {
             let layer = &self.plan[params.layer].layer;
             let name = layer.name.as_str();
             // A batch norm's one buffer pairs with its [2][channels] gradient (see Packing::Norm).
@@ -384,7 +439,9 @@ impl<'a> GpuNetwork<'a> {
     pub fn read_gradients(&self) -> Result<Weights> {
         let gradients = self.gradients_or_err()?;
         let mut tensors = Vec::new();
-        for (params, grads) in self.params.iter().zip(&gradients.params) {
+        let trained =
+            (self.params.iter().zip(&gradients.params)).filter_map(|(p, g)| Some((p, g.as_ref()?)));
+        for (params, grads) in trained {
             let layer = &self.plan[params.layer];
             if let Packing::Norm = params.packing {
                 // [2][channels]: the weight's gradient, then the bias's.
@@ -473,8 +530,8 @@ impl<'a> GpuNetwork<'a> {
 /// What a network built for training computes and keeps.
 struct Training {
     output_gradient: OutputGradient,
-    /// The network input's gradient too.
-    input_gradient: bool,
+    /// What the backward pass computes besides the output gradients.
+    wanted: Wanted,
     keep: Keep,
 }
 
@@ -644,7 +701,7 @@ fn build_unscoped<'a>(
     let gradients = match training {
         Some(Training {
             output_gradient,
-            input_gradient,
+            wanted,
             ..
         }) => Some(Box::new(gradients::build(
             &mut b,
@@ -657,7 +714,7 @@ fn build_unscoped<'a>(
             },
             &params,
             output_gradient,
-            input_gradient,
+            wanted,
         )?)),
         None => None,
     };

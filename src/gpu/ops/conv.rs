@@ -366,7 +366,49 @@ pub(crate) fn backward(
     layer: &LayerPlan,
     buf: &BackwardBuffers,
     params: &PackedWeights,
+    grads: Option<&PackedGrads>,
+) -> Result<Vec<Dispatch>> {
+    let name = &layer.layer.name;
+    let Packing::Conv {
+        groups, packed_out, ..
+    } = params.packing
+    else {
+        return Err(Error::Internal(format!(
+            "{name}: a conv layer's weight is packed as a conv's"
+        )));
+    };
+    let variant = Variant::of(b)?;
+    let mut dispatches = Vec::new();
+    if let LayerKind::Conv2d { relu: true, .. } = layer.layer.kind {
+        dispatches.push(elementwise::relu_backward(b, layer, buf)?);
+    }
+    if let Some(grads) = grads {
+        dispatches.extend(parameter_gradients(b, layer, buf, params, grads, variant)?);
+    }
+    if let Some(grad_input) = buf.grad_input {
+        let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
+        dispatches.push(rotate);
+        dispatches.extend(input_gradient(
+            b,
+            variant,
+            layer,
+            buf.grad_output,
+            &rotated,
+            grad_input,
+        )?);
+    }
+    Ok(dispatches)
+}
+
+/// The dispatches of a convolution's weight gradient (and bias gradient, where it has a bias),
+/// from its input and its output gradient (through the ReLU mask already).
+fn parameter_gradients(
+    b: &mut Builder,
+    layer: &LayerPlan,
+    buf: &BackwardBuffers,
+    params: &PackedWeights,
     grads: &PackedGrads,
+    variant: Variant,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let Packing::Conv {
@@ -380,12 +422,7 @@ pub(crate) fn backward(
             "{name}: a conv layer's weight is packed as a conv's"
         )));
     };
-    let variant = Variant::of(b)?;
     let mut dispatches = Vec::new();
-    if let LayerKind::Conv2d { relu: true, .. } = layer.layer.kind {
-        dispatches.push(elementwise::relu_backward(b, layer, buf)?);
-    }
-
     // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
     let pixels = layer.batch * layer.output.height * layer.output.width;
     let packed_len = groups * taps * packed_out;
@@ -426,19 +463,6 @@ pub(crate) fn backward(
             layer,
             buf.grad_output,
             &grads.bias,
-        )?);
-    }
-
-    if let Some(grad_input) = buf.grad_input {
-        let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
-        dispatches.push(rotate);
-        dispatches.extend(input_gradient(
-            b,
-            variant,
-            layer,
-            buf.grad_output,
-            &rotated,
-            grad_input,
         )?);
     }
     Ok(dispatches)

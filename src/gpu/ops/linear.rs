@@ -308,7 +308,7 @@ pub(crate) fn backward(
 
 /// The dispatch of `product` (a, b, c) on the matmul kernel this device uses: `matmul` (register
 /// block) or `matmul_tiled` (workgroup tiles).
-fn matmul(
+pub(crate) fn matmul(
     b: &mut Builder,
     label: &str,
     product: &MatmulParams,

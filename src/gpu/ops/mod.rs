@@ -11,6 +11,7 @@
 //! | [`norm`] | batch norm (inference; training: batch statistics, backward) | forward, statistics, parameter and input gradients |
 //! | [`elementwise`] | ReLU backward, bias backward, residual add, concat, their backward, gradient sums | one kernel each |
 //! | [`loss`] | the loss heads' gradients (l2, softmax cross-entropy) | cross-entropy; l2 by a scaled copy |
+//! | [`style`] | style transfer: Gram matrices, content and style losses, the image's gradient with total variation, Adam | squared difference, loss sum, image normalisation and gradient, Adam; Gram products on `matmul` |
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
@@ -19,6 +20,7 @@ pub(crate) mod loss;
 pub(crate) mod lrn;
 pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod style;
 
 use crate::error::Result;
 use crate::gpu::builder::Builder;
