@@ -730,3 +730,136 @@ fn every_network_trains_from_the_command_line_with_labels() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("Training_step across"), "{stdout}");
 }
+
+/// A small PNG whose pixels vary in both directions.
+fn write_png(path: &Path, width: u32, height: u32) {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 7) as u8, ((x + y) * 5) as u8])
+    })
+    .save(path)
+    .unwrap();
+}
+
+/// VGG-`depth`'s feature layers (to conv5_1) with torchvision's initialisation, as a weights
+/// file without the classifier.
+fn write_feature_weights(path: &Path, depth: usize, deepest: &str) {
+    use convnet_wgpu::style;
+    let dims = convnet_wgpu::model::Dims {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let net = style::feature_network(depth, style::Pooling::Max, dims, &[deepest.into()]).unwrap();
+    convnet_wgpu::weights::Weights::init(&net, 7)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn style_writes_the_image_its_frames_its_gradient_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content.png");
+    let style_image = dir.path().join("style.png");
+    write_png(&content, 40, 30);
+    write_png(&style_image, 25, 25);
+    let weights = dir.path().join("vgg11.safetensors");
+    write_feature_weights(&weights, 11, "features.18");
+    let out = dir.path().join("out.png");
+    let frames = dir.path().join("frames");
+    let gradient = dir.path().join("gradient.npy");
+    let (ok, stdout, stderr) = convnet(&[
+        "style".as_ref(),
+        "--model".as_ref(),
+        "vgg11".as_ref(),
+        "--weights".as_ref(),
+        weights.as_os_str(),
+        "--content".as_ref(),
+        content.as_os_str(),
+        "--style".as_ref(),
+        style_image.as_os_str(),
+        "--size".as_ref(),
+        "36".as_ref(),
+        "--steps".as_ref(),
+        "4".as_ref(),
+        "--every".as_ref(),
+        "2".as_ref(),
+        "--pool".as_ref(),
+        "avg".as_ref(),
+        "--tv-weight".as_ref(),
+        "0.01".as_ref(),
+        "--init".as_ref(),
+        "noise".as_ref(),
+        "--frames".as_ref(),
+        frames.as_os_str(),
+        "--gradient-out".as_ref(),
+        gradient.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(ok, "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let steps = doc["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    let total = |i: usize| steps[i]["total"].as_f64().unwrap();
+    assert!(total(3) < total(0), "{stdout}");
+    assert!(steps[0]["tv"].as_f64().unwrap() > 0.0);
+    let result = image::open(&out).unwrap();
+    assert_eq!((result.width(), result.height()), (36, 27));
+    for step in [2, 4] {
+        assert!(frames.join(format!("step_{step:05}.png")).exists());
+    }
+    let grad = convnet_wgpu::npy::read(&gradient).unwrap();
+    assert_eq!(grad.shape, [3, 27, 36]);
+    assert!(grad.data.iter().any(|&g| g != 0.0));
+}
+
+#[test]
+fn style_refuses_bad_images_layers_weights_and_outputs_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.png");
+    write_png(&good, 40, 30);
+    let text = dir.path().join("text.png");
+    std::fs::write(&text, "not an image").unwrap();
+    let clear = dir.path().join("clear.png");
+    image::RgbaImage::from_pixel(8, 8, image::Rgba([1, 2, 3, 0]))
+        .save(&clear)
+        .unwrap();
+    let shallow = dir.path().join("shallow.safetensors");
+    write_feature_weights(&shallow, 19, "features.0");
+    let out = dir.path().join("out.png");
+    let style = |content: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["style", "--content"].map(String::from).to_vec();
+        args.push(content.display().to_string());
+        args.extend(["--style".into(), good.display().to_string()]);
+        args.extend(["--out".into(), out.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    assert_clean_failure(&style(&text, &[]), "not an image");
+    assert_clean_failure(&style(&clear, &[]), "transparent pixels");
+    assert_clean_failure(
+        &style(&good, &["--size", "12"]),
+        "too small for the deepest",
+    );
+    assert_clean_failure(&style(&good, &["--model", "resnet50"]), "runs on VGG");
+    assert_clean_failure(
+        &style(&good, &["--style-layers", "conv1_1,conv9_1"]),
+        "conv9_1 is not one of vgg19's convolutions",
+    );
+    let weights = shallow.display().to_string();
+    assert_clean_failure(
+        &style(&good, &["--weights", &weights]),
+        "tensor 'features.2.weight' is missing",
+    );
+    assert_clean_failure(&style(&good, &["--lr=-1"]), "--lr must be");
+    let mut bmp = style(&good, &[]);
+    let at = bmp.iter().position(|a| a == "--out").unwrap() + 1;
+    bmp[at] = dir.path().join("out.bmp").display().to_string();
+    assert_clean_failure(&bmp, "write .png, .jpg or .npy");
+    bmp[at] = dir.path().join("missing/out.png").display().to_string();
+    assert_clean_failure(&bmp, "missing");
+    assert!(!out.exists(), "nothing written");
+}

@@ -434,6 +434,17 @@ impl<'a> GpuNetwork<'a> {
         self.ctx.read_f32(buffer, layer.batch * layer.output.len())
     }
 
+    /// Reads back the gradient of the loss with respect to the network's input (`[N, C, H, W]`),
+    /// after a backward pass of a network built to compute it
+    /// ([`GpuNetwork::with_input_gradient`]).
+    pub fn read_input_gradient(&self) -> Result<Vec<f32>> {
+        let buffer = self.input_gradient_buffer().ok_or_else(|| {
+            Error::InvalidArgument("this network was built without its input's gradient".into())
+        })?;
+        self.ctx
+            .read_f32(buffer, self.plan[0].batch * self.plan[0].input.len())
+    }
+
     /// Reads back the parameter gradients of the last backward pass, named and shaped as in the
     /// weights file (PyTorch's layouts), in the network's order.
     pub fn read_gradients(&self) -> Result<Weights> {
