@@ -25,6 +25,17 @@ Models: `alexnet` (the seed's: TensorFlow's SAME padding and LRN, rebuilt here i
 torchvision's `vgg11/13/16/19`, `resnet18/34/50/101/152`, `googlenet`. On CUDA it runs fp32 with
 TF32 off and cuDNN's benchmark mode on. Needs torch, torchvision (for its models), numpy and
 safetensors: `pip install torch torchvision numpy safetensors`.
+
+Style transfer (`convnet style`, docs/style.md) has its own mode, `style`: PyTorch's loop of the
+same objective (content, Gram-matrix style and total-variation terms on torchvision's VGG
+features) and Adam, from the same weights and images; it compares the step-0 loss terms and image
+gradient, and the loss after the steps, with `convnet style --json --gradient-out`:
+
+    python3 scripts/torch_compare.py style --make-weights f.safetensors --make-images DIR --size 64
+    convnet style --weights f.safetensors --content DIR/content.npy --style DIR/style.npy \
+        --init DIR/init.npy --steps 50 --gradient-out g.npy --out o.npy --json > run.json
+    python3 scripts/torch_compare.py style --weights f.safetensors --content DIR/content.npy \
+        --style DIR/style.npy --init DIR/init.npy --steps 50 --gradient g.npy --run run.json
 """
 
 import argparse
@@ -156,6 +167,176 @@ def timed(step, device, batches, burn_in):
     return statistics.fmean(times), statistics.pstdev(times)
 
 
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def conv_names(features):
+    """Gatys et al.'s name of each convolution of torchvision's VGG `features` -> its index."""
+    names, block, conv = {}, 1, 0
+    for i, module in enumerate(features):
+        if isinstance(module, torch.nn.Conv2d):
+            conv += 1
+            names[f"conv{block}_{conv}"] = i
+        elif isinstance(module, torch.nn.MaxPool2d):
+            block, conv = block + 1, 0
+    return names
+
+
+def vgg_features(model):
+    import torchvision
+    features = getattr(torchvision.models, model)().features
+    for module in features:
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    return features
+
+
+def feature_maps(features, x, wanted, pool):
+    """The outputs after the ReLU of each wanted convolution (by index), as convnet fuses them."""
+    out, deepest = {}, max(wanted)
+    for i, module in enumerate(features[: deepest + 2]):
+        if isinstance(module, torch.nn.MaxPool2d) and pool == "avg":
+            x = F.adaptive_avg_pool2d(x, (x.shape[2] // 2, x.shape[3] // 2))
+        else:
+            x = module(x)
+        if i - 1 in wanted and isinstance(module, torch.nn.ReLU):
+            out[i - 1] = x
+    return out
+
+
+def gram(f):
+    c = f.shape[1]
+    flat = f.reshape(c, -1)
+    return flat @ flat.t() / flat.numel()
+
+
+def style_objective(features, x, content_targets, style_targets, args):
+    """The three weighted terms of docs/style.md at image x ([1, 3, H, W] in [0, 1])."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    maps = feature_maps(features, (x - mean) / std, set(content_targets) | set(style_targets),
+                        args.pool)
+    content = sum(F.mse_loss(maps[i], t) for i, t in content_targets.items()) * args.content_weight
+    style = sum(F.mse_loss(gram(maps[i]), t) for i, t in style_targets.items()) * args.style_weight
+    tv = ((x[:, :, 1:, :] - x[:, :, :-1, :]).square().sum()
+          + (x[:, :, :, 1:] - x[:, :, :, :-1]).square().sum()) * args.tv_weight
+    return content, style, tv
+
+
+def style_main(argv):
+    p = argparse.ArgumentParser(prog="torch_compare.py style",
+                                description="convnet style's objective and Adam in PyTorch")
+    p.add_argument("--model", default="vgg19")
+    p.add_argument("--weights", help="safetensors of torchvision's VGG (features.* suffice)")
+    p.add_argument("--make-weights", help="write torchvision-initialised features here and stop")
+    p.add_argument("--make-images", help="write content/style/init .npy images here and stop")
+    p.add_argument("--size", type=int, default=64, help="with --make-images: the content's side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--content")
+    p.add_argument("--style")
+    p.add_argument("--init", help="the initial image (.npy); default the content image")
+    p.add_argument("--content-layers", default="conv4_2")
+    p.add_argument("--style-layers", default="conv1_1,conv2_1,conv3_1,conv4_1,conv5_1")
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=1e6)
+    p.add_argument("--tv-weight", type=float, default=0.0)
+    p.add_argument("--pool", choices=["max", "avg"], default="max")
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--gradient", help="convnet style --gradient-out's .npy, to compare")
+    p.add_argument("--run", help="convnet style --json's output, to compare")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.make_weights:
+        from safetensors.torch import save_file
+        state = {f"features.{k}": v.contiguous() for k, v in vgg_features(args.model).state_dict().items()}
+        save_file(state, args.make_weights)
+        return print(f"wrote {args.make_weights}")
+    if args.make_images:
+        import os
+        os.makedirs(args.make_images, exist_ok=True)
+        rng = np.random.default_rng(args.seed)
+        side = args.size
+        smooth = lambda h, w: np.clip(0.5 + 0.3 * np.sin(np.arange(w)[None, None] * rng.uniform(0.1, 0.5, (3, 1, 1))
+                                       + np.arange(h)[None, :, None] * rng.uniform(0.1, 0.5, (3, 1, 1)))
+                                      + 0.1 * rng.standard_normal((3, h, w)), 0, 1).astype("<f4")
+        np.save(f"{args.make_images}/content.npy", smooth(side * 3 // 4, side))
+        np.save(f"{args.make_images}/style.npy", smooth(side, side))
+        np.save(f"{args.make_images}/init.npy", rng.uniform(0, 1, (3, side * 3 // 4, side)).astype("<f4"))
+        return print(f"wrote content.npy, style.npy and init.npy into {args.make_images}")
+    if not (args.weights and args.content and args.style):
+        sys.exit("error: style needs --weights, --content and --style")
+    features = vgg_features(args.model)
+    state = {k[len("features."):]: v for k, v in load_file(args.weights).items() if k.startswith("features.")}
+    names = conv_names(features)
+    pick = lambda text: [names[n] for n in text.split(",") if n]
+    content_layers, style_layers = pick(args.content_layers), pick(args.style_layers)
+    deepest = max(content_layers + style_layers)
+    missing = [k for k in features.state_dict() if int(k.split(".")[0]) <= deepest and k not in state]
+    if missing:
+        sys.exit(f"error: {args.weights}: missing features.{missing[0]}")
+    features.load_state_dict({k: v for k, v in features.state_dict().items()} | state, strict=False)
+    image = lambda path: torch.from_numpy(np.load(path)).reshape(1, 3, *np.load(path).shape[-2:])
+    content, style_img = image(args.content), image(args.style)
+    init = image(args.init) if args.init else content.clone()
+
+    def targets(dtype):
+        f = copy.deepcopy(features).to(dtype).eval()
+        with torch.no_grad():
+            mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1)
+            c = feature_maps(f, (content.to(dtype) - mean) / std, set(content_layers), args.pool)
+            s = feature_maps(f, (style_img.to(dtype) - mean) / std, set(style_layers), args.pool)
+        return f, {i: c[i] for i in content_layers}, {i: gram(s[i]) for i in style_layers}
+
+    def step0(dtype):
+        f, ct, st = targets(dtype)
+        x = init.to(dtype).clone().requires_grad_(True)
+        terms = style_objective(f, x, ct, st, args)
+        sum(terms).backward()
+        return [t.item() for t in terms], x.grad[0].double().numpy()
+
+    (terms32, grad32), (terms64, grad64) = step0(torch.float32), step0(torch.float64)
+    print(f"step 0, float64: content {terms64[0]:.6e}, style {terms64[1]:.6e}, tv {terms64[2]:.6e}")
+    relative = lambda a, b: abs(a - b) / abs(b) if b else abs(a)
+    print("PyTorch f32 against its f64: terms " + ", ".join(f"{relative(a, b):.2e}" for a, b in zip(terms32, terms64))
+          + f"; image gradient {np.abs(grad32 - grad64).max() / np.abs(grad64).max():.2e}")
+    run = None
+    if args.run:
+        import json
+        run = json.load(open(args.run))
+        first = run["steps"][0]
+        ours = [first["content"], first["style"], first["tv"]]
+        print("convnet against PyTorch f64: terms " + ", ".join(f"{relative(a, b):.2e}" for a, b in zip(ours, terms64)))
+    if args.gradient:
+        ours = np.load(args.gradient).astype(np.float64)
+        print(f"convnet image gradient against PyTorch f64: {np.abs(ours - grad64).max() / np.abs(grad64).max():.2e}")
+
+    f, ct, st = targets(torch.float32)
+    x = init.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=args.lr)
+    totals, start = [], time.perf_counter()
+    for _ in range(args.steps):
+        optimizer.zero_grad()
+        loss = sum(style_objective(f, x, ct, st, args))
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+        totals.append(loss.item())
+    seconds = (time.perf_counter() - start) / max(args.steps, 1)
+    print(f"PyTorch CPU ({torch.get_num_threads()} threads): {seconds:.3f} s/step over {args.steps} Adam steps; "
+          f"loss {totals[0]:.6e} -> {totals[-1]:.6e}" if totals else "no steps")
+    if run and totals and len(run["steps"]) >= len(totals):
+        ours = run["steps"][len(totals) - 1]["total"]
+        print(f"convnet's loss at step {len(totals) - 1}: {ours:.6e}, relative to PyTorch's "
+              f"{relative(ours, totals[-1]):.2e}; convnet {run['seconds_per_step']:.3f} s/step")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="alexnet")
@@ -259,4 +440,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["style"]:
+        style_main(sys.argv[2:])
+    else:
+        main()
