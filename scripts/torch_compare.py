@@ -242,7 +242,9 @@ def style_main(argv):
     p.add_argument("--style-weight", type=float, default=1e6)
     p.add_argument("--tv-weight", type=float, default=0.0)
     p.add_argument("--pool", choices=["max", "avg"], default="max")
-    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    p.add_argument("--lr", type=float, help="default 0.02 for Adam, 1 for L-BFGS")
+    p.add_argument("--history", type=int, default=100, help="L-BFGS's history_size")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--gradient", help="convnet style --gradient-out's .npy, to compare")
     p.add_argument("--run", help="convnet style --json's output, to compare")
@@ -318,18 +320,37 @@ def style_main(argv):
 
     f, ct, st = targets(torch.float32)
     x = init.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=args.lr)
     totals, start = [], time.perf_counter()
-    for _ in range(args.steps):
-        optimizer.zero_grad()
-        loss = sum(style_objective(f, x, ct, st, args))
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)
-        totals.append(loss.item())
+    if args.optimizer == "adam":
+        optimizer = torch.optim.Adam([x], lr=args.lr or 0.02)
+        for _ in range(args.steps):
+            optimizer.zero_grad()
+            loss = sum(style_objective(f, x, ct, st, args))
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            totals.append(loss.item())
+    else:
+        # As PyTorch's neural-transfer tutorial: the image clamped before each evaluation, one
+        # step = one evaluation (an iteration of LBFGS without line search).
+        optimizer = torch.optim.LBFGS([x], lr=args.lr or 1.0, history_size=args.history,
+                                      max_iter=20)
+
+        def closure():
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            optimizer.zero_grad()
+            loss = sum(style_objective(f, x, ct, st, args))
+            loss.backward()
+            totals.append(loss.item())
+            return loss
+        while len(totals) < args.steps:
+            optimizer.step(closure)
+        totals = totals[: args.steps]
     seconds = (time.perf_counter() - start) / max(args.steps, 1)
-    print(f"PyTorch CPU ({torch.get_num_threads()} threads): {seconds:.3f} s/step over {args.steps} Adam steps; "
+    print(f"PyTorch CPU ({torch.get_num_threads()} threads): {seconds:.3f} s/step over {args.steps} "
+          f"{args.optimizer} steps; "
           f"loss {totals[0]:.6e} -> {totals[-1]:.6e}" if totals else "no steps")
     if run and totals and len(run["steps"]) >= len(totals):
         ours = run["steps"][len(totals) - 1]["total"]

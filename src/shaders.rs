@@ -225,6 +225,19 @@ pub const IMAGE_GRADIENT: ShaderSource = shader!(
 );
 /// One Adam step on an image, clamped to [0, 1] and normalised into the network's input.
 pub const ADAM: ShaderSource = shader!("adam.wgsl", "adam", []);
+/// L-BFGS: chunked partial sums of a dot product or an L1 norm of image-sized vectors.
+pub const DOT: ShaderSource = shader!("dot.wgsl", "dot", ["workgroup_sum.wgsl"]);
+/// L-BFGS: `out = a out + b x` with coefficients from the optimiser's scalars on the GPU.
+pub const AXPY: ShaderSource = shader!("axpy.wgsl", "axpy", []);
+/// L-BFGS's scalar steps (the two-loop recursion's coefficients, the curvature test, the step
+/// length), from dot products' partial sums.
+pub const LBFGS_SCALARS: ShaderSource = shader!(
+    "lbfgs_scalars.wgsl",
+    "lbfgs_scalars",
+    ["workgroup_sum.wgsl"]
+);
+/// L-BFGS's image update, clamped to [0, 1] and normalised into the network's input.
+pub const IMAGE_UPDATE: ShaderSource = shader!("image_update.wgsl", "image_update", []);
 /// Measures the adapter's f32 FMA throughput.
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma", []);
 /// Measures the adapter's shader memory bandwidth.
@@ -269,6 +282,10 @@ pub const ALL: &[ShaderSource] = &[
     SUM_TO_LOSS,
     IMAGE_GRADIENT,
     ADAM,
+    DOT,
+    AXPY,
+    LBFGS_SCALARS,
+    IMAGE_UPDATE,
     PEAK_FMA,
     PEAK_BANDWIDTH,
 ];

@@ -179,6 +179,21 @@ impl Objective {
     }
 }
 
+/// FLOPs of one step (a multiply-add counting 2, as every count here): VGG's forward products,
+/// as many again for the input gradient (the weights' gradients are not computed), and per
+/// style layer the Gram matrix `F F^T` and the gradient `D F`, `2 C^2 H W` each.
+pub fn step_flops(plan: &[LayerPlan], objective: &Objective) -> Result<u64> {
+    let (_, style_layers) = objective.layer_indices(plan)?;
+    let network = 2 * crate::model::total_flops_per_image(plan);
+    let gram: u64 = (style_layers.iter())
+        .map(|&i| {
+            let d = plan[i].output;
+            (4 * d.channels * d.channels * d.height * d.width) as u64
+        })
+        .sum();
+    Ok(network + gram)
+}
+
 /// The three terms of the loss (each weighted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LossTerms {

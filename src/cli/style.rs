@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use convnet_wgpu::gpu::{AdamConfig, StyleImages, StyleTransfer};
+use convnet_wgpu::gpu::{
+    AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer,
+};
 use convnet_wgpu::model::Network;
 use convnet_wgpu::picture::{self, Picture};
 use convnet_wgpu::style::{self, LossTerms, Objective, Pooling};
@@ -36,12 +38,16 @@ pub(crate) struct StyleArgs {
     /// Adam steps.
     #[arg(long, default_value_t = 300)]
     steps: usize,
-    /// The optimiser (Adam; L-BFGS is not implemented: docs/style.md says why).
+    /// The optimiser: Adam, or L-BFGS (Gatys et al.'s; one step = one evaluation).
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: OptimizerChoice,
-    /// Adam's learning rate, in the image's [0, 1] units per step.
-    #[arg(long, default_value_t = 0.02)]
-    lr: f32,
+    /// The learning rate: Adam's, in the image's [0, 1] units per step (default 0.02); L-BFGS's
+    /// step length scale (default 1, PyTorch's).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// L-BFGS's history of pairs (PyTorch's history_size).
+    #[arg(long, default_value_t = 100)]
+    history: usize,
     #[arg(long, default_value_t = 1.0)]
     content_weight: f32,
     #[arg(long, default_value_t = 1e6)]
@@ -80,6 +86,10 @@ pub(crate) struct StyleArgs {
     /// Print one JSON document (settings, every step's loss terms, timings) instead of progress.
     #[arg(long)]
     json: bool,
+    /// After the steps, time one step phase by phase (forward, losses, backward, image step)
+    /// and layer by layer; printed, or in the JSON document.
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -87,6 +97,7 @@ pub(crate) struct StyleArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum OptimizerChoice {
     Adam,
+    Lbfgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,8 +126,15 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         other => anyhow::bail!("style transfer runs on VGG (vgg11/13/16/19), not {other}"),
     };
     let finite_at_least = |v: f32, min: f32| v.is_finite() && v >= min;
-    if !(finite_at_least(args.lr, 0.0) && args.lr > 0.0) {
+    let lr = args.lr.unwrap_or(match args.optimizer {
+        OptimizerChoice::Adam => 0.02,
+        OptimizerChoice::Lbfgs => 1.0,
+    });
+    if !(finite_at_least(lr, 0.0) && lr > 0.0) {
         anyhow::bail!("--lr must be a positive number");
+    }
+    if args.history == 0 {
+        anyhow::bail!("--history must be at least 1");
     }
     if ![args.content_weight, args.style_weight, args.tv_weight]
         .iter()
@@ -198,11 +216,17 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
     } else {
         open_context(&args.device)?
     };
-    let config = AdamConfig {
-        learning_rate: args.lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        epsilon: 1e-8,
+    let optimizer = match args.optimizer {
+        OptimizerChoice::Adam => Optimizer::Adam(AdamConfig {
+            learning_rate: lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }),
+        OptimizerChoice::Lbfgs => Optimizer::Lbfgs(LbfgsConfig {
+            learning_rate: lr,
+            history: args.history,
+        }),
     };
     let images = StyleImages {
         content: &content.pixels,
@@ -215,12 +239,12 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         &weights,
         &objective,
         &images,
-        config,
+        optimizer,
     )?;
     if !args.json {
         println!(
             "style transfer on {} ({}), {}x{} image, style {}x{}; content {} x {:?}, style {:e} x \
-             {:?}, tv {:e}; Adam lr {}; {}",
+             {:?}, tv {:e}; {} lr {lr}; {}",
             args.model,
             match &args.weights {
                 Some(path) => format!("weights {}", path.display()),
@@ -235,7 +259,10 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
             args.style_weight,
             args.style_layers,
             args.tv_weight,
-            args.lr,
+            match args.optimizer {
+                OptimizerChoice::Adam => "Adam".to_string(),
+                OptimizerChoice::Lbfgs => format!("L-BFGS (history {})", args.history),
+            },
             describe_memory(&transfer.memory())
         );
     }
@@ -304,6 +331,12 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
     if let Some(bar) = &bar {
         bar.finish();
     }
+    let per_step = seconds / args.steps.max(1) as f64;
+    let gflops = style::step_flops(&plan, &objective)? as f64 / 1e9;
+    let profile = match args.profile {
+        true => Some(transfer.profile()?),
+        false => None,
+    };
     let result = Picture {
         dims: content.dims,
         pixels: transfer.read_image()?,
@@ -320,19 +353,29 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
             "content_weight": args.content_weight,
             "style_weight": args.style_weight,
             "tv_weight": args.tv_weight,
-            "lr": args.lr,
+            "optimizer": match args.optimizer {
+                OptimizerChoice::Adam => "adam",
+                OptimizerChoice::Lbfgs => "lbfgs",
+            },
+            "lr": lr,
             "steps": records,
             "seconds": seconds,
-            "seconds_per_step": seconds / args.steps.max(1) as f64,
+            "seconds_per_step": per_step,
+            "gflop_per_step": gflops,
+            "profile": profile,
         });
         println!("{}", serde_json::to_string_pretty(&document)?);
     } else {
         println!(
-            "{} steps in {seconds:.2} s ({:.3} s/step); wrote {}",
+            "{} steps in {seconds:.2} s ({per_step:.3} s/step, {gflops:.2} GFLOP/step, {:.1} \
+             GFLOP/s); wrote {}",
             args.steps,
-            seconds / args.steps.max(1) as f64,
+            gflops / per_step,
             args.out.display()
         );
+        if let Some(profile) = &profile {
+            print_profile(profile);
+        }
     }
     Ok(())
 }
@@ -354,4 +397,33 @@ fn resolve(network: &Network, names: &[String]) -> anyhow::Result<Vec<String>> {
         .filter(|n| !n.is_empty())
         .map(|n| Ok(style::resolve_layer(network, n.trim())?))
         .collect()
+}
+
+/// The step's phases, and each phase's slowest layers.
+fn print_profile(profile: &StyleProfile) {
+    let phases = [
+        ("forward", &profile.forward),
+        ("losses (Gram)", &profile.losses),
+        ("backward", &profile.backward),
+        ("image step", &profile.image),
+    ];
+    let total: f64 = phases.iter().map(|(_, p)| p.seconds()).sum();
+    let timer = match profile.forward.gpu_timestamps {
+        true => "GPU timestamps",
+        false => "host timer",
+    };
+    println!("profile of one step ({timer}): {:.1} ms", 1e3 * total);
+    for (name, phase) in phases {
+        let mut layers: Vec<_> = phase.layers.iter().collect();
+        layers.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let slowest: Vec<String> = (layers.iter().take(3))
+            .map(|l| format!("{} {:.1} ms", l.layer, 1e3 * l.seconds))
+            .collect();
+        println!(
+            "  {name:<14} {:>9.1} ms {:>5.1}%   slowest: {}",
+            1e3 * phase.seconds(),
+            100.0 * phase.seconds() / total,
+            slowest.join(", ")
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod builder;
 mod context;
 mod gradients;
 mod kernel;
+mod lbfgs;
 mod network;
 pub(crate) mod ops;
 mod packing;
@@ -29,7 +30,7 @@ pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
-pub use style::{AdamConfig, StyleImages, StyleTransfer};
+pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 pub use variants::{KernelShape, LinearKernel, Variants};
 
@@ -90,6 +91,7 @@ mod tests {
             super::ops::contracts(),
             super::sgd::contracts(),
             super::ops::style::contracts(),
+            super::ops::lbfgs::contracts(),
             super::peak::contracts(),
         ]
         .concat()

@@ -381,6 +381,11 @@ impl<'a> GpuNetwork<'a> {
         crate::gpu::profile::profile(self.ctx, prelude, gradients.dispatches())
     }
 
+    /// The backward pass's dispatches (after the loss's), for a caller's profile.
+    pub(crate) fn backward_dispatches(&self) -> Result<&[Dispatch]> {
+        Ok(self.gradients_or_err()?.dispatches())
+    }
+
     /// Reads back layer `index`'s output (`[N, C, H, W]`, or `[N, features]`). Fails for an
     /// index past the last layer.
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {

@@ -32,6 +32,13 @@ pub struct Profile {
     pub layers: Vec<LayerTime>,
 }
 
+impl Profile {
+    /// Seconds of all layers together.
+    pub fn seconds(&self) -> f64 {
+        self.layers.iter().map(|l| l.seconds).sum()
+    }
+}
+
 fn layer_of(label: &str) -> &str {
     label.split([' ', '[']).next().unwrap_or(label)
 }

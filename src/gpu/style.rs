@@ -14,14 +14,37 @@ use std::cell::Cell;
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, MemoryUse, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{encode_pass, Dispatch};
+use crate::gpu::kernel::{encode_pass, record_dispatches, Dispatch};
+use crate::gpu::lbfgs::{Lbfgs, LbfgsBuffers};
 use crate::gpu::network::GpuNetwork;
 use crate::gpu::ops::style::{self as ops, AdamBuffers};
+use crate::gpu::profile::{profile, Profile};
 use crate::model::{Dims, LayerPlan};
 use crate::style::{normalize, LossTerms, Objective, IMAGENET_MEAN, IMAGENET_STD};
 use crate::weights::Weights;
 
+pub use crate::gpu::lbfgs::LbfgsConfig;
 pub use crate::gpu::ops::style::AdamConfig;
+
+/// How the image is optimised.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    /// `torch.optim.Adam`.
+    Adam(AdamConfig),
+    /// `torch.optim.LBFGS` without line search (Gatys et al.'s choice).
+    Lbfgs(LbfgsConfig),
+}
+
+/// An optimiser's state on the GPU.
+enum OptimizerState {
+    Adam {
+        config: AdamConfig,
+        /// `[lr / (1 - beta1^t), sqrt(1 - beta2^t)]`, written before each step.
+        step_scales: wgpu::Buffer,
+        update: Dispatch,
+    },
+    Lbfgs(Lbfgs),
+}
 
 /// Which term a loss slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +73,13 @@ pub struct StyleTransfer<'a> {
     dims: Dims,
     image: wgpu::Buffer,
     image_grad: wgpu::Buffer,
-    step_scales: wgpu::Buffer,
     losses: wgpu::Buffer,
     losses_staging: wgpu::Buffer,
     slots: Vec<Term>,
     objective: Vec<Dispatch>,
+    /// The image's gradient and total variation's sum.
     image_gradient: Vec<Dispatch>,
-    adam: Dispatch,
-    config: AdamConfig,
+    optimizer: OptimizerState,
     steps_taken: Cell<u32>,
     memory: MemoryUse,
 }
@@ -73,7 +95,7 @@ impl<'a> StyleTransfer<'a> {
         weights: &Weights,
         objective: &Objective,
         images: &StyleImages,
-        config: AdamConfig,
+        optimizer: Optimizer,
     ) -> Result<Self> {
         let dims = plan
             .first()
@@ -125,8 +147,6 @@ impl<'a> StyleTransfer<'a> {
                 .write_buffer(&image, 0, bytemuck::cast_slice(images.initial));
             net.upload_input(&normalize(images.initial))?;
             let image_grad = b.storage("image gradient", dims.len(), Purpose::Gradients);
-            let step_scales = b.storage("adam step scales", 2, Purpose::Scratch);
-            let moments = b.storage("adam moments", 2 * dims.len(), Purpose::Scratch);
 
             let mut slots = Vec::new();
             let mut objective_dispatches = Vec::new();
@@ -223,21 +243,34 @@ impl<'a> StyleTransfer<'a> {
                 objective.tv_weight,
             )?;
             slots.push(Term::TotalVariation);
-            let image_gradient = vec![tv.dispatch, tv_sum];
-            let adam = ops::adam(
-                &mut b,
-                "adam",
-                dims,
-                config,
-                &AdamBuffers {
-                    grad: &image_grad,
-                    step_scales: &step_scales,
-                    normalization: &normalization,
-                    moments: &moments,
-                    image: &image,
-                    input: net.input_buffer(),
-                },
-            )?;
+            let optimizer = match optimizer {
+                Optimizer::Adam(config) => {
+                    let step_scales = b.storage("adam step scales", 2, Purpose::Scratch);
+                    let moments = b.storage("adam moments", 2 * dims.len(), Purpose::Scratch);
+                    let buffers = AdamBuffers {
+                        grad: &image_grad,
+                        step_scales: &step_scales,
+                        normalization: &normalization,
+                        moments: &moments,
+                        image: &image,
+                        input: net.input_buffer(),
+                    };
+                    OptimizerState::Adam {
+                        config,
+                        update: ops::adam(&mut b, "adam", dims, config, &buffers)?,
+                        step_scales,
+                    }
+                }
+                Optimizer::Lbfgs(config) => {
+                    let buffers = LbfgsBuffers {
+                        grad: &image_grad,
+                        normalization: &normalization,
+                        image: &image,
+                        input: net.input_buffer(),
+                    };
+                    OptimizerState::Lbfgs(Lbfgs::new(&mut b, dims, config, &buffers)?)
+                }
+            };
             let mut memory = b.memory;
             let network = net.memory();
             memory.weights += network.weights;
@@ -245,21 +278,20 @@ impl<'a> StyleTransfer<'a> {
             memory.gradients += network.gradients;
             memory.scratch += network.scratch + target_memory;
             memory.uniforms += network.uniforms;
-            let losses_staging = ctx.staging_buffer("losses readback", slot_count);
+            // The loss terms, then L-BFGS's curvature flag.
+            let losses_staging = ctx.staging_buffer("losses readback", slot_count + 1);
             Ok(StyleTransfer {
                 ctx,
                 net,
                 dims,
                 image,
                 image_grad,
-                step_scales,
                 losses,
                 losses_staging,
                 slots,
                 objective: objective_dispatches,
-                image_gradient,
-                adam,
-                config,
+                image_gradient: vec![tv.dispatch, tv_sum],
+                optimizer,
                 steps_taken: Cell::new(0),
                 memory,
             })
@@ -276,7 +308,7 @@ impl<'a> StyleTransfer<'a> {
         self.net.plan()
     }
 
-    /// Adam steps taken so far.
+    /// Optimiser steps taken so far.
     pub fn steps_taken(&self) -> u32 {
         self.steps_taken.get()
     }
@@ -284,28 +316,52 @@ impl<'a> StyleTransfer<'a> {
     /// The loss terms at the current image, and its gradient (read with
     /// [`StyleTransfer::read_image_gradient`]); the image is not changed.
     pub fn evaluate(&self) -> Result<LossTerms> {
-        self.submit(false)
+        Ok(self.submit(&[])?.0)
     }
 
-    /// One Adam step: the loss terms at the image before the step (as PyTorch reports them),
-    /// then the image updated, clamped to [0, 1].
+    /// One optimiser step: the loss terms at the image before the step (as PyTorch reports
+    /// them), then the image updated, clamped to [0, 1].
     pub fn step(&self) -> Result<LossTerms> {
         let t = self.steps_taken.get() + 1;
-        let (beta1, beta2) = (f64::from(self.config.beta1), f64::from(self.config.beta2));
-        let scales = [
-            (f64::from(self.config.learning_rate) / (1.0 - beta1.powi(t as i32))) as f32,
-            (1.0 - beta2.powi(t as i32)).sqrt() as f32,
-        ];
-        self.ctx
-            .queue()
-            .write_buffer(&self.step_scales, 0, bytemuck::cast_slice(&scales));
-        let terms = self.submit(true)?;
+        let terms = match &self.optimizer {
+            OptimizerState::Adam {
+                config,
+                step_scales,
+                update,
+            } => {
+                let (beta1, beta2) = (f64::from(config.beta1), f64::from(config.beta2));
+                let scales = [
+                    (f64::from(config.learning_rate) / (1.0 - beta1.powi(t as i32))) as f32,
+                    (1.0 - beta2.powi(t as i32)).sqrt() as f32,
+                ];
+                self.ctx
+                    .queue()
+                    .write_buffer(step_scales, 0, bytemuck::cast_slice(&scales));
+                self.submit(std::slice::from_ref(update))?.0
+            }
+            OptimizerState::Lbfgs(lbfgs) => {
+                let (terms, accepted) = self.submit(lbfgs.after_evaluation())?;
+                let rest = lbfgs.direction_and_update(accepted);
+                self.net.run("l-bfgs step", |encoder| {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("l-bfgs direction"),
+                        timestamp_writes: None,
+                    });
+                    for dispatch in rest {
+                        record_dispatches(&mut pass, std::slice::from_ref(dispatch));
+                    }
+                    Ok(())
+                })?;
+                terms
+            }
+        };
         self.steps_taken.set(t);
         Ok(terms)
     }
 
-    /// Records and runs one evaluation (and the update, with `update`), then reads the loss.
-    fn submit(&self, update: bool) -> Result<LossTerms> {
+    /// Records and runs one evaluation of the loss and the image's gradient, then `after`,
+    /// and reads back the loss terms (and L-BFGS's curvature flag).
+    fn submit(&self, after: &[Dispatch]) -> Result<(LossTerms, bool)> {
         let mut encoder =
             self.ctx
                 .device()
@@ -316,16 +372,20 @@ impl<'a> StyleTransfer<'a> {
         encode_pass(&mut encoder, "style and content losses", &self.objective);
         self.net.encode_backward(&mut encoder)?;
         encode_pass(&mut encoder, "image gradient", &self.image_gradient);
-        if update {
-            encode_pass(&mut encoder, "adam", std::slice::from_ref(&self.adam));
+        if !after.is_empty() {
+            encode_pass(&mut encoder, "optimizer", after);
         }
         let size = self.losses.size();
         encoder.copy_buffer_to_buffer(&self.losses, 0, &self.losses_staging, 0, size);
+        if let OptimizerState::Lbfgs(lbfgs) = &self.optimizer {
+            let flag = (lbfgs.accepted_index * 4) as u64;
+            encoder.copy_buffer_to_buffer(&lbfgs.scalars, flag, &self.losses_staging, size, 4);
+        }
         self.ctx.queue().submit([encoder.finish()]);
         self.ctx.wait("style transfer step")?;
         let values = self
             .ctx
-            .read_staging(&self.losses_staging, self.slots.len())?;
+            .read_staging(&self.losses_staging, self.slots.len() + 1)?;
         let mut terms = LossTerms::default();
         for (term, &value) in self.slots.iter().zip(&values) {
             let value = f64::from(value);
@@ -335,7 +395,28 @@ impl<'a> StyleTransfer<'a> {
                 Term::TotalVariation => terms.tv += value,
             }
         }
-        Ok(terms)
+        Ok((terms, values[self.slots.len()] == 1.0))
+    }
+
+    /// Times one step phase by phase, layer by layer within each (see
+    /// [`Profile`](crate::gpu::Profile)); each phase runs after the untimed phases before it.
+    pub fn profile(&self) -> Result<StyleProfile> {
+        let net = &self.net;
+        let objective = |encoder: &mut wgpu::CommandEncoder| {
+            net.encode_forward(encoder);
+            encode_pass(encoder, "losses", &self.objective);
+        };
+        let backward = |encoder: &mut wgpu::CommandEncoder| {
+            objective(encoder);
+            // Recorded when the network was built: cannot fail.
+            net.encode_backward(encoder).expect("built with gradients");
+        };
+        Ok(StyleProfile {
+            forward: net.profile_forward()?,
+            losses: profile(self.ctx, |e| net.encode_forward(e), &self.objective)?,
+            backward: profile(self.ctx, objective, net.backward_dispatches()?)?,
+            image: profile(self.ctx, backward, &self.image_gradient)?,
+        })
     }
 
     /// The image as it stands, `[3][H][W]` in [0, 1].
@@ -348,6 +429,19 @@ impl<'a> StyleTransfer<'a> {
     pub fn read_image_gradient(&self) -> Result<Vec<f32>> {
         self.ctx.read_f32(&self.image_grad, self.dims.len())
     }
+}
+
+/// Where a style transfer step's time goes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StyleProfile {
+    /// VGG's forward pass, by layer.
+    pub forward: Profile,
+    /// The content and style losses (Gram matrices, differences, their gradients), by layer.
+    pub losses: Profile,
+    /// The backward pass to the image, by layer.
+    pub backward: Profile,
+    /// The image's gradient (with total variation).
+    pub image: Profile,
 }
 
 /// The content layers' features of the content image and the style layers' Gram matrices of

@@ -10,11 +10,13 @@
 //! | [`pool`] | max pooling, adaptive average pooling | forward (with or without argmax), backward gathers |
 //! | [`norm`] | batch norm (inference; training: batch statistics, backward) | forward, statistics, parameter and input gradients |
 //! | [`elementwise`] | ReLU backward, bias backward, residual add, concat, their backward, gradient sums | one kernel each |
+//! | [`lbfgs`] | L-BFGS for style transfer: dot products, `a out + b x` with scalars on the GPU, the two-loop's scalar steps, the image update | dot, axpy, lbfgs_scalars, image_update |
 //! | [`loss`] | the loss heads' gradients (l2, softmax cross-entropy) | cross-entropy; l2 by a scaled copy |
 //! | [`style`] | style transfer: Gram matrices, content and style losses, the image's gradient with total variation, Adam | squared difference, loss sum, image normalisation and gradient, Adam; Gram products on `matmul` |
 
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod lbfgs;
 pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod lrn;
