@@ -5,7 +5,8 @@
 //   COEF   (slot j): coef = alpha[j] - rho[j] * (y_j . r)
 //   CURVATURE (slot j): ys = y_j . s_j; if ys > 1e-10 the pair enters the history:
 //                   rho[j] = 1 / ys, h_diag = ys / (y_j . y_j), accepted = 1; else accepted = 0
-//   FIRST_STEP:     t = min(1, 1 / |g|_1) * lr (the first iteration's step length)
+//   FIRST_STEP:     t = min(1, 1 / |g|_1) * lr (the first iteration's step length), h_diag = 1
+//                   (the initial Hessian's diagonal until a pair enters the history)
 //   SET_STEP:       t = lr
 // Layout of `scalars` (see src/gpu/ops/lbfgs.rs): rho[slots], alpha[slots], then t, h_diag,
 // coef, accepted.
@@ -66,6 +67,7 @@ fn lbfgs_scalars(@builtin(local_invocation_index) local: u32) {
         }
         case FIRST_STEP: {
             scalars[t] = min(1.0, 1.0 / total.x) * params.learning_rate;
+            scalars[h_diag] = 1.0;
         }
         default: {
             scalars[t] = params.learning_rate;

@@ -14,7 +14,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut temp = tempfile::NamedTempFile::new_in(dir)
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600); the finished file gets the mode any new file gets
+    // (0666 less the umask), as a file written directly would.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut temp = builder
+        .tempfile_in(dir)
         .map_err(|e| Error::file(path, format!("cannot create a file there: {e}")))?;
     temp.write_all(bytes)
         .and_then(|()| temp.as_file().sync_all())

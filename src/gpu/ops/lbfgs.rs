@@ -109,7 +109,8 @@ pub(crate) enum ScalarOp {
     Coef,
     /// The curvature test of the pair in `slot` (sums of `y.s` and then `y.y`).
     Curvature,
-    /// The first iteration's step length from the gradient's L1 norm.
+    /// The first iteration's step length from the gradient's L1 norm, and the initial
+    /// Hessian's diagonal 1.
     FirstStep,
     /// The step length of every later iteration, the learning rate.
     SetStep,
