@@ -1053,6 +1053,9 @@ pub fn softmax_cross_entropy<T: Real>(
 /// A loss's gradient with respect to each head's output: (the head's plan index, the gradient).
 pub type HeadGradients<T> = Vec<(usize, Vec<T>)>;
 
+/// Parameter gradients by name, in the network's order.
+pub type NamedGradients<T> = Vec<(String, Vec<T>)>;
+
 /// A loss over a network's heads (see [`Loss`](crate::model::Loss)): its value, and its gradient
 /// with respect to each head's output. `outputs` are every layer's; `labels` (one per image) are
 /// needed by cross-entropy. Fails for missing or out-of-range labels.
@@ -1086,7 +1089,7 @@ pub fn loss<T: Real>(
 /// The Gram matrix of one image's features `[channels][plane]` (row-major), normalised as
 /// style transfer uses it: `G = F F^T / (channels * plane)`, `[channels][channels]`.
 pub fn gram<T: Real>(features: &[T], channels: usize) -> Result<Vec<T>> {
-    if channels == 0 || features.len() % channels != 0 {
+    if channels == 0 || !features.len().is_multiple_of(channels) {
         return Err(invalid(
             "gram",
             format!(
@@ -1468,7 +1471,7 @@ pub fn backward_to_input<T: Real>(
     input: &[T],
     forward: &TrainingForward<T>,
     head_grads: &[(usize, Vec<T>)],
-) -> Result<(Vec<(String, Vec<T>)>, Vec<T>)> {
+) -> Result<(NamedGradients<T>, Vec<T>)> {
     let (parameters, grad_input) = backward_heads(plan, params, input, forward, head_grads, true)?;
     let grad_input = grad_input.unwrap_or_else(|| vec![T::zero(); input.len()]);
     Ok((parameters, grad_input))
@@ -1483,7 +1486,7 @@ fn backward_heads<T: Real>(
     forward: &TrainingForward<T>,
     head_grads: &[(usize, Vec<T>)],
     input_gradient: bool,
-) -> Result<(Vec<(String, Vec<T>)>, Option<Vec<T>>)> {
+) -> Result<(NamedGradients<T>, Option<Vec<T>>)> {
     const OP: &str = "backward_training";
     crate::model::check_plan(plan)?;
     check_len(OP, "the list of outputs", forward.outputs.len(), plan.len())?;
