@@ -47,6 +47,13 @@ step "$convnet" bench $gpu --model resnet50 --batch 32 --update --pass forward-b
   --json "$out/resnet50-training-step.json"
 step "$convnet" bench $gpu --model googlenet --batch 32 --json "$out/googlenet.json"
 
+# Style transfer, VGG-19 at 512 with torchvision's initialisation (no weights download there):
+# seconds per step and the step's profile.
+step "$convnet" style $gpu --content docs/images/cat.jpg --style docs/images/hubble.jpg --size 512 \
+  --steps 20 --profile --out "$out/style.png"
+step "$convnet" style $gpu --content docs/images/cat.jpg --style docs/images/hubble.jpg --size 512 \
+  --steps 20 --optimizer lbfgs --out "$out/style-lbfgs.png"
+
 # The PyTorch peer from the same files.
 work=$(mktemp -d)
 step "$convnet" init --out "$work/w.safetensors"

@@ -61,6 +61,8 @@ struct Tower<'a> {
 struct SegmentRun<'a> {
     segment: Segment,
     towers: Vec<Tower<'a>>,
+    /// Each tower's output values per image: the halves an exchange joins or splits.
+    output_lens: Vec<usize>,
 }
 
 /// A two-device layout resident on two devices.
@@ -69,7 +71,11 @@ pub struct TwoDeviceNetwork<'a> {
     segments: Vec<SegmentRun<'a>>,
     /// The host's side of the exchanges, allocated once.
     host: RefCell<Vec<f32>>,
+    /// The step's stats: every exchange a forward-backward step makes is named here once, in
+    /// order, so that a step only fills in its numbers (allocating nothing).
     stats: RefCell<StepStats>,
+    /// How many of `stats`'s exchanges the current step has made.
+    exchanges_made: std::cell::Cell<usize>,
 }
 
 fn staging(ctx: &GpuContext, label: &str, bytes: u64, read: bool) -> wgpu::Buffer {
@@ -150,17 +156,23 @@ impl<'a> TwoDeviceNetwork<'a> {
                     net,
                 });
             }
+            let output_lens = run.iter().map(|t| output_len(&t.net)).collect();
             segments.push(SegmentRun {
                 segment: segment.clone(),
                 towers: run,
+                output_lens,
             });
         }
         Ok(TwoDeviceNetwork {
             plan,
-            segments,
             // A whole exchanged tensor and one half of it.
             host: RefCell::new(vec![0.0; largest * 2]),
-            stats: RefCell::new(StepStats::default()),
+            stats: RefCell::new(StepStats {
+                device_busy_s: [0.0; 2],
+                exchanges: exchange_slots(&segments),
+            }),
+            exchanges_made: std::cell::Cell::new(0),
+            segments,
         })
     }
 
@@ -171,7 +183,17 @@ impl<'a> TwoDeviceNetwork<'a> {
 
     /// The timings and traffic of the last step.
     pub fn last_step(&self) -> StepStats {
-        self.stats.borrow().clone()
+        let stats = self.stats.borrow();
+        StepStats {
+            device_busy_s: stats.device_busy_s,
+            exchanges: stats.exchanges[..self.exchanges_made.get()].to_vec(),
+        }
+    }
+
+    /// Starts a step's stats afresh.
+    fn reset_stats(&self) {
+        self.stats.borrow_mut().device_busy_s = [0.0; 2];
+        self.exchanges_made.set(0);
     }
 
     /// GPU memory held on each device, in bytes (the program's count).
@@ -233,7 +255,7 @@ impl<'a> TwoDeviceNetwork<'a> {
 
     /// Runs one forward pass across both devices.
     pub fn forward(&self) -> Result<()> {
-        *self.stats.borrow_mut() = StepStats::default();
+        self.reset_stats();
         self.forward_segments()
     }
 
@@ -265,7 +287,7 @@ impl<'a> TwoDeviceNetwork<'a> {
 
     /// Runs one forward and backward pass of `l2_loss(logits)` across both devices.
     pub fn forward_backward(&self) -> Result<()> {
-        *self.stats.borrow_mut() = StepStats::default();
+        self.reset_stats();
         self.forward_segments()?;
         for (s, segment) in self.segments.iter().enumerate().rev() {
             self.run_segment(segment, "backward pass", |tower, encoder| {
@@ -291,13 +313,13 @@ impl<'a> TwoDeviceNetwork<'a> {
     fn exchange_forward(&self, from: &SegmentRun, to: &SegmentRun) -> Result<()> {
         let start = Instant::now();
         let batch = self.plan[0].batch;
-        let halves: Vec<usize> = from.towers.iter().map(|t| output_len(&t.net)).collect();
+        let halves = &from.output_lens;
         let per_image: usize = halves.iter().sum();
         let mut host = self.host.borrow_mut();
         let whole = &mut host[..batch * per_image];
         let mut to_host = 0;
         let mut offset = 0;
-        for (tower, &len) in from.towers.iter().zip(&halves) {
+        for (tower, &len) in from.towers.iter().zip(halves) {
             let staging = tower
                 .output_read
                 .as_ref()
@@ -317,12 +339,7 @@ impl<'a> TwoDeviceNetwork<'a> {
                 .expect("staging exists between segments");
             to_devices += write_staging(&tower.net, staging, whole)?;
         }
-        self.record(
-            format!("forward, before {}", first_layer(to)),
-            to_host,
-            to_devices,
-            start,
-        );
+        self.record(to_host, to_devices, start);
         Ok(())
     }
 
@@ -330,7 +347,7 @@ impl<'a> TwoDeviceNetwork<'a> {
     fn exchange_backward(&self, to: &SegmentRun, from: &SegmentRun) -> Result<()> {
         let start = Instant::now();
         let batch = self.plan[0].batch;
-        let halves: Vec<usize> = to.towers.iter().map(|t| output_len(&t.net)).collect();
+        let halves = &to.output_lens;
         let per_image: usize = halves.iter().sum();
         let mut host = self.host.borrow_mut();
         let (whole, half) = host.split_at_mut(batch * per_image);
@@ -350,7 +367,7 @@ impl<'a> TwoDeviceNetwork<'a> {
         }
         let mut to_devices = 0;
         let mut offset = 0;
-        for (tower, &len) in to.towers.iter().zip(&halves) {
+        for (tower, &len) in to.towers.iter().zip(halves) {
             let staging = tower
                 .output_grad_write
                 .as_ref()
@@ -361,22 +378,20 @@ impl<'a> TwoDeviceNetwork<'a> {
             to_devices += write_staging(&tower.net, staging, &half[..batch * len])?;
             offset += len;
         }
-        self.record(
-            format!("backward, before {}", first_layer(from)),
-            to_host,
-            to_devices,
-            start,
-        );
+        self.record(to_host, to_devices, start);
         Ok(())
     }
 
-    fn record(&self, name: String, bytes_to_host: u64, bytes_to_devices: u64, start: Instant) {
-        self.stats.borrow_mut().exchanges.push(ExchangeStats {
-            name,
-            bytes_to_host,
-            bytes_to_devices,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+    /// Fills in the step's next exchange.
+    fn record(&self, bytes_to_host: u64, bytes_to_devices: u64, start: Instant) {
+        let mut stats = self.stats.borrow_mut();
+        let made = self.exchanges_made.get();
+        if let Some(exchange) = stats.exchanges.get_mut(made) {
+            exchange.bytes_to_host = bytes_to_host;
+            exchange.bytes_to_devices = bytes_to_devices;
+            exchange.seconds = start.elapsed().as_secs_f64();
+            self.exchanges_made.set(made + 1);
+        }
     }
 
     /// The segment that runs layer `layer`, and the layer's index within it.
@@ -443,6 +458,23 @@ fn output_len(net: &GpuNetwork) -> usize {
 
 fn first_layer(segment: &SegmentRun) -> String {
     segment.towers[0].net.plan()[0].layer.name.clone()
+}
+
+/// Every exchange of a forward-backward step, in the order it makes them, named and zeroed: the
+/// forward ones before each later segment, then the backward ones before each earlier segment's
+/// backward, last segment first.
+fn exchange_slots(segments: &[SegmentRun]) -> Vec<ExchangeStats> {
+    let slot = |name: String| ExchangeStats {
+        name,
+        bytes_to_host: 0,
+        bytes_to_devices: 0,
+        seconds: 0.0,
+    };
+    let forward =
+        (segments.iter().skip(1)).map(|to| slot(format!("forward, before {}", first_layer(to))));
+    let backward = (segments.iter().skip(1).rev())
+        .map(|from| slot(format!("backward, before {}", first_layer(from))));
+    forward.chain(backward).collect()
 }
 
 /// Concatenates per-image halves `[N][len_d]` into `[N][sum len_d]`.
