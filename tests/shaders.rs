@@ -55,3 +55,105 @@ fn every_shared_snippet_is_used() {
         );
     }
 }
+
+/// The override constants the host sets on `module`'s kernel (the workgroup size on software
+/// adapters and GPUs; AlexNet's pooling window and LRN), as it resolves them before compiling:
+/// every override a kernel declares without a default gets a value here.
+fn overrides(module: &naga::Module, workgroup_size: f64) -> naga::back::PipelineConstants {
+    let declared: Vec<&str> = (module.overrides.iter())
+        .filter_map(|(_, o)| o.name.as_deref())
+        .collect();
+    let mut constants = naga::back::PipelineConstants::default();
+    for (name, value) in [
+        ("WORKGROUP_SIZE", workgroup_size),
+        ("WINDOW_HEIGHT", 3.0),
+        ("WINDOW_WIDTH", 3.0),
+        ("STRIDE_HEIGHT", 2.0),
+        ("STRIDE_WIDTH", 2.0),
+        ("DEPTH_RADIUS", 5.0),
+        ("BETA", 0.75),
+    ] {
+        if declared.contains(&name) {
+            constants.insert(name.to_string(), value);
+        }
+    }
+    constants
+}
+
+/// Every kernel translates to what wgpu hands each backend: SPIR-V (Vulkan), MSL (Metal) and
+/// HLSL (DX12), with its override constants resolved as the host resolves them, so that a
+/// kernel that only Vulkan or GL could run is caught without a Mac or a Windows machine. The
+/// SPIR-V is written to `target/tmp/spirv/` for `.ci/run` to check with Khronos' `spirv-val`.
+#[test]
+fn every_shader_translates_to_spirv_msl_and_hlsl() {
+    let out = concat!(env!("CARGO_TARGET_TMPDIR"), "/spirv");
+    // Only this run's modules: none left from a kernel renamed since.
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).unwrap();
+    for shader in ALL {
+        let wgsl = shader.wgsl();
+        let module = naga::front::wgsl::parse_str(&wgsl).unwrap();
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap();
+        for workgroup_size in [16.0, 64.0] {
+            let entry = (naga::ShaderStage::Compute, shader.entry_point);
+            let constants = overrides(&module, workgroup_size);
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some(entry),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{}: overrides: {e}", shader.entry_point));
+            let what = format!("{} (workgroup size {workgroup_size})", shader.entry_point);
+
+            let spv_pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: shader.entry_point.to_string(),
+            };
+            let spirv = naga::back::spv::write_vec(
+                &module,
+                &info,
+                &naga::back::spv::Options::default(),
+                Some(&spv_pipeline),
+            )
+            .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+            let bytes: Vec<u8> = spirv.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let path = format!("{out}/{}_{workgroup_size}.spv", shader.entry_point);
+            std::fs::write(path, bytes).unwrap();
+
+            let msl_options = naga::back::msl::Options {
+                lang_version: (2, 1),
+                ..Default::default()
+            };
+            let msl_pipeline = naga::back::msl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, shader.entry_point.to_string())),
+                ..Default::default()
+            };
+            let (msl, _) =
+                naga::back::msl::write_string(&module, &info, &msl_options, &msl_pipeline)
+                    .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+            assert!(msl.contains("kernel void"), "{what}: no MSL kernel");
+
+            let hlsl_options = naga::back::hlsl::Options {
+                fake_missing_bindings: true,
+                ..Default::default()
+            };
+            let hlsl_pipeline = naga::back::hlsl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, shader.entry_point.to_string())),
+            };
+            let mut hlsl = String::new();
+            naga::back::hlsl::Writer::new(&mut hlsl, &hlsl_options, &hlsl_pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
+            assert!(
+                hlsl.contains("[numthreads("),
+                "{what}: no HLSL compute shader"
+            );
+        }
+    }
+}
