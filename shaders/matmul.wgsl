@@ -118,6 +118,41 @@ fn matmul(@builtin(global_invocation_id) id: vec3<u32>) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// matmul_rows4: the same products where c has few rows (the input gradient dY W of a fully
+// connected layer at a small batch: m = the batch). Each invocation owns 4 rows x 16 columns
+// (id.x: the block of 16 columns, id.y: the block of 4 rows), so a batch of 4 computes no padding
+// rows, where the 16x16 block would compute 12 for every 4.
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn matmul_rows4(@builtin(global_invocation_id) id: vec3<u32>) {
+    let first_n = id.x * 16u;
+    let first_m = id.y * 4u;
+    if first_n >= params.n || first_m >= params.m {
+        return;
+    }
+    let rows = a_rows(first_m);
+    let s0 = b_columns(first_n);
+    let s1 = b_columns(first_n + 4u);
+    let s2 = b_columns(first_n + 8u);
+    let s3 = b_columns(first_n + 12u);
+    var acc0 = mat4x4<f32>();
+    var acc1 = mat4x4<f32>();
+    var acc2 = mat4x4<f32>();
+    var acc3 = mat4x4<f32>();
+    for (var k = 0u; k < params.k; k++) {
+        let x = load_a(rows, k * params.a_col_stride);
+        acc0 += outer(load_b(s0, k * params.b_row_stride), x);
+        acc1 += outer(load_b(s1, k * params.b_row_stride), x);
+        acc2 += outer(load_b(s2, k * params.b_row_stride), x);
+        acc3 += outer(load_b(s3, k * params.b_row_stride), x);
+    }
+    store_block(acc0, first_n, first_m);
+    store_block(acc1, first_n + 4u, first_m);
+    store_block(acc2, first_n + 8u, first_m);
+    store_block(acc3, first_n + 12u, first_m);
+}
+
+// ---------------------------------------------------------------------------------------------
 // matmul_tiled: the same products tiled the way GPUs want them (same parameters and semantics),
 // chosen on hardware adapters. A workgroup of 16x16 invocations owns a 64 x 64 tile of c
 // (workgroup x: the tile of 64 columns n, y: of 64 rows m). The reduction advances 16 steps at a

@@ -142,6 +142,10 @@ pub const GEMM_SPLIT_K_REDUCE: ShaderSource = shader!(
 /// Strided matrix product of the fully connected backward pass, a register block per
 /// invocation (CPU adapters).
 pub const MATMUL: ShaderSource = shader!("matmul.wgsl", "matmul", ["outer_product.wgsl"]);
+/// Strided matrix product of the fully connected backward pass for few rows (a small batch's
+/// input gradient), 4 rows x 16 columns per invocation (CPU adapters).
+pub const MATMUL_ROWS4: ShaderSource =
+    shader!("matmul.wgsl", "matmul_rows4", ["outer_product.wgsl"]);
 /// Strided matrix product of the fully connected backward pass, workgroup tiles (GPUs).
 pub const MATMUL_TILED: ShaderSource =
     shader!("matmul.wgsl", "matmul_tiled", ["outer_product.wgsl"]);
@@ -258,6 +262,7 @@ pub const ALL: &[ShaderSource] = &[
     GEMM_SMALL_BATCH,
     GEMM_SPLIT_K_REDUCE,
     MATMUL,
+    MATMUL_ROWS4,
     MATMUL_TILED,
     LRN_FORWARD,
     LRN_BACKWARD,

@@ -330,7 +330,9 @@ fn linear_matches_reference() {
 fn every_matmul_kernel_variant_matches_the_reference() {
     use convnet_wgpu::gpu::{KernelShape, Variants};
     // The fully connected layers' backward products (both gradients), whole and in weight
-    // slices (the input gradient accumulates slice by slice), at sizes off every tile.
+    // slices (the input gradient accumulates slice by slice), at sizes off every tile; batches 1
+    // and 3 take the register-block variant's 4-row kernel for the input gradient, 17 the
+    // 16-row block.
     let shapes = [(1, 300, 37), (3, 70, 129), (17, 65, 5)];
     for shared in contexts() {
         for matmul in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {

@@ -82,6 +82,7 @@ const GEMM_SMALL_BATCH: KernelDef<SmallBatchParams> = KernelDef::flat(shaders::G
 const GEMM_SPLIT_K_REDUCE: KernelDef<SplitKReduceParams> =
     KernelDef::flat(shaders::GEMM_SPLIT_K_REDUCE);
 const MATMUL: KernelDef<MatmulParams> = KernelDef::flat(shaders::MATMUL);
+const MATMUL_ROWS4: KernelDef<MatmulParams> = KernelDef::flat(shaders::MATMUL_ROWS4);
 const MATMUL_TILED: KernelDef<MatmulParams> = KernelDef::tiled(shaders::MATMUL_TILED);
 
 #[cfg(test)]
@@ -91,6 +92,7 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         GEMM_SMALL_BATCH.contract(),
         GEMM_SPLIT_K_REDUCE.contract(),
         MATMUL.contract(),
+        MATMUL_ROWS4.contract(),
         MATMUL_TILED.contract(),
     ]
 }
@@ -307,7 +309,8 @@ pub(crate) fn backward(
 }
 
 /// The dispatch of `product` (a, b, c) on the matmul kernel this device uses: `matmul` (register
-/// block) or `matmul_tiled` (workgroup tiles).
+/// block; `matmul_rows4` where c has fewer rows than a block, as a small batch's input gradient
+/// has) or `matmul_tiled` (workgroup tiles).
 pub(crate) fn matmul(
     b: &mut Builder,
     label: &str,
@@ -323,6 +326,10 @@ pub(crate) fn matmul(
                 b.workgroups(label, [n.div_ceil(TILE), m.div_ceil(TILE), 1])?,
             )
         }
+        _ if m < BLOCK => (
+            &MATMUL_ROWS4,
+            b.grid_3d(label, n.div_ceil(BLOCK), m.div_ceil(4), 1)?,
+        ),
         _ => (
             &MATMUL,
             b.grid_3d(label, n.div_ceil(BLOCK), m.div_ceil(BLOCK), 1)?,
