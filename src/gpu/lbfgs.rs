@@ -85,7 +85,7 @@ impl Lbfgs {
         let slot_count = config.history + 1;
         let layout = Scalars { slots: slot_count };
         let scalars = b.storage("lbfgs scalars", layout.len(), Purpose::Scratch);
-        let (_, count) = ops::chunks(b, len);
+        let (_, count) = crate::gpu::ops::chunks(b, len);
         let partials = b.storage("lbfgs partial sums", 2 * count, Purpose::Scratch);
         let direction = b.storage("lbfgs direction", len, Purpose::Scratch);
         let previous = b.storage("lbfgs previous gradient", len, Purpose::Scratch);

@@ -5,8 +5,9 @@
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
+use crate::gpu::ops::chunks;
 use crate::model::Dims;
-use crate::shaders::{self, REDUCTION};
+use crate::shaders;
 
 kernel_params! {
     /// dot's parameters.
@@ -114,16 +115,6 @@ pub(crate) enum ScalarOp {
     FirstStep,
     /// The step length of every later iteration, the learning rate.
     SetStep,
-}
-
-/// Elements one workgroup of a dot product sums.
-const CHUNK: usize = 64 * REDUCTION;
-
-/// The chunk length and count of dot products over `len` elements, within the dispatch limit.
-pub(crate) fn chunks(b: &Builder, len: usize) -> (usize, usize) {
-    let max_groups = b.ctx.limits().max_compute_workgroups_per_dimension as usize;
-    let chunk = CHUNK.max(len.div_ceil(max_groups));
-    (chunk, len.div_ceil(chunk).max(1))
 }
 
 /// The partial sums of `a . b` (or of `|a|`, with `absolute`: `b` is then not read) over `len`

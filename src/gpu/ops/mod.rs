@@ -59,6 +59,18 @@ pub(crate) fn source_buffers<'b>(
         .collect()
 }
 
+/// Elements one workgroup of a chunked reduction sums (style transfer's losses, L-BFGS's dot
+/// products): 64 per invocation, so that a chunk's sum and the sum of chunks both stay short.
+const CHUNK: usize = 64 * crate::shaders::REDUCTION;
+
+/// The chunk length and count of a chunked reduction over `len` elements, one workgroup per
+/// chunk, within the adapter's dispatch limit.
+pub(crate) fn chunks(b: &Builder, len: usize) -> (usize, usize) {
+    let max_groups = b.ctx.limits().max_compute_workgroups_per_dimension as usize;
+    let chunk = CHUNK.max(len.div_ceil(max_groups));
+    (chunk, len.div_ceil(chunk).max(1))
+}
+
 /// The error that the adapter's limits cannot run a workgroup-tiled kernel (where one was
 /// forced: `auto` never chooses it there).
 pub(crate) fn check_tiled_fits(b: &Builder, what: &str) -> Result<()> {

@@ -6,9 +6,10 @@
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
+use crate::gpu::ops::chunks;
 use crate::gpu::ops::linear::{matmul, MatmulParams};
 use crate::model::Dims;
-use crate::shaders::{self, REDUCTION};
+use crate::shaders;
 
 kernel_params! {
     /// squared_difference's parameters.
@@ -79,23 +80,12 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
     ]
 }
 
-/// Elements one workgroup of a chunked reduction sums: 64 per invocation, so that a chunk's
-/// sum and the sum of chunks both stay short.
-const CHUNK: usize = 64 * REDUCTION;
-
 /// A chunked reduction over `len` elements: its dispatch, the buffer of its partial sums, and
 /// how many there are (for [`sum_to_loss`]).
 pub(crate) struct Reduction {
     pub dispatch: Dispatch,
     pub partials: wgpu::Buffer,
     pub count: usize,
-}
-
-/// The chunk length and count of a reduction over `len` elements, within the dispatch limit.
-fn chunks(b: &Builder, len: usize) -> (usize, usize) {
-    let max_groups = b.ctx.limits().max_compute_workgroups_per_dimension as usize;
-    let chunk = CHUNK.max(len.div_ceil(max_groups));
-    (chunk, len.div_ceil(chunk).max(1))
 }
 
 /// `c = F F^T` for features `[channels][plane]` (unnormalised: the losses divide by
