@@ -1,6 +1,7 @@
 // L-BFGS's update of the image style transfer optimises: image = clamp(image + t d, 0, 1), with
-// t one of the optimiser's scalars on the GPU, then normalised into the network's input (as
-// adam.wgsl does). The clamp is the PyTorch tutorial's, done before each evaluation.
+// t one of the optimiser's scalars on the GPU (the step length, or 0 where the direction does not
+// descend), then normalised into the network's input (as adam.wgsl does). The clamp is the
+// PyTorch tutorial's, done before each evaluation.
 
 struct Params {
     len: u32,

@@ -8,14 +8,17 @@
 //   FIRST_STEP:     t = min(1, 1 / |g|_1) * lr (the first iteration's step length), h_diag = 1
 //                   (the initial Hessian's diagonal until a pair enters the history)
 //   SET_STEP:       t = lr
+//   DESCENT:        move = t if g . d < -1e-9, else 0: PyTorch stops an iteration whose direction
+//                   does not descend (its `gtd > -tolerance_change`) before moving the image
 // Layout of `scalars` (see src/gpu/ops/lbfgs.rs): rho[slots], alpha[slots], then t, h_diag,
-// coef, accepted.
+// coef, accepted, move.
 
 const ALPHA: u32 = 0u;
 const COEF: u32 = 1u;
 const CURVATURE: u32 = 2u;
 const FIRST_STEP: u32 = 3u;
 const SET_STEP: u32 = 4u;
+const DESCENT: u32 = 5u;
 
 struct Params {
     op: u32,
@@ -48,6 +51,7 @@ fn lbfgs_scalars(@builtin(local_invocation_index) local: u32) {
     let h_diag = t + 1u;
     let coef = t + 2u;
     let accepted = t + 3u;
+    let step_taken = t + 4u;
     switch params.op {
         case ALPHA: {
             scalars[alpha] = total.x * scalars[rho];
@@ -69,8 +73,12 @@ fn lbfgs_scalars(@builtin(local_invocation_index) local: u32) {
             scalars[t] = min(1.0, 1.0 / total.x) * params.learning_rate;
             scalars[h_diag] = 1.0;
         }
-        default: {
+        case SET_STEP: {
             scalars[t] = params.learning_rate;
         }
+        case DESCENT: {
+            scalars[step_taken] = select(0.0, scalars[t], total.x < -1e-9);
+        }
+        default: {}
     }
 }

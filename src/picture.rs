@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(picture.dims.channels, 3);
         assert!(picture.pixels.iter().all(|&v| (v - 0.2).abs() < 1e-6));
         let out = dir.path().join("a.bmp");
-        assert!(check_writable(&out).is_err());
-        assert!(!err.contains('\n'));
+        let bmp = check_writable(&out).unwrap_err().to_string();
+        assert!(bmp.contains("write .png, .jpg or .npy"), "{bmp}");
+        for message in [err, bmp] {
+            assert!(!message.contains('\n'), "{message}");
+        }
     }
 }

@@ -306,7 +306,7 @@ impl Weights {
                 // Debug-quoted: a name may hold any character, a newline included.
                 return Err(format!(
                     "holds tensor {name:?}, which {} does not have",
-                    network.name
+                    whole.name
                 ));
             }
         }

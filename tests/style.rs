@@ -327,7 +327,8 @@ fn adam_lowers_the_loss_and_keeps_the_image_in_range() {
 }
 
 /// `torch.optim.LBFGS` without line search, in f64: one iteration per evaluation of `loss_at`
-/// (the loss and its gradient), the image clamped to [0, 1] after each update, as the GPU's.
+/// (the loss and its gradient), no move where the direction does not descend, the image clamped
+/// to [0, 1] after each update, as the GPU's.
 /// Returns the loss at each evaluation, how many pairs passed the curvature test, and the
 /// image after the last step.
 fn reference_lbfgs(
@@ -381,10 +382,14 @@ fn reference_lbfgs(
             }
             t = lr;
         }
+        // PyTorch ends an iteration whose direction does not descend before moving.
+        let descends = dot(&g, &d) < -1e-9;
         g_prev = g;
-        x.iter_mut()
-            .zip(&d)
-            .for_each(|(x, d)| *x = (*x + t * d).clamp(0.0, 1.0));
+        if descends {
+            x.iter_mut()
+                .zip(&d)
+                .for_each(|(x, d)| *x = (*x + t * d).clamp(0.0, 1.0));
+        }
     }
     (losses, accepted, x)
 }
@@ -394,7 +399,7 @@ fn reference_lbfgs(
 fn lbfgs_takes_pytorchs_steps_through_a_full_history() {
     // A history of 2 pairs over 8 steps: pairs are evicted, and the spare slot rotates.
     let objective = objective(11, &["conv3_1"], &["conv1_1", "conv2_1", "conv3_1"], 0.01);
-    let (losses, accepted) = assert_lbfgs_matches_the_reference(&objective, 1.0);
+    let (losses, accepted) = assert_lbfgs_matches_the_reference(&objective, 1.0, false);
     assert_eq!(accepted, 7, "every pair passes the curvature test");
     assert!(
         losses[7] < losses[0] / 2.0,
@@ -402,14 +407,32 @@ fn lbfgs_takes_pytorchs_steps_through_a_full_history() {
     );
 }
 
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn lbfgs_steps_on_while_its_curvature_test_rejects_pairs() {
+    // Steps so short (lr 1e-4) that no pair passes y.s > 1e-10: every direction is -g times the
+    // initial Hessian diagonal, 1. The image starts dark (values near 0.005), where f32 resolves
+    // moves of ~1e-7 well enough to compare them (measured 0.65% from the f64 moves).
+    let objective = objective(11, &["conv3_1"], &["conv1_1", "conv2_1", "conv3_1"], 0.01);
+    let (_, accepted) = assert_lbfgs_matches_the_reference(&objective, 1e-4, true);
+    assert_eq!(accepted, 0, "the curvature test rejects every pair");
+}
+
 /// Runs L-BFGS (a history of 2, 8 steps) on the GPU and in f64 from the same start, and
 /// compares the loss at every step and how far the image moved; returns the reference's losses
 /// and how many pairs it accepted.
-fn assert_lbfgs_matches_the_reference(objective: &Objective, lr: f64) -> (Vec<f64>, usize) {
+fn assert_lbfgs_matches_the_reference(
+    objective: &Objective,
+    lr: f64,
+    dark_start: bool,
+) -> (Vec<f64>, usize) {
     let size = dims(3, 20, 24);
     let mut s = setup(11, Pooling::Max, objective, (size, dims(3, 16, 16)));
     let network = style::feature_network(11, Pooling::Max, size, &objective.layers()).unwrap();
     s.weights = Weights::init(&network, 3).unwrap();
+    if dark_start {
+        s.initial.iter_mut().for_each(|v| *v = 0.001 + 0.01 * *v);
+    }
     let (history, steps) = (2, 8);
     let params = Parameters::<f64>::from_weights(&s.weights);
     let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();

@@ -21,7 +21,7 @@ pub(crate) struct StyleArgs {
     /// The content image (PNG, JPEG, or .npy [3, H, W] in [0, 1]).
     #[arg(long)]
     content: PathBuf,
-    /// The style image (resized to the same long side as the content image).
+    /// The style image (PNG or JPEG resized to --size on its long side, or .npy as is).
     #[arg(long)]
     style: PathBuf,
     /// VGG weights (safetensors, torchvision's names: features.N.weight/bias; the classifier
@@ -35,7 +35,7 @@ pub(crate) struct StyleArgs {
     /// The long side of the images, in pixels (PNG and JPEG are resized; .npy is taken as is).
     #[arg(long, default_value_t = 512)]
     size: usize,
-    /// Adam steps.
+    /// Optimiser steps (one evaluation of the loss and its gradient each).
     #[arg(long, default_value_t = 300)]
     steps: usize,
     /// The optimiser: Adam, or L-BFGS (Gatys et al.'s; one step = one evaluation).
@@ -79,8 +79,8 @@ pub(crate) struct StyleArgs {
     /// A directory to write the image into every --every steps (step_00010.png, ...).
     #[arg(long)]
     frames: Option<PathBuf>,
-    /// The loss's gradient with respect to the initial image (.npy [3, H, W]), for comparing
-    /// with another framework.
+    /// Write the loss's gradient with respect to the initial image here (.npy [3, H, W]), for
+    /// comparing with another framework.
     #[arg(long)]
     gradient_out: Option<PathBuf>,
     /// Print one JSON document (settings, every step's loss terms, timings) instead of progress.
@@ -147,12 +147,16 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
     }
     picture::check_writable(&args.out)?;
     if let Some(path) = &args.gradient_out {
-        picture::check_writable(path)?;
-    }
-    if let Some(dir) = &args.frames {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            anyhow::anyhow!("{}: cannot create the frames directory: {e}", dir.display())
-        })?;
+        if path
+            .extension()
+            .is_none_or(|e| !e.eq_ignore_ascii_case("npy"))
+        {
+            anyhow::bail!(
+                "{}: --gradient-out writes .npy (an image file would clamp and round it)",
+                path.display()
+            );
+        }
+        convnet_wgpu::files::check_writable(path)?;
     }
 
     let whole = convnet_wgpu::model::vgg(depth)?;
@@ -241,6 +245,11 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         &images,
         optimizer,
     )?;
+    if let Some(dir) = &args.frames {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!("{}: cannot create the frames directory: {e}", dir.display())
+        })?;
+    }
     if !args.json {
         println!(
             "style transfer on {} ({}), {}x{} image, style {}x{}; content {} x {:?}, style {:e} x \
@@ -295,7 +304,7 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         if !terms.total().is_finite() {
             anyhow::bail!(
                 "step {step}: the loss is no longer finite ({terms:?}); lower --lr or the weights \
-                 (nothing written)"
+                 (the result is not written)"
             );
         }
         records.push(record(step, &terms));
@@ -401,18 +410,24 @@ fn resolve(network: &Network, names: &[String]) -> anyhow::Result<Vec<String>> {
 
 /// The step's phases, and each phase's slowest layers.
 fn print_profile(profile: &StyleProfile) {
-    let phases = [
+    let mut phases = vec![
         ("forward", &profile.forward),
         ("losses (Gram)", &profile.losses),
         ("backward", &profile.backward),
-        ("image step", &profile.image),
+        ("image gradient", &profile.image),
     ];
+    if let Some(optimizer) = &profile.optimizer {
+        phases.push(("adam", optimizer));
+    }
     let total: f64 = phases.iter().map(|(_, p)| p.seconds()).sum();
     let timer = match profile.forward.gpu_timestamps {
         true => "GPU timestamps",
         false => "host timer",
     };
     println!("profile of one step ({timer}): {:.1} ms", 1e3 * total);
+    if profile.optimizer.is_none() {
+        println!("  (L-BFGS's dispatches are not profiled: the step's time less these phases)");
+    }
     for (name, phase) in phases {
         let mut layers: Vec<_> = phase.layers.iter().collect();
         layers.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));

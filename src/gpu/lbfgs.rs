@@ -9,7 +9,13 @@
 //!    the curvature test decides whether it joins the history (evicting the oldest when full);
 //! 2. the direction: `d = -g` and `t = min(1, 1/|g|_1) lr` the first time; then the two-loop
 //!    recursion over the history (newest to oldest, `d *= h_diag`, oldest to newest) and `t = lr`;
-//! 3. `g_prev = g`, and the image moves by `t d`, clamped to [0, 1].
+//! 3. `g_prev = g`, and the image moves by `t d`, clamped to [0, 1] — unless `g . d >= -1e-9`
+//!    (not a descent direction), where PyTorch ends the iteration before moving and so does this.
+//!
+//! PyTorch's other stopping tests (a gradient below `tolerance_grad`, a step or loss change below
+//! `tolerance_change`, `max_eval`) end a `step()` call after the image moved; the next call goes on
+//! from the same state with one more evaluation at the same image. One step here is one
+//! evaluation and one iteration, always: those extra evaluations are not modelled.
 //!
 //! Every dispatch is recorded once, per history slot; a step encodes them in the history's
 //! order. The history holds `history` pairs in `history + 1` slots: a new pair is written into
@@ -18,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::ops::lbfgs::{self as ops, Coefficient, ScalarOp, Scalars};
@@ -60,7 +66,7 @@ pub(crate) struct Lbfgs {
     start: Vec<Dispatch>,
     /// `d *= h_diag`, between the two loops.
     scale: Dispatch,
-    /// `g_prev = g`, then the image update.
+    /// `g . d` and the step the image takes, `g_prev = g`, then the image update.
     finish: Vec<Dispatch>,
     /// The history's slots, oldest first.
     history: RefCell<VecDeque<usize>>,
@@ -68,9 +74,15 @@ pub(crate) struct Lbfgs {
     spare: Cell<usize>,
     capacity: usize,
     iterations: Cell<u32>,
-    /// Where the curvature flag lies, for reading back.
-    pub scalars: wgpu::Buffer,
-    pub accepted_index: usize,
+    scalars: wgpu::Buffer,
+    layout: Scalars,
+}
+
+/// The history's order after a step's curvature test, taken by [`Lbfgs::commit`] once the step's
+/// work has been submitted.
+pub(crate) struct NextState {
+    history: VecDeque<usize>,
+    spare: usize,
 }
 
 impl Lbfgs {
@@ -81,6 +93,11 @@ impl Lbfgs {
         config: LbfgsConfig,
         buffers: &LbfgsBuffers,
     ) -> Result<Self> {
+        if config.history == 0 {
+            return Err(Error::InvalidArgument(
+                "L-BFGS needs a history of at least 1 pair".into(),
+            ));
+        }
         let len = dims.len();
         let slot_count = config.history + 1;
         let layout = Scalars { slots: slot_count };
@@ -130,6 +147,14 @@ impl Lbfgs {
             &scalars,
         )?;
         let finish = vec![
+            ops::dot(
+                b,
+                "lbfgs descent",
+                len,
+                (g, &direction, false),
+                (&partials, 0),
+            )?,
+            scalar(b, "lbfgs descent", ScalarOp::Descent, 0)?,
             ops::axpy(
                 b,
                 "lbfgs previous gradient",
@@ -142,7 +167,7 @@ impl Lbfgs {
                 b,
                 "lbfgs image update",
                 dims,
-                (&direction, &scalars, layout.step()),
+                (&direction, &scalars, layout.step_taken()),
                 buffers.normalization,
                 (buffers.image, buffers.input),
             )?,
@@ -222,7 +247,7 @@ impl Lbfgs {
             capacity: config.history,
             iterations: Cell::new(0),
             scalars,
-            accepted_index: layout.accepted(),
+            layout,
         })
     }
 
@@ -235,22 +260,35 @@ impl Lbfgs {
         }
     }
 
-    /// Takes the curvature test's result (ignored on the first iteration) into the history's
-    /// order, and returns the rest of the iteration: the direction and the image update.
-    pub fn direction_and_update(&self, accepted: bool) -> Vec<&Dispatch> {
-        let mut history = self.history.borrow_mut();
+    /// Copies the curvature test's flag (1.0: the pair entered the history) to `offset` in
+    /// `staging`, for reading back after the evaluation.
+    pub fn encode_flag_copy(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        staging: &wgpu::Buffer,
+        offset: u64,
+    ) {
+        let flag = (self.layout.accepted() * 4) as u64;
+        encoder.copy_buffer_to_buffer(&self.scalars, flag, staging, offset, 4);
+    }
+
+    /// The rest of the iteration given the curvature test's result (ignored on the first
+    /// iteration): the direction and the image update, in the history's order, and the
+    /// history's order to [`Lbfgs::commit`] once they are submitted.
+    pub fn direction_and_update(&self, accepted: bool) -> (Vec<&Dispatch>, NextState) {
+        let mut history = self.history.borrow().clone();
+        let mut spare = self.spare.get();
         let mut dispatches: Vec<&Dispatch> = Vec::new();
         if self.iterations.get() == 0 {
             dispatches.extend(&self.first);
         } else {
             if accepted {
-                history.push_back(self.spare.get());
-                let spare = match history.len() > self.capacity {
+                history.push_back(spare);
+                spare = match history.len() > self.capacity {
                     true => history.pop_front().expect("the history is not empty"),
                     // Slots fill in order until the history is full.
                     false => history.len(),
                 };
-                self.spare.set(spare);
             }
             dispatches.extend(&self.start);
             for &j in history.iter().rev() {
@@ -262,7 +300,13 @@ impl Lbfgs {
             }
         }
         dispatches.extend(&self.finish);
+        (dispatches, NextState { history, spare })
+    }
+
+    /// Takes the history's order of a step whose work was submitted.
+    pub fn commit(&self, next: NextState) {
+        *self.history.borrow_mut() = next.history;
+        self.spare.set(next.spare);
         self.iterations.set(self.iterations.get() + 1);
-        dispatches
     }
 }

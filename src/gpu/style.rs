@@ -1,7 +1,8 @@
 //! Style transfer on the GPU (the objective: [`crate::style`]): VGG's features of the image,
 //! the content and style losses and their gradients, the backward pass down to the image, and
-//! the Adam step, all in one command buffer per step. Only the loss terms come back to the host
-//! each step (a few floats, through a staging buffer made once); the image when asked.
+//! the optimiser's step, in one command buffer per step (two for L-BFGS, which reads back one
+//! flag between them: see `gpu::lbfgs`). Only the loss terms come back to the host each step (a
+//! few floats, through a staging buffer made once); the image when asked.
 //!
 //! A step records: the network's forward pass; per content layer, the squared difference to the
 //! content image's features (written as that layer's output gradient, and summed into its loss);
@@ -341,7 +342,7 @@ impl<'a> StyleTransfer<'a> {
             }
             OptimizerState::Lbfgs(lbfgs) => {
                 let (terms, accepted) = self.submit(lbfgs.after_evaluation())?;
-                let rest = lbfgs.direction_and_update(accepted);
+                let (rest, next) = lbfgs.direction_and_update(accepted);
                 self.net.run("l-bfgs step", |encoder| {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("l-bfgs direction"),
@@ -352,6 +353,7 @@ impl<'a> StyleTransfer<'a> {
                     }
                     Ok(())
                 })?;
+                lbfgs.commit(next);
                 terms
             }
         };
@@ -378,8 +380,7 @@ impl<'a> StyleTransfer<'a> {
         let size = self.losses.size();
         encoder.copy_buffer_to_buffer(&self.losses, 0, &self.losses_staging, 0, size);
         if let OptimizerState::Lbfgs(lbfgs) = &self.optimizer {
-            let flag = (lbfgs.accepted_index * 4) as u64;
-            encoder.copy_buffer_to_buffer(&lbfgs.scalars, flag, &self.losses_staging, size, 4);
+            lbfgs.encode_flag_copy(&mut encoder, &self.losses_staging, size);
         }
         self.ctx.queue().submit([encoder.finish()]);
         self.ctx.wait("style transfer step")?;
@@ -402,20 +403,33 @@ impl<'a> StyleTransfer<'a> {
     /// [`Profile`](crate::gpu::Profile)); each phase runs after the untimed phases before it.
     pub fn profile(&self) -> Result<StyleProfile> {
         let net = &self.net;
+        let backward_dispatches = net.backward_dispatches()?;
         let objective = |encoder: &mut wgpu::CommandEncoder| {
             net.encode_forward(encoder);
             encode_pass(encoder, "losses", &self.objective);
         };
         let backward = |encoder: &mut wgpu::CommandEncoder| {
             objective(encoder);
-            // Recorded when the network was built: cannot fail.
-            net.encode_backward(encoder).expect("built with gradients");
+            encode_pass(encoder, "backward", backward_dispatches);
+        };
+        let image_gradient = |encoder: &mut wgpu::CommandEncoder| {
+            backward(encoder);
+            encode_pass(encoder, "image gradient", &self.image_gradient);
+        };
+        let optimizer = match &self.optimizer {
+            OptimizerState::Adam { update, .. } => Some(profile(
+                self.ctx,
+                image_gradient,
+                std::slice::from_ref(update),
+            )?),
+            OptimizerState::Lbfgs(_) => None,
         };
         Ok(StyleProfile {
             forward: net.profile_forward()?,
             losses: profile(self.ctx, |e| net.encode_forward(e), &self.objective)?,
-            backward: profile(self.ctx, objective, net.backward_dispatches()?)?,
+            backward: profile(self.ctx, objective, backward_dispatches)?,
             image: profile(self.ctx, backward, &self.image_gradient)?,
+            optimizer,
         })
     }
 
@@ -442,6 +456,9 @@ pub struct StyleProfile {
     pub backward: Profile,
     /// The image's gradient (with total variation).
     pub image: Profile,
+    /// Adam's update (`None` for L-BFGS, whose dispatches a step orders by its history: its
+    /// cost is the step's time less the phases above).
+    pub optimizer: Option<Profile>,
 }
 
 /// The content layers' features of the content image and the style layers' Gram matrices of

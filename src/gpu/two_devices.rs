@@ -386,6 +386,7 @@ impl<'a> TwoDeviceNetwork<'a> {
     fn record(&self, bytes_to_host: u64, bytes_to_devices: u64, start: Instant) {
         let mut stats = self.stats.borrow_mut();
         let made = self.exchanges_made.get();
+        debug_assert!(made < stats.exchanges.len(), "an exchange no slot names");
         if let Some(exchange) = stats.exchanges.get_mut(made) {
             exchange.bytes_to_host = bytes_to_host;
             exchange.bytes_to_devices = bytes_to_devices;

@@ -370,7 +370,10 @@ pub(crate) fn backward(
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let Packing::Conv {
-        groups, packed_out, ..
+        groups,
+        taps,
+        packed_out,
+        ..
     } = params.packing
     else {
         return Err(Error::Internal(format!(
@@ -383,7 +386,8 @@ pub(crate) fn backward(
         dispatches.push(elementwise::relu_backward(b, layer, buf)?);
     }
     if let Some(grads) = grads {
-        dispatches.extend(parameter_gradients(b, layer, buf, params, grads, variant)?);
+        let packing = (groups, taps, packed_out);
+        dispatches.extend(parameter_gradients(b, layer, buf, packing, grads, variant)?);
     }
     if let Some(grad_input) = buf.grad_input {
         let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
@@ -401,27 +405,17 @@ pub(crate) fn backward(
 }
 
 /// The dispatches of a convolution's weight gradient (and bias gradient, where it has a bias),
-/// from its input and its output gradient (through the ReLU mask already).
+/// from its input and its output gradient (through the ReLU mask already), in the packing of
+/// its weights (`groups`, `taps` per group, `packed_out` channels).
 fn parameter_gradients(
     b: &mut Builder,
     layer: &LayerPlan,
     buf: &BackwardBuffers,
-    params: &PackedWeights,
+    (groups, taps, packed_out): (usize, usize, usize),
     grads: &PackedGrads,
     variant: Variant,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
-    let Packing::Conv {
-        groups,
-        taps,
-        packed_out,
-        ..
-    } = params.packing
-    else {
-        return Err(Error::Internal(format!(
-            "{name}: a conv layer's weight is packed as a conv's"
-        )));
-    };
     let mut dispatches = Vec::new();
     // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
     let pixels = layer.batch * layer.output.height * layer.output.width;

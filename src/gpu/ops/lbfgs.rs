@@ -74,7 +74,8 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
 
 /// Where each of L-BFGS's scalars lies in its buffer, for `slots` history slots: `rho[slots]`,
 /// `alpha[slots]`, then the step length, the initial Hessian's diagonal, the two-loop's current
-/// coefficient and whether the last pair entered the history (1.0 or 0.0).
+/// coefficient, whether the last pair entered the history (1.0 or 0.0), and the step the image
+/// takes (the step length, or 0 where the direction does not descend).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalars {
     pub slots: usize,
@@ -96,8 +97,11 @@ impl Scalars {
     pub fn accepted(self) -> usize {
         2 * self.slots + 3
     }
-    pub fn len(self) -> usize {
+    pub fn step_taken(self) -> usize {
         2 * self.slots + 4
+    }
+    pub fn len(self) -> usize {
+        2 * self.slots + 5
     }
 }
 
@@ -115,6 +119,8 @@ pub(crate) enum ScalarOp {
     FirstStep,
     /// The step length of every later iteration, the learning rate.
     SetStep,
+    /// The step the image takes: the step length where `g . d` (the sum) is below -1e-9, else 0.
+    Descent,
 }
 
 /// The partial sums of `a . b` (or of `|a|`, with `absolute`: `b` is then not read) over `len`
@@ -207,6 +213,7 @@ pub(crate) fn scalar_step(
             ScalarOp::Curvature => 2,
             ScalarOp::FirstStep => 3,
             ScalarOp::SetStep => 4,
+            ScalarOp::Descent => 5,
         },
         slot: u32_of(slot, "slot")?,
         slots: u32_of(layout.slots, "slots")?,
@@ -225,7 +232,6 @@ pub(crate) fn scalar_step(
 
 /// `image = clamp(image + t direction, 0, 1)`, normalised into `input`; `t` is
 /// `scalars[step]`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn image_update(
     b: &mut Builder,
     label: &str,
