@@ -616,14 +616,22 @@ fn build_unscoped<'a>(
             let per_image = (layer.output.len() * 4) as u64;
             return Err(b.too_large(
                 format!("batch {batch}"),
-                format!(
-                    "layer {}'s output is {} MB, one storage binding holds at most {} MB; \
-                     the largest batch that fits is {}",
-                    layer.layer.name,
-                    bytes / 1_000_000,
-                    b.max_binding / 1_000_000,
-                    b.max_binding / per_image
-                ),
+                match b.max_binding / per_image {
+                    0 => format!(
+                        "layer {}'s output for one image is {} MB, one storage binding holds at \
+                         most {} MB; only a smaller input fits",
+                        layer.layer.name,
+                        per_image / 1_000_000,
+                        b.max_binding / 1_000_000,
+                    ),
+                    fits => format!(
+                        "layer {}'s output is {} MB, one storage binding holds at most {} MB; \
+                         the largest batch that fits is {fits}",
+                        layer.layer.name,
+                        bytes / 1_000_000,
+                        b.max_binding / 1_000_000,
+                    ),
+                },
             ));
         }
     }
