@@ -15,6 +15,7 @@
 //!   `.npy` tensors) with one-line errors and no half-written outputs;
 //! - [`style`] describes neural style transfer's objective (and its CPU reference), which
 //!   [`gpu::StyleTransfer`] optimises on the GPU, and [`picture`] reads and writes its images;
+//! - [`eval`] scores a classifier on a labelled set, and [`dataset`] draws one;
 //! - [`bench`](mod@bench) and [`check`] are the two jobs the command line runs on top of all
 //!   that, and [`chart`] draws a profile.
 //!
@@ -40,7 +41,9 @@ compile_error!("the file formats are little-endian and are read by reinterpretin
 pub mod bench;
 pub mod chart;
 pub mod check;
+pub mod dataset;
 pub mod error;
+pub mod eval;
 pub mod files;
 pub mod fold;
 pub mod gpu;

@@ -161,13 +161,29 @@ fn parse_shape(text: &str) -> std::result::Result<Vec<usize>, String> {
 /// version 1.0 can say (thousands of dimensions). `data` should hold the shape's number of values;
 /// [`write()`] checks that it does.
 pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    encode_raw("<f4", shape, bytemuck::cast_slice(data))
+}
+
+/// Encodes labels as a one-dimensional int64 `.npy` array (PyTorch's class-index dtype).
+pub fn encode_labels(labels: &[usize]) -> Vec<u8> {
+    let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    encode_raw("<i8", &[labels.len()], bytemuck::cast_slice(&values))
+}
+
+/// Writes labels as a one-dimensional int64 `.npy` array, atomically.
+pub fn write_labels(path: &Path, labels: &[usize]) -> Result<()> {
+    files::write_atomically(path, &encode_labels(labels))
+}
+
+/// The `.npy` bytes of an array of dtype `descr` whose C-order values are `data`.
+fn encode_raw(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let tuple = if dims.len() == 1 {
         format!("({},)", dims[0])
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     // Version 1.0 gives the header's length in 2 bytes, 2.0 in 4; the padding may add 64.
     let long = header.len() + 64 > usize::from(u16::MAX);
     let length_bytes = if long { 4 } else { 2 };
@@ -175,7 +191,7 @@ pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let unpadded = MAGIC.len() + 2 + length_bytes + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(unpadded + 63 + data.len() * 4);
+    let mut bytes = Vec::with_capacity(unpadded + 63 + data.len());
     bytes.extend_from_slice(MAGIC);
     if long {
         bytes.extend_from_slice(&[2, 0]);
@@ -185,7 +201,7 @@ pub fn encode(shape: &[usize], data: &[f32]) -> Vec<u8> {
         bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     }
     bytes.extend_from_slice(header.as_bytes());
-    bytes.extend_from_slice(bytemuck::cast_slice(data));
+    bytes.extend_from_slice(data);
     bytes
 }
 

@@ -863,3 +863,130 @@ fn style_refuses_bad_images_layers_weights_and_outputs_cleanly() {
     assert_clean_failure(&bmp, "missing");
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn make_dataset_then_eval_scores_a_network_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("shapes");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let images = data.join("images.npy").display().to_string();
+    let (ok, _, stderr) = convnet(&[
+        "make-dataset",
+        "shapes",
+        "--classes",
+        "3",
+        "--size",
+        "16",
+        "--count",
+        "7",
+        "--out",
+        &data.display().to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    let labels = convnet_wgpu::npy::read_labels(&data.join("labels.npy")).unwrap();
+    assert_eq!(labels, [0, 1, 2, 0, 1, 2, 0]);
+    assert_eq!(
+        convnet_wgpu::npy::read(&data.join("images.npy"))
+            .unwrap()
+            .shape,
+        [7, 3, 16, 16]
+    );
+
+    // The network's own logits (`run`, all 7 at once) give the labels it gets right by
+    // construction: eval at batch 3 (the last batch padded) must score them 100%, and its loss
+    // must be the cross-entropy of those logits.
+    let model = [
+        "--model",
+        "resnet18",
+        "--num-classes",
+        "5",
+        "--input-size",
+        "16",
+    ];
+    let mut init = vec!["init"];
+    init.extend(model);
+    let weights = path("w.safetensors");
+    init.extend(["--out", &weights]);
+    assert!(convnet(&init).0);
+    let logits_path = path("logits.npy");
+    let mut run = vec!["run"];
+    run.extend(model);
+    run.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &images,
+        "--output",
+        &logits_path,
+    ]);
+    let (ok, _, stderr) = convnet(&run);
+    assert!(ok, "{stderr}");
+    let logits = convnet_wgpu::npy::read(std::path::Path::new(&logits_path)).unwrap();
+    let argmax: Vec<usize> = (logits.data.chunks(5))
+        .map(|row| (0..5).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap())
+        .collect();
+    let own = path("own.npy");
+    convnet_wgpu::npy::write_labels(std::path::Path::new(&own), &argmax).unwrap();
+    let mut eval = vec!["eval"];
+    eval.extend(model);
+    eval.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &images,
+        "--labels",
+        &own,
+        "--batch",
+        "3",
+        "--json",
+    ]);
+    let (ok, stdout, stderr) = convnet(&eval);
+    assert!(ok, "{stderr}");
+    let scores: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(scores["images"], 7);
+    assert_eq!(scores["top1"], 1.0);
+    assert_eq!(scores["top5"], 1.0);
+    let (expected, _, _) =
+        convnet_wgpu::eval::classification_scores(&logits.data, &argmax, 5).unwrap();
+    let loss = scores["loss"].as_f64().unwrap();
+    assert!(
+        (loss - expected).abs() <= 1e-5 * expected.max(1.0),
+        "{loss} vs {expected}"
+    );
+
+    // Labels that do not fit the images or the classes: one line, exit 1.
+    let seven = data.join("labels.npy").display().to_string();
+    let short = path("short.npy");
+    convnet_wgpu::npy::write_labels(std::path::Path::new(&short), &[0, 1]).unwrap();
+    let far = path("far.npy");
+    convnet_wgpu::npy::write_labels(std::path::Path::new(&far), &[0, 1, 2, 3, 4, 5, 6]).unwrap();
+    for (labels, expected) in [
+        (&short, "2 labels for the 7 images"),
+        (&far, "label 5 of image 5 is not one of the 5 classes"),
+    ] {
+        let mut args = vec!["eval"];
+        args.extend(model);
+        args.extend([
+            "--weights",
+            &weights,
+            "--input",
+            &images,
+            "--labels",
+            labels,
+        ]);
+        assert_clean_failure(&args, expected);
+    }
+    let mut fine = vec!["eval"];
+    fine.extend(model);
+    fine.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &images,
+        "--labels",
+        &seven,
+    ]);
+    let (ok, stdout, stderr) = convnet(&fine);
+    assert!(ok && stdout.contains("7 images: loss"), "{stdout}{stderr}");
+}

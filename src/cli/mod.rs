@@ -5,6 +5,7 @@
 mod adapters;
 mod bench;
 mod check;
+mod eval;
 mod init;
 mod run;
 mod shapes;
@@ -105,6 +106,10 @@ pub(crate) enum Command {
     /// Neural style transfer on VGG: an image optimised to keep one image's content and take
     /// another's style (Gatys et al.).
     Style(Box<style::StyleArgs>),
+    /// Score a classifier on a labelled set: loss, top-1, top-5, images/s.
+    Eval(Box<eval::EvalArgs>),
+    /// Draw the project's own labelled image set (no download).
+    MakeDataset(eval::MakeDatasetArgs),
 }
 
 /// Which network, and what a user may change about it.
@@ -296,17 +301,24 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         )?,
         Command::Train(args) => train::train(&args)?,
         Command::Style(args) => style::style(&args)?,
+        Command::Eval(args) => eval::eval(&args)?,
+        Command::MakeDataset(args) => eval::make_dataset(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn open_context(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
+    let ctx = open_context_quietly(device)?;
+    println!("adapter: {}", ctx.describe());
+    Ok(ctx)
+}
+
+/// As [`open_context`], printing nothing (for a command whose stdout is one JSON document).
+pub(crate) fn open_context_quietly(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
     if device.devices != 1 {
         anyhow::bail!("this command runs on one device; drop --devices");
     }
-    let ctx = GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?);
-    println!("adapter: {}", ctx.describe());
-    Ok(ctx)
+    Ok(GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?))
 }
 
 /// One context per device of `--devices`, each printed with its adapter.

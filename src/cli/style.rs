@@ -14,7 +14,7 @@ use convnet_wgpu::style::{self, LossTerms, Objective, Pooling};
 use convnet_wgpu::weights::Weights;
 use rand::{Rng, SeedableRng};
 
-use super::{describe_memory, open_context, DeviceArgs};
+use super::{describe_memory, open_context, open_context_quietly, DeviceArgs};
 
 #[derive(Args)]
 pub(crate) struct StyleArgs {
@@ -214,11 +214,9 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         None => Weights::init(&features, args.seed)?,
     };
 
-    let ctx = if args.json {
-        convnet_wgpu::gpu::GpuContext::new(&args.device.choices()?[0])?
-            .with_variants(args.device.variants()?)
-    } else {
-        open_context(&args.device)?
+    let ctx = match args.json {
+        true => open_context_quietly(&args.device)?,
+        false => open_context(&args.device)?,
     };
     let optimizer = match args.optimizer {
         OptimizerChoice::Adam => Optimizer::Adam(AdamConfig {

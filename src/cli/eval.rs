@@ -1,0 +1,122 @@
+//! `convnet eval` (a classifier scored on a labelled set) and `convnet make-dataset` (the
+//! project's own small labelled set).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::{dataset, eval, npy, weights};
+
+use super::{open_context, open_context_quietly, BatchNormArgs, DeviceArgs, NetworkArgs};
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    batch_norm: BatchNormArgs,
+    /// The weights (safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// The images (.npy float32 [N, 3, H, W], as the network takes them).
+    #[arg(long)]
+    input: PathBuf,
+    /// One class index per image (.npy int64 or int32, shape `[N]`).
+    #[arg(long)]
+    labels: PathBuf,
+    /// Images per forward pass (the last batch is padded; padding is not scored).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Print the scores as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `convnet eval`.
+pub(crate) fn eval(args: &EvalArgs) -> anyhow::Result<()> {
+    if args.batch == 0 {
+        anyhow::bail!("--batch must be at least 1");
+    }
+    let network = args.network.build()?;
+    let params = weights::Weights::load(&args.weights, &network)?;
+    let (count, images) = weights::load_input(&args.input, &network)?;
+    let labels = npy::read_labels(&args.labels)?;
+    if labels.len() != count {
+        anyhow::bail!(
+            "{}: {} labels for the {count} images of {}",
+            args.labels.display(),
+            labels.len(),
+            args.input.display()
+        );
+    }
+    let (gpu_network, params) = args.batch_norm.on_gpu(&network, &params, false)?;
+    let plan = gpu_network.plan(args.batch.min(count))?;
+    let ctx = match args.json {
+        true => open_context_quietly(&args.device)?,
+        false => open_context(&args.device)?,
+    };
+    let net = GpuNetwork::new(&ctx, &plan, &params)?;
+    let scores = eval::evaluate(&net, &images, &labels)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.labels.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        println!(
+            "{} images: loss {:.6}, top-1 {:.2}%, top-5 {:.2}%; {:.1} images/s (batch {}, uploads \
+             and readbacks included)",
+            scores.images,
+            scores.loss,
+            100.0 * scores.top1,
+            100.0 * scores.top5,
+            scores.images_per_s(),
+            plan[0].batch
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub(crate) struct MakeDatasetArgs {
+    /// The kind of set: `shapes` (noisy shapes, stripes and textures; docs/networks.md).
+    kind: String,
+    /// Classes, 2 to 10.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Height and width of the images.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Images.
+    #[arg(long, default_value_t = 6000)]
+    count: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The directory to write images.npy ([N, 3, size, size] float32 in [0, 1]) and labels.npy
+    /// (int64) into; created if missing.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `convnet make-dataset`.
+pub(crate) fn make_dataset(args: &MakeDatasetArgs) -> anyhow::Result<()> {
+    if args.kind != "shapes" {
+        anyhow::bail!("make-dataset draws `shapes`, not {:?}", args.kind);
+    }
+    let set = dataset::shapes(args.classes, args.size, args.count, args.seed)?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create the directory: {e}", args.out.display()))?;
+    let shape = [args.count, 3, args.size, args.size];
+    npy::write(&args.out.join("images.npy"), &shape, &set.images)?;
+    npy::write_labels(&args.out.join("labels.npy"), &set.labels)?;
+    println!(
+        "wrote {} images of {}x{} over {} classes ({}) into {}",
+        args.count,
+        args.size,
+        args.size,
+        args.classes,
+        dataset::SHAPE_CLASSES[..args.classes].join(", "),
+        args.out.display()
+    );
+    Ok(())
+}
