@@ -990,3 +990,64 @@ fn make_dataset_then_eval_scores_a_network_on_it() {
     let (ok, stdout, stderr) = convnet(&fine);
     assert!(ok && stdout.contains("7 images: loss"), "{stdout}{stderr}");
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn run_and_train_split_the_two_gpu_alexnet_over_two_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (weights, input) = (path("w.safetensors"), path("x.npy"));
+    assert!(convnet(&["init", "--model", "alexnet-2gpu", "--out", &weights]).0);
+    let images: Vec<f32> = (0..2 * 3 * 224 * 224)
+        .map(|i| ((i % 97) as f32 - 48.0) / 480.0)
+        .collect();
+    convnet_wgpu::npy::write(std::path::Path::new(&input), &[2, 3, 224, 224], &images).unwrap();
+    let split = ["--model", "alexnet-2gpu", "--devices", "2"];
+    let mut run = vec!["run"];
+    run.extend(split);
+    let (grads, logits) = (path("g.safetensors"), path("y.npy"));
+    run.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &input,
+        "--grads",
+        &grads,
+        "--output",
+        &logits,
+    ]);
+    let (ok, stdout, stderr) = convnet(&run);
+    assert!(
+        ok && stdout.contains("l2_loss(logits) = "),
+        "{stdout}{stderr}"
+    );
+    assert!(std::path::Path::new(&grads).exists() && std::path::Path::new(&logits).exists());
+
+    let out = path("trained.safetensors");
+    let mut train = vec!["train"];
+    train.extend(split);
+    train.extend(["--steps", "2", "--out", &out]);
+    let (ok, stdout, stderr) = convnet(&train);
+    assert!(ok, "{stderr}");
+    let losses: Vec<f64> = (stdout.lines())
+        .filter_map(|l| l.split("loss = ").nth(1))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 2, "{stdout}");
+    assert!(losses[1] < losses[0], "the loss falls: {losses:?}");
+    assert!(std::path::Path::new(&out).exists());
+
+    let labels = path("labels.npy");
+    convnet_wgpu::npy::write_labels(std::path::Path::new(&labels), &[1, 2]).unwrap();
+    let mut with_labels = run.clone();
+    with_labels.extend(["--labels", &labels]);
+    assert_clean_failure(
+        &with_labels,
+        "on two devices the loss is the seed's l2_loss",
+    );
+    let single = path("single.safetensors");
+    assert!(convnet(&["init", "--model", "alexnet", "--out", &single]).0);
+    let mut one_tower = vec!["run", "--model", "alexnet", "--devices", "2"];
+    one_tower.extend(["--weights", &single, "--input", &input]);
+    assert_clean_failure(&one_tower, "alexnet has no two-device layout");
+}

@@ -8,7 +8,7 @@ mod common;
 
 use common::contexts;
 use convnet_wgpu::check;
-use convnet_wgpu::gpu::{AdapterChoice, GpuContext, TwoDeviceNetwork};
+use convnet_wgpu::gpu::{AdapterChoice, GpuContext, GpuNetwork, Sgd, SgdConfig, TwoDeviceNetwork};
 use convnet_wgpu::model;
 use convnet_wgpu::weights::{self, Weights};
 
@@ -154,4 +154,48 @@ fn losing_a_device_mid_run_is_an_error_not_a_hang() {
     b.device().destroy();
     let err = two.forward().expect_err("a destroyed device still ran");
     assert!(err.to_string().contains(&b.info().name), "{err}");
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn an_sgd_step_on_two_devices_moves_every_weight_as_on_one() {
+    // Each tower's optimiser updates the rows its device holds; stacked, the move of every
+    // parameter is the one-device layout's (same kernels, sums split differently: the gradient
+    // tolerance).
+    let ctx = &contexts()[0];
+    let other = second_device(ctx);
+    let network = model::alexnet_2gpu();
+    let plan = network.plan(BATCH).unwrap();
+    let params = Weights::init(&network, 21).unwrap();
+    let input = weights::random_input(&plan, 21);
+    let config = SgdConfig {
+        learning_rate: 1e-11,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    let one = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+    one.upload_input(&input).unwrap();
+    Sgd::new(&one, config).unwrap().step().unwrap();
+    let after_one = one.read_weights().unwrap();
+
+    let two = TwoDeviceNetwork::new([ctx, &other], &network, BATCH, &params).unwrap();
+    let optimizers = two.optimizers(config).unwrap();
+    two.upload_input(&input).unwrap();
+    two.forward_backward().unwrap();
+    for optimizer in &optimizers {
+        optimizer.update().unwrap();
+    }
+    let after_two = two.read_weights().unwrap();
+    let mut compared = 0;
+    for (name, start) in params.iter() {
+        let moved = |w: &Weights| -> Vec<f32> {
+            let after = &w.get(name).unwrap_or_else(|| panic!("no {name}")).data;
+            after.iter().zip(&start.data).map(|(a, b)| a - b).collect()
+        };
+        let d = check::compare(name, &moved(&after_two), &moved(&after_one)).unwrap();
+        assert!(d.max_reference > 0.0, "{name} did not move");
+        assert!(d.within(check::GRADIENT_TOLERANCE), "{d:?}");
+        compared += 1;
+    }
+    assert_eq!(compared, 16, "every weight and bias of conv1..fc3");
 }

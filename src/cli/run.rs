@@ -2,12 +2,15 @@
 
 use std::path::Path;
 
-use convnet_wgpu::gpu::{GpuNetwork, Keep};
+use convnet_wgpu::gpu::{GpuNetwork, Keep, TwoDeviceNetwork};
+use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::weights::Weights;
 use convnet_wgpu::{files, npy};
 
 use super::{
-    describe_loss, load_or_init, open_context, BatchNormArgs, DeviceArgs, LossArgs, NetworkArgs,
+    describe_loss, load_or_init, open_context, open_contexts, BatchNormArgs, DeviceArgs, LossArgs,
+    LossChoice, NetworkArgs,
 };
 
 /// `convnet run`: a user's weights and input through the network; logits and gradients out.
@@ -24,6 +27,14 @@ pub(crate) fn run(
     }
     let network = network.build()?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
+    if device.devices == 2 {
+        return run_on_two_devices(
+            device,
+            (&network, &plan, &params, &data),
+            (output, grads),
+            loss,
+        );
+    }
     // Gradients or a loss: a training forward pass (batch norms by the batch's statistics).
     let training = grads.is_some() || loss.given();
     let (gpu_network, params) = batch_norm.on_gpu(&network, &params, training)?;
@@ -52,6 +63,63 @@ pub(crate) fn run(
         }
     };
     let logits = net.read_output()?;
+    write_outputs(
+        &plan,
+        &logits,
+        (output, grads),
+        gradients,
+        &describe_loss(&loss),
+    )
+}
+
+/// `run --devices 2`: a two-device layout (`alexnet-2gpu`) split over two devices, with the
+/// seed's `l2_loss` (the layout's backward differentiates it alone).
+fn run_on_two_devices(
+    device: &DeviceArgs,
+    (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
+    (output, grads): (Option<&Path>, Option<&Path>),
+    loss: &LossArgs,
+) -> anyhow::Result<()> {
+    if loss.labels.is_some() || matches!(loss.loss, Some(LossChoice::CrossEntropy)) {
+        anyhow::bail!("on two devices the loss is the seed's l2_loss; drop --labels and --loss");
+    }
+    let contexts = open_contexts(device)?;
+    let _watchdog = Watchdog::start(device.timeout, "run on two devices".to_string())?;
+    let net = TwoDeviceNetwork::new([&contexts[0], &contexts[1]], network, plan[0].batch, params)?;
+    net.upload_input(data)?;
+    let gradients = match grads.is_some() || loss.given() {
+        true => {
+            net.forward_backward()?;
+            let logits = net.read_output()?;
+            println!("l2_loss(logits) = {:.6e}", l2_loss(&logits));
+            grads.map(|_| net.read_gradients()).transpose()?
+        }
+        false => {
+            net.forward()?;
+            None
+        }
+    };
+    let logits = net.read_output()?;
+    write_outputs(plan, &logits, (output, grads), gradients, "l2_loss(logits)")
+}
+
+/// The seed's `l2_loss`, `sum(y^2) / 2`, in f64.
+pub(crate) fn l2_loss(logits: &[f32]) -> f64 {
+    logits
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        / 2.0
+}
+
+/// Writes the logits and the gradients where asked, after checking both are finite.
+fn write_outputs(
+    plan: &[LayerPlan],
+    logits: &[f32],
+    (output, grads): (Option<&Path>, Option<&Path>),
+    gradients: Option<Weights>,
+    loss: &str,
+) -> anyhow::Result<()> {
     let last = plan.last().expect("a network has layers");
     let shape = [last.batch, last.output.len()];
     if let Some(bad) = logits.iter().position(|v| !v.is_finite()) {
@@ -67,18 +135,14 @@ pub(crate) fn run(
     }
     match output {
         Some(path) => {
-            npy::write(path, &shape, &logits)?;
+            npy::write(path, &shape, logits)?;
             println!("wrote {} {:?}", path.display(), shape);
         }
         None => println!("logits {shape:?} computed (pass --output to save them)"),
     }
     if let (Some(path), Some(gradients)) = (grads, gradients) {
         gradients.save(path)?;
-        println!(
-            "wrote {} (gradients of {})",
-            path.display(),
-            describe_loss(&loss)
-        );
+        println!("wrote {} (gradients of {})", path.display(), loss);
     }
     Ok(())
 }

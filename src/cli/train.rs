@@ -4,12 +4,15 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet_wgpu::files;
-use convnet_wgpu::gpu::{GpuNetwork, Keep, Sgd, SgdConfig};
+use convnet_wgpu::gpu::{GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork};
+use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::weights::Weights;
 
+use super::run::l2_loss;
 use super::{
-    describe_loss, describe_memory, megabytes, open_context, DeviceArgs, LossArgs, ModelArgs,
-    SourceArgs,
+    describe_loss, describe_memory, megabytes, open_context, open_contexts, DeviceArgs, LossArgs,
+    LossChoice, ModelArgs, SourceArgs,
 };
 
 #[derive(Args)]
@@ -55,6 +58,14 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     }
     let network = args.model.network.build()?;
     let (plan, params, data) = args.source.load(&network, args.model.batch)?;
+    let config = SgdConfig {
+        learning_rate: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+    };
+    if args.device.devices == 2 {
+        return train_on_two_devices(args, (&network, &plan, &params, &data), config);
+    }
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let (loss, labels) = args.loss.resolve(&plan, args.source.has_input())?;
@@ -62,11 +73,6 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(labels) = &labels {
         net.upload_labels(labels)?;
     }
-    let config = SgdConfig {
-        learning_rate: args.lr,
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
-    };
     let sgd = Sgd::new(&net, config)?;
     net.upload_input(&data)?;
     println!(
@@ -91,6 +97,64 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
             anyhow::bail!(
                 "step {step}: the loss is no longer finite ({}); lower --lr{}",
                 first_non_finite(&net)?,
+                if args.out.is_some() {
+                    " (nothing written)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if step % 10 == 0 || step + 1 == args.steps {
+            println!("step {step}, loss = {value:.6e}");
+        }
+    }
+    if let Some(path) = &args.out {
+        net.read_weights()?.save(path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `train --devices 2`: a two-device layout (`alexnet-2gpu`) trained split over two devices, each
+/// device updating the parameter rows it holds, on the seed's `l2_loss`.
+fn train_on_two_devices(
+    args: &TrainArgs,
+    (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
+    config: SgdConfig,
+) -> anyhow::Result<()> {
+    if args.loss.labels.is_some() || matches!(args.loss.loss, Some(LossChoice::CrossEntropy)) {
+        anyhow::bail!("on two devices the loss is the seed's l2_loss; drop --labels and --loss");
+    }
+    let contexts = open_contexts(&args.device)?;
+    let watchdog = Watchdog::start(args.device.timeout, "train on two devices".to_string())?;
+    let net = TwoDeviceNetwork::new([&contexts[0], &contexts[1]], network, plan[0].batch, params)?;
+    let optimizers = net.optimizers(config)?;
+    net.upload_input(data)?;
+    let memory = net.memory();
+    println!(
+        "training {} on one batch of {} over two devices, loss l2_loss(logits): SGD lr {:e}, \
+         momentum {}, weight decay {}; GPU memory {} on device 0, {} on device 1 (velocities \
+         {})",
+        network.name,
+        plan[0].batch,
+        args.lr,
+        args.momentum,
+        args.weight_decay,
+        megabytes(memory[0]),
+        megabytes(memory[1]),
+        megabytes(optimizers.iter().map(|o| o.memory).sum())
+    );
+    for step in 0..args.steps {
+        Watchdog::step(&watchdog, step);
+        net.forward_backward()?;
+        for optimizer in &optimizers {
+            optimizer.update()?;
+        }
+        // The loss of this step's forward pass, before its update.
+        let value = l2_loss(&net.read_output()?);
+        if !value.is_finite() {
+            anyhow::bail!(
+                "step {step}: the loss is no longer finite ({value}); lower --lr{}",
                 if args.out.is_some() {
                     " (nothing written)"
                 } else {

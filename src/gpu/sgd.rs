@@ -85,6 +85,15 @@ impl<'n, 'a> Sgd<'n, 'a> {
         })
     }
 
+    /// The update alone, after a forward-backward pass driven elsewhere (a tower of a two-device
+    /// layout); waits for the GPU.
+    pub fn update(&self) -> Result<()> {
+        self.net.run("sgd update", |encoder| {
+            encode_pass(encoder, "sgd", &self.dispatches);
+            Ok(())
+        })
+    }
+
     /// One training step: forward, backward, update, in one command buffer; waits for the GPU.
     pub fn step(&self) -> Result<()> {
         self.net.run("training step", |encoder| {

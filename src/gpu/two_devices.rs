@@ -18,6 +18,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::network::GpuNetwork;
+use crate::gpu::sgd::{Sgd, SgdConfig};
 use crate::model::{LayerPlan, Network, Segment};
 use crate::weights::{Tensor, Weights};
 
@@ -429,12 +430,31 @@ impl<'a> TwoDeviceNetwork<'a> {
 
     /// Every parameter gradient, whole: the towers' rows stacked (device 0 first).
     pub fn read_gradients(&self) -> Result<Weights> {
+        self.read_stacked(GpuNetwork::read_gradients)
+    }
+
+    /// The current weights (after training steps), whole, as [`TwoDeviceNetwork::read_gradients`].
+    pub fn read_weights(&self) -> Result<Weights> {
+        self.read_stacked(GpuNetwork::read_weights)
+    }
+
+    /// One SGD optimiser per tower, each updating the parameter rows its device holds (every
+    /// parameter of the layout is split between the towers, none is held twice).
+    pub fn optimizers(&self, config: SgdConfig) -> Result<Vec<Sgd<'_, 'a>>> {
+        (self.segments.iter())
+            .flat_map(|s| &s.towers)
+            .map(|t| Sgd::new(&t.net, config))
+            .collect()
+    }
+
+    /// What `read` reads from every tower, whole: the towers' rows stacked (device 0 first).
+    fn read_stacked(&self, read: impl Fn(&GpuNetwork<'a>) -> Result<Weights>) -> Result<Weights> {
         let mut tensors = Vec::new();
         for segment in &self.segments {
             let parts = segment
                 .towers
                 .iter()
-                .map(|t| t.net.read_gradients())
+                .map(|t| read(&t.net))
                 .collect::<Result<Vec<_>>>()?;
             for (name, first) in parts[0].iter() {
                 let mut shape = first.shape.clone();
