@@ -201,6 +201,10 @@ fn bad_adapters_and_layouts_fail_cleanly() {
     );
     assert_clean_failure(
         &["train", "--devices", "2"],
+        "alexnet has no two-device layout",
+    );
+    assert_clean_failure(
+        &["peak", "--devices", "2"],
         "this command runs on one device",
     );
 }
