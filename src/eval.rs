@@ -74,6 +74,9 @@ pub fn evaluate(net: &GpuNetwork, images: &[f32], labels: &[usize]) -> Result<Ev
     }
     let mut padded = vec![0.0f32; batch * per_image];
     let mut logits = Vec::with_capacity(labels.len() * classes);
+    // The batch's logits come back through one staging buffer, made before the loop.
+    let ctx = net.context();
+    let staging = ctx.staging_buffer("eval logits", batch * classes);
     let start = Instant::now();
     for chunk in images.chunks(batch * per_image) {
         let input = if chunk.len() == padded.len() {
@@ -84,8 +87,12 @@ pub fn evaluate(net: &GpuNetwork, images: &[f32], labels: &[usize]) -> Result<Ev
             &padded
         };
         net.upload_input(input)?;
-        net.forward()?;
-        let out = net.read_output()?;
+        net.run("eval forward pass", |encoder| {
+            net.encode_forward(encoder);
+            encoder.copy_buffer_to_buffer(net.logits_buffer(), 0, &staging, 0, staging.size());
+            Ok(())
+        })?;
+        let out = ctx.read_staging(&staging, batch * classes)?;
         logits.extend_from_slice(&out[..chunk.len() / per_image * classes]);
     }
     let seconds = start.elapsed().as_secs_f64();

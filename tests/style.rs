@@ -19,9 +19,9 @@ mod common;
 use common::{contexts, dims, random, random_weights, single_layer};
 use convnet_wgpu::check::{self, GRADIENT_TOLERANCE};
 use convnet_wgpu::gpu::{
-    AdamConfig, GpuNetwork, LbfgsConfig, Optimizer, StyleImages, StyleTransfer,
+    AdamConfig, GpuContext, GpuNetwork, LbfgsConfig, Optimizer, StyleImages, StyleTransfer,
 };
-use convnet_wgpu::model::{vgg, Dims, LayerKind, LayerPlan, Pad, Padding, Window};
+use convnet_wgpu::model::{vgg, Dims, LayerKind, LayerPlan, Network, Pad, Padding, Window};
 use convnet_wgpu::reference::{self, Parameters};
 use convnet_wgpu::style::{self, Objective, Pooling, Targets};
 use convnet_wgpu::weights::Weights;
@@ -52,6 +52,8 @@ fn objective(depth: usize, content: &[&str], style: &[&str], tv_weight: f32) -> 
 
 /// A style transfer set up on `ctx`: plans at the content and style sizes, weights, images.
 struct Setup {
+    /// The feature network at the content image's size.
+    network: Network,
     plan: Vec<LayerPlan>,
     style_plan: Vec<LayerPlan>,
     weights: Weights,
@@ -74,6 +76,7 @@ fn setup(
     Setup {
         plan: network.plan(1).unwrap(),
         style_plan: style_network.plan(1).unwrap(),
+        network,
         weights,
         content: image(content_dims, 11),
         style: image(style_dims, 12),
@@ -88,17 +91,51 @@ const ADAM: Optimizer = Optimizer::Adam(AdamConfig {
     epsilon: 1e-8,
 });
 
-/// The reference's targets, loss terms and image gradient in f64.
+fn f64s(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&x| f64::from(x)).collect()
+}
+
+impl Setup {
+    /// torchvision's initialisation instead of the random weights, as `convnet style` draws
+    /// them without a weights file.
+    fn with_torchvision_weights(mut self) -> Self {
+        self.weights = Weights::init(&self.network, 3).unwrap();
+        self
+    }
+
+    /// The reference's parameters and targets, in f64.
+    fn reference(&self, objective: &Objective) -> (Parameters<f64>, Targets<f64>) {
+        let params = Parameters::<f64>::from_weights(&self.weights);
+        let targets = style::reference_targets(
+            (&self.plan, &self.style_plan),
+            &params,
+            objective,
+            (&f64s(&self.content), &f64s(&self.style)),
+        )
+        .unwrap();
+        (params, targets)
+    }
+
+    /// The style transfer on `ctx`, from the setup's initial image.
+    fn transfer<'c>(
+        &self,
+        ctx: &'c GpuContext,
+        objective: &Objective,
+        optimizer: Optimizer,
+    ) -> StyleTransfer<'c> {
+        let images = StyleImages {
+            content: &self.content,
+            style: &self.style,
+            initial: &self.initial,
+        };
+        let plans = (self.plan.as_slice(), self.style_plan.as_slice());
+        StyleTransfer::new(ctx, plans, &self.weights, objective, &images, optimizer).unwrap()
+    }
+}
+
+/// The reference's loss terms and image gradient in f64.
 fn reference_of(s: &Setup, objective: &Objective) -> (style::LossTerms, Vec<f64>) {
-    let params = Parameters::<f64>::from_weights(&s.weights);
-    let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let targets: Targets<f64> = style::reference_targets(
-        (&s.plan, &s.style_plan),
-        &params,
-        objective,
-        (&f64s(&s.content), &f64s(&s.style)),
-    )
-    .unwrap();
+    let (params, targets) = s.reference(objective);
     style::reference_objective(&s.plan, &params, objective, &targets, &f64s(&s.initial)).unwrap()
 }
 
@@ -111,20 +148,7 @@ fn assert_matches_reference(
     let s = setup(depth, pooling, objective, sizes);
     let (terms, grad) = reference_of(&s, objective);
     for ctx in contexts() {
-        let images = StyleImages {
-            content: &s.content,
-            style: &s.style,
-            initial: &s.initial,
-        };
-        let transfer = StyleTransfer::new(
-            ctx,
-            (&s.plan, &s.style_plan),
-            &s.weights,
-            objective,
-            &images,
-            ADAM,
-        )
-        .unwrap();
+        let transfer = s.transfer(ctx, objective, ADAM);
         let got = transfer.evaluate().unwrap();
         let what = format!("{} vgg{depth} {pooling:?} {objective:?}", ctx.info().name);
         for (name, value, expected) in [
@@ -185,15 +209,7 @@ fn the_reference_gradient_of_the_image_matches_finite_differences() {
         &objective,
         (dims(3, 9, 11), dims(3, 8, 8)),
     );
-    let params = Parameters::<f64>::from_weights(&s.weights);
-    let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let targets = style::reference_targets(
-        (&s.plan, &s.style_plan),
-        &params,
-        &objective,
-        (&f64s(&s.content), &f64s(&s.style)),
-    )
-    .unwrap();
+    let (params, targets) = s.reference(&objective);
     let x = f64s(&s.initial);
     let (_, grad) = style::reference_objective(&s.plan, &params, &objective, &targets, &x).unwrap();
     let loss_at = |x: &[f64]| {
@@ -293,25 +309,9 @@ fn a_first_convolutions_input_gradient_matches_the_reference_and_finite_differen
 fn adam_lowers_the_loss_and_keeps_the_image_in_range() {
     let objective = objective(11, &["conv4_2"], style::DEFAULT_STYLE_LAYERS, 0.0);
     let size = dims(3, 32, 32);
-    let mut s = setup(11, Pooling::Max, &objective, (size, size));
-    // torchvision's initialisation, as `convnet style` draws it without a weights file.
-    let network = style::feature_network(11, Pooling::Max, size, &objective.layers()).unwrap();
-    s.weights = Weights::init(&network, 3).unwrap();
+    let s = setup(11, Pooling::Max, &objective, (size, size)).with_torchvision_weights();
     for ctx in contexts() {
-        let images = StyleImages {
-            content: &s.content,
-            style: &s.style,
-            initial: &s.initial,
-        };
-        let transfer = StyleTransfer::new(
-            ctx,
-            (&s.plan, &s.style_plan),
-            &s.weights,
-            &objective,
-            &images,
-            ADAM,
-        )
-        .unwrap();
+        let transfer = s.transfer(ctx, &objective, ADAM);
         let first = transfer.step().unwrap().total();
         let mut last = first;
         for _ in 0..14 {
@@ -427,22 +427,13 @@ fn assert_lbfgs_matches_the_reference(
     dark_start: bool,
 ) -> (Vec<f64>, usize) {
     let size = dims(3, 20, 24);
-    let mut s = setup(11, Pooling::Max, objective, (size, dims(3, 16, 16)));
-    let network = style::feature_network(11, Pooling::Max, size, &objective.layers()).unwrap();
-    s.weights = Weights::init(&network, 3).unwrap();
+    let mut s =
+        setup(11, Pooling::Max, objective, (size, dims(3, 16, 16))).with_torchvision_weights();
     if dark_start {
         s.initial.iter_mut().for_each(|v| *v = 0.001 + 0.01 * *v);
     }
     let (history, steps) = (2, 8);
-    let params = Parameters::<f64>::from_weights(&s.weights);
-    let f64s = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let targets = style::reference_targets(
-        (&s.plan, &s.style_plan),
-        &params,
-        objective,
-        (&f64s(&s.content), &f64s(&s.style)),
-    )
-    .unwrap();
+    let (params, targets) = s.reference(objective);
     let loss_at = |x: &[f64]| {
         let (terms, grad) =
             style::reference_objective(&s.plan, &params, objective, &targets, x).unwrap();
@@ -451,25 +442,12 @@ fn assert_lbfgs_matches_the_reference(
     let start = f64s(&s.initial);
     let (expected, accepted, end) = reference_lbfgs(loss_at, start.clone(), (lr, history, steps));
     let moved: Vec<f64> = end.iter().zip(&start).map(|(e, s)| e - s).collect();
+    let config = LbfgsConfig {
+        learning_rate: lr as f32,
+        history,
+    };
     for ctx in contexts() {
-        let images = StyleImages {
-            content: &s.content,
-            style: &s.style,
-            initial: &s.initial,
-        };
-        let config = LbfgsConfig {
-            learning_rate: lr as f32,
-            history,
-        };
-        let transfer = StyleTransfer::new(
-            ctx,
-            (&s.plan, &s.style_plan),
-            &s.weights,
-            objective,
-            &images,
-            Optimizer::Lbfgs(config),
-        )
-        .unwrap();
+        let transfer = s.transfer(ctx, objective, Optimizer::Lbfgs(config));
         for (k, &want) in expected.iter().enumerate() {
             let got = transfer.step().unwrap().total();
             // f32 against f64 along the same iterations: 1e-7 at the first steps, growing to

@@ -7,7 +7,7 @@ use clap::Args;
 use convnet_wgpu::gpu::GpuNetwork;
 use convnet_wgpu::{dataset, eval, npy, weights};
 
-use super::{open_context, open_context_quietly, BatchNormArgs, DeviceArgs, NetworkArgs};
+use super::{open_context_quiet_if, BatchNormArgs, DeviceArgs, NetworkArgs};
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -53,10 +53,7 @@ pub(crate) fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let (gpu_network, params) = args.batch_norm.on_gpu(&network, &params, false)?;
     let plan = gpu_network.plan(args.batch.min(count))?;
-    let ctx = match args.json {
-        true => open_context_quietly(&args.device)?,
-        false => open_context(&args.device)?,
-    };
+    let ctx = open_context_quiet_if(&args.device, args.json)?;
     let net = GpuNetwork::new(&ctx, &plan, &params)?;
     let scores = eval::evaluate(&net, &images, &labels)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.labels.display()))?;

@@ -308,17 +308,23 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn open_context(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
-    let ctx = open_context_quietly(device)?;
-    println!("adapter: {}", ctx.describe());
-    Ok(ctx)
+    open_context_quiet_if(device, false)
 }
 
-/// As [`open_context`], printing nothing (for a command whose stdout is one JSON document).
-pub(crate) fn open_context_quietly(device: &DeviceArgs) -> anyhow::Result<GpuContext> {
+/// As [`open_context`], printing nothing when `quiet` (a command whose stdout is one JSON
+/// document).
+pub(crate) fn open_context_quiet_if(
+    device: &DeviceArgs,
+    quiet: bool,
+) -> anyhow::Result<GpuContext> {
     if device.devices != 1 {
         anyhow::bail!("this command runs on one device; drop --devices");
     }
-    Ok(GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?))
+    let ctx = GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?);
+    if !quiet {
+        println!("adapter: {}", ctx.describe());
+    }
+    Ok(ctx)
 }
 
 /// One context per device of `--devices`, each printed with its adapter.
@@ -440,6 +446,16 @@ impl LossArgs {
     /// True when a loss or labels were asked for.
     pub(crate) fn given(&self) -> bool {
         self.labels.is_some() || self.loss.is_some()
+    }
+
+    /// Fails unless the loss is the seed's `l2_loss` (what a two-device layout differentiates).
+    pub(crate) fn require_l2(&self) -> anyhow::Result<()> {
+        if self.labels.is_some() || matches!(self.loss, Some(LossChoice::CrossEntropy)) {
+            anyhow::bail!(
+                "on two devices the loss is the seed's l2_loss; drop --labels and --loss"
+            );
+        }
+        Ok(())
     }
 
     /// The loss over `plan`'s heads (auxiliary heads included), and the labels, checked against

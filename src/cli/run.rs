@@ -6,11 +6,11 @@ use convnet_wgpu::gpu::{GpuNetwork, Keep, TwoDeviceNetwork};
 use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
-use convnet_wgpu::{files, npy};
+use convnet_wgpu::{files, npy, reference};
 
 use super::{
     describe_loss, load_or_init, open_context, open_contexts, BatchNormArgs, DeviceArgs, LossArgs,
-    LossChoice, NetworkArgs,
+    NetworkArgs,
 };
 
 /// `convnet run`: a user's weights and input through the network; logits and gradients out.
@@ -80,9 +80,7 @@ fn run_on_two_devices(
     (output, grads): (Option<&Path>, Option<&Path>),
     loss: &LossArgs,
 ) -> anyhow::Result<()> {
-    if loss.labels.is_some() || matches!(loss.loss, Some(LossChoice::CrossEntropy)) {
-        anyhow::bail!("on two devices the loss is the seed's l2_loss; drop --labels and --loss");
-    }
+    loss.require_l2()?;
     let contexts = open_contexts(device)?;
     let _watchdog = Watchdog::start(device.timeout, "run on two devices".to_string())?;
     let net = TwoDeviceNetwork::new([&contexts[0], &contexts[1]], network, plan[0].batch, params)?;
@@ -103,13 +101,10 @@ fn run_on_two_devices(
     write_outputs(plan, &logits, (output, grads), gradients, "l2_loss(logits)")
 }
 
-/// The seed's `l2_loss`, `sum(y^2) / 2`, in f64.
+/// The seed's `l2_loss` of logits read back, in f64 ([`reference::l2_loss`]).
 pub(crate) fn l2_loss(logits: &[f32]) -> f64 {
-    logits
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        / 2.0
+    let logits: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
+    reference::l2_loss(&logits)
 }
 
 /// Writes the logits and the gradients where asked, after checking both are finite.

@@ -14,7 +14,7 @@ use convnet_wgpu::style::{self, LossTerms, Objective, Pooling};
 use convnet_wgpu::weights::Weights;
 use rand::{Rng, SeedableRng};
 
-use super::{describe_memory, open_context, open_context_quietly, DeviceArgs};
+use super::{describe_memory, open_context_quiet_if, DeviceArgs};
 
 #[derive(Args)]
 pub(crate) struct StyleArgs {
@@ -214,10 +214,7 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         None => Weights::init(&features, args.seed)?,
     };
 
-    let ctx = match args.json {
-        true => open_context_quietly(&args.device)?,
-        false => open_context(&args.device)?,
-    };
+    let ctx = open_context_quiet_if(&args.device, args.json)?;
     let optimizer = match args.optimizer {
         OptimizerChoice::Adam => Optimizer::Adam(AdamConfig {
             learning_rate: lr,
@@ -296,9 +293,12 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
         bar
     });
     let mut records = Vec::with_capacity(args.steps);
-    let start = Instant::now();
+    // Seconds in the optimiser's steps alone: frames written between steps are not counted.
+    let mut seconds = 0.0;
     for step in 0..args.steps {
+        let start = Instant::now();
         let terms = transfer.step()?;
+        seconds += start.elapsed().as_secs_f64();
         if !terms.total().is_finite() {
             anyhow::bail!(
                 "step {step}: the loss is no longer finite ({terms:?}); lower --lr or the weights \
@@ -306,7 +306,7 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
             );
         }
         records.push(record(step, &terms));
-        let rate = (step + 1) as f64 / start.elapsed().as_secs_f64();
+        let rate = (step + 1) as f64 / seconds;
         let line = format!(
             "step {step}: content {:.4e}, style {:.4e}, tv {:.4e}, total {:.4e}; {rate:.2} steps/s",
             terms.content,
@@ -334,7 +334,6 @@ pub(crate) fn style(args: &StyleArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
     if let Some(bar) = &bar {
         bar.finish();
     }

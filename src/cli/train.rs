@@ -12,7 +12,7 @@ use convnet_wgpu::weights::Weights;
 use super::run::l2_loss;
 use super::{
     describe_loss, describe_memory, megabytes, open_context, open_contexts, DeviceArgs, LossArgs,
-    LossChoice, ModelArgs, SourceArgs,
+    ModelArgs, SourceArgs,
 };
 
 #[derive(Args)]
@@ -92,24 +92,43 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         sgd.step()?;
         // The loss of this step's forward pass, before its update; checked every step, so that
         // a divergence is caught at the step it happens.
-        let value = net.read_loss()?;
-        if !value.is_finite() {
-            anyhow::bail!(
-                "step {step}: the loss is no longer finite ({}); lower --lr{}",
-                first_non_finite(&net)?,
-                if args.out.is_some() {
-                    " (nothing written)"
-                } else {
-                    ""
-                }
-            );
-        }
-        if step % 10 == 0 || step + 1 == args.steps {
-            println!("step {step}, loss = {value:.6e}");
-        }
+        report_step(args, step, net.read_loss()?, || first_non_finite(&net))?;
     }
+    write_weights(args, || net.read_weights())
+}
+
+/// Prints a step's loss (at step 0, every tenth and the last); a loss that is not finite ends
+/// the run, saying what `diagnose` finds.
+fn report_step(
+    args: &TrainArgs,
+    step: usize,
+    value: f64,
+    diagnose: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    if !value.is_finite() {
+        anyhow::bail!(
+            "step {step}: the loss is no longer finite ({}); lower --lr{}",
+            diagnose()?,
+            if args.out.is_some() {
+                " (nothing written)"
+            } else {
+                ""
+            }
+        );
+    }
+    if step.is_multiple_of(10) || step + 1 == args.steps {
+        println!("step {step}, loss = {value:.6e}");
+    }
+    Ok(())
+}
+
+/// Writes the trained weights to `--out`, where given.
+fn write_weights(
+    args: &TrainArgs,
+    read: impl FnOnce() -> convnet_wgpu::Result<Weights>,
+) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
-        net.read_weights()?.save(path)?;
+        read()?.save(path)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -122,9 +141,7 @@ fn train_on_two_devices(
     (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
     config: SgdConfig,
 ) -> anyhow::Result<()> {
-    if args.loss.labels.is_some() || matches!(args.loss.loss, Some(LossChoice::CrossEntropy)) {
-        anyhow::bail!("on two devices the loss is the seed's l2_loss; drop --labels and --loss");
-    }
+    args.loss.require_l2()?;
     let contexts = open_contexts(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, "train on two devices".to_string())?;
     let net = TwoDeviceNetwork::new([&contexts[0], &contexts[1]], network, plan[0].batch, params)?;
@@ -152,25 +169,9 @@ fn train_on_two_devices(
         }
         // The loss of this step's forward pass, before its update.
         let value = l2_loss(&net.read_output()?);
-        if !value.is_finite() {
-            anyhow::bail!(
-                "step {step}: the loss is no longer finite ({value}); lower --lr{}",
-                if args.out.is_some() {
-                    " (nothing written)"
-                } else {
-                    ""
-                }
-            );
-        }
-        if step % 10 == 0 || step + 1 == args.steps {
-            println!("step {step}, loss = {value:.6e}");
-        }
+        report_step(args, step, value, || Ok(format!("l2_loss = {value}")))?;
     }
-    if let Some(path) = &args.out {
-        net.read_weights()?.save(path)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    write_weights(args, || net.read_weights())
 }
 
 /// The first tensor of the last step that holds a non-finite value: a layer's output, else a

@@ -28,6 +28,16 @@ pub struct MemoryUse {
     pub uniforms: u64,
 }
 
+impl std::ops::AddAssign for MemoryUse {
+    fn add_assign(&mut self, other: Self) {
+        self.weights += other.weights;
+        self.activations += other.activations;
+        self.gradients += other.gradients;
+        self.scratch += other.scratch;
+        self.uniforms += other.uniforms;
+    }
+}
+
 impl MemoryUse {
     /// Everything together.
     pub fn total(&self) -> u64 {

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
-use crate::gpu::kernel::Dispatch;
+use crate::gpu::kernel::{record_dispatches, Dispatch};
 use crate::gpu::ops::lbfgs::{self as ops, Coefficient, ScalarOp, Scalars};
 use crate::model::Dims;
 
@@ -73,16 +73,8 @@ pub(crate) struct Lbfgs {
     /// The slot a new pair is written into.
     spare: Cell<usize>,
     capacity: usize,
-    iterations: Cell<u32>,
     scalars: wgpu::Buffer,
     layout: Scalars,
-}
-
-/// The history's order after a step's curvature test, taken by [`Lbfgs::commit`] once the step's
-/// work has been submitted.
-pub(crate) struct NextState {
-    history: VecDeque<usize>,
-    spare: usize,
 }
 
 impl Lbfgs {
@@ -245,18 +237,17 @@ impl Lbfgs {
             history: RefCell::new(VecDeque::new()),
             spare: Cell::new(0),
             capacity: config.history,
-            iterations: Cell::new(0),
             scalars,
             layout,
         })
     }
 
     /// What runs right after the loss and gradient are evaluated: the new pair and its
-    /// curvature test (nothing on the first iteration).
-    pub fn after_evaluation(&self) -> &[Dispatch] {
-        match self.iterations.get() {
-            0 => &[],
-            _ => &self.slots[self.spare.get()].pair,
+    /// curvature test (nothing on the `first` iteration).
+    pub fn after_evaluation(&self, first: bool) -> &[Dispatch] {
+        match first {
+            true => &[],
+            false => &self.slots[self.spare.get()].pair,
         }
     }
 
@@ -272,41 +263,52 @@ impl Lbfgs {
         encoder.copy_buffer_to_buffer(&self.scalars, flag, staging, offset, 4);
     }
 
-    /// The rest of the iteration given the curvature test's result (ignored on the first
-    /// iteration): the direction and the image update, in the history's order, and the
-    /// history's order to [`Lbfgs::commit`] once they are submitted.
-    pub fn direction_and_update(&self, accepted: bool) -> (Vec<&Dispatch>, NextState) {
-        let mut history = self.history.borrow().clone();
-        let mut spare = self.spare.get();
-        let mut dispatches: Vec<&Dispatch> = Vec::new();
-        if self.iterations.get() == 0 {
-            dispatches.extend(&self.first);
+    /// Records the rest of the iteration into `pass`, given the curvature test's result
+    /// (ignored on the `first` iteration): the direction and the image update, over the history
+    /// as it will stand once [`Lbfgs::commit`] takes the result (the new pair newest, the
+    /// oldest evicted when the history is full).
+    pub fn encode_direction_and_update(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        first: bool,
+        accepted: bool,
+    ) {
+        let record = |pass: &mut wgpu::ComputePass, dispatches: &[Dispatch]| {
+            record_dispatches(pass, dispatches)
+        };
+        if first {
+            record(pass, &self.first);
         } else {
-            if accepted {
-                history.push_back(spare);
-                spare = match history.len() > self.capacity {
-                    true => history.pop_front().expect("the history is not empty"),
-                    // Slots fill in order until the history is full.
-                    false => history.len(),
-                };
+            let history = self.history.borrow();
+            let new_pair = accepted.then_some(self.spare.get());
+            let evicted = usize::from(new_pair.is_some() && history.len() == self.capacity);
+            let order = || history.iter().copied().skip(evicted).chain(new_pair);
+            record(pass, &self.start);
+            for j in order().rev() {
+                record(pass, &self.slots[j].newest_first);
             }
-            dispatches.extend(&self.start);
-            for &j in history.iter().rev() {
-                dispatches.extend(&self.slots[j].newest_first);
-            }
-            dispatches.push(&self.scale);
-            for &j in history.iter() {
-                dispatches.extend(&self.slots[j].oldest_first);
+            record(pass, std::slice::from_ref(&self.scale));
+            for j in order() {
+                record(pass, &self.slots[j].oldest_first);
             }
         }
-        dispatches.extend(&self.finish);
-        (dispatches, NextState { history, spare })
+        record(pass, &self.finish);
     }
 
-    /// Takes the history's order of a step whose work was submitted.
-    pub fn commit(&self, next: NextState) {
-        *self.history.borrow_mut() = next.history;
-        self.spare.set(next.spare);
-        self.iterations.set(self.iterations.get() + 1);
+    /// Takes the curvature test's result into the history once the step's work is submitted:
+    /// an accepted pair becomes the newest, evicting the oldest when the history is full, whose
+    /// slot becomes the spare.
+    pub fn commit(&self, first: bool, accepted: bool) {
+        if first || !accepted {
+            return;
+        }
+        let mut history = self.history.borrow_mut();
+        history.push_back(self.spare.get());
+        let spare = match history.len() > self.capacity {
+            true => history.pop_front().expect("the history is not empty"),
+            // Slots fill in order until the history is full.
+            false => history.len(),
+        };
+        self.spare.set(spare);
     }
 }

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, MemoryUse, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{encode_pass, record_dispatches, Dispatch};
+use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::lbfgs::{Lbfgs, LbfgsBuffers};
 use crate::gpu::network::GpuNetwork;
 use crate::gpu::ops::style::{self as ops, AdamBuffers};
@@ -273,12 +273,8 @@ impl<'a> StyleTransfer<'a> {
                 }
             };
             let mut memory = b.memory;
-            let network = net.memory();
-            memory.weights += network.weights;
-            memory.activations += network.activations;
-            memory.gradients += network.gradients;
-            memory.scratch += network.scratch + target_memory;
-            memory.uniforms += network.uniforms;
+            memory += net.memory();
+            memory.scratch += target_memory;
             // The loss terms, then L-BFGS's curvature flag.
             let losses_staging = ctx.staging_buffer("losses readback", slot_count + 1);
             Ok(StyleTransfer {
@@ -341,19 +337,17 @@ impl<'a> StyleTransfer<'a> {
                 self.submit(std::slice::from_ref(update))?.0
             }
             OptimizerState::Lbfgs(lbfgs) => {
-                let (terms, accepted) = self.submit(lbfgs.after_evaluation())?;
-                let (rest, next) = lbfgs.direction_and_update(accepted);
+                let first = t == 1;
+                let (terms, accepted) = self.submit(lbfgs.after_evaluation(first))?;
                 self.net.run("l-bfgs step", |encoder| {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some("l-bfgs direction"),
                         timestamp_writes: None,
                     });
-                    for dispatch in rest {
-                        record_dispatches(&mut pass, std::slice::from_ref(dispatch));
-                    }
+                    lbfgs.encode_direction_and_update(&mut pass, first, accepted);
                     Ok(())
                 })?;
-                lbfgs.commit(next);
+                lbfgs.commit(first, accepted);
                 terms
             }
         };
