@@ -54,6 +54,7 @@ pub mod reference;
 pub mod shaders;
 pub mod style;
 pub mod table;
+pub mod training;
 pub mod watchdog;
 pub mod weights;
 

@@ -170,6 +170,24 @@ pub fn encode_labels(labels: &[usize]) -> Vec<u8> {
     encode_raw("<i8", &[labels.len()], bytemuck::cast_slice(&values))
 }
 
+/// Writes indices as an int64 `.npy` array of `shape` (C order), atomically: a training run's
+/// sample orders, one row per epoch. Fails, writing nothing, when `values` does not hold the
+/// shape's number of values.
+pub fn write_indices(path: &Path, shape: &[usize], values: &[usize]) -> Result<()> {
+    if shape.iter().product::<usize>() != values.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: shape {shape:?} does not hold {} values",
+            path.display(),
+            values.len()
+        )));
+    }
+    let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+    files::write_atomically(
+        path,
+        &encode_raw("<i8", shape, bytemuck::cast_slice(&values)),
+    )
+}
+
 /// Writes labels as a one-dimensional int64 `.npy` array, atomically.
 pub fn write_labels(path: &Path, labels: &[usize]) -> Result<()> {
     files::write_atomically(path, &encode_labels(labels))

@@ -1,13 +1,23 @@
-//! `convnet train`: SGD with momentum on one fixed batch, the loss printed as it falls.
+//! `convnet train`: SGD with momentum on a labelled data set for a number of epochs (with
+//! `--epochs`; see `convnet_wgpu::training`), or on one fixed batch for a number of steps, the
+//! loss printed as it falls.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
-use convnet_wgpu::files;
+use convnet_wgpu::chart::{self, Series};
 use convnet_wgpu::gpu::{GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork};
 use convnet_wgpu::model::{LayerPlan, Network};
+use convnet_wgpu::training::checkpoint::{Checkpoint, EpochRecord, Settings};
+use convnet_wgpu::training::data::{self, LabelledImages};
+use convnet_wgpu::training::{
+    first_non_finite, steps_per_epoch, EpochEnd, Networks, Schedule, StepRecord, Trainer,
+};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
+use convnet_wgpu::{files, npy};
 
 use super::run::l2_loss;
 use super::{
@@ -21,13 +31,14 @@ pub(crate) struct TrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
+    /// Steps on the one fixed batch (without --epochs).
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Learning rate. The post's loss, sum(logits^2)/2, starts near 3e10 per image with its
-    /// initialisation, so its gradients are huge and the rate tiny; 1e-11 falls steadily at
-    /// batch 2, 1e-10 diverges. Scale it down with larger batches (the loss sums over images).
-    #[arg(long, default_value_t = 1e-11)]
-    lr: f32,
+    /// Learning rate; default 0.01 on a data set (--epochs), else 1e-11: the post's loss on one
+    /// fixed batch, sum(logits^2)/2, starts near 3e10 per image with its initialisation, so its
+    /// gradients are huge and the rate tiny; 1e-11 falls steadily at batch 2, 1e-10 diverges.
+    #[arg(long)]
+    lr: Option<f32>,
     #[arg(long, default_value_t = 0.0)]
     momentum: f32,
     /// L2 penalty added to every parameter's gradient (PyTorch's `weight_decay`).
@@ -40,14 +51,78 @@ pub(crate) struct TrainArgs {
     /// Write the trained weights here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
-/// `convnet train`: SGD on one fixed batch.
+/// Training on a data set: `--input` images, `--labels`, and these.
+#[derive(Args)]
+struct DataArgs {
+    /// Train on the data set of --input and --labels for this many epochs, each visiting every
+    /// image once in an order drawn from --seed (without it: --steps on one fixed batch).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Held-out images (.npy float32 [N, 3, H, W]), scored after every epoch.
+    #[arg(long, requires = "val_labels", conflicts_with = "val_split")]
+    val_input: Option<PathBuf>,
+    /// The held-out images' labels (.npy int64 or int32, [N]).
+    #[arg(long, requires = "val_input")]
+    val_labels: Option<PathBuf>,
+    /// Hold out this fraction of --input (chosen by --seed) instead of --val-input.
+    #[arg(long)]
+    val_split: Option<f64>,
+    /// The learning rate per epoch: constant, step:N:G (times G every N epochs) or cosine (to 0
+    /// at the last epoch), as PyTorch's schedulers stepped per epoch.
+    #[arg(long, default_value = "constant")]
+    lr_schedule: String,
+    /// Drop each epoch's last, smaller batch (by default it is trained on).
+    #[arg(long)]
+    drop_last: bool,
+    /// Write a checkpoint here at every epoch's end and on Ctrl-C (default: beside --out, as
+    /// NAME.checkpoint.safetensors; none without either).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Continue the run a checkpoint stopped, bit for bit as if it never had.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// With --resume: continue even where the settings differ from the checkpoint's.
+    #[arg(long)]
+    force: bool,
+    /// Write every epoch's visiting order here (.npy int64 [epochs, images]), for another
+    /// framework to replay.
+    #[arg(long)]
+    order_out: Option<PathBuf>,
+    /// Draw the loss and accuracy per epoch here (SVG).
+    #[arg(long)]
+    curve: Option<PathBuf>,
+    /// Print the run (settings, every epoch, every step's loss) as JSON at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `convnet train`: on a data set with `--epochs`, else SGD on one fixed batch.
 pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.data.epochs.is_some() {
+        return train_on_data(args);
+    }
+    let data_only = [
+        (args.data.val_input.is_some(), "--val-input"),
+        (args.data.val_split.is_some(), "--val-split"),
+        (args.data.resume.is_some(), "--resume"),
+        (args.data.checkpoint.is_some(), "--checkpoint"),
+        (args.data.order_out.is_some(), "--order-out"),
+        (args.data.curve.is_some(), "--curve"),
+        (args.data.json, "--json"),
+        (args.data.drop_last, "--drop-last"),
+    ];
+    if let Some((_, flag)) = data_only.iter().find(|(given, _)| *given) {
+        anyhow::bail!("{flag} is for training on a data set: add --epochs");
+    }
     if args.steps == 0 {
         anyhow::bail!("--steps must be at least 1");
     }
-    if !(args.lr.is_finite() && args.lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
+    let lr = args.lr.unwrap_or(1e-11);
+    if !(lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
         anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
     }
     if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
@@ -59,7 +134,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let network = args.model.network.build()?;
     let (plan, params, data) = args.source.load(&network, args.model.batch)?;
     let config = SgdConfig {
-        learning_rate: args.lr,
+        learning_rate: lr,
         momentum: args.momentum,
         weight_decay: args.weight_decay,
     };
@@ -81,7 +156,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         network.name,
         plan[0].batch,
         describe_loss(&loss),
-        args.lr,
+        lr,
         args.momentum,
         args.weight_decay,
         describe_memory(&net.memory()),
@@ -92,7 +167,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         sgd.step()?;
         // The loss of this step's forward pass, before its update; checked every step, so that
         // a divergence is caught at the step it happens.
-        report_step(args, step, net.read_loss()?, || first_non_finite(&net))?;
+        report_step(args, step, net.read_loss()?, || Ok(first_non_finite(&net)?))?;
     }
     write_weights(args, || net.read_weights())
 }
@@ -154,7 +229,7 @@ fn train_on_two_devices(
          {})",
         network.name,
         plan[0].batch,
-        args.lr,
+        config.learning_rate,
         args.momentum,
         args.weight_decay,
         megabytes(memory[0]),
@@ -174,25 +249,333 @@ fn train_on_two_devices(
     write_weights(args, || net.read_weights())
 }
 
-/// The first tensor of the last step that holds a non-finite value: a layer's output, else a
-/// gradient, else a weight after the update.
-fn first_non_finite(net: &GpuNetwork) -> anyhow::Result<String> {
-    for (i, layer) in net.plan().iter().enumerate() {
-        // Outputs the network does not keep cannot be read back; the next kept one tells.
-        if let Ok(output) = net.read_layer(i) {
-            if output.iter().any(|x| !x.is_finite()) {
-                return Ok(format!(
-                    "first non-finite: layer {}'s output",
-                    layer.layer.name
-                ));
+/// Set by Ctrl-C: the run stops between two steps and writes its checkpoint.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `train --epochs`: a classifier trained on a data set (see `convnet_wgpu::training`).
+fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
+    let data = &args.data;
+    let epochs = data.epochs.unwrap_or(0);
+    if epochs == 0 {
+        anyhow::bail!("--epochs must be at least 1");
+    }
+    let lr = args.lr.unwrap_or(0.01);
+    if !(lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
+        anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
+    }
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        anyhow::bail!("--weight-decay must be a finite number >= 0");
+    }
+    if args.device.devices == 2 {
+        anyhow::bail!("training on a data set runs on one device; drop --devices 2");
+    }
+    let schedule: Schedule = data.lr_schedule.parse()?;
+    let (Some(input), Some(labels)) = (&args.source.input, &args.loss.labels) else {
+        anyhow::bail!("training on a data set needs its images (--input) and --labels");
+    };
+    if matches!(args.loss.loss, Some(super::LossChoice::L2)) {
+        anyhow::bail!("training on a data set minimises cross-entropy; drop --loss l2");
+    }
+    let checkpoint_path = data
+        .checkpoint
+        .clone()
+        .or_else(|| (args.out.as_ref()).map(|out| out.with_extension("checkpoint.safetensors")));
+    for path in [&args.out, &checkpoint_path, &data.order_out, &data.curve]
+        .into_iter()
+        .flatten()
+    {
+        files::check_writable(path)?;
+    }
+
+    let network = args.model.network.build()?;
+    let all = LabelledImages::load(input, labels, &network)?;
+    let (train_set, held_out) = match (&data.val_input, &data.val_labels, data.val_split) {
+        (Some(images), Some(labels), _) => {
+            (all, Some(LabelledImages::load(images, labels, &network)?))
+        }
+        (_, _, Some(fraction)) => {
+            let (train, held) = all.split(fraction, args.source.seed)?;
+            (train, Some(held))
+        }
+        _ => (all, None),
+    };
+    let settings = Settings {
+        model: describe_model(&network),
+        batch: args.model.batch,
+        epochs,
+        learning_rate: lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        schedule: schedule.to_string(),
+        seed: args.source.seed,
+        drop_last: data.drop_last,
+        training_images: train_set.len(),
+    };
+    let plan = network.plan(1)?;
+    let resumed = match &data.resume {
+        Some(path) => Some(resume_from(path, &plan, &settings, data.force)?),
+        None => None,
+    };
+    let weights = match (&resumed, &args.source.weights) {
+        (Some(checkpoint), Some(_)) => {
+            anyhow::bail!(
+                "--resume continues from the checkpoint's weights (epoch {}); drop --weights",
+                checkpoint.progress.epoch
+            )
+        }
+        (Some(checkpoint), None) => checkpoint.weights.clone(),
+        (None, Some(path)) => Weights::load(path, &network)?,
+        (None, None) => Weights::init(&network, args.source.seed)?,
+    };
+    if let Some(path) = &data.order_out {
+        let orders: Vec<usize> = (0..epochs)
+            .flat_map(|e| data::epoch_order(train_set.len(), settings.seed, e))
+            .collect();
+        npy::write_indices(path, &[epochs, train_set.len()], &orders)?;
+    }
+
+    let ctx = super::open_context_quiet_if(&args.device, data.json)?;
+    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
+    let held_out_len = held_out.as_ref().map_or(0, LabelledImages::len);
+    let nets = Networks::new(
+        &ctx,
+        &network,
+        &weights,
+        settings.batch,
+        (train_set.len(), held_out_len),
+        settings.drop_last,
+    )?;
+    let mut trainer = Trainer::new(&nets, settings, schedule, resumed.as_ref())?;
+    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
+        .map_err(|e| anyhow::anyhow!("cannot watch for Ctrl-C: {e}"))?;
+    let steps = steps_per_epoch(train_set.len(), args.model.batch, data.drop_last);
+    let quiet = data.json;
+    if !quiet {
+        println!(
+            "training {} on {} images ({} steps of {} per epoch{}), {}: SGD lr {:e} ({}), momentum \
+             {}, weight decay {}; {}{}",
+            network.name,
+            train_set.len(),
+            steps,
+            args.model.batch,
+            if nets.last.is_some() { ", the last smaller" } else { "" },
+            match &held_out {
+                Some(set) => format!("{} held out", set.len()),
+                None => "nothing held out".into(),
+            },
+            lr,
+            schedule,
+            args.momentum,
+            args.weight_decay,
+            describe_memory(&nets.train.memory()),
+            match &resumed {
+                Some(c) => format!("; resumed at epoch {}, step {}", c.progress.epoch, c.progress.step_in_epoch),
+                None => String::new(),
+            }
+        );
+    }
+    let mut step_losses: Vec<StepRecord> = Vec::new();
+    while !trainer.finished() {
+        let epoch = trainer.progress.epoch;
+        let bar = (!quiet && std::io::stdout().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(steps as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+            bar.set_position(trainer.progress.step_in_epoch as u64);
+            bar
+        });
+        let epoch_start = std::time::Instant::now();
+        let (mut images, mut correct, mut loss_sum) = (0usize, 0usize, 0.0f64);
+        let outcome = trainer.run_epoch(&train_set, held_out.as_ref(), &STOP, |record| {
+            Watchdog::step(&watchdog, record.global_step);
+            step_losses.push(*record);
+            images += record.images;
+            correct += record.correct;
+            loss_sum += record.loss * record.images as f64;
+            let rate = images as f64 / epoch_start.elapsed().as_secs_f64();
+            let so_far = format!(
+                "loss {:.4}, top-1 {:.1}%, {rate:.0} images/s",
+                loss_sum / images as f64,
+                100.0 * correct as f64 / images as f64
+            );
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(record.step as u64 + 1);
+                    bar.set_message(so_far);
+                }
+                None if !quiet && (record.step + 1) % (steps / 10).max(1) == 0 => {
+                    println!(
+                        "epoch {}, step {}/{steps}: {so_far}",
+                        epoch + 1,
+                        record.step + 1
+                    )
+                }
+                None => {}
+            }
+        });
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let outcome = outcome.map_err(|e| {
+            let kept = match &checkpoint_path {
+                Some(path) if path.exists() => {
+                    format!("; the last checkpoint, {}, is kept", path.display())
+                }
+                _ => String::new(),
+            };
+            anyhow::anyhow!("{e}{kept}")
+        })?;
+        match outcome {
+            EpochEnd::Finished(record) => {
+                if !quiet {
+                    println!("{}", describe_epoch(&record, epochs, &trainer.host));
+                }
+                if let Some(path) = &checkpoint_path {
+                    trainer.checkpoint()?.save(path)?;
+                }
+            }
+            EpochEnd::Interrupted => {
+                let progress = &trainer.progress;
+                let Some(path) = &checkpoint_path else {
+                    anyhow::bail!(
+                        "interrupted at epoch {}, step {}; nothing written (no --checkpoint or --out)",
+                        progress.epoch + 1,
+                        progress.step_in_epoch
+                    );
+                };
+                trainer.checkpoint()?.save(path)?;
+                anyhow::bail!(
+                    "interrupted at epoch {}, step {}; checkpoint written to {}: continue with \
+                     --resume {}",
+                    progress.epoch + 1,
+                    progress.step_in_epoch,
+                    path.display(),
+                    path.display()
+                );
             }
         }
     }
-    if let Some(name) = net.read_gradients()?.first_non_finite() {
-        return Ok(format!("first non-finite: the gradient of {name}"));
+    let history = &trainer.progress.history;
+    if let Some(path) = &data.curve {
+        files::write_atomically(path, curves(history).as_bytes())?;
     }
-    if let Some(name) = net.read_weights()?.first_non_finite() {
-        return Ok(format!("first non-finite: {name}"));
+    if let Some(path) = &args.out {
+        nets.train.read_weights()?.save(path)?;
     }
-    Ok("every tensor read back is finite".into())
+    if quiet {
+        let run = serde_json::json!({
+            "adapter": ctx.info().name,
+            "settings": trainer.settings(),
+            "epochs": history,
+            "steps": step_losses,
+        });
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        for path in [&args.out, &checkpoint_path, &data.curve, &data.order_out]
+            .into_iter()
+            .flatten()
+        {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint at `path`, checked against the network and this run's settings: settings
+/// that differ are an error naming them, unless `force`.
+fn resume_from(
+    path: &Path,
+    plan: &[LayerPlan],
+    settings: &Settings,
+    force: bool,
+) -> anyhow::Result<Checkpoint> {
+    let checkpoint = Checkpoint::load(path, plan)?;
+    let differences = checkpoint.settings.differences(settings);
+    if !differences.is_empty() && !force {
+        anyhow::bail!(
+            "{}: the run's settings differ from the checkpoint's ({}); add --force to continue \
+             anyway",
+            path.display(),
+            differences.join("; ")
+        );
+    }
+    if checkpoint.progress.epoch >= settings.epochs {
+        anyhow::bail!(
+            "{}: the run already finished its {} epochs",
+            path.display(),
+            checkpoint.progress.epoch
+        );
+    }
+    Ok(checkpoint)
+}
+
+/// The network as a checkpoint names it: its name, classes and input size.
+fn describe_model(network: &Network) -> String {
+    let classes = network
+        .plan(1)
+        .ok()
+        .and_then(|p| p.last().map(|l| l.output.len()));
+    format!(
+        "{} ({} classes, {}x{}x{} input)",
+        network.name,
+        classes.unwrap_or(0),
+        network.input.channels,
+        network.input.height,
+        network.input.width
+    )
+}
+
+/// One line per finished epoch.
+fn describe_epoch(
+    record: &EpochRecord,
+    epochs: usize,
+    host: &convnet_wgpu::training::HostTimes,
+) -> String {
+    let held_out = match &record.validation {
+        Some(v) => format!(
+            "; held out: loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
+            v.loss,
+            100.0 * v.top1,
+            100.0 * v.top5
+        ),
+        None => String::new(),
+    };
+    format!(
+        "epoch {}/{epochs}: lr {:e}, train loss {:.4}, top-1 {:.2}%{held_out}; {:.1} s, {:.1} \
+         images/s (input {:.1} ms, GPU idle for input at most {:.1} ms)",
+        record.epoch + 1,
+        record.learning_rate,
+        record.train_loss,
+        100.0 * record.train_top1,
+        record.seconds,
+        record.images_per_s,
+        host.input_seconds * 1e3,
+        host.starved_seconds_at_most * 1e3
+    )
+}
+
+/// The loss and top-1 accuracy per epoch, training and held out, as an SVG.
+fn curves(history: &[EpochRecord]) -> String {
+    let series = |name: &str, value: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
+        name: name.into(),
+        points: (history.iter())
+            .filter_map(|r| Some((r.epoch as f64 + 1.0, value(r)?)))
+            .collect(),
+    };
+    let held_out = history.iter().any(|r| r.validation.is_some());
+    let mut loss = vec![series("training", &|r| Some(r.train_loss))];
+    let mut top1 = vec![series("training", &|r| Some(r.train_top1))];
+    if held_out {
+        loss.push(series("held out", &|r| r.validation.map(|v| v.loss)));
+        top1.push(series("held out", &|r| r.validation.map(|v| v.top1)));
+    }
+    chart::curves_svg(&[
+        ("loss (cross-entropy)".into(), "epoch".into(), loss),
+        ("top-1 accuracy".into(), "epoch".into(), top1),
+    ])
 }

@@ -224,7 +224,8 @@ impl<'a> Builder<'a> {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
+                // Rewritable: an optimiser's learning rate changes between epochs.
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
     }
 
@@ -293,6 +294,21 @@ impl<'a> Builder<'a> {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> Dispatch {
+        self.dispatch_with_uniform(label, kernel, overrides, params, buffers, workgroups)
+            .0
+    }
+
+    /// As [`Builder::dispatch_specialised`], and the uniform buffer holding `params`, which the
+    /// caller may rewrite between submissions (with the queue) to change them.
+    pub fn dispatch_with_uniform<P: KernelParams>(
+        &mut self,
+        label: &str,
+        kernel: &KernelDef<P>,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> (Dispatch, wgpu::Buffer) {
         let pipeline = self.ctx.pipeline(kernel, overrides);
         let uniform = self.uniform(label, params);
         let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(&uniform)
@@ -311,12 +327,13 @@ impl<'a> Builder<'a> {
                 layout: &pipeline.pipeline.get_bind_group_layout(0),
                 entries: &entries,
             });
-        Dispatch {
+        let dispatch = Dispatch {
             label: label.to_string(),
             kernel: pipeline.entry_point,
             pipeline: pipeline.pipeline,
             bind_group,
             workgroups,
-        }
+        };
+        (dispatch, uniform)
     }
 }

@@ -476,6 +476,41 @@ impl GpuContext {
         })
     }
 
+    /// As [`GpuContext::read_staging`], into `out` (as many values as it holds), waiting only
+    /// for `submission` (the one that copied into `staging`): work submitted after it keeps the GPU busy while the host reads. A trainer
+    /// reads a step's losses while the next step runs.
+    pub(crate) fn read_staging_of(
+        &self,
+        staging: &wgpu::Buffer,
+        out: &mut [f32],
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<()> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging
+            .slice(..)
+            .map_async(wgpu::MapMode::Read, move |r| drop(sender.send(r)));
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map_err(|e| self.error("readback", e))?;
+        self.check("readback")?;
+        receiver
+            .recv()
+            .map_err(|e| self.error("readback", e))?
+            .map_err(|e| self.error("readback", e))?;
+        {
+            let view = staging
+                .slice(..(out.len() * 4) as u64)
+                .get_mapped_range()
+                .map_err(|e| self.error("readback", e))?;
+            out.copy_from_slice(bytemuck::cast_slice::<u8, f32>(&view));
+        }
+        staging.unmap();
+        Ok(())
+    }
+
     /// The `len` f32 values a submitted copy left in `staging` (a
     /// [`GpuContext::staging_buffer`]), once the GPU has written them.
     pub(crate) fn read_staging(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {

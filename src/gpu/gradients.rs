@@ -157,6 +157,7 @@ pub(crate) fn build<'a>(
     plan: &[LayerPlan],
     forward: ForwardBuffers,
     params: &[PackedWeights],
+    shared_grads: Option<&[Option<PackedGrads>]>,
     output_gradient: OutputGradient,
     wanted: Wanted,
 ) -> Result<Gradients> {
@@ -200,15 +201,19 @@ pub(crate) fn build<'a>(
             slot_of[head] = Some(slots.take(b, &label, gradient_len(head)));
         }
     }
-    // A convolution whose weights stay fixed has no gradient buffers.
-    let param_grads: Vec<Option<PackedGrads>> = params
-        .iter()
-        .map(|p| {
-            let frozen = !wanted.conv_parameters
-                && matches!(plan[p.layer].layer.kind, LayerKind::Conv2d { .. });
-            (!frozen).then(|| PackedGrads::new(b, plan, p))
-        })
-        .collect();
+    // A convolution whose weights stay fixed has no gradient buffers; a network sharing
+    // another's parameters writes into that one's (each backward pass overwrites them).
+    let param_grads: Vec<Option<PackedGrads>> = match shared_grads {
+        Some(shared) => shared.to_vec(),
+        None => params
+            .iter()
+            .map(|p| {
+                let frozen = !wanted.conv_parameters
+                    && matches!(plan[p.layer].layer.kind, LayerKind::Conv2d { .. });
+                (!frozen).then(|| PackedGrads::new(b, plan, p))
+            })
+            .collect(),
+    };
 
     // Every edge's destination, walking the layers backward.
     // The loss's dispatches write the heads' gradients before any layer's backward: a layer

@@ -14,7 +14,7 @@ use crate::gpu::context::GpuContext;
 use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient, Wanted};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
-use crate::gpu::packing::{self, PackedWeights, Packing};
+use crate::gpu::packing::{self, PackedGrads, PackedWeights, Packing};
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -53,7 +53,43 @@ impl<'a> GpuNetwork<'a> {
     /// Refuses, with the numbers, any activation larger than one storage binding; splits a
     /// linear layer whose weight is larger into column slices.
     pub fn new(ctx: &'a GpuContext, plan: &[LayerPlan], weights: &Weights) -> Result<Self> {
-        build(ctx, plan, weights, None)
+        build(ctx, plan, Parameters::Upload(weights), None)
+    }
+
+    /// A network at `plan`'s batch size over the parameter buffers of `other` (the same network
+    /// at another batch), at inference: batch norms by the running statistics `other`'s training
+    /// passes update. A trainer scores its validation set with it, with no copy of the weights.
+    /// Fails when `plan` is not `other`'s at another batch.
+    pub fn inference_sharing(other: &GpuNetwork<'a>, plan: &[LayerPlan]) -> Result<Self> {
+        build(other.ctx, plan, Parameters::SharedWith(other), None)
+    }
+
+    /// As [`GpuNetwork::inference_sharing`], for training with `other`'s loss: the parameter
+    /// gradients land in `other`'s gradient buffers, so `other`'s optimiser updates from either
+    /// network's backward pass. A trainer runs a data set's last, smaller batch with it. Fails
+    /// when `other` was not built with [`GpuNetwork::training`].
+    pub fn training_sharing(
+        other: &GpuNetwork<'a>,
+        plan: &[LayerPlan],
+        keep: Keep,
+    ) -> Result<Self> {
+        let loss = other.loss().cloned().ok_or_else(|| {
+            Error::InvalidArgument("the network shared was not built for training".into())
+        })?;
+        let training = Training {
+            output_gradient: OutputGradient::Loss(loss),
+            wanted: Wanted {
+                input: false,
+                conv_parameters: true,
+            },
+            keep,
+        };
+        build(
+            other.ctx,
+            plan,
+            Parameters::SharedWith(other),
+            Some(training),
+        )
     }
 
     /// As [`GpuNetwork::new`], plus everything the backward pass of `l2_loss(last output)` needs.
@@ -84,7 +120,7 @@ impl<'a> GpuNetwork<'a> {
             },
             keep,
         };
-        build(ctx, plan, weights, Some(training))
+        build(ctx, plan, Parameters::Upload(weights), Some(training))
     }
 
     /// As [`GpuNetwork::with_gradients`], and the gradient of the input too (which a network's
@@ -103,7 +139,7 @@ impl<'a> GpuNetwork<'a> {
             },
             keep: Keep::Everything,
         };
-        build(ctx, plan, weights, Some(training))
+        build(ctx, plan, Parameters::Upload(weights), Some(training))
     }
 
     /// A network whose loss its caller computes from the outputs of `heads` (style transfer's
@@ -125,7 +161,7 @@ impl<'a> GpuNetwork<'a> {
             },
             keep: Keep::Everything,
         };
-        build(ctx, plan, weights, Some(training))
+        build(ctx, plan, Parameters::Upload(weights), Some(training))
     }
 
     /// Runs the backward pass alone (after a forward pass) and waits for the GPU.
@@ -155,7 +191,7 @@ impl<'a> GpuNetwork<'a> {
             },
             keep: Keep::Everything,
         };
-        build(ctx, plan, weights, Some(training))
+        build(ctx, plan, Parameters::Upload(weights), Some(training))
     }
 
     /// The plan this network runs.
@@ -290,6 +326,19 @@ impl<'a> GpuNetwork<'a> {
             })
     }
 
+    /// Each loss head's `[batch]` per-image losses (in the loss's order), for a network trained
+    /// with cross-entropy.
+    pub(crate) fn per_image_loss_buffers(&self) -> Result<&[wgpu::Buffer]> {
+        let gradients = self.gradients_or_err()?;
+        gradients
+            .cross_entropy
+            .as_ref()
+            .map(|ce| ce.losses.as_slice())
+            .ok_or_else(|| {
+                Error::InvalidArgument("the network is not trained with cross-entropy".into())
+            })
+    }
+
     /// The last layer's output buffer.
     pub(crate) fn logits_buffer(&self) -> &wgpu::Buffer {
         self.outputs.last().expect("a planned network has layers")
@@ -306,31 +355,15 @@ impl<'a> GpuNetwork<'a> {
         self.gradients.as_ref().and_then(|g| g.input.as_ref())
     }
 
-    /// Every parameter buffer (weight slices, bias) beside its gradient buffer, with its layer's
-    /// name: what an optimiser updates.
-    pub(crate) fn parameter_buffers(&self) -> Result<Vec<(&str, &wgpu::Buffer, &wgpu::Buffer)>> {
+    /// Every parameterised layer's parameters beside their gradients (`None`: a layer whose
+    /// weights stay fixed): what an optimiser updates.
+    pub(crate) fn parameters_and_gradients(
+        &self,
+    ) -> Result<Vec<(&PackedWeights, Option<&PackedGrads>)>> {
         let gradients = self.gradients_or_err()?;
-        let mut pairs = Vec::new();
-        // Layers whose weights stay fixed have no gradients to pair with.
-        let trained =
-            (self.params.iter().zip(&gradients.params)).filter_map(|(p, g)| Some((p, g.as_ref()?)));
-        for (params, grads) in trained {
-            let layer = &self.plan[params.layer].layer;
-            let name = layer.name.as_str();
-            // A batch norm's one buffer pairs with its [2][channels] gradient (see Packing::Norm).
-            for (param, grad) in params.weights.iter().zip(&grads.weights) {
-                pairs.push((name, param, grad));
-            }
-            let has_bias = match layer.kind {
-                LayerKind::Conv2d { bias, .. } => bias,
-                LayerKind::Linear { .. } => true,
-                _ => false,
-            };
-            if has_bias {
-                pairs.push((name, &params.bias, &grads.bias));
-            }
-        }
-        Ok(pairs)
+        Ok((self.params.iter().zip(&gradients.params))
+            .map(|(p, g)| (p, g.as_ref()))
+            .collect())
     }
 
     /// Submits what `record` encodes and waits until the GPU has finished it.
@@ -453,11 +486,17 @@ impl<'a> GpuNetwork<'a> {
     /// Reads back the parameter gradients of the last backward pass, named and shaped as in the
     /// weights file (PyTorch's layouts), in the network's order.
     pub fn read_gradients(&self) -> Result<Weights> {
-        let gradients = self.gradients_or_err()?;
+        self.read_shaped_as_gradients(&self.gradients_or_err()?.params)
+    }
+
+    /// Reads back buffers shaped as the parameter gradients (the gradients, an optimiser's
+    /// velocities), one set per parameterised layer (`None`: a layer without), in the weights
+    /// file's names and layouts.
+    pub(crate) fn read_shaped_as_gradients(&self, sets: &[Option<PackedGrads>]) -> Result<Weights> {
         let mut tensors = Vec::new();
-        let trained =
-            (self.params.iter().zip(&gradients.params)).filter_map(|(p, g)| Some((p, g.as_ref()?)));
-        for (params, grads) in trained {
+        for (params, grads) in
+            (self.params.iter().zip(sets)).filter_map(|(p, g)| Some((p, g.as_ref()?)))
+        {
             let layer = &self.plan[params.layer];
             if let Packing::Norm = params.packing {
                 // [2][channels]: the weight's gradient, then the bias's.
@@ -481,6 +520,37 @@ impl<'a> GpuNetwork<'a> {
             tensors.extend(self.read_param_pair(params, &grads.weights, &grads.bias)?);
         }
         Ok(Weights::from_tensors(tensors))
+    }
+
+    /// Writes `values` (named and shaped as [`GpuNetwork::read_shaped_as_gradients`] reads
+    /// them) into buffers shaped as the parameter gradients: an optimiser's velocities restored
+    /// from a checkpoint. Packing is a permutation, so what was read comes back bit for bit.
+    pub(crate) fn write_shaped_as_gradients(
+        &self,
+        sets: &[Option<PackedGrads>],
+        values: &Weights,
+    ) -> Result<()> {
+        let queue = self.ctx.queue();
+        for (params, grads) in
+            (self.params.iter().zip(sets)).filter_map(|(p, g)| Some((p, g.as_ref()?)))
+        {
+            let layer = &self.plan[params.layer];
+            let name = &layer.layer.name;
+            if let Packing::Norm = params.packing {
+                let mut both = values.tensor(name, "weight")?.to_vec();
+                both.extend_from_slice(values.tensor(name, "bias")?);
+                queue.write_buffer(&grads.weights[0], 0, bytemuck::cast_slice(&both));
+                continue;
+            }
+            let packed = params.packing.pack(values.tensor(name, "weight")?);
+            for (buffer, data) in grads.weights.iter().zip(&packed) {
+                queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+            }
+            if let Some(bias) = values.get(&format!("{name}.bias")) {
+                queue.write_buffer(&grads.bias, 0, bytemuck::cast_slice(&bias.data));
+            }
+        }
+        self.ctx.wait("restoring optimiser state")
     }
 
     /// Reads back the current weights (after training steps), in the weights file's layouts.
@@ -585,26 +655,59 @@ fn read_by_backward(plan: &[LayerPlan], heads: &[usize]) -> Vec<bool> {
     kept
 }
 
+/// Where a network's parameters come from.
+#[derive(Clone, Copy)]
+enum Parameters<'w, 'n, 'a> {
+    /// Packed and uploaded into buffers of its own.
+    Upload(&'w Weights),
+    /// The buffers of this network, planned at another batch size (and, for training, its
+    /// parameter gradient buffers).
+    SharedWith(&'n GpuNetwork<'a>),
+}
+
 /// Builds a network (for training, when `training` says what), GPU errors caught in a scope.
 fn build<'a>(
     ctx: &'a GpuContext,
     plan: &[LayerPlan],
-    weights: &Weights,
+    parameters: Parameters<'_, '_, 'a>,
     training: Option<Training>,
 ) -> Result<GpuNetwork<'a>> {
     ctx.scoped("network setup", |_| {
-        build_unscoped(ctx, plan, weights, training)
+        build_unscoped(ctx, plan, parameters, training)
     })?
+}
+
+/// Fails unless `plan` is `other`'s layer for layer, at any batch size.
+fn check_same_network(plan: &[LayerPlan], other: &[LayerPlan]) -> Result<()> {
+    let unbatched = |l: &LayerPlan| LayerPlan {
+        batch: 0,
+        ..l.clone()
+    };
+    let same = plan.len() == other.len()
+        && plan
+            .iter()
+            .zip(other)
+            .all(|(a, b)| unbatched(a) == unbatched(b));
+    if same {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "a network sharing another's parameters must be the same network".into(),
+        ))
+    }
 }
 
 fn build_unscoped<'a>(
     ctx: &'a GpuContext,
     plan: &[LayerPlan],
-    weights: &Weights,
+    parameters: Parameters<'_, '_, 'a>,
     training: Option<Training>,
 ) -> Result<GpuNetwork<'a>> {
     crate::model::check_plan(plan)?;
-    weights.check_against(plan)?;
+    match parameters {
+        Parameters::Upload(weights) => weights.check_against(plan)?,
+        Parameters::SharedWith(other) => check_same_network(plan, &other.plan)?,
+    }
     let mut b = Builder::new(ctx);
     let first = plan
         .first()
@@ -679,7 +782,12 @@ fn build_unscoped<'a>(
             buffer
         };
         let sources = ops::source_buffers(layer, &input, &outputs);
-        let layer_params = packing::upload(&mut b, index, layer, weights)?;
+        let layer_params = match parameters {
+            Parameters::Upload(weights) => packing::upload(&mut b, index, layer, weights)?,
+            Parameters::SharedWith(other) => {
+                other.params.iter().find(|p| p.layer == index).cloned()
+            }
+        };
         // Training records where each pooling window's maximum lies, for the backward pass.
         let maxima = (trains && matches!(layer.layer.kind, LayerKind::MaxPool { .. })).then(|| {
             let len = batch * layer.output.len();
@@ -722,6 +830,21 @@ fn build_unscoped<'a>(
             }
         }
     }
+    let shared_grads = match parameters {
+        Parameters::SharedWith(other) if trains => Some(
+            other
+                .gradients
+                .as_ref()
+                .filter(|g| g.params.iter().all(Option::is_some))
+                .map(|g| g.params.as_slice())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "the network shared computes no gradients of some parameters".into(),
+                    )
+                })?,
+        ),
+        _ => None,
+    };
     let gradients = match training {
         Some(Training {
             output_gradient,
@@ -737,6 +860,7 @@ fn build_unscoped<'a>(
                 batch_stats: &batch_stats,
             },
             &params,
+            shared_grads,
             output_gradient,
             wanted,
         )?)),

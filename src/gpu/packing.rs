@@ -37,7 +37,9 @@ pub(crate) enum Packing {
     Norm,
 }
 
-/// A parameterised layer's weight (one buffer per slice) and bias on the GPU.
+/// A parameterised layer's weight (one buffer per slice) and bias on the GPU. Cloning copies
+/// the buffers' handles, not their contents: a network at another batch size shares them.
+#[derive(Clone)]
 pub(crate) struct PackedWeights {
     /// Index of the layer in the plan.
     pub layer: usize,
@@ -73,7 +75,7 @@ impl Packing {
     }
 
     /// PyTorch layout → the GPU's packed buffers, zero-padded.
-    fn pack(&self, weight: &[f32]) -> Vec<Vec<f32>> {
+    pub fn pack(&self, weight: &[f32]) -> Vec<Vec<f32>> {
         let mut packed: Vec<Vec<f32>> = self.buffer_lens().iter().map(|&n| vec![0.0; n]).collect();
         self.for_each_index(|buffer, at, original| packed[buffer][at] = weight[original]);
         packed
@@ -126,13 +128,40 @@ impl Packing {
     }
 }
 
-/// A parameterised layer's weight and bias gradients, shaped like its [`PackedWeights`].
+/// Whether a layer of `kind` trains a bias of its own: convolutions with one and linear layers
+/// (a batch norm's bias lives in its one buffer of statistics).
+pub(crate) fn trains_bias(kind: &LayerKind) -> bool {
+    match kind {
+        LayerKind::Conv2d { bias, .. } => *bias,
+        LayerKind::Linear { .. } => true,
+        _ => false,
+    }
+}
+
+impl PackedWeights {
+    /// The buffers an optimiser updates: the weight's (slices; a batch norm's statistics, of
+    /// which it updates the first `2 * channels` values), then the bias's where it trains one.
+    pub fn trained_buffers(&self, kind: &LayerKind) -> Vec<&wgpu::Buffer> {
+        let bias = trains_bias(kind).then_some(&self.bias);
+        self.weights.iter().chain(bias).collect()
+    }
+}
+
+/// A parameterised layer's weight and bias gradients, shaped like its [`PackedWeights`]
+/// (cloned as handles, as [`PackedWeights`]).
+#[derive(Clone)]
 pub(crate) struct PackedGrads {
     pub weights: Vec<wgpu::Buffer>,
     pub bias: wgpu::Buffer,
 }
 
 impl PackedGrads {
+    /// The buffers matching [`PackedWeights::trained_buffers`], one for one.
+    pub fn trained_buffers(&self, kind: &LayerKind) -> Vec<&wgpu::Buffer> {
+        let bias = trains_bias(kind).then_some(&self.bias);
+        self.weights.iter().chain(bias).collect()
+    }
+
     /// Zeroed gradient buffers for `params`, a parameterised layer of `plan`.
     pub fn new(b: &mut Builder, plan: &[LayerPlan], params: &PackedWeights) -> Self {
         let layer = &plan[params.layer];
