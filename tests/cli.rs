@@ -1055,3 +1055,165 @@ fn run_and_train_split_the_two_gpu_alexnet_over_two_devices() {
     one_tower.extend(["--weights", &single, "--input", &input]);
     assert_clean_failure(&one_tower, "alexnet has no two-device layout");
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let data = dir.path().join("shapes");
+    let (ok, _, stderr) = convnet(&[
+        "make-dataset",
+        "shapes",
+        "--classes",
+        "4",
+        "--size",
+        "16",
+        "--count",
+        "30",
+        "--out",
+        &data.display().to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    let images = data.join("images.npy").display().to_string();
+    let labels = data.join("labels.npy").display().to_string();
+    let (weights, order, curve) = (path("w.safetensors"), path("order.npy"), path("curve.svg"));
+    let base = [
+        "train",
+        "--model",
+        "resnet18",
+        "--num-classes",
+        "4",
+        "--input-size",
+        "16",
+        "--batch",
+        "8",
+        "--input",
+        &images,
+        "--labels",
+        &labels,
+        "--val-split",
+        "0.2",
+        "--lr",
+        "0.05",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    // 24 images train (3 steps of 8 per epoch), 6 held out.
+    let (ok, stdout, stderr) = convnet(&with(&[
+        "--epochs",
+        "2",
+        "--json",
+        "--out",
+        &weights,
+        "--order-out",
+        &order,
+        "--curve",
+        &curve,
+    ]));
+    assert!(ok, "{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(run["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(run["steps"].as_array().unwrap().len(), 6);
+    assert_eq!(run["settings"]["training_images"], 24);
+    assert!(run["epochs"][1]["validation"]["top1"].as_f64().is_some());
+    let orders = convnet_wgpu::npy::decode_labels(&std::fs::read(&order).unwrap());
+    assert!(orders.is_err(), "the orders are two-dimensional");
+    assert!(std::fs::read_to_string(&curve).unwrap().starts_with("<svg"));
+    let checkpoint = path("w.checkpoint.safetensors");
+    assert!(Path::new(&checkpoint).exists());
+
+    // A finished run, hyperparameters that differ, another model, a damaged file.
+    assert_clean_failure(
+        &with(&["--epochs", "2", "--resume", &checkpoint]),
+        "already finished its 2 epochs",
+    );
+    let mut other_rate = with(&["--epochs", "3", "--resume", &checkpoint]);
+    other_rate[16] = "0.1".into(); // --lr
+    assert_clean_failure(&other_rate, "learning_rate: 0.05");
+    let mut other_model = with(&["--epochs", "3", "--resume", &checkpoint]);
+    other_model[4] = "5".into(); // --num-classes
+    assert_clean_failure(&other_model, "another model");
+    let damaged = path("damaged.safetensors");
+    let mut bytes = std::fs::read(&checkpoint).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&damaged, bytes).unwrap();
+    assert_clean_failure(&with(&["--epochs", "3", "--resume", &damaged]), "corrupted");
+
+    // Labels of the wrong length, range or type; images of another size.
+    let short = path("short.npy");
+    convnet_wgpu::npy::write_labels(Path::new(&short), &[0, 1]).unwrap();
+    let far = path("far.npy");
+    let mut far_labels = vec![0; 30];
+    far_labels[7] = 4;
+    convnet_wgpu::npy::write_labels(Path::new(&far), &far_labels).unwrap();
+    let floats = path("floats.npy");
+    convnet_wgpu::npy::write(Path::new(&floats), &[30], &[0.0; 30]).unwrap();
+    for (bad, expected) in [
+        (&short, "2 labels for the 30 images"),
+        (
+            &far,
+            "label 4 of image 7 is not one of the network's 4 classes",
+        ),
+        (&floats, "save them as int64"),
+    ] {
+        let mut args = with(&["--epochs", "1"]);
+        args[12] = bad.clone(); // --labels
+        assert_clean_failure(&args, expected);
+    }
+    let mut other_size = with(&["--epochs", "1"]);
+    other_size[6] = "20".into(); // --input-size
+    assert_clean_failure(&other_size, "expects [N, 3, 20, 20]");
+
+    // Settings that cannot work, and data-set flags without --epochs.
+    for (extra, expected) in [
+        (vec!["--epochs", "0"], "--epochs must be at least 1"),
+        (
+            vec!["--epochs", "1", "--lr-schedule", "linear"],
+            "--lr-schedule",
+        ),
+        (
+            vec!["--steps", "3"],
+            "--val-split is for training on a data set",
+        ),
+    ] {
+        assert_clean_failure(&with(&extra), expected);
+    }
+    let mut large_batch = with(&["--epochs", "1"]);
+    large_batch[8] = "99".into();
+    assert_clean_failure(&large_batch, "--batch must be 1 to the 24");
+    // Finite weights whose logits overflow: the loss of step 0 is not finite, and the message
+    // names the first tensor that is not.
+    let (ok, _, stderr) = convnet(&[
+        "init",
+        "--model",
+        "resnet18",
+        "--num-classes",
+        "4",
+        "--input-size",
+        "16",
+        "--out",
+        &weights,
+    ]);
+    assert!(ok, "{stderr}");
+    let network = convnet_wgpu::model::build(
+        "resnet18",
+        &convnet_wgpu::model::Options {
+            num_classes: Some(4),
+            input_size: Some(16),
+            aux_logits: false,
+        },
+    )
+    .unwrap();
+    let mut huge = convnet_wgpu::weights::Weights::load(Path::new(&weights), &network).unwrap();
+    huge.get_mut("fc.weight").unwrap().data.fill(3e38);
+    huge.save(Path::new(&weights)).unwrap();
+    let diverging = with(&["--epochs", "1", "--weights", &weights]);
+    assert_clean_failure(
+        &diverging,
+        "step 1 (epoch 1, batch 1): the loss is no longer finite",
+    );
+    assert_clean_failure(&diverging, "first non-finite: ");
+}

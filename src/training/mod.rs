@@ -473,12 +473,14 @@ impl<'n, 'a> Trainer<'n, 'a> {
             learning_rate,
         };
         if !loss.is_finite() {
+            // The next step was queued before this one's loss was read: what is read back now
+            // is the state after it, whose update spread the non-finite gradients.
             return Err(Error::InvalidArgument(format!(
-                "epoch {}, step {} (step {} of the run): the loss is no longer finite ({loss}); \
-                 {}",
-                record.epoch,
-                record.step,
-                record.global_step,
+                "step {} (epoch {}, batch {}): the loss is no longer finite ({loss}); after the \
+                 next step, already queued, {}",
+                record.global_step + 1,
+                record.epoch + 1,
+                record.step + 1,
                 first_non_finite(net)?
             )));
         }
