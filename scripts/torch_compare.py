@@ -40,6 +40,7 @@ gradient, and the loss after the steps, with `convnet style --json --gradient-ou
 
 import argparse
 import copy
+import json
 import math
 import statistics
 import sys
@@ -460,8 +461,163 @@ def main():
     sys.exit(1 if failed else 0)
 
 
+def schedule_rate(schedule, base, epoch, epochs):
+    """convnet's learning rate of `epoch` (src/training/mod.rs, Schedule::rate), in f32 as it
+    computes it."""
+    base32 = np.float32(base)
+    if schedule == "constant":
+        return float(base32)
+    if schedule == "cosine":
+        return float(np.float32(float(base32) * (1 + math.cos(math.pi * epoch / max(epochs, 1))) / 2))
+    _, every, gamma = schedule.split(":")
+    return float(base32 * np.float32(gamma) ** (epoch // int(every)))
+
+
+def curves_svg(path, title, series):
+    """Loss per step, one polyline per (name, values): the parity figure of docs/training.md."""
+    width, height, left, top = 720, 300, 70, 30
+    values = [v for _, vs in series for v in vs]
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1
+    steps = max(len(vs) for _, vs in series)
+    colours = ["#4a7ebb", "#d0702a", "#3a9a4a"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 60}" '
+           'font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>',
+           f'<text x="4" y="18" font-size="14" font-weight="bold">{title}</text>',
+           f'<rect x="{left}" y="{top}" width="{width - left - 150}" height="{height}" fill="none" stroke="#888"/>',
+           f'<text x="{left - 4}" y="{top + 10}" text-anchor="end">{hi:.4g}</text>',
+           f'<text x="{left - 4}" y="{top + height}" text-anchor="end">{lo:.4g}</text>',
+           f'<text x="{(width - 150 + left) / 2}" y="{top + height + 16}" text-anchor="middle">step (0 to {steps - 1})</text>']
+    for k, (name, vs) in enumerate(series):
+        xs = [left + i / max(steps - 1, 1) * (width - left - 150) for i in range(len(vs))]
+        ys = [top + height - (v - lo) / (hi - lo) * height for v in vs]
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+        dash = ' stroke-dasharray="6 4"' if k else ""
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colours[k % 3]}" stroke-width="1.5"{dash}/>')
+        out.append(f'<text x="{width - 140}" y="{top + 14 + 16 * k}" fill="{colours[k % 3]}">{name}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def train_main(argv):
+    """`train`: replays `convnet train --epochs ... --order-out O --json` in PyTorch -- the same
+    weights, data, sample order, SGD (momentum, weight decay) and schedule -- and compares the
+    loss of every step, and the weights after the last."""
+    p = argparse.ArgumentParser(prog="torch_compare.py train", description=train_main.__doc__)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--aux-logits", action="store_true")
+    p.add_argument("--weights", required=True, help="the run's initial weights")
+    p.add_argument("--make-weights", action="store_true",
+                   help="write PyTorch's default initialisation of the model (torchvision's for its "
+                        "networks) to --weights and stop: logits of order 1, where the seed's "
+                        "AlexNet initialisation gives cross-entropy losses of order 1e4")
+    p.add_argument("--input-size", type=int, default=224, help="with --make-weights")
+    p.add_argument("--seed", type=int, default=0, help="with --make-weights")
+    p.add_argument("--input")
+    p.add_argument("--labels")
+    p.add_argument("--order", help="convnet train --order-out")
+    p.add_argument("--run", help="convnet train --json's output")
+    p.add_argument("--final", help="convnet train --out: compared after the run's last step")
+    p.add_argument("--f64", action="store_true",
+                   help="also train in float64; report convnet's and PyTorch f32's distance from it")
+    p.add_argument("--svg", help="draw both loss curves here")
+    args = p.parse_args(argv)
+    if args.make_weights:
+        from safetensors.torch import save_file
+        torch.manual_seed(args.seed)
+        model = build(args.model, args.num_classes, args.input_size, args.aux_logits)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()
+                 if not k.endswith("num_batches_tracked")}
+        save_file(state, args.weights)
+        print(f"wrote {args.weights}")
+        return
+    if not (args.input and args.labels and args.order and args.run):
+        sys.exit("error: train needs --input, --labels, --order and --run (or --make-weights)")
+
+    with open(args.run) as f:
+        run = json.load(f)
+    settings = run["settings"]
+    ours = [s["loss"] for s in run["steps"]]
+    x_all = torch.from_numpy(np.load(args.input))
+    y_all = torch.from_numpy(np.load(args.labels).astype(np.int64))
+    order = np.load(args.order)
+    batch = settings["batch"]
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); {args.model}, "
+          f"{len(ours)} steps of batch {batch}, lr {settings['learning_rate']} "
+          f"({settings['schedule']}), momentum {settings['momentum']}, "
+          f"weight decay {settings['weight_decay']}")
+
+    def replay(dtype):
+        model = build(args.model, args.num_classes, x_all.shape[-1], args.aux_logits)
+        load(model, args.weights)
+        model = without_dropout(model.to(dtype))
+        opt = torch.optim.SGD(model.parameters(), lr=settings["learning_rate"],
+                              momentum=settings["momentum"],
+                              weight_decay=settings["weight_decay"])
+        losses = []
+        for epoch, row in enumerate(order):
+            for group in opt.param_groups:
+                group["lr"] = schedule_rate(settings["schedule"], settings["learning_rate"],
+                                            epoch, settings["epochs"])
+            for start in range(0, len(row), batch):
+                index = torch.from_numpy(row[start:start + batch].astype(np.int64))
+                if len(index) < batch and settings["drop_last"]:
+                    continue
+                if len(losses) == len(ours):
+                    break
+                opt.zero_grad(set_to_none=True)
+                _, loss = training_loss(model, x_all[index].to(dtype), y_all[index])
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        return model, losses
+
+    model, theirs = replay(torch.float32)
+    ours_a, theirs_a = np.array(ours), np.array(theirs)
+    relative = np.abs(ours_a - theirs_a) / np.abs(theirs_a)
+    print(f"per-step loss, max |convnet - torch| / |torch|: {relative.max():.3e} "
+          f"(step {relative.argmax()}); first 50 steps {relative[:50].max():.3e}")
+    print("step  convnet        torch          relative")
+    for i in sorted(set([0, 1, 2, 5, 10, 20, 49, len(ours) - 1]) & set(range(len(ours)))):
+        print(f"{i:>4}  {ours[i]:.7e}  {theirs[i]:.7e}  {relative[i]:.2e}")
+    series = [("convnet-wgpu", ours), ("PyTorch f32", theirs)]
+    if args.f64:
+        _, exact = replay(torch.float64)
+        exact_a = np.array(exact)
+        ours_err = np.abs(ours_a - exact_a) / np.abs(exact_a)
+        torch_err = np.abs(theirs_a - exact_a) / np.abs(exact_a)
+        print(f"against PyTorch float64, max per-step relative error: convnet {ours_err.max():.3e}, "
+              f"PyTorch f32 {torch_err.max():.3e}; first 50 steps {ours_err[:50].max():.3e} and "
+              f"{torch_err[:50].max():.3e}")
+        print("step  convnet-f64  torch32-f64")
+        for i in sorted(set([0, 1, 2, 3, 5, 10, 20, 49, len(ours) - 1]) & set(range(len(ours)))):
+            print(f"{i:>4}  {ours_err[i]:.2e}     {torch_err[i]:.2e}")
+    if args.final:
+        final = load_file(args.final)
+        state = model.state_dict()
+        worst = (0.0, "")
+        for name, value in state.items():
+            if name.endswith("num_batches_tracked") or name not in final:
+                continue
+            ref = value.detach().double().numpy()
+            scale = np.abs(ref).max() or 1.0
+            diff = np.abs(final[name].double().numpy() - ref).max() / scale
+            worst = max(worst, (diff, name))
+        print(f"weights after step {len(ours) - 1}: largest max|convnet - torch| / max|torch| "
+              f"{worst[0]:.3e} ({worst[1]})")
+    if args.svg:
+        curves_svg(args.svg, f"{args.model}: training loss per step, convnet-wgpu and PyTorch",
+                   series)
+        print(f"wrote {args.svg}")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["style"]:
         style_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["train"]:
+        train_main(sys.argv[2:])
     else:
         main()

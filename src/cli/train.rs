@@ -31,9 +31,9 @@ pub(crate) struct TrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     device: DeviceArgs,
-    /// Steps on the one fixed batch (without --epochs).
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Steps on the one fixed batch (without --epochs; default 50).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Learning rate; default 0.01 on a data set (--epochs), else 1e-11: the post's loss on one
     /// fixed batch, sum(logits^2)/2, starts near 3e10 per image with its initialisation, so its
     /// gradients are huge and the rate tiny; 1e-11 falls steadily at batch 2, 1e-10 diverges.
@@ -118,7 +118,8 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some((_, flag)) = data_only.iter().find(|(given, _)| *given) {
         anyhow::bail!("{flag} is for training on a data set: add --epochs");
     }
-    if args.steps == 0 {
+    let steps = args.steps.unwrap_or(50);
+    if steps == 0 {
         anyhow::bail!("--steps must be at least 1");
     }
     let lr = args.lr.unwrap_or(1e-11);
@@ -139,7 +140,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         weight_decay: args.weight_decay,
     };
     if args.device.devices == 2 {
-        return train_on_two_devices(args, (&network, &plan, &params, &data), config);
+        return train_on_two_devices(args, steps, (&network, &plan, &params, &data), config);
     }
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
@@ -162,7 +163,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         describe_memory(&net.memory()),
         megabytes(sgd.memory)
     );
-    for step in 0..args.steps {
+    for step in 0..steps {
         Watchdog::step(&watchdog, step);
         sgd.step()?;
         // The loss of this step's forward pass, before its update; checked every step, so that
@@ -191,7 +192,7 @@ fn report_step(
             }
         );
     }
-    if step.is_multiple_of(10) || step + 1 == args.steps {
+    if step.is_multiple_of(10) || Some(step + 1) == args.steps.or(Some(50)) {
         println!("step {step}, loss = {value:.6e}");
     }
     Ok(())
@@ -213,6 +214,7 @@ fn write_weights(
 /// device updating the parameter rows it holds, on the seed's `l2_loss`.
 fn train_on_two_devices(
     args: &TrainArgs,
+    steps: usize,
     (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
     config: SgdConfig,
 ) -> anyhow::Result<()> {
@@ -236,7 +238,7 @@ fn train_on_two_devices(
         megabytes(memory[1]),
         megabytes(optimizers.iter().map(|o| o.memory).sum())
     );
-    for step in 0..args.steps {
+    for step in 0..steps {
         Watchdog::step(&watchdog, step);
         net.forward_backward()?;
         for optimizer in &optimizers {
@@ -258,6 +260,9 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     let epochs = data.epochs.unwrap_or(0);
     if epochs == 0 {
         anyhow::bail!("--epochs must be at least 1");
+    }
+    if args.steps.is_some() {
+        anyhow::bail!("--steps is for one fixed batch; on a data set, --epochs says how long");
     }
     let lr = args.lr.unwrap_or(0.01);
     if !(lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
