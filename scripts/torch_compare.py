@@ -584,8 +584,9 @@ def train_main(argv):
     for i in sorted(set([0, 1, 2, 5, 10, 20, 49, len(ours) - 1]) & set(range(len(ours)))):
         print(f"{i:>4}  {ours[i]:.7e}  {theirs[i]:.7e}  {relative[i]:.2e}")
     series = [("convnet-wgpu", ours), ("PyTorch f32", theirs)]
+    exact_model = None
     if args.f64:
-        _, exact = replay(torch.float64)
+        exact_model, exact = replay(torch.float64)
         exact_a = np.array(exact)
         ours_err = np.abs(ours_a - exact_a) / np.abs(exact_a)
         torch_err = np.abs(theirs_a - exact_a) / np.abs(exact_a)
@@ -597,17 +598,29 @@ def train_main(argv):
             print(f"{i:>4}  {ours_err[i]:.2e}     {torch_err[i]:.2e}")
     if args.final:
         final = load_file(args.final)
-        state = model.state_dict()
-        worst = (0.0, "")
-        for name, value in state.items():
-            if name.endswith("num_batches_tracked") or name not in final:
-                continue
-            ref = value.detach().double().numpy()
-            scale = np.abs(ref).max() or 1.0
-            diff = np.abs(final[name].double().numpy() - ref).max() / scale
-            worst = max(worst, (diff, name))
-        print(f"weights after step {len(ours) - 1}: largest max|convnet - torch| / max|torch| "
-              f"{worst[0]:.3e} ({worst[1]})")
+        f32_state = model.state_dict()
+        references = [("PyTorch f32", f32_state)]
+        if exact_model is not None:
+            references.append(("PyTorch f64", exact_model.state_dict()))
+        for label, state in references:
+            rows = []
+            for name, value in state.items():
+                if name.endswith("num_batches_tracked") or name not in final:
+                    continue
+                ref = value.detach().double().numpy()
+                scale = np.abs(ref).max() or 1.0
+                ours_diff = np.abs(final[name].double().numpy() - ref).max() / scale
+                torch_diff = np.abs(f32_state[name].double().numpy() - ref).max() / scale
+                rows.append((ours_diff, name, torch_diff))
+            rows.sort(reverse=True)
+            print(f"weights after step {len(ours) - 1} against {label}, max|diff| / max|ref|, "
+                  f"largest: convnet {rows[0][0]:.3e} ({rows[0][1]})")
+            if label == "PyTorch f64":
+                worst_torch = max((r[2], r[1]) for r in rows)
+                print(f"  PyTorch f32's own largest: {worst_torch[0]:.3e} ({worst_torch[1]}); "
+                      "the five largest of convnet's, with PyTorch f32's beside:")
+                for ours_diff, name, torch_diff in rows[:5]:
+                    print(f"  {name:<32} {ours_diff:.3e}  {torch_diff:.3e}")
     if args.svg:
         curves_svg(args.svg, f"{args.model}: training loss per step, convnet-wgpu and PyTorch",
                    series)

@@ -43,6 +43,103 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
     Ok(Array { shape, data })
 }
 
+/// An array in a `.npy` file whose header has been read and checked against the file's length,
+/// its data left on disk to be read a piece at a time ([`ArrayFile::read_at`]): a data set
+/// larger than memory is never read whole.
+#[derive(Debug)]
+pub struct ArrayFile {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    /// The dtype as the header writes it (`<f4`, `|u1`).
+    pub descr: String,
+    /// The dimensions, outermost first.
+    pub shape: Vec<usize>,
+    data_offset: u64,
+}
+
+/// Opens a C-order `.npy` file of f32 (`<f4`) or uint8 (`|u1`) values, reading its header
+/// only. Fails, naming the file, for another dtype or a length that disagrees with the shape.
+pub fn open(path: &Path) -> Result<ArrayFile> {
+    use std::io::Read;
+    if path.is_dir() {
+        return Err(Error::file(path, "is a directory, not a file"));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
+    let length = file.metadata().map_err(|e| Error::file(path, e))?.len();
+    let mut start = [0u8; 12];
+    let got = file.read(&mut start).map_err(|e| Error::file(path, e))?;
+    let header_end = match (got, start[6]) {
+        (..10, _) => return Err(Error::file(path, "not a .npy file (bad magic)")),
+        (_, 1) => 10 + u64::from(u16::from_le_bytes([start[8], start[9]])),
+        (12, 2 | 3) => {
+            12 + u64::from(u32::from_le_bytes([
+                start[8], start[9], start[10], start[11],
+            ]))
+        }
+        _ => 10, // parse() names what is wrong
+    };
+    let mut header = vec![0u8; header_end.min(length) as usize];
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::file(path, e))?;
+    file.read_exact(&mut header)
+        .map_err(|e| Error::file(path, e))?;
+    let (descr, shape, _) = parse(&header, None).map_err(|m| Error::file(path, m))?;
+    let width = match descr.as_str() {
+        "<f4" => 4,
+        "|u1" | "<u1" => 1,
+        other => {
+            return Err(Error::file(
+                path,
+                format!("images of dtype {other:?}; save them as float32 ('<f4') or uint8 ('|u1')"),
+            ))
+        }
+    };
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let needed = count.and_then(|c| c.checked_mul(width));
+    if needed != Some(length - header.len() as u64) {
+        return Err(Error::file(
+            path,
+            format!(
+                "shape {shape:?} needs {} bytes of data, the file holds {}",
+                needed.unwrap_or(u64::MAX),
+                length - header.len() as u64
+            ),
+        ));
+    }
+    Ok(ArrayFile {
+        file,
+        path: path.to_path_buf(),
+        descr,
+        shape,
+        data_offset: header.len() as u64,
+    })
+}
+
+impl ArrayFile {
+    /// Reads `out.len()` bytes of the data from byte `offset` of it.
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<()> {
+        let at = self.data_offset + offset;
+        #[cfg(unix)]
+        let read = std::os::unix::fs::FileExt::read_exact_at(&self.file, out, at);
+        #[cfg(not(unix))]
+        let read = {
+            use std::io::{Read, Seek};
+            let mut file = &self.file;
+            file.seek(std::io::SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(out))
+        };
+        read.map_err(|e| Error::file(&self.path, e))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Reads class labels: a 1-D array of int64 or int32 (NumPy's and PyTorch's label types), each
 /// at least 0.
 pub fn read_labels(path: &Path) -> Result<Vec<usize>> {
@@ -221,6 +318,19 @@ fn encode_raw(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     bytes.extend_from_slice(header.as_bytes());
     bytes.extend_from_slice(data);
     bytes
+}
+
+/// Writes a uint8 C-order array (8-bit images), atomically. Fails, writing nothing, when `data`
+/// does not hold the shape's number of values.
+pub fn write_u8(path: &Path, shape: &[usize], data: &[u8]) -> Result<()> {
+    if shape.iter().product::<usize>() != data.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: shape {shape:?} does not hold {} values",
+            path.display(),
+            data.len()
+        )));
+    }
+    files::write_atomically(path, &encode_raw("|u1", shape, data))
 }
 
 /// Writes an f32 C-order array, atomically. Fails, writing nothing, when `data` does not hold

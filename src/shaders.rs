@@ -242,6 +242,8 @@ pub const LBFGS_SCALARS: ShaderSource = shader!(
 );
 /// L-BFGS's image update, clamped to [0, 1] and normalised into the network's input.
 pub const IMAGE_UPDATE: ShaderSource = shader!("image_update.wgsl", "image_update", []);
+/// 8-bit pixels (NCHW or NHWC) into the network's normalised f32 input.
+pub const DECODE_PIXELS: ShaderSource = shader!("decode_pixels.wgsl", "decode_pixels", []);
 /// Measures the adapter's f32 FMA throughput.
 pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl", "peak_fma", []);
 /// Measures the adapter's shader memory bandwidth.
@@ -291,6 +293,7 @@ pub const ALL: &[ShaderSource] = &[
     AXPY,
     LBFGS_SCALARS,
     IMAGE_UPDATE,
+    DECODE_PIXELS,
     PEAK_FMA,
     PEAK_BANDWIDTH,
 ];

@@ -1181,6 +1181,51 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
     ] {
         assert_clean_failure(&with(&extra), expected);
     }
+    // 8-bit images, channels last, normalised on the GPU; --mean/--std only for them.
+    let bytes = dir.path().join("bytes");
+    let (ok, _, stderr) = convnet(&[
+        "make-dataset",
+        "shapes",
+        "--classes",
+        "4",
+        "--size",
+        "16",
+        "--count",
+        "30",
+        "--uint8",
+        "--out",
+        &bytes.display().to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    let mut eight_bit = with(&[
+        "--epochs",
+        "1",
+        "--json",
+        "--mean",
+        "0.3,0.3,0.3",
+        "--std",
+        "0.25,0.25,0.25",
+    ]);
+    eight_bit[10] = bytes.join("images.npy").display().to_string(); // --input
+    let (ok, stdout, stderr) = convnet(&eight_bit);
+    assert!(ok, "{stderr}");
+    let run: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(run["settings"]["mean"][0], 0.3f32 as f64);
+    let loss = run["steps"][0]["loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    let mut two_means = eight_bit.clone();
+    two_means[21] = "0.3,0.3".into();
+    assert_clean_failure(&two_means, "one value per channel");
+    assert_clean_failure(
+        &with(&["--epochs", "1", "--mean", "0.5,0.5,0.5"]),
+        "--mean and --std normalise 8-bit images",
+    );
+    let mut mixed = eight_bit.clone();
+    mixed.truncate(mixed.len() - 5); // --json and the normalisation
+    mixed.splice(13..15, ["--val-input".to_string(), images.clone()]);
+    mixed.extend(["--val-labels".to_string(), labels.clone()]);
+    assert_clean_failure(&mixed, "give both in one format");
+
     let mut large_batch = with(&["--epochs", "1"]);
     large_batch[8] = "99".into();
     assert_clean_failure(&large_batch, "--batch must be 1 to the 24");

@@ -18,9 +18,9 @@ use convnet_wgpu::weights::Weights;
 /// Images of the shapes set at 16x16: small enough for two adapters in CI.
 const SIZE: usize = 16;
 
-/// conv 3x3 (12) - batch norm - ReLU - max pool - conv 3x3 (24) - batch norm - ReLU - max pool
-/// - average pool to 2x2 - fully connected: a batch norm at every stage, so that the last
-/// batch's statistics matter.
+/// Convolution 3x3 (12 channels), batch norm with ReLU, max pool, convolution 3x3 (24), batch
+/// norm with ReLU, max pool, average pool to 2x2, fully connected: a batch norm at every stage,
+/// so that the last batch's statistics matter.
 fn small_cnn() -> Network {
     let conv = |out_channels| LayerKind::Conv2d {
         out_channels,
@@ -66,7 +66,7 @@ fn small_cnn() -> Network {
 /// `count` images of the shapes set drawn from `seed`.
 fn shapes(count: usize, seed: u64) -> LabelledImages {
     let set = dataset::shapes(10, SIZE, count, seed).unwrap();
-    LabelledImages::new(set.images, set.labels, 3 * SIZE * SIZE, 10).unwrap()
+    LabelledImages::new(set.images, set.labels, common::dims(3, SIZE, SIZE), 10).unwrap()
 }
 
 fn settings(batch: usize, epochs: usize, training_images: usize) -> Settings {
@@ -81,6 +81,8 @@ fn settings(batch: usize, epochs: usize, training_images: usize) -> Settings {
         seed: 3,
         drop_last: false,
         training_images,
+        mean: Vec::new(),
+        std: Vec::new(),
     }
 }
 
@@ -93,7 +95,7 @@ fn a_small_network_learns_the_shapes_far_above_chance() {
     let (train, held_out) = (shapes(390, 1), shapes(200, 2));
     let never = AtomicBool::new(false);
     for ctx in contexts() {
-        let nets = Networks::new(ctx, &network, &weights, 32, (390, 200), false).unwrap();
+        let nets = Networks::new(ctx, &network, &weights, 32, (390, 200), false, None).unwrap();
         assert!(nets.last.is_some() && nets.eval.is_some());
         let settings = settings(32, 8, 390);
         let mut trainer =
@@ -139,7 +141,7 @@ fn run(
     resume: Option<&Checkpoint>,
     stop_at: Option<(usize, usize)>,
 ) -> Checkpoint {
-    let nets = Networks::new(ctx, network, weights, 16, (train.len(), 0), false).unwrap();
+    let nets = Networks::new(ctx, network, weights, 16, (train.len(), 0), false, None).unwrap();
     let schedule: Schedule = "step:1:0.5".parse().unwrap();
     let mut settings = settings(16, 3, train.len());
     settings.schedule = schedule.to_string();
@@ -201,7 +203,7 @@ fn an_interrupted_run_resumes_bit_for_bit() {
 fn the_last_batch_computes_what_a_network_of_its_own_does() {
     let network = small_cnn();
     let weights = common::random_weights(&network, 6);
-    let set = shapes(3, 7);
+    let set = dataset::shapes(10, SIZE, 3, 7).unwrap();
     for ctx in contexts() {
         let plan = network.plan(4).unwrap();
         let loss = Loss::main_head(LossKind::CrossEntropy, &plan);

@@ -102,7 +102,7 @@ pub(crate) enum Command {
         loss: LossArgs,
     },
     /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Neural style transfer on VGG: an image optimised to keep one image's content and take
     /// another's style (Gatys et al.).
     Style(Box<style::StyleArgs>),

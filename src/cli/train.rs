@@ -75,6 +75,13 @@ struct DataArgs {
     /// at the last epoch), as PyTorch's schedulers stepped per epoch.
     #[arg(long, default_value = "constant")]
     lr_schedule: String,
+    /// With 8-bit images: the per-channel mean subtracted after scaling to [0, 1], comma
+    /// separated (e.g. 0.485,0.456,0.406), as torchvision's Normalize; default 0.
+    #[arg(long, value_delimiter = ',')]
+    mean: Vec<f32>,
+    /// With 8-bit images: the per-channel standard deviation divided by; default 1.
+    #[arg(long, value_delimiter = ',')]
+    std: Vec<f32>,
     /// Drop each epoch's last, smaller batch (by default it is trained on).
     #[arg(long)]
     drop_last: bool,
@@ -304,6 +311,17 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         }
         _ => (all, None),
     };
+    if let Some(held) = &held_out {
+        if !held.stored_as(&train_set) {
+            anyhow::bail!(
+                "the held-out images are stored as {:?}, the training images as {:?}; give both \
+                 in one format",
+                held.pixels(),
+                train_set.pixels()
+            );
+        }
+    }
+    let pixels = pixel_format(data, &train_set)?;
     let settings = Settings {
         model: describe_model(&network),
         batch: args.model.batch,
@@ -315,6 +333,8 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         seed: args.source.seed,
         drop_last: data.drop_last,
         training_images: train_set.len(),
+        mean: pixels.as_ref().map_or(Vec::new(), |p| p.mean.clone()),
+        std: pixels.as_ref().map_or(Vec::new(), |p| p.std.clone()),
     };
     let plan = network.plan(1)?;
     let resumed = match &data.resume {
@@ -349,6 +369,7 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         settings.batch,
         (train_set.len(), held_out_len),
         settings.drop_last,
+        pixels.as_ref(),
     )?;
     let mut trainer = Trainer::new(&nets, settings, schedule, resumed.as_ref())?;
     ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
@@ -372,7 +393,7 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
             schedule,
             args.momentum,
             args.weight_decay,
-            describe_memory(&nets.train.memory()),
+            describe_memory(&nets.train.net.memory()),
             match &resumed {
                 Some(c) => format!("; resumed at epoch {}, step {}", c.progress.epoch, c.progress.step_in_epoch),
                 None => String::new(),
@@ -470,7 +491,7 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         files::write_atomically(path, curves(history).as_bytes())?;
     }
     if let Some(path) = &args.out {
-        nets.train.read_weights()?.save(path)?;
+        nets.train.net.read_weights()?.save(path)?;
     }
     if quiet {
         let run = serde_json::json!({
@@ -517,6 +538,42 @@ fn resume_from(
         );
     }
     Ok(checkpoint)
+}
+
+/// How 8-bit images are decoded (`--mean`, `--std`); `None` for f32 images, which are taken as
+/// they are (and refuse `--mean` and `--std`).
+fn pixel_format(
+    data: &DataArgs,
+    set: &LabelledImages,
+) -> anyhow::Result<Option<convnet_wgpu::gpu::PixelFormat>> {
+    let channels = set.dims().channels;
+    match set.pixels() {
+        data::Pixels::Float32 => {
+            if !data.mean.is_empty() || !data.std.is_empty() {
+                anyhow::bail!(
+                    "--mean and --std normalise 8-bit images; float32 images are taken as they are"
+                );
+            }
+            Ok(None)
+        }
+        data::Pixels::Uint8 { channels_last } => {
+            let format = convnet_wgpu::gpu::PixelFormat {
+                channels_last,
+                mean: if data.mean.is_empty() {
+                    vec![0.0; channels]
+                } else {
+                    data.mean.clone()
+                },
+                std: if data.std.is_empty() {
+                    vec![1.0; channels]
+                } else {
+                    data.std.clone()
+                },
+            };
+            format.check(set.dims())?;
+            Ok(Some(format))
+        }
+    }
 }
 
 /// The network as a checkpoint names it: its name, classes and input size.

@@ -26,6 +26,7 @@ mod variants;
 pub use builder::MemoryUse;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use network::{GpuNetwork, Keep};
+pub use ops::pixels::{PixelDecoder, PixelFormat};
 pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{LayerTime, Profile};
@@ -91,6 +92,7 @@ mod tests {
             super::ops::contracts(),
             super::sgd::contracts(),
             super::ops::style::contracts(),
+            super::ops::pixels::contracts(),
             super::ops::lbfgs::contracts(),
             super::peak::contracts(),
         ]
@@ -98,7 +100,8 @@ mod tests {
     }
 
     /// The parameter struct a WGSL module's entry point reads at `@group(0) @binding(0)`: its
-    /// members' names, offsets and scalar types (as Rust names them), and its size.
+    /// members' names, offsets and types (scalars or `vec4<f32>`, as Rust names them), and its
+    /// size.
     fn wgsl_params(module: &naga::Module) -> (Vec<(String, usize, String)>, usize) {
         let uniform = module
             .global_variables
@@ -122,7 +125,16 @@ mod tests {
                 naga::ScalarKind::Float => "f32",
                 _ => "another scalar",
             },
-            _ => "not a 32-bit scalar",
+            // A vec4<f32> (16-byte aligned in WGSL) is a `[f32; 4]` at a multiple of 16.
+            naga::TypeInner::Vector {
+                size: naga::VectorSize::Quad,
+                scalar:
+                    naga::Scalar {
+                        kind: naga::ScalarKind::Float,
+                        width: 4,
+                    },
+            } => "[f32; 4]",
+            _ => "not a 32-bit scalar or vec4<f32>",
         };
         let fields = members
             .iter()

@@ -50,6 +50,11 @@ pub struct Settings {
     pub drop_last: bool,
     /// Images trained on per epoch.
     pub training_images: usize,
+    /// 8-bit images' normalisation: per channel mean and standard deviation (empty for f32
+    /// images).
+    pub mean: Vec<f32>,
+    /// See `mean`.
+    pub std: Vec<f32>,
 }
 
 impl Settings {
@@ -319,6 +324,8 @@ mod tests {
             seed: 1,
             drop_last: false,
             training_images: 10,
+            mean: Vec::new(),
+            std: Vec::new(),
         };
         let progress = Progress {
             epoch: 1,

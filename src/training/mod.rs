@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuNetwork, Keep, Sgd, SgdConfig};
+use crate::gpu::{GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig};
 use crate::model::{LayerPlan, Loss, LossKind, Network};
 use crate::weights::Weights;
 use checkpoint::{Checkpoint, EpochRecord, Progress, Scores, Settings};
@@ -106,22 +106,69 @@ pub fn steps_per_epoch(images: usize, batch: usize, drop_last: bool) -> usize {
     }
 }
 
+/// A network and how its batches reach its input: as f32 values written to it, or as 8-bit
+/// pixels decoded into it on the GPU.
+pub struct Fed<'a> {
+    /// The network.
+    pub net: GpuNetwork<'a>,
+    /// Where the data set's pixels are 8-bit.
+    pub decoder: Option<PixelDecoder>,
+}
+
+impl<'a> Fed<'a> {
+    fn new(net: GpuNetwork<'a>, pixels: Option<&PixelFormat>) -> Result<Self> {
+        let decoder = match pixels {
+            Some(format) => {
+                let first = &net.plan()[0];
+                Some(PixelDecoder::new(
+                    net.context(),
+                    net.input_buffer(),
+                    first.batch,
+                    first.input,
+                    format,
+                )?)
+            }
+            None => None,
+        };
+        Ok(Fed { net, decoder })
+    }
+
+    /// Uploads a batch as the set stores it: 8-bit pixels to the decoder, f32 values to the
+    /// network's input (`bytes` may hold fewer images than the batch: the rest keeps what it
+    /// held).
+    fn upload(&self, bytes: &[u8]) {
+        let ctx = self.net.context();
+        match &self.decoder {
+            Some(decoder) => decoder.upload(ctx, bytes),
+            None => ctx.queue().write_buffer(self.net.input_buffer(), 0, bytes),
+        }
+    }
+
+    /// Records the forward pass, after the decoding of the pixels where they are 8-bit.
+    fn encode_forward(&self, encoder: &mut wgpu::CommandEncoder) {
+        if let Some(decoder) = &self.decoder {
+            decoder.encode(encoder);
+        }
+        self.net.encode_forward(encoder);
+    }
+}
+
 /// The networks of a run, over one set of parameter buffers.
 pub struct Networks<'a> {
     /// At the batch size, trained with softmax cross-entropy (GoogLeNet's auxiliary heads
     /// weighted in).
-    pub train: GpuNetwork<'a>,
+    pub train: Fed<'a>,
     /// At the epoch's last, smaller batch, where it has one.
-    pub last: Option<GpuNetwork<'a>>,
+    pub last: Option<Fed<'a>>,
     /// At inference, for the held-out set, where there is one.
-    pub eval: Option<GpuNetwork<'a>>,
+    pub eval: Option<Fed<'a>>,
 }
 
 impl<'a> Networks<'a> {
     /// Uploads `weights` once and plans the three networks: training at `batch` (at most the
     /// set's size), the last batch's where `training_images` does not divide into batches
     /// (and it is not dropped), the held-out set's at up to `batch` images where
-    /// `held_out_images` > 0.
+    /// `held_out_images` > 0. With `pixels`, each gets a decoder of 8-bit pixels of that format.
     pub fn new(
         ctx: &'a GpuContext,
         network: &Network,
@@ -129,6 +176,7 @@ impl<'a> Networks<'a> {
         batch: usize,
         (training_images, held_out_images): (usize, usize),
         drop_last: bool,
+        pixels: Option<&PixelFormat>,
     ) -> Result<Self> {
         if batch == 0 || batch > training_images {
             return Err(Error::InvalidArgument(format!(
@@ -142,19 +190,19 @@ impl<'a> Networks<'a> {
         let last = match remainder {
             0 => None,
             _ if drop_last => None,
-            n => Some(GpuNetwork::training_sharing(
-                &train,
-                &network.plan(n)?,
-                Keep::WhatBackwardReads,
+            n => Some(Fed::new(
+                GpuNetwork::training_sharing(&train, &network.plan(n)?, Keep::WhatBackwardReads)?,
+                pixels,
             )?),
         };
         let eval = match held_out_images {
             0 => None,
-            n => Some(GpuNetwork::inference_sharing(
-                &train,
-                &network.plan(batch.min(n))?,
+            n => Some(Fed::new(
+                GpuNetwork::inference_sharing(&train, &network.plan(batch.min(n))?)?,
+                pixels,
             )?),
         };
+        let train = Fed::new(train, pixels)?;
         Ok(Networks { train, last, eval })
     }
 }
@@ -223,7 +271,8 @@ pub struct Trainer<'n, 'a> {
     staging: [wgpu::Buffer; 2],
     /// Per slot: the labels of the batch in that slot.
     labels: [Vec<usize>; 2],
-    batch_images: Vec<f32>,
+    /// A batch's images as the set stores them.
+    batch_bytes: Vec<u8>,
     readback: Vec<f32>,
     /// This epoch's host times so far.
     pub host: HostTimes,
@@ -239,7 +288,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
         resume: Option<&Checkpoint>,
     ) -> Result<Self> {
         let sgd = Sgd::new(
-            &nets.train,
+            &nets.train.net,
             SgdConfig {
                 learning_rate: settings.learning_rate,
                 momentum: settings.momentum,
@@ -253,10 +302,12 @@ impl<'n, 'a> Trainer<'n, 'a> {
             }
             None => Progress::default(),
         };
-        let plan = nets.train.plan();
+        let plan = nets.train.net.plan();
         let batch = plan[0].batch;
         let per_step = readback_len(plan, batch);
-        let ctx = nets.train.context();
+        let ctx = nets.train.net.context();
+        // Room for a batch of f32 values: any set's images fit.
+        let batch_bytes = vec![0u8; batch * plan[0].input.len() * 4];
         Ok(Trainer {
             nets,
             sgd,
@@ -267,7 +318,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
                 ctx.staging_buffer("step losses and logits 1", per_step),
             ],
             labels: [Vec::with_capacity(batch), Vec::with_capacity(batch)],
-            batch_images: vec![0.0; batch * plan[0].input.len()],
+            batch_bytes,
             readback: vec![0.0; per_step],
             host: HostTimes::default(),
             settings,
@@ -333,18 +384,14 @@ impl<'n, 'a> Trainer<'n, 'a> {
             let indices = &order[step * batch..((step + 1) * batch).min(train.len())];
             let slot = step % 2;
             let input_start = Instant::now();
-            let net = self.net_for(indices.len())?;
-            let values = indices.len() * train.image_len;
-            train.gather(
-                indices,
-                &mut self.batch_images[..values],
-                &mut self.labels[slot],
-            );
-            net.upload_input(&self.batch_images[..values])?;
-            net.upload_labels(&self.labels[slot])?;
+            let fed = self.fed_for(indices.len())?;
+            let bytes = &mut self.batch_bytes[..indices.len() * train.image_bytes()];
+            train.gather(indices, bytes, &mut self.labels[slot])?;
+            fed.upload(bytes);
+            fed.net.upload_labels(&self.labels[slot])?;
             let input_seconds = input_start.elapsed().as_secs_f64();
             self.host.input_seconds += input_seconds;
-            let submission = self.submit_step(net, slot)?;
+            let submission = self.submit_step(fed, slot)?;
             let submitted = InFlight {
                 slot,
                 submission,
@@ -368,16 +415,9 @@ impl<'n, 'a> Trainer<'n, 'a> {
         if self.progress.step_in_epoch < steps {
             return Ok(EpochEnd::Interrupted);
         }
-        let validation = match (held_out, &self.nets.eval) {
-            (Some(set), Some(net)) => {
-                let scores = crate::eval::evaluate(net, &set.images, &set.labels)?;
-                Some(Scores {
-                    loss: scores.loss,
-                    top1: scores.top1,
-                    top5: scores.top5,
-                })
-            }
-            _ => None,
+        let validation = match held_out {
+            Some(set) => Some(self.evaluate(set)?),
+            None => None,
         };
         let record = EpochRecord {
             epoch,
@@ -394,28 +434,83 @@ impl<'n, 'a> Trainer<'n, 'a> {
         Ok(EpochEnd::Finished(record))
     }
 
+    /// Scores `set` on the inference network (batch norms by their running statistics): the
+    /// mean cross-entropy, top-1 and top-5. The last batch is padded with zeros, whose logits
+    /// are not scored (at inference every image's logits are its own).
+    pub fn evaluate(&mut self, set: &LabelledImages) -> Result<Scores> {
+        let fed = (self.nets.eval.as_ref()).ok_or_else(|| {
+            Error::InvalidArgument("the run was planned without a held-out set".into())
+        })?;
+        if set.dims() != self.nets.train.net.plan()[0].input {
+            return Err(Error::InvalidArgument(
+                "the held-out images are not the network's input size".into(),
+            ));
+        }
+        let plan = fed.net.plan();
+        let batch = plan[0].batch;
+        let classes = plan
+            .last()
+            .expect("a planned network has layers")
+            .output
+            .len();
+        let ctx = fed.net.context();
+        let logits_buffer = fed.net.logits_buffer();
+        let mut logits = vec![0.0f32; set.len() * classes];
+        let mut labels = Vec::with_capacity(batch);
+        let positions: Vec<usize> = (0..set.len()).collect();
+        for (chunk, out) in positions
+            .chunks(batch)
+            .zip(logits.chunks_mut(batch * classes))
+        {
+            let bytes = &mut self.batch_bytes[..batch * set.image_bytes()];
+            bytes.fill(0);
+            set.gather(chunk, bytes, &mut labels)?;
+            fed.upload(bytes);
+            let mut encoder =
+                ctx.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("held-out batch"),
+                    });
+            fed.encode_forward(&mut encoder);
+            let copied = (out.len() * 4) as u64;
+            encoder.copy_buffer_to_buffer(logits_buffer, 0, &self.staging[0], 0, copied);
+            let submission = ctx.queue().submit([encoder.finish()]);
+            ctx.read_staging_of(&self.staging[0], out, submission)?;
+        }
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "the logits of held-out image {} are not finite",
+                i / classes
+            )));
+        }
+        let (loss, top1, top5) =
+            crate::eval::classification_scores(&logits, set.labels(), classes)?;
+        Ok(Scores { loss, top1, top5 })
+    }
+
     /// The network for a batch of `images`: the training one, or the last batch's.
-    fn net_for(&self, images: usize) -> Result<&'n GpuNetwork<'a>> {
+    fn fed_for(&self, images: usize) -> Result<&'n Fed<'a>> {
         if images == self.settings.batch {
             return Ok(&self.nets.train);
         }
         (self.nets.last.as_ref())
-            .filter(|net| net.plan()[0].batch == images)
+            .filter(|fed| fed.net.plan()[0].batch == images)
             .ok_or_else(|| {
                 Error::Internal(format!("no network planned for a last batch of {images}"))
             })
     }
 
-    /// Submits one step of `net` (its batch uploaded): forward, backward, update, and the copy
+    /// Submits one step of `fed` (its batch uploaded): forward, backward, update, and the copy
     /// of its losses and logits into staging slot `slot`.
-    fn submit_step(&self, net: &GpuNetwork, slot: usize) -> Result<wgpu::SubmissionIndex> {
+    fn submit_step(&self, fed: &Fed, slot: usize) -> Result<wgpu::SubmissionIndex> {
+        let net = &fed.net;
         let ctx = net.context();
         let mut encoder = ctx
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("training step"),
             });
-        net.encode_forward(&mut encoder);
+        fed.encode_forward(&mut encoder);
         net.encode_backward(&mut encoder)?;
         self.sgd.encode_update(&mut encoder);
         let staging = &self.staging[slot];
@@ -431,7 +526,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
 
     /// Waits for a submitted step, reads its losses and logits, and advances the progress.
     fn finish_step(&mut self, step: InFlight, learning_rate: f32) -> Result<StepRecord> {
-        let net = self.net_for(step.images)?;
+        let net = &self.fed_for(step.images)?.net;
         let plan = net.plan();
         let len = readback_len(plan, step.images);
         let wait_start = Instant::now();
@@ -495,7 +590,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
         Ok(Checkpoint {
             settings: self.settings.clone(),
             progress: self.progress.clone(),
-            weights: self.nets.train.read_weights()?,
+            weights: self.nets.train.net.read_weights()?,
             velocities: self.sgd.read_velocities()?,
         })
     }

@@ -12,6 +12,7 @@
 //! | [`elementwise`] | ReLU backward, bias backward, residual add, concat, their backward, gradient sums | one kernel each |
 //! | [`lbfgs`] | L-BFGS for style transfer: dot products, `a out + b x` with scalars on the GPU, the two-loop's scalar steps, the image update | dot, axpy, lbfgs_scalars, image_update |
 //! | [`loss`] | the loss heads' gradients (l2, softmax cross-entropy) | cross-entropy; l2 by a scaled copy |
+//! | [`pixels`] | a data set's 8-bit pixels (NCHW or NHWC) into the normalised f32 input | decode_pixels |
 //! | [`style`] | style transfer: Gram matrices, content and style losses, the image's gradient with total variation, Adam | squared difference, loss sum, image normalisation and gradient, Adam; Gram products on `matmul` |
 
 pub(crate) mod conv;
@@ -21,6 +22,7 @@ pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod lrn;
 pub(crate) mod norm;
+pub mod pixels;
 pub(crate) mod pool;
 pub(crate) mod style;
 
