@@ -62,10 +62,10 @@ struct DataArgs {
     /// image once in an order drawn from --seed (without it: --steps on one fixed batch).
     #[arg(long)]
     epochs: Option<usize>,
-    /// Held-out images (.npy float32 [N, 3, H, W]), scored after every epoch.
+    /// Held-out images (.npy, as --input), scored after every epoch.
     #[arg(long, requires = "val_labels", conflicts_with = "val_split")]
     val_input: Option<PathBuf>,
-    /// The held-out images' labels (.npy int64 or int32, [N]).
+    /// The held-out images' labels (.npy int64 or int32, `[N]`).
     #[arg(long, requires = "val_input")]
     val_labels: Option<PathBuf>,
     /// Hold out this fraction of --input (chosen by --seed) instead of --val-input.
@@ -95,7 +95,7 @@ struct DataArgs {
     /// With --resume: continue even where the settings differ from the checkpoint's.
     #[arg(long)]
     force: bool,
-    /// Write every epoch's visiting order here (.npy int64 [epochs, images]), for another
+    /// Write every epoch's visiting order here (.npy int64 `[epochs, images]`), for another
     /// framework to replay.
     #[arg(long)]
     order_out: Option<PathBuf>,
