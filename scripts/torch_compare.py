@@ -541,6 +541,9 @@ def train_main(argv):
     settings = run["settings"]
     ours = [s["loss"] for s in run["steps"]]
     x_all = torch.from_numpy(np.load(args.input))
+    if x_all.dtype != torch.float32:
+        sys.exit("error: train replays float32 images; 8-bit ones are normalised by convnet on "
+                 "the GPU, which this replay does not do")
     y_all = torch.from_numpy(np.load(args.labels).astype(np.int64))
     order = np.load(args.order)
     batch = settings["batch"]

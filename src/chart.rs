@@ -189,7 +189,11 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// An axis label: four significant digits.
 fn number(value: f64) -> String {
-    format!("{}", (value * 1e4).round() / 1e4)
+    if value == 0.0 || !value.is_finite() {
+        return format!("{value}");
+    }
+    let decimals = 3 - value.abs().log10().floor() as i32;
+    format!("{value:.*}", decimals.clamp(0, 12) as usize)
 }
 
 #[cfg(test)]
@@ -223,6 +227,8 @@ mod tests {
         ];
         let svg = curves_svg(&panels);
         assert_eq!(svg.matches("<polyline").count(), 3);
+        assert_eq!(super::number(3.14159e-5), "0.00003142");
+        assert_eq!(super::number(2100.0), "2100");
         assert!(svg.contains(">loss &lt;per epoch&gt;</text>"), "{svg}");
         // Every point inside its panel's plot: x from 70 to 610.
         for line in svg.lines().filter(|l| l.starts_with("<polyline")) {

@@ -15,7 +15,8 @@
 //!   `.npy` tensors) with one-line errors and no half-written outputs;
 //! - [`style`] describes neural style transfer's objective (and its CPU reference), which
 //!   [`gpu::StyleTransfer`] optimises on the GPU, and [`picture`] reads and writes its images;
-//! - [`eval`] scores a classifier on a labelled set, and [`dataset`] draws one;
+//! - [`training`] trains a classifier on a labelled data set (shuffled epochs, a held-out set,
+//!   checkpoints resumed bit for bit), [`eval`] scores one, and [`dataset`] draws a set;
 //! - [`bench`](mod@bench) and [`check`] are the two jobs the command line runs on top of all
 //!   that, and [`chart`] draws a profile.
 //!

@@ -967,7 +967,10 @@ fn make_dataset_then_eval_scores_a_network_on_it() {
     convnet_wgpu::npy::write_labels(std::path::Path::new(&far), &[0, 1, 2, 3, 4, 5, 6]).unwrap();
     for (labels, expected) in [
         (&short, "2 labels for the 7 images"),
-        (&far, "label 5 of image 5 is not one of the 5 classes"),
+        (
+            &far,
+            "label 5 of image 5 is not one of the network's 5 classes",
+        ),
     ] {
         let mut args = vec!["eval"];
         args.extend(model);
@@ -1123,6 +1126,30 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
     assert!(std::fs::read_to_string(&curve).unwrap().starts_with("<svg"));
     let checkpoint = path("w.checkpoint.safetensors");
     assert!(Path::new(&checkpoint).exists());
+
+    // One epoch, then the second resumed from its checkpoint (--force: the run was started
+    // for one epoch): the weights file is the two-epoch run's, byte for byte.
+    let (first, first_checkpoint) = (
+        path("first.safetensors"),
+        path("first.checkpoint.safetensors"),
+    );
+    let (ok, _, stderr) = convnet(&with(&["--epochs", "1", "--out", &first]));
+    assert!(ok, "{stderr}");
+    let resumed = path("resumed.safetensors");
+    let (ok, _, stderr) = convnet(&with(&[
+        "--epochs",
+        "2",
+        "--resume",
+        &first_checkpoint,
+        "--force",
+        "--out",
+        &resumed,
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(
+        std::fs::read(&resumed).unwrap() == std::fs::read(&weights).unwrap(),
+        "the resumed run's weights differ from the straight run's"
+    );
 
     // A finished run, hyperparameters that differ, another model, a damaged file.
     assert_clean_failure(

@@ -211,6 +211,12 @@ fn the_last_batch_computes_what_a_network_of_its_own_does() {
         let last_plan = network.plan(3).unwrap();
         let last = GpuNetwork::training_sharing(&train, &last_plan, Keep::Everything).unwrap();
         let own = GpuNetwork::training(ctx, &last_plan, &weights, &loss, Keep::Everything).unwrap();
+        // A pass of the training network first leaves its own gradients in the shared
+        // buffers: the last batch's backward must overwrite them, not add to them.
+        let full = dataset::shapes(10, SIZE, 4, 8).unwrap();
+        train.upload_input(&full.images).unwrap();
+        train.upload_labels(&full.labels).unwrap();
+        train.forward_backward().unwrap();
         for net in [&last, &own] {
             net.upload_input(&set.images).unwrap();
             net.upload_labels(&set.labels).unwrap();

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use convnet_wgpu::gpu::GpuNetwork;
+use convnet_wgpu::training::data::LabelledImages;
 use convnet_wgpu::{dataset, eval, npy, weights};
 
-use super::{open_context_quiet_if, BatchNormArgs, DeviceArgs, NetworkArgs};
+use super::{open_context_quiet_if, BatchNormArgs, DeviceArgs, NetworkArgs, NormalisationArgs};
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -20,7 +21,8 @@ pub(crate) struct EvalArgs {
     /// The weights (safetensors).
     #[arg(long)]
     weights: PathBuf,
-    /// The images (.npy float32 [N, 3, H, W], as the network takes them).
+    /// The images (.npy: float32 `[N, C, H, W]` as the network takes them, or uint8
+    /// `[N, C, H, W]` or `[N, H, W, C]`, decoded with --mean and --std).
     #[arg(long)]
     input: PathBuf,
     /// One class index per image (.npy int64 or int32, shape `[N]`).
@@ -32,6 +34,8 @@ pub(crate) struct EvalArgs {
     /// Print the scores as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    normalisation: NormalisationArgs,
 }
 
 /// `convnet eval`.
@@ -41,16 +45,11 @@ pub(crate) fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let network = args.network.build()?;
     let params = weights::Weights::load(&args.weights, &network)?;
-    let (count, images) = weights::load_input(&args.input, &network)?;
-    let labels = npy::read_labels(&args.labels)?;
-    if labels.len() != count {
-        anyhow::bail!(
-            "{}: {} labels for the {count} images of {}",
-            args.labels.display(),
-            labels.len(),
-            args.input.display()
-        );
-    }
+    let set = LabelledImages::load(&args.input, &args.labels, &network)?;
+    let format = args.normalisation.format_for(&set)?;
+    // The whole set, as f32: 8-bit pixels decoded on the host.
+    let images = set.to_f32(format.as_ref())?;
+    let (count, labels) = (set.len(), set.labels().to_vec());
     let (gpu_network, params) = args.batch_norm.on_gpu(&network, &params, false)?;
     let plan = gpu_network.plan(args.batch.min(count))?;
     let ctx = open_context_quiet_if(&args.device, args.json)?;
@@ -93,8 +92,8 @@ pub(crate) struct MakeDatasetArgs {
     /// round(255 x)), as image files store them: a quarter of the bytes.
     #[arg(long)]
     uint8: bool,
-    /// The directory to write images.npy ([N, 3, size, size] float32 in [0, 1]) and labels.npy
-    /// (int64) into; created if missing.
+    /// The directory to write images.npy (`[N, 3, size, size]` float32 in [0, 1], or with
+    /// --uint8 `[N, size, size, 3]` uint8) and labels.npy (int64) into; created if missing.
     #[arg(long)]
     out: PathBuf,
 }

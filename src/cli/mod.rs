@@ -101,7 +101,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         loss: LossArgs,
     },
-    /// Train on one fixed batch with SGD on the GPU, printing the loss every 10 steps.
+    /// Train with SGD on the GPU: on a labelled data set for --epochs, else on one fixed batch,
+    /// printing the loss every 10 steps.
     Train(Box<train::TrainArgs>),
     /// Neural style transfer on VGG: an image optimised to keep one image's content and take
     /// another's style (Gatys et al.).
@@ -148,6 +149,49 @@ pub(crate) struct ModelArgs {
     pub(crate) network: NetworkArgs,
     #[arg(long, default_value_t = 2)]
     pub(crate) batch: usize,
+}
+
+/// How 8-bit images are normalised (`train`, `eval`).
+#[derive(Args)]
+pub(crate) struct NormalisationArgs {
+    /// With 8-bit images: the per-channel mean subtracted after scaling to [0, 1], comma
+    /// separated (e.g. 0.485,0.456,0.406), as torchvision's Normalize; default 0.
+    #[arg(long, value_delimiter = ',')]
+    mean: Vec<f32>,
+    /// With 8-bit images: the per-channel standard deviation divided by; default 1.
+    #[arg(long, value_delimiter = ',')]
+    std: Vec<f32>,
+}
+
+impl NormalisationArgs {
+    /// How `set`'s 8-bit pixels are decoded; `None` for f32 images, which are taken as they are
+    /// (and refuse `--mean` and `--std`).
+    pub(crate) fn format_for(
+        &self,
+        set: &convnet_wgpu::training::data::LabelledImages,
+    ) -> anyhow::Result<Option<gpu::PixelFormat>> {
+        use convnet_wgpu::training::data::Pixels;
+        let channels = set.dims().channels;
+        let Pixels::Uint8 { channels_last } = set.pixels() else {
+            if !self.mean.is_empty() || !self.std.is_empty() {
+                anyhow::bail!(
+                    "--mean and --std normalise 8-bit images; float32 images are taken as they are"
+                );
+            }
+            return Ok(None);
+        };
+        let or = |given: &[f32], default: f32| match given {
+            [] => vec![default; channels],
+            values => values.to_vec(),
+        };
+        let format = gpu::PixelFormat {
+            channels_last,
+            mean: or(&self.mean, 0.0),
+            std: or(&self.std, 1.0),
+        };
+        format.check(set.dims())?;
+        Ok(Some(format))
+    }
 }
 
 /// How the GPU runs batch norms.

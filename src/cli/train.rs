@@ -75,13 +75,8 @@ struct DataArgs {
     /// at the last epoch), as PyTorch's schedulers stepped per epoch.
     #[arg(long, default_value = "constant")]
     lr_schedule: String,
-    /// With 8-bit images: the per-channel mean subtracted after scaling to [0, 1], comma
-    /// separated (e.g. 0.485,0.456,0.406), as torchvision's Normalize; default 0.
-    #[arg(long, value_delimiter = ',')]
-    mean: Vec<f32>,
-    /// With 8-bit images: the per-channel standard deviation divided by; default 1.
-    #[arg(long, value_delimiter = ',')]
-    std: Vec<f32>,
+    #[command(flatten)]
+    normalisation: super::NormalisationArgs,
     /// Drop each epoch's last, smaller batch (by default it is trained on).
     #[arg(long)]
     drop_last: bool,
@@ -321,7 +316,7 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let pixels = pixel_format(data, &train_set)?;
+    let pixels = data.normalisation.format_for(&train_set)?;
     let settings = Settings {
         model: describe_model(&network),
         batch: args.model.batch,
@@ -353,8 +348,10 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         (None, None) => Weights::init(&network, args.source.seed)?,
     };
     if let Some(path) = &data.order_out {
+        // Rows of the --input file: with --val-split, the training images are some of them.
         let orders: Vec<usize> = (0..epochs)
             .flat_map(|e| data::epoch_order(train_set.len(), settings.seed, e))
+            .map(|position| train_set.row(position))
             .collect();
         npy::write_indices(path, &[epochs, train_set.len()], &orders)?;
     }
@@ -372,8 +369,15 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         pixels.as_ref(),
     )?;
     let mut trainer = Trainer::new(&nets, settings, schedule, resumed.as_ref())?;
-    ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed))
-        .map_err(|e| anyhow::anyhow!("cannot watch for Ctrl-C: {e}"))?;
+    // The first Ctrl-C stops the run between two steps (and writes the checkpoint); a second
+    // one, for a run that does not stop, ends the process at once.
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::Relaxed) {
+            eprintln!("error: interrupted twice; stopped without a checkpoint");
+            std::process::exit(130);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("cannot watch for Ctrl-C: {e}"))?;
     let steps = steps_per_epoch(train_set.len(), args.model.batch, data.drop_last);
     let quiet = data.json;
     if !quiet {
@@ -459,7 +463,7 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         match outcome {
             EpochEnd::Finished(record) => {
                 if !quiet {
-                    println!("{}", describe_epoch(&record, epochs, &trainer.host));
+                    println!("{}", describe_epoch(&record, epochs));
                 }
                 if let Some(path) = &checkpoint_path {
                     trainer.checkpoint()?.save(path)?;
@@ -521,6 +525,24 @@ fn resume_from(
     force: bool,
 ) -> anyhow::Result<Checkpoint> {
     let checkpoint = Checkpoint::load(path, plan)?;
+    let saved = &checkpoint.settings;
+    let mid_epoch = checkpoint.progress.step_in_epoch > 0;
+    let reorders = saved.batch != settings.batch
+        || saved.drop_last != settings.drop_last
+        || saved.seed != settings.seed
+        || saved.training_images != settings.training_images;
+    if mid_epoch && reorders {
+        anyhow::bail!(
+            "{}: the checkpoint stopped in the middle of an epoch, whose order and batches \
+             --batch, --drop-last, --seed and the training images fix: give the checkpoint's \
+             (batch {}, drop_last {}, seed {}, {} images), even with --force",
+            path.display(),
+            saved.batch,
+            saved.drop_last,
+            saved.seed,
+            saved.training_images
+        );
+    }
     let differences = checkpoint.settings.differences(settings);
     if !differences.is_empty() && !force {
         anyhow::bail!(
@@ -540,42 +562,6 @@ fn resume_from(
     Ok(checkpoint)
 }
 
-/// How 8-bit images are decoded (`--mean`, `--std`); `None` for f32 images, which are taken as
-/// they are (and refuse `--mean` and `--std`).
-fn pixel_format(
-    data: &DataArgs,
-    set: &LabelledImages,
-) -> anyhow::Result<Option<convnet_wgpu::gpu::PixelFormat>> {
-    let channels = set.dims().channels;
-    match set.pixels() {
-        data::Pixels::Float32 => {
-            if !data.mean.is_empty() || !data.std.is_empty() {
-                anyhow::bail!(
-                    "--mean and --std normalise 8-bit images; float32 images are taken as they are"
-                );
-            }
-            Ok(None)
-        }
-        data::Pixels::Uint8 { channels_last } => {
-            let format = convnet_wgpu::gpu::PixelFormat {
-                channels_last,
-                mean: if data.mean.is_empty() {
-                    vec![0.0; channels]
-                } else {
-                    data.mean.clone()
-                },
-                std: if data.std.is_empty() {
-                    vec![1.0; channels]
-                } else {
-                    data.std.clone()
-                },
-            };
-            format.check(set.dims())?;
-            Ok(Some(format))
-        }
-    }
-}
-
 /// The network as a checkpoint names it: its name, classes and input size.
 fn describe_model(network: &Network) -> String {
     let classes = network
@@ -593,11 +579,7 @@ fn describe_model(network: &Network) -> String {
 }
 
 /// One line per finished epoch.
-fn describe_epoch(
-    record: &EpochRecord,
-    epochs: usize,
-    host: &convnet_wgpu::training::HostTimes,
-) -> String {
+fn describe_epoch(record: &EpochRecord, epochs: usize) -> String {
     let held_out = match &record.validation {
         Some(v) => format!(
             "; held out: loss {:.4}, top-1 {:.2}%, top-5 {:.2}%",
@@ -616,8 +598,8 @@ fn describe_epoch(
         100.0 * record.train_top1,
         record.seconds,
         record.images_per_s,
-        host.input_seconds * 1e3,
-        host.starved_seconds_at_most * 1e3
+        record.input_seconds * 1e3,
+        record.gpu_idle_for_input_at_most_seconds * 1e3
     )
 }
 

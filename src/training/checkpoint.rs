@@ -22,14 +22,16 @@ use crate::weights::{Tensor, Weights};
 
 const RUN_KEY: &str = "convnet.run";
 const CRC_KEY: &str = "convnet.crc32";
+const FORMAT_KEY: &str = "convnet.checkpoint";
+/// The checkpoint format's version: a checkpoint of another is refused as such.
+const FORMAT: &str = "1";
 const PARAM_PREFIX: &str = "param/";
 const MOMENTUM_PREFIX: &str = "momentum/";
 
 /// What a run was started with; a resumed run must match it (or be forced).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
-    /// The network's name and shape as `convnet shapes` names them (`resnet18`, 10 classes at
-    /// 32x32, ...).
+    /// The network: its name, classes and input size, as `convnet train` describes them.
     pub model: String,
     /// Images per step.
     pub batch: usize,
@@ -94,6 +96,29 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training images per second over the epoch's steps.
     pub images_per_s: f64,
+    /// Host seconds spent gathering and uploading batches (overlapped with the GPU's steps).
+    pub input_seconds: f64,
+    /// An upper bound on the seconds the GPU sat idle for want of input: the input time of
+    /// the steps whose predecessor had finished before the host submitted them.
+    pub gpu_idle_for_input_at_most_seconds: f64,
+}
+
+/// What the steps of the epoch running have added up to so far: kept in the checkpoint, so
+/// that a resumed epoch's record covers all its steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochTotals {
+    /// Sum over the steps of the loss times the step's images.
+    pub loss_sum: f64,
+    /// Images whose label had the highest logit.
+    pub correct: usize,
+    /// Images trained on.
+    pub images: usize,
+    /// Seconds of the steps.
+    pub seconds: f64,
+    /// See [`EpochRecord::input_seconds`].
+    pub input_seconds: f64,
+    /// See [`EpochRecord::gpu_idle_for_input_at_most_seconds`].
+    pub idle_seconds: f64,
 }
 
 /// A held-out set's loss and accuracy.
@@ -118,6 +143,8 @@ pub struct Progress {
     pub global_step: usize,
     /// Every finished epoch.
     pub history: Vec<EpochRecord>,
+    /// The running epoch's totals over its steps taken.
+    pub epoch_totals: EpochTotals,
 }
 
 /// The run's settings and progress, as the metadata holds them.
@@ -155,6 +182,7 @@ impl Checkpoint {
             .collect();
         let crc = checksum(&run, tensors.iter().map(|(n, t)| (n.as_str(), *t)));
         let metadata = HashMap::from([
+            (FORMAT_KEY.to_string(), FORMAT.to_string()),
             (RUN_KEY.to_string(), run),
             (CRC_KEY.to_string(), format!("{crc:08x}")),
         ]);
@@ -188,9 +216,18 @@ impl Checkpoint {
         let file = SafeTensors::deserialize(bytes)
             .map_err(|e| format!("not a valid safetensors file: {e}"))?;
         let metadata = header.metadata().clone().unwrap_or_default();
-        let (Some(run_json), Some(crc)) = (metadata.get(RUN_KEY), metadata.get(CRC_KEY)) else {
+        let (Some(format), Some(run_json), Some(crc)) = (
+            metadata.get(FORMAT_KEY),
+            metadata.get(RUN_KEY),
+            metadata.get(CRC_KEY),
+        ) else {
             return Err("not a convnet training checkpoint (no run state in its metadata)".into());
         };
+        if format != FORMAT {
+            return Err(format!(
+                "a checkpoint of format {format:?}; this convnet reads format {FORMAT}"
+            ));
+        }
         let mut tensors = Vec::new();
         for (name, view) in file.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -205,17 +242,13 @@ impl Checkpoint {
             let shape = view.shape().to_vec();
             tensors.push((name, Tensor { shape, data }));
         }
-        // The file's order is safetensors' own; the checksum was taken in the saved order,
-        // parameters then velocities, each in the network's order: sort both the same way.
         let expected_crc = u32::from_str_radix(crc, 16).map_err(|_| "a malformed checksum")?;
-        let found = checksum_sorted(run_json, &tensors);
-        let mut run: Option<Run> = None;
-        if found == expected_crc {
-            run = serde_json::from_str(run_json).ok();
-        }
-        let Some(run) = run else {
+        let found = checksum(run_json, tensors.iter().map(|(n, t)| (n.as_str(), t)));
+        if found != expected_crc {
             return Err("the checkpoint is corrupted (its checksum does not match)".into());
-        };
+        }
+        let run: Run = serde_json::from_str(run_json)
+            .map_err(|e| format!("the checkpoint's run state does not read: {e}"))?;
         let mut weights = Vec::new();
         let mut velocities = Vec::new();
         for (name, tensor) in tensors {
@@ -282,8 +315,8 @@ fn in_network_order(
     Ok(Weights::from_tensors(ordered))
 }
 
-/// CRC-32 of the run's JSON and of each tensor's name, shape and little-endian bytes, in
-/// `tensors`' order.
+/// CRC-32 of the run's JSON and of each tensor's name, shape and little-endian bytes, the
+/// tensors taken in name order (a file's order is safetensors' own, not the saved one).
 fn checksum<'t>(run: &str, tensors: impl Iterator<Item = (&'t str, &'t Tensor)>) -> u32 {
     let mut tensors: Vec<_> = tensors.collect();
     tensors.sort_by(|a, b| a.0.cmp(b.0));
@@ -297,10 +330,6 @@ fn checksum<'t>(run: &str, tensors: impl Iterator<Item = (&'t str, &'t Tensor)>)
         hasher.update(bytemuck::cast_slice(&tensor.data));
     }
     hasher.finalize()
-}
-
-fn checksum_sorted(run: &str, tensors: &[(String, Tensor)]) -> u32 {
-    checksum(run, tensors.iter().map(|(n, t)| (n.as_str(), t)))
 }
 
 #[cfg(test)]
@@ -332,6 +361,7 @@ mod tests {
             step_in_epoch: 2,
             global_step: 7,
             history: Vec::new(),
+            epoch_totals: EpochTotals::default(),
         };
         let checkpoint = Checkpoint {
             settings,

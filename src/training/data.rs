@@ -145,16 +145,12 @@ impl LabelledImages {
             ("<f4", &[_, c, h, w]) if (c, h, w) == (d.channels, d.height, d.width) => {
                 Pixels::Float32
             }
-            (_, &[_, c, h, w])
-                if file.descr != "<f4" && (c, h, w) == (d.channels, d.height, d.width) =>
-            {
+            ("|u1" | "<u1", &[_, c, h, w]) if (c, h, w) == (d.channels, d.height, d.width) => {
                 Pixels::Uint8 {
                     channels_last: false,
                 }
             }
-            (_, &[_, h, w, c])
-                if file.descr != "<f4" && (c, h, w) == (d.channels, d.height, d.width) =>
-            {
+            ("|u1" | "<u1", &[_, h, w, c]) if (c, h, w) == (d.channels, d.height, d.width) => {
                 Pixels::Uint8 {
                     channels_last: true,
                 }
@@ -235,6 +231,12 @@ impl LabelledImages {
         self.pixels() == other.pixels() && self.dims() == other.dims()
     }
 
+    /// The row of the images' file (or of the images given to [`LabelledImages::new`]) that
+    /// holds the image at `position` of this set: what another framework indexes the file by.
+    pub fn row(&self, position: usize) -> usize {
+        self.members[position]
+    }
+
     /// The images at `positions` (of this set), in that order, as a new set sharing the images.
     pub fn select(&self, positions: &[usize]) -> LabelledImages {
         LabelledImages {
@@ -287,6 +289,28 @@ impl LabelledImages {
             labels.push(self.labels[p]);
         }
         Ok(())
+    }
+}
+
+impl LabelledImages {
+    /// Every image of the set as f32 `[N, C, H, W]`, read whole: 8-bit pixels decoded by
+    /// `format` on the host (as the GPU decodes them, within f32 rounding), f32 values as they
+    /// are. Fails for 8-bit images without a format.
+    pub fn to_f32(&self, format: Option<&crate::gpu::PixelFormat>) -> Result<Vec<f32>> {
+        let positions: Vec<usize> = (0..self.len()).collect();
+        let mut bytes = vec![0u8; self.len() * self.image_bytes()];
+        self.gather(&positions, &mut bytes, &mut Vec::new())?;
+        match (self.pixels(), format) {
+            (Pixels::Float32, _) => Ok((bytes.chunks_exact(4))
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()),
+            (Pixels::Uint8 { .. }, Some(format)) => Ok((bytes.chunks(self.image_bytes()))
+                .flat_map(|image| format.decode(self.dims(), image))
+                .collect()),
+            (Pixels::Uint8 { .. }, None) => Err(Error::InvalidArgument(
+                "8-bit images need a pixel format to decode them".into(),
+            )),
+        }
     }
 }
 

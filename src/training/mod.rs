@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig};
-use crate::model::{LayerPlan, Loss, LossKind, Network};
+use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 use checkpoint::{Checkpoint, EpochRecord, Progress, Scores, Settings};
 use data::LabelledImages;
@@ -108,14 +108,14 @@ pub fn steps_per_epoch(images: usize, batch: usize, drop_last: bool) -> usize {
 
 /// A network and how its batches reach its input: as f32 values written to it, or as 8-bit
 /// pixels decoded into it on the GPU.
-pub struct Fed<'a> {
+pub struct FedNetwork<'a> {
     /// The network.
     pub net: GpuNetwork<'a>,
     /// Where the data set's pixels are 8-bit.
     pub decoder: Option<PixelDecoder>,
 }
 
-impl<'a> Fed<'a> {
+impl<'a> FedNetwork<'a> {
     fn new(net: GpuNetwork<'a>, pixels: Option<&PixelFormat>) -> Result<Self> {
         let decoder = match pixels {
             Some(format) => {
@@ -130,7 +130,7 @@ impl<'a> Fed<'a> {
             }
             None => None,
         };
-        Ok(Fed { net, decoder })
+        Ok(FedNetwork { net, decoder })
     }
 
     /// Uploads a batch as the set stores it: 8-bit pixels to the decoder, f32 values to the
@@ -157,11 +157,13 @@ impl<'a> Fed<'a> {
 pub struct Networks<'a> {
     /// At the batch size, trained with softmax cross-entropy (GoogLeNet's auxiliary heads
     /// weighted in).
-    pub train: Fed<'a>,
+    pub train: FedNetwork<'a>,
     /// At the epoch's last, smaller batch, where it has one.
-    pub last: Option<Fed<'a>>,
+    pub last: Option<FedNetwork<'a>>,
     /// At inference, for the held-out set, where there is one.
-    pub eval: Option<Fed<'a>>,
+    pub eval: Option<FedNetwork<'a>>,
+    /// How 8-bit pixels are decoded (`None`: the images are f32).
+    pixels: Option<PixelFormat>,
 }
 
 impl<'a> Networks<'a> {
@@ -186,24 +188,64 @@ impl<'a> Networks<'a> {
         let plan = network.plan(batch)?;
         let loss = Loss::with_aux_heads(LossKind::CrossEntropy, &plan);
         let train = GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)?;
-        let remainder = training_images % batch;
-        let last = match remainder {
+        let last = match training_images % batch {
             0 => None,
             _ if drop_last => None,
-            n => Some(Fed::new(
-                GpuNetwork::training_sharing(&train, &network.plan(n)?, Keep::WhatBackwardReads)?,
-                pixels,
-            )?),
+            n => {
+                // A batch norm refuses a batch of one image at a 1x1 plane, as PyTorch does.
+                let net = (network.plan(n))
+                    .and_then(|plan| {
+                        GpuNetwork::training_sharing(&train, &plan, Keep::WhatBackwardReads)
+                    })
+                    .map_err(|e| {
+                        Error::InvalidArgument(format!(
+                            "{e}; it is the epoch's last batch, of {n} image(s): --drop-last \
+                             drops it, another --batch avoids it"
+                        ))
+                    })?;
+                Some(FedNetwork::new(net, pixels)?)
+            }
         };
         let eval = match held_out_images {
             0 => None,
-            n => Some(Fed::new(
+            n => Some(FedNetwork::new(
                 GpuNetwork::inference_sharing(&train, &network.plan(batch.min(n))?)?,
                 pixels,
             )?),
         };
-        let train = Fed::new(train, pixels)?;
-        Ok(Networks { train, last, eval })
+        let train = FedNetwork::new(train, pixels)?;
+        Ok(Networks {
+            train,
+            last,
+            eval,
+            pixels: pixels.cloned(),
+        })
+    }
+
+    /// Fails unless `set` is stored as these networks were built to read: its image size, f32
+    /// or 8-bit pixels in the decoders' layout.
+    fn check_reads(&self, set: &LabelledImages) -> Result<()> {
+        let expected = self.train.net.plan()[0].input;
+        let format_fits = match (set.pixels(), &self.pixels) {
+            (data::Pixels::Float32, None) => true,
+            (data::Pixels::Uint8 { channels_last }, Some(format)) => {
+                channels_last == format.channels_last
+            }
+            _ => false,
+        };
+        if set.dims() != expected || !format_fits {
+            return Err(Error::InvalidArgument(format!(
+                "images of {:?} stored as {:?}; the run was planned for {expected:?} {}",
+                set.dims(),
+                set.pixels(),
+                match &self.pixels {
+                    Some(format) =>
+                        format!("8-bit pixels (channels last: {})", format.channels_last),
+                    None => "f32 values".into(),
+                }
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -236,26 +278,12 @@ pub enum EpochEnd {
     Interrupted,
 }
 
-/// Where the time of an epoch's steps went, on the host.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
-pub struct HostTimes {
-    /// Gathering and uploading batches (overlapped with the GPU's previous step).
-    pub input_seconds: f64,
-    /// Waiting for the GPU to finish a step.
-    pub wait_seconds: f64,
-    /// The input time of the steps for which the host found the previous step already
-    /// finished (it waited under 0.1 ms): an upper bound on the time the GPU sat idle for want
-    /// of data.
-    pub starved_seconds_at_most: f64,
-}
-
 /// A step submitted and not yet read back.
 struct InFlight {
     slot: usize,
     submission: wgpu::SubmissionIndex,
     images: usize,
     step: usize,
-    input_seconds: f64,
 }
 
 /// A training run: the optimiser over [`Networks`], its settings and progress, and the buffers
@@ -265,8 +293,11 @@ pub struct Trainer<'n, 'a> {
     sgd: Sgd<'n, 'a>,
     settings: Settings,
     schedule: Schedule,
-    /// How far the run has come.
+    /// How far the run has come: what a checkpoint saves.
     pub progress: Progress,
+    /// Set when a step failed after the next one was queued: the weights are then ahead of
+    /// the progress, and the run cannot continue or be checkpointed.
+    failed: bool,
     /// Per step slot: the losses of each head, then the logits, for the host to read.
     staging: [wgpu::Buffer; 2],
     /// Per slot: the labels of the batch in that slot.
@@ -274,8 +305,6 @@ pub struct Trainer<'n, 'a> {
     /// A batch's images as the set stores them.
     batch_bytes: Vec<u8>,
     readback: Vec<f32>,
-    /// This epoch's host times so far.
-    pub host: HostTimes,
 }
 
 impl<'n, 'a> Trainer<'n, 'a> {
@@ -287,6 +316,14 @@ impl<'n, 'a> Trainer<'n, 'a> {
         schedule: Schedule,
         resume: Option<&Checkpoint>,
     ) -> Result<Self> {
+        let plan = nets.train.net.plan();
+        let batch = plan[0].batch;
+        if settings.batch != batch {
+            return Err(Error::InvalidArgument(format!(
+                "the settings say batch {}, the networks were planned at {batch}",
+                settings.batch
+            )));
+        }
         let sgd = Sgd::new(
             &nets.train.net,
             SgdConfig {
@@ -302,9 +339,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
             }
             None => Progress::default(),
         };
-        let plan = nets.train.net.plan();
-        let batch = plan[0].batch;
-        let per_step = readback_len(plan, batch);
+        let per_step = readback_len(&nets.train.net, batch)?;
         let ctx = nets.train.net.context();
         // Room for a batch of f32 values: any set's images fit.
         let batch_bytes = vec![0u8; batch * plan[0].input.len() * 4];
@@ -313,6 +348,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
             sgd,
             schedule,
             progress,
+            failed: false,
             staging: [
                 ctx.staging_buffer("step losses and logits 0", per_step),
                 ctx.staging_buffer("step losses and logits 1", per_step),
@@ -320,7 +356,6 @@ impl<'n, 'a> Trainer<'n, 'a> {
             labels: [Vec::with_capacity(batch), Vec::with_capacity(batch)],
             batch_bytes,
             readback: vec![0.0; per_step],
-            host: HostTimes::default(),
             settings,
         })
     }
@@ -344,23 +379,36 @@ impl<'n, 'a> Trainer<'n, 'a> {
         )
     }
 
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::InvalidArgument(
+                "a step of this run failed after the next one was queued; start again from the \
+                 last checkpoint"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs the rest of the current epoch over `train` (from the step the progress says),
     /// calling `on_step` after each step's loss is read, then scores `held_out` where given.
-    /// Returns early, between two steps, once `stop` is set. A loss that is not finite ends it
-    /// with an error naming the step (the caller then keeps its last checkpoint).
+    ///
+    /// Returns early, between two steps, once `stop` is set: one step late, because the next
+    /// step is queued before a step's loss is read (and reported). A step that fails (a loss
+    /// that is not finite, an image file that cannot be read) ends it with an error naming the
+    /// step; the trainer is then unusable, as the queued step has already updated the weights.
     pub fn run_epoch(
         &mut self,
         train: &LabelledImages,
         held_out: Option<&LabelledImages>,
         stop: &AtomicBool,
-        mut on_step: impl FnMut(&StepRecord),
+        on_step: impl FnMut(&StepRecord),
     ) -> Result<EpochEnd> {
-        let Settings {
-            batch,
-            seed,
-            drop_last,
-            ..
-        } = self.settings;
+        self.check_usable()?;
+        self.nets.check_reads(train)?;
+        if let Some(set) = held_out {
+            self.nets.check_reads(set)?;
+        }
         if train.len() != self.settings.training_images {
             return Err(Error::InvalidArgument(format!(
                 "the run trains on {} images, not {}",
@@ -368,16 +416,62 @@ impl<'n, 'a> Trainer<'n, 'a> {
                 train.len()
             )));
         }
+        let result = self.run_steps(train, stop, on_step);
+        if result.is_err() {
+            self.failed = true;
+        }
+        let steps = result?;
+        if self.progress.step_in_epoch < steps {
+            return Ok(EpochEnd::Interrupted);
+        }
+        let validation = match held_out {
+            Some(set) => Some(self.evaluate(set)?),
+            None => None,
+        };
+        let totals = std::mem::take(&mut self.progress.epoch_totals);
+        let images = totals.images.max(1) as f64;
+        let record = EpochRecord {
+            epoch: self.progress.epoch,
+            learning_rate: self.learning_rate(),
+            train_loss: totals.loss_sum / images,
+            train_top1: totals.correct as f64 / images,
+            validation,
+            seconds: totals.seconds,
+            images_per_s: if totals.seconds > 0.0 {
+                totals.images as f64 / totals.seconds
+            } else {
+                0.0
+            },
+            input_seconds: totals.input_seconds,
+            gpu_idle_for_input_at_most_seconds: totals.idle_seconds,
+        };
+        self.progress.history.push(record.clone());
+        self.progress.epoch += 1;
+        self.progress.step_in_epoch = 0;
+        Ok(EpochEnd::Finished(record))
+    }
+
+    /// The steps of the current epoch from where the progress stands, until its end or `stop`;
+    /// returns the epoch's number of steps.
+    fn run_steps(
+        &mut self,
+        train: &LabelledImages,
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&StepRecord),
+    ) -> Result<usize> {
+        let Settings {
+            batch,
+            seed,
+            drop_last,
+            ..
+        } = self.settings;
         let epoch = self.progress.epoch;
         let order = data::epoch_order(train.len(), seed, epoch);
         let steps = steps_per_epoch(train.len(), batch, drop_last);
         let learning_rate = self.learning_rate();
         self.sgd.set_learning_rate(learning_rate);
-        self.host = HostTimes::default();
-        let (mut loss_sum, mut correct, mut images) = (0.0f64, 0usize, 0usize);
-        // Steps of this epoch already in the progress (a resumed run) count in its scores
-        // only from here: a resumed epoch's training scores cover the steps it ran.
         let start = Instant::now();
+        let seconds_before = self.progress.epoch_totals.seconds;
         let mut in_flight: Option<InFlight> = None;
         let mut step = self.progress.step_in_epoch;
         while step < steps && !stop.load(Ordering::Relaxed) {
@@ -390,62 +484,45 @@ impl<'n, 'a> Trainer<'n, 'a> {
             fed.upload(bytes);
             fed.net.upload_labels(&self.labels[slot])?;
             let input_seconds = input_start.elapsed().as_secs_f64();
-            self.host.input_seconds += input_seconds;
             let submission = self.submit_step(fed, slot)?;
             let submitted = InFlight {
                 slot,
                 submission,
                 images: indices.len(),
                 step,
-                input_seconds,
             };
+            // The GPU may have idled while this step's input was prepared only where the step
+            // before it had already finished (or there was none).
+            let mut idle = input_seconds;
             if let Some(previous) = in_flight.replace(submitted) {
-                let record = self.finish_step(previous, learning_rate)?;
-                (loss_sum, correct, images) = tally(record, loss_sum, correct, images);
+                let (record, waited) = self.finish_step(previous, learning_rate, true)?;
+                if waited >= 1e-4 {
+                    idle = 0.0;
+                }
                 on_step(&record);
             }
+            let totals = &mut self.progress.epoch_totals;
+            totals.input_seconds += input_seconds;
+            totals.idle_seconds += idle;
             step += 1;
         }
         if let Some(last) = in_flight.take() {
-            let record = self.finish_step(last, learning_rate)?;
-            (loss_sum, correct, images) = tally(record, loss_sum, correct, images);
+            let (record, _) = self.finish_step(last, learning_rate, false)?;
             on_step(&record);
         }
-        let seconds = start.elapsed().as_secs_f64();
-        if self.progress.step_in_epoch < steps {
-            return Ok(EpochEnd::Interrupted);
-        }
-        let validation = match held_out {
-            Some(set) => Some(self.evaluate(set)?),
-            None => None,
-        };
-        let record = EpochRecord {
-            epoch,
-            learning_rate,
-            train_loss: loss_sum / images.max(1) as f64,
-            train_top1: correct as f64 / images.max(1) as f64,
-            validation,
-            seconds,
-            images_per_s: images as f64 / seconds,
-        };
-        self.progress.history.push(record.clone());
-        self.progress.epoch += 1;
-        self.progress.step_in_epoch = 0;
-        Ok(EpochEnd::Finished(record))
+        self.progress.epoch_totals.seconds = seconds_before + start.elapsed().as_secs_f64();
+        Ok(steps)
     }
 
     /// Scores `set` on the inference network (batch norms by their running statistics): the
     /// mean cross-entropy, top-1 and top-5. The last batch is padded with zeros, whose logits
     /// are not scored (at inference every image's logits are its own).
     pub fn evaluate(&mut self, set: &LabelledImages) -> Result<Scores> {
+        self.check_usable()?;
+        self.nets.check_reads(set)?;
         let fed = (self.nets.eval.as_ref()).ok_or_else(|| {
             Error::InvalidArgument("the run was planned without a held-out set".into())
         })?;
-        if set.dims() != self.nets.train.net.plan()[0].input {
-            return Err(Error::InvalidArgument(
-                "the held-out images are not the network's input size".into(),
-            ));
-        }
         let plan = fed.net.plan();
         let batch = plan[0].batch;
         let classes = plan
@@ -489,7 +566,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
     }
 
     /// The network for a batch of `images`: the training one, or the last batch's.
-    fn fed_for(&self, images: usize) -> Result<&'n Fed<'a>> {
+    fn fed_for(&self, images: usize) -> Result<&'n FedNetwork<'a>> {
         if images == self.settings.batch {
             return Ok(&self.nets.train);
         }
@@ -501,8 +578,9 @@ impl<'n, 'a> Trainer<'n, 'a> {
     }
 
     /// Submits one step of `fed` (its batch uploaded): forward, backward, update, and the copy
-    /// of its losses and logits into staging slot `slot`.
-    fn submit_step(&self, fed: &Fed, slot: usize) -> Result<wgpu::SubmissionIndex> {
+    /// of its per-image losses (each head's, in the loss's order) and then its logits into
+    /// staging slot `slot`, as [`readback_len`] counts them.
+    fn submit_step(&self, fed: &FedNetwork, slot: usize) -> Result<wgpu::SubmissionIndex> {
         let net = &fed.net;
         let ctx = net.context();
         let mut encoder = ctx
@@ -524,11 +602,19 @@ impl<'n, 'a> Trainer<'n, 'a> {
         Ok(ctx.queue().submit([encoder.finish()]))
     }
 
-    /// Waits for a submitted step, reads its losses and logits, and advances the progress.
-    fn finish_step(&mut self, step: InFlight, learning_rate: f32) -> Result<StepRecord> {
+    /// Waits for a submitted step, reads its losses and logits, and advances the progress;
+    /// also returns how long the host waited for it. `next_queued`: another step was
+    /// submitted after it (what a failure's message says of the state read back).
+    fn finish_step(
+        &mut self,
+        step: InFlight,
+        learning_rate: f32,
+        next_queued: bool,
+    ) -> Result<(StepRecord, f64)> {
         let net = &self.fed_for(step.images)?.net;
         let plan = net.plan();
-        let len = readback_len(plan, step.images);
+        let n = step.images;
+        let len = readback_len(net, n)?;
         let wait_start = Instant::now();
         net.context().read_staging_of(
             &self.staging[step.slot],
@@ -536,24 +622,19 @@ impl<'n, 'a> Trainer<'n, 'a> {
             step.submission,
         )?;
         let waited = wait_start.elapsed().as_secs_f64();
-        self.host.wait_seconds += waited;
-        if waited < 1e-4 {
-            self.host.starved_seconds_at_most += step.input_seconds;
-        }
-        let n = step.images;
-        let loss_heads = &net.loss().expect("a training network has a loss").heads;
+        let heads = &net.loss().expect("a training network has a loss").heads;
         let mut loss = 0.0;
-        for (k, &(_, weight)) in loss_heads.iter().enumerate() {
+        for (k, &(_, weight)) in heads.iter().enumerate() {
             let losses = &self.readback[k * n..(k + 1) * n];
-            loss +=
-                f64::from(weight) * losses.iter().map(|&l| f64::from(l)).sum::<f64>() / n as f64;
+            let sum: f64 = losses.iter().map(|&l| f64::from(l)).sum();
+            loss += f64::from(weight) * sum / n as f64;
         }
         let classes = plan
             .last()
             .expect("a planned network has layers")
             .output
             .len();
-        let logits = &self.readback[loss_heads.len() * n..][..n * classes];
+        let logits = &self.readback[heads.len() * n..][..n * classes];
         let labels = &self.labels[step.slot];
         let correct = (logits.chunks_exact(classes).zip(labels))
             .filter(|(row, &label)| !row.iter().any(|&v| v > row[label]))
@@ -568,11 +649,15 @@ impl<'n, 'a> Trainer<'n, 'a> {
             learning_rate,
         };
         if !loss.is_finite() {
-            // The next step was queued before this one's loss was read: what is read back now
-            // is the state after it, whose update spread the non-finite gradients.
+            let state = if next_queued {
+                // What is read back now is the state after the next step, whose update spread
+                // the non-finite gradients.
+                "after the next step, already queued,"
+            } else {
+                "after it,"
+            };
             return Err(Error::InvalidArgument(format!(
-                "step {} (epoch {}, batch {}): the loss is no longer finite ({loss}); after the \
-                 next step, already queued, {}",
+                "step {} (epoch {}, batch {}): the loss is no longer finite ({loss}); {state} {}",
                 record.global_step + 1,
                 record.epoch + 1,
                 record.step + 1,
@@ -581,12 +666,17 @@ impl<'n, 'a> Trainer<'n, 'a> {
         }
         self.progress.global_step += 1;
         self.progress.step_in_epoch = step.step + 1;
-        Ok(record)
+        let totals = &mut self.progress.epoch_totals;
+        totals.loss_sum += loss * n as f64;
+        totals.correct += correct;
+        totals.images += n;
+        Ok((record, waited))
     }
 
     /// The run's state now, for a checkpoint: call it between epochs or after an interruption
-    /// (no step in flight).
+    /// (no step in flight). Fails after a failed step.
     pub fn checkpoint(&self) -> Result<Checkpoint> {
+        self.check_usable()?;
         Ok(Checkpoint {
             settings: self.settings.clone(),
             progress: self.progress.clone(),
@@ -596,22 +686,15 @@ impl<'n, 'a> Trainer<'n, 'a> {
     }
 }
 
-fn tally(record: StepRecord, loss: f64, correct: usize, images: usize) -> (f64, usize, usize) {
-    (
-        loss + record.loss * record.images as f64,
-        correct + record.correct,
-        images + record.images,
-    )
-}
-
-/// Floats a step reads back at `images` images: each loss head's per-image losses, then the
-/// logits.
-fn readback_len(plan: &[LayerPlan], images: usize) -> usize {
-    let heads = Loss::with_aux_heads(LossKind::CrossEntropy, plan)
+/// Floats a step of `net` reads back at `images` images: each loss head's per-image losses,
+/// then the logits.
+fn readback_len(net: &GpuNetwork, images: usize) -> Result<usize> {
+    let heads = (net.loss())
+        .ok_or_else(|| Error::Internal("a training network without a loss".into()))?
         .heads
         .len();
-    let classes = plan.last().map_or(0, |l| l.output.len());
-    images * (heads + classes)
+    let classes = net.plan().last().map_or(0, |l| l.output.len());
+    Ok(images * (heads + classes))
 }
 
 /// The first tensor of the last step that holds a non-finite value: a layer's output, else a
