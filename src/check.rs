@@ -161,11 +161,12 @@ pub struct GradientCheck {
     pub cpu_f32_vs_f64_chain: Deviation,
 }
 
-/// Runs a forward-backward pass on the GPU (a network built with gradients) and compares every
-/// parameter gradient of `l2_loss(logits)` with the f64 references. Fails when `weights` do
+/// Runs a forward-backward pass on the GPU (a network built with gradients of that loss) and
+/// compares every parameter gradient of `l2_loss(logits)` (plus 0.3 x each auxiliary head's,
+/// where the network has them: GoogLeNet's) with the f64 references. Fails when `weights` do
 /// not fit the network's plan or `input` is not a batch of its images.
 pub fn gradients(net: &dyn Runner, weights: &Weights, input: &[f32]) -> Result<Vec<GradientCheck>> {
-    let loss = Loss::main_head(LossKind::L2, net.plan());
+    let loss = Loss::with_aux_heads(LossKind::L2, net.plan());
     gradients_of(net, weights, input, (&loss, None))
 }
 

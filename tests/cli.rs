@@ -1289,3 +1289,35 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
     );
     assert_clean_failure(&diverging, "first non-finite: ");
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn check_judges_googlenets_auxiliary_heads_gradients() {
+    let (ok, stdout, stderr) = convnet(&[
+        "check",
+        "--model",
+        "googlenet",
+        "--aux-logits",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "64",
+        "--batch",
+        "2",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("gradients of l2_loss(logits) (+ 0.3 x 2 auxiliary heads)"),
+        "{stdout}"
+    );
+    for name in ["aux1.fc2.weight", "aux2.conv.conv.weight"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no gradient row for {name}:\n{stdout}"));
+        assert!(row.contains(" ok "), "{row}");
+        // A gradient the loss reaches is not zero.
+        let max_ref: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(max_ref > 0.0, "{row}");
+    }
+}

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use convnet_wgpu::gpu::{GpuNetwork, Keep, PlacedNetwork, Runner};
-use convnet_wgpu::model::LayerKind;
+use convnet_wgpu::model::{LayerKind, Loss, LossKind};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::{check, Error};
 
@@ -90,7 +90,8 @@ pub(crate) fn check(
     let training = if trains_alike {
         None
     } else {
-        let training = GpuNetwork::with_gradients(&contexts[0], &plan, &params)?;
+        let loss = Loss::with_aux_heads(LossKind::L2, &plan);
+        let training = GpuNetwork::training(&contexts[0], &plan, &params, &loss, Keep::Everything)?;
         let layers = check::training_forward(&training, &params, &data)?;
         println!(
             "\nlayer outputs in training mode (batch norms by the batch's statistics), each against \
@@ -117,9 +118,10 @@ pub(crate) fn check(
     };
     let grads = check::gradients(trained, &params, &data)?;
     println!(
-        "\ngradients of l2_loss(logits) against the f64 backward pass through the GPU's activations \
+        "\ngradients of {} against the f64 backward pass through the GPU's activations \
          (tolerance {:e});\nbeside it, the GPU and the f32 CPU reference against a fully f64 pass \
          (not judged: a max-pool near-tie can route a gradient differently, see docs/testing.md)",
+        super::describe_loss(&Loss::with_aux_heads(LossKind::L2, &plan)),
         check::GRADIENT_TOLERANCE
     );
     let rows: Vec<&check::Deviation> = grads.iter().map(|g| &g.gpu).collect();

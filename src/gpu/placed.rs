@@ -37,7 +37,9 @@ impl<'a> PlacedNetwork<'a> {
     ) -> Result<Self> {
         Ok(match (contexts, training) {
             ([ctx], Some(keep)) => {
-                let loss = Loss::main_head(LossKind::L2, plan);
+                // GoogLeNet's auxiliary heads, where built, add 0.3 x their l2_loss (as its paper
+                // trains them): a benchmark or check times and judges their backward too.
+                let loss = Loss::with_aux_heads(LossKind::L2, plan);
                 PlacedNetwork::One(GpuNetwork::training(ctx, plan, weights, &loss, keep)?)
             }
             ([ctx], None) => PlacedNetwork::One(GpuNetwork::new(ctx, plan, weights)?),
