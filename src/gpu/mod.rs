@@ -9,6 +9,7 @@
 
 mod builder;
 mod context;
+mod data_parallel;
 mod gradients;
 mod kernel;
 mod lbfgs;
@@ -25,6 +26,7 @@ mod variants;
 
 pub use builder::MemoryUse;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
+pub use data_parallel::{shards, AllReduceStats, DataParallel};
 pub use network::{GpuNetwork, Keep};
 pub use ops::pixels::{PixelDecoder, PixelFormat};
 pub use peak::{measure as measure_peak, Peak};

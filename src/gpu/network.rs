@@ -522,6 +522,33 @@ impl<'a> GpuNetwork<'a> {
         Ok(Weights::from_tensors(tensors))
     }
 
+    /// Overwrites the parameter gradients with `values` (named and shaped as
+    /// [`GpuNetwork::read_gradients`] reads them): a data-parallel all-reduce's sum.
+    pub(crate) fn write_gradients(&self, values: &Weights) -> Result<()> {
+        self.write_shaped_as_gradients(&self.gradients_or_err()?.params, values)
+    }
+
+    /// Overwrites every batch norm's buffer (weight, bias, running mean and variance) with
+    /// those of `values` (named as [`GpuNetwork::read_weights`] reads them): a data-parallel
+    /// replica taking replica 0's running statistics.
+    pub(crate) fn write_batch_norm_buffers(&self, values: &Weights) -> Result<()> {
+        for params in &self.params {
+            if let Packing::Norm = params.packing {
+                let name = &self.plan[params.layer].layer.name;
+                let mut buffer = Vec::new();
+                for suffix in ["weight", "bias", "running_mean", "running_var"] {
+                    buffer.extend_from_slice(values.tensor(name, suffix)?);
+                }
+                (self.ctx.queue()).write_buffer(
+                    &params.weights[0],
+                    0,
+                    bytemuck::cast_slice(&buffer),
+                );
+            }
+        }
+        self.ctx.wait("batch-norm buffers upload")
+    }
+
     /// Writes `values` (named and shaped as [`GpuNetwork::read_shaped_as_gradients`] reads
     /// them) into buffers shaped as the parameter gradients: an optimiser's velocities restored
     /// from a checkpoint. Packing is a permutation, so what was read comes back bit for bit.
