@@ -154,7 +154,15 @@ fn bad_flags_and_settings_fail_cleanly() {
     assert_clean_failure(&["shapes", "--batch", "-3"], "error");
     assert_clean_failure(&["shapes", "--model", "lenet"], "known models: alexnet");
     assert_clean_failure(&["bench", "--backend", "glide"], "unknown backend 'glide'");
-    assert_clean_failure(&["bench", "--devices", "3"], "3 is not in 1..=2");
+    assert_clean_failure(&["bench", "--devices", "17"], "17 is not in 1..=16");
+    assert_clean_failure(
+        &["bench", "--devices", "3"],
+        "a two-device layout runs on 2 devices; --parallel data takes more",
+    );
+    assert_clean_failure(
+        &["bench", "--parallel", "data", "--devices", "2"],
+        "--parallel data runs in `run` and `train`",
+    );
     assert_clean_failure(
         &[
             "bench",
@@ -1320,4 +1328,106 @@ fn check_judges_googlenets_auxiliary_heads_gradients() {
         let max_ref: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert!(max_ref > 0.0, "{row}");
     }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let model = [
+        "--model",
+        "alexnet",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "67",
+    ];
+    let weights = path("w.safetensors");
+    let mut init = vec!["init"];
+    init.extend(model);
+    init.extend(["--out", &weights]);
+    assert!(convnet(&init).0);
+    let network = convnet_wgpu::model::build(
+        "alexnet",
+        &convnet_wgpu::model::Options {
+            num_classes: Some(10),
+            input_size: Some(67),
+            aux_logits: false,
+        },
+    )
+    .unwrap();
+    let plan = network.plan(5).unwrap();
+    let images = path("x.npy");
+    convnet_wgpu::npy::write(
+        Path::new(&images),
+        &[5, 3, 67, 67],
+        &convnet_wgpu::weights::random_input(&plan, 3),
+    )
+    .unwrap();
+    let labels = path("y.npy");
+    convnet_wgpu::npy::write_labels(Path::new(&labels), &[3, 1, 4, 1, 5]).unwrap();
+    // One device, then three replicas (shards of 2, 2 and 1): the whole batch's gradients.
+    let mut grads = Vec::new();
+    for devices in ["1", "3"] {
+        let out = path(&format!("g{devices}.safetensors"));
+        let mut run = vec!["run"];
+        run.extend(model);
+        run.extend([
+            "--weights",
+            &weights,
+            "--input",
+            &images,
+            "--labels",
+            &labels,
+            "--grads",
+            &out,
+        ]);
+        if devices != "1" {
+            run.extend(["--parallel", "data", "--devices", devices]);
+        }
+        let (ok, stdout, stderr) = convnet(&run);
+        assert!(ok, "{stdout}{stderr}");
+        grads.push(convnet_wgpu::weights::Weights::load(Path::new(&out), &network).unwrap());
+    }
+    for ((name, one), (_, three)) in grads[0].iter().zip(grads[1].iter()) {
+        let scale = one.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff =
+            (one.data.iter().zip(&three.data)).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-5 * scale, "{name}: {diff} of {scale}");
+    }
+    let mut train = vec!["train"];
+    train.extend(model);
+    train.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &images,
+        "--labels",
+        &labels,
+        "--lr",
+        "0.01",
+        "--steps",
+        "3",
+        "--parallel",
+        "data",
+        "--devices",
+        "2",
+    ]);
+    let (ok, stdout, stderr) = convnet(&train);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("replicas equal bit for bit"), "{stdout}");
+    let mut forward_only = vec!["run"];
+    forward_only.extend(model);
+    forward_only.extend([
+        "--weights",
+        &weights,
+        "--input",
+        &images,
+        "--parallel",
+        "data",
+        "--devices",
+        "2",
+    ]);
+    assert_clean_failure(&forward_only, "--parallel data splits a training pass");
 }

@@ -234,9 +234,14 @@ pub(crate) struct DeviceArgs {
     /// vulkan, metal, dx12 or gl.
     #[arg(long)]
     pub(crate) backend: Option<String>,
-    /// Devices to split a two-device layout (alexnet-2gpu) over: 1 or 2.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    /// Devices: 2 to split a two-device layout (alexnet-2gpu) over; with --parallel data, 1 to
+    /// 16 replicas (the default adapter N times where the machine has fewer hardware adapters).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub(crate) devices: u8,
+    /// How --devices share the work: `model` splits a two-device layout's layers (alexnet-2gpu);
+    /// `data` gives every device a whole replica and a shard of the batch (run, train).
+    #[arg(long, value_enum, default_value = "model")]
+    pub(crate) parallel: Parallel,
     /// End the run with an error when no step has finished for this many seconds (bench, train),
     /// or when the whole run has not (peak, check, run).
     #[arg(long)]
@@ -272,6 +277,15 @@ impl ShapeChoice {
             ShapeChoice::WorkgroupTile => KernelShape::WorkgroupTile,
         }
     }
+}
+
+/// How devices share a network's work.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Parallel {
+    /// A two-device layout's layers split over two devices (alexnet-2gpu).
+    Model,
+    /// A replica per device, each on a shard of the batch.
+    Data,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -361,8 +375,8 @@ pub(crate) fn open_context_quiet_if(
     device: &DeviceArgs,
     quiet: bool,
 ) -> anyhow::Result<GpuContext> {
-    if device.devices != 1 {
-        anyhow::bail!("this command runs on one device; drop --devices");
+    if device.devices != 1 || device.parallel == Parallel::Data {
+        anyhow::bail!("this command runs on one device; drop --devices and --parallel");
     }
     let ctx = GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?);
     if !quiet {
@@ -373,6 +387,21 @@ pub(crate) fn open_context_quiet_if(
 
 /// One context per device of `--devices`, each printed with its adapter.
 pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    if device.parallel == Parallel::Data {
+        anyhow::bail!(
+            "--parallel data runs in `run` and `train`; this command splits a two-device layout \
+             (alexnet-2gpu) with --devices 2"
+        );
+    }
+    if device.devices > 2 {
+        anyhow::bail!("a two-device layout runs on 2 devices; --parallel data takes more");
+    }
+    open_replica_contexts(device)
+}
+
+/// One context per device of `--devices` (data-parallel replicas, or a two-device layout's
+/// halves), each described.
+pub(crate) fn open_replica_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
     let variants = device.variants()?;
     let contexts = device
         .choices()?
@@ -388,8 +417,11 @@ pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContex
             ctx.matmul_kernel()
         );
     }
-    if contexts.len() == 2 && contexts[0].info() == contexts[1].info() {
-        println!("(two devices on one adapter: they share its hardware, so expect no speed-up)");
+    if contexts.len() > 1 && contexts.iter().all(|c| c.info() == contexts[0].info()) {
+        println!(
+            "({} devices on one adapter: they share its hardware, so expect no speed-up)",
+            contexts.len()
+        );
     }
     Ok(contexts)
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use convnet_wgpu::gpu::{GpuNetwork, Keep, TwoDeviceNetwork};
+use convnet_wgpu::gpu::{DataParallel, GpuNetwork, Keep, TwoDeviceNetwork};
 use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
@@ -27,6 +27,14 @@ pub(crate) fn run(
     }
     let network = network.build()?;
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
+    if device.parallel == super::Parallel::Data {
+        return run_data_parallel(
+            device,
+            (&network, &plan, &params, &data),
+            (output, grads),
+            loss,
+        );
+    }
     if device.devices == 2 {
         return run_on_two_devices(
             device,
@@ -99,6 +107,48 @@ fn run_on_two_devices(
     };
     let logits = net.read_output()?;
     write_outputs(plan, &logits, (output, grads), gradients, "l2_loss(logits)")
+}
+
+/// `run --parallel data --devices N`: the training pass split over N replicas, each on a shard
+/// of the batch; the loss and the gradients are the whole batch's (batch norms normalise each
+/// shard by its own statistics, as DistributedDataParallel without SyncBatchNorm).
+fn run_data_parallel(
+    device: &DeviceArgs,
+    (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
+    (output, grads): (Option<&Path>, Option<&Path>),
+    loss: &LossArgs,
+) -> anyhow::Result<()> {
+    if grads.is_none() && !loss.given() {
+        anyhow::bail!("--parallel data splits a training pass; add --grads, --labels or --loss");
+    }
+    let (loss, labels) = loss.resolve(plan, true)?;
+    let contexts = super::open_replica_contexts(device)?;
+    let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
+    let _watchdog = Watchdog::start(device.timeout, "data-parallel run".to_string())?;
+    let replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    replicas.upload(data, labels.as_deref())?;
+    replicas.forward_backward()?;
+    let stats = replicas.all_reduce()?;
+    println!(
+        "{} = {:.6e} (shards {:?}; all-reduce {} in {:.1} ms)",
+        describe_loss(&loss),
+        replicas.read_loss()?,
+        replicas.shards(),
+        super::megabytes(stats.bytes),
+        stats.seconds * 1e3
+    );
+    let mut logits = Vec::new();
+    for replica in replicas.replicas() {
+        logits.extend(replica.read_output()?);
+    }
+    let gradients = grads.map(|_| replicas.read_gradients()).transpose()?;
+    write_outputs(
+        plan,
+        &logits,
+        (output, grads),
+        gradients,
+        &describe_loss(&loss),
+    )
 }
 
 /// The seed's `l2_loss` of logits read back, in f64 ([`reference::l2_loss`]).

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use convnet_wgpu::chart::{self, Series};
-use convnet_wgpu::gpu::{GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork};
+use convnet_wgpu::gpu::{
+    AllReduceStats, DataParallel, GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork,
+};
 use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::training::checkpoint::{Checkpoint, EpochRecord, Settings};
 use convnet_wgpu::training::data::{self, LabelledImages};
@@ -141,6 +143,9 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         momentum: args.momentum,
         weight_decay: args.weight_decay,
     };
+    if args.device.parallel == super::Parallel::Data {
+        return train_data_parallel(args, steps, (&network, &plan, &params, &data), config);
+    }
     if args.device.devices == 2 {
         return train_on_two_devices(args, steps, (&network, &plan, &params, &data), config);
     }
@@ -170,7 +175,9 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         sgd.step()?;
         // The loss of this step's forward pass, before its update; checked every step, so that
         // a divergence is caught at the step it happens.
-        report_step(args, step, net.read_loss()?, || Ok(first_non_finite(&net)?))?;
+        report_step(args, (step, steps), net.read_loss()?, || {
+            Ok(first_non_finite(&net)?)
+        })?;
     }
     write_weights(args, || net.read_weights())
 }
@@ -179,7 +186,7 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
 /// the run, saying what `diagnose` finds.
 fn report_step(
     args: &TrainArgs,
-    step: usize,
+    (step, steps): (usize, usize),
     value: f64,
     diagnose: impl FnOnce() -> anyhow::Result<String>,
 ) -> anyhow::Result<()> {
@@ -194,7 +201,7 @@ fn report_step(
             }
         );
     }
-    if step.is_multiple_of(10) || Some(step + 1) == args.steps.or(Some(50)) {
+    if step.is_multiple_of(10) || step + 1 == steps {
         println!("step {step}, loss = {value:.6e}");
     }
     Ok(())
@@ -210,6 +217,61 @@ fn write_weights(
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// How often data-parallel training verifies that its replicas still hold equal weights.
+const REPLICA_CHECK_EVERY: usize = 10;
+
+/// `train --parallel data --devices N`: a replica per device, each on a shard of the fixed
+/// batch, the gradients all-reduced before every update ([`DataParallel`]); the replicas'
+/// weights compared bit for bit every [`REPLICA_CHECK_EVERY`] steps and at the end.
+fn train_data_parallel(
+    args: &TrainArgs,
+    steps: usize,
+    (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
+    config: SgdConfig,
+) -> anyhow::Result<()> {
+    let (loss, labels) = args.loss.resolve(plan, args.source.has_input())?;
+    let contexts = super::open_replica_contexts(&args.device)?;
+    let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
+    let watchdog = Watchdog::start(args.device.timeout, "data-parallel train".to_string())?;
+    let replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    replicas.upload(data, labels.as_deref())?;
+    let optimizers = replicas.optimizers(config)?;
+    println!(
+        "training {} on one batch of {} split over {} devices as {:?}, loss {}: SGD lr {:e}, \
+         momentum {}, weight decay {}; {} per replica",
+        network.name,
+        plan[0].batch,
+        devices.len(),
+        replicas.shards(),
+        describe_loss(&loss),
+        config.learning_rate,
+        config.momentum,
+        config.weight_decay,
+        describe_memory(&replicas.replicas()[0].memory()),
+    );
+    let mut all_reduce = AllReduceStats::default();
+    for step in 0..steps {
+        Watchdog::step(&watchdog, step);
+        let stats = replicas.step(&optimizers)?;
+        all_reduce.seconds += stats.seconds;
+        all_reduce.bytes += stats.bytes;
+        // The loss of this step's forward pass over the whole batch, before its update.
+        let value = replicas.read_loss()?;
+        report_step(args, (step, steps), value, || {
+            Ok(first_non_finite(&replicas.replicas()[0])?)
+        })?;
+        if (step + 1) % REPLICA_CHECK_EVERY == 0 || step + 1 == steps {
+            replicas.check_replicas_equal()?;
+        }
+    }
+    println!(
+        "all-reduce on the host: {} and {:.1} ms per step; replicas equal bit for bit",
+        megabytes(all_reduce.bytes / steps as u64),
+        all_reduce.seconds * 1e3 / steps as f64
+    );
+    write_weights(args, || replicas.read_weights())
 }
 
 /// `train --devices 2`: a two-device layout (`alexnet-2gpu`) trained split over two devices, each
@@ -248,7 +310,9 @@ fn train_on_two_devices(
         }
         // The loss of this step's forward pass, before its update.
         let value = l2_loss(&net.read_output()?);
-        report_step(args, step, value, || Ok(format!("l2_loss = {value}")))?;
+        report_step(args, (step, steps), value, || {
+            Ok(format!("l2_loss = {value}"))
+        })?;
     }
     write_weights(args, || net.read_weights())
 }

@@ -135,31 +135,34 @@ pub fn device_choices(
         adapter: adapter.cloned(),
         backend: backend.map(str::to_string),
     };
-    if !(1..=2).contains(&devices) {
-        return Err(Error::InvalidArgument(format!(
-            "{devices} devices asked for; a network runs on 1 or 2"
-        )));
+    if devices == 0 {
+        return Err(Error::InvalidArgument("0 devices asked for".into()));
     }
-    if adapters.len() > devices {
+    if adapters.len() > devices || (adapters.len() > 1 && adapters.len() != devices) {
         return Err(Error::InvalidArgument(format!(
-            "{} adapters given for {devices} device(s); pass --adapter once per device",
+            "{} adapters given for {devices} device(s); pass --adapter once per device, or once \
+             for all",
             adapters.len()
         )));
     }
-    if devices == 1 || adapters.len() == 2 {
+    if devices == 1 || adapters.len() == devices {
         return Ok((0..devices).map(|i| choice(adapters.get(i))).collect());
     }
     if let Some(one) = adapters.first() {
-        return Ok(vec![choice(Some(one)); 2]);
+        return Ok(vec![choice(Some(one)); devices]);
     }
     let hardware: Vec<String> = list_adapters(&choice(None))?
         .iter()
         .filter(|a| !a.software)
         .map(|a| a.index.to_string())
         .collect();
-    Ok(match hardware.as_slice() {
-        [first, second, ..] => vec![choice(Some(first)), choice(Some(second))],
-        _ => vec![choice(None); 2],
+    Ok(if hardware.len() >= devices {
+        hardware[..devices]
+            .iter()
+            .map(|a| choice(Some(a)))
+            .collect()
+    } else {
+        vec![choice(None); devices]
     })
 }
 
