@@ -157,7 +157,7 @@ fn bad_flags_and_settings_fail_cleanly() {
     assert_clean_failure(&["bench", "--devices", "17"], "17 is not in 1..=16");
     assert_clean_failure(
         &["bench", "--devices", "3"],
-        "a two-device layout runs on 2 devices; --parallel data takes more",
+        "a two-device layout runs on 2 devices; more devices need --parallel data",
     );
     assert_clean_failure(
         &["bench", "--parallel", "data", "--devices", "2"],

@@ -151,18 +151,36 @@ fn replicas_with_batch_norms_stay_equal_and_drift_is_reported() {
     // Per-replica batch statistics; replica 0's running statistics broadcast after each step.
     one_and_two(ctx, &second, LossKind::CrossEntropy, true);
 
-    // A replica updated alone has drifted: an error naming it, not an average.
+    // A replica updated alone has drifted: an error naming it, not an average (with batch
+    // norms too: the step's copy of running statistics leaves their weights and biases).
+    for batch_norm in [false, true] {
+        let network = network(batch_norm);
+        let weights = Weights::init(&network, 3).unwrap();
+        let two = DataParallel::new(&[ctx, &second], &network, 4, &weights, LossKind::L2).unwrap();
+        let plan = network.plan(4).unwrap();
+        two.upload(&weights::random_input(&plan, 1), None).unwrap();
+        let optimizers = two.optimizers(SGD).unwrap();
+        two.step(&optimizers).unwrap();
+        two.check_replicas_equal().unwrap();
+        two.forward_backward().unwrap();
+        optimizers[1].update().unwrap();
+        let err = two.check_replicas_equal().unwrap_err().to_string();
+        assert!(
+            err.contains("replica 1") && err.contains("differs"),
+            "{err}"
+        );
+    }
+    // Cross-entropy without labels is refused, not trained on stale ones.
     let network = network(false);
     let weights = Weights::init(&network, 3).unwrap();
-    let two = DataParallel::new(&[ctx, &second], &network, 4, &weights, LossKind::L2).unwrap();
-    let plan = network.plan(4).unwrap();
-    two.upload(&weights::random_input(&plan, 1), None).unwrap();
-    two.forward_backward().unwrap();
-    let optimizers = two.optimizers(SGD).unwrap();
-    optimizers[1].update().unwrap();
-    let err = two.check_replicas_equal().unwrap_err().to_string();
-    assert!(
-        err.contains("replica 1") && err.contains("differs"),
-        "{err}"
-    );
+    let two = DataParallel::new(
+        &[ctx, &second],
+        &network,
+        4,
+        &weights,
+        LossKind::CrossEntropy,
+    )
+    .unwrap();
+    let input = weights::random_input(&network.plan(4).unwrap(), 1);
+    assert!(two.upload(&input, None).is_err());
 }

@@ -227,8 +227,8 @@ pub(crate) enum DetailChoice {
 
 #[derive(Args)]
 pub(crate) struct DeviceArgs {
-    /// Adapter index (as `convnet adapters` lists them) or a substring of its name; give it twice
-    /// to pick the two adapters of `--devices 2`.
+    /// Adapter index (as `convnet adapters` lists them) or a substring of its name; with
+    /// --devices N, give it once per device, or once for all.
     #[arg(long)]
     pub(crate) adapter: Vec<String>,
     /// vulkan, metal, dx12 or gl.
@@ -375,6 +375,9 @@ pub(crate) fn open_context_quiet_if(
     device: &DeviceArgs,
     quiet: bool,
 ) -> anyhow::Result<GpuContext> {
+    if device.devices > 2 && device.parallel == Parallel::Model {
+        anyhow::bail!("--devices above 2 needs --parallel data (run, train)");
+    }
     if device.devices != 1 || device.parallel == Parallel::Data {
         anyhow::bail!("this command runs on one device; drop --devices and --parallel");
     }
@@ -394,7 +397,10 @@ pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContex
         );
     }
     if device.devices > 2 {
-        anyhow::bail!("a two-device layout runs on 2 devices; --parallel data takes more");
+        anyhow::bail!(
+            "a two-device layout runs on 2 devices; more devices need --parallel data, which \
+             `run` and `train` take"
+        );
     }
     open_replica_contexts(device)
 }

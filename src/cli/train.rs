@@ -240,7 +240,7 @@ fn train_data_parallel(
     let optimizers = replicas.optimizers(config)?;
     println!(
         "training {} on one batch of {} split over {} devices as {:?}, loss {}: SGD lr {:e}, \
-         momentum {}, weight decay {}; {} per replica",
+         momentum {}, weight decay {}; {} + velocities {} per replica",
         network.name,
         plan[0].batch,
         devices.len(),
@@ -250,6 +250,7 @@ fn train_data_parallel(
         config.momentum,
         config.weight_decay,
         describe_memory(&replicas.replicas()[0].memory()),
+        megabytes(optimizers[0].memory),
     );
     let mut all_reduce = AllReduceStats::default();
     for step in 0..steps {
@@ -337,8 +338,11 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         anyhow::bail!("--weight-decay must be a finite number >= 0");
     }
-    if args.device.devices == 2 {
-        anyhow::bail!("training on a data set runs on one device; drop --devices 2");
+    if args.device.devices != 1 || args.device.parallel == super::Parallel::Data {
+        anyhow::bail!(
+            "training on a data set runs on one device (--parallel data trains one fixed batch); \
+             drop --devices and --parallel"
+        );
     }
     let schedule: Schedule = data.lr_schedule.parse()?;
     let (Some(input), Some(labels)) = (&args.source.input, &args.loss.labels) else {

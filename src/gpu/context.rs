@@ -122,10 +122,10 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
         .collect())
 }
 
-/// The adapters of `devices` devices (1 or 2) on `backend`: the `adapters` given (at most one
-/// per device; one given for two devices is used twice), or for two devices the first two
-/// hardware GPUs when the machine has two, else the default adapter twice (one device per
-/// request: the two-device layout then runs, and is checked, on one adapter).
+/// The adapters of `devices` devices on `backend`: the `adapters` given (one per device, or one
+/// used for all), or the first `devices` hardware GPUs when the machine has that many, else the
+/// default adapter `devices` times (one device per request: a two-device layout or data-parallel
+/// replicas then run, and are checked, on one adapter).
 pub fn device_choices(
     adapters: &[String],
     backend: Option<&str>,

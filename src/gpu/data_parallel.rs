@@ -10,7 +10,8 @@
 //! own statistics (DistributedDataParallel without SyncBatchNorm: a different computation from
 //! one device's, documented), and the running statistics of replica 0 are copied to the others
 //! after each step (as DDP broadcasts its buffers), so that the replicas stay equal, which
-//! [`DataParallel::check_replicas_equal`] verifies bit for bit.
+//! [`DataParallel::check_replicas_equal`] verifies bit for bit (every parameter; the running
+//! statistics are equal by that copy).
 
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::network::{GpuNetwork, Keep};
 use crate::gpu::sgd::{Sgd, SgdConfig};
-use crate::model::{LayerKind, Loss, LossKind, Network};
+use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 
 /// Time and bytes of one all-reduce.
@@ -90,6 +91,11 @@ impl<'a> DataParallel<'a> {
     pub fn upload(&self, input: &[f32], labels: Option<&[usize]>) -> Result<()> {
         let per_image = self.replicas[0].plan()[0].input.len();
         let batch: usize = self.shards.iter().sum();
+        if self.kind == LossKind::CrossEntropy && labels.is_none() {
+            return Err(Error::InvalidArgument(
+                "cross-entropy needs the batch's labels".into(),
+            ));
+        }
         if input.len() != batch * per_image || labels.is_some_and(|l| l.len() != batch) {
             return Err(Error::InvalidArgument(format!(
                 "a batch of {batch} images is {} values and {batch} labels",
@@ -197,31 +203,40 @@ impl<'a> DataParallel<'a> {
     }
 
     /// One training step: forward-backward on every replica, the all-reduce, every replica's
-    /// update (`optimizers` from [`DataParallel::optimizers`]), and replica 0's batch-norm
-    /// running statistics copied to the others.
+    /// update (`optimizers` from [`DataParallel::optimizers`], submitted to all devices before
+    /// any is waited for), and replica 0's batch-norm running statistics copied to the others.
+    /// The statistics returned count the running statistics' copy too.
     pub fn step(&self, optimizers: &[Sgd]) -> Result<AllReduceStats> {
         self.forward_backward()?;
-        let stats = self.all_reduce()?;
+        let mut stats = self.all_reduce()?;
         for optimizer in optimizers {
-            optimizer.update()?;
+            optimizer.submit_update();
         }
-        self.broadcast_running_statistics()?;
+        for net in &self.replicas {
+            net.context().wait("data-parallel update")?;
+        }
+        let start = Instant::now();
+        stats.bytes += self.broadcast_running_statistics()?;
+        stats.seconds += start.elapsed().as_secs_f64();
         Ok(stats)
     }
 
-    /// Copies replica 0's batch-norm buffers (weight, bias, running statistics: the first two
-    /// already equal after the same update) to the other replicas.
-    fn broadcast_running_statistics(&self) -> Result<()> {
-        let has_norms = (self.replicas[0].plan().iter())
-            .any(|l| matches!(l.layer.kind, LayerKind::BatchNorm { .. }));
-        if !has_norms || self.replicas.len() == 1 {
-            return Ok(());
+    /// Copies replica 0's batch-norm running statistics to the other replicas (their weights
+    /// and biases are left: the same update made them equal, which the check verifies); returns
+    /// the bytes moved.
+    fn broadcast_running_statistics(&self) -> Result<u64> {
+        if self.replicas.len() == 1 {
+            return Ok(0);
         }
-        let first = self.replicas[0].read_weights()?;
+        let statistics = self.replicas[0].read_running_statistics()?;
+        let bytes: u64 = statistics.iter().map(|s| 4 * s.len() as u64).sum();
+        if bytes == 0 {
+            return Ok(0);
+        }
         for net in &self.replicas[1..] {
-            net.write_batch_norm_buffers(&first)?;
+            net.write_running_statistics(&statistics)?;
         }
-        Ok(())
+        Ok(bytes * self.replicas.len() as u64)
     }
 
     /// Fails, naming the replica, its adapter and the first tensor, unless every replica holds

@@ -528,25 +528,45 @@ impl<'a> GpuNetwork<'a> {
         self.write_shaped_as_gradients(&self.gradients_or_err()?.params, values)
     }
 
-    /// Overwrites every batch norm's buffer (weight, bias, running mean and variance) with
-    /// those of `values` (named as [`GpuNetwork::read_weights`] reads them): a data-parallel
-    /// replica taking replica 0's running statistics.
-    pub(crate) fn write_batch_norm_buffers(&self, values: &Weights) -> Result<()> {
-        for params in &self.params {
-            if let Packing::Norm = params.packing {
-                let name = &self.plan[params.layer].layer.name;
-                let mut buffer = Vec::new();
-                for suffix in ["weight", "bias", "running_mean", "running_var"] {
-                    buffer.extend_from_slice(values.tensor(name, suffix)?);
-                }
-                (self.ctx.queue()).write_buffer(
-                    &params.weights[0],
-                    0,
-                    bytemuck::cast_slice(&buffer),
-                );
-            }
+    /// Every batch norm's running statistics (`[2][channels]`: mean, variance), in the
+    /// network's order.
+    pub(crate) fn read_running_statistics(&self) -> Result<Vec<Vec<f32>>> {
+        let mut all = Vec::new();
+        for params in self
+            .params
+            .iter()
+            .filter(|p| matches!(p.packing, Packing::Norm))
+        {
+            let channels = self.plan[params.layer].output.channels;
+            let buffer = self.ctx.read_f32(&params.weights[0], 4 * channels)?;
+            all.push(buffer[2 * channels..].to_vec());
         }
-        self.ctx.wait("batch-norm buffers upload")
+        Ok(all)
+    }
+
+    /// Overwrites every batch norm's running statistics with `statistics` (as
+    /// [`GpuNetwork::read_running_statistics`] reads them), leaving its weight and bias: a
+    /// data-parallel replica taking replica 0's, as DDP broadcasts its buffers.
+    pub(crate) fn write_running_statistics(&self, statistics: &[Vec<f32>]) -> Result<()> {
+        let norms = self
+            .params
+            .iter()
+            .filter(|p| matches!(p.packing, Packing::Norm));
+        for (params, values) in norms.zip(statistics) {
+            let channels = self.plan[params.layer].output.channels;
+            if values.len() != 2 * channels {
+                return Err(Error::Internal(
+                    "running statistics of another network".into(),
+                ));
+            }
+            let offset = (2 * channels * 4) as u64;
+            (self.ctx.queue()).write_buffer(
+                &params.weights[0],
+                offset,
+                bytemuck::cast_slice(values),
+            );
+        }
+        self.ctx.wait("running statistics upload")
     }
 
     /// Writes `values` (named and shaped as [`GpuNetwork::read_shaped_as_gradients`] reads

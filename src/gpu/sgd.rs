@@ -132,6 +132,19 @@ impl<'n, 'a> Sgd<'n, 'a> {
         encode_pass(encoder, "sgd", &self.dispatches);
     }
 
+    /// Submits the update alone without waiting (data-parallel replicas update at once); the
+    /// caller waits on the network's context.
+    pub(crate) fn submit_update(&self) {
+        let ctx = self.net.context();
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("sgd update"),
+            });
+        self.encode_update(&mut encoder);
+        ctx.queue().submit([encoder.finish()]);
+    }
+
     /// The update alone, after a forward-backward pass driven elsewhere (a tower of a two-device
     /// layout); waits for the GPU.
     pub fn update(&self) -> Result<()> {

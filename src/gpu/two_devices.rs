@@ -108,7 +108,8 @@ impl<'a> TwoDeviceNetwork<'a> {
     ) -> Result<Self> {
         let towers = network.towers.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "{} has no two-device layout (alexnet-2gpu has one); use --devices 1",
+                "{} has no two-device layout (alexnet-2gpu has one); use --devices 1, or \
+                 --parallel data to give each device a replica",
                 network.name
             ))
         })?;
