@@ -2,11 +2,12 @@
 //! shards, the parameter gradients all-reduced before every update, the same SGD step on every
 //! replica (PyTorch's DistributedDataParallel, in one process).
 //!
-//! The all-reduce runs on the host: each replica's gradients are read back, summed in f64 in
-//! replica order — each weighted by its share of the loss: `n_i / N` for cross-entropy, the mean
-//! over the batch; 1 for the seed's `l2_loss`, a sum — and the one result is written to every
-//! replica, so the gradient is exactly the whole batch's whatever the shards' sizes, and every
-//! replica applies the same update to the same values. Batch norms normalise each shard by its
+//! The all-reduce runs on the host: each replica's gradient buffers are copied, in their packed
+//! layouts, into one staging buffer made with the replica (one copy and one map per replica and
+//! step), summed in replica order — each weighted by its share of the loss: `n_i / N` for
+//! cross-entropy, the mean over the batch; 1 for the seed's `l2_loss`, a sum — and the one result
+//! is written to every replica's buffers, so the gradient is exactly the whole batch's whatever
+//! the shards' sizes, and every replica applies the same update to the same values. Batch norms normalise each shard by its
 //! own statistics (DistributedDataParallel without SyncBatchNorm: a different computation from
 //! one device's, documented), and the running statistics of replica 0 are copied to the others
 //! after each step (as DDP broadcasts its buffers), so that the replicas stay equal, which
@@ -37,6 +38,20 @@ pub struct DataParallel<'a> {
     /// Images per replica.
     shards: Vec<usize>,
     kind: LossKind,
+    /// Per replica, the staging buffer its gradients are copied into for the all-reduce.
+    staging: Vec<wgpu::Buffer>,
+    /// The host's sum and one replica's gradients read back, made once.
+    host: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Every gradient buffer a replica's backward pass writes, in the network's order: the
+/// all-reduce's unit, identical (same sizes) on every replica of one network.
+fn gradient_buffers<'n>(net: &'n GpuNetwork) -> Result<Vec<&'n wgpu::Buffer>> {
+    let plan = net.plan();
+    Ok((net.parameters_and_gradients()?.into_iter())
+        .filter_map(|(params, grads)| Some((params, grads?)))
+        .flat_map(|(params, grads)| grads.trained_buffers(&plan[params.layer].layer.kind))
+        .collect())
 }
 
 /// `batch` split over `replicas`: sizes differing by at most one, the larger first.
@@ -69,10 +84,31 @@ impl<'a> DataParallel<'a> {
                 GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)
             })
             .collect::<Result<Vec<_>>>()?;
+        // Replicas of one network pack their gradients alike unless their adapters' storage
+        // bindings differ (a fully connected layer's weight then splits into other slices).
+        let sizes = |net: &GpuNetwork| -> Result<Vec<u64>> {
+            Ok(gradient_buffers(net)?.iter().map(|b| b.size()).collect())
+        };
+        let layout = sizes(&replicas[0])?;
+        for (i, net) in replicas.iter().enumerate().skip(1) {
+            if sizes(net)? != layout {
+                return Err(Error::InvalidArgument(format!(
+                    "replica {i}'s adapter ('{}') packs the weights in other slices than replica \
+                     0's (its storage bindings differ): replicas need adapters alike",
+                    net.context().info().name
+                )));
+            }
+        }
+        let floats = (layout.iter().sum::<u64>() / 4) as usize;
+        let staging = (replicas.iter())
+            .map(|net| net.context().staging_buffer("all-reduce gradients", floats))
+            .collect();
         Ok(DataParallel {
             replicas,
             shards,
             kind,
+            staging,
+            host: std::sync::Mutex::new((vec![0.0; floats], vec![0.0; floats])),
         })
     }
 
@@ -158,36 +194,46 @@ impl<'a> DataParallel<'a> {
     /// writes the sum to every replica.
     pub fn all_reduce(&self) -> Result<AllReduceStats> {
         let start = Instant::now();
-        let mut bytes = 0u64;
-        let mut reduced: Option<Weights> = None;
-        let mut sums: Vec<Vec<f64>> = Vec::new();
-        for (net, weight) in self.replicas.iter().zip(self.weights()) {
-            let grads = net.read_gradients()?;
-            if sums.is_empty() {
-                sums = grads.iter().map(|(_, t)| vec![0.0; t.data.len()]).collect();
+        let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
+        let (sum, read) = &mut *host;
+        sum.fill(0.0);
+        // Every replica's copy is submitted before any is read back.
+        let mut submissions = Vec::with_capacity(self.replicas.len());
+        for (net, staging) in self.replicas.iter().zip(&self.staging) {
+            let ctx = net.context();
+            let mut encoder =
+                ctx.device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("all-reduce readback"),
+                    });
+            let mut at = 0;
+            for buffer in gradient_buffers(net)? {
+                encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
+                at += buffer.size();
             }
-            for (sum, (_, t)) in sums.iter_mut().zip(grads.iter()) {
-                bytes += 4 * t.data.len() as u64;
-                for (s, &g) in sum.iter_mut().zip(&t.data) {
-                    *s += weight * f64::from(g);
-                }
-            }
-            reduced.get_or_insert(grads);
+            submissions.push(ctx.queue().submit([encoder.finish()]));
         }
-        let mut reduced = reduced.ok_or_else(|| Error::Internal("no replicas".into()))?;
-        let names: Vec<String> = reduced.iter().map(|(n, _)| n.to_string()).collect();
-        for (name, sum) in names.iter().zip(&sums) {
-            let tensor = (reduced.get_mut(name))
-                .ok_or_else(|| Error::Internal(format!("gradient {name} vanished")))?;
-            for (g, &s) in tensor.data.iter_mut().zip(sum) {
-                *g = s as f32;
+        for (((net, staging), submission), weight) in (self.replicas.iter())
+            .zip(&self.staging)
+            .zip(submissions)
+            .zip(self.weights())
+        {
+            net.context().read_staging_of(staging, read, submission)?;
+            let weight = weight as f32;
+            for (s, &g) in sum.iter_mut().zip(read.iter()) {
+                *s += weight * g;
             }
         }
-        let written: u64 = reduced.iter().map(|(_, t)| 4 * t.data.len() as u64).sum();
         for net in &self.replicas {
-            net.write_gradients(&reduced)?;
-            bytes += written;
+            let mut at = 0;
+            for buffer in gradient_buffers(net)? {
+                let len = (buffer.size() / 4) as usize;
+                let values = bytemuck::cast_slice(&sum[at..at + len]);
+                net.context().queue().write_buffer(buffer, 0, values);
+                at += len;
+            }
         }
+        let bytes = 2 * 4 * sum.len() as u64 * self.replicas.len() as u64;
         Ok(AllReduceStats {
             seconds: start.elapsed().as_secs_f64(),
             bytes,

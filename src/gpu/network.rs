@@ -522,12 +522,6 @@ impl<'a> GpuNetwork<'a> {
         Ok(Weights::from_tensors(tensors))
     }
 
-    /// Overwrites the parameter gradients with `values` (named and shaped as
-    /// [`GpuNetwork::read_gradients`] reads them): a data-parallel all-reduce's sum.
-    pub(crate) fn write_gradients(&self, values: &Weights) -> Result<()> {
-        self.write_shaped_as_gradients(&self.gradients_or_err()?.params, values)
-    }
-
     /// Every batch norm's running statistics (`[2][channels]`: mean, variance), in the
     /// network's order.
     pub(crate) fn read_running_statistics(&self) -> Result<Vec<Vec<f32>>> {
