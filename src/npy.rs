@@ -36,11 +36,16 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Array, String> {
         other => return Err(format!("dtype {other:?} is not f32 ('<f4')")),
     }
     let (_, shape, data) = parse(bytes, Some(4))?;
-    let data = data
+    let data = f32_values(data).collect();
+    Ok(Array { shape, data })
+}
+
+/// The little-endian f32 values of `bytes` (any alignment: a byte buffer need not be aligned
+/// for a cast), a trailing partial value ignored. Every file format here stores f32 this way.
+pub fn f32_values(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    Ok(Array { shape, data })
 }
 
 /// An array in a `.npy` file whose header has been read and checked against the file's length,

@@ -329,11 +329,7 @@ impl Weights {
                     shape
                 ));
             }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let data: Vec<f32> = crate::npy::f32_values(view.data()).collect();
             let bad = data.iter().filter(|v| !v.is_finite()).count();
             if bad > 0 {
                 return Err(format!(
@@ -347,23 +343,33 @@ impl Weights {
 
     /// Writes the tensors as a safetensors file, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let views = self
-            .tensors
-            .iter()
-            .map(|(name, t)| {
-                let view = safetensors::tensor::TensorView::new(
-                    Dtype::F32,
-                    t.shape.clone(),
-                    bytemuck::cast_slice(&t.data),
-                )
-                .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
-                Ok((name.as_str(), view))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::tensor::serialize(views, None)
-            .map_err(|e| Error::file(path, format!("cannot encode safetensors: {e}")))?;
-        files::write_atomically(path, &bytes)
+        let tensors: Vec<(&str, &Tensor)> = self.iter().collect();
+        save_safetensors(path, &tensors, None)
     }
+}
+
+/// Writes named f32 tensors (and string `metadata`) as a safetensors file, atomically: the
+/// weights' files and training checkpoints.
+pub(crate) fn save_safetensors(
+    path: &Path,
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|&(name, t)| {
+            let view = safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                t.shape.clone(),
+                bytemuck::cast_slice(&t.data),
+            )
+            .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+            Ok((name, view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::tensor::serialize(views, metadata)
+        .map_err(|e| Error::file(path, format!("cannot encode safetensors: {e}")))?;
+    files::write_atomically(path, &bytes)
 }
 
 /// Random input images for a plan, as the post's benchmark feeds them: `[batch, C, H, W]`,

@@ -1072,20 +1072,19 @@ fn run_and_train_split_the_two_gpu_alexnet_over_two_devices() {
 fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let data = dir.path().join("shapes");
-    let (ok, _, stderr) = convnet(&[
-        "make-dataset",
-        "shapes",
-        "--classes",
-        "4",
-        "--size",
-        "16",
-        "--count",
-        "30",
-        "--out",
-        &data.display().to_string(),
-    ]);
-    assert!(ok, "{stderr}");
+    // 30 images of 16x16 over 4 classes, as float32 and as 8-bit pixels.
+    let make_shapes = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["make-dataset", "shapes", "--classes", "4", "--size", "16"];
+        args.extend(["--count", "30"]);
+        args.extend(extra);
+        let out_text = out.display().to_string();
+        args.extend(["--out", &out_text]);
+        let (ok, _, stderr) = convnet(&args);
+        assert!(ok, "{stderr}");
+        out
+    };
+    let data = make_shapes("shapes", &[]);
     let images = data.join("images.npy").display().to_string();
     let labels = data.join("labels.npy").display().to_string();
     let (weights, order, curve) = (path("w.safetensors"), path("order.npy"), path("curve.svg"));
@@ -1217,21 +1216,7 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
         assert_clean_failure(&with(&extra), expected);
     }
     // 8-bit images, channels last, normalised on the GPU; --mean/--std only for them.
-    let bytes = dir.path().join("bytes");
-    let (ok, _, stderr) = convnet(&[
-        "make-dataset",
-        "shapes",
-        "--classes",
-        "4",
-        "--size",
-        "16",
-        "--count",
-        "30",
-        "--uint8",
-        "--out",
-        &bytes.display().to_string(),
-    ]);
-    assert!(ok, "{stderr}");
+    let bytes = make_shapes("bytes", &["--uint8"]);
     let mut eight_bit = with(&[
         "--epochs",
         "1",

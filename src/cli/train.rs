@@ -488,18 +488,18 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
             bar
         });
         let epoch_start = std::time::Instant::now();
-        let (mut images, mut correct, mut loss_sum) = (0usize, 0usize, 0.0f64);
+        // Images this process has trained on in the epoch: its rate so far.
+        let mut images_now = 0usize;
         let outcome = trainer.run_epoch(&train_set, held_out.as_ref(), &STOP, |record| {
             Watchdog::step(&watchdog, record.global_step);
             step_losses.push(*record);
-            images += record.images;
-            correct += record.correct;
-            loss_sum += record.loss * record.images as f64;
-            let rate = images as f64 / epoch_start.elapsed().as_secs_f64();
+            images_now += record.images;
+            let rate = images_now as f64 / epoch_start.elapsed().as_secs_f64();
+            let totals = &record.epoch_so_far;
             let so_far = format!(
                 "loss {:.4}, top-1 {:.1}%, {rate:.0} images/s",
-                loss_sum / images as f64,
-                100.0 * correct as f64 / images as f64
+                totals.loss_sum / totals.images as f64,
+                100.0 * totals.correct as f64 / totals.images as f64
             );
             match &bar {
                 Some(bar) => {

@@ -38,6 +38,8 @@ pub struct DataParallel<'a> {
     /// Images per replica.
     shards: Vec<usize>,
     kind: LossKind,
+    /// Per replica, every gradient buffer its backward pass writes (see [`gradient_buffers`]).
+    gradients: Vec<Vec<wgpu::Buffer>>,
     /// Per replica, the staging buffer its gradients are copied into for the all-reduce.
     staging: Vec<wgpu::Buffer>,
     /// The host's sum and one replica's gradients read back, made once.
@@ -46,11 +48,12 @@ pub struct DataParallel<'a> {
 
 /// Every gradient buffer a replica's backward pass writes, in the network's order: the
 /// all-reduce's unit, identical (same sizes) on every replica of one network.
-fn gradient_buffers<'n>(net: &'n GpuNetwork) -> Result<Vec<&'n wgpu::Buffer>> {
+fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<wgpu::Buffer>> {
     let plan = net.plan();
     Ok((net.parameters_and_gradients()?.into_iter())
         .filter_map(|(params, grads)| Some((params, grads?)))
         .flat_map(|(params, grads)| grads.trained_buffers(&plan[params.layer].layer.kind))
+        .cloned()
         .collect())
 }
 
@@ -86,12 +89,13 @@ impl<'a> DataParallel<'a> {
             .collect::<Result<Vec<_>>>()?;
         // Replicas of one network pack their gradients alike unless their adapters' storage
         // bindings differ (a fully connected layer's weight then splits into other slices).
-        let sizes = |net: &GpuNetwork| -> Result<Vec<u64>> {
-            Ok(gradient_buffers(net)?.iter().map(|b| b.size()).collect())
-        };
-        let layout = sizes(&replicas[0])?;
-        for (i, net) in replicas.iter().enumerate().skip(1) {
-            if sizes(net)? != layout {
+        let gradients = (replicas.iter())
+            .map(gradient_buffers)
+            .collect::<Result<Vec<_>>>()?;
+        let sizes = |buffers: &[wgpu::Buffer]| buffers.iter().map(|b| b.size()).collect::<Vec<_>>();
+        let layout = sizes(&gradients[0]);
+        for (i, (net, buffers)) in replicas.iter().zip(&gradients).enumerate().skip(1) {
+            if sizes(buffers) != layout {
                 return Err(Error::InvalidArgument(format!(
                     "replica {i}'s adapter ('{}') packs the weights in other slices than replica \
                      0's (its storage bindings differ): replicas need adapters alike",
@@ -107,6 +111,7 @@ impl<'a> DataParallel<'a> {
             replicas,
             shards,
             kind,
+            gradients,
             staging,
             host: std::sync::Mutex::new((vec![0.0; floats], vec![0.0; floats])),
         })
@@ -153,15 +158,10 @@ impl<'a> DataParallel<'a> {
     /// for any (so that devices of their own run them at once).
     pub fn forward_backward(&self) -> Result<()> {
         for net in &self.replicas {
-            let mut encoder =
-                net.context()
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("data-parallel forward-backward"),
-                    });
-            net.encode_forward(&mut encoder);
-            net.encode_backward(&mut encoder)?;
-            net.context().queue().submit([encoder.finish()]);
+            net.submit("data-parallel forward-backward", |encoder| {
+                net.encode_forward(encoder);
+                net.encode_backward(encoder)
+            })?;
         }
         for net in &self.replicas {
             net.context().wait("data-parallel forward-backward")?;
@@ -199,19 +199,17 @@ impl<'a> DataParallel<'a> {
         sum.fill(0.0);
         // Every replica's copy is submitted before any is read back.
         let mut submissions = Vec::with_capacity(self.replicas.len());
-        for (net, staging) in self.replicas.iter().zip(&self.staging) {
-            let ctx = net.context();
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("all-reduce readback"),
-                    });
-            let mut at = 0;
-            for buffer in gradient_buffers(net)? {
-                encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
-                at += buffer.size();
-            }
-            submissions.push(ctx.queue().submit([encoder.finish()]));
+        for ((net, staging), buffers) in
+            self.replicas.iter().zip(&self.staging).zip(&self.gradients)
+        {
+            submissions.push(net.submit("all-reduce readback", |encoder| {
+                let mut at = 0;
+                for buffer in buffers {
+                    encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
+                    at += buffer.size();
+                }
+                Ok(())
+            })?);
         }
         for (((net, staging), submission), weight) in (self.replicas.iter())
             .zip(&self.staging)
@@ -224,9 +222,9 @@ impl<'a> DataParallel<'a> {
                 *s += weight * g;
             }
         }
-        for net in &self.replicas {
+        for (net, buffers) in self.replicas.iter().zip(&self.gradients) {
             let mut at = 0;
-            for buffer in gradient_buffers(net)? {
+            for buffer in buffers {
                 let len = (buffer.size() / 4) as usize;
                 let values = bytemuck::cast_slice(&sum[at..at + len]);
                 net.context().queue().write_buffer(buffer, 0, values);
@@ -256,7 +254,7 @@ impl<'a> DataParallel<'a> {
         self.forward_backward()?;
         let mut stats = self.all_reduce()?;
         for optimizer in optimizers {
-            optimizer.submit_update();
+            optimizer.submit_update()?;
         }
         for net in &self.replicas {
             net.context().wait("data-parallel update")?;

@@ -366,12 +366,13 @@ impl<'a> GpuNetwork<'a> {
             .collect())
     }
 
-    /// Submits what `record` encodes and waits until the GPU has finished it.
-    pub(crate) fn run(
+    /// Submits what `record` encodes, without waiting: the caller reads back or waits for
+    /// that submission (a trainer's next step, other devices' work, go on meanwhile).
+    pub(crate) fn submit(
         &self,
         during: &str,
         record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<wgpu::SubmissionIndex> {
         let mut encoder =
             self.ctx
                 .device()
@@ -379,7 +380,16 @@ impl<'a> GpuNetwork<'a> {
                     label: Some(during),
                 });
         record(&mut encoder)?;
-        self.ctx.queue().submit([encoder.finish()]);
+        Ok(self.ctx.queue().submit([encoder.finish()]))
+    }
+
+    /// Submits what `record` encodes and waits until the GPU has finished it.
+    pub(crate) fn run(
+        &self,
+        during: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        self.submit(during, record)?;
         self.ctx.wait(during)
     }
 

@@ -134,24 +134,18 @@ impl<'n, 'a> Sgd<'n, 'a> {
 
     /// Submits the update alone without waiting (data-parallel replicas update at once); the
     /// caller waits on the network's context.
-    pub(crate) fn submit_update(&self) {
-        let ctx = self.net.context();
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("sgd update"),
-            });
-        self.encode_update(&mut encoder);
-        ctx.queue().submit([encoder.finish()]);
+    pub(crate) fn submit_update(&self) -> Result<wgpu::SubmissionIndex> {
+        self.net.submit("sgd update", |encoder| {
+            self.encode_update(encoder);
+            Ok(())
+        })
     }
 
     /// The update alone, after a forward-backward pass driven elsewhere (a tower of a two-device
     /// layout); waits for the GPU.
     pub fn update(&self) -> Result<()> {
-        self.net.run("sgd update", |encoder| {
-            self.encode_update(encoder);
-            Ok(())
-        })
+        self.submit_update()?;
+        self.net.context().wait("sgd update")
     }
 
     /// One training step: forward, backward, update, in one command buffer; waits for the GPU.

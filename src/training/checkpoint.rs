@@ -186,20 +186,8 @@ impl Checkpoint {
             (RUN_KEY.to_string(), run),
             (CRC_KEY.to_string(), format!("{crc:08x}")),
         ]);
-        let views = (tensors.iter())
-            .map(|(name, t)| {
-                let view = safetensors::tensor::TensorView::new(
-                    Dtype::F32,
-                    t.shape.clone(),
-                    bytemuck::cast_slice(&t.data),
-                )
-                .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
-                Ok((name.as_str(), view))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::tensor::serialize(views, Some(metadata))
-            .map_err(|e| Error::file(path, format!("cannot encode safetensors: {e}")))?;
-        crate::files::write_atomically(path, &bytes)
+        let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        crate::weights::save_safetensors(path, &named, Some(metadata))
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`] for the network `plan` runs: refused,
@@ -236,9 +224,7 @@ impl Checkpoint {
                     view.dtype()
                 ));
             }
-            let data: Vec<f32> = (view.data().chunks_exact(4))
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let data: Vec<f32> = crate::npy::f32_values(view.data()).collect();
             let shape = view.shape().to_vec();
             tensors.push((name, Tensor { shape, data }));
         }

@@ -71,8 +71,7 @@ impl Images {
             Storage::File(file) => file.read_at((i * size) as u64, out)?,
         }
         if self.pixels == Pixels::Float32 {
-            let finite = (out.chunks_exact(4))
-                .all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+            let finite = crate::npy::f32_values(out).all(f32::is_finite);
             if !finite {
                 let place = match &self.storage {
                     Storage::File(file) => format!("{}: ", file.path().display()),
@@ -301,9 +300,7 @@ impl LabelledImages {
         let mut bytes = vec![0u8; self.len() * self.image_bytes()];
         self.gather(&positions, &mut bytes, &mut Vec::new())?;
         match (self.pixels(), format) {
-            (Pixels::Float32, _) => Ok((bytes.chunks_exact(4))
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()),
+            (Pixels::Float32, _) => Ok(crate::npy::f32_values(&bytes).collect()),
             (Pixels::Uint8 { .. }, Some(format)) => Ok((bytes.chunks(self.image_bytes()))
                 .flat_map(|image| format.decode(self.dims(), image))
                 .collect()),
@@ -342,11 +339,8 @@ mod tests {
         LabelledImages::new(images, (0..count).map(|i| i % 3).collect(), dims(2), 3).unwrap()
     }
 
-    /// Little-endian f32 values (a byte vector need not be aligned for a cast).
     fn floats(bytes: &[u8]) -> Vec<f32> {
-        (bytes.chunks_exact(4))
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
+        crate::npy::f32_values(bytes).collect()
     }
 
     fn firsts(set: &LabelledImages) -> Vec<f32> {

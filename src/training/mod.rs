@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig};
 use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
-use checkpoint::{Checkpoint, EpochRecord, Progress, Scores, Settings};
+use checkpoint::{Checkpoint, EpochRecord, EpochTotals, Progress, Scores, Settings};
 use data::LabelledImages;
 
 /// How the learning rate changes from epoch to epoch (PyTorch's schedulers, stepped once per
@@ -267,6 +267,10 @@ pub struct StepRecord {
     pub correct: usize,
     /// The rate of its update.
     pub learning_rate: f32,
+    /// The epoch's totals with this step counted (a resumed epoch's earlier steps included):
+    /// what a progress line shows.
+    #[serde(skip)]
+    pub epoch_so_far: EpochTotals,
 }
 
 /// How an epoch ended.
@@ -543,15 +547,13 @@ impl<'n, 'a> Trainer<'n, 'a> {
             bytes.fill(0);
             set.gather(chunk, bytes, &mut labels)?;
             fed.upload(bytes);
-            let mut encoder =
-                ctx.device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("held-out batch"),
-                    });
-            fed.encode_forward(&mut encoder);
-            let copied = (out.len() * 4) as u64;
-            encoder.copy_buffer_to_buffer(logits_buffer, 0, &self.staging[0], 0, copied);
-            let submission = ctx.queue().submit([encoder.finish()]);
+            let staging = &self.staging[0];
+            let submission = fed.net.submit("held-out batch", |encoder| {
+                fed.encode_forward(encoder);
+                let copied = (out.len() * 4) as u64;
+                encoder.copy_buffer_to_buffer(logits_buffer, 0, staging, 0, copied);
+                Ok(())
+            })?;
             ctx.read_staging_of(&self.staging[0], out, submission)?;
         }
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
@@ -582,24 +584,20 @@ impl<'n, 'a> Trainer<'n, 'a> {
     /// staging slot `slot`, as [`readback_len`] counts them.
     fn submit_step(&self, fed: &FedNetwork, slot: usize) -> Result<wgpu::SubmissionIndex> {
         let net = &fed.net;
-        let ctx = net.context();
-        let mut encoder = ctx
-            .device()
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("training step"),
-            });
-        fed.encode_forward(&mut encoder);
-        net.encode_backward(&mut encoder)?;
-        self.sgd.encode_update(&mut encoder);
-        let staging = &self.staging[slot];
-        let mut at = 0;
-        for buffer in net.per_image_loss_buffers()? {
-            encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
-            at += buffer.size();
-        }
-        let logits = net.logits_buffer();
-        encoder.copy_buffer_to_buffer(logits, 0, staging, at, logits.size());
-        Ok(ctx.queue().submit([encoder.finish()]))
+        net.submit("training step", |encoder| {
+            fed.encode_forward(encoder);
+            net.encode_backward(encoder)?;
+            self.sgd.encode_update(encoder);
+            let staging = &self.staging[slot];
+            let mut at = 0;
+            for buffer in net.per_image_loss_buffers()? {
+                encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
+                at += buffer.size();
+            }
+            let logits = net.logits_buffer();
+            encoder.copy_buffer_to_buffer(logits, 0, staging, at, logits.size());
+            Ok(())
+        })
     }
 
     /// Waits for a submitted step, reads its losses and logits, and advances the progress;
@@ -647,6 +645,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
             loss,
             correct,
             learning_rate,
+            epoch_so_far: EpochTotals::default(),
         };
         if !loss.is_finite() {
             let state = if next_queued {
@@ -670,7 +669,13 @@ impl<'n, 'a> Trainer<'n, 'a> {
         totals.loss_sum += loss * n as f64;
         totals.correct += correct;
         totals.images += n;
-        Ok((record, waited))
+        Ok((
+            StepRecord {
+                epoch_so_far: *totals,
+                ..record
+            },
+            waited,
+        ))
     }
 
     /// The run's state now, for a checkpoint: call it between epochs or after an interruption
