@@ -9,7 +9,7 @@
 mod common;
 
 use common::{contexts, fresh_context};
-use convnet_wgpu::gpu::{DataParallel, GpuContext, GpuNetwork, Keep, Sgd, SgdConfig};
+use convnet_wgpu::gpu::{AllReduce, DataParallel, GpuContext, GpuNetwork, Keep, Sgd, SgdConfig};
 use convnet_wgpu::model::{Init, Layer, LayerKind, Loss, LossKind, Network, Padding, Window};
 use convnet_wgpu::weights::{self, Weights};
 
@@ -99,8 +99,7 @@ fn one_and_two(ctx: &GpuContext, second: &GpuContext, kind: LossKind, batch_norm
 
     // One pass: the whole batch's loss and gradients.
     one.forward_backward().unwrap();
-    two.forward_backward().unwrap();
-    two.all_reduce().unwrap();
+    two.gradients().unwrap();
     if !batch_norm {
         let (a, b) = (two.read_loss().unwrap(), one.read_loss().unwrap());
         assert!(
@@ -183,4 +182,62 @@ fn replicas_with_batch_norms_stay_equal_and_drift_is_reported() {
     .unwrap();
     let input = weights::random_input(&network.plan(4).unwrap(), 1);
     assert!(two.upload(&input, None).is_err());
+}
+
+/// The all-reduce in buckets overlapped with the backward pass (here a bucket per gradient
+/// buffer, the most parts the pass can be cut into) sums the same values in the same order as
+/// after the whole pass: the gradients and three SGD steps agree bit for bit, and every replica
+/// holds them.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn overlapped_buckets_reduce_exactly_what_the_whole_pass_does() {
+    for ctx in contexts() {
+        let second = fresh_context(ctx);
+        for batch_norm in [false, true] {
+            let network = network(batch_norm);
+            let weights = Weights::init(&network, 5).unwrap();
+            let input = weights::random_input(&network.plan(5).unwrap(), 6);
+            let labels = [1, 0, 4, 3, 3];
+            let run = |all_reduce, bucket_bytes| {
+                let mut two = DataParallel::new(
+                    &[ctx, &second],
+                    &network,
+                    5,
+                    &weights,
+                    LossKind::CrossEntropy,
+                )
+                .unwrap();
+                two.set_all_reduce(all_reduce);
+                two.set_bucket_bytes(bucket_bytes);
+                two.upload(&input, Some(&labels)).unwrap();
+                let stats = two.gradients().unwrap();
+                let gradients = two.read_gradients().unwrap();
+                let other = two.replicas()[1].read_gradients().unwrap();
+                let optimizers = two.optimizers(SGD).unwrap();
+                for _ in 0..3 {
+                    two.step(&optimizers).unwrap();
+                }
+                two.check_replicas_equal().unwrap();
+                (stats, gradients, other, two.read_weights().unwrap())
+            };
+            let after = run(AllReduce::AfterBackward, u64::MAX);
+            let overlapped = run(AllReduce::Overlapped, 1);
+            let what = format!("batch norm {batch_norm} on {}", ctx.describe());
+            assert_eq!(after.0.buckets, 1, "{what}");
+            let buffers = if batch_norm { 7 } else { 6 };
+            assert_eq!(overlapped.0.buckets, buffers, "{what}");
+            assert_eq!(after.0.bytes, overlapped.0.bytes, "{what}");
+            for (a, b) in [
+                (&after.1, &overlapped.1),
+                (&overlapped.1, &overlapped.2),
+                (&after.3, &overlapped.3),
+            ] {
+                for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
+                    let same =
+                        (x.data.iter().zip(&y.data)).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "{what}: {name} differs");
+                }
+            }
+        }
+    }
 }

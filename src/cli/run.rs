@@ -127,14 +127,14 @@ fn run_data_parallel(
     let _watchdog = Watchdog::start(device.timeout, "data-parallel run".to_string())?;
     let replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
     replicas.upload(data, labels.as_deref())?;
-    replicas.forward_backward()?;
-    let stats = replicas.all_reduce()?;
+    let stats = replicas.gradients()?;
     println!(
-        "{} = {:.6e} (shards {:?}; all-reduce {} in {:.1} ms)",
+        "{} = {:.6e} (shards {:?}; all-reduce {} in {} buckets, {:.1} ms on the host)",
         describe_loss(&loss),
         replicas.read_loss()?,
         replicas.shards(),
         super::megabytes(stats.bytes),
+        stats.buckets,
         stats.seconds * 1e3
     );
     let mut logits = Vec::new();

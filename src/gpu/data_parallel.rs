@@ -2,34 +2,101 @@
 //! shards, the parameter gradients all-reduced before every update, the same SGD step on every
 //! replica (PyTorch's DistributedDataParallel, in one process).
 //!
-//! The all-reduce runs on the host: each replica's gradient buffers are copied, in their packed
-//! layouts, into one staging buffer made with the replica (one copy and one map per replica and
-//! step), summed in replica order — each weighted by its share of the loss: `n_i / N` for
-//! cross-entropy, the mean over the batch; 1 for the seed's `l2_loss`, a sum — and the one result
-//! is written to every replica's buffers, so the gradient is exactly the whole batch's whatever
-//! the shards' sizes, and every replica applies the same update to the same values. Batch norms normalise each shard by its
-//! own statistics (DistributedDataParallel without SyncBatchNorm: a different computation from
-//! one device's, documented), and the running statistics of replica 0 are copied to the others
-//! after each step (as DDP broadcasts its buffers), so that the replicas stay equal, which
+//! The all-reduce runs on the host (wgpu has no device-to-device copy), in buckets of about
+//! [`BUCKET_BYTES`] as DistributedDataParallel does: the backward pass of each replica is
+//! submitted in parts, last layers first, each part followed by a copy of the gradients it
+//! finished into a staging buffer of the bucket's own, so that the host sums bucket k while the
+//! devices compute bucket k+1 ([`AllReduce::Overlapped`]; [`AllReduce::AfterBackward`] submits the
+//! whole backward first, for comparison). Each replica's gradients are weighted by its share of
+//! the loss — `n_i / N` for cross-entropy, the mean over the batch; 1 for the seed's `l2_loss`, a
+//! sum — summed in replica order, and the one sum is written to every replica's buffers, so the
+//! gradient is exactly the whole batch's whatever the shards' sizes, and every replica applies
+//! the same update to the same values. Batch norms normalise each shard by its own statistics
+//! (DistributedDataParallel without SyncBatchNorm: a different computation from one device's,
+//! documented), and the running statistics of replica 0 are copied to the others after each step
+//! (as DDP broadcasts its buffers), so that the replicas stay equal, which
 //! [`DataParallel::check_replicas_equal`] verifies bit for bit (every parameter; the running
 //! statistics are equal by that copy).
 
+use std::ops::Range;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::network::{GpuNetwork, Keep};
+use crate::gpu::profile::layer_of;
 use crate::gpu::sgd::{Sgd, SgdConfig};
 use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 
+/// Gradient bytes per all-reduce bucket: PyTorch DistributedDataParallel's default
+/// (`bucket_cap_mb = 25`). A bucket closes at the first layer boundary at or past it, so one
+/// layer larger than that (AlexNet's fc1, 151 MB) is a bucket alone.
+pub const BUCKET_BYTES: u64 = 25 << 20;
+
+/// When the gradients are all-reduced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum AllReduce {
+    /// Bucket by bucket as the backward pass finishes them, the last layers' first, while the
+    /// devices go on with the earlier layers' backward (as DistributedDataParallel does).
+    #[default]
+    Overlapped,
+    /// After the whole backward pass has finished on every replica.
+    AfterBackward,
+}
+
 /// Time and bytes of one all-reduce.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct AllReduceStats {
-    /// Seconds from the first readback to the last write.
+    /// Host seconds in the all-reduce: from the end of every replica's backward pass to the last
+    /// write ([`AllReduce::AfterBackward`]), or from the first bucket's readback to the last write
+    /// ([`AllReduce::Overlapped`]: this includes waiting for the backward of later buckets, so
+    /// the cost left exposed is measured as step times, as `convnet bench` does).
     pub seconds: f64,
     /// Bytes read back from and written to the devices together.
     pub bytes: u64,
+    /// Buckets summed.
+    pub buckets: usize,
+}
+
+/// A run of the backward pass's dispatches and the gradients final at its end: the unit of the
+/// overlapped all-reduce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bucket {
+    /// Its part of the backward pass's dispatches (last layer first).
+    dispatches: Range<usize>,
+    /// Its gradient buffers, a range of every replica's list (the order the backward finishes
+    /// them).
+    buffers: Range<usize>,
+    /// Its values, a range of the host's sum.
+    floats: Range<usize>,
+}
+
+/// Buckets of at least `cap` bytes (the last may be smaller) over gradient buffers given as
+/// `(dispatches that finish it, bytes)` in the order the backward pass finishes them; a bucket
+/// runs the dispatches up to its last buffer's end, the last bucket up to `dispatches`.
+fn plan_buckets(finished_after: &[(usize, u64)], dispatches: usize, cap: u64) -> Vec<Bucket> {
+    let mut buckets = Vec::new();
+    let (mut first_buffer, mut first_float, mut first_dispatch) = (0, 0, 0);
+    let mut bytes = 0;
+    for (i, &(after, size)) in finished_after.iter().enumerate() {
+        bytes += size;
+        let last = i + 1 == finished_after.len();
+        if bytes >= cap || last {
+            let floats = first_float
+                + (finished_after[first_buffer..=i].iter())
+                    .map(|&(_, size)| (size / 4) as usize)
+                    .sum::<usize>();
+            let end = if last { dispatches } else { after };
+            buckets.push(Bucket {
+                dispatches: first_dispatch..end,
+                buffers: first_buffer..i + 1,
+                floats: first_float..floats,
+            });
+            (first_buffer, first_float, first_dispatch, bytes) = (i + 1, floats, end, 0);
+        }
+    }
+    buckets
 }
 
 /// A network replicated over devices, each training on a shard of the batch.
@@ -38,23 +105,43 @@ pub struct DataParallel<'a> {
     /// Images per replica.
     shards: Vec<usize>,
     kind: LossKind,
-    /// Per replica, every gradient buffer its backward pass writes (see [`gradient_buffers`]).
+    /// Per replica, every gradient buffer its backward pass writes, in the order it finishes
+    /// them (see [`gradient_buffers`]).
     gradients: Vec<Vec<wgpu::Buffer>>,
-    /// Per replica, the staging buffer its gradients are copied into for the all-reduce.
-    staging: Vec<wgpu::Buffer>,
-    /// The host's sum and one replica's gradients read back, made once.
+    /// Each gradient buffer's `(backward dispatches that finish it, bytes)`, alike on every
+    /// replica.
+    layout: Vec<(usize, u64)>,
+    /// Dispatches of the backward pass.
+    dispatches: usize,
+    /// The all-reduce's buckets, alike on every replica.
+    buckets: Vec<Bucket>,
+    /// Per replica and bucket, the staging buffer its gradients are copied into.
+    staging: Vec<Vec<wgpu::Buffer>>,
+    /// The host's sum and one bucket of one replica's gradients read back, made once.
     host: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
+    all_reduce: AllReduce,
 }
 
-/// Every gradient buffer a replica's backward pass writes, in the network's order: the
-/// all-reduce's unit, identical (same sizes) on every replica of one network.
-fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<wgpu::Buffer>> {
+/// Every gradient buffer a replica's backward pass writes, each with the number of backward
+/// dispatches after which it is final (its layer's last), in that order: identical (same sizes)
+/// on every replica of one network.
+fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer)>> {
     let plan = net.plan();
-    Ok((net.parameters_and_gradients()?.into_iter())
-        .filter_map(|(params, grads)| Some((params, grads?)))
-        .flat_map(|(params, grads)| grads.trained_buffers(&plan[params.layer].layer.kind))
-        .cloned()
-        .collect())
+    let dispatches = net.backward_dispatches()?;
+    let mut buffers = Vec::new();
+    for (params, grads) in net.parameters_and_gradients()? {
+        let Some(grads) = grads else { continue };
+        let layer = &plan[params.layer].layer;
+        // A layer's gradients are final after its last dispatch (the whole pass if none names it).
+        let after = (dispatches.iter())
+            .rposition(|d| layer_of(&d.label) == layer.name)
+            .map_or(dispatches.len(), |i| i + 1);
+        for buffer in grads.trained_buffers(&layer.kind) {
+            buffers.push((after, buffer.clone()));
+        }
+    }
+    buffers.sort_by_key(|&(after, _)| after);
+    Ok(buffers)
 }
 
 /// `batch` split over `replicas`: sizes differing by at most one, the larger first.
@@ -89,13 +176,17 @@ impl<'a> DataParallel<'a> {
             .collect::<Result<Vec<_>>>()?;
         // Replicas of one network pack their gradients alike unless their adapters' storage
         // bindings differ (a fully connected layer's weight then splits into other slices).
-        let gradients = (replicas.iter())
+        let finished = (replicas.iter())
             .map(gradient_buffers)
             .collect::<Result<Vec<_>>>()?;
-        let sizes = |buffers: &[wgpu::Buffer]| buffers.iter().map(|b| b.size()).collect::<Vec<_>>();
-        let layout = sizes(&gradients[0]);
-        for (i, (net, buffers)) in replicas.iter().zip(&gradients).enumerate().skip(1) {
-            if sizes(buffers) != layout {
+        let layout = |buffers: &[(usize, wgpu::Buffer)]| {
+            (buffers.iter())
+                .map(|(after, b)| (*after, b.size()))
+                .collect::<Vec<_>>()
+        };
+        let first = layout(&finished[0]);
+        for (i, (net, buffers)) in replicas.iter().zip(&finished).enumerate().skip(1) {
+            if layout(buffers) != first {
                 return Err(Error::InvalidArgument(format!(
                     "replica {i}'s adapter ('{}') packs the weights in other slices than replica \
                      0's (its storage bindings differ): replicas need adapters alike",
@@ -103,18 +194,48 @@ impl<'a> DataParallel<'a> {
                 )));
             }
         }
-        let floats = (layout.iter().sum::<u64>() / 4) as usize;
-        let staging = (replicas.iter())
-            .map(|net| net.context().staging_buffer("all-reduce gradients", floats))
+        let dispatches = replicas[0].backward_dispatches()?.len();
+        let gradients = (finished.into_iter())
+            .map(|buffers| buffers.into_iter().map(|(_, b)| b).collect())
             .collect();
-        Ok(DataParallel {
+        let mut data_parallel = DataParallel {
             replicas,
             shards,
             kind,
             gradients,
-            staging,
-            host: std::sync::Mutex::new((vec![0.0; floats], vec![0.0; floats])),
-        })
+            layout: first,
+            dispatches,
+            buckets: Vec::new(),
+            staging: Vec::new(),
+            host: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            all_reduce: AllReduce::default(),
+        };
+        data_parallel.set_bucket_bytes(BUCKET_BYTES);
+        Ok(data_parallel)
+    }
+
+    /// Sets when the gradients are all-reduced ([`AllReduce::Overlapped`] unless set).
+    pub fn set_all_reduce(&mut self, all_reduce: AllReduce) {
+        self.all_reduce = all_reduce;
+    }
+
+    /// Buckets the gradients in about `bytes` each ([`BUCKET_BYTES`] unless set; at least one
+    /// buffer each), making each bucket's staging buffers anew.
+    pub fn set_bucket_bytes(&mut self, bytes: u64) {
+        self.buckets = plan_buckets(&self.layout, self.dispatches, bytes.max(1));
+        let floats = self.buckets.last().map_or(0, |b| b.floats.end);
+        let largest = (self.buckets.iter())
+            .map(|b| b.floats.len())
+            .max()
+            .unwrap_or(0);
+        self.staging = (self.replicas.iter())
+            .map(|net| {
+                (self.buckets.iter())
+                    .map(|b| (net.context()).staging_buffer("all-reduce bucket", b.floats.len()))
+                    .collect()
+            })
+            .collect();
+        self.host = std::sync::Mutex::new((vec![0.0; floats], vec![0.0; largest]));
     }
 
     /// The replicas, in device order.
@@ -125,6 +246,11 @@ impl<'a> DataParallel<'a> {
     /// Images per replica.
     pub fn shards(&self) -> &[usize] {
         &self.shards
+    }
+
+    /// Buckets the all-reduce sums the gradients in.
+    pub fn buckets(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Copies a batch (`[N, C, H, W]`, the whole batch) and its labels (for cross-entropy) to
@@ -154,8 +280,21 @@ impl<'a> DataParallel<'a> {
         Ok(())
     }
 
+    /// Runs every replica's forward pass (training mode), submitted to all devices before
+    /// waiting for any.
+    pub fn forward(&self) -> Result<()> {
+        for net in &self.replicas {
+            net.submit("data-parallel forward", |encoder| {
+                net.encode_forward(encoder);
+                Ok(())
+            })?;
+        }
+        self.wait("data-parallel forward")
+    }
+
     /// Runs every replica's forward and backward pass, submitted to all devices before waiting
-    /// for any (so that devices of their own run them at once).
+    /// for any, without the all-reduce: each replica is left with its own shard's gradients
+    /// (what [`DataParallel::gradients`] costs without communication, for a benchmark).
     pub fn forward_backward(&self) -> Result<()> {
         for net in &self.replicas {
             net.submit("data-parallel forward-backward", |encoder| {
@@ -163,10 +302,68 @@ impl<'a> DataParallel<'a> {
                 net.encode_backward(encoder)
             })?;
         }
+        self.wait("data-parallel forward-backward")
+    }
+
+    fn wait(&self, during: &str) -> Result<()> {
         for net in &self.replicas {
-            net.context().wait("data-parallel forward-backward")?;
+            net.context().wait(during)?;
         }
         Ok(())
+    }
+
+    /// Every replica's forward and backward pass and the all-reduce: every replica then holds
+    /// the whole batch's gradients.
+    pub fn gradients(&self) -> Result<AllReduceStats> {
+        if self.replicas.len() == 1 || self.buckets.is_empty() {
+            // One replica's gradients are the batch's; a network without parameters has none.
+            self.forward_backward()?;
+            return Ok(AllReduceStats::default());
+        }
+        let submissions = (0..self.replicas.len())
+            .map(|r| self.submit_backward(r))
+            .collect::<Result<Vec<_>>>()?;
+        if self.all_reduce == AllReduce::AfterBackward {
+            self.wait("data-parallel forward-backward")?;
+        }
+        self.reduce(&submissions)
+    }
+
+    /// Submits replica `r`'s forward and backward pass with each bucket's copy into its staging
+    /// buffer after the dispatches that finish it: in one submission, or one per bucket when
+    /// overlapped. Returns, per bucket, the submission after which its staging buffer holds it.
+    fn submit_backward(&self, r: usize) -> Result<Vec<wgpu::SubmissionIndex>> {
+        let (net, gradients, staging) = (&self.replicas[r], &self.gradients[r], &self.staging[r]);
+        let copy = |encoder: &mut wgpu::CommandEncoder, k: usize| {
+            let mut at = 0;
+            for buffer in &gradients[self.buckets[k].buffers.clone()] {
+                encoder.copy_buffer_to_buffer(buffer, 0, &staging[k], at, buffer.size());
+                at += buffer.size();
+            }
+        };
+        match self.all_reduce {
+            AllReduce::AfterBackward => {
+                let submission = net.submit("data-parallel forward-backward", |encoder| {
+                    net.encode_forward(encoder);
+                    net.encode_backward(encoder)?;
+                    (0..self.buckets.len()).for_each(|k| copy(encoder, k));
+                    Ok(())
+                })?;
+                Ok(vec![submission; self.buckets.len()])
+            }
+            AllReduce::Overlapped => (self.buckets.iter().enumerate())
+                .map(|(k, bucket)| {
+                    net.submit("data-parallel backward bucket", |encoder| {
+                        if k == 0 {
+                            net.encode_forward(encoder);
+                        }
+                        net.encode_backward_part(encoder, bucket.dispatches.clone(), k == 0)?;
+                        copy(encoder, k);
+                        Ok(())
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// The loss of the last pass over the whole batch: the shards' cross-entropies weighted by
@@ -190,51 +387,44 @@ impl<'a> DataParallel<'a> {
             .collect()
     }
 
-    /// Sums the replicas' parameter gradients, each weighted by its share of the loss, and
-    /// writes the sum to every replica.
-    pub fn all_reduce(&self) -> Result<AllReduceStats> {
+    /// Sums the replicas' gradients bucket by bucket (bucket k of replica r is in its staging
+    /// buffer after `submissions[r][k]`), each weighted by its share of the loss, and writes
+    /// each bucket's sum to every replica as soon as it is complete.
+    fn reduce(&self, submissions: &[Vec<wgpu::SubmissionIndex>]) -> Result<AllReduceStats> {
         let start = Instant::now();
         let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
         let (sum, read) = &mut *host;
-        sum.fill(0.0);
-        // Every replica's copy is submitted before any is read back.
-        let mut submissions = Vec::with_capacity(self.replicas.len());
-        for ((net, staging), buffers) in
-            self.replicas.iter().zip(&self.staging).zip(&self.gradients)
-        {
-            submissions.push(net.submit("all-reduce readback", |encoder| {
-                let mut at = 0;
-                for buffer in buffers {
-                    encoder.copy_buffer_to_buffer(buffer, 0, staging, at, buffer.size());
-                    at += buffer.size();
+        let weights = self.weights();
+        for (k, bucket) in self.buckets.iter().enumerate() {
+            let sum = &mut sum[bucket.floats.clone()];
+            let read = &mut read[..bucket.floats.len()];
+            sum.fill(0.0);
+            for (r, net) in self.replicas.iter().enumerate() {
+                (net.context()).read_staging_of(
+                    &self.staging[r][k],
+                    read,
+                    submissions[r][k].clone(),
+                )?;
+                let weight = weights[r] as f32;
+                for (s, &g) in sum.iter_mut().zip(read.iter()) {
+                    *s += weight * g;
                 }
-                Ok(())
-            })?);
-        }
-        for (((net, staging), submission), weight) in (self.replicas.iter())
-            .zip(&self.staging)
-            .zip(submissions)
-            .zip(self.weights())
-        {
-            net.context().read_staging_of(staging, read, submission)?;
-            let weight = weight as f32;
-            for (s, &g) in sum.iter_mut().zip(read.iter()) {
-                *s += weight * g;
             }
-        }
-        for (net, buffers) in self.replicas.iter().zip(&self.gradients) {
-            let mut at = 0;
-            for buffer in buffers {
-                let len = (buffer.size() / 4) as usize;
-                let values = bytemuck::cast_slice(&sum[at..at + len]);
-                net.context().queue().write_buffer(buffer, 0, values);
-                at += len;
+            for (net, gradients) in self.replicas.iter().zip(&self.gradients) {
+                let mut at = 0;
+                for buffer in &gradients[bucket.buffers.clone()] {
+                    let len = (buffer.size() / 4) as usize;
+                    let values = bytemuck::cast_slice(&sum[at..at + len]);
+                    net.context().queue().write_buffer(buffer, 0, values);
+                    at += len;
+                }
             }
         }
         let bytes = 2 * 4 * sum.len() as u64 * self.replicas.len() as u64;
         Ok(AllReduceStats {
             seconds: start.elapsed().as_secs_f64(),
             bytes,
+            buckets: self.buckets.len(),
         })
     }
 
@@ -251,14 +441,11 @@ impl<'a> DataParallel<'a> {
     /// any is waited for), and replica 0's batch-norm running statistics copied to the others.
     /// The statistics returned count the running statistics' copy too.
     pub fn step(&self, optimizers: &[Sgd]) -> Result<AllReduceStats> {
-        self.forward_backward()?;
-        let mut stats = self.all_reduce()?;
+        let mut stats = self.gradients()?;
         for optimizer in optimizers {
             optimizer.submit_update()?;
         }
-        for net in &self.replicas {
-            net.context().wait("data-parallel update")?;
-        }
+        self.wait("data-parallel update")?;
         let start = Instant::now();
         stats.bytes += self.broadcast_running_statistics()?;
         stats.seconds += start.elapsed().as_secs_f64();
@@ -303,7 +490,7 @@ impl<'a> DataParallel<'a> {
         Ok(())
     }
 
-    /// The reduced gradients (every replica holds them after [`DataParallel::all_reduce`]).
+    /// The reduced gradients (every replica holds them after [`DataParallel::gradients`]).
     pub fn read_gradients(&self) -> Result<Weights> {
         self.replicas[0].read_gradients()
     }
@@ -316,7 +503,44 @@ impl<'a> DataParallel<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::shards;
+    use super::{plan_buckets, shards, Bucket};
+
+    #[test]
+    fn buckets_close_at_the_first_layer_past_the_cap_and_cover_every_dispatch() {
+        // Buffers of 8, 4, 16 and 4 bytes, final after dispatches 2, 2, 5 and 7, of 9.
+        let buckets = plan_buckets(&[(2, 8), (2, 4), (5, 16), (7, 4)], 9, 10);
+        assert_eq!(
+            buckets,
+            [
+                Bucket {
+                    dispatches: 0..2,
+                    buffers: 0..2,
+                    floats: 0..3
+                },
+                Bucket {
+                    dispatches: 2..5,
+                    buffers: 2..3,
+                    floats: 3..7
+                },
+                Bucket {
+                    dispatches: 5..9,
+                    buffers: 3..4,
+                    floats: 7..8
+                },
+            ]
+        );
+        // A cap no bucket reaches: one bucket, the whole pass.
+        let one = plan_buckets(&[(2, 8), (5, 16)], 9, 1 << 30);
+        assert_eq!(
+            one,
+            [Bucket {
+                dispatches: 0..9,
+                buffers: 0..2,
+                floats: 0..6
+            }]
+        );
+        assert!(plan_buckets(&[], 3, 10).is_empty());
+    }
 
     #[test]
     fn shards_cover_the_batch_and_differ_by_at_most_one() {

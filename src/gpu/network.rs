@@ -294,6 +294,29 @@ impl<'a> GpuNetwork<'a> {
         Ok(())
     }
 
+    /// Records part of the backward pass: the loss's gradient where `with_loss`, then the
+    /// backward dispatches `dispatches` (of [`GpuNetwork::backward_dispatches`], last layer
+    /// first). Parts recorded in order, from the loss to the last dispatch, are the whole pass.
+    pub(crate) fn encode_backward_part(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: std::ops::Range<usize>,
+        with_loss: bool,
+    ) -> Result<()> {
+        let gradients = self.gradients_or_err()?;
+        if with_loss {
+            gradients.encode_loss(encoder);
+        }
+        let part = gradients
+            .dispatches()
+            .get(dispatches.clone())
+            .ok_or_else(|| {
+                Error::Internal(format!("backward dispatches {dispatches:?} out of range"))
+            })?;
+        encode_pass(encoder, "backward", part);
+        Ok(())
+    }
+
     fn gradients_or_err(&self) -> Result<&Gradients> {
         self.gradients.as_deref().ok_or_else(|| {
             Error::InvalidArgument("this network was built without gradients".into())

@@ -39,7 +39,8 @@ impl Profile {
     }
 }
 
-fn layer_of(label: &str) -> &str {
+/// The layer a dispatch belongs to: its label's first word.
+pub(crate) fn layer_of(label: &str) -> &str {
     label.split([' ', '[']).next().unwrap_or(label)
 }
 
