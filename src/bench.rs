@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{
-    self, ExchangeStats, GpuContext, GpuNetwork, Peak, PlacedMemory, PlacedNetwork, Runner,
-    StepStats,
+    self, AllReduce, AllReduceStats, DataParallel, ExchangeStats, GpuContext, GpuNetwork, Peak,
+    PlacedMemory, PlacedNetwork, Runner, StepStats,
 };
 use crate::model::{self, Direction, LayerPlan};
 
@@ -142,13 +142,20 @@ fn run_steps(
             on_step(Some(i - burn_in), seconds);
         }
     }
-    let (mean, sd) = mean_sd(&steps);
-    Ok(Timings {
-        burn_in: warm,
-        steps,
-        mean,
-        sd,
-    })
+    Ok(Timings::new(warm, steps))
+}
+
+impl Timings {
+    /// Warm-up and timed steps, with the timed steps' mean and deviation.
+    fn new(burn_in: Vec<f64>, steps: Vec<f64>) -> Self {
+        let (mean, sd) = mean_sd(&steps);
+        Timings {
+            burn_in,
+            steps,
+            mean,
+            sd,
+        }
+    }
 }
 
 /// One benchmarked pass: its timings and rates.
@@ -174,6 +181,215 @@ pub struct PassResult {
     pub driver_allocated_bytes_last_step: Option<u64>,
     /// Two devices: the mean over the timed steps of each device's busy time and each exchange.
     pub two_devices_mean_per_step: Option<StepStats>,
+    /// Data-parallel replicas: the all-reduce's cost and the scaling against one device.
+    pub data_parallel: Option<DataParallelStats>,
+}
+
+/// What a data-parallel pass costs beyond its replicas' own work, and how it scales: each
+/// figure the mean of a timed loop of its own, in the same run as the pass.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DataParallelStats {
+    /// Images per replica.
+    pub shards: Vec<usize>,
+    /// Passes with a backward: the all-reduce's bytes and time.
+    pub all_reduce: Option<AllReduceCost>,
+    /// The same pass on device 0 alone at the largest shard (weak scaling, as tf_cnn_benchmarks'
+    /// per-device batch), where there is more than one replica.
+    pub one_device: Option<OneDeviceBaseline>,
+}
+
+/// The all-reduce's cost in one pass, from three loops of the same steps.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AllReduceCost {
+    /// Bytes read back from and written to all devices per step.
+    pub bytes: u64,
+    /// Buckets per step.
+    pub buckets: usize,
+    /// Mean seconds of a step with every replica on its own shard's gradients (no all-reduce).
+    pub compute_s: f64,
+    /// Mean seconds of a step with the all-reduce after the whole backward pass.
+    pub after_backward_s: f64,
+    /// Mean host seconds of that all-reduce alone.
+    pub after_backward_host_s: f64,
+    /// Mean seconds of a step with the all-reduce overlapped with the backward pass.
+    pub overlapped_s: f64,
+    /// Which of the two the pass's own timings are (the replicas' setting).
+    pub chosen: AllReduce,
+}
+
+impl AllReduceCost {
+    /// The all-reduce's share of a step when it follows the whole backward pass.
+    pub fn share_after_backward(&self) -> f64 {
+        (self.after_backward_s - self.compute_s) / self.after_backward_s
+    }
+
+    /// The share of an overlapped step the all-reduce still adds.
+    pub fn share_overlapped(&self) -> f64 {
+        (self.overlapped_s - self.compute_s) / self.overlapped_s
+    }
+}
+
+/// One device's run of a data-parallel pass, for its scaling.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OneDeviceBaseline {
+    /// Its batch: the largest shard.
+    pub batch: usize,
+    /// Its timed steps.
+    #[serde(rename = "timings_s")]
+    pub timings: Timings,
+    /// Its images per second.
+    pub images_per_s: f64,
+    /// Images/s over N devices / (N x images/s on one): 1 for perfect scaling.
+    pub scaling_efficiency: f64,
+}
+
+/// Benchmarks `pass` over data-parallel `replicas` (built to train with the seed's `l2_loss`,
+/// the batch uploaded): the pass with the all-reduce the replicas are set to, timed as
+/// [`bench_pass`] does, and, where it has a backward and more than one replica, the same steps
+/// without the all-reduce and with the other one, for [`AllReduceCost`]. The steps
+/// without the all-reduce leave the replicas apart; a benchmark's weights are not used after.
+pub fn bench_data_parallel(
+    replicas: &DataParallel,
+    pass: Pass,
+    (batches, burn_in): (usize, usize),
+    mut on_step: impl FnMut(Option<usize>, f64),
+) -> Result<PassResult> {
+    if batches == 0 {
+        return Err(crate::Error::InvalidArgument(
+            "a benchmark needs at least 1 timed step".into(),
+        ));
+    }
+    let devices: Vec<&GpuContext> = replicas.replicas().iter().map(|r| r.context()).collect();
+    let allocation = || {
+        devices
+            .iter()
+            .map(|c| c.allocated_bytes())
+            .sum::<Option<u64>>()
+    };
+    let optimizers = match pass {
+        Pass::TrainingStep => replicas.optimizers(BENCH_SGD)?,
+        _ => Vec::new(),
+    };
+    let step = |all_reduce: Option<AllReduce>| -> Result<AllReduceStats> {
+        match (pass, all_reduce) {
+            (Pass::Forward, _) => replicas.forward().map(|()| AllReduceStats::default()),
+            (_, None) => {
+                replicas.forward_backward()?;
+                for optimizer in &optimizers {
+                    optimizer.submit_update()?;
+                }
+                for ctx in &devices {
+                    ctx.wait("data-parallel update")?;
+                }
+                Ok(AllReduceStats::default())
+            }
+            (Pass::ForwardBackward, Some(mode)) => {
+                replicas.set_all_reduce(mode);
+                replicas.gradients()
+            }
+            (Pass::TrainingStep, Some(mode)) => {
+                replicas.set_all_reduce(mode);
+                replicas.step(&optimizers)
+            }
+        }
+    };
+    // The pass's own steps (the all-reduce overlapped) and, where it has one to measure, the
+    // same steps without the all-reduce and with it after the whole backward pass, taken in
+    // turn step by step, so that a machine's drift and noise fall on all three alike.
+    let chosen = replicas.all_reduce();
+    let other = match chosen {
+        AllReduce::Overlapped => AllReduce::AfterBackward,
+        AllReduce::AfterBackward => AllReduce::Overlapped,
+    };
+    let modes: &[Option<AllReduce>] = if pass != Pass::Forward && devices.len() > 1 {
+        &[Some(chosen), None, Some(other)]
+    } else {
+        &[Some(chosen)]
+    };
+    let mut times = vec![(Vec::new(), Vec::new()); modes.len()];
+    let (mut stats, mut host_seconds, mut allocated_first) = (AllReduceStats::default(), 0.0, None);
+    for i in 0..burn_in + batches {
+        for (&mode, (warm, timed)) in modes.iter().zip(&mut times) {
+            let start = Instant::now();
+            let step_stats = step(mode)?;
+            let seconds = start.elapsed().as_secs_f64();
+            if i < burn_in {
+                warm.push(seconds);
+            } else {
+                timed.push(seconds);
+            }
+            if mode == Some(chosen) {
+                stats = step_stats;
+                if i == burn_in {
+                    allocated_first = allocation();
+                }
+                on_step(i.checked_sub(burn_in), seconds);
+            }
+            if mode == Some(AllReduce::AfterBackward) && i >= burn_in {
+                host_seconds += step_stats.seconds;
+            }
+        }
+    }
+    replicas.set_all_reduce(chosen);
+    let allocated_last = allocation();
+    let mut times = times
+        .into_iter()
+        .map(|(warm, timed)| Timings::new(warm, timed));
+    let timings = times.next().expect("the pass's own steps");
+    let all_reduce = match (times.next(), times.next()) {
+        (Some(compute), Some(other)) => {
+            let (overlapped, after) = match chosen {
+                AllReduce::Overlapped => (&timings, &other),
+                AllReduce::AfterBackward => (&other, &timings),
+            };
+            Some(AllReduceCost {
+                chosen,
+                bytes: stats.bytes,
+                buckets: stats.buckets,
+                compute_s: compute.mean,
+                after_backward_s: after.mean,
+                after_backward_host_s: host_seconds / batches as f64,
+                overlapped_s: overlapped.mean,
+            })
+        }
+        _ => None,
+    };
+    let plan = replicas.replicas()[0].plan();
+    let batch: usize = replicas.shards().iter().sum();
+    let flops = pass.flops_per_batch(plan) * batch as f64 / plan[0].batch as f64;
+    Ok(PassResult {
+        pass,
+        devices: devices.len(),
+        flops_per_batch: flops,
+        images_per_s: batch as f64 / timings.mean,
+        gflops_per_s: flops / timings.mean / 1e9,
+        timings,
+        driver_allocated_bytes_first_step: allocated_first,
+        driver_allocated_bytes_last_step: allocated_last,
+        two_devices_mean_per_step: None,
+        data_parallel: Some(DataParallelStats {
+            shards: replicas.shards().to_vec(),
+            all_reduce,
+            one_device: None,
+        }),
+    })
+}
+
+impl PassResult {
+    /// Adds the scaling of this data-parallel pass against `one`, the same pass on one device
+    /// at the largest shard.
+    pub fn add_one_device_baseline(&mut self, one: &PassResult) {
+        let devices = self.devices as f64;
+        let images_per_s = self.images_per_s;
+        if let Some(stats) = &mut self.data_parallel {
+            stats.one_device = Some(OneDeviceBaseline {
+                batch: stats.shards[0],
+                timings: one.timings.clone(),
+                images_per_s: one.images_per_s,
+                scaling_efficiency: images_per_s / (devices * one.images_per_s),
+            });
+        }
+    }
 }
 
 /// Bytes the drivers of `contexts` have allocated, where every one reports it.
@@ -232,6 +448,7 @@ pub fn bench_pass(
         driver_allocated_bytes_first_step: allocated_first,
         driver_allocated_bytes_last_step: driver_allocation(contexts),
         two_devices_mean_per_step: two_devices,
+        data_parallel: None,
     })
 }
 

@@ -258,6 +258,95 @@ pub fn one_device_versus_two(
     Ok(deviations)
 }
 
+/// Largest accepted `max |a - b| / max |b|` between data-parallel gradients and one device's
+/// (the 1e-5): the same kernels on the same values, so only the order of the f32 sums
+/// differs (the shards' weighted sum, and one device's reduction over the whole batch against
+/// the shards' over theirs), measured ~1e-7; a lost bucket, a wrong weight or a replica's stale
+/// gradient is off by its whole size.
+pub const DATA_PARALLEL_TOLERANCE: f32 = 1e-5;
+
+/// `convnet check --parallel data`: the all-reduced gradients against what they must be.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DataParallelCheck {
+    /// Images per replica.
+    pub shards: Vec<usize>,
+    /// Whether the network has batch norms (then its replicas normalise by their own shards).
+    pub batch_norms: bool,
+    /// The all-reduced gradients against each shard's gradients computed on device 0 alone,
+    /// weighted by the shard's share of the loss and summed in f64: the all-reduce itself.
+    pub against_shards: Vec<Deviation>,
+    /// The all-reduced gradients against one device's over the whole batch: the same gradient up
+    /// to rounding without batch norms; with them a different computation, not judged.
+    pub against_one_device: Vec<Deviation>,
+    /// After one SGD step from the all-reduced gradients, the first replica whose weights
+    /// differ from replica 0's (bit for bit), if any.
+    pub replicas_apart_after_step: Option<String>,
+}
+
+/// Runs `input` (the whole batch) through replicas of `network` on `contexts` with the seed's
+/// `l2_loss`, all-reduces, and compares the gradients with each shard's on device 0 alone and
+/// with one device's over the whole batch; then takes one SGD step and compares the replicas.
+pub fn data_parallel(
+    contexts: &[&crate::gpu::GpuContext],
+    network: &crate::model::Network,
+    weights: &Weights,
+    input: &[f32],
+) -> Result<DataParallelCheck> {
+    use crate::gpu::DataParallel;
+    let per_image = network.input.len();
+    let batch = input.len() / per_image;
+    // One device's gradients of `images` (the first image's index and the count).
+    let one_device = |first: usize, images: usize| -> Result<Weights> {
+        let one = DataParallel::new(&contexts[..1], network, images, weights, LossKind::L2)?;
+        one.upload(
+            &input[first * per_image..(first + images) * per_image],
+            None,
+        )?;
+        one.gradients()?;
+        one.read_gradients()
+    };
+    let replicas = DataParallel::new(contexts, network, batch, weights, LossKind::L2)?;
+    replicas.upload(input, None)?;
+    replicas.gradients()?;
+    let reduced = replicas.read_gradients()?;
+    // The seed's l2_loss is a sum over the batch: each shard's gradient counts once.
+    let mut summed: Vec<Vec<f64>> = reduced
+        .iter()
+        .map(|(_, t)| vec![0.0; t.data.len()])
+        .collect();
+    let mut first = 0;
+    for &images in replicas.shards() {
+        for (sum, (_, tensor)) in summed.iter_mut().zip(one_device(first, images)?.iter()) {
+            for (s, &g) in sum.iter_mut().zip(&tensor.data) {
+                *s += f64::from(g);
+            }
+        }
+        first += images;
+    }
+    let whole = one_device(0, batch)?;
+    let mut against_shards = Vec::new();
+    let mut against_one_device = Vec::new();
+    for (((name, tensor), sum), (_, one)) in reduced.iter().zip(&summed).zip(whole.iter()) {
+        against_shards.push(compare(name, &tensor.data, sum)?);
+        against_one_device.push(compare(name, &tensor.data, &one.data)?);
+    }
+    let optimizers = replicas.optimizers(crate::bench::BENCH_SGD)?;
+    replicas.step(&optimizers)?;
+    let replicas_apart_after_step = match replicas.check_replicas_equal() {
+        Ok(()) => None,
+        Err(Error::Mismatch(message)) => Some(message),
+        Err(other) => return Err(other),
+    };
+    Ok(DataParallelCheck {
+        shards: replicas.shards().to_vec(),
+        batch_norms: (network.plan(1)?.iter())
+            .any(|l| matches!(l.layer.kind, crate::model::LayerKind::BatchNorm { .. })),
+        against_shards,
+        against_one_device,
+        replicas_apart_after_step,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
-use convnet_wgpu::gpu::{GpuContext, Keep, PlacedNetwork};
+use convnet_wgpu::gpu::{DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork};
+use convnet_wgpu::model::{LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::{self, Weights};
 use convnet_wgpu::{chart, files};
 
 use super::{
-    driver_memory, megabytes, open_contexts, placed_memory, BatchNormArgs, DeviceArgs, NetworkArgs,
+    describe_memory, driver_memory, megabytes, open_contexts, open_replica_contexts, placed_memory,
+    BatchNormArgs, DeviceArgs, NetworkArgs, Parallel,
 };
 
 /// Which passes `bench` times.
@@ -101,7 +103,12 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let network = args.network.build()?;
     let plan = network.plan(args.batch)?;
     let pass = args.pass.unwrap_or(PassChoice::Both);
-    let contexts = open_contexts(&args.device)?;
+    let data_parallel = args.device.parallel == Parallel::Data;
+    let contexts = if data_parallel {
+        open_replica_contexts(&args.device)?
+    } else {
+        open_contexts(&args.device)?
+    };
     let watchdog = Watchdog::start(
         args.device.timeout,
         format!("bench on {}", contexts[0].info().name),
@@ -130,8 +137,8 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.update && matches!(pass, PassChoice::Forward) {
         anyhow::bail!("--update adds an SGD step to the backward pass; drop --pass forward");
     }
-    if args.update && args.device.devices != 1 {
-        anyhow::bail!("--update runs on one device; drop --devices");
+    if args.update && args.device.devices != 1 && !data_parallel {
+        anyhow::bail!("--update runs on one device or --parallel data; drop --devices");
     }
     let passes = pass.passes(args.update);
     let gradients = passes.iter().any(|&p| p != Pass::Forward);
@@ -166,7 +173,9 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         memory.get_or_insert(placed.memory());
         let mut results = Vec::new();
         for &pass in passes {
-            let result = bench_pass(&placed, contexts, pass, steps, &watchdog)?;
+            let result = with_progress(steps, &watchdog, |on_step| {
+                bench::bench_pass(&placed, contexts, pass, steps, on_step)
+            })?;
             print_pass(&result, args.batch, contexts);
             results.push(result);
         }
@@ -179,7 +188,22 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Ok(results)
     };
-    let results = run_all(&contexts)?;
+    let mut replica_memory = None;
+    let results = if data_parallel {
+        let input = (input.as_slice(), &args.device);
+        let (results, memory) = bench_replicas(
+            &contexts,
+            (&gpu_network, &params),
+            input,
+            passes,
+            steps,
+            &watchdog,
+        )?;
+        replica_memory = Some(PlacedMemory::One(memory));
+        results
+    } else {
+        run_all(&contexts)?
+    };
     if let [forward, backward] = results.as_slice() {
         println!(
             "{} / forward = {:.2} (FLOP ratio {:.2})",
@@ -218,7 +242,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             batches: steps.0,
             burn_in: steps.1,
             seed: args.seed,
-            memory: memory.expect("the benchmark placed the network"),
+            memory: (memory.or(replica_memory)).expect("the benchmark placed the network"),
             passes: results,
             one_device_comparison: compared,
             profiles,
@@ -229,15 +253,77 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass benchmarked, with the post's per-step lines (every tenth timed step) or a progress
-/// bar on a terminal.
-fn bench_pass(
-    placed: &PlacedNetwork,
+/// `bench --parallel data`: every pass over the replicas (the all-reduce overlapped, then
+/// without it and after the whole backward pass), then, with more than one replica, the same
+/// passes on device 0 alone at the largest shard for the scaling.
+fn bench_replicas(
     contexts: &[GpuContext],
-    pass: Pass,
+    (network, params): (&Network, &Weights),
+    (input, device): (&[f32], &DeviceArgs),
+    passes: &[Pass],
+    steps: (usize, usize),
+    watchdog: &Option<Watchdog>,
+) -> anyhow::Result<(Vec<PassResult>, MemoryUse)> {
+    let batch = input.len() / network.input.len();
+    let run = |contexts: &[GpuContext], batch: usize, input: &[f32]| {
+        let devices: Vec<&GpuContext> = contexts.iter().collect();
+        let mut replicas = DataParallel::new(&devices, network, batch, params, LossKind::L2)?;
+        device.configure(&mut replicas);
+        replicas.upload(input, None)?;
+        let memory = replicas.replicas()[0].memory();
+        println!(
+            "{}: batch {batch} as shards {:?} over {} replica(s), {} timed steps after {} \
+             warm-up per pass; per replica {}; {}",
+            network.name,
+            replicas.shards(),
+            contexts.len(),
+            steps.0,
+            steps.1,
+            describe_memory(&memory),
+            driver_memory(contexts)
+        );
+        let mut results = Vec::new();
+        for &pass in passes {
+            let result = with_progress(steps, watchdog, |on_step| {
+                bench::bench_data_parallel(&replicas, pass, steps, on_step)
+            })?;
+            print_pass(&result, batch, contexts);
+            results.push(result);
+        }
+        anyhow::Ok((results, memory))
+    };
+    let (mut results, memory) = run(contexts, batch, input)?;
+    if contexts.len() > 1 {
+        let largest = convnet_wgpu::gpu::shards(batch, contexts.len())?[0];
+        println!("\nthe same passes on device 0 alone at the largest shard, for the scaling:");
+        let (one, _) = run(
+            &contexts[..1],
+            largest,
+            &input[..largest * network.input.len()],
+        )?;
+        for (result, one) in results.iter_mut().zip(&one) {
+            result.add_one_device_baseline(one);
+            println!(
+                "{}: {:.1} images/s over {} devices, {:.1} on one at batch {largest}: scaling \
+                 efficiency {:.2}",
+                result.pass.summary_name(),
+                result.images_per_s,
+                contexts.len(),
+                one.images_per_s,
+                result.images_per_s / (contexts.len() as f64 * one.images_per_s)
+            );
+        }
+    }
+    Ok((results, memory))
+}
+
+/// Runs a benchmark with the post's per-step lines (every tenth timed step) or a progress bar on
+/// a terminal: `bench` gets the step callback to call after each step.
+fn with_progress<R>(
     (batches, burn_in): (usize, usize),
     watchdog: &Option<Watchdog>,
-) -> anyhow::Result<PassResult> {
+    bench: impl FnOnce(&mut dyn FnMut(Option<usize>, f64)) -> convnet_wgpu::Result<R>,
+) -> anyhow::Result<R> {
     let bar = std::io::stdout().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new((burn_in + batches) as u64);
         bar.set_style(
@@ -252,24 +338,18 @@ fn bench_pass(
         None => println!("{line}"),
     };
     let mut done = 0;
-    let result = bench::bench_pass(
-        placed,
-        contexts,
-        pass,
-        (batches, burn_in),
-        |step, seconds| {
-            done += 1;
-            Watchdog::step(watchdog, done);
-            match step {
-                None => say(format!("warm-up, duration = {seconds:.3}")),
-                Some(i) if i % every == 0 => say(format!("step {i}, duration = {seconds:.3}")),
-                Some(_) => {}
-            }
-            if let Some(bar) = &bar {
-                bar.inc(1);
-            }
-        },
-    )?;
+    let result = bench(&mut |step, seconds| {
+        done += 1;
+        Watchdog::step(watchdog, done);
+        match step {
+            None => say(format!("warm-up, duration = {seconds:.3}")),
+            Some(i) if i % every == 0 => say(format!("step {i}, duration = {seconds:.3}")),
+            Some(_) => {}
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -316,6 +396,26 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
                 e.seconds * 1e3
             );
         }
+    }
+    if let Some(cost) = result
+        .data_parallel
+        .as_ref()
+        .and_then(|d| d.all_reduce.as_ref())
+    {
+        println!(
+            "all-reduce ({:?} timed above): {} per step in {} bucket(s); a step without it {:.3} \
+             s; with it after the backward pass {:.3} s ({:.1}% of the step; {:.3} s on the \
+             host); overlapped with the backward {:.3} s ({:.1}% left exposed)",
+            cost.chosen,
+            megabytes(cost.bytes),
+            cost.buckets,
+            cost.compute_s,
+            cost.after_backward_s,
+            100.0 * cost.share_after_backward(),
+            cost.after_backward_host_s,
+            cost.overlapped_s,
+            100.0 * cost.share_overlapped()
+        );
     }
     if let (Some(before), Some(after)) = (
         result.driver_allocated_bytes_first_step,

@@ -2,14 +2,24 @@
 
 use std::process::ExitCode;
 
-use convnet_wgpu::gpu::{GpuNetwork, Keep, PlacedNetwork, Runner};
-use convnet_wgpu::model::{LayerKind, Loss, LossKind};
+use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep, PlacedNetwork, Runner};
+use convnet_wgpu::model::{LayerKind, Loss, LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
+use convnet_wgpu::weights::Weights;
 use convnet_wgpu::{check, Error};
 
-use super::{open_contexts, placed_memory, BatchNormArgs, DeviceArgs, ModelArgs, SourceArgs};
+use super::{
+    open_contexts, open_replica_contexts, placed_memory, BatchNormArgs, DeviceArgs, ModelArgs,
+    Parallel, SourceArgs,
+};
 
-fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, extra: &[String]) {
+/// A table of deviations, each judged against `tolerance` (`None`: reported, not judged).
+fn print_deviations(
+    title: &str,
+    rows: &[&check::Deviation],
+    tolerance: Option<f32>,
+    extra: &[String],
+) {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(14);
     println!(
         "{:<width$} {:>12} {:>12} {:>12}",
@@ -22,7 +32,11 @@ fn print_deviations(title: &str, rows: &[&check::Deviation], tolerance: f32, ext
             r.max_abs,
             r.max_reference,
             r.relative,
-            if r.within(tolerance) { "ok" } else { "FAIL" },
+            match tolerance {
+                None => "",
+                Some(tolerance) if r.within(tolerance) => "ok",
+                Some(_) => "FAIL",
+            },
             extra.get(i).map_or(String::new(), |e| format!("  {e}"))
         );
     }
@@ -37,6 +51,9 @@ pub(crate) fn check(
 ) -> anyhow::Result<ExitCode> {
     let network = args.network.build()?;
     let (plan, params, data) = source.load(&network, args.batch)?;
+    if device.parallel == Parallel::Data {
+        return check_data_parallel(device, &network, &params, &data);
+    }
     let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params, false)?;
     let gpu_plan = gpu_network.plan(plan[0].batch)?;
     let contexts = open_contexts(device)?;
@@ -78,7 +95,7 @@ pub(crate) fn check(
     print_deviations(
         "layer",
         &layers.iter().collect::<Vec<_>>(),
-        check::TOLERANCE,
+        Some(check::TOLERANCE),
         &[],
     );
     let mut failed: Vec<String> = layers
@@ -101,7 +118,7 @@ pub(crate) fn check(
         print_deviations(
             "layer",
             &layers.iter().collect::<Vec<_>>(),
-            check::TOLERANCE,
+            Some(check::TOLERANCE),
             &[],
         );
         failed.extend(
@@ -134,7 +151,7 @@ pub(crate) fn check(
             )
         })
         .collect();
-    print_deviations("parameter", &rows, check::GRADIENT_TOLERANCE, &scale);
+    print_deviations("parameter", &rows, Some(check::GRADIENT_TOLERANCE), &scale);
 
     failed.extend(
         rows.iter()
@@ -151,7 +168,7 @@ pub(crate) fn check(
         print_deviations(
             "tensor",
             &versus.iter().collect::<Vec<_>>(),
-            check::TOLERANCE,
+            Some(check::TOLERANCE),
             &[],
         );
         failed.extend(
@@ -160,6 +177,65 @@ pub(crate) fn check(
                 .filter(|r| !r.within(check::TOLERANCE))
                 .map(|r| format!("{} (1 vs 2 devices)", r.name)),
         );
+    }
+    Ok(finish_check(failed))
+}
+
+/// `check --parallel data --devices N`: the all-reduced gradients of N replicas against each
+/// shard's on one device and against one device's over the whole batch, and the replicas after
+/// one SGD step (the kernels themselves are what `check` on one device judges).
+fn check_data_parallel(
+    device: &DeviceArgs,
+    network: &Network,
+    params: &Weights,
+    data: &[f32],
+) -> anyhow::Result<ExitCode> {
+    let contexts = open_replica_contexts(device)?;
+    let _watchdog = Watchdog::start(device.timeout, "data-parallel check".to_string())?;
+    let devices: Vec<&GpuContext> = contexts.iter().collect();
+    let result = check::data_parallel(&devices, network, params, data)?;
+    let tolerance = check::DATA_PARALLEL_TOLERANCE;
+    println!(
+        "batch {} as shards {:?} over {} replicas, loss l2_loss(logits)\n\nall-reduced gradients \
+         against each shard's on device 0 alone, summed in f64 (tolerance {tolerance:e})",
+        data.len() / network.input.len(),
+        result.shards,
+        contexts.len()
+    );
+    let rows: Vec<&check::Deviation> = result.against_shards.iter().collect();
+    print_deviations("parameter", &rows, Some(tolerance), &[]);
+    let mut failed: Vec<String> = (rows.iter())
+        .filter(|r| !r.within(tolerance))
+        .map(|r| format!("{} (against the shards)", r.name))
+        .collect();
+    let rows: Vec<&check::Deviation> = result.against_one_device.iter().collect();
+    if result.batch_norms {
+        println!(
+            "\nall-reduced gradients against one device's over the whole batch: not judged, each \
+             replica's batch norms normalise its own shard (as DistributedDataParallel without \
+             SyncBatchNorm), a different computation"
+        );
+        print_deviations("parameter", &rows, None, &[]);
+    } else {
+        println!(
+            "\nall-reduced gradients against one device's over the whole batch (tolerance \
+             {tolerance:e})"
+        );
+        print_deviations("parameter", &rows, Some(tolerance), &[]);
+        failed.extend(
+            (rows.iter())
+                .filter(|r| !r.within(tolerance))
+                .map(|r| format!("{} (against one device)", r.name)),
+        );
+    }
+    match &result.replicas_apart_after_step {
+        None => {
+            println!("\nafter one SGD step every replica holds replica 0's weights bit for bit")
+        }
+        Some(message) => {
+            println!("\nafter one SGD step: {message}");
+            failed.push("replicas after one step".into());
+        }
     }
     Ok(finish_check(failed))
 }

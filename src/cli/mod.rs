@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench as library_bench;
 use convnet_wgpu::gpu::{
-    self, AdapterChoice, GpuContext, KernelShape, LinearKernel, MemoryUse, PlacedMemory, Variants,
+    self, AdapterChoice, AllReduce, DataParallel, GpuContext, KernelShape, LinearKernel, MemoryUse,
+    PlacedMemory, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
@@ -239,9 +240,18 @@ pub(crate) struct DeviceArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
     pub(crate) devices: u8,
     /// How --devices share the work: `model` splits a two-device layout's layers (alexnet-2gpu);
-    /// `data` gives every device a whole replica and a shard of the batch (run, train).
+    /// `data` gives every device a whole replica and a shard of the batch (bench, check, run, train).
     #[arg(long, value_enum, default_value = "model")]
     pub(crate) parallel: Parallel,
+    /// With --parallel data: megabytes of gradients per all-reduce bucket, each summed while
+    /// the devices compute the backward of the next (PyTorch DDP's bucket_cap_mb).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub(crate) bucket_mb: u64,
+    /// With --parallel data: when the gradients are all-reduced. `auto` overlaps them with the
+    /// backward pass unless every device is a software adapter (which computes on the host's
+    /// own cores, leaving nothing to overlap with).
+    #[arg(long, value_enum, default_value_t = AllReduceChoice::Auto)]
+    pub(crate) all_reduce: AllReduceChoice,
     /// End the run with an error when no step has finished for this many seconds (bench, train),
     /// or when the whole run has not (peak, check, run).
     #[arg(long)]
@@ -275,6 +285,29 @@ impl ShapeChoice {
             ShapeChoice::Auto => KernelShape::Auto,
             ShapeChoice::RegisterBlock => KernelShape::RegisterBlock,
             ShapeChoice::WorkgroupTile => KernelShape::WorkgroupTile,
+        }
+    }
+}
+
+/// When data-parallel replicas all-reduce their gradients.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AllReduceChoice {
+    /// Overlapped on hardware GPUs, after the backward pass on software adapters.
+    Auto,
+    /// In buckets as the backward pass finishes them, last layers first.
+    Overlapped,
+    /// After the whole backward pass.
+    AfterBackward,
+}
+
+impl DeviceArgs {
+    /// Sets `replicas`' buckets and all-reduce as the flags ask.
+    pub(crate) fn configure(&self, replicas: &mut DataParallel) {
+        replicas.set_bucket_bytes(self.bucket_mb << 20);
+        match self.all_reduce {
+            AllReduceChoice::Auto => {}
+            AllReduceChoice::Overlapped => replicas.set_all_reduce(AllReduce::Overlapped),
+            AllReduceChoice::AfterBackward => replicas.set_all_reduce(AllReduce::AfterBackward),
         }
     }
 }
@@ -376,7 +409,7 @@ pub(crate) fn open_context_quiet_if(
     quiet: bool,
 ) -> anyhow::Result<GpuContext> {
     if device.devices > 2 && device.parallel == Parallel::Model {
-        anyhow::bail!("--devices above 2 needs --parallel data (run, train)");
+        anyhow::bail!("--devices above 2 needs --parallel data (bench, check, run, train)");
     }
     if device.devices != 1 || device.parallel == Parallel::Data {
         anyhow::bail!("this command runs on one device; drop --devices and --parallel");
@@ -392,15 +425,12 @@ pub(crate) fn open_context_quiet_if(
 pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
     if device.parallel == Parallel::Data {
         anyhow::bail!(
-            "--parallel data runs in `run` and `train`; this command splits a two-device layout \
-             (alexnet-2gpu) with --devices 2"
+            "--parallel data runs in `bench`, `check`, `run` and `train`; this command splits a \
+             two-device layout (alexnet-2gpu) with --devices 2"
         );
     }
     if device.devices > 2 {
-        anyhow::bail!(
-            "a two-device layout runs on 2 devices; more devices need --parallel data, which \
-             `run` and `train` take"
-        );
+        anyhow::bail!("a two-device layout runs on 2 devices; more devices need --parallel data");
     }
     open_replica_contexts(device)
 }

@@ -235,7 +235,8 @@ fn train_data_parallel(
     let contexts = super::open_replica_contexts(&args.device)?;
     let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
     let watchdog = Watchdog::start(args.device.timeout, "data-parallel train".to_string())?;
-    let replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    let mut replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    args.device.configure(&mut replicas);
     replicas.upload(data, labels.as_deref())?;
     let optimizers = replicas.optimizers(config)?;
     println!(

@@ -34,12 +34,14 @@ use crate::weights::Weights;
 /// layer larger than that (AlexNet's fc1, 151 MB) is a bucket alone.
 pub const BUCKET_BYTES: u64 = 25 << 20;
 
-/// When the gradients are all-reduced.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// When the gradients are all-reduced. [`DataParallel::new`] overlaps unless every replica runs
+/// on a software adapter: those compute on the host's own cores, so the host's share of the
+/// all-reduce cannot hide behind their work, and cutting their backward pass into parts only
+/// adds submissions (measured in docs/networks.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum AllReduce {
     /// Bucket by bucket as the backward pass finishes them, the last layers' first, while the
     /// devices go on with the earlier layers' backward (as DistributedDataParallel does).
-    #[default]
     Overlapped,
     /// After the whole backward pass has finished on every replica.
     AfterBackward,
@@ -59,12 +61,13 @@ pub struct AllReduceStats {
     pub buckets: usize,
 }
 
-/// A run of the backward pass's dispatches and the gradients final at its end: the unit of the
-/// overlapped all-reduce.
+/// Gradient buffers summed together and the run of each replica's backward dispatches that
+/// finishes them: the unit of the overlapped all-reduce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Bucket {
-    /// Its part of the backward pass's dispatches (last layer first).
-    dispatches: Range<usize>,
+    /// Per replica, its part of that replica's backward dispatches (last layer first); replicas
+    /// at other shard sizes may run other kernels, so other dispatches.
+    dispatches: Vec<Range<usize>>,
     /// Its gradient buffers, a range of every replica's list (the order the backward finishes
     /// them).
     buffers: Range<usize>,
@@ -72,29 +75,46 @@ struct Bucket {
     floats: Range<usize>,
 }
 
-/// Buckets of at least `cap` bytes (the last may be smaller) over gradient buffers given as
-/// `(dispatches that finish it, bytes)` in the order the backward pass finishes them; a bucket
-/// runs the dispatches up to its last buffer's end, the last bucket up to `dispatches`.
-fn plan_buckets(finished_after: &[(usize, u64)], dispatches: usize, cap: u64) -> Vec<Bucket> {
+/// Buckets of at least `cap` bytes (the last may be smaller) over gradient buffers of `sizes`
+/// bytes, given in the order the backward pass finishes them; `finished_after[r][j]` is the
+/// number of replica r's backward dispatches after which buffer j is final, `dispatches[r]`
+/// all of them. A bucket runs each replica's dispatches up to the last that finishes one of
+/// its buffers; the last bucket runs the rest.
+fn plan_buckets(
+    sizes: &[u64],
+    finished_after: &[Vec<usize>],
+    dispatches: &[usize],
+    cap: u64,
+) -> Vec<Bucket> {
     let mut buckets = Vec::new();
-    let (mut first_buffer, mut first_float, mut first_dispatch) = (0, 0, 0);
-    let mut bytes = 0;
-    for (i, &(after, size)) in finished_after.iter().enumerate() {
+    let (mut first, mut first_float, mut bytes) = (0, 0, 0);
+    let mut ends = vec![0; dispatches.len()];
+    for (j, &size) in sizes.iter().enumerate() {
         bytes += size;
-        let last = i + 1 == finished_after.len();
-        if bytes >= cap || last {
-            let floats = first_float
-                + (finished_after[first_buffer..=i].iter())
-                    .map(|&(_, size)| (size / 4) as usize)
-                    .sum::<usize>();
-            let end = if last { dispatches } else { after };
-            buckets.push(Bucket {
-                dispatches: first_dispatch..end,
-                buffers: first_buffer..i + 1,
-                floats: first_float..floats,
-            });
-            (first_buffer, first_float, first_dispatch, bytes) = (i + 1, floats, end, 0);
+        let last = j + 1 == sizes.len();
+        if bytes < cap && !last {
+            continue;
         }
+        let floats = first_float
+            + (sizes[first..=j].iter())
+                .map(|&s| (s / 4) as usize)
+                .sum::<usize>();
+        let parts = (ends.iter_mut().zip(finished_after).zip(dispatches))
+            .map(|((end, after), &all)| {
+                let start = *end;
+                *end = match last {
+                    true => all,
+                    false => (after[first..=j].iter().copied()).fold(start, usize::max),
+                };
+                start..*end
+            })
+            .collect();
+        buckets.push(Bucket {
+            dispatches: parts,
+            buffers: first..j + 1,
+            floats: first_float..floats,
+        });
+        (first, first_float, bytes) = (j + 1, floats, 0);
     }
     buckets
 }
@@ -108,23 +128,23 @@ pub struct DataParallel<'a> {
     /// Per replica, every gradient buffer its backward pass writes, in the order it finishes
     /// them (see [`gradient_buffers`]).
     gradients: Vec<Vec<wgpu::Buffer>>,
-    /// Each gradient buffer's `(backward dispatches that finish it, bytes)`, alike on every
-    /// replica.
-    layout: Vec<(usize, u64)>,
-    /// Dispatches of the backward pass.
-    dispatches: usize,
+    /// Bytes of each gradient buffer (in `gradients`' order), alike on every replica.
+    sizes: Vec<u64>,
+    /// Per replica and gradient buffer, the backward dispatches after which it is final.
+    finished_after: Vec<Vec<usize>>,
+    /// Per replica, the dispatches of its backward pass.
+    dispatches: Vec<usize>,
     /// The all-reduce's buckets, alike on every replica.
     buckets: Vec<Bucket>,
     /// Per replica and bucket, the staging buffer its gradients are copied into.
     staging: Vec<Vec<wgpu::Buffer>>,
     /// The host's sum and one bucket of one replica's gradients read back, made once.
     host: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
-    all_reduce: AllReduce,
+    all_reduce: std::cell::Cell<AllReduce>,
 }
 
-/// Every gradient buffer a replica's backward pass writes, each with the number of backward
-/// dispatches after which it is final (its layer's last), in that order: identical (same sizes)
-/// on every replica of one network.
+/// Every gradient buffer a replica's backward pass writes, in the network's order, each with the
+/// number of backward dispatches after which it is final (its layer's last).
 fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer)>> {
     let plan = net.plan();
     let dispatches = net.backward_dispatches()?;
@@ -140,7 +160,6 @@ fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer)>> {
             buffers.push((after, buffer.clone()));
         }
     }
-    buffers.sort_by_key(|&(after, _)| after);
     Ok(buffers)
 }
 
@@ -174,19 +193,19 @@ impl<'a> DataParallel<'a> {
                 GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)
             })
             .collect::<Result<Vec<_>>>()?;
-        // Replicas of one network pack their gradients alike unless their adapters' storage
-        // bindings differ (a fully connected layer's weight then splits into other slices).
-        let finished = (replicas.iter())
+        let found = (replicas.iter())
             .map(gradient_buffers)
             .collect::<Result<Vec<_>>>()?;
-        let layout = |buffers: &[(usize, wgpu::Buffer)]| {
-            (buffers.iter())
-                .map(|(after, b)| (*after, b.size()))
-                .collect::<Vec<_>>()
-        };
-        let first = layout(&finished[0]);
-        for (i, (net, buffers)) in replicas.iter().zip(&finished).enumerate().skip(1) {
-            if layout(buffers) != first {
+        // The order replica 0's backward pass finishes the buffers (ties in the network's).
+        let mut order: Vec<usize> = (0..found[0].len()).collect();
+        order.sort_by_key(|&j| found[0][j].0);
+        let sizes: Vec<u64> = order.iter().map(|&j| found[0][j].1.size()).collect();
+        // Replicas of one network pack their gradients alike unless their adapters' storage
+        // bindings differ (a fully connected layer's weight then splits into other slices).
+        for (i, (net, buffers)) in replicas.iter().zip(&found).enumerate().skip(1) {
+            let alike = buffers.len() == sizes.len()
+                && (order.iter().zip(&sizes)).all(|(&j, &size)| buffers[j].1.size() == size);
+            if !alike {
                 return Err(Error::InvalidArgument(format!(
                     "replica {i}'s adapter ('{}') packs the weights in other slices than replica \
                      0's (its storage bindings differ): replicas need adapters alike",
@@ -194,35 +213,55 @@ impl<'a> DataParallel<'a> {
                 )));
             }
         }
-        let dispatches = replicas[0].backward_dispatches()?.len();
-        let gradients = (finished.into_iter())
-            .map(|buffers| buffers.into_iter().map(|(_, b)| b).collect())
+        let finished_after = (found.iter())
+            .map(|buffers| order.iter().map(|&j| buffers[j].0).collect())
             .collect();
+        let gradients = (found.iter())
+            .map(|buffers| order.iter().map(|&j| buffers[j].1.clone()).collect())
+            .collect();
+        let dispatches = (replicas.iter())
+            .map(|net| Ok(net.backward_dispatches()?.len()))
+            .collect::<Result<Vec<_>>>()?;
         let mut data_parallel = DataParallel {
             replicas,
             shards,
             kind,
             gradients,
-            layout: first,
+            sizes,
+            finished_after,
             dispatches,
             buckets: Vec::new(),
             staging: Vec::new(),
             host: std::sync::Mutex::new((Vec::new(), Vec::new())),
-            all_reduce: AllReduce::default(),
+            all_reduce: std::cell::Cell::new(if contexts.iter().all(|c| c.software()) {
+                AllReduce::AfterBackward
+            } else {
+                AllReduce::Overlapped
+            }),
         };
         data_parallel.set_bucket_bytes(BUCKET_BYTES);
         Ok(data_parallel)
     }
 
-    /// Sets when the gradients are all-reduced ([`AllReduce::Overlapped`] unless set).
-    pub fn set_all_reduce(&mut self, all_reduce: AllReduce) {
-        self.all_reduce = all_reduce;
+    /// Sets when the gradients are all-reduced (see [`AllReduce`] for the default).
+    pub fn set_all_reduce(&self, all_reduce: AllReduce) {
+        self.all_reduce.set(all_reduce);
+    }
+
+    /// When the gradients are all-reduced.
+    pub fn all_reduce(&self) -> AllReduce {
+        self.all_reduce.get()
     }
 
     /// Buckets the gradients in about `bytes` each ([`BUCKET_BYTES`] unless set; at least one
     /// buffer each), making each bucket's staging buffers anew.
     pub fn set_bucket_bytes(&mut self, bytes: u64) {
-        self.buckets = plan_buckets(&self.layout, self.dispatches, bytes.max(1));
+        self.buckets = plan_buckets(
+            &self.sizes,
+            &self.finished_after,
+            &self.dispatches,
+            bytes.max(1),
+        );
         let floats = self.buckets.last().map_or(0, |b| b.floats.end);
         let largest = (self.buckets.iter())
             .map(|b| b.floats.len())
@@ -323,7 +362,7 @@ impl<'a> DataParallel<'a> {
         let submissions = (0..self.replicas.len())
             .map(|r| self.submit_backward(r))
             .collect::<Result<Vec<_>>>()?;
-        if self.all_reduce == AllReduce::AfterBackward {
+        if self.all_reduce.get() == AllReduce::AfterBackward {
             self.wait("data-parallel forward-backward")?;
         }
         self.reduce(&submissions)
@@ -341,7 +380,7 @@ impl<'a> DataParallel<'a> {
                 at += buffer.size();
             }
         };
-        match self.all_reduce {
+        match self.all_reduce.get() {
             AllReduce::AfterBackward => {
                 let submission = net.submit("data-parallel forward-backward", |encoder| {
                     net.encode_forward(encoder);
@@ -357,7 +396,7 @@ impl<'a> DataParallel<'a> {
                         if k == 0 {
                             net.encode_forward(encoder);
                         }
-                        net.encode_backward_part(encoder, bucket.dispatches.clone(), k == 0)?;
+                        net.encode_backward_part(encoder, bucket.dispatches[r].clone(), k == 0)?;
                         copy(encoder, k);
                         Ok(())
                     })
@@ -506,40 +545,35 @@ mod tests {
     use super::{plan_buckets, shards, Bucket};
 
     #[test]
-    fn buckets_close_at_the_first_layer_past_the_cap_and_cover_every_dispatch() {
-        // Buffers of 8, 4, 16 and 4 bytes, final after dispatches 2, 2, 5 and 7, of 9.
-        let buckets = plan_buckets(&[(2, 8), (2, 4), (5, 16), (7, 4)], 9, 10);
+    fn buckets_close_at_the_first_buffer_past_the_cap_and_cover_every_dispatch() {
+        // Buffers of 8, 4, 16 and 4 bytes; replica 0 finishes them after dispatches 2, 2, 5
+        // and 7 of 9, replica 1 (other kernels) after 3, 3, 4 and 4 of 6.
+        let after = [vec![2, 2, 5, 7], vec![3, 3, 4, 4]];
+        let bucket = |dispatches: [std::ops::Range<usize>; 2], buffers, floats| Bucket {
+            dispatches: dispatches.to_vec(),
+            buffers,
+            floats,
+        };
         assert_eq!(
-            buckets,
+            plan_buckets(&[8, 4, 16, 4], &after, &[9, 6], 10),
             [
-                Bucket {
-                    dispatches: 0..2,
-                    buffers: 0..2,
-                    floats: 0..3
-                },
-                Bucket {
-                    dispatches: 2..5,
-                    buffers: 2..3,
-                    floats: 3..7
-                },
-                Bucket {
-                    dispatches: 5..9,
-                    buffers: 3..4,
-                    floats: 7..8
-                },
+                bucket([0..2, 0..3], 0..2, 0..3),
+                bucket([2..5, 3..4], 2..3, 3..7),
+                bucket([5..9, 4..6], 3..4, 7..8),
             ]
         );
         // A cap no bucket reaches: one bucket, the whole pass.
-        let one = plan_buckets(&[(2, 8), (5, 16)], 9, 1 << 30);
         assert_eq!(
-            one,
-            [Bucket {
-                dispatches: 0..9,
-                buffers: 0..2,
-                floats: 0..6
-            }]
+            plan_buckets(&[8, 4, 16, 4], &after, &[9, 6], 1 << 30),
+            [bucket([0..9, 0..6], 0..4, 0..8)]
         );
-        assert!(plan_buckets(&[], 3, 10).is_empty());
+        // A buffer finished before the previous bucket's end adds no dispatches.
+        let unordered = [vec![5, 2], vec![1, 1]];
+        assert_eq!(
+            plan_buckets(&[4, 4], &unordered, &[6, 2], 4)[1].dispatches,
+            [5..6, 1..2]
+        );
+        assert!(plan_buckets(&[], &[vec![], vec![]], &[3, 3], 10).is_empty());
     }
 
     #[test]
