@@ -43,6 +43,7 @@ pub mod bench;
 pub mod chart;
 pub mod check;
 pub mod dataset;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod files;

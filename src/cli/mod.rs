@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench as library_bench;
+use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
     self, AdapterChoice, AllReduce, DataParallel, GpuContext, KernelShape, LinearKernel, MemoryUse,
     PlacedMemory, Variants,
@@ -356,7 +357,13 @@ impl DeviceArgs {
 }
 
 /// Runs one subcommand.
-pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
+    if world.size() > 1 && !matches!(command, Command::Train(_)) {
+        anyhow::bail!(
+            "under an MPI launcher ({} ranks) only `train --parallel data` runs",
+            world.size()
+        );
+    }
     match command {
         Command::Adapters { backend } => adapters::list(backend)?,
         Command::Shapes {
@@ -390,7 +397,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
             (output.as_deref(), grads.as_deref()),
             &loss,
         )?,
-        Command::Train(args) => train::train(&args)?,
+        Command::Train(args) => train::train(&args, world)?,
         Command::Style(args) => style::style(&args)?,
         Command::Eval(args) => eval::eval(&args)?,
         Command::MakeDataset(args) => eval::make_dataset(&args)?,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 use convnet_wgpu::chart::{self, Series};
+use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
     AllReduceStats, DataParallel, GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork,
 };
@@ -105,7 +106,16 @@ struct DataArgs {
 }
 
 /// `convnet train`: on a data set with `--epochs`, else SGD on one fixed batch.
-pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
+pub(crate) fn train(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
+    let fixed_batch_data_parallel =
+        args.device.parallel == super::Parallel::Data && args.data.epochs.is_none();
+    if world.size() > 1 && !fixed_batch_data_parallel {
+        anyhow::bail!(
+            "under an MPI launcher ({} ranks), `train` runs with --parallel data on one fixed \
+             batch (not with --epochs)",
+            world.size()
+        );
+    }
     if args.data.epochs.is_some() {
         return train_on_data(args);
     }
@@ -144,7 +154,8 @@ pub(crate) fn train(args: &TrainArgs) -> anyhow::Result<()> {
         weight_decay: args.weight_decay,
     };
     if args.device.parallel == super::Parallel::Data {
-        return train_data_parallel(args, steps, (&network, &plan, &params, &data), config);
+        let data = (&network, plan.as_slice(), &params, data.as_slice());
+        return train_data_parallel(args, world, steps, data, config);
     }
     if args.device.devices == 2 {
         return train_on_two_devices(args, steps, (&network, &plan, &params, &data), config);
@@ -227,6 +238,7 @@ const REPLICA_CHECK_EVERY: usize = 10;
 /// weights compared bit for bit every [`REPLICA_CHECK_EVERY`] steps and at the end.
 fn train_data_parallel(
     args: &TrainArgs,
+    world: &World,
     steps: usize,
     (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
     config: SgdConfig,
@@ -235,15 +247,20 @@ fn train_data_parallel(
     let contexts = super::open_replica_contexts(&args.device)?;
     let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
     let watchdog = Watchdog::start(args.device.timeout, "data-parallel train".to_string())?;
-    let mut replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    let batch = plan[0].batch;
+    let mut replicas =
+        DataParallel::over_ranks(Some(world), &devices, network, batch, params, loss.kind)?;
     args.device.configure(&mut replicas);
     replicas.upload(data, labels.as_deref())?;
     let optimizers = replicas.optimizers(config)?;
+    let ranks = match world.size() {
+        1 => String::new(),
+        n => format!(" on each of {n} MPI ranks (this rank's shards)"),
+    };
     println!(
-        "training {} on one batch of {} split over {} devices as {:?}, loss {}: SGD lr {:e}, \
-         momentum {}, weight decay {}; {} + velocities {} per replica",
+        "training {} on one batch of {batch} split over {} devices{ranks} as {:?}, loss {}: SGD \
+         lr {:e}, momentum {}, weight decay {}; {} + velocities {} per replica",
         network.name,
-        plan[0].batch,
         devices.len(),
         replicas.shards(),
         describe_loss(&loss),
@@ -254,11 +271,13 @@ fn train_data_parallel(
         megabytes(optimizers[0].memory),
     );
     let mut all_reduce = AllReduceStats::default();
+    let start = std::time::Instant::now();
     for step in 0..steps {
         Watchdog::step(&watchdog, step);
         let stats = replicas.step(&optimizers)?;
         all_reduce.seconds += stats.seconds;
         all_reduce.bytes += stats.bytes;
+        all_reduce.rank_bytes += stats.rank_bytes;
         // The loss of this step's forward pass over the whole batch, before its update.
         let value = replicas.read_loss()?;
         report_step(args, (step, steps), value, || {
@@ -268,12 +287,26 @@ fn train_data_parallel(
             replicas.check_replicas_equal()?;
         }
     }
+    let step_seconds = start.elapsed().as_secs_f64() / steps as f64;
     println!(
-        "all-reduce on the host: {} and {:.1} ms per step; replicas equal bit for bit",
+        "all-reduce ({:?}, {} bucket(s)) on the host: {} to and from the devices{} and {:.1} ms \
+         per step, of {:.3} s per step ({:.1}%); replicas equal bit for bit",
+        replicas.all_reduce(),
+        replicas.buckets(),
         megabytes(all_reduce.bytes / steps as u64),
-        all_reduce.seconds * 1e3 / steps as f64
+        match all_reduce.rank_bytes {
+            0 => String::new(),
+            bytes => format!(", {} to and from the other ranks", megabytes(bytes / steps as u64)),
+        },
+        all_reduce.seconds * 1e3 / steps as f64,
+        step_seconds,
+        100.0 * all_reduce.seconds / steps as f64 / step_seconds
     );
-    write_weights(args, || replicas.read_weights())
+    // Every rank holds the same weights; rank 0 writes them.
+    match world.rank() {
+        0 => write_weights(args, || replicas.read_weights()),
+        _ => Ok(()),
+    }
 }
 
 /// `train --devices 2`: a two-device layout (`alexnet-2gpu`) trained split over two devices, each

@@ -21,6 +21,7 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::network::{GpuNetwork, Keep};
@@ -55,8 +56,10 @@ pub struct AllReduceStats {
     /// ([`AllReduce::Overlapped`]: this includes waiting for the backward of later buckets, so
     /// the cost left exposed is measured as step times, as `convnet bench` does).
     pub seconds: f64,
-    /// Bytes read back from and written to the devices together.
+    /// Bytes read back from and written to this process's devices together.
     pub bytes: u64,
+    /// Bytes this process sent to and received from the other ranks (0 in one process).
+    pub rank_bytes: u64,
     /// Buckets summed.
     pub buckets: usize,
 }
@@ -122,6 +125,12 @@ fn plan_buckets(
 /// A network replicated over devices, each training on a shard of the batch.
 pub struct DataParallel<'a> {
     replicas: Vec<GpuNetwork<'a>>,
+    /// The other ranks' processes, where there are any.
+    world: Option<&'a World>,
+    /// Images in the whole batch, over every rank.
+    batch: usize,
+    /// The whole batch's first image this process's replicas take.
+    first_image: usize,
     /// Images per replica.
     shards: Vec<usize>,
     kind: LossKind,
@@ -139,7 +148,8 @@ pub struct DataParallel<'a> {
     /// Per replica and bucket, the staging buffer its gradients are copied into.
     staging: Vec<Vec<wgpu::Buffer>>,
     /// The host's sum and one bucket of one replica's gradients read back, made once.
-    host: std::sync::Mutex<(Vec<f32>, Vec<f32>)>,
+    /// And, across ranks, room for rank 0's sum of a bucket before it is sent.
+    host: std::sync::Mutex<(Vec<f32>, Vec<f32>, Vec<f32>)>,
     all_reduce: std::cell::Cell<AllReduce>,
 }
 
@@ -185,7 +195,25 @@ impl<'a> DataParallel<'a> {
         weights: &Weights,
         kind: LossKind,
     ) -> Result<Self> {
-        let shards = shards(batch, contexts.len())?;
+        Self::over_ranks(None, contexts, network, batch, weights, kind)
+    }
+
+    /// As [`DataParallel::new`], this process's replicas among every rank's of `world` (each
+    /// rank with as many devices): the batch is split over all ranks' replicas, rank r's
+    /// taking the shards after ranks 0 to r-1's, and the gradients summed across ranks too.
+    pub fn over_ranks(
+        world: Option<&'a World>,
+        contexts: &[&'a GpuContext],
+        network: &Network,
+        batch: usize,
+        weights: &Weights,
+        kind: LossKind,
+    ) -> Result<Self> {
+        let (rank, ranks) = world.map_or((0, 1), |w| (w.rank(), w.size()));
+        let all = shards(batch, ranks * contexts.len())?;
+        let mine = rank * contexts.len()..(rank + 1) * contexts.len();
+        let first_image = all[..mine.start].iter().sum();
+        let shards = all[mine].to_vec();
         let replicas = (contexts.iter().zip(&shards))
             .map(|(ctx, &shard)| {
                 let plan = network.plan(shard)?;
@@ -224,6 +252,9 @@ impl<'a> DataParallel<'a> {
             .collect::<Result<Vec<_>>>()?;
         let mut data_parallel = DataParallel {
             replicas,
+            world: world.filter(|w| w.size() > 1),
+            batch,
+            first_image,
             shards,
             kind,
             gradients,
@@ -232,7 +263,7 @@ impl<'a> DataParallel<'a> {
             dispatches,
             buckets: Vec::new(),
             staging: Vec::new(),
-            host: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            host: std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new())),
             all_reduce: std::cell::Cell::new(if contexts.iter().all(|c| c.software()) {
                 AllReduce::AfterBackward
             } else {
@@ -274,7 +305,8 @@ impl<'a> DataParallel<'a> {
                     .collect()
             })
             .collect();
-        self.host = std::sync::Mutex::new((vec![0.0; floats], vec![0.0; largest]));
+        let scratch = if self.world.is_some() { largest } else { 0 };
+        self.host = std::sync::Mutex::new((vec![0.0; floats], vec![0.0; largest], vec![0.0; scratch]));
     }
 
     /// The replicas, in device order.
@@ -292,11 +324,11 @@ impl<'a> DataParallel<'a> {
         self.buckets.len()
     }
 
-    /// Copies a batch (`[N, C, H, W]`, the whole batch) and its labels (for cross-entropy) to
-    /// the replicas, each its shard.
+    /// Copies a batch (`[N, C, H, W]`, the whole batch, over every rank) and its labels (for
+    /// cross-entropy) to the replicas, each its shard.
     pub fn upload(&self, input: &[f32], labels: Option<&[usize]>) -> Result<()> {
         let per_image = self.replicas[0].plan()[0].input.len();
-        let batch: usize = self.shards.iter().sum();
+        let batch = self.batch;
         if self.kind == LossKind::CrossEntropy && labels.is_none() {
             return Err(Error::InvalidArgument(
                 "cross-entropy needs the batch's labels".into(),
@@ -308,7 +340,7 @@ impl<'a> DataParallel<'a> {
                 batch * per_image
             )));
         }
-        let mut first = 0;
+        let mut first = self.first_image;
         for (net, &n) in self.replicas.iter().zip(&self.shards) {
             net.upload_input(&input[first * per_image..(first + n) * per_image])?;
             if let Some(labels) = labels {
@@ -354,7 +386,7 @@ impl<'a> DataParallel<'a> {
     /// Every replica's forward and backward pass and the all-reduce: every replica then holds
     /// the whole batch's gradients.
     pub fn gradients(&self) -> Result<AllReduceStats> {
-        if self.replicas.len() == 1 || self.buckets.is_empty() {
+        if (self.replicas.len() == 1 && self.world.is_none()) || self.buckets.is_empty() {
             // One replica's gradients are the batch's; a network without parameters has none.
             self.forward_backward()?;
             return Ok(AllReduceStats::default());
@@ -412,15 +444,14 @@ impl<'a> DataParallel<'a> {
         for (net, weight) in self.replicas.iter().zip(self.weights()) {
             total += weight * net.read_loss()?;
         }
-        Ok(total)
+        Ok(self.world.map_or(total, |world| world.sum_f64(total)))
     }
 
     /// Each replica's share of the whole batch's loss.
     fn weights(&self) -> Vec<f64> {
-        let batch: usize = self.shards.iter().sum();
         (self.shards.iter())
             .map(|&n| match self.kind {
-                LossKind::CrossEntropy => n as f64 / batch as f64,
+                LossKind::CrossEntropy => n as f64 / self.batch as f64,
                 LossKind::L2 => 1.0,
             })
             .collect()
@@ -432,7 +463,7 @@ impl<'a> DataParallel<'a> {
     fn reduce(&self, submissions: &[Vec<wgpu::SubmissionIndex>]) -> Result<AllReduceStats> {
         let start = Instant::now();
         let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
-        let (sum, read) = &mut *host;
+        let (sum, read, scratch) = &mut *host;
         let weights = self.weights();
         for (k, bucket) in self.buckets.iter().enumerate() {
             let sum = &mut sum[bucket.floats.clone()];
@@ -449,6 +480,9 @@ impl<'a> DataParallel<'a> {
                     *s += weight * g;
                 }
             }
+            if let Some(world) = self.world {
+                world.sum(sum, scratch);
+            }
             for (net, gradients) in self.replicas.iter().zip(&self.gradients) {
                 let mut at = 0;
                 for buffer in &gradients[bucket.buffers.clone()] {
@@ -463,6 +497,8 @@ impl<'a> DataParallel<'a> {
         Ok(AllReduceStats {
             seconds: start.elapsed().as_secs_f64(),
             bytes,
+            // Rank 0's sum reaches it from every other rank and goes back to each.
+            rank_bytes: self.world.map_or(0, |_| 2 * 4 * sum.len() as u64),
             buckets: self.buckets.len(),
         })
     }
@@ -495,15 +531,24 @@ impl<'a> DataParallel<'a> {
     /// and biases are left: the same update made them equal, which the check verifies); returns
     /// the bytes moved.
     fn broadcast_running_statistics(&self) -> Result<u64> {
-        if self.replicas.len() == 1 {
+        if self.replicas.len() == 1 && self.world.is_none() {
             return Ok(0);
         }
-        let statistics = self.replicas[0].read_running_statistics()?;
+        let mut statistics = self.replicas[0].read_running_statistics()?;
         let bytes: u64 = statistics.iter().map(|s| 4 * s.len() as u64).sum();
         if bytes == 0 {
             return Ok(0);
         }
-        for net in &self.replicas[1..] {
+        // Rank 0's replica 0's, on every rank.
+        let receivers = match self.world {
+            Some(world) => {
+                statistics.iter_mut().for_each(|s| world.broadcast(s));
+                let rank_0 = world.rank() == 0;
+                &self.replicas[usize::from(rank_0)..]
+            }
+            None => &self.replicas[1..],
+        };
+        for net in receivers {
             net.write_running_statistics(&statistics)?;
         }
         Ok(bytes * self.replicas.len() as u64)
@@ -523,6 +568,20 @@ impl<'a> DataParallel<'a> {
                 return Err(Error::Mismatch(format!(
                     "replica {i} (on '{}') no longer holds replica 0's weights: {name} differs",
                     net.context().info().name
+                )));
+            }
+        }
+        // Across ranks: a checksum of every weight's bits, each rank's against rank 0's.
+        if let Some(world) = self.world {
+            let mut checksum = crc32fast::Hasher::new();
+            for (name, tensor) in first.iter() {
+                checksum.update(name.as_bytes());
+                checksum.update(bytemuck::cast_slice(&tensor.data));
+            }
+            let all = world.gather(checksum.finalize());
+            if let Some(rank) = all.iter().position(|&c| c != all[0]) {
+                return Err(Error::Mismatch(format!(
+                    "rank {rank} no longer holds rank 0's weights (their checksums differ)"
                 )));
             }
         }
