@@ -39,8 +39,8 @@ impl World {
         }
         #[cfg(feature = "mpi")]
         {
-            let (universe, _) =
-                mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or_else(|| {
+            let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+                .ok_or_else(|| {
                     crate::Error::InvalidArgument("MPI was already initialised".into())
                 })?;
             Ok(World {

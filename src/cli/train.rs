@@ -224,7 +224,14 @@ fn write_weights(
     read: impl FnOnce() -> convnet_wgpu::Result<Weights>,
 ) -> anyhow::Result<()> {
     if let Some(path) = &args.out {
-        read()?.save(path)?;
+        let weights = read()?;
+        if let Some(name) = weights.first_non_finite() {
+            anyhow::bail!(
+                "the last step left non-finite values in {name}; {} not written (lower --lr)",
+                path.display()
+            );
+        }
+        weights.save(path)?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -296,7 +303,10 @@ fn train_data_parallel(
         megabytes(all_reduce.bytes / steps as u64),
         match all_reduce.rank_bytes {
             0 => String::new(),
-            bytes => format!(", {} to and from the other ranks", megabytes(bytes / steps as u64)),
+            bytes => format!(
+                ", {} to and from the other ranks",
+                megabytes(bytes / steps as u64)
+            ),
         },
         all_reduce.seconds * 1e3 / steps as f64,
         step_seconds,

@@ -306,7 +306,8 @@ impl<'a> DataParallel<'a> {
             })
             .collect();
         let scratch = if self.world.is_some() { largest } else { 0 };
-        self.host = std::sync::Mutex::new((vec![0.0; floats], vec![0.0; largest], vec![0.0; scratch]));
+        self.host =
+            std::sync::Mutex::new((vec![0.0; floats], vec![0.0; largest], vec![0.0; scratch]));
     }
 
     /// The replicas, in device order.
