@@ -160,8 +160,20 @@ fn bad_flags_and_settings_fail_cleanly() {
         "a two-device layout runs on 2 devices; more devices need --parallel data",
     );
     assert_clean_failure(
-        &["bench", "--parallel", "data", "--devices", "2"],
-        "--parallel data runs in `run` and `train`",
+        &["peak", "--parallel", "data", "--devices", "2"],
+        "this command runs on one device",
+    );
+    assert_clean_failure(
+        &[
+            "check",
+            "--model",
+            "alexnet-2gpu",
+            "--parallel",
+            "model",
+            "--devices",
+            "3",
+        ],
+        "more devices need --parallel data",
     );
     assert_clean_failure(
         &[
@@ -1415,4 +1427,55 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
         "2",
     ]);
     assert_clean_failure(&forward_only, "--parallel data splits a training pass");
+
+    // check: the all-reduced gradients of 3 replicas against each shard's and one device's.
+    let mut check = vec!["check"];
+    check.extend(model);
+    check.extend(["--weights", &weights, "--input", &images]);
+    check.extend([
+        "--parallel",
+        "data",
+        "--devices",
+        "3",
+        "--all-reduce",
+        "overlapped",
+    ]);
+    check.extend(["--bucket-mb", "1"]);
+    let (ok, stdout, stderr) = convnet(&check);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("shards [2, 2, 1]"), "{stdout}");
+    assert!(
+        stdout.contains("bit for bit") && stdout.contains("check passed"),
+        "{stdout}"
+    );
+
+    // bench: the all-reduce's cost and the scaling, in text and JSON.
+    let json = path("bench.json");
+    let mut bench = vec!["bench"];
+    bench.extend(model);
+    bench.extend(["--batch", "4", "--pass", "forward-backward", "--update"]);
+    bench.extend(["--batches", "1", "--burn-in", "0", "--json", &json]);
+    bench.extend(["--parallel", "data", "--devices", "2"]);
+    let (ok, stdout, stderr) = convnet(&bench);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("Training_step across 1 steps"), "{stdout}");
+    assert!(stdout.contains("all-reduce (AfterBackward"), "{stdout}");
+    assert!(stdout.contains("scaling efficiency"), "{stdout}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let parallel = &result["passes"][0]["data_parallel"];
+    assert_eq!(parallel["shards"], serde_json::json!([2, 2]));
+    let cost = &parallel["all_reduce"];
+    // Gradients read back from and written to two replicas: 4 x 4 bytes per parameter, in the
+    // packed layouts (convolution weights padded to whole tiles: a little more).
+    let parameters = convnet_wgpu::model::total_parameters(&plan) as f64;
+    let bytes = cost["bytes"].as_f64().unwrap() / (16.0 * parameters);
+    assert!((1.0..1.01).contains(&bytes), "{bytes}: {cost}");
+    for field in ["compute_s", "after_backward_s", "overlapped_s"] {
+        assert!(cost[field].as_f64().unwrap() > 0.0, "{field}: {cost}");
+    }
+    let efficiency = parallel["one_device"]["scaling_efficiency"]
+        .as_f64()
+        .unwrap();
+    assert!(efficiency > 0.0 && efficiency.is_finite(), "{parallel}");
 }
