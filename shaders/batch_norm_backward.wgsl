@@ -8,6 +8,11 @@
 // (the batch statistics are functions of every input, so every input's gradient has terms
 // through them). Two passes over the channel's values in one workgroup, the sums between them;
 // after the first, the values come from cache on a CPU adapter.
+//
+// Synchronised across data-parallel replicas (SyncBatchNorm), the sums are the whole batch's:
+// the kernel first runs with input_gradient 0 (this replica's sums into grads), the host combines
+// every replica's and writes into grads what this replica's formula needs, and a second run
+// with input_gradient 2 takes its sums from grads.
 
 struct Params {
     batch: u32,
@@ -16,7 +21,7 @@ struct Params {
     relu: u32,
     eps: f32,
     lanes: u32, // invocations per channel: a power of two up to REDUCTION
-    input_gradient: u32, // 0: the parameters' gradients only
+    input_gradient: u32, // 0: the parameters' gradients only; 1: and the input's; 2: the input's by grads' sums
     _pad: u32,
 }
 
@@ -49,21 +54,24 @@ fn batch_norm_backward(
     let plane = params.plane;
     let mean = batch_stats[2u * channels + c];
     let inverse_std = inverseSqrt(batch_stats[3u * channels + c] + params.eps);
-    var sums = vec2<f32>(0.0);
-    for (var n = 0u; n < params.batch; n++) {
-        let base = (n * channels + c) * plane;
-        for (var p = lane; p < plane; p += lanes) {
-            let g = dy(base + p);
-            sums += vec2<f32>(g * (input[base + p] - mean) * inverse_std, g);
+    var total = vec2<f32>(grads[c], grads[channels + c]);
+    if params.input_gradient != 2u {
+        var sums = vec2<f32>(0.0);
+        for (var n = 0u; n < params.batch; n++) {
+            let base = (n * channels + c) * plane;
+            for (var p = lane; p < plane; p += lanes) {
+                let g = dy(base + p);
+                sums += vec2<f32>(g * (input[base + p] - mean) * inverse_std, g);
+            }
         }
-    }
-    let total = segment_sum(local, lanes, sums);
-    if lane == 0u && writes {
-        grads[c] = total.x;
-        grads[channels + c] = total.y;
-    }
-    if params.input_gradient == 0u {
-        return;
+        total = segment_sum(local, lanes, sums);
+        if lane == 0u && writes {
+            grads[c] = total.x;
+            grads[channels + c] = total.y;
+        }
+        if params.input_gradient == 0u {
+            return;
+        }
     }
     let count = f32(params.batch * plane);
     let scale = batch_stats[c] * inverse_std;

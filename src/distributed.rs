@@ -95,6 +95,26 @@ impl World {
         let _ = (values, scratch);
     }
 
+    /// Replaces `values` on every rank by their sum over the ranks.
+    pub fn sum_f64s(&self, values: &mut [f64]) {
+        #[cfg(feature = "mpi")]
+        if let Some(universe) = &self.mpi {
+            use mpi::collective::SystemOperation;
+            use mpi::traits::{Communicator, Root};
+            let world = universe.world();
+            let root = world.process_at_rank(0);
+            if world.rank() == 0 {
+                let mut sum = vec![0.0f64; values.len()];
+                root.reduce_into_root(&*values, &mut sum[..], SystemOperation::sum());
+                values.copy_from_slice(&sum);
+            } else {
+                root.reduce_into(&*values, SystemOperation::sum());
+            }
+            root.broadcast_into(values);
+        }
+        let _ = values;
+    }
+
     /// `value` summed over the ranks.
     pub fn sum_f64(&self, value: f64) -> f64 {
         #[cfg(feature = "mpi")]

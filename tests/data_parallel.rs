@@ -16,16 +16,18 @@ use convnet_wgpu::weights::{self, Weights};
 const TOLERANCE: f64 = 1e-5;
 
 /// Convolution (bias, ReLU), max pool, convolution with stride 2, fully connected; with
-/// `batch_norm`, a batch norm after the first convolution.
+/// `batch_norm`, a batch norm (and ReLU) after the first convolution, which then has no bias.
 fn network(batch_norm: bool) -> Network {
-    let conv = |out_channels, stride, relu| LayerKind::Conv2d {
+    let conv = |out_channels, stride, relu, bias| LayerKind::Conv2d {
         out_channels,
         window: Window::square(3, stride, Padding::Same),
         groups: 1,
         relu,
-        bias: true,
+        bias,
     };
-    let mut layers = vec![Layer::new("conv1", conv(6, 1, !batch_norm))];
+    // Before a batch norm, no bias (as torchvision's): the batch norm removes it, and its
+    // gradient is rounding noise about zero.
+    let mut layers = vec![Layer::new("conv1", conv(6, 1, !batch_norm, !batch_norm))];
     if batch_norm {
         layers.push(Layer::new(
             "bn1",
@@ -42,7 +44,7 @@ fn network(batch_norm: bool) -> Network {
                 window: Window::square(2, 2, Padding::Valid),
             },
         ),
-        Layer::new("conv2", conv(8, 2, true)),
+        Layer::new("conv2", conv(8, 2, true, true)),
         Layer::new(
             "fc",
             LayerKind::Linear {
@@ -224,7 +226,9 @@ fn overlapped_buckets_reduce_exactly_what_the_whole_pass_does() {
             let overlapped = run(AllReduce::Overlapped, 1);
             let what = format!("batch norm {batch_norm} on {}", ctx.describe());
             assert_eq!(after.0.buckets, 1, "{what}");
-            let buffers = if batch_norm { 7 } else { 6 };
+            // Weights and biases of conv1 (no bias before a batch norm), conv2 and fc, and the
+            // batch norm's one buffer.
+            let buffers = 6;
             assert_eq!(overlapped.0.buckets, buffers, "{what}");
             assert_eq!(after.0.bytes, overlapped.0.bytes, "{what}");
             for (a, b) in [
@@ -237,6 +241,63 @@ fn overlapped_buckets_reduce_exactly_what_the_whole_pass_does() {
                         (x.data.iter().zip(&y.data)).all(|(p, q)| p.to_bits() == q.to_bits());
                     assert!(same, "{what}: {name} differs");
                 }
+            }
+        }
+    }
+}
+
+/// Batch norms synchronised across replicas (`--sync-batch-norm`, PyTorch's SyncBatchNorm)
+/// normalise every shard by the whole batch's statistics: 2 replicas (3 + 2 images) and 3 (2 +
+/// 2 + 1) compute one device's loss and gradients, and three SGD steps leave one device's
+/// weights and running statistics, for cross-entropy (each replica's loss weighted by its
+/// share) and `l2_loss`. Only f32 rounding separates them: the statistics are each shard's sums
+/// combined on the host instead of one sum (measured below 1e-6 here).
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn synchronised_batch_norms_compute_one_devices_gradients_and_steps() {
+    for ctx in contexts() {
+        let (second, third) = (fresh_context(ctx), fresh_context(ctx));
+        let network = network(true);
+        let weights = Weights::init(&network, 8).unwrap();
+        let plan = network.plan(5).unwrap();
+        let input = weights::random_input(&plan, 9);
+        let labels = [4, 0, 1, 1, 3];
+        for kind in [LossKind::CrossEntropy, LossKind::L2] {
+            let labels = (kind == LossKind::CrossEntropy).then_some(&labels[..]);
+            let loss = Loss::main_head(kind, &plan);
+            let one = GpuNetwork::training(ctx, &plan, &weights, &loss, Keep::Everything).unwrap();
+            one.upload_input(&input).unwrap();
+            if let Some(labels) = labels {
+                one.upload_labels(labels).unwrap();
+            }
+            one.forward_backward().unwrap();
+            let one_loss = one.read_loss().unwrap();
+            let one_gradients = one.read_gradients().unwrap();
+            let sgd = Sgd::new(&one, SGD).unwrap();
+            for _ in 0..3 {
+                sgd.step().unwrap();
+            }
+            let one_weights = one.read_weights().unwrap();
+            for devices in [&[ctx, &second][..], &[ctx, &second, &third]] {
+                let what = format!("{kind:?} over {} on {}", devices.len(), ctx.describe());
+                let replicas =
+                    DataParallel::over_ranks(None, devices, &network, 5, &weights, (kind, true))
+                        .unwrap();
+                replicas.upload(&input, labels).unwrap();
+                replicas.gradients().unwrap();
+                let loss = replicas.read_loss().unwrap();
+                assert!(
+                    (loss - one_loss).abs() <= TOLERANCE * one_loss.abs(),
+                    "{what}: loss {loss} vs {one_loss}"
+                );
+                assert_close(&replicas.read_gradients().unwrap(), &one_gradients, &what);
+                let optimizers = replicas.optimizers(SGD).unwrap();
+                for _ in 0..3 {
+                    replicas.step(&optimizers).unwrap();
+                }
+                replicas.check_replicas_equal().unwrap();
+                // Weights, biases and running statistics.
+                assert_close(&replicas.read_weights().unwrap(), &one_weights, &what);
             }
         }
     }

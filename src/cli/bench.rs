@@ -267,7 +267,8 @@ fn bench_replicas(
     let batch = input.len() / network.input.len();
     let run = |contexts: &[GpuContext], batch: usize, input: &[f32]| {
         let devices: Vec<&GpuContext> = contexts.iter().collect();
-        let mut replicas = DataParallel::new(&devices, network, batch, params, LossKind::L2)?;
+        let kind = (LossKind::L2, device.sync_batch_norm);
+        let mut replicas = DataParallel::over_ranks(None, &devices, network, batch, params, kind)?;
         device.configure(&mut replicas);
         replicas.upload(input, None)?;
         let memory = replicas.replicas()[0].memory();

@@ -193,7 +193,7 @@ fn check_data_parallel(
     let contexts = open_replica_contexts(device)?;
     let _watchdog = Watchdog::start(device.timeout, "data-parallel check".to_string())?;
     let devices: Vec<&GpuContext> = contexts.iter().collect();
-    let result = check::data_parallel(&devices, network, params, data)?;
+    let result = check::data_parallel(&devices, network, params, (data, device.sync_batch_norm))?;
     let tolerance = check::DATA_PARALLEL_TOLERANCE;
     println!(
         "batch {} as shards {:?} over {} replicas, loss l2_loss(logits)\n\nall-reduced gradients \
@@ -203,13 +203,19 @@ fn check_data_parallel(
         contexts.len()
     );
     let rows: Vec<&check::Deviation> = result.against_shards.iter().collect();
+    if rows.is_empty() {
+        println!(
+            "(not compared: synchronised batch norms normalise every shard by the whole batch's \
+             statistics, so a shard alone is another computation)"
+        );
+    }
     print_deviations("parameter", &rows, Some(tolerance), &[]);
     let mut failed: Vec<String> = (rows.iter())
         .filter(|r| !r.within(tolerance))
         .map(|r| format!("{} (against the shards)", r.name))
         .collect();
     let rows: Vec<&check::Deviation> = result.against_one_device.iter().collect();
-    if result.batch_norms {
+    if result.batch_norms && !result.synced_batch_norms {
         println!(
             "\nall-reduced gradients against one device's over the whole batch: not judged, each \
              replica's batch norms normalise its own shard (as DistributedDataParallel without \
@@ -217,6 +223,10 @@ fn check_data_parallel(
         );
         print_deviations("parameter", &rows, None, &[]);
     } else {
+        let tolerance = match result.synced_batch_norms && result.batch_norms {
+            true => check::SYNCED_BATCH_NORM_TOLERANCE,
+            false => tolerance,
+        };
         println!(
             "\nall-reduced gradients against one device's over the whole batch (tolerance \
              {tolerance:e})"

@@ -253,6 +253,10 @@ pub(crate) struct DeviceArgs {
     /// own cores, leaving nothing to overlap with).
     #[arg(long, value_enum, default_value_t = AllReduceChoice::Auto)]
     pub(crate) all_reduce: AllReduceChoice,
+    /// With --parallel data: normalise every batch norm by the whole batch's statistics across
+    /// the replicas (PyTorch's SyncBatchNorm) instead of each replica's own shard's.
+    #[arg(long)]
+    pub(crate) sync_batch_norm: bool,
     /// End the run with an error when no step has finished for this many seconds (bench, train),
     /// or when the whole run has not (peak, check, run).
     #[arg(long)]

@@ -125,7 +125,9 @@ fn run_data_parallel(
     let contexts = super::open_replica_contexts(device)?;
     let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
     let _watchdog = Watchdog::start(device.timeout, "data-parallel run".to_string())?;
-    let mut replicas = DataParallel::new(&devices, network, plan[0].batch, params, loss.kind)?;
+    let kind = (loss.kind, device.sync_batch_norm);
+    let mut replicas =
+        DataParallel::over_ranks(None, &devices, network, plan[0].batch, params, kind)?;
     device.configure(&mut replicas);
     replicas.upload(data, labels.as_deref())?;
     let stats = replicas.gradients()?;

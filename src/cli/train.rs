@@ -255,8 +255,14 @@ fn train_data_parallel(
     let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
     let watchdog = Watchdog::start(args.device.timeout, "data-parallel train".to_string())?;
     let batch = plan[0].batch;
-    let mut replicas =
-        DataParallel::over_ranks(Some(world), &devices, network, batch, params, loss.kind)?;
+    let mut replicas = DataParallel::over_ranks(
+        Some(world),
+        &devices,
+        network,
+        batch,
+        params,
+        (loss.kind, args.device.sync_batch_norm),
+    )?;
     args.device.configure(&mut replicas);
     replicas.upload(data, labels.as_deref())?;
     let optimizers = replicas.optimizers(config)?;

@@ -24,7 +24,9 @@ use std::time::Instant;
 use crate::distributed::World;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
+use crate::gpu::gradients::BatchNormSync;
 use crate::gpu::network::{GpuNetwork, Keep};
+use crate::gpu::ops::norm::RUNNING_MOMENTUM;
 use crate::gpu::profile::layer_of;
 use crate::gpu::sgd::{Sgd, SgdConfig};
 use crate::model::{Loss, LossKind, Network};
@@ -122,11 +124,61 @@ fn plan_buckets(
     buckets
 }
 
+/// How far [`DataParallel::run_synced`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Through {
+    /// The forward pass.
+    Forward,
+    /// The forward and backward passes.
+    Backward,
+    /// Both, and the gradients' copies for the all-reduce.
+    Copies,
+}
+
+/// What the host keeps for batch norms synchronised across replicas.
+struct SyncedBatchNorms {
+    /// Per replica, a staging buffer for one batch norm's statistics or sums.
+    staging: Vec<wgpu::Buffer>,
+    /// Every batch norm's running mean and variance (`[2][channels]`, in the network's order),
+    /// updated by the host from the whole batch's statistics and written to every replica after
+    /// each step.
+    running: std::sync::Mutex<Vec<Vec<f32>>>,
+}
+
+impl SyncedBatchNorms {
+    fn new(replicas: &[GpuNetwork]) -> Result<Self> {
+        let first = replicas[0].batch_norm_syncs();
+        for net in replicas {
+            let (forward, backward) = net.batch_norm_syncs();
+            if (forward.len(), backward.len()) != (first.0.len(), first.1.len()) {
+                return Err(Error::Internal(
+                    "replicas stop at different batch norms".into(),
+                ));
+            }
+        }
+        let largest = (first.0.iter().chain(first.1))
+            .map(|s| (s.buffer.size() / 4) as usize)
+            .max()
+            .unwrap_or(0);
+        Ok(SyncedBatchNorms {
+            staging: (replicas.iter())
+                .map(|net| {
+                    net.context()
+                        .staging_buffer("batch norm statistics", largest)
+                })
+                .collect(),
+            running: std::sync::Mutex::new(replicas[0].read_running_statistics()?),
+        })
+    }
+}
+
 /// A network replicated over devices, each training on a shard of the batch.
 pub struct DataParallel<'a> {
     replicas: Vec<GpuNetwork<'a>>,
     /// The other ranks' processes, where there are any.
     world: Option<&'a World>,
+    /// With synchronised batch norms, what the host keeps for them.
+    synced: Option<SyncedBatchNorms>,
     /// Images in the whole batch, over every rank.
     batch: usize,
     /// The whole batch's first image this process's replicas take.
@@ -195,32 +247,44 @@ impl<'a> DataParallel<'a> {
         weights: &Weights,
         kind: LossKind,
     ) -> Result<Self> {
-        Self::over_ranks(None, contexts, network, batch, weights, kind)
+        Self::over_ranks(None, contexts, network, batch, weights, (kind, false))
     }
 
     /// As [`DataParallel::new`], this process's replicas among every rank's of `world` (each
     /// rank with as many devices): the batch is split over all ranks' replicas, rank r's
     /// taking the shards after ranks 0 to r-1's, and the gradients summed across ranks too.
+    /// With `sync_batch_norm`, every batch norm normalises by the whole batch's statistics
+    /// (PyTorch's SyncBatchNorm): the passes stop at each for the host to combine the replicas'.
     pub fn over_ranks(
         world: Option<&'a World>,
         contexts: &[&'a GpuContext],
         network: &Network,
         batch: usize,
         weights: &Weights,
-        kind: LossKind,
+        (kind, sync_batch_norm): (LossKind, bool),
     ) -> Result<Self> {
         let (rank, ranks) = world.map_or((0, 1), |w| (w.rank(), w.size()));
         let all = shards(batch, ranks * contexts.len())?;
         let mine = rank * contexts.len()..(rank + 1) * contexts.len();
         let first_image = all[..mine.start].iter().sum();
         let shards = all[mine].to_vec();
+        // One replica in all normalises by the whole batch anyway.
+        let synced = sync_batch_norm && all.len() > 1;
         let replicas = (contexts.iter().zip(&shards))
             .map(|(ctx, &shard)| {
                 let plan = network.plan(shard)?;
                 let loss = Loss::with_aux_heads(kind, &plan);
-                GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)
+                let keep = Keep::WhatBackwardReads;
+                match synced {
+                    true => GpuNetwork::training_synced(ctx, &plan, weights, &loss, keep),
+                    false => GpuNetwork::training(ctx, &plan, weights, &loss, keep),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
+        let synced = match synced {
+            true => Some(SyncedBatchNorms::new(&replicas)?),
+            false => None,
+        };
         let found = (replicas.iter())
             .map(gradient_buffers)
             .collect::<Result<Vec<_>>>()?;
@@ -253,6 +317,7 @@ impl<'a> DataParallel<'a> {
         let mut data_parallel = DataParallel {
             replicas,
             world: world.filter(|w| w.size() > 1),
+            synced,
             batch,
             first_image,
             shards,
@@ -355,6 +420,10 @@ impl<'a> DataParallel<'a> {
     /// Runs every replica's forward pass (training mode), submitted to all devices before
     /// waiting for any.
     pub fn forward(&self) -> Result<()> {
+        if self.synced.is_some() {
+            self.run_synced(Through::Forward)?;
+            return self.wait("data-parallel forward");
+        }
         for net in &self.replicas {
             net.submit("data-parallel forward", |encoder| {
                 net.encode_forward(encoder);
@@ -368,6 +437,10 @@ impl<'a> DataParallel<'a> {
     /// for any, without the all-reduce: each replica is left with its own shard's gradients
     /// (what [`DataParallel::gradients`] costs without communication, for a benchmark).
     pub fn forward_backward(&self) -> Result<()> {
+        if self.synced.is_some() {
+            self.run_synced(Through::Backward)?;
+            return self.wait("data-parallel forward-backward");
+        }
         for net in &self.replicas {
             net.submit("data-parallel forward-backward", |encoder| {
                 net.encode_forward(encoder);
@@ -392,6 +465,15 @@ impl<'a> DataParallel<'a> {
             self.forward_backward()?;
             return Ok(AllReduceStats::default());
         }
+        if self.synced.is_some() {
+            // Stopped at every batch norm anyway: the all-reduce follows the backward pass.
+            let last = self.run_synced(Through::Copies)?;
+            self.wait("data-parallel forward-backward")?;
+            let per_bucket = (last.into_iter())
+                .map(|s| vec![s; self.buckets.len()])
+                .collect::<Vec<_>>();
+            return self.reduce(&per_bucket);
+        }
         let submissions = (0..self.replicas.len())
             .map(|r| self.submit_backward(r))
             .collect::<Result<Vec<_>>>()?;
@@ -399,6 +481,195 @@ impl<'a> DataParallel<'a> {
             self.wait("data-parallel forward-backward")?;
         }
         self.reduce(&submissions)
+    }
+
+    /// Runs every replica's synchronised passes through `through`, part by part: after each part
+    /// (up to a batch norm's statistics or sums) the host combines the replicas' and writes the
+    /// whole batch's back before the next. Returns each replica's last submission.
+    fn run_synced(&self, through: Through) -> Result<Vec<wgpu::SubmissionIndex>> {
+        let synced = self.synced.as_ref().expect("synchronised batch norms");
+        let (forward, backward) = self.replicas[0].batch_norm_syncs();
+        let (stops_forward, stops_backward) = (forward.len(), backward.len());
+        let parts = match through {
+            Through::Forward => stops_forward + 1,
+            Through::Backward | Through::Copies => stops_forward + stops_backward + 1,
+        };
+        let mut last = Vec::new();
+        for part in 0..parts {
+            last.clear();
+            for (r, net) in self.replicas.iter().enumerate() {
+                let (forward, backward) = net.batch_norm_syncs();
+                let stop = |syncs: &[BatchNormSync], k: usize, all: usize| match k {
+                    k if k < syncs.len() => syncs[k].dispatches,
+                    _ => all,
+                };
+                last.push(net.submit("synchronised part", |encoder| {
+                    if part <= stops_forward {
+                        let from = part.checked_sub(1).map_or(0, |k| forward[k].dispatches);
+                        let to = stop(forward, part, net.forward_dispatches());
+                        net.encode_forward_part(encoder, from..to)?;
+                    }
+                    if through != Through::Forward && part >= stops_forward {
+                        let k = part - stops_forward;
+                        let from = k.checked_sub(1).map_or(0, |k| backward[k].dispatches);
+                        let to = stop(backward, k, net.backward_dispatches()?.len());
+                        net.encode_backward_part(encoder, from..to, k == 0)?;
+                    }
+                    // The stop's statistics or sums, for the host.
+                    let sync = match part {
+                        p if p < stops_forward => Some(&forward[p]),
+                        p if p + 1 < parts && through != Through::Forward => {
+                            Some(&backward[p - stops_forward])
+                        }
+                        _ => None,
+                    };
+                    if let Some(sync) = sync {
+                        let size = sync.buffer.size();
+                        encoder.copy_buffer_to_buffer(&sync.buffer, 0, &synced.staging[r], 0, size);
+                    }
+                    if part + 1 == parts && through == Through::Copies {
+                        self.copy_buckets(encoder, r);
+                    }
+                    Ok(())
+                })?);
+            }
+            if part + 1 == parts {
+                break;
+            }
+            match part < stops_forward {
+                true => self.combine_statistics(synced, part, &last)?,
+                false => self.combine_sums(synced, part - stops_forward, &last)?,
+            }
+        }
+        Ok(last)
+    }
+
+    /// Replaces every replica's statistics of the `k`th synchronised batch norm (its own, in
+    /// its staging buffer after `submissions`) by the whole batch's mean and biased variance,
+    /// and updates the host's running statistics as PyTorch's SyncBatchNorm does (momentum 0.1,
+    /// the variance unbiased over the whole batch).
+    fn combine_statistics(
+        &self,
+        synced: &SyncedBatchNorms,
+        k: usize,
+        submissions: &[wgpu::SubmissionIndex],
+    ) -> Result<()> {
+        let sync = &self.replicas[0].batch_norm_syncs().0[k];
+        let layer = &self.replicas[0].plan()[sync.layer];
+        let (channels, plane) = (
+            layer.output.channels,
+            layer.output.height * layer.output.width,
+        );
+        let whole = (self.batch * plane) as f64;
+        let stats = self.read_syncs(synced, 4 * channels, submissions)?;
+        // The mean first, then the variance about it (no cancelling of E[x^2] - E[x]^2).
+        let mut mean = vec![0.0f64; channels];
+        for (values, &n) in stats.iter().zip(&self.shards) {
+            for (m, &v) in mean.iter_mut().zip(&values[2 * channels..3 * channels]) {
+                *m += (n * plane) as f64 * f64::from(v);
+            }
+        }
+        self.sum_over_ranks(&mut mean);
+        mean.iter_mut().for_each(|m| *m /= whole);
+        let mut variance = vec![0.0f64; channels];
+        for (values, &n) in stats.iter().zip(&self.shards) {
+            for c in 0..channels {
+                let (m, v) = (values[2 * channels + c], values[3 * channels + c]);
+                let offset = f64::from(m) - mean[c];
+                variance[c] += (n * plane) as f64 * (f64::from(v) + offset * offset);
+            }
+        }
+        self.sum_over_ranks(&mut variance);
+        variance.iter_mut().for_each(|v| *v /= whole);
+        let mut combined: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        combined.extend(variance.iter().map(|&v| v as f32));
+        for net in &self.replicas {
+            let buffer = &net.batch_norm_syncs().0[k].buffer;
+            let offset = (2 * channels * 4) as u64;
+            (net.context().queue()).write_buffer(buffer, offset, bytemuck::cast_slice(&combined));
+        }
+        // The running statistics, as batch_norm_train_forward.wgsl updates them alone.
+        let mut running = synced.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (keep, momentum) = (1.0 - RUNNING_MOMENTUM, RUNNING_MOMENTUM);
+        let unbiased = (whole / (whole - 1.0)) as f32;
+        let (running_mean, running_var) = running[k].split_at_mut(channels);
+        for c in 0..channels {
+            running_mean[c] = keep * running_mean[c] + momentum * combined[c];
+            running_var[c] = keep * running_var[c] + momentum * combined[channels + c] * unbiased;
+        }
+        Ok(())
+    }
+
+    /// Replaces every replica's sums of the `k`th synchronised batch norm's backward (its own,
+    /// in its staging buffer after `submissions`) by what the whole batch's make of them: with
+    /// S the sums of the whole loss (each replica's weighted by its share), replica i gets
+    /// `S * count_i / (w_i * M)`, so that its kernel's own formula (sum / count_i, at its loss's
+    /// scale 1 / w_i) takes the whole batch's means, and the all-reduce after the pass (the sum
+    /// of w_i times each) leaves S, the parameters' gradient.
+    fn combine_sums(
+        &self,
+        synced: &SyncedBatchNorms,
+        k: usize,
+        submissions: &[wgpu::SubmissionIndex],
+    ) -> Result<()> {
+        let sync = &self.replicas[0].batch_norm_syncs().1[k];
+        let layer = &self.replicas[0].plan()[sync.layer];
+        let (channels, plane) = (
+            layer.output.channels,
+            layer.output.height * layer.output.width,
+        );
+        let whole = (self.batch * plane) as f64;
+        let sums = self.read_syncs(synced, 2 * channels, submissions)?;
+        let weights = self.weights();
+        let mut total = vec![0.0f64; 2 * channels];
+        for (values, &weight) in sums.iter().zip(&weights) {
+            for (t, &v) in total.iter_mut().zip(values.iter()) {
+                *t += weight * f64::from(v);
+            }
+        }
+        self.sum_over_ranks(&mut total);
+        for ((net, &n), &weight) in self.replicas.iter().zip(&self.shards).zip(&weights) {
+            let factor = (n * plane) as f64 / (weight * whole);
+            let values: Vec<f32> = total.iter().map(|&t| (t * factor) as f32).collect();
+            let buffer = &net.batch_norm_syncs().1[k].buffer;
+            (net.context().queue()).write_buffer(buffer, 0, bytemuck::cast_slice(&values));
+        }
+        Ok(())
+    }
+
+    /// Each replica's first `len` values of its synchronisation staging buffer, once
+    /// `submissions` (one per replica) have written them.
+    fn read_syncs(
+        &self,
+        synced: &SyncedBatchNorms,
+        len: usize,
+        submissions: &[wgpu::SubmissionIndex],
+    ) -> Result<Vec<Vec<f32>>> {
+        (self.replicas.iter().zip(&synced.staging).zip(submissions))
+            .map(|((net, staging), submission)| {
+                let mut values = vec![0.0; len];
+                (net.context()).read_staging_of(staging, &mut values, submission.clone())?;
+                Ok(values)
+            })
+            .collect()
+    }
+
+    /// `values` summed over the ranks, where there are several.
+    fn sum_over_ranks(&self, values: &mut [f64]) {
+        if let Some(world) = self.world {
+            world.sum_f64s(values);
+        }
+    }
+
+    /// Records the copies of every bucket of replica `r`'s gradients into its staging buffers.
+    fn copy_buckets(&self, encoder: &mut wgpu::CommandEncoder, r: usize) {
+        for k in 0..self.buckets.len() {
+            let mut at = 0;
+            for buffer in &self.gradients[r][self.buckets[k].buffers.clone()] {
+                encoder.copy_buffer_to_buffer(buffer, 0, &self.staging[r][k], at, buffer.size());
+                at += buffer.size();
+            }
+        }
     }
 
     /// Submits replica `r`'s forward and backward pass with each bucket's copy into its staging
@@ -535,13 +806,22 @@ impl<'a> DataParallel<'a> {
         if self.replicas.len() == 1 && self.world.is_none() {
             return Ok(0);
         }
-        let mut statistics = self.replicas[0].read_running_statistics()?;
+        let mut statistics = match &self.synced {
+            // Kept by the host, the same on every rank.
+            Some(synced) => synced
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            None => self.replicas[0].read_running_statistics()?,
+        };
         let bytes: u64 = statistics.iter().map(|s| 4 * s.len() as u64).sum();
         if bytes == 0 {
             return Ok(0);
         }
         // Rank 0's replica 0's, on every rank.
         let receivers = match self.world {
+            _ if self.synced.is_some() => &self.replicas[..],
             Some(world) => {
                 statistics.iter_mut().for_each(|s| world.broadcast(s));
                 let rank_0 = world.rank() == 0;

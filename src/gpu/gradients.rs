@@ -41,6 +41,17 @@ pub(crate) struct CrossEntropyBuffers {
     pub losses: Vec<wgpu::Buffer>,
 }
 
+/// Where a pass synchronised across data-parallel replicas stops for the host: after its first
+/// `dispatches`, batch norm `layer`'s statistics (forward: `[4][channels]` of its batch
+/// statistics) or sums (backward: `[2][channels]` of its gradient) in `buffer` are this
+/// replica's alone, for the host to replace by what the whole batch's make of them.
+#[derive(Clone)]
+pub(crate) struct BatchNormSync {
+    pub dispatches: usize,
+    pub layer: usize,
+    pub buffer: wgpu::Buffer,
+}
+
 /// Everything the backward pass holds on the GPU.
 pub(crate) struct Gradients {
     /// The loss's gradient (empty where the caller provides it).
@@ -61,6 +72,8 @@ pub(crate) struct Gradients {
     /// Parallel to the network's parameterised layers (`None`: a convolution whose weights
     /// stay fixed).
     pub params: Vec<Option<PackedGrads>>,
+    /// With synchronised batch norms, where the backward pass stops for the host.
+    pub batch_norm_syncs: Vec<BatchNormSync>,
 }
 
 impl Gradients {
@@ -146,6 +159,9 @@ pub(crate) struct Wanted {
     /// The gradient of the network's input (skipped otherwise: training needs no image's
     /// gradient).
     pub input: bool,
+    /// Batch norms synchronised across data-parallel replicas: the forward and backward passes
+    /// stop at each for the host (see [`BatchNormSync`]).
+    pub synced_batch_norms: bool,
     /// The convolutions' weight and bias gradients (skipped where the weights stay fixed, as
     /// style transfer's do: a third of the backward pass's work).
     pub conv_parameters: bool,
@@ -246,6 +262,7 @@ pub(crate) fn build<'a>(
     let (loss_dispatches, cross_entropy) =
         loss_gradient(b, plan, &output_gradient, outputs, &head_grads)?;
     let mut dispatches = Vec::new();
+    let mut batch_norm_syncs = Vec::new();
     for (i, layer) in plan.iter().enumerate().rev().filter(|&(i, _)| reaches[i]) {
         // The sources this layer writes first get their gradient's buffer now.
         for destination in destinations[i].iter().flatten() {
@@ -293,7 +310,27 @@ pub(crate) fn build<'a>(
         let layer_params = (params.iter().zip(&param_grads))
             .find(|(p, _)| p.layer == i)
             .map(|(p, g)| (p, g.as_ref()));
-        dispatches.extend(layer_backward(b, &step, layer_params)?);
+        let first = dispatches.len();
+        dispatches.extend(layer_backward(
+            b,
+            &step,
+            layer_params,
+            wanted.synced_batch_norms,
+        )?);
+        // A synchronised batch norm's backward is two dispatches, the host between them.
+        let two_parts =
+            (dispatches.get(first + 1)).is_some_and(|d| d.kernel == dispatches[first].kernel);
+        if let (LayerKind::BatchNorm { .. }, Some((_, Some(g))), true) = (
+            &layer.layer.kind,
+            layer_params,
+            wanted.synced_batch_norms && two_parts,
+        ) {
+            batch_norm_syncs.push(BatchNormSync {
+                dispatches: first + 1,
+                layer: i,
+                buffer: g.weights[0].clone(),
+            });
+        }
         // Nothing after this layer's backward reads its output gradient again.
         slots.give_back(b, slot);
         b.end_step();
@@ -309,6 +346,7 @@ pub(crate) fn build<'a>(
     Ok(Gradients {
         loss_dispatches,
         dispatches,
+        batch_norm_syncs,
         loss: match output_gradient {
             OutputGradient::Loss(loss) => Some(loss),
             OutputGradient::External | OutputGradient::Heads(_) => None,
@@ -380,6 +418,7 @@ fn layer_backward(
     b: &mut Builder,
     step: &Step,
     params: Option<(&PackedWeights, Option<&PackedGrads>)>,
+    synced_batch_norm: bool,
 ) -> Result<Vec<Dispatch>> {
     let layer = step.layer;
     let name = &layer.layer.name;
@@ -432,7 +471,7 @@ fn layer_backward(
             let stats = step.batch_stats.ok_or_else(|| {
                 Error::Internal(format!("batch norm {name} kept no batch statistics"))
             })?;
-            norm::backward(b, layer, &buffers, stats, g)?
+            norm::backward(b, layer, &buffers, (stats, g), synced_batch_norm)?
         }
         (LayerKind::Lrn { .. }, None) => lrn::backward(b, layer, &buffers)?,
         (LayerKind::MaxPool { .. }, None) => pool::max_backward(b, layer, &buffers)?,

@@ -11,7 +11,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, MemoryUse, Pooled, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::gradients::{self, ForwardBuffers, Gradients, OutputGradient, Wanted};
+use crate::gpu::gradients::{
+    self, BatchNormSync, ForwardBuffers, Gradients, OutputGradient, Wanted,
+};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedGrads, PackedWeights, Packing};
@@ -39,6 +41,8 @@ pub struct GpuNetwork<'a> {
     outputs: Vec<wgpu::Buffer>,
     params: Vec<PackedWeights>,
     forward: Vec<Dispatch>,
+    /// With synchronised batch norms, where the forward pass stops for the host.
+    forward_syncs: Vec<BatchNormSync>,
     /// Boxed: a network without gradients stays small.
     gradients: Option<Box<Gradients>>,
     /// Per layer, whether its output survives a pass (see [`Keep`]).
@@ -81,6 +85,7 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: false,
                 conv_parameters: true,
+                synced_batch_norms: false,
             },
             keep,
         };
@@ -117,10 +122,60 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: false,
                 conv_parameters: true,
+                synced_batch_norms: false,
             },
             keep,
         };
         build(ctx, plan, Parameters::Upload(weights), Some(training))
+    }
+
+    /// As [`GpuNetwork::training`], each batch norm synchronised across data-parallel replicas:
+    /// the forward and backward passes stop at it for the host ([`GpuNetwork::batch_norm_syncs`]).
+    pub(crate) fn training_synced(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        loss: &Loss,
+        keep: Keep,
+    ) -> Result<Self> {
+        let training = Training {
+            output_gradient: OutputGradient::Loss(loss.clone()),
+            wanted: Wanted {
+                input: false,
+                conv_parameters: true,
+                synced_batch_norms: true,
+            },
+            keep,
+        };
+        build(ctx, plan, Parameters::Upload(weights), Some(training))
+    }
+
+    /// Where a synchronised network's forward and backward passes stop for the host, in order
+    /// (both empty unless built with [`GpuNetwork::training_synced`]).
+    pub(crate) fn batch_norm_syncs(&self) -> (&[BatchNormSync], &[BatchNormSync]) {
+        let backward = self
+            .gradients
+            .as_ref()
+            .map_or(&[][..], |g| &g.batch_norm_syncs);
+        (&self.forward_syncs, backward)
+    }
+
+    /// Records the forward dispatches `dispatches` (a part of [`GpuNetwork::encode_forward`]).
+    pub(crate) fn encode_forward_part(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        dispatches: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let part = self.forward.get(dispatches.clone()).ok_or_else(|| {
+            Error::Internal(format!("forward dispatches {dispatches:?} out of range"))
+        })?;
+        encode_pass(encoder, "forward", part);
+        Ok(())
+    }
+
+    /// The number of forward dispatches.
+    pub(crate) fn forward_dispatches(&self) -> usize {
+        self.forward.len()
     }
 
     /// As [`GpuNetwork::with_gradients`], and the gradient of the input too (which a network's
@@ -136,6 +191,7 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: true,
                 conv_parameters: true,
+                synced_batch_norms: false,
             },
             keep: Keep::Everything,
         };
@@ -158,6 +214,7 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: true,
                 conv_parameters: false,
+                synced_batch_norms: false,
             },
             keep: Keep::Everything,
         };
@@ -188,6 +245,7 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: !first,
                 conv_parameters: true,
+                synced_batch_norms: false,
             },
             keep: Keep::Everything,
         };
@@ -842,6 +900,10 @@ fn build_unscoped<'a>(
     let mut batch_stats: Vec<Option<wgpu::Buffer>> = Vec::with_capacity(plan.len());
     let mut params = Vec::new();
     let mut forward = Vec::new();
+    let mut forward_syncs = Vec::new();
+    let synced = training
+        .as_ref()
+        .is_some_and(|t| t.wanted.synced_batch_norms);
     for (index, layer) in plan.iter().enumerate() {
         let name = &layer.layer.name;
         let label = format!("{name} output");
@@ -880,7 +942,9 @@ fn build_unscoped<'a>(
         let saved = Saved {
             argmax: maxima.as_ref(),
             batch_stats: statistics.as_ref(),
+            synced: synced && statistics.is_some(),
         };
+        let first = forward.len();
         forward.extend(forward_dispatches(
             &mut b,
             layer,
@@ -889,6 +953,13 @@ fn build_unscoped<'a>(
             &output,
             saved,
         )?);
+        if let (true, Some(statistics)) = (saved.synced, &statistics) {
+            forward_syncs.push(BatchNormSync {
+                dispatches: first + 1,
+                layer: index,
+                buffer: statistics.clone(),
+            });
+        }
         params.extend(layer_params);
         outputs.push(output);
         argmax.push(maxima);
@@ -952,6 +1023,7 @@ fn build_unscoped<'a>(
         outputs,
         params,
         forward,
+        forward_syncs,
         gradients,
         memory: b.memory,
         folded_launches: b.folded_launches,
@@ -965,6 +1037,8 @@ fn build_unscoped<'a>(
 struct Saved<'s> {
     argmax: Option<&'s wgpu::Buffer>,
     batch_stats: Option<&'s wgpu::Buffer>,
+    /// A batch norm synchronised across data-parallel replicas.
+    synced: bool,
 }
 
 /// The dispatches of one layer's forward pass.
@@ -987,7 +1061,9 @@ fn forward_dispatches(
             pool::max_forward(b, layer, input, output, saved.argmax)
         }
         (LayerKind::BatchNorm { .. }, Some(p)) => match saved.batch_stats {
-            Some(stats) => norm::training_forward(b, layer, p, input, output, stats),
+            Some(stats) => {
+                norm::training_forward(b, layer, p, (input, output), stats, saved.synced)
+            }
             None => norm::forward(b, layer, &p.weights[0], input, output),
         },
         (LayerKind::Add { relu }, None) => {

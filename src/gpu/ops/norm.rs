@@ -48,6 +48,10 @@ kernel_params! {
         lanes: u32,
         momentum: f32,
         unbiased: f32,
+        phase: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -141,14 +145,17 @@ pub(crate) fn forward(
 
 /// The dispatch of a batch norm's forward pass in training mode: the batch statistics into
 /// `batch_stats` (running statistics updated in `params`) and the output normalised by them, one
-/// workgroup per channel.
+/// workgroup per channel. `synced` (SyncBatchNorm across data-parallel replicas): two
+/// dispatches, between which the host replaces the replica's statistics in `batch_stats` by the
+/// whole batch's (and keeps the running statistics itself): the first writes them, the second
+/// normalises by what the host wrote.
 pub(crate) fn training_forward(
     b: &mut Builder,
     layer: &LayerPlan,
     params: &PackedWeights,
-    input: &wgpu::Buffer,
-    output: &wgpu::Buffer,
+    (input, output): (&wgpu::Buffer, &wgpu::Buffer),
     batch_stats: &wgpu::Buffer,
+    synced: bool,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let (eps, relu) = eps_relu(layer)?;
@@ -171,27 +178,38 @@ pub(crate) fn training_forward(
         lanes: lanes(layer),
         momentum: RUNNING_MOMENTUM,
         unbiased: count_f32 / (count_f32 - 1.0),
+        ..Default::default()
     };
     let workgroups = b.workgroups(name, [channel_groups(channels, train.lanes), 1, 1])?;
     let args = [input, &params.weights[0], batch_stats, output];
-    Ok(vec![b.dispatch(
-        name,
-        &TRAIN_FORWARD,
-        &train,
-        &args,
-        workgroups,
-    )])
+    if !synced {
+        return Ok(vec![b.dispatch(
+            name,
+            &TRAIN_FORWARD,
+            &train,
+            &args,
+            workgroups,
+        )]);
+    }
+    let phase = |phase| BatchNormTrainParams { phase, ..train };
+    Ok(vec![
+        b.dispatch(name, &TRAIN_FORWARD, &phase(1), &args, workgroups),
+        b.dispatch(name, &TRAIN_FORWARD, &phase(2), &args, workgroups),
+    ])
 }
 
 /// The dispatch of a batch norm's backward pass in training mode, one workgroup per channel:
 /// the weight and bias gradients and, where one is wanted, the input gradient, through the
-/// fused ReLU's mask.
+/// fused ReLU's mask. `synced` with an input gradient: two dispatches, between which the host
+/// replaces the replica's sums in `grads` by what the whole batch's make of them (see
+/// batch_norm_backward.wgsl): the first writes them, the second takes the input gradient's
+/// from `grads`.
 pub(crate) fn backward(
     b: &mut Builder,
     layer: &LayerPlan,
     buf: &BackwardBuffers,
-    batch_stats: &wgpu::Buffer,
-    grads: &PackedGrads,
+    (batch_stats, grads): (&wgpu::Buffer, &PackedGrads),
+    synced: bool,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
     let (eps, relu) = eps_relu(layer)?;
@@ -225,7 +243,17 @@ pub(crate) fn backward(
         &grads.weights[0],
         grad_input,
     ];
+    if !(synced && buf.grad_input.is_some()) {
+        return Ok(vec![
+            b.dispatch(&label, &BACKWARD, &params, &args, workgroups)
+        ]);
+    }
+    let mode = |input_gradient| BatchNormBackwardParams {
+        input_gradient,
+        ..params
+    };
     Ok(vec![
-        b.dispatch(&label, &BACKWARD, &params, &args, workgroups)
+        b.dispatch(&label, &BACKWARD, &mode(0), &args, workgroups),
+        b.dispatch(&label, &BACKWARD, &mode(2), &args, workgroups),
     ])
 }
