@@ -1449,6 +1449,25 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
         "{stdout}"
     );
 
+    // Synchronised batch norms: ResNet-18's all-reduced gradients are one device's.
+    let (ok, stdout, stderr) = convnet(&[
+        "check",
+        "--model",
+        "resnet18",
+        "--input-size",
+        "32",
+        "--batch",
+        "5",
+        "--parallel",
+        "data",
+        "--devices",
+        "2",
+        "--sync-batch-norm",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("not compared: synchronised batch norms"), "{stdout}");
+    assert!(stdout.contains("check passed"), "{stdout}");
+
     // bench: the all-reduce's cost and the scaling, in text and JSON.
     let json = path("bench.json");
     let mut bench = vec!["bench"];

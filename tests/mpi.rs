@@ -66,7 +66,7 @@ fn assert_close(a: &Weights, b: &Weights, what: &str) {
 /// device, on two in one process, and on two ranks of one device each. The rate moves AlexNet's
 /// weights by 6-56% of each tensor's scale in three steps (measured) while the loss still rises
 /// smoothly; at 10x it diverges, and in a diverging run f32 rounding grows without bound.
-fn three_ways(model: &str, size: &str, compare_one_device: bool) {
+fn three_ways(model: &str, size: &str, sync_batch_norm: bool, compare_one_device: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let network = build(
@@ -122,14 +122,22 @@ fn three_ways(model: &str, size: &str, compare_one_device: bool) {
         path("two.safetensors"),
         path("mpi.safetensors"),
     );
+    let synced: &[&str] = if sync_batch_norm {
+        &["--sync-batch-norm"]
+    } else {
+        &[]
+    };
     let (ok, stdout, stderr) = convnet(&as_strs(&train(&one, &[])));
     assert!(ok, "{stdout}{stderr}");
     let (ok, stdout, stderr) = convnet(&as_strs(&train(
         &two,
-        &["--parallel", "data", "--devices", "2"],
+        &[&["--parallel", "data", "--devices", "2"], synced].concat(),
     )));
     assert!(ok, "{stdout}{stderr}");
-    let rank = train(&ranks, &["--parallel", "data", "--devices", "1"]);
+    let rank = train(
+        &ranks,
+        &[&["--parallel", "data", "--devices", "1"], synced].concat(),
+    );
     let (ok, stdout, stderr) = mpirun(&[&as_strs(&rank), &as_strs(&rank)]);
     assert!(ok, "{stdout}{stderr}");
     // Rank 0 alone prints and writes.
@@ -154,10 +162,12 @@ fn three_ways(model: &str, size: &str, compare_one_device: bool) {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn two_ranks_train_as_one_process_with_two_devices() {
-    three_ways("alexnet", "67", true);
+    three_ways("alexnet", "67", false, true);
     // Per-replica batch statistics: two replicas compute another gradient than one device, the
     // same on two ranks as in one process.
-    three_ways("resnet18", "32", false);
+    three_ways("resnet18", "32", false, false);
+    // Synchronised, the whole batch's: one device's.
+    three_ways("resnet18", "32", true, true);
 }
 
 #[test]
