@@ -201,8 +201,10 @@ pub struct DataParallelStats {
 /// The all-reduce's cost in one pass, from three loops of the same steps.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AllReduceCost {
-    /// Bytes read back from and written to all devices per step.
+    /// Bytes read back from and written to this process's devices per step.
     pub bytes: u64,
+    /// Bytes this process sent to and received from the other MPI ranks per step.
+    pub rank_bytes: u64,
     /// Buckets per step.
     pub buckets: usize,
     /// Mean seconds of a step with every replica on its own shard's gradients (no all-reduce).
@@ -301,7 +303,7 @@ pub fn bench_data_parallel(
         AllReduce::Overlapped => AllReduce::AfterBackward,
         AllReduce::AfterBackward => AllReduce::Overlapped,
     };
-    let modes: &[Option<AllReduce>] = if pass != Pass::Forward && devices.len() > 1 {
+    let modes: &[Option<AllReduce>] = if pass != Pass::Forward && replicas.replicas_in_all() > 1 {
         &[Some(chosen), None, Some(other)]
     } else {
         &[Some(chosen)]
@@ -344,6 +346,7 @@ pub fn bench_data_parallel(
             };
             Some(AllReduceCost {
                 chosen,
+                rank_bytes: stats.rank_bytes,
                 bytes: stats.bytes,
                 buckets: stats.buckets,
                 compute_s: compute.mean,
@@ -355,11 +358,11 @@ pub fn bench_data_parallel(
         _ => None,
     };
     let plan = replicas.replicas()[0].plan();
-    let batch: usize = replicas.shards().iter().sum();
+    let batch = replicas.batch();
     let flops = pass.flops_per_batch(plan) * batch as f64 / plan[0].batch as f64;
     Ok(PassResult {
         pass,
-        devices: devices.len(),
+        devices: replicas.replicas_in_all(),
         flops_per_batch: flops,
         images_per_s: batch as f64 / timings.mean,
         gflops_per_s: flops / timings.mean / 1e9,

@@ -1465,7 +1465,10 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
         "--sync-batch-norm",
     ]);
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("not compared: synchronised batch norms"), "{stdout}");
+    assert!(
+        stdout.contains("not compared: synchronised batch norms"),
+        "{stdout}"
+    );
     assert!(stdout.contains("check passed"), "{stdout}");
 
     // bench: the all-reduce's cost and the scaling, in text and JSON.

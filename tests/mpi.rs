@@ -202,3 +202,57 @@ fn a_failing_rank_ends_every_rank_with_its_name_and_no_output() {
     assert!(start.elapsed() < Duration::from_secs(60));
     assert!(!Path::new(&out).exists());
 }
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn bench_over_two_ranks_reports_the_all_reduce_and_the_scaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json").display().to_string();
+    let args = [
+        "bench",
+        "--model",
+        "alexnet",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "67",
+        "--batch",
+        "4",
+        "--pass",
+        "forward-backward",
+        "--batches",
+        "1",
+        "--burn-in",
+        "0",
+        "--parallel",
+        "data",
+        "--json",
+        &json,
+    ];
+    let (ok, stdout, stderr) = mpirun(&[&args, &args]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        stdout.matches("Forward_backward across 1 steps").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(stdout.contains("to and from the other ranks"), "{stdout}");
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let pass = &result["passes"][0];
+    assert_eq!(pass["devices"], 2, "{pass}");
+    let parallel = &pass["data_parallel"];
+    assert_eq!(parallel["shards"], serde_json::json!([2]), "{parallel}");
+    let rank_bytes = parallel["all_reduce"]["rank_bytes"].as_u64().unwrap();
+    assert_eq!(
+        rank_bytes,
+        parallel["all_reduce"]["bytes"].as_u64().unwrap(),
+        "{parallel}"
+    );
+    assert!(
+        parallel["one_device"]["scaling_efficiency"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}

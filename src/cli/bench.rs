@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
+use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork};
 use convnet_wgpu::model::{LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
@@ -84,7 +85,12 @@ pub(crate) struct BenchArgs {
 const PROFILE_RUNS: usize = 3;
 
 /// `convnet bench`: the benchmark, and its profile, JSON and chart where asked.
-pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
+    if world.size() > 1 && (args.device.parallel != Parallel::Data || args.profile) {
+        anyhow::bail!(
+            "under an MPI launcher, `bench` runs with --parallel data (and without --profile)"
+        );
+    }
     if let Some(path) = &args.json {
         files::check_writable(path)?;
     }
@@ -192,7 +198,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let results = if data_parallel {
         let input = (input.as_slice(), &args.device);
         let (results, memory) = bench_replicas(
-            &contexts,
+            (world, &contexts),
             (&gpu_network, &params),
             input,
             passes,
@@ -233,7 +239,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         files::write_atomically(path, chart::profile_svg(&panels).as_bytes())?;
         println!("wrote {}", path.display());
     }
-    if let Some(path) = &args.json {
+    if let (Some(path), 0) = (&args.json, world.rank()) {
         let result = BenchResult {
             schema_version: bench::SCHEMA_VERSION,
             model: network.name.clone(),
@@ -257,7 +263,7 @@ pub(crate) fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 /// without it and after the whole backward pass), then, with more than one replica, the same
 /// passes on device 0 alone at the largest shard for the scaling.
 fn bench_replicas(
-    contexts: &[GpuContext],
+    (world, contexts): (&World, &[GpuContext]),
     (network, params): (&Network, &Weights),
     (input, device): (&[f32], &DeviceArgs),
     passes: &[Pass],
@@ -265,16 +271,20 @@ fn bench_replicas(
     watchdog: &Option<Watchdog>,
 ) -> anyhow::Result<(Vec<PassResult>, MemoryUse)> {
     let batch = input.len() / network.input.len();
-    let run = |contexts: &[GpuContext], batch: usize, input: &[f32]| {
+    let run = |world, contexts: &[GpuContext], batch: usize, input: &[f32]| {
         let devices: Vec<&GpuContext> = contexts.iter().collect();
         let kind = (LossKind::L2, device.sync_batch_norm);
-        let mut replicas = DataParallel::over_ranks(None, &devices, network, batch, params, kind)?;
+        let mut replicas = DataParallel::over_ranks(world, &devices, network, batch, params, kind)?;
         device.configure(&mut replicas);
         replicas.upload(input, None)?;
         let memory = replicas.replicas()[0].memory();
+        let ranks = match world.map_or(1, World::size) {
+            1 => String::new(),
+            n => format!(" on each of {n} MPI ranks (this rank's shards)"),
+        };
         println!(
-            "{}: batch {batch} as shards {:?} over {} replica(s), {} timed steps after {} \
-             warm-up per pass; per replica {}; {}",
+            "{}: batch {batch} as shards {:?} over {} replica(s){ranks}, {} timed steps after \
+             {} warm-up per pass; per replica {}; {}",
             network.name,
             replicas.shards(),
             contexts.len(),
@@ -293,11 +303,13 @@ fn bench_replicas(
         }
         anyhow::Ok((results, memory))
     };
-    let (mut results, memory) = run(contexts, batch, input)?;
-    if contexts.len() > 1 {
-        let largest = convnet_wgpu::gpu::shards(batch, contexts.len())?[0];
+    let (mut results, memory) = run(Some(world), contexts, batch, input)?;
+    let replicas = contexts.len() * world.size();
+    if replicas > 1 {
+        let largest = convnet_wgpu::gpu::shards(batch, replicas)?[0];
         println!("\nthe same passes on device 0 alone at the largest shard, for the scaling:");
         let (one, _) = run(
+            None,
             &contexts[..1],
             largest,
             &input[..largest * network.input.len()],
@@ -309,9 +321,9 @@ fn bench_replicas(
                  efficiency {:.2}",
                 result.pass.summary_name(),
                 result.images_per_s,
-                contexts.len(),
+                replicas,
                 one.images_per_s,
-                result.images_per_s / (contexts.len() as f64 * one.images_per_s)
+                result.images_per_s / (replicas as f64 * one.images_per_s)
             );
         }
     }
@@ -404,11 +416,15 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
         .and_then(|d| d.all_reduce.as_ref())
     {
         println!(
-            "all-reduce ({:?} timed above): {} per step in {} bucket(s); a step without it {:.3} \
-             s; with it after the backward pass {:.3} s ({:.1}% of the step; {:.3} s on the \
-             host); overlapped with the backward {:.3} s ({:.1}% left exposed)",
+            "all-reduce ({:?} timed above): {}{} per step in {} bucket(s); a step without it \
+             {:.3} s; with it after the backward pass {:.3} s ({:.1}% of the step; {:.3} s on \
+             the host); overlapped with the backward {:.3} s ({:.1}% left exposed)",
             cost.chosen,
             megabytes(cost.bytes),
+            match cost.rank_bytes {
+                0 => String::new(),
+                bytes => format!(" and {} to and from the other ranks", megabytes(bytes)),
+            },
             cost.buckets,
             cost.compute_s,
             cost.after_backward_s,

@@ -362,9 +362,9 @@ impl DeviceArgs {
 
 /// Runs one subcommand.
 pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
-    if world.size() > 1 && !matches!(command, Command::Train(_)) {
+    if world.size() > 1 && !matches!(command, Command::Train(_) | Command::Bench(_)) {
         anyhow::bail!(
-            "under an MPI launcher ({} ranks) only `train --parallel data` runs",
+            "under an MPI launcher ({} ranks) only `train` and `bench` with --parallel data run",
             world.size()
         );
     }
@@ -376,7 +376,7 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
             json,
         } => shapes::print(&model, detail, json)?,
         Command::Peak { device } => adapters::peak(&device)?,
-        Command::Bench(args) => bench::bench(&args)?,
+        Command::Bench(args) => bench::bench(&args, world)?,
         Command::Check {
             model,
             device,

@@ -380,9 +380,19 @@ impl<'a> DataParallel<'a> {
         &self.replicas
     }
 
-    /// Images per replica.
+    /// Images per replica of this process.
     pub fn shards(&self) -> &[usize] {
         &self.shards
+    }
+
+    /// Images in the whole batch, over every rank.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Replicas over every rank.
+    pub fn replicas_in_all(&self) -> usize {
+        self.replicas.len() * self.world.map_or(1, World::size)
     }
 
     /// Buckets the all-reduce sums the gradients in.
