@@ -199,3 +199,58 @@ fn an_sgd_step_on_two_devices_moves_every_weight_as_on_one() {
     }
     assert_eq!(compared, 16, "every weight and bias of conv1..fc3");
 }
+
+/// Data parallel over two different adapters (lavapipe and llvmpipe-GL in CI): AlexNet's replicas
+/// at 67x67 (shards 3 + 2, cross-entropy) compute one device's gradients within 1e-5 and stay
+/// equal bit for bit over three SGD steps. Their SGD kernels are the same WGSL through two
+/// drivers; were one to round an update differently, the replicas' check would end a run, and
+/// this test would say so.
+#[test]
+#[ignore = "needs two different adapters; run it with `cargo test --release -- --ignored`"]
+fn data_parallel_replicas_on_two_different_adapters_stay_equal() {
+    let [a, b, ..] = contexts() else {
+        panic!("this test needs two adapters (lavapipe and llvmpipe-GL on Linux)");
+    };
+    let options = model::Options {
+        num_classes: Some(10),
+        input_size: Some(67),
+        aux_logits: false,
+    };
+    let network = model::build("alexnet", &options).unwrap();
+    let plan = network.plan(5).unwrap();
+    let params = Weights::init(&network, 5).unwrap();
+    let input = weights::random_input(&plan, 6);
+    let labels = [1, 7, 7, 0, 9];
+    let kind = model::LossKind::CrossEntropy;
+    let one = GpuNetwork::training(
+        a,
+        &plan,
+        &params,
+        &model::Loss::main_head(kind, &plan),
+        convnet_wgpu::gpu::Keep::WhatBackwardReads,
+    )
+    .unwrap();
+    one.upload_input(&input).unwrap();
+    one.upload_labels(&labels).unwrap();
+    one.forward_backward().unwrap();
+    let replicas = convnet_wgpu::gpu::DataParallel::new(&[a, b], &network, 5, &params, kind)
+        .unwrap();
+    replicas.upload(&input, Some(&labels)).unwrap();
+    replicas.gradients().unwrap();
+    let what = format!("{} + {}", a.describe(), b.describe());
+    let all_reduced = replicas.read_gradients().unwrap();
+    for ((name, x), (_, y)) in all_reduced.iter().zip(one.read_gradients().unwrap().iter()) {
+        let d = check::compare(name, &x.data, &y.data).unwrap();
+        assert!(d.within(check::DATA_PARALLEL_TOLERANCE), "{what}: {d:?}");
+    }
+    let config = SgdConfig {
+        learning_rate: 1e-5,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+    };
+    let optimizers = replicas.optimizers(config).unwrap();
+    for _ in 0..3 {
+        replicas.step(&optimizers).unwrap();
+    }
+    replicas.check_replicas_equal().unwrap();
+}
