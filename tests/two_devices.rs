@@ -233,8 +233,8 @@ fn data_parallel_replicas_on_two_different_adapters_stay_equal() {
     one.upload_input(&input).unwrap();
     one.upload_labels(&labels).unwrap();
     one.forward_backward().unwrap();
-    let replicas = convnet_wgpu::gpu::DataParallel::new(&[a, b], &network, 5, &params, kind)
-        .unwrap();
+    let replicas =
+        convnet_wgpu::gpu::DataParallel::new(&[a, b], &network, 5, &params, kind).unwrap();
     replicas.upload(&input, Some(&labels)).unwrap();
     replicas.gradients().unwrap();
     let what = format!("{} + {}", a.describe(), b.describe());
