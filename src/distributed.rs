@@ -26,14 +26,19 @@ impl World {
         }
     }
 
-    /// The ranks of an MPI launch when this process was started by one (Open MPI's `mpirun`
-    /// or a PMI launcher: their environment variables say so) and built with the `mpi` feature;
-    /// this process alone otherwise. A launch seen without the feature is an error, not a run
+    /// The ranks of an MPI launch when this process was started by one with more than one
+    /// process (Open MPI's `mpirun` or a PMI launcher: their environment variables say so) and
+    /// built with the `mpi` feature; this process alone otherwise. A launch seen without the feature is an error, not a run
     /// of R processes each believing it is alone.
     pub fn from_environment() -> Result<Self> {
-        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        // A launch of more than one process: a launcher also starts single processes (Slurm's
+        // `srun -n1`), which need no MPI.
+        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
             .iter()
-            .any(|name| std::env::var_os(name).is_some());
+            .any(|name| {
+                std::env::var(name)
+                    .is_ok_and(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
+            });
         if !launched {
             return Ok(World::single());
         }

@@ -164,6 +164,14 @@ fn bad_flags_and_settings_fail_cleanly() {
         "this command runs on one device",
     );
     assert_clean_failure(
+        &["bench", "--sync-batch-norm"],
+        "--sync-batch-norm is for data-parallel replicas: add --parallel data",
+    );
+    assert_clean_failure(
+        &["train", "--bucket-mb", "4"],
+        "--bucket-mb is for data-parallel replicas",
+    );
+    assert_clean_failure(
         &[
             "check",
             "--model",

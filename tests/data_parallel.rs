@@ -302,3 +302,28 @@ fn synchronised_batch_norms_compute_one_devices_gradients_and_steps() {
         }
     }
 }
+
+/// A device lost mid-run ends the step with an error naming its adapter, not a hang, and the
+/// surviving replica still holds the weights of the last completed step (which `train --out`
+/// then writes).
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn a_lost_device_is_named_and_the_last_completed_step_survives() {
+    let ctx = &contexts()[0];
+    let second = fresh_context(ctx);
+    let network = network(false);
+    let weights = Weights::init(&network, 3).unwrap();
+    let two = DataParallel::new(&[ctx, &second], &network, 4, &weights, LossKind::L2).unwrap();
+    two.upload(&weights::random_input(&network.plan(4).unwrap(), 1), None)
+        .unwrap();
+    let optimizers = two.optimizers(SGD).unwrap();
+    two.step(&optimizers).unwrap();
+    let after_one_step = two.read_weights().unwrap();
+    second.device().destroy();
+    let err = two.gradients().expect_err("a destroyed device still ran");
+    assert!(err.to_string().contains(&second.info().name), "{err}");
+    let survivor = two.read_weights_of_any().unwrap();
+    for ((name, a), (_, b)) in survivor.iter().zip(after_one_step.iter()) {
+        assert_eq!(a.data, b.data, "{name}");
+    }
+}

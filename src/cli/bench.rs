@@ -119,7 +119,9 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
         args.device.timeout,
         format!("bench on {}", contexts[0].info().name),
     )?;
+    // Every rank of an MPI run takes the same steps (each step's all-reduce waits for all).
     let software = contexts.iter().any(|c| c.software());
+    let software = world.gather(u32::from(software)).contains(&1);
     let steps = match (args.batches, args.burn_in) {
         (None, None) if software => {
             let (batches, burn_in) = bench::default_steps(true);
@@ -305,7 +307,8 @@ fn bench_replicas(
     };
     let (mut results, memory) = run(Some(world), contexts, batch, input)?;
     let replicas = contexts.len() * world.size();
-    if replicas > 1 {
+    // Rank 0's device alone (the other ranks' would share a machine's cores or GPU with it).
+    if replicas > 1 && world.rank() == 0 {
         let largest = convnet_wgpu::gpu::shards(batch, replicas)?[0];
         println!("\nthe same passes on device 0 alone at the largest shard, for the scaling:");
         let (one, _) = run(

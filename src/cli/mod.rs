@@ -245,14 +245,14 @@ pub(crate) struct DeviceArgs {
     #[arg(long, value_enum, default_value = "model")]
     pub(crate) parallel: Parallel,
     /// With --parallel data: megabytes of gradients per all-reduce bucket, each summed while
-    /// the devices compute the backward of the next (PyTorch DDP's bucket_cap_mb).
-    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
-    pub(crate) bucket_mb: u64,
+    /// the devices compute the backward of the next (PyTorch DDP's bucket_cap_mb; default 25).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub(crate) bucket_mb: Option<u64>,
     /// With --parallel data: when the gradients are all-reduced. `auto` overlaps them with the
     /// backward pass unless every device is a software adapter (which computes on the host's
     /// own cores, leaving nothing to overlap with).
-    #[arg(long, value_enum, default_value_t = AllReduceChoice::Auto)]
-    pub(crate) all_reduce: AllReduceChoice,
+    #[arg(long, value_enum)]
+    pub(crate) all_reduce: Option<AllReduceChoice>,
     /// With --parallel data: normalise every batch norm by the whole batch's statistics across
     /// the replicas (PyTorch's SyncBatchNorm) instead of each replica's own shard's.
     #[arg(long)]
@@ -308,12 +308,31 @@ pub(crate) enum AllReduceChoice {
 impl DeviceArgs {
     /// Sets `replicas`' buckets and all-reduce as the flags ask.
     pub(crate) fn configure(&self, replicas: &mut DataParallel) {
-        replicas.set_bucket_bytes(self.bucket_mb << 20);
-        match self.all_reduce {
-            AllReduceChoice::Auto => {}
-            AllReduceChoice::Overlapped => replicas.set_all_reduce(AllReduce::Overlapped),
-            AllReduceChoice::AfterBackward => replicas.set_all_reduce(AllReduce::AfterBackward),
+        if let Some(megabytes) = self.bucket_mb {
+            replicas.set_bucket_bytes(megabytes << 20);
         }
+        match self.all_reduce {
+            None | Some(AllReduceChoice::Auto) => {}
+            Some(AllReduceChoice::Overlapped) => replicas.set_all_reduce(AllReduce::Overlapped),
+            Some(AllReduceChoice::AfterBackward) => {
+                replicas.set_all_reduce(AllReduce::AfterBackward)
+            }
+        }
+    }
+
+    /// Fails when a data-parallel flag is given without --parallel data.
+    pub(crate) fn refuse_data_parallel_flags(&self) -> anyhow::Result<()> {
+        let given = [
+            (self.bucket_mb.is_some(), "--bucket-mb"),
+            (self.all_reduce.is_some(), "--all-reduce"),
+            (self.sync_batch_norm, "--sync-batch-norm"),
+        ];
+        if let (Parallel::Model, Some((_, flag))) =
+            (self.parallel, given.iter().find(|(given, _)| *given))
+        {
+            anyhow::bail!("{flag} is for data-parallel replicas: add --parallel data");
+        }
+        Ok(())
     }
 }
 
@@ -422,6 +441,7 @@ pub(crate) fn open_context_quiet_if(
     if device.devices > 2 && device.parallel == Parallel::Model {
         anyhow::bail!("--devices above 2 needs --parallel data (bench, check, run, train)");
     }
+    device.refuse_data_parallel_flags()?;
     if device.devices != 1 || device.parallel == Parallel::Data {
         anyhow::bail!("this command runs on one device; drop --devices and --parallel");
     }
@@ -434,6 +454,7 @@ pub(crate) fn open_context_quiet_if(
 
 /// One context per device of `--devices`, each printed with its adapter.
 pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    device.refuse_data_parallel_flags()?;
     if device.parallel == Parallel::Data {
         anyhow::bail!(
             "--parallel data runs in `bench`, `check`, `run` and `train`; this command splits a \

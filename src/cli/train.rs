@@ -287,8 +287,14 @@ fn train_data_parallel(
     let start = std::time::Instant::now();
     for step in 0..steps {
         Watchdog::step(&watchdog, step);
-        let stats = replicas.step(&optimizers)?;
-        all_reduce.seconds += stats.seconds;
+        let stats = match replicas.gradients() {
+            Ok(stats) => stats,
+            // No update of this step has started: the replicas still hold the last step's.
+            Err(e) => return Err(save_after_failure(args, world, &replicas, step, e.into())),
+        };
+        let update = replicas.update(&optimizers)?;
+        all_reduce.seconds += stats.seconds + update.seconds;
+        all_reduce.bytes += update.bytes;
         all_reduce.bytes += stats.bytes;
         all_reduce.rank_bytes += stats.rank_bytes;
         // The loss of this step's forward pass over the whole batch, before its update.
@@ -322,6 +328,35 @@ fn train_data_parallel(
     match world.rank() {
         0 => write_weights(args, || replicas.read_weights()),
         _ => Ok(()),
+    }
+}
+
+/// A data-parallel run that failed at `step` before any replica's update: writes the weights of
+/// the last completed step to `--out` where a replica still answers (one process; across MPI
+/// ranks the failure has ended every rank), and returns the failure with what was written.
+fn save_after_failure(
+    args: &TrainArgs,
+    world: &World,
+    replicas: &DataParallel,
+    step: usize,
+    failure: anyhow::Error,
+) -> anyhow::Error {
+    let (Some(path), 1, Some(last)) = (&args.out, world.size(), step.checked_sub(1)) else {
+        return failure.context(format!("step {step}: nothing written"));
+    };
+    let saved = replicas
+        .read_weights_of_any()
+        .map_err(anyhow::Error::from)
+        .and_then(|w| match w.first_non_finite() {
+            Some(name) => anyhow::bail!("{name} holds non-finite values"),
+            None => Ok(w.save(path)?),
+        });
+    match saved {
+        Ok(()) => failure.context(format!(
+            "step {step}: wrote the weights after step {last}, the last completed, to {}",
+            path.display()
+        )),
+        Err(e) => failure.context(format!("step {step}: nothing written ({e})")),
     }
 }
 

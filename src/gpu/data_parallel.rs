@@ -16,7 +16,11 @@
 //! documented), and the running statistics of replica 0 are copied to the others after each step
 //! (as DDP broadcasts its buffers), so that the replicas stay equal, which
 //! [`DataParallel::check_replicas_equal`] verifies bit for bit (every parameter; the running
-//! statistics are equal by that copy).
+//! statistics are equal by that copy). Synchronised (SyncBatchNorm), every batch norm stops both
+//! passes for the host, which combines the replicas' statistics and backward sums into the whole
+//! batch's ([`DataParallel::over_ranks`]); the replicas then compute one device's gradient.
+//! Across MPI ranks ([`crate::distributed::World`]), each rank sums its own replicas and the
+//! ranks' sums are summed in turn.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -33,8 +37,9 @@ use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 
 /// Gradient bytes per all-reduce bucket: PyTorch DistributedDataParallel's default
-/// (`bucket_cap_mb = 25`). A bucket closes at the first layer boundary at or past it, so one
-/// layer larger than that (AlexNet's fc1, 151 MB) is a bucket alone.
+/// (`bucket_cap_mb = 25`). A bucket closes at the first gradient buffer that takes it to the cap
+/// or past it, so one buffer larger than that (AlexNet's fc1 weight, 151 MB) ends the bucket it
+/// joins.
 pub const BUCKET_BYTES: u64 = 25 << 20;
 
 /// When the gradients are all-reduced. [`DataParallel::new`] overlaps unless every replica runs
@@ -268,8 +273,11 @@ impl<'a> DataParallel<'a> {
         let mine = rank * contexts.len()..(rank + 1) * contexts.len();
         let first_image = all[..mine.start].iter().sum();
         let shards = all[mine].to_vec();
-        // One replica in all normalises by the whole batch anyway.
-        let synced = sync_batch_norm && all.len() > 1;
+        // One replica in all normalises by the whole batch anyway; a network without batch
+        // norms has nothing to synchronise.
+        let has_batch_norms = (network.plan(1)?.iter())
+            .any(|l| matches!(l.layer.kind, crate::model::LayerKind::BatchNorm { .. }));
+        let synced = sync_batch_norm && all.len() > 1 && has_batch_norms;
         let replicas = (contexts.iter().zip(&shards))
             .map(|(ctx, &shard)| {
                 let plan = network.plan(shard)?;
@@ -302,6 +310,18 @@ impl<'a> DataParallel<'a> {
                     "replica {i}'s adapter ('{}') packs the weights in other slices than replica \
                      0's (its storage bindings differ): replicas need adapters alike",
                     net.context().info().name
+                )));
+            }
+        }
+        // Across ranks too: a rank whose adapter packs otherwise would sum other lengths.
+        if let Some(world) = world {
+            let mut layout = crc32fast::Hasher::new();
+            layout.update(bytemuck::cast_slice(&sizes));
+            let all = world.gather(layout.finalize());
+            if let Some(rank) = all.iter().position(|&c| c != all[0]) {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {rank}'s adapters pack the weights in other slices than rank 0's (their \
+                     storage bindings differ): ranks need adapters alike"
                 )));
             }
         }
@@ -344,9 +364,13 @@ impl<'a> DataParallel<'a> {
         self.all_reduce.set(all_reduce);
     }
 
-    /// When the gradients are all-reduced.
+    /// When the gradients are all-reduced (after the backward pass whenever batch norms are
+    /// synchronised: the pass stops at each of them anyway).
     pub fn all_reduce(&self) -> AllReduce {
-        self.all_reduce.get()
+        match self.synced {
+            Some(_) => AllReduce::AfterBackward,
+            None => self.all_reduce.get(),
+        }
     }
 
     /// Buckets the gradients in about `bytes` each ([`BUCKET_BYTES`] unless set; at least one
@@ -444,8 +468,10 @@ impl<'a> DataParallel<'a> {
     }
 
     /// Runs every replica's forward and backward pass, submitted to all devices before waiting
-    /// for any, without the all-reduce: each replica is left with its own shard's gradients
-    /// (what [`DataParallel::gradients`] costs without communication, for a benchmark).
+    /// for any, without the all-reduce: each replica is left with its own gradients (what
+    /// [`DataParallel::gradients`] costs without the all-reduce, for a benchmark; with
+    /// synchronised batch norms they already hold whole-batch terms, and the passes still stop
+    /// at each batch norm).
     pub fn forward_backward(&self) -> Result<()> {
         if self.synced.is_some() {
             self.run_synced(Through::Backward)?;
@@ -779,7 +805,8 @@ impl<'a> DataParallel<'a> {
         Ok(AllReduceStats {
             seconds: start.elapsed().as_secs_f64(),
             bytes,
-            // Rank 0's sum reaches it from every other rank and goes back to each.
+            // This rank's sum, once to the reduction and once back from the broadcast (the
+            // payload each way, whatever route MPI's algorithms take it by).
             rank_bytes: self.world.map_or(0, |_| 2 * 4 * sum.len() as u64),
             buckets: self.buckets.len(),
         })
@@ -799,14 +826,29 @@ impl<'a> DataParallel<'a> {
     /// The statistics returned count the running statistics' copy too.
     pub fn step(&self, optimizers: &[Sgd]) -> Result<AllReduceStats> {
         let mut stats = self.gradients()?;
+        let update = self.update(optimizers)?;
+        stats.bytes += update.bytes;
+        stats.rank_bytes += update.rank_bytes;
+        stats.seconds += update.seconds;
+        Ok(stats)
+    }
+
+    /// The second half of [`DataParallel::step`], after [`DataParallel::gradients`]: every
+    /// replica's update, then the running statistics made equal (whose bytes and seconds it
+    /// returns). Until it starts, every replica holds the weights of the last step completed, so
+    /// a trainer whose [`DataParallel::gradients`] failed can still save them.
+    pub fn update(&self, optimizers: &[Sgd]) -> Result<AllReduceStats> {
         for optimizer in optimizers {
             optimizer.submit_update()?;
         }
         self.wait("data-parallel update")?;
         let start = Instant::now();
-        stats.bytes += self.broadcast_running_statistics()?;
-        stats.seconds += start.elapsed().as_secs_f64();
-        Ok(stats)
+        let bytes = self.broadcast_running_statistics()?;
+        Ok(AllReduceStats {
+            seconds: start.elapsed().as_secs_f64(),
+            bytes,
+            ..AllReduceStats::default()
+        })
     }
 
     /// Copies replica 0's batch-norm running statistics to the other replicas (their weights
@@ -887,6 +929,19 @@ impl<'a> DataParallel<'a> {
     /// Replica 0's weights (every replica's, while they stay equal).
     pub fn read_weights(&self) -> Result<Weights> {
         self.replicas[0].read_weights()
+    }
+
+    /// The weights of the first replica whose device still answers (after a device was lost,
+    /// the survivors' are every replica's as of the last completed update).
+    pub fn read_weights_of_any(&self) -> Result<Weights> {
+        let mut failed = None;
+        for net in &self.replicas {
+            match net.read_weights() {
+                Ok(weights) => return Ok(weights),
+                Err(e) => failed = Some(e),
+            }
+        }
+        Err(failed.expect("at least one replica"))
     }
 }
 
