@@ -544,8 +544,10 @@ pub struct BenchResult {
     pub passes: Vec<PassResult>,
     /// With two devices and a comparison asked for: the same layout on device 0 alone.
     pub one_device_comparison: Vec<PassResult>,
-    /// Per-layer profiles, when asked for.
+    /// Per-layer profiles, when asked for (replica 0's, with --parallel data).
     pub profiles: Vec<PassProfile>,
+    /// With --parallel data and a profile: each all-reduce bucket's layers, bytes and host time.
+    pub buckets: Vec<crate::gpu::BucketReport>,
 }
 
 /// One layer's share of a profiled pass, with its rates.

@@ -1484,7 +1484,15 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
     let mut bench = vec!["bench"];
     bench.extend(model);
     bench.extend(["--batch", "4", "--pass", "forward-backward", "--update"]);
-    bench.extend(["--batches", "1", "--burn-in", "0", "--json", &json]);
+    bench.extend([
+        "--batches",
+        "1",
+        "--burn-in",
+        "0",
+        "--json",
+        &json,
+        "--profile",
+    ]);
     bench.extend(["--parallel", "data", "--devices", "2"]);
     let (ok, stdout, stderr) = convnet(&bench);
     assert!(ok, "{stdout}{stderr}");
@@ -1508,4 +1516,17 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
         .as_f64()
         .unwrap();
     assert!(efficiency > 0.0 && efficiency.is_finite(), "{parallel}");
+    // The profile: replica 0's layers, and every bucket beside the backward pass.
+    assert!(
+        stdout.contains("all-reduce buckets beside the backward pass"),
+        "{stdout}"
+    );
+    let buckets = result["buckets"].as_array().unwrap();
+    let bucket_bytes: u64 = buckets.iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(
+        4 * bucket_bytes,
+        cost["bytes"].as_u64().unwrap(),
+        "{buckets:?}"
+    );
+    assert_eq!(buckets[0]["layers"][0], "fc3", "{buckets:?}");
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
 use convnet_wgpu::distributed::World;
-use convnet_wgpu::gpu::{DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork};
+use convnet_wgpu::gpu::{
+    AllReduce, BucketReport, DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork,
+};
 use convnet_wgpu::model::{LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::{self, Weights};
@@ -100,8 +102,8 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
         }
         files::check_writable(path)?;
     }
-    if args.profile && args.device.devices != 1 {
-        anyhow::bail!("--profile times one device; drop --devices");
+    if args.profile && args.device.devices != 1 && args.device.parallel == Parallel::Model {
+        anyhow::bail!("--profile times one device; drop --devices, or add --parallel data");
     }
     if args.compare_devices && args.device.devices != 2 {
         anyhow::bail!("--compare-devices compares --devices 2 with one device; add --devices 2");
@@ -197,18 +199,19 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
         Ok(results)
     };
     let mut replica_memory = None;
+    let (mut buckets, mut replica_profiles) = (Vec::new(), Vec::new());
     let results = if data_parallel {
         let input = (input.as_slice(), &args.device);
-        let (results, memory) = bench_replicas(
+        let replicas = bench_replicas(
             (world, &contexts),
             (&gpu_network, &params),
             input,
-            passes,
-            steps,
+            (passes, steps, args.profile),
             &watchdog,
         )?;
-        replica_memory = Some(PlacedMemory::One(memory));
-        results
+        replica_memory = Some(PlacedMemory::One(replicas.memory));
+        (replica_profiles, buckets) = (replicas.profiles, replicas.buckets);
+        replicas.results
     } else {
         run_all(&contexts)?
     };
@@ -236,6 +239,9 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    if data_parallel {
+        profiles = std::mem::take(&mut replica_profiles);
+    }
     if let Some(path) = &args.svg {
         let panels = chart::profile_panels(&profiles, &contexts[0].info().name);
         files::write_atomically(path, chart::profile_svg(&panels).as_bytes())?;
@@ -254,6 +260,7 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
             passes: results,
             one_device_comparison: compared,
             profiles,
+            buckets,
         };
         files::write_atomically(path, serde_json::to_string_pretty(&result)?.as_bytes())?;
         println!("wrote {}", path.display());
@@ -268,10 +275,9 @@ fn bench_replicas(
     (world, contexts): (&World, &[GpuContext]),
     (network, params): (&Network, &Weights),
     (input, device): (&[f32], &DeviceArgs),
-    passes: &[Pass],
-    steps: (usize, usize),
+    (passes, steps, profile): (&[Pass], (usize, usize), bool),
     watchdog: &Option<Watchdog>,
-) -> anyhow::Result<(Vec<PassResult>, MemoryUse)> {
+) -> anyhow::Result<ReplicaBench> {
     let batch = input.len() / network.input.len();
     let run = |world, contexts: &[GpuContext], batch: usize, input: &[f32]| {
         let devices: Vec<&GpuContext> = contexts.iter().collect();
@@ -303,20 +309,38 @@ fn bench_replicas(
             print_pass(&result, batch, contexts);
             results.push(result);
         }
-        anyhow::Ok((results, memory))
+        let (mut profiles, mut buckets) = (Vec::new(), Vec::new());
+        if profile {
+            Watchdog::alive(watchdog);
+            profiles = bench::profile_passes(&replicas.replicas()[0], passes, PROFILE_RUNS)?;
+            for profile in &profiles {
+                print_profile(profile);
+            }
+            if passes.iter().any(|&p| p != Pass::Forward) && replicas.replicas_in_all() > 1 {
+                buckets = profile_buckets(&replicas, profiles.last())?;
+            }
+        }
+        anyhow::Ok(ReplicaBench {
+            results,
+            memory,
+            profiles,
+            buckets,
+        })
     };
-    let (mut results, memory) = run(Some(world), contexts, batch, input)?;
+    let bench = run(Some(world), contexts, batch, input)?;
+    let mut results = bench.results;
     let replicas = contexts.len() * world.size();
     // Rank 0's device alone (the other ranks' would share a machine's cores or GPU with it).
     if replicas > 1 && world.rank() == 0 {
         let largest = convnet_wgpu::gpu::shards(batch, replicas)?[0];
         println!("\nthe same passes on device 0 alone at the largest shard, for the scaling:");
-        let (one, _) = run(
+        let one = run(
             None,
             &contexts[..1],
             largest,
             &input[..largest * network.input.len()],
-        )?;
+        )?
+        .results;
         for (result, one) in results.iter_mut().zip(&one) {
             result.add_one_device_baseline(one);
             println!(
@@ -330,7 +354,74 @@ fn bench_replicas(
             );
         }
     }
-    Ok((results, memory))
+    Ok(ReplicaBench { results, ..bench })
+}
+
+/// What `bench --parallel data` measured.
+struct ReplicaBench {
+    results: Vec<PassResult>,
+    /// One replica's.
+    memory: MemoryUse,
+    /// Replica 0's per-layer profiles, with --profile.
+    profiles: Vec<PassProfile>,
+    /// The all-reduce's buckets, with --profile.
+    buckets: Vec<BucketReport>,
+}
+
+/// Times each bucket of the all-reduce (after the backward pass, mean of a few) and prints it
+/// beside `backward`, replica 0's backward profile: when in the backward pass its gradients
+/// are final and how much backward is left to hide its all-reduce behind.
+fn profile_buckets(
+    replicas: &DataParallel,
+    backward: Option<&PassProfile>,
+) -> anyhow::Result<Vec<BucketReport>> {
+    let chosen = replicas.all_reduce();
+    replicas.set_all_reduce(AllReduce::AfterBackward);
+    let mut runs = Vec::with_capacity(PROFILE_RUNS);
+    for _ in 0..PROFILE_RUNS {
+        replicas.gradients()?;
+        runs.push(replicas.bucket_reports());
+    }
+    replicas.set_all_reduce(chosen);
+    let mut buckets = runs[0].clone();
+    for (k, bucket) in buckets.iter_mut().enumerate() {
+        bucket.seconds = runs.iter().map(|r| r[k].seconds).sum::<f64>() / runs.len() as f64;
+    }
+    // Backward milliseconds up to and including each layer, in the profile's order.
+    let mut elapsed = 0.0;
+    let finished: Vec<(&str, f64)> = (backward.map_or(&[][..], |p| &p.layers).iter())
+        .map(|l| {
+            elapsed += l.seconds;
+            (l.layer.as_str(), elapsed)
+        })
+        .collect();
+    println!(
+        "\nall-reduce buckets beside the backward pass (host time after each bucket's readback, \
+         mean of {PROFILE_RUNS} all-reduces after the backward; backward times from the profile \
+         above)"
+    );
+    println!(
+        "{:>6} {:>9} {:>14} {:>16} {:>18}  layers",
+        "bucket", "MB", "all-reduce ms", "final at ms", "backward left ms"
+    );
+    for (k, bucket) in buckets.iter().enumerate() {
+        let at = finished.iter().find(|(layer, _)| *layer == bucket.layers.1);
+        let (at, left) = match at {
+            Some(&(_, at)) => (
+                format!("{:.1}", at * 1e3),
+                format!("{:.1}", (elapsed - at) * 1e3),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{k:>6} {:>9.1} {:>14.1} {at:>16} {left:>18}  {} .. {}",
+            bucket.bytes as f64 / 1e6,
+            bucket.seconds * 1e3,
+            bucket.layers.0,
+            bucket.layers.1
+        );
+    }
+    Ok(buckets)
 }
 
 /// Runs a benchmark with the post's per-step lines (every tenth timed step) or a progress bar on

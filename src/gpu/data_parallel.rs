@@ -196,6 +196,10 @@ pub struct DataParallel<'a> {
     gradients: Vec<Vec<wgpu::Buffer>>,
     /// Bytes of each gradient buffer (in `gradients`' order), alike on every replica.
     sizes: Vec<u64>,
+    /// The layer of each gradient buffer (in `gradients`' order).
+    buffer_layers: Vec<String>,
+    /// Each bucket's host seconds in the last all-reduce, after its readback.
+    bucket_seconds: std::cell::RefCell<Vec<f64>>,
     /// Per replica and gradient buffer, the backward dispatches after which it is final.
     finished_after: Vec<Vec<usize>>,
     /// Per replica, the dispatches of its backward pass.
@@ -210,9 +214,22 @@ pub struct DataParallel<'a> {
     all_reduce: std::cell::Cell<AllReduce>,
 }
 
+/// One bucket of the all-reduce, as a profile shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BucketReport {
+    /// The layers whose gradients it holds, in the order the backward pass finishes them: the
+    /// first and the last.
+    pub layers: (String, String),
+    /// Its gradients' bytes (one replica's).
+    pub bytes: u64,
+    /// Host seconds of its last all-reduce after its gradients were read back: the weighted
+    /// sum, the sum across ranks where there are several, and the writes to every replica.
+    pub seconds: f64,
+}
+
 /// Every gradient buffer a replica's backward pass writes, in the network's order, each with the
-/// number of backward dispatches after which it is final (its layer's last).
-fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer)>> {
+/// number of backward dispatches after which it is final (its layer's last) and its layer.
+fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer, usize)>> {
     let plan = net.plan();
     let dispatches = net.backward_dispatches()?;
     let mut buffers = Vec::new();
@@ -224,7 +241,7 @@ fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer)>> {
             .rposition(|d| layer_of(&d.label) == layer.name)
             .map_or(dispatches.len(), |i| i + 1);
         for buffer in grads.trained_buffers(&layer.kind) {
-            buffers.push((after, buffer.clone()));
+            buffers.push((after, buffer.clone(), params.layer));
         }
     }
     Ok(buffers)
@@ -300,6 +317,10 @@ impl<'a> DataParallel<'a> {
         let mut order: Vec<usize> = (0..found[0].len()).collect();
         order.sort_by_key(|&j| found[0][j].0);
         let sizes: Vec<u64> = order.iter().map(|&j| found[0][j].1.size()).collect();
+        let plan = replicas[0].plan();
+        let buffer_layers = (order.iter())
+            .map(|&j| plan[found[0][j].2].layer.name.clone())
+            .collect();
         // Replicas of one network pack their gradients alike unless their adapters' storage
         // bindings differ (a fully connected layer's weight then splits into other slices).
         for (i, (net, buffers)) in replicas.iter().zip(&found).enumerate().skip(1) {
@@ -344,8 +365,10 @@ impl<'a> DataParallel<'a> {
             kind,
             gradients,
             sizes,
+            buffer_layers,
             finished_after,
             dispatches,
+            bucket_seconds: std::cell::RefCell::new(Vec::new()),
             buckets: Vec::new(),
             staging: Vec::new(),
             host: std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new())),
@@ -422,6 +445,21 @@ impl<'a> DataParallel<'a> {
     /// Buckets the all-reduce sums the gradients in.
     pub fn buckets(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Every bucket of the last all-reduce: its layers, bytes and host time.
+    pub fn bucket_reports(&self) -> Vec<BucketReport> {
+        let seconds = self.bucket_seconds.borrow();
+        (self.buckets.iter().enumerate())
+            .map(|(k, bucket)| BucketReport {
+                layers: (
+                    self.buffer_layers[bucket.buffers.start].clone(),
+                    self.buffer_layers[bucket.buffers.end - 1].clone(),
+                ),
+                bytes: self.sizes[bucket.buffers.clone()].iter().sum(),
+                seconds: seconds.get(k).copied().unwrap_or(0.0),
+            })
+            .collect()
     }
 
     /// Copies a batch (`[N, C, H, W]`, the whole batch, over every rank) and its labels (for
@@ -773,21 +811,27 @@ impl<'a> DataParallel<'a> {
         let mut host = self.host.lock().unwrap_or_else(|e| e.into_inner());
         let (sum, read, scratch) = &mut *host;
         let weights = self.weights();
+        let mut bucket_seconds = self.bucket_seconds.borrow_mut();
+        bucket_seconds.clear();
         for (k, bucket) in self.buckets.iter().enumerate() {
             let sum = &mut sum[bucket.floats.clone()];
             let read = &mut read[..bucket.floats.len()];
             sum.fill(0.0);
+            let mut seconds = 0.0;
             for (r, net) in self.replicas.iter().enumerate() {
                 (net.context()).read_staging_of(
                     &self.staging[r][k],
                     read,
                     submissions[r][k].clone(),
                 )?;
+                let summing = Instant::now();
                 let weight = weights[r] as f32;
                 for (s, &g) in sum.iter_mut().zip(read.iter()) {
                     *s += weight * g;
                 }
+                seconds += summing.elapsed().as_secs_f64();
             }
+            let across_and_back = Instant::now();
             if let Some(world) = self.world {
                 world.sum(sum, scratch);
             }
@@ -800,6 +844,7 @@ impl<'a> DataParallel<'a> {
                     at += len;
                 }
             }
+            bucket_seconds.push(seconds + across_and_back.elapsed().as_secs_f64());
         }
         let bytes = 2 * 4 * sum.len() as u64 * self.replicas.len() as u64;
         Ok(AllReduceStats {

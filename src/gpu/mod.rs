@@ -26,7 +26,9 @@ mod variants;
 
 pub use builder::MemoryUse;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
-pub use data_parallel::{shards, AllReduce, AllReduceStats, DataParallel, BUCKET_BYTES};
+pub use data_parallel::{
+    shards, AllReduce, AllReduceStats, BucketReport, DataParallel, BUCKET_BYTES,
+};
 pub use network::{GpuNetwork, Keep};
 pub use ops::pixels::{PixelDecoder, PixelFormat};
 pub use peak::{measure as measure_peak, Peak};
