@@ -297,13 +297,15 @@ pub struct DataParallelCheck {
 }
 
 /// Runs `input` (the whole batch) through replicas of `network` on `contexts` with the seed's
-/// `l2_loss`, all-reduces, and compares the gradients with each shard's on device 0 alone and
+/// `l2_loss` (their buckets and all-reduce set by `configure`), all-reduces, and compares the
+/// gradients with each shard's on device 0 alone and
 /// with one device's over the whole batch; then takes one SGD step and compares the replicas.
 pub fn data_parallel(
     contexts: &[&crate::gpu::GpuContext],
     network: &crate::model::Network,
     weights: &Weights,
     (input, sync_batch_norm): (&[f32], bool),
+    configure: impl Fn(&mut crate::gpu::DataParallel),
 ) -> Result<DataParallelCheck> {
     use crate::gpu::DataParallel;
     let per_image = network.input.len();
@@ -319,7 +321,8 @@ pub fn data_parallel(
         one.read_gradients()
     };
     let kind = (LossKind::L2, sync_batch_norm);
-    let replicas = DataParallel::over_ranks(None, contexts, network, batch, weights, kind)?;
+    let mut replicas = DataParallel::over_ranks(None, contexts, network, batch, weights, kind)?;
+    configure(&mut replicas);
     replicas.upload(input, None)?;
     replicas.gradients()?;
     let reduced = replicas.read_gradients()?;

@@ -28,17 +28,19 @@ impl World {
 
     /// The ranks of an MPI launch when this process was started by one with more than one
     /// process (Open MPI's `mpirun` or a PMI launcher: their environment variables say so) and
-    /// built with the `mpi` feature; this process alone otherwise. A launch seen without the feature is an error, not a run
-    /// of R processes each believing it is alone.
+    /// built with the `mpi` feature; this process alone otherwise. A launch seen without the
+    /// feature is an error, not a run of R processes each believing it is alone.
     pub fn from_environment() -> Result<Self> {
         // A launch of more than one process: a launcher also starts single processes (Slurm's
-        // `srun -n1`), which need no MPI.
-        let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
-            .iter()
-            .any(|name| {
-                std::env::var(name)
-                    .is_ok_and(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
-            });
+        // `srun -n1`), which need no MPI. PMIx launchers name the rank, not the size: under
+        // Slurm, the step's task count says it.
+        let more_than_one = |name: &str| {
+            std::env::var(name).is_ok_and(|size| size.trim().parse::<usize>().is_ok_and(|n| n > 1))
+        };
+        let pmix = std::env::var_os("PMIX_RANK").is_some();
+        let launched = more_than_one("OMPI_COMM_WORLD_SIZE")
+            || more_than_one("PMI_SIZE")
+            || (pmix && (more_than_one("SLURM_STEP_NUM_TASKS") || more_than_one("SLURM_NTASKS")));
         if !launched {
             return Ok(World::single());
         }

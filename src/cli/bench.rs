@@ -279,7 +279,7 @@ fn bench_replicas(
     watchdog: &Option<Watchdog>,
 ) -> anyhow::Result<ReplicaBench> {
     let batch = input.len() / network.input.len();
-    let run = |world, contexts: &[GpuContext], batch: usize, input: &[f32]| {
+    let run = |world, contexts: &[GpuContext], batch: usize, input: &[f32], profile: bool| {
         let devices: Vec<&GpuContext> = contexts.iter().collect();
         let kind = (LossKind::L2, device.sync_batch_norm);
         let mut replicas = DataParallel::over_ranks(world, &devices, network, batch, params, kind)?;
@@ -327,7 +327,7 @@ fn bench_replicas(
             buckets,
         })
     };
-    let bench = run(Some(world), contexts, batch, input)?;
+    let bench = run(Some(world), contexts, batch, input, profile)?;
     let mut results = bench.results;
     let replicas = contexts.len() * world.size();
     // Rank 0's device alone (the other ranks' would share a machine's cores or GPU with it).
@@ -339,6 +339,7 @@ fn bench_replicas(
             &contexts[..1],
             largest,
             &input[..largest * network.input.len()],
+            false,
         )?
         .results;
         for (result, one) in results.iter_mut().zip(&one) {

@@ -193,7 +193,8 @@ fn check_data_parallel(
     let contexts = open_replica_contexts(device)?;
     let _watchdog = Watchdog::start(device.timeout, "data-parallel check".to_string())?;
     let devices: Vec<&GpuContext> = contexts.iter().collect();
-    let result = check::data_parallel(&devices, network, params, (data, device.sync_batch_norm))?;
+    let input = (data, device.sync_batch_norm);
+    let result = check::data_parallel(&devices, network, params, input, |r| device.configure(r))?;
     let tolerance = check::DATA_PARALLEL_TOLERANCE;
     println!(
         "batch {} as shards {:?} over {} replicas, loss l2_loss(logits)\n\nall-reduced gradients \

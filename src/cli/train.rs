@@ -416,6 +416,12 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     if args.steps.is_some() {
         anyhow::bail!("--steps is for one fixed batch; on a data set, --epochs says how long");
     }
+    if args.device.parallel == super::Parallel::Data {
+        anyhow::bail!(
+            "--parallel data trains on one fixed batch; training on a data set (--epochs) runs on \
+             one device"
+        );
+    }
     let lr = args.lr.unwrap_or(0.01);
     if !(lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
         anyhow::bail!("--lr must be positive and --momentum in [0, 1)");

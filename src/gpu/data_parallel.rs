@@ -200,6 +200,9 @@ pub struct DataParallel<'a> {
     buffer_layers: Vec<String>,
     /// Each bucket's host seconds in the last all-reduce, after its readback.
     bucket_seconds: std::cell::RefCell<Vec<f64>>,
+    /// The running statistics every replica received after the last completed update (a
+    /// failed step's forward pass may already have moved a replica's own).
+    completed_running: std::cell::RefCell<Option<Vec<Vec<f32>>>>,
     /// Per replica and gradient buffer, the backward dispatches after which it is final.
     finished_after: Vec<Vec<usize>>,
     /// Per replica, the dispatches of its backward pass.
@@ -369,6 +372,7 @@ impl<'a> DataParallel<'a> {
             finished_after,
             dispatches,
             bucket_seconds: std::cell::RefCell::new(Vec::new()),
+            completed_running: std::cell::RefCell::new(None),
             buckets: Vec::new(),
             staging: Vec::new(),
             host: std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new())),
@@ -929,6 +933,7 @@ impl<'a> DataParallel<'a> {
         for net in receivers {
             net.write_running_statistics(&statistics)?;
         }
+        *self.completed_running.borrow_mut() = Some(statistics);
         Ok(bytes * self.replicas.len() as u64)
     }
 
@@ -976,17 +981,48 @@ impl<'a> DataParallel<'a> {
         self.replicas[0].read_weights()
     }
 
-    /// The weights of the first replica whose device still answers (after a device was lost,
-    /// the survivors' are every replica's as of the last completed update).
+    /// The weights of the last completed update, from the first replica whose device still
+    /// answers (call it only before a step's update has started: until then the survivors'
+    /// weights are every replica's), with the running statistics every replica received after
+    /// that update (a failed step's forward pass may have moved a replica's own).
     pub fn read_weights_of_any(&self) -> Result<Weights> {
-        let mut failed = None;
+        let mut read = None;
         for net in &self.replicas {
             match net.read_weights() {
-                Ok(weights) => return Ok(weights),
-                Err(e) => failed = Some(e),
+                Ok(weights) => {
+                    read = Some(Ok(weights));
+                    break;
+                }
+                Err(e) => read = Some(Err(e)),
             }
         }
-        Err(failed.expect("at least one replica"))
+        let mut weights = read.expect("at least one replica")?;
+        let plan = self.replicas[0].plan();
+        let norms: Vec<&str> = (plan.iter())
+            .filter(|l| matches!(l.layer.kind, crate::model::LayerKind::BatchNorm { .. }))
+            .map(|l| l.layer.name.as_str())
+            .collect();
+        if norms.is_empty() {
+            return Ok(weights);
+        }
+        let completed = self.completed_running.borrow();
+        let statistics = completed.as_ref().ok_or_else(|| {
+            Error::InvalidArgument(
+                "the running statistics of the last completed step were not kept".into(),
+            )
+        })?;
+        for (name, values) in norms.iter().zip(statistics) {
+            let (mean, variance) = values.split_at(values.len() / 2);
+            for (suffix, values) in [("running_mean", mean), ("running_var", variance)] {
+                let tensor = weights
+                    .get_mut(&format!("{name}.{suffix}"))
+                    .ok_or_else(|| {
+                        Error::Internal(format!("no {name}.{suffix} among the weights"))
+                    })?;
+                tensor.data.copy_from_slice(values);
+            }
+        }
+        Ok(weights)
     }
 }
 
