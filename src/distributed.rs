@@ -152,6 +152,32 @@ impl World {
         let _ = values;
     }
 
+    /// Every rank's `values` (`counts[r]` of them from rank r), concatenated in rank order, on
+    /// every rank.
+    pub fn gather_f32s(&self, values: &[f32], counts: &[usize]) -> Vec<f32> {
+        #[cfg(feature = "mpi")]
+        if let Some(universe) = &self.mpi {
+            use mpi::datatype::PartitionMut;
+            use mpi::traits::CommunicatorCollectives;
+            let counts: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+            let displs: Vec<i32> = (counts.iter())
+                .scan(0, |at, &c| {
+                    let start = *at;
+                    *at += c;
+                    Some(start)
+                })
+                .collect();
+            let mut all = vec![0.0f32; counts.iter().map(|&c| c as usize).sum()];
+            let mut partition = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            universe
+                .world()
+                .all_gather_varcount_into(values, &mut partition);
+            return all;
+        }
+        let _ = counts;
+        values.to_vec()
+    }
+
     /// Every rank's `value`, in rank order, on every rank.
     pub fn gather(&self, value: u32) -> Vec<u32> {
         #[cfg(feature = "mpi")]

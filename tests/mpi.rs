@@ -256,3 +256,81 @@ fn bench_over_two_ranks_reports_the_all_reduce_and_the_scaling() {
             > 0.0
     );
 }
+
+/// `run --grads` over two ranks (shards 3 + 2 of AlexNet, cross-entropy): the logits of every
+/// image, gathered from both ranks, and the gradients are one device's, written once.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn run_over_two_ranks_writes_one_devices_logits_and_gradients() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let network = build(
+        "alexnet",
+        &Options {
+            num_classes: Some(10),
+            input_size: Some(67),
+            aux_logits: false,
+        },
+    )
+    .unwrap();
+    let flags = [
+        "--model",
+        "alexnet",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "67",
+    ];
+    let weights = path("w.safetensors");
+    let mut init = vec!["init"];
+    init.extend(flags);
+    init.extend(["--out", &weights]);
+    assert!(convnet(&init).0);
+    let plan = network.plan(5).unwrap();
+    let images = path("x.npy");
+    let shape = [5, 3, plan[0].input.height, plan[0].input.width];
+    let input = convnet_wgpu::weights::random_input(&plan, 11);
+    convnet_wgpu::npy::write(Path::new(&images), &shape, &input).unwrap();
+    let labels = path("y.npy");
+    convnet_wgpu::npy::write_labels(Path::new(&labels), &[2, 7, 1, 8, 2]).unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec!["run"];
+        args.extend(flags);
+        args.extend([
+            "--weights",
+            &weights,
+            "--input",
+            &images,
+            "--labels",
+            &labels,
+        ]);
+        let (logits, grads) = (format!("{out}.npy"), format!("{out}.safetensors"));
+        args.extend(["--output", &logits, "--grads", &grads]);
+        args.extend(extra);
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let one = run(&path("one"), &[]);
+    let one: Vec<&str> = one.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = convnet(&one);
+    assert!(ok, "{stdout}{stderr}");
+    let rank = run(&path("ranks"), &["--parallel", "data"]);
+    let rank: Vec<&str> = rank.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = mpirun(&[&rank, &rank]);
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stdout.matches("wrote ").count(), 2, "{stdout}");
+    let read = |name: &str| {
+        let array = convnet_wgpu::npy::read(Path::new(&path(name))).unwrap();
+        assert_eq!(array.shape, [5, 10]);
+        array.data
+    };
+    let (a, b) = (read("one.npy"), read("ranks.npy"));
+    let scale = a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = (a.iter().zip(&b)).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(diff <= TOLERANCE * scale, "logits: {diff} of {scale}");
+    let load = |name: &str| Weights::load(Path::new(&path(name)), &network).unwrap();
+    assert_close(
+        &load("ranks.safetensors"),
+        &load("one.safetensors"),
+        "run over 2 ranks",
+    );
+}

@@ -381,9 +381,15 @@ impl DeviceArgs {
 
 /// Runs one subcommand.
 pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
-    if world.size() > 1 && !matches!(command, Command::Train(_) | Command::Bench(_)) {
+    if world.size() > 1
+        && !matches!(
+            command,
+            Command::Train(_) | Command::Bench(_) | Command::Run { .. }
+        )
+    {
         anyhow::bail!(
-            "under an MPI launcher ({} ranks) only `train` and `bench` with --parallel data run",
+            "under an MPI launcher ({} ranks) only `train`, `bench` and `run` with --parallel \
+             data run",
             world.size()
         );
     }
@@ -413,6 +419,7 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
             grads,
             loss,
         } => run::run(
+            world,
             &network,
             &device,
             &batch_norm,

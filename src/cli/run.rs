@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{DataParallel, GpuNetwork, Keep, TwoDeviceNetwork};
 use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
@@ -15,6 +16,7 @@ use super::{
 
 /// `convnet run`: a user's weights and input through the network; logits and gradients out.
 pub(crate) fn run(
+    world: &World,
     network: &NetworkArgs,
     device: &DeviceArgs,
     batch_norm: &BatchNormArgs,
@@ -22,6 +24,9 @@ pub(crate) fn run(
     (output, grads): (Option<&Path>, Option<&Path>),
     loss: &LossArgs,
 ) -> anyhow::Result<()> {
+    if world.size() > 1 && device.parallel != super::Parallel::Data {
+        anyhow::bail!("under an MPI launcher, `run` runs with --parallel data");
+    }
     for path in output.iter().chain(grads.iter()) {
         files::check_writable(path)?;
     }
@@ -29,7 +34,7 @@ pub(crate) fn run(
     let (plan, params, data) = load_or_init(&network, 1, Some(weights), Some(input), 0)?;
     if device.parallel == super::Parallel::Data {
         return run_data_parallel(
-            device,
+            (world, device),
             (&network, &plan, &params, &data),
             (output, grads),
             loss,
@@ -113,7 +118,7 @@ fn run_on_two_devices(
 /// of the batch; the loss and the gradients are the whole batch's (batch norms normalise each
 /// shard by its own statistics, as DistributedDataParallel without SyncBatchNorm).
 fn run_data_parallel(
-    device: &DeviceArgs,
+    (world, device): (&World, &DeviceArgs),
     (network, plan, params, data): (&Network, &[LayerPlan], &Weights, &[f32]),
     (output, grads): (Option<&Path>, Option<&Path>),
     loss: &LossArgs,
@@ -127,7 +132,7 @@ fn run_data_parallel(
     let _watchdog = Watchdog::start(device.timeout, "data-parallel run".to_string())?;
     let kind = (loss.kind, device.sync_batch_norm);
     let mut replicas =
-        DataParallel::over_ranks(None, &devices, network, plan[0].batch, params, kind)?;
+        DataParallel::over_ranks(Some(world), &devices, network, plan[0].batch, params, kind)?;
     device.configure(&mut replicas);
     replicas.upload(data, labels.as_deref())?;
     let stats = replicas.gradients()?;
@@ -140,11 +145,12 @@ fn run_data_parallel(
         stats.buckets,
         stats.seconds * 1e3
     );
-    let mut logits = Vec::new();
-    for replica in replicas.replicas() {
-        logits.extend(replica.read_output()?);
-    }
+    let logits = replicas.read_logits()?;
     let gradients = grads.map(|_| replicas.read_gradients()).transpose()?;
+    if world.rank() > 0 {
+        // Every rank holds the same; rank 0 writes them.
+        return Ok(());
+    }
     write_outputs(
         plan,
         &logits,

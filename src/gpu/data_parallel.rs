@@ -446,6 +446,24 @@ impl<'a> DataParallel<'a> {
         self.replicas.len() * self.world.map_or(1, World::size)
     }
 
+    /// Every replica's logits of the last pass over the whole batch, in image order (gathered
+    /// from every rank where there are several).
+    pub fn read_logits(&self) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        for net in &self.replicas {
+            logits.extend(net.read_output()?);
+        }
+        let Some(world) = self.world else {
+            return Ok(logits);
+        };
+        let per_image = logits.len() / self.shards.iter().sum::<usize>();
+        let all = shards(self.batch, self.replicas_in_all())?;
+        let counts: Vec<usize> = (all.chunks(self.replicas.len()))
+            .map(|rank| rank.iter().sum::<usize>() * per_image)
+            .collect();
+        Ok(world.gather_f32s(&logits, &counts))
+    }
+
     /// Buckets the all-reduce sums the gradients in.
     pub fn buckets(&self) -> usize {
         self.buckets.len()
