@@ -277,7 +277,7 @@ pub const SYNCED_BATCH_NORM_TOLERANCE: f32 = GRADIENT_TOLERANCE;
 /// `convnet check --parallel data`: the all-reduced gradients against what they must be.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DataParallelCheck {
-    /// Images per replica.
+    /// Images per replica, over every rank.
     pub shards: Vec<usize>,
     /// Whether the network has batch norms (then its replicas normalise by their own shards,
     /// unless synchronised).
@@ -296,12 +296,16 @@ pub struct DataParallelCheck {
     pub replicas_apart_after_step: Option<String>,
 }
 
-/// Runs `input` (the whole batch) through replicas of `network` on `contexts` with the seed's
-/// `l2_loss` (their buckets and all-reduce set by `configure`), all-reduces, and compares the
-/// gradients with each shard's on device 0 alone and
-/// with one device's over the whole batch; then takes one SGD step and compares the replicas.
-pub fn data_parallel(
-    contexts: &[&crate::gpu::GpuContext],
+/// Runs `input` (the whole batch) through replicas of `network` on `contexts` (this rank's, of
+/// `world`'s where given) with the seed's `l2_loss` (their buckets and all-reduce set by
+/// `configure`), all-reduces, and compares the gradients with each shard's (every rank's) on
+/// device 0 alone and with one device's over the whole batch; then takes one SGD step and
+/// compares the replicas. Every rank computes the same comparisons.
+pub fn data_parallel<'a>(
+    (world, contexts): (
+        Option<&'a crate::distributed::World>,
+        &[&'a crate::gpu::GpuContext],
+    ),
     network: &crate::model::Network,
     weights: &Weights,
     (input, sync_batch_norm): (&[f32], bool),
@@ -321,7 +325,7 @@ pub fn data_parallel(
         one.read_gradients()
     };
     let kind = (LossKind::L2, sync_batch_norm);
-    let mut replicas = DataParallel::over_ranks(None, contexts, network, batch, weights, kind)?;
+    let mut replicas = DataParallel::over_ranks(world, contexts, network, batch, weights, kind)?;
     configure(&mut replicas);
     replicas.upload(input, None)?;
     replicas.gradients()?;
@@ -331,8 +335,9 @@ pub fn data_parallel(
         .iter()
         .map(|(_, t)| vec![0.0; t.data.len()])
         .collect();
+    let shards = crate::gpu::shards(batch, replicas.replicas_in_all())?;
     let mut first = 0;
-    for &images in replicas.shards() {
+    for &images in &shards {
         for (sum, (_, tensor)) in summed.iter_mut().zip(one_device(first, images)?.iter()) {
             for (s, &g) in sum.iter_mut().zip(&tensor.data) {
                 *s += f64::from(g);
@@ -362,7 +367,7 @@ pub fn data_parallel(
         Err(other) => return Err(other),
     };
     Ok(DataParallelCheck {
-        shards: replicas.shards().to_vec(),
+        shards,
         batch_norms,
         against_shards,
         against_one_device,

@@ -334,3 +334,27 @@ fn run_over_two_ranks_writes_one_devices_logits_and_gradients() {
         "run over 2 ranks",
     );
 }
+
+/// `check --parallel data` over two ranks: every rank's shard summed on device 0 alone and one
+/// device over the whole batch, judged once, by rank 0.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn check_over_two_ranks_passes() {
+    let args = [
+        "check",
+        "--model",
+        "alexnet",
+        "--num-classes",
+        "10",
+        "--input-size",
+        "67",
+        "--batch",
+        "3",
+        "--parallel",
+        "data",
+    ];
+    let (ok, stdout, stderr) = mpirun(&[&args, &args]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("shards [2, 1] over 2 replicas"), "{stdout}");
+    assert_eq!(stdout.matches("check passed").count(), 1, "{stdout}");
+}

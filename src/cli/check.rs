@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep, PlacedNetwork, Runner};
 use convnet_wgpu::model::{LayerKind, Loss, LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
@@ -44,6 +45,7 @@ fn print_deviations(
 
 /// `convnet check`: GPU against the CPU reference, layer by layer and gradient by gradient.
 pub(crate) fn check(
+    world: &World,
     args: &ModelArgs,
     device: &DeviceArgs,
     batch_norm: &BatchNormArgs,
@@ -52,7 +54,10 @@ pub(crate) fn check(
     let network = args.network.build()?;
     let (plan, params, data) = source.load(&network, args.batch)?;
     if device.parallel == Parallel::Data {
-        return check_data_parallel(device, &network, &params, &data);
+        return check_data_parallel((world, device), &network, &params, &data);
+    }
+    if world.size() > 1 {
+        anyhow::bail!("under an MPI launcher, `check` runs with --parallel data");
     }
     let (gpu_network, gpu_params) = batch_norm.on_gpu(&network, &params, false)?;
     let gpu_plan = gpu_network.plan(plan[0].batch)?;
@@ -185,7 +190,7 @@ pub(crate) fn check(
 /// shard's on one device and against one device's over the whole batch, and the replicas after
 /// one SGD step (the kernels themselves are what `check` on one device judges).
 fn check_data_parallel(
-    device: &DeviceArgs,
+    (world, device): (&World, &DeviceArgs),
     network: &Network,
     params: &Weights,
     data: &[f32],
@@ -194,14 +199,15 @@ fn check_data_parallel(
     let _watchdog = Watchdog::start(device.timeout, "data-parallel check".to_string())?;
     let devices: Vec<&GpuContext> = contexts.iter().collect();
     let input = (data, device.sync_batch_norm);
-    let result = check::data_parallel(&devices, network, params, input, |r| device.configure(r))?;
+    let replicas = (Some(world), devices.as_slice());
+    let result = check::data_parallel(replicas, network, params, input, |r| device.configure(r))?;
     let tolerance = check::DATA_PARALLEL_TOLERANCE;
     println!(
         "batch {} as shards {:?} over {} replicas, loss l2_loss(logits)\n\nall-reduced gradients \
          against each shard's on device 0 alone, summed in f64 (tolerance {tolerance:e})",
         data.len() / network.input.len(),
         result.shards,
-        contexts.len()
+        result.shards.len()
     );
     let rows: Vec<&check::Deviation> = result.against_shards.iter().collect();
     if rows.is_empty() {

@@ -384,12 +384,12 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
     if world.size() > 1
         && !matches!(
             command,
-            Command::Train(_) | Command::Bench(_) | Command::Run { .. }
+            Command::Train(_) | Command::Bench(_) | Command::Run { .. } | Command::Check { .. }
         )
     {
         anyhow::bail!(
-            "under an MPI launcher ({} ranks) only `train`, `bench` and `run` with --parallel \
-             data run",
+            "under an MPI launcher ({} ranks) only `train`, `bench`, `check` and `run` with \
+             --parallel data run",
             world.size()
         );
     }
@@ -407,7 +407,7 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
             device,
             source,
             batch_norm,
-        } => return check::check(&model, &device, &batch_norm, &source),
+        } => return check::check(world, &model, &device, &batch_norm, &source),
         Command::Init { network, seed, out } => init::write(&network, seed, &out)?,
         Command::Run {
             network,
