@@ -256,11 +256,7 @@ pub fn bench_data_parallel(
     (batches, burn_in): (usize, usize),
     mut on_step: impl FnMut(Option<usize>, f64),
 ) -> Result<PassResult> {
-    if batches == 0 {
-        return Err(crate::Error::InvalidArgument(
-            "a benchmark needs at least 1 timed step".into(),
-        ));
-    }
+    require_timed_steps(batches)?;
     let devices: Vec<&GpuContext> = replicas.replicas().iter().map(|r| r.context()).collect();
     let allocation = || {
         devices
@@ -409,11 +405,7 @@ pub fn bench_pass(
     (batches, burn_in): (usize, usize),
     mut on_step: impl FnMut(Option<usize>, f64),
 ) -> Result<PassResult> {
-    if batches == 0 {
-        return Err(crate::Error::InvalidArgument(
-            "a benchmark needs at least 1 timed step".into(),
-        ));
-    }
+    require_timed_steps(batches)?;
     let net = placed.runner();
     let mut allocated_first = None;
     let mut two_devices: Option<StepStats> = None;
@@ -453,6 +445,16 @@ pub fn bench_pass(
         two_devices_mean_per_step: two_devices,
         data_parallel: None,
     })
+}
+
+/// Fails unless a benchmark has a timed step.
+fn require_timed_steps(batches: usize) -> Result<()> {
+    match batches {
+        0 => Err(crate::Error::InvalidArgument(
+            "a benchmark needs at least 1 timed step".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Adds one step's stats, divided by the number of steps, into `totals`.

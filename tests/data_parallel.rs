@@ -81,6 +81,25 @@ const SGD: SgdConfig = SgdConfig {
 };
 
 /// One device at batch 5 and two devices (3 + 2 images) from the same weights and images.
+/// One device training `network` with `kind` on the whole batch `input` (and `labels`, for
+/// cross-entropy).
+fn one_device<'a>(
+    ctx: &'a GpuContext,
+    network: &Network,
+    weights: &Weights,
+    (input, labels): (&[f32], Option<&[usize]>),
+    kind: LossKind,
+) -> GpuNetwork<'a> {
+    let plan = network.plan(input.len() / network.input.len()).unwrap();
+    let loss = Loss::main_head(kind, &plan);
+    let one = GpuNetwork::training(ctx, &plan, weights, &loss, Keep::Everything).unwrap();
+    one.upload_input(input).unwrap();
+    if let Some(labels) = labels {
+        one.upload_labels(labels).unwrap();
+    }
+    one
+}
+
 fn one_and_two(ctx: &GpuContext, second: &GpuContext, kind: LossKind, batch_norm: bool) {
     let network = network(batch_norm);
     let weights = Weights::init(&network, 3).unwrap();
@@ -88,12 +107,7 @@ fn one_and_two(ctx: &GpuContext, second: &GpuContext, kind: LossKind, batch_norm
     let input = weights::random_input(&plan, 4);
     let labels = [0, 4, 2, 2, 1];
     let labels = (kind == LossKind::CrossEntropy).then_some(&labels[..]);
-    let loss = Loss::main_head(kind, &plan);
-    let one = GpuNetwork::training(ctx, &plan, &weights, &loss, Keep::Everything).unwrap();
-    one.upload_input(&input).unwrap();
-    if let Some(labels) = labels {
-        one.upload_labels(labels).unwrap();
-    }
+    let one = one_device(ctx, &network, &weights, (&input, labels), kind);
     let two = DataParallel::new(&[ctx, second], &network, 5, &weights, kind).unwrap();
     assert_eq!(two.shards(), [3, 2]);
     two.upload(&input, labels).unwrap();
@@ -264,12 +278,7 @@ fn synchronised_batch_norms_compute_one_devices_gradients_and_steps() {
         let labels = [4, 0, 1, 1, 3];
         for kind in [LossKind::CrossEntropy, LossKind::L2] {
             let labels = (kind == LossKind::CrossEntropy).then_some(&labels[..]);
-            let loss = Loss::main_head(kind, &plan);
-            let one = GpuNetwork::training(ctx, &plan, &weights, &loss, Keep::Everything).unwrap();
-            one.upload_input(&input).unwrap();
-            if let Some(labels) = labels {
-                one.upload_labels(labels).unwrap();
-            }
+            let one = one_device(ctx, &network, &weights, (&input, labels), kind);
             one.forward_backward().unwrap();
             let one_loss = one.read_loss().unwrap();
             let one_gradients = one.read_gradients().unwrap();

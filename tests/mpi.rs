@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use convnet_wgpu::model::{build, Options};
+use convnet_wgpu::model::{build, Network, Options};
 use convnet_wgpu::weights::Weights;
 
 const TOLERANCE: f32 = 1e-5;
@@ -62,6 +62,48 @@ fn assert_close(a: &Weights, b: &Weights, what: &str) {
     }
 }
 
+/// The command line's flags of `model` at `size`x`size`, 10 classes.
+fn model_flags<'a>(model: &'a str, size: &'a str) -> [&'a str; 6] {
+    [
+        "--model",
+        model,
+        "--num-classes",
+        "10",
+        "--input-size",
+        size,
+    ]
+}
+
+/// In `dir`, the network of `flags` initialised by `convnet init`, a batch of 5 random images
+/// (seed `seed`) and `labels`: the network and the three files' paths.
+fn batch_files(
+    dir: &Path,
+    flags: &[&str; 6],
+    seed: u64,
+    labels: &[usize],
+) -> (Network, String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let options = Options {
+        num_classes: Some(10),
+        input_size: Some(flags[5].parse().unwrap()),
+        aux_logits: false,
+    };
+    let network = build(flags[1], &options).unwrap();
+    let weights = path("w.safetensors");
+    let mut init = vec!["init"];
+    init.extend(flags);
+    init.extend(["--out", &weights]);
+    assert!(convnet(&init).0);
+    let plan = network.plan(5).unwrap();
+    let images = path("x.npy");
+    let shape = [5, 3, plan[0].input.height, plan[0].input.width];
+    let input = convnet_wgpu::weights::random_input(&plan, seed);
+    convnet_wgpu::npy::write(Path::new(&images), &shape, &input).unwrap();
+    let labels_path = path("y.npy");
+    convnet_wgpu::npy::write_labels(Path::new(&labels_path), labels).unwrap();
+    (network, weights, images, labels_path)
+}
+
 /// Three SGD steps of `model` (batch 5 at `size`x`size`, 10 classes, cross-entropy): on one
 /// device, on two in one process, and on two ranks of one device each. The rate moves AlexNet's
 /// weights by 6-56% of each tensor's scale in three steps (measured) while the loss still rises
@@ -69,35 +111,8 @@ fn assert_close(a: &Weights, b: &Weights, what: &str) {
 fn three_ways(model: &str, size: &str, sync_batch_norm: bool, compare_one_device: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let network = build(
-        model,
-        &Options {
-            num_classes: Some(10),
-            input_size: Some(size.parse().unwrap()),
-            aux_logits: false,
-        },
-    )
-    .unwrap();
-    let flags = [
-        "--model",
-        model,
-        "--num-classes",
-        "10",
-        "--input-size",
-        size,
-    ];
-    let weights = path("w.safetensors");
-    let mut init = vec!["init"];
-    init.extend(flags);
-    init.extend(["--out", &weights]);
-    assert!(convnet(&init).0);
-    let images = path("x.npy");
-    let plan = network.plan(5).unwrap();
-    let input = convnet_wgpu::weights::random_input(&plan, 7);
-    let shape = [5, 3, plan[0].input.height, plan[0].input.width];
-    convnet_wgpu::npy::write(Path::new(&images), &shape, &input).unwrap();
-    let labels = path("y.npy");
-    convnet_wgpu::npy::write_labels(Path::new(&labels), &[3, 1, 4, 1, 5]).unwrap();
+    let flags = model_flags(model, size);
+    let (network, weights, images, labels) = batch_files(dir.path(), &flags, 7, &[3, 1, 4, 1, 5]);
     let train = |out: &str, extra: &[&str]| {
         let mut args = vec!["train"];
         args.extend(flags);
@@ -264,35 +279,8 @@ fn bench_over_two_ranks_reports_the_all_reduce_and_the_scaling() {
 fn run_over_two_ranks_writes_one_devices_logits_and_gradients() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let network = build(
-        "alexnet",
-        &Options {
-            num_classes: Some(10),
-            input_size: Some(67),
-            aux_logits: false,
-        },
-    )
-    .unwrap();
-    let flags = [
-        "--model",
-        "alexnet",
-        "--num-classes",
-        "10",
-        "--input-size",
-        "67",
-    ];
-    let weights = path("w.safetensors");
-    let mut init = vec!["init"];
-    init.extend(flags);
-    init.extend(["--out", &weights]);
-    assert!(convnet(&init).0);
-    let plan = network.plan(5).unwrap();
-    let images = path("x.npy");
-    let shape = [5, 3, plan[0].input.height, plan[0].input.width];
-    let input = convnet_wgpu::weights::random_input(&plan, 11);
-    convnet_wgpu::npy::write(Path::new(&images), &shape, &input).unwrap();
-    let labels = path("y.npy");
-    convnet_wgpu::npy::write_labels(Path::new(&labels), &[2, 7, 1, 8, 2]).unwrap();
+    let flags = model_flags("alexnet", "67");
+    let (network, weights, images, labels) = batch_files(dir.path(), &flags, 11, &[2, 7, 1, 8, 2]);
     let run = |out: &str, extra: &[&str]| {
         let mut args = vec!["run"];
         args.extend(flags);

@@ -303,10 +303,7 @@ impl<'a> DataParallel<'a> {
                 let plan = network.plan(shard)?;
                 let loss = Loss::with_aux_heads(kind, &plan);
                 let keep = Keep::WhatBackwardReads;
-                match synced {
-                    true => GpuNetwork::training_synced(ctx, &plan, weights, &loss, keep),
-                    false => GpuNetwork::training(ctx, &plan, weights, &loss, keep),
-                }
+                GpuNetwork::training_with(ctx, &plan, weights, (&loss, keep), synced)
             })
             .collect::<Result<Vec<_>>>()?;
         let synced = match synced {
@@ -650,13 +647,8 @@ impl<'a> DataParallel<'a> {
         k: usize,
         submissions: &[wgpu::SubmissionIndex],
     ) -> Result<()> {
-        let sync = &self.replicas[0].batch_norm_syncs().0[k];
-        let layer = &self.replicas[0].plan()[sync.layer];
-        let (channels, plane) = (
-            layer.output.channels,
-            layer.output.height * layer.output.width,
-        );
-        let whole = (self.batch * plane) as f64;
+        let (channels, plane, whole) =
+            self.batch_norm_shape(&self.replicas[0].batch_norm_syncs().0[k]);
         let stats = self.read_syncs(synced, 4 * channels, submissions)?;
         // The mean first, then the variance about it (no cancelling of E[x^2] - E[x]^2).
         let mut mean = vec![0.0f64; channels];
@@ -708,13 +700,8 @@ impl<'a> DataParallel<'a> {
         k: usize,
         submissions: &[wgpu::SubmissionIndex],
     ) -> Result<()> {
-        let sync = &self.replicas[0].batch_norm_syncs().1[k];
-        let layer = &self.replicas[0].plan()[sync.layer];
-        let (channels, plane) = (
-            layer.output.channels,
-            layer.output.height * layer.output.width,
-        );
-        let whole = (self.batch * plane) as f64;
+        let (channels, plane, whole) =
+            self.batch_norm_shape(&self.replicas[0].batch_norm_syncs().1[k]);
         let sums = self.read_syncs(synced, 2 * channels, submissions)?;
         let weights = self.weights();
         let mut total = vec![0.0f64; 2 * channels];
@@ -731,6 +718,14 @@ impl<'a> DataParallel<'a> {
             (net.context().queue()).write_buffer(buffer, 0, bytemuck::cast_slice(&values));
         }
         Ok(())
+    }
+
+    /// The channels of `sync`'s batch norm, its values per channel and image, and its values per
+    /// channel in the whole batch (over every rank).
+    fn batch_norm_shape(&self, sync: &BatchNormSync) -> (usize, usize, f64) {
+        let output = self.replicas[0].plan()[sync.layer].output;
+        let plane = output.height * output.width;
+        (output.channels, plane, (self.batch * plane) as f64)
     }
 
     /// Each replica's first `len` values of its synchronisation staging buffer, once

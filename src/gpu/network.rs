@@ -117,33 +117,25 @@ impl<'a> GpuNetwork<'a> {
         loss: &Loss,
         keep: Keep,
     ) -> Result<Self> {
-        let training = Training {
-            output_gradient: OutputGradient::Loss(loss.clone()),
-            wanted: Wanted {
-                input: false,
-                conv_parameters: true,
-                synced_batch_norms: false,
-            },
-            keep,
-        };
-        build(ctx, plan, Parameters::Upload(weights), Some(training))
+        Self::training_with(ctx, plan, weights, (loss, keep), false)
     }
 
-    /// As [`GpuNetwork::training`], each batch norm synchronised across data-parallel replicas:
-    /// the forward and backward passes stop at it for the host ([`GpuNetwork::batch_norm_syncs`]).
-    pub(crate) fn training_synced(
+    /// As [`GpuNetwork::training`], with `synced_batch_norms` each batch norm synchronised
+    /// across data-parallel replicas: the forward and backward passes stop at it for the host
+    /// ([`GpuNetwork::batch_norm_syncs`]).
+    pub(crate) fn training_with(
         ctx: &'a GpuContext,
         plan: &[LayerPlan],
         weights: &Weights,
-        loss: &Loss,
-        keep: Keep,
+        (loss, keep): (&Loss, Keep),
+        synced_batch_norms: bool,
     ) -> Result<Self> {
         let training = Training {
             output_gradient: OutputGradient::Loss(loss.clone()),
             wanted: Wanted {
                 input: false,
                 conv_parameters: true,
-                synced_batch_norms: true,
+                synced_batch_norms,
             },
             keep,
         };
@@ -151,7 +143,7 @@ impl<'a> GpuNetwork<'a> {
     }
 
     /// Where a synchronised network's forward and backward passes stop for the host, in order
-    /// (both empty unless built with [`GpuNetwork::training_synced`]).
+    /// (both empty unless built with synchronised batch norms, [`GpuNetwork::training_with`]).
     pub(crate) fn batch_norm_syncs(&self) -> (&[BatchNormSync], &[BatchNormSync]) {
         let backward = self
             .gradients
