@@ -29,9 +29,15 @@ fn mpirun(ranks: &[&[&str]]) -> (bool, String, String) {
         command.args(["-np", "1", env!("CARGO_BIN_EXE_convnet")]);
         command.args(*args);
     }
-    let output = command
-        .output()
-        .expect("mpirun runs (install Open MPI: openmpi-bin)");
+    outcome(
+        command
+            .output()
+            .expect("mpirun runs (install Open MPI: openmpi-bin)"),
+    )
+}
+
+/// A finished command's success, stdout and stderr.
+fn outcome(output: std::process::Output) -> (bool, String, String) {
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -40,14 +46,11 @@ fn mpirun(ranks: &[&[&str]]) -> (bool, String, String) {
 }
 
 fn convnet(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_convnet"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+    outcome(
+        Command::new(env!("CARGO_BIN_EXE_convnet"))
+            .args(args)
+            .output()
+            .unwrap(),
     )
 }
 
