@@ -477,13 +477,21 @@ pub(crate) fn open_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContex
 /// One context per device of `--devices` (data-parallel replicas, or a two-device layout's
 /// halves), each described.
 pub(crate) fn open_replica_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<GpuContext>> {
+    open_replica_contexts_quiet_if(device, false)
+}
+
+/// As [`open_replica_contexts`], described unless `quiet`.
+pub(crate) fn open_replica_contexts_quiet_if(
+    device: &DeviceArgs,
+    quiet: bool,
+) -> anyhow::Result<Vec<GpuContext>> {
     let variants = device.variants()?;
     let contexts = device
         .choices()?
         .iter()
         .map(|choice| Ok(GpuContext::new(choice)?.with_variants(variants)))
         .collect::<convnet_wgpu::Result<Vec<_>>>()?;
-    for (i, ctx) in contexts.iter().enumerate() {
+    for (i, ctx) in contexts.iter().enumerate().filter(|_| !quiet) {
         println!(
             "device {i}: {}; convolutions {:?}, fully connected {:?} (backward {:?})",
             ctx.describe(),
@@ -492,7 +500,7 @@ pub(crate) fn open_replica_contexts(device: &DeviceArgs) -> anyhow::Result<Vec<G
             ctx.matmul_kernel()
         );
     }
-    if contexts.len() > 1 && contexts.iter().all(|c| c.info() == contexts[0].info()) {
+    if !quiet && contexts.len() > 1 && contexts.iter().all(|c| c.info() == contexts[0].info()) {
         println!(
             "({} devices on one adapter: they share its hardware, so expect no speed-up)",
             contexts.len()

@@ -11,12 +11,13 @@ use convnet_wgpu::chart::{self, Series};
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
     AllReduceStats, DataParallel, GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork,
+    REPLICA_CHECK_EVERY,
 };
-use convnet_wgpu::model::{LayerPlan, Network};
+use convnet_wgpu::model::{LayerPlan, LossKind, Network};
 use convnet_wgpu::training::checkpoint::{Checkpoint, EpochRecord, Settings};
 use convnet_wgpu::training::data::{self, LabelledImages};
 use convnet_wgpu::training::{
-    first_non_finite, steps_per_epoch, EpochEnd, Networks, Schedule, StepRecord, Trainer,
+    first_non_finite, steps_per_epoch, EpochEnd, Networks, Schedule, StepRecord, Trainer, Training,
 };
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
@@ -107,17 +108,14 @@ struct DataArgs {
 
 /// `convnet train`: on a data set with `--epochs`, else SGD on one fixed batch.
 pub(crate) fn train(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
-    let fixed_batch_data_parallel =
-        args.device.parallel == super::Parallel::Data && args.data.epochs.is_none();
-    if world.size() > 1 && !fixed_batch_data_parallel {
+    if world.size() > 1 && args.device.parallel != super::Parallel::Data {
         anyhow::bail!(
-            "under an MPI launcher ({} ranks), `train` runs with --parallel data on one fixed \
-             batch (not with --epochs)",
+            "under an MPI launcher ({} ranks), `train` runs with --parallel data",
             world.size()
         );
     }
     if args.data.epochs.is_some() {
-        return train_on_data(args);
+        return train_on_data(args, world);
     }
     let data_only = [
         (args.data.val_input.is_some(), "--val-input"),
@@ -236,9 +234,6 @@ fn write_weights(
     }
     Ok(())
 }
-
-/// How often data-parallel training verifies that its replicas still hold equal weights.
-const REPLICA_CHECK_EVERY: usize = 10;
 
 /// `train --parallel data --devices N`: a replica per device, each on a shard of the fixed
 /// batch, the gradients all-reduced before every update ([`DataParallel`]); the replicas'
@@ -407,7 +402,7 @@ fn train_on_two_devices(
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// `train --epochs`: a classifier trained on a data set (see `convnet_wgpu::training`).
-fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
+fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
     let data = &args.data;
     let epochs = data.epochs.unwrap_or(0);
     if epochs == 0 {
@@ -416,12 +411,6 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     if args.steps.is_some() {
         anyhow::bail!("--steps is for one fixed batch; on a data set, --epochs says how long");
     }
-    if args.device.parallel == super::Parallel::Data {
-        anyhow::bail!(
-            "--parallel data trains on one fixed batch; training on a data set (--epochs) runs on \
-             one device"
-        );
-    }
     let lr = args.lr.unwrap_or(0.01);
     if !(lr.is_finite() && lr > 0.0 && (0.0..1.0).contains(&args.momentum)) {
         anyhow::bail!("--lr must be positive and --momentum in [0, 1)");
@@ -429,12 +418,14 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
         anyhow::bail!("--weight-decay must be a finite number >= 0");
     }
-    if args.device.devices != 1 || args.device.parallel == super::Parallel::Data {
+    let data_parallel = args.device.parallel == super::Parallel::Data;
+    if args.device.devices != 1 && !data_parallel {
         anyhow::bail!(
-            "training on a data set runs on one device (--parallel data trains one fixed batch); \
-             drop --devices and --parallel"
+            "training on a data set over several devices needs --parallel data (replicas; the \
+             two-device layout trains one fixed batch)"
         );
     }
+    args.device.refuse_data_parallel_flags()?;
     let schedule: Schedule = data.lr_schedule.parse()?;
     let (Some(input), Some(labels)) = (&args.source.input, &args.loss.labels) else {
         anyhow::bail!("training on a data set needs its images (--input) and --labels");
@@ -506,7 +497,9 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         (None, Some(path)) => Weights::load(path, &network)?,
         (None, None) => Weights::init(&network, args.source.seed)?,
     };
-    if let Some(path) = &data.order_out {
+    // Every rank computes alike; rank 0 writes.
+    let writes = world.rank() == 0;
+    if let (Some(path), true) = (&data.order_out, writes) {
         // Rows of the --input file: with --val-split, the training images are some of them.
         let orders: Vec<usize> = (0..epochs)
             .flat_map(|e| data::epoch_order(train_set.len(), settings.seed, e))
@@ -515,18 +508,47 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         npy::write_indices(path, &[epochs, train_set.len()], &orders)?;
     }
 
-    let ctx = super::open_context_quiet_if(&args.device, data.json)?;
-    let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
+    let quiet = data.json;
     let held_out_len = held_out.as_ref().map_or(0, LabelledImages::len);
-    let nets = Networks::new(
-        &ctx,
-        &network,
-        &weights,
-        settings.batch,
-        (train_set.len(), held_out_len),
-        settings.drop_last,
-        pixels.as_ref(),
+    let images = (train_set.len(), held_out_len);
+    let contexts = match data_parallel {
+        true => super::open_replica_contexts_quiet_if(&args.device, quiet)?,
+        false => vec![super::open_context_quiet_if(&args.device, quiet)?],
+    };
+    let devices: Vec<&convnet_wgpu::gpu::GpuContext> = contexts.iter().collect();
+    let watchdog = Watchdog::start(
+        args.device.timeout,
+        format!("train on {}", devices[0].info().name),
     )?;
+    let nets = match data_parallel {
+        true => {
+            let mut replicas = DataParallel::over_ranks(
+                Some(world),
+                &devices,
+                &network,
+                settings.batch,
+                &weights,
+                (LossKind::CrossEntropy, args.device.sync_batch_norm),
+            )?;
+            args.device.configure(&mut replicas);
+            Networks::over_replicas(
+                replicas,
+                &network,
+                images,
+                settings.drop_last,
+                pixels.as_ref(),
+            )?
+        }
+        false => Networks::new(
+            devices[0],
+            &network,
+            &weights,
+            settings.batch,
+            images,
+            settings.drop_last,
+            pixels.as_ref(),
+        )?,
+    };
     let mut trainer = Trainer::new(&nets, settings, schedule, resumed.as_ref())?;
     // The first Ctrl-C stops the run between two steps (and writes the checkpoint); a second
     // one, for a run that does not stop, ends the process at once.
@@ -538,16 +560,20 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("cannot watch for Ctrl-C: {e}"))?;
     let steps = steps_per_epoch(train_set.len(), args.model.batch, data.drop_last);
-    let quiet = data.json;
     if !quiet {
         println!(
-            "training {} on {} images ({} steps of {} per epoch{}), {}: SGD lr {:e} ({}), momentum \
-             {}, weight decay {}; {}{}",
+            "training {} on {} images ({} steps of {} per epoch{}{}), {}: SGD lr {:e} ({}), \
+             momentum {}, weight decay {}; {}{}",
             network.name,
             train_set.len(),
             steps,
             args.model.batch,
-            if nets.last.is_some() { ", the last smaller" } else { "" },
+            if nets.has_last_batch() {
+                ", the last smaller"
+            } else {
+                ""
+            },
+            describe_replicas(&nets, world),
             match &held_out {
                 Some(set) => format!("{} held out", set.len()),
                 None => "nothing held out".into(),
@@ -556,9 +582,12 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
             schedule,
             args.momentum,
             args.weight_decay,
-            describe_memory(&nets.train.net.memory()),
+            describe_memory(&nets.first().memory()),
             match &resumed {
-                Some(c) => format!("; resumed at epoch {}, step {}", c.progress.epoch, c.progress.step_in_epoch),
+                Some(c) => format!(
+                    "; resumed at epoch {}, step {}",
+                    c.progress.epoch, c.progress.step_in_epoch
+                ),
                 None => String::new(),
             }
         );
@@ -624,13 +653,13 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
                 if !quiet {
                     println!("{}", describe_epoch(&record, epochs));
                 }
-                if let Some(path) = &checkpoint_path {
+                if let (Some(path), true) = (&checkpoint_path, writes) {
                     trainer.checkpoint()?.save(path)?;
                 }
             }
             EpochEnd::Interrupted => {
                 let progress = &trainer.progress;
-                let Some(path) = &checkpoint_path else {
+                let (Some(path), true) = (&checkpoint_path, writes) else {
                     anyhow::bail!(
                         "interrupted at epoch {}, step {}; nothing written (no --checkpoint or --out)",
                         progress.epoch + 1,
@@ -650,15 +679,22 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         }
     }
     let history = &trainer.progress.history;
+    if !writes {
+        return Ok(());
+    }
     if let Some(path) = &data.curve {
         files::write_atomically(path, curves(history).as_bytes())?;
     }
     if let Some(path) = &args.out {
-        nets.train.net.read_weights()?.save(path)?;
+        nets.first().read_weights()?.save(path)?;
     }
     if quiet {
         let run = serde_json::json!({
-            "adapter": ctx.info().name,
+            "adapter": devices[0].info().name,
+            "replicas": match &nets.train {
+                Training::OneDevice { .. } => 1,
+                Training::DataParallel { batch, .. } => batch.replicas.replicas_in_all(),
+            },
             "settings": trainer.settings(),
             "epochs": history,
             "steps": step_losses,
@@ -673,6 +709,28 @@ fn train_on_data(args: &TrainArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a run's batches are split, for its first line: nothing on one device.
+fn describe_replicas(nets: &Networks, world: &World) -> String {
+    let Training::DataParallel { batch, .. } = &nets.train else {
+        return String::new();
+    };
+    let replicas = &batch.replicas;
+    let ranks = match world.size() {
+        1 => String::new(),
+        n => format!(" on each of {n} MPI ranks"),
+    };
+    format!(
+        ", split over {} devices{ranks} as {:?} ({:?} all-reduce{})",
+        replicas.replicas().len(),
+        replicas.shards(),
+        replicas.all_reduce(),
+        match replicas.synced_batch_norms() {
+            true => ", batch norms synchronised",
+            false => "",
+        }
+    )
 }
 
 /// The checkpoint at `path`, checked against the network and this run's settings: settings

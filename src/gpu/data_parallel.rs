@@ -42,6 +42,10 @@ use crate::weights::Weights;
 /// joins.
 pub const BUCKET_BYTES: u64 = 25 << 20;
 
+/// Steps between two checks that the replicas still hold equal weights (and after a run's
+/// last step), in training ([`DataParallel::check_replicas_equal`]).
+pub const REPLICA_CHECK_EVERY: usize = 10;
+
 /// When the gradients are all-reduced. [`DataParallel::new`] overlaps unless every replica runs
 /// on a software adapter: those compute on the host's own cores, so the host's share of the
 /// all-reduce cannot hide behind their work, and cutting their backward pass into parts only
@@ -147,11 +151,13 @@ struct SyncedBatchNorms {
     /// Every batch norm's running mean and variance (`[2][channels]`, in the network's order),
     /// updated by the host from the whole batch's statistics and written to every replica after
     /// each step.
-    running: std::sync::Mutex<Vec<Vec<f32>>>,
+    running: std::sync::Arc<std::sync::Mutex<Vec<Vec<f32>>>>,
 }
 
 impl SyncedBatchNorms {
-    fn new(replicas: &[GpuNetwork]) -> Result<Self> {
+    /// For `replicas`, keeping the running statistics `sharing`'s host keeps where given (the
+    /// replicas then share its networks' parameters), else replica 0's.
+    fn new(replicas: &[GpuNetwork], sharing: Option<&SyncedBatchNorms>) -> Result<Self> {
         let first = replicas[0].batch_norm_syncs();
         for net in replicas {
             let (forward, backward) = net.batch_norm_syncs();
@@ -172,7 +178,12 @@ impl SyncedBatchNorms {
                         .staging_buffer("batch norm statistics", largest)
                 })
                 .collect(),
-            running: std::sync::Mutex::new(replicas[0].read_running_statistics()?),
+            running: match sharing {
+                Some(other) => other.running.clone(),
+                None => std::sync::Arc::new(std::sync::Mutex::new(
+                    replicas[0].read_running_statistics()?,
+                )),
+            },
         })
     }
 }
@@ -215,6 +226,8 @@ pub struct DataParallel<'a> {
     /// And, across ranks, room for rank 0's sum of a bucket before it is sent.
     host: std::sync::Mutex<(Vec<f32>, Vec<f32>, Vec<f32>)>,
     all_reduce: std::cell::Cell<AllReduce>,
+    /// The bucket size asked for ([`DataParallel::set_bucket_bytes`]).
+    bucket_bytes: u64,
 }
 
 /// One bucket of the all-reduce, as a profile shows it.
@@ -288,16 +301,13 @@ impl<'a> DataParallel<'a> {
         weights: &Weights,
         (kind, sync_batch_norm): (LossKind, bool),
     ) -> Result<Self> {
-        let (rank, ranks) = world.map_or((0, 1), |w| (w.rank(), w.size()));
-        let all = shards(batch, ranks * contexts.len())?;
-        let mine = rank * contexts.len()..(rank + 1) * contexts.len();
-        let first_image = all[..mine.start].iter().sum();
-        let shards = all[mine].to_vec();
+        let (shards, first_image) = Self::split(world, contexts.len(), batch)?;
         // One replica in all normalises by the whole batch anyway; a network without batch
         // norms has nothing to synchronise.
         let has_batch_norms = (network.plan(1)?.iter())
             .any(|l| matches!(l.layer.kind, crate::model::LayerKind::BatchNorm { .. }));
-        let synced = sync_batch_norm && all.len() > 1 && has_batch_norms;
+        let replicas_in_all = contexts.len() * world.map_or(1, World::size);
+        let synced = sync_batch_norm && replicas_in_all > 1 && has_batch_norms;
         let replicas = (contexts.iter().zip(&shards))
             .map(|(ctx, &shard)| {
                 let plan = network.plan(shard)?;
@@ -307,9 +317,59 @@ impl<'a> DataParallel<'a> {
             })
             .collect::<Result<Vec<_>>>()?;
         let synced = match synced {
-            true => Some(SyncedBatchNorms::new(&replicas)?),
+            true => Some(SyncedBatchNorms::new(&replicas, None)?),
             false => None,
         };
+        Self::assemble(world, replicas, (batch, first_image, shards), kind, synced)
+    }
+
+    /// Replicas of `network` for another batch size over the same devices and ranks, sharing
+    /// these replicas' parameters, gradients and (synchronised) running statistics: a data
+    /// set's last, smaller batch trains with it, and these replicas' optimisers update from
+    /// either's all-reduce (as [`GpuNetwork::training_sharing`] does on one device).
+    pub fn sharing(&self, network: &Network, batch: usize) -> Result<Self> {
+        let (shards, first_image) = Self::split(self.world, self.replicas.len(), batch)?;
+        let synced = self.synced.is_some();
+        let replicas = (self.replicas.iter().zip(&shards))
+            .map(|(other, &shard)| {
+                let plan = network.plan(shard)?;
+                GpuNetwork::training_sharing_with(other, &plan, Keep::WhatBackwardReads, synced)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let synced = match &self.synced {
+            Some(other) => Some(SyncedBatchNorms::new(&replicas, Some(other))?),
+            None => None,
+        };
+        let mut shared = Self::assemble(
+            self.world,
+            replicas,
+            (batch, first_image, shards),
+            self.kind,
+            synced,
+        )?;
+        shared.set_all_reduce(self.all_reduce.get());
+        shared.set_bucket_bytes(self.bucket_bytes);
+        Ok(shared)
+    }
+
+    /// This process's shards of `batch` split over `replicas` per rank of `world`, and the
+    /// whole batch's image its first shard starts at.
+    fn split(world: Option<&World>, replicas: usize, batch: usize) -> Result<(Vec<usize>, usize)> {
+        let (rank, ranks) = world.map_or((0, 1), |w| (w.rank(), w.size()));
+        let all = shards(batch, ranks * replicas)?;
+        let mine = rank * replicas..(rank + 1) * replicas;
+        Ok((all[mine.clone()].to_vec(), all[..mine.start].iter().sum()))
+    }
+
+    /// The data-parallel run over `replicas` (built for `shards` of `batch`, this process's
+    /// first at the whole batch's `first_image`): their gradient buffers found and bucketed.
+    fn assemble(
+        world: Option<&'a World>,
+        replicas: Vec<GpuNetwork<'a>>,
+        (batch, first_image, shards): (usize, usize, Vec<usize>),
+        kind: LossKind,
+        synced: Option<SyncedBatchNorms>,
+    ) -> Result<Self> {
         let found = (replicas.iter())
             .map(gradient_buffers)
             .collect::<Result<Vec<_>>>()?;
@@ -355,6 +415,7 @@ impl<'a> DataParallel<'a> {
         let dispatches = (replicas.iter())
             .map(|net| Ok(net.backward_dispatches()?.len()))
             .collect::<Result<Vec<_>>>()?;
+        let replicas_software = replicas.iter().all(|net| net.context().software());
         let mut data_parallel = DataParallel {
             replicas,
             world: world.filter(|w| w.size() > 1),
@@ -371,9 +432,10 @@ impl<'a> DataParallel<'a> {
             bucket_seconds: std::cell::RefCell::new(Vec::new()),
             completed_running: std::cell::RefCell::new(None),
             buckets: Vec::new(),
+            bucket_bytes: BUCKET_BYTES,
             staging: Vec::new(),
             host: std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new())),
-            all_reduce: std::cell::Cell::new(if contexts.iter().all(|c| c.software()) {
+            all_reduce: std::cell::Cell::new(if replicas_software {
                 AllReduce::AfterBackward
             } else {
                 AllReduce::Overlapped
@@ -397,9 +459,16 @@ impl<'a> DataParallel<'a> {
         }
     }
 
+    /// True when batch norms are synchronised across the replicas (there are batch norms,
+    /// several replicas, and `sync_batch_norm` was asked for).
+    pub fn synced_batch_norms(&self) -> bool {
+        self.synced.is_some()
+    }
+
     /// Buckets the gradients in about `bytes` each ([`BUCKET_BYTES`] unless set; at least one
     /// buffer each), making each bucket's staging buffers anew.
     pub fn set_bucket_bytes(&mut self, bytes: u64) {
+        self.bucket_bytes = bytes;
         self.buckets = plan_buckets(
             &self.sizes,
             &self.finished_after,
@@ -486,18 +555,41 @@ impl<'a> DataParallel<'a> {
     pub fn upload(&self, input: &[f32], labels: Option<&[usize]>) -> Result<()> {
         let per_image = self.replicas[0].plan()[0].input.len();
         let batch = self.batch;
-        if self.kind == LossKind::CrossEntropy && labels.is_none() {
-            return Err(Error::InvalidArgument(
-                "cross-entropy needs the batch's labels".into(),
-            ));
-        }
         if input.len() != batch * per_image || labels.is_some_and(|l| l.len() != batch) {
             return Err(Error::InvalidArgument(format!(
                 "a batch of {batch} images is {} values and {batch} labels",
                 batch * per_image
             )));
         }
-        let mut first = self.first_image;
+        let own = self.own_images();
+        self.upload_own(
+            &input[own.start * per_image..own.end * per_image],
+            labels.map(|l| &l[own]),
+        )
+    }
+
+    /// The images of the whole batch this process's replicas take (all of it in one process).
+    pub fn own_images(&self) -> Range<usize> {
+        self.first_image..self.first_image + self.shards.iter().sum::<usize>()
+    }
+
+    /// As [`DataParallel::upload`], given only this process's images of the batch
+    /// ([`DataParallel::own_images`]) and their labels.
+    pub fn upload_own(&self, input: &[f32], labels: Option<&[usize]>) -> Result<()> {
+        let per_image = self.replicas[0].plan()[0].input.len();
+        let own = self.own_images().len();
+        if self.kind == LossKind::CrossEntropy && labels.is_none() {
+            return Err(Error::InvalidArgument(
+                "cross-entropy needs the batch's labels".into(),
+            ));
+        }
+        if input.len() != own * per_image || labels.is_some_and(|l| l.len() != own) {
+            return Err(Error::InvalidArgument(format!(
+                "this process's {own} images of the batch are {} values and {own} labels",
+                own * per_image
+            )));
+        }
+        let mut first = 0;
         for (net, &n) in self.replicas.iter().zip(&self.shards) {
             net.upload_input(&input[first * per_image..(first + n) * per_image])?;
             if let Some(labels) = labels {
@@ -506,6 +598,36 @@ impl<'a> DataParallel<'a> {
             first += n;
         }
         Ok(())
+    }
+
+    /// Images of the last pass over the whole batch (every rank's) whose label had the
+    /// highest logit (a tie counts as right), given this process's labels.
+    pub fn count_correct(&self, own_labels: &[usize]) -> Result<usize> {
+        let mut correct = 0;
+        let mut first = 0;
+        for (net, &n) in self.replicas.iter().zip(&self.shards) {
+            let logits = net.read_output()?;
+            let classes = logits.len() / n;
+            correct += (logits
+                .chunks_exact(classes)
+                .zip(&own_labels[first..first + n]))
+            .filter(|(row, &label)| !row.iter().any(|&v| v > row[label]))
+            .count();
+            first += n;
+        }
+        Ok(match self.world {
+            Some(world) => world.sum_f64(correct as f64) as usize,
+            None => correct,
+        })
+    }
+
+    /// True when `flag` is set on any rank (every rank must ask together): how ranks agree to
+    /// stop between two steps.
+    pub fn on_any_rank(&self, flag: bool) -> bool {
+        match self.world {
+            Some(world) => world.sum_f64(f64::from(u8::from(flag))) > 0.0,
+            None => flag,
+        }
     }
 
     /// Runs every replica's forward pass (training mode), submitted to all devices before

@@ -28,6 +28,7 @@ pub use builder::MemoryUse;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use data_parallel::{
     shards, AllReduce, AllReduceStats, BucketReport, DataParallel, BUCKET_BYTES,
+    REPLICA_CHECK_EVERY,
 };
 pub use network::{GpuNetwork, Keep};
 pub use ops::pixels::{PixelDecoder, PixelFormat};

@@ -77,6 +77,17 @@ impl<'a> GpuNetwork<'a> {
         plan: &[LayerPlan],
         keep: Keep,
     ) -> Result<Self> {
+        Self::training_sharing_with(other, plan, keep, false)
+    }
+
+    /// As [`GpuNetwork::training_sharing`], with `synced_batch_norms` as
+    /// [`GpuNetwork::training_with`] takes it.
+    pub(crate) fn training_sharing_with(
+        other: &GpuNetwork<'a>,
+        plan: &[LayerPlan],
+        keep: Keep,
+        synced_batch_norms: bool,
+    ) -> Result<Self> {
         let loss = other.loss().cloned().ok_or_else(|| {
             Error::InvalidArgument("the network shared was not built for training".into())
         })?;
@@ -85,7 +96,7 @@ impl<'a> GpuNetwork<'a> {
             wanted: Wanted {
                 input: false,
                 conv_parameters: true,
-                synced_batch_norms: false,
+                synced_batch_norms,
             },
             keep,
         };

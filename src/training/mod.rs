@@ -8,10 +8,15 @@
 //! really holds, as PyTorch's), and an inference network scoring the held-out set by the
 //! running statistics.
 //!
-//! Each step is one submission: forward, backward, update, and a copy of the per-image losses
-//! and the logits into one of two staging buffers. The host uploads the next batch and submits
-//! it before it reads the previous step's losses, so the GPU always has the next step queued
-//! while the host gathers images and reads losses.
+//! On one device each step is one submission: forward, backward, update, and a copy of the
+//! per-image losses and the logits into one of two staging buffers. The host uploads the next
+//! batch and submits it before it reads the previous step's losses, so the GPU always has the
+//! next step queued while the host gathers images and reads losses.
+//!
+//! Over data-parallel replicas ([`DataParallel`], on several devices and MPI ranks) each
+//! replica takes its shard of every batch, and a step waits for its all-reduce before its
+//! update, so steps are not pipelined: the next batch is gathered while no device works. The
+//! last, smaller batch has replicas of its own sharing the parameters, as on one device.
 
 pub mod checkpoint;
 pub mod data;
@@ -21,7 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig};
+use crate::gpu::{
+    DataParallel, GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig,
+    REPLICA_CHECK_EVERY,
+};
 use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 use checkpoint::{Checkpoint, EpochRecord, EpochTotals, Progress, Scores, Settings};
@@ -106,6 +114,25 @@ pub fn steps_per_epoch(images: usize, batch: usize, drop_last: bool) -> usize {
     }
 }
 
+/// Fails unless a batch of `batch` images can be drawn from `training_images`.
+fn check_batch(batch: usize, training_images: usize) -> Result<()> {
+    if batch == 0 || batch > training_images {
+        return Err(Error::InvalidArgument(format!(
+            "--batch must be 1 to the {training_images} training images, not {batch}"
+        )));
+    }
+    Ok(())
+}
+
+/// The images of an epoch's last, smaller batch, where it has one that is not dropped.
+fn last_batch(training_images: usize, batch: usize, drop_last: bool) -> Option<usize> {
+    match training_images % batch {
+        0 => None,
+        _ if drop_last => None,
+        n => Some(n),
+    }
+}
+
 /// A network and how its batches reach its input: as f32 values written to it, or as 8-bit
 /// pixels decoded into it on the GPU.
 pub struct FedNetwork<'a> {
@@ -153,17 +180,93 @@ impl<'a> FedNetwork<'a> {
     }
 }
 
-/// The networks of a run, over one set of parameter buffers.
+/// Replicas of a network and, where the set's pixels are 8-bit, a decoder per replica.
+pub struct FedReplicas<'a> {
+    /// The replicas.
+    pub replicas: DataParallel<'a>,
+    /// Per replica, where the set's pixels are 8-bit.
+    decoders: Vec<PixelDecoder>,
+}
+
+impl<'a> FedReplicas<'a> {
+    fn new(replicas: DataParallel<'a>, pixels: Option<&PixelFormat>) -> Result<Self> {
+        let decoders = match pixels {
+            Some(format) => (replicas.replicas().iter())
+                .map(|net| {
+                    let first = &net.plan()[0];
+                    let ctx = net.context();
+                    PixelDecoder::new(ctx, net.input_buffer(), first.batch, first.input, format)
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(FedReplicas { replicas, decoders })
+    }
+
+    /// Uploads this process's images of a batch ([`DataParallel::own_images`]) as the set
+    /// stores them, `image_bytes` each, and their labels, each replica its shard; 8-bit pixels
+    /// are decoded on each replica's device, in a submission before its step's.
+    fn upload(&self, bytes: &[u8], image_bytes: usize, labels: &[usize]) -> Result<()> {
+        let mut first = 0;
+        let shards = self.replicas.shards();
+        for (r, (net, &n)) in self.replicas.replicas().iter().zip(shards).enumerate() {
+            let part = &bytes[first * image_bytes..(first + n) * image_bytes];
+            let ctx = net.context();
+            match self.decoders.get(r) {
+                Some(decoder) => {
+                    decoder.upload(ctx, part);
+                    net.submit("decode pixels", |encoder| {
+                        decoder.encode(encoder);
+                        Ok(())
+                    })?;
+                }
+                None => ctx.queue().write_buffer(net.input_buffer(), 0, part),
+            }
+            net.upload_labels(&labels[first..first + n])?;
+            first += n;
+        }
+        Ok(())
+    }
+}
+
+/// What trains: one network on one device, or replicas over several devices (and ranks).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per run, made once and never moved in a loop"
+)]
+pub enum Training<'a> {
+    /// One device.
+    OneDevice {
+        /// At the batch size.
+        batch: FedNetwork<'a>,
+        /// At the epoch's last, smaller batch, where it has one.
+        last: Option<FedNetwork<'a>>,
+    },
+    /// Data-parallel replicas.
+    DataParallel {
+        /// At the batch size.
+        batch: FedReplicas<'a>,
+        /// At the epoch's last, smaller batch, where it has one.
+        last: Option<FedReplicas<'a>>,
+    },
+}
+
+/// The networks of a run, over one set of parameter buffers (per device).
 pub struct Networks<'a> {
-    /// At the batch size, trained with softmax cross-entropy (GoogLeNet's auxiliary heads
-    /// weighted in).
-    pub train: FedNetwork<'a>,
-    /// At the epoch's last, smaller batch, where it has one.
-    pub last: Option<FedNetwork<'a>>,
-    /// At inference, for the held-out set, where there is one.
+    /// Trained with softmax cross-entropy (GoogLeNet's auxiliary heads weighted in).
+    pub train: Training<'a>,
+    /// At inference, for the held-out set, where there is one (on the first device).
     pub eval: Option<FedNetwork<'a>>,
     /// How 8-bit pixels are decoded (`None`: the images are f32).
     pixels: Option<PixelFormat>,
+}
+
+/// The error of a last batch of `n` images that cannot be planned.
+fn last_batch_error(e: Error, n: usize) -> Error {
+    Error::InvalidArgument(format!(
+        "{e}; it is the epoch's last batch, of {n} image(s): --drop-last drops it, another \
+         --batch avoids it"
+    ))
 }
 
 impl<'a> Networks<'a> {
@@ -180,52 +283,111 @@ impl<'a> Networks<'a> {
         drop_last: bool,
         pixels: Option<&PixelFormat>,
     ) -> Result<Self> {
-        if batch == 0 || batch > training_images {
-            return Err(Error::InvalidArgument(format!(
-                "--batch must be 1 to the {training_images} training images, not {batch}"
-            )));
-        }
+        check_batch(batch, training_images)?;
         let plan = network.plan(batch)?;
         let loss = Loss::with_aux_heads(LossKind::CrossEntropy, &plan);
         let train = GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)?;
-        let last = match training_images % batch {
-            0 => None,
-            _ if drop_last => None,
-            n => {
+        let last = match last_batch(training_images, batch, drop_last) {
+            None => None,
+            Some(n) => {
                 // A batch norm refuses a batch of one image at a 1x1 plane, as PyTorch does.
                 let net = (network.plan(n))
                     .and_then(|plan| {
                         GpuNetwork::training_sharing(&train, &plan, Keep::WhatBackwardReads)
                     })
-                    .map_err(|e| {
-                        Error::InvalidArgument(format!(
-                            "{e}; it is the epoch's last batch, of {n} image(s): --drop-last \
-                             drops it, another --batch avoids it"
-                        ))
-                    })?;
+                    .map_err(|e| last_batch_error(e, n))?;
                 Some(FedNetwork::new(net, pixels)?)
             }
         };
-        let eval = match held_out_images {
-            0 => None,
-            n => Some(FedNetwork::new(
-                GpuNetwork::inference_sharing(&train, &network.plan(batch.min(n))?)?,
-                pixels,
-            )?),
-        };
+        let eval = Self::held_out(&train, network, batch, held_out_images, pixels)?;
         let train = FedNetwork::new(train, pixels)?;
         Ok(Networks {
-            train,
-            last,
+            train: Training::OneDevice { batch: train, last },
             eval,
             pixels: pixels.cloned(),
         })
     }
 
+    /// As [`Networks::new`], training `replicas` (built at the batch size, over every rank;
+    /// every rank of an MPI run builds them alike): the last batch's replicas share their
+    /// parameters, and the held-out set is scored on the first replica's device (by every
+    /// rank, each with the same weights).
+    pub fn over_replicas(
+        replicas: DataParallel<'a>,
+        network: &Network,
+        (training_images, held_out_images): (usize, usize),
+        drop_last: bool,
+        pixels: Option<&PixelFormat>,
+    ) -> Result<Self> {
+        let batch = replicas.batch();
+        check_batch(batch, training_images)?;
+        let last = match last_batch(training_images, batch, drop_last) {
+            None => None,
+            Some(n) => Some(FedReplicas::new(
+                replicas
+                    .sharing(network, n)
+                    .map_err(|e| last_batch_error(e, n))?,
+                pixels,
+            )?),
+        };
+        let first = &replicas.replicas()[0];
+        let eval = Self::held_out(first, network, batch, held_out_images, pixels)?;
+        Ok(Networks {
+            train: Training::DataParallel {
+                batch: FedReplicas::new(replicas, pixels)?,
+                last,
+            },
+            eval,
+            pixels: pixels.cloned(),
+        })
+    }
+
+    /// The inference network of a held-out set of `images` (none when it is empty), sharing
+    /// `train`'s parameters, at up to `batch` images.
+    fn held_out(
+        train: &GpuNetwork<'a>,
+        network: &Network,
+        batch: usize,
+        images: usize,
+        pixels: Option<&PixelFormat>,
+    ) -> Result<Option<FedNetwork<'a>>> {
+        match images {
+            0 => Ok(None),
+            n => Ok(Some(FedNetwork::new(
+                GpuNetwork::inference_sharing(train, &network.plan(batch.min(n))?)?,
+                pixels,
+            )?)),
+        }
+    }
+
+    /// The network trained at the batch size: the one device's, or the first replica.
+    pub fn first(&self) -> &GpuNetwork<'a> {
+        match &self.train {
+            Training::OneDevice { batch, .. } => &batch.net,
+            Training::DataParallel { batch, .. } => &batch.replicas.replicas()[0],
+        }
+    }
+
+    /// True where the epoch ends with a smaller batch.
+    pub fn has_last_batch(&self) -> bool {
+        match &self.train {
+            Training::OneDevice { last, .. } => last.is_some(),
+            Training::DataParallel { last, .. } => last.is_some(),
+        }
+    }
+
+    /// Images per training step.
+    pub fn batch(&self) -> usize {
+        match &self.train {
+            Training::OneDevice { batch, .. } => batch.net.plan()[0].batch,
+            Training::DataParallel { batch, .. } => batch.replicas.batch(),
+        }
+    }
+
     /// Fails unless `set` is stored as these networks were built to read: its image size, f32
     /// or 8-bit pixels in the decoders' layout.
     fn check_reads(&self, set: &LabelledImages) -> Result<()> {
-        let expected = self.train.net.plan()[0].input;
+        let expected = self.first().plan()[0].input;
         let format_fits = match (set.pixels(), &self.pixels) {
             (data::Pixels::Float32, None) => true,
             (data::Pixels::Uint8 { channels_last }, Some(format)) => {
@@ -294,7 +456,8 @@ struct InFlight {
 /// each step reuses.
 pub struct Trainer<'n, 'a> {
     nets: &'n Networks<'a>,
-    sgd: Sgd<'n, 'a>,
+    /// The one device's optimiser, or each replica's (all given the same gradients).
+    optimizers: Vec<Sgd<'n, 'a>>,
     settings: Settings,
     schedule: Schedule,
     /// How far the run has come: what a checkpoint saves.
@@ -302,7 +465,8 @@ pub struct Trainer<'n, 'a> {
     /// Set when a step failed after the next one was queued: the weights are then ahead of
     /// the progress, and the run cannot continue or be checkpointed.
     failed: bool,
-    /// Per step slot: the losses of each head, then the logits, for the host to read.
+    /// Per step slot: the losses of each head, then the logits, for the host to read (on the
+    /// first device; over replicas, only the held-out set's logits use it).
     staging: [wgpu::Buffer; 2],
     /// Per slot: the labels of the batch in that slot.
     labels: [Vec<usize>; 2],
@@ -320,36 +484,39 @@ impl<'n, 'a> Trainer<'n, 'a> {
         schedule: Schedule,
         resume: Option<&Checkpoint>,
     ) -> Result<Self> {
-        let plan = nets.train.net.plan();
-        let batch = plan[0].batch;
+        let batch = nets.batch();
         if settings.batch != batch {
             return Err(Error::InvalidArgument(format!(
                 "the settings say batch {}, the networks were planned at {batch}",
                 settings.batch
             )));
         }
-        let sgd = Sgd::new(
-            &nets.train.net,
-            SgdConfig {
-                learning_rate: settings.learning_rate,
-                momentum: settings.momentum,
-                weight_decay: settings.weight_decay,
-            },
-        )?;
+        let config = SgdConfig {
+            learning_rate: settings.learning_rate,
+            momentum: settings.momentum,
+            weight_decay: settings.weight_decay,
+        };
+        let optimizers = match &nets.train {
+            Training::OneDevice { batch, .. } => vec![Sgd::new(&batch.net, config)?],
+            Training::DataParallel { batch, .. } => batch.replicas.optimizers(config)?,
+        };
         let progress = match resume {
             Some(checkpoint) => {
-                sgd.write_velocities(&checkpoint.velocities)?;
+                for sgd in &optimizers {
+                    sgd.write_velocities(&checkpoint.velocities)?;
+                }
                 checkpoint.progress.clone()
             }
             None => Progress::default(),
         };
-        let per_step = readback_len(&nets.train.net, batch)?;
-        let ctx = nets.train.net.context();
+        let first = nets.first();
+        let per_step = readback_len(first, batch)?;
+        let ctx = first.context();
         // Room for a batch of f32 values: any set's images fit.
-        let batch_bytes = vec![0u8; batch * plan[0].input.len() * 4];
+        let batch_bytes = vec![0u8; batch * first.plan()[0].input.len() * 4];
         Ok(Trainer {
             nets,
-            sgd,
+            optimizers,
             schedule,
             progress,
             failed: false,
@@ -461,7 +628,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
         &mut self,
         train: &LabelledImages,
         stop: &AtomicBool,
-        mut on_step: impl FnMut(&StepRecord),
+        on_step: impl FnMut(&StepRecord),
     ) -> Result<usize> {
         let Settings {
             batch,
@@ -469,13 +636,33 @@ impl<'n, 'a> Trainer<'n, 'a> {
             drop_last,
             ..
         } = self.settings;
-        let epoch = self.progress.epoch;
-        let order = data::epoch_order(train.len(), seed, epoch);
+        let order = data::epoch_order(train.len(), seed, self.progress.epoch);
         let steps = steps_per_epoch(train.len(), batch, drop_last);
         let learning_rate = self.learning_rate();
-        self.sgd.set_learning_rate(learning_rate);
+        for sgd in &mut self.optimizers {
+            sgd.set_learning_rate(learning_rate);
+        }
         let start = Instant::now();
         let seconds_before = self.progress.epoch_totals.seconds;
+        let epoch = (order.as_slice(), steps, learning_rate);
+        match &self.nets.train {
+            Training::OneDevice { .. } => self.pipelined_steps(train, epoch, stop, on_step)?,
+            Training::DataParallel { .. } => self.replicated_steps(train, epoch, stop, on_step)?,
+        }
+        self.progress.epoch_totals.seconds = seconds_before + start.elapsed().as_secs_f64();
+        Ok(steps)
+    }
+
+    /// The steps of [`Trainer::run_steps`] on one device, two in flight: each submitted before
+    /// the one before it is read back.
+    fn pipelined_steps(
+        &mut self,
+        train: &LabelledImages,
+        (order, steps, learning_rate): (&[usize], usize, f32),
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&StepRecord),
+    ) -> Result<()> {
+        let batch = self.settings.batch;
         let mut in_flight: Option<InFlight> = None;
         let mut step = self.progress.step_in_epoch;
         while step < steps && !stop.load(Ordering::Relaxed) {
@@ -514,8 +701,66 @@ impl<'n, 'a> Trainer<'n, 'a> {
             let (record, _) = self.finish_step(last, learning_rate, false)?;
             on_step(&record);
         }
-        self.progress.epoch_totals.seconds = seconds_before + start.elapsed().as_secs_f64();
-        Ok(steps)
+        Ok(())
+    }
+
+    /// The steps of [`Trainer::run_steps`] over data-parallel replicas, one at a time: every
+    /// replica's forward and backward pass, the all-reduce, the loss (a step whose loss is not
+    /// finite stops before its update), every replica's update; the replicas compared every
+    /// [`REPLICA_CHECK_EVERY`] steps and after the epoch's last. Every rank takes every step,
+    /// and all stop together when `stop` is set on any.
+    fn replicated_steps(
+        &mut self,
+        train: &LabelledImages,
+        (order, steps, learning_rate): (&[usize], usize, f32),
+        stop: &AtomicBool,
+        mut on_step: impl FnMut(&StepRecord),
+    ) -> Result<()> {
+        let nets = self.nets;
+        let Training::DataParallel { batch: fed, last } = &nets.train else {
+            return Err(Error::Internal("replicated steps on one device".into()));
+        };
+        let batch = self.settings.batch;
+        let mut step = self.progress.step_in_epoch;
+        while step < steps && !fed.replicas.on_any_rank(stop.load(Ordering::Relaxed)) {
+            let input_start = Instant::now();
+            let indices = &order[step * batch..((step + 1) * batch).min(train.len())];
+            let fed = match last {
+                Some(last) if indices.len() == last.replicas.batch() => last,
+                _ => fed,
+            };
+            let replicas = &fed.replicas;
+            if replicas.batch() != indices.len() {
+                return Err(Error::Internal(format!(
+                    "no replicas planned for a batch of {}",
+                    indices.len()
+                )));
+            }
+            let own = &indices[replicas.own_images()];
+            let bytes = &mut self.batch_bytes[..own.len() * train.image_bytes()];
+            train.gather(own, bytes, &mut self.labels[0])?;
+            fed.upload(bytes, train.image_bytes(), &self.labels[0])?;
+            let input_seconds = input_start.elapsed().as_secs_f64();
+            replicas.gradients()?;
+            let loss = replicas.read_loss()?;
+            let record = self.step_record(step, indices.len(), loss, 0, learning_rate);
+            if !loss.is_finite() {
+                let net = &replicas.replicas()[0];
+                return Err(non_finite_loss(&record, "before its update,", net));
+            }
+            replicas.update(&self.optimizers)?;
+            let correct = replicas.count_correct(&self.labels[0])?;
+            if (step + 1).is_multiple_of(REPLICA_CHECK_EVERY) || step + 1 == steps {
+                replicas.check_replicas_equal()?;
+            }
+            let totals = &mut self.progress.epoch_totals;
+            totals.input_seconds += input_seconds;
+            // No device works while the host gathers a batch.
+            totals.idle_seconds += input_seconds;
+            on_step(&self.complete_step(record, correct));
+            step += 1;
+        }
+        Ok(())
     }
 
     /// Scores `set` on the inference network (batch norms by their running statistics): the
@@ -569,10 +814,13 @@ impl<'n, 'a> Trainer<'n, 'a> {
 
     /// The network for a batch of `images`: the training one, or the last batch's.
     fn fed_for(&self, images: usize) -> Result<&'n FedNetwork<'a>> {
+        let Training::OneDevice { batch, last } = &self.nets.train else {
+            return Err(Error::Internal("a one-device step over replicas".into()));
+        };
         if images == self.settings.batch {
-            return Ok(&self.nets.train);
+            return Ok(batch);
         }
-        (self.nets.last.as_ref())
+        (last.as_ref())
             .filter(|fed| fed.net.plan()[0].batch == images)
             .ok_or_else(|| {
                 Error::Internal(format!("no network planned for a last batch of {images}"))
@@ -587,7 +835,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
         net.submit("training step", |encoder| {
             fed.encode_forward(encoder);
             net.encode_backward(encoder)?;
-            self.sgd.encode_update(encoder);
+            self.optimizers[0].encode_update(encoder);
             let staging = &self.staging[slot];
             let mut at = 0;
             for buffer in net.per_image_loss_buffers()? {
@@ -637,16 +885,7 @@ impl<'n, 'a> Trainer<'n, 'a> {
         let correct = (logits.chunks_exact(classes).zip(labels))
             .filter(|(row, &label)| !row.iter().any(|&v| v > row[label]))
             .count();
-        let record = StepRecord {
-            global_step: self.progress.global_step,
-            epoch: self.progress.epoch,
-            step: step.step,
-            images: n,
-            loss,
-            correct,
-            learning_rate,
-            epoch_so_far: EpochTotals::default(),
-        };
+        let record = self.step_record(step.step, n, loss, correct, learning_rate);
         if !loss.is_finite() {
             let state = if next_queued {
                 // What is read back now is the state after the next step, whose update spread
@@ -655,27 +894,46 @@ impl<'n, 'a> Trainer<'n, 'a> {
             } else {
                 "after it,"
             };
-            return Err(Error::InvalidArgument(format!(
-                "step {} (epoch {}, batch {}): the loss is no longer finite ({loss}); {state} {}",
-                record.global_step + 1,
-                record.epoch + 1,
-                record.step + 1,
-                first_non_finite(net)?
-            )));
+            return Err(non_finite_loss(&record, state, net));
         }
+        Ok((self.complete_step(record, correct), waited))
+    }
+
+    /// The record of step `step` of the epoch, of `images` images, before it is counted.
+    fn step_record(
+        &self,
+        step: usize,
+        images: usize,
+        loss: f64,
+        correct: usize,
+        learning_rate: f32,
+    ) -> StepRecord {
+        StepRecord {
+            global_step: self.progress.global_step,
+            epoch: self.progress.epoch,
+            step,
+            images,
+            loss,
+            correct,
+            learning_rate,
+            epoch_so_far: EpochTotals::default(),
+        }
+    }
+
+    /// Counts a step whose loss was finite in the progress; returns its record with the
+    /// epoch's totals so far.
+    fn complete_step(&mut self, record: StepRecord, correct: usize) -> StepRecord {
         self.progress.global_step += 1;
-        self.progress.step_in_epoch = step.step + 1;
+        self.progress.step_in_epoch = record.step + 1;
         let totals = &mut self.progress.epoch_totals;
-        totals.loss_sum += loss * n as f64;
+        totals.loss_sum += record.loss * record.images as f64;
         totals.correct += correct;
-        totals.images += n;
-        Ok((
-            StepRecord {
-                epoch_so_far: *totals,
-                ..record
-            },
-            waited,
-        ))
+        totals.images += record.images;
+        StepRecord {
+            correct,
+            epoch_so_far: *totals,
+            ..record
+        }
     }
 
     /// The run's state now, for a checkpoint: call it between epochs or after an interruption
@@ -685,10 +943,23 @@ impl<'n, 'a> Trainer<'n, 'a> {
         Ok(Checkpoint {
             settings: self.settings.clone(),
             progress: self.progress.clone(),
-            weights: self.nets.train.net.read_weights()?,
-            velocities: self.sgd.read_velocities()?,
+            weights: self.nets.first().read_weights()?,
+            velocities: self.optimizers[0].read_velocities()?,
         })
     }
+}
+
+/// The error of a step whose loss is not finite: the step, and the first non-finite tensor of
+/// `net` in `state` (the weights read after the step, or before its update).
+fn non_finite_loss(record: &StepRecord, state: &str, net: &GpuNetwork) -> Error {
+    let found = first_non_finite(net).unwrap_or_else(|e| format!("reading it back failed: {e}"));
+    Error::InvalidArgument(format!(
+        "step {} (epoch {}, batch {}): the loss is no longer finite ({}); {state} {found}",
+        record.global_step + 1,
+        record.epoch + 1,
+        record.step + 1,
+        record.loss,
+    ))
 }
 
 /// Floats a step of `net` reads back at `images` images: each loss head's per-image losses,
