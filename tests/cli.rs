@@ -1232,9 +1232,41 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
             vec!["--steps", "3"],
             "--val-split is for training on a data set",
         ),
+        (
+            vec!["--epochs", "1", "--devices", "2"],
+            "over several devices needs --parallel data",
+        ),
+        (
+            vec!["--epochs", "1", "--sync-batch-norm"],
+            "--sync-batch-norm is for data-parallel replicas",
+        ),
+        // 24 training images at batch 8 over 9 replicas: a shard would be empty.
+        (
+            vec!["--epochs", "1", "--parallel", "data", "--devices", "9"],
+            "a batch of 8 cannot be split over 9 devices",
+        ),
     ] {
         assert_clean_failure(&with(&extra), expected);
     }
+    // Over three replicas (8 images as 3 + 3 + 2), checkpointed as on one device (its
+    // numerics are tested in tests/training_on_data.rs and tests/mpi.rs).
+    let replicated = path("replicated.safetensors");
+    let (ok, stdout, stderr) = convnet(&with(&[
+        "--epochs",
+        "1",
+        "--parallel",
+        "data",
+        "--devices",
+        "3",
+        "--out",
+        &replicated,
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("split over 3 devices as [3, 3, 2]"),
+        "{stdout}"
+    );
+    assert!(Path::new(&path("replicated.checkpoint.safetensors")).exists());
     // 8-bit images, channels last, normalised on the GPU; --mean/--std only for them.
     let bytes = make_shapes("bytes", &["--uint8"]);
     let mut eight_bit = with(&[

@@ -54,6 +54,10 @@ fn convnet(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn assert_close(a: &Weights, b: &Weights, what: &str) {
     for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
         let scale = x.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -132,9 +136,6 @@ fn three_ways(model: &str, size: &str, sync_batch_norm: bool, compare_one_device
         args.extend(extra);
         args.into_iter().map(str::to_string).collect::<Vec<_>>()
     };
-    fn as_strs(args: &[String]) -> Vec<&str> {
-        args.iter().map(String::as_str).collect()
-    }
     let (one, two, ranks) = (
         path("one.safetensors"),
         path("two.safetensors"),
@@ -348,4 +349,85 @@ fn check_over_two_ranks_passes() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("shards [2, 1] over 2 replicas"), "{stdout}");
     assert_eq!(stdout.matches("check passed").count(), 1, "{stdout}");
+}
+
+/// `train --epochs` over two ranks of one device each against one process with two devices, on
+/// 8-bit images (decoded on each replica's device), with synchronised batch norms, a held-out
+/// set and a last, smaller batch (24 training images at batch 10: 5 + 5 twice, then 2 + 2): two
+/// ranks sum the same shards in the same order as one process, so every step's loss, the
+/// held-out scores and the weights file are the same bits (measured).
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn two_ranks_train_on_a_data_set_as_one_process_with_two_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let set = path("shapes");
+    let make = [
+        "make-dataset",
+        "shapes",
+        "--classes",
+        "4",
+        "--size",
+        "16",
+        "--count",
+        "30",
+        "--uint8",
+        "--out",
+        &set,
+    ];
+    let (ok, _, stderr) = convnet(&make);
+    assert!(ok, "{stderr}");
+    let (images, labels) = (path("shapes/images.npy"), path("shapes/labels.npy"));
+    let (one_process, ranks) = (path("process.safetensors"), path("ranks.safetensors"));
+    let train = |devices: &'static str, out: &str| -> Vec<String> {
+        let mut args = vec!["train", "--model", "resnet18", "--num-classes", "4"];
+        args.extend(["--input-size", "16"]);
+        args.extend([
+            "--input",
+            &images,
+            "--labels",
+            &labels,
+            "--val-split",
+            "0.2",
+        ]);
+        args.extend(["--batch", "10", "--lr", "0.01", "--epochs", "2", "--json"]);
+        args.extend([
+            "--parallel",
+            "data",
+            "--sync-batch-norm",
+            "--devices",
+            devices,
+        ]);
+        args.extend(["--out", out]);
+        args.into_iter().map(str::to_string).collect()
+    };
+    let (ok, process_json, stderr) = convnet(&as_strs(&train("2", &one_process)));
+    assert!(ok, "{stderr}");
+    let rank = train("1", &ranks);
+    let (ok, ranks_json, stderr) = mpirun(&[&as_strs(&rank), &as_strs(&rank)]);
+    assert!(ok, "{ranks_json}{stderr}");
+    // Rank 0 alone prints: one JSON document.
+    let runs = [&process_json, &ranks_json].map(|json| {
+        serde_json::from_str::<serde_json::Value>(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+    });
+    assert_eq!(runs[0]["replicas"], 2);
+    assert_eq!(runs[1]["replicas"], 2);
+    assert_eq!(runs[0]["steps"].as_array().unwrap().len(), 6);
+    for key in ["steps", "epochs"] {
+        let without_times = |run: &serde_json::Value| {
+            let mut all = run[key].as_array().unwrap().clone();
+            for entry in &mut all {
+                let entry = entry.as_object_mut().unwrap();
+                entry.retain(|k, _| !k.contains("seconds") && k != "images_per_s");
+            }
+            all
+        };
+        assert_eq!(without_times(&runs[0]), without_times(&runs[1]), "{key}");
+    }
+    assert_eq!(
+        std::fs::read(&one_process).unwrap(),
+        std::fs::read(&ranks).unwrap(),
+        "the weights files differ"
+    );
+    assert!(Path::new(&path("ranks.checkpoint.safetensors")).exists());
 }
