@@ -424,6 +424,16 @@ pub fn bench_pass(
             let sgd = crate::gpu::Sgd::new(one, BENCH_SGD)?;
             run_steps(|| sgd.step(), batches, burn_in, record)?
         }
+        (Pass::TrainingStep, PlacedNetwork::Parts(parts)) => {
+            // One optimiser over the parameters every part shares, updated from the parts'
+            // summed gradients.
+            let sgd = crate::gpu::Sgd::new(parts.first(), BENCH_SGD)?;
+            let step = || {
+                parts.forward_backward()?;
+                sgd.update()
+            };
+            run_steps(step, batches, burn_in, record)?
+        }
         (Pass::TrainingStep, PlacedNetwork::Two(_)) => {
             return Err(crate::Error::InvalidArgument(
                 "a training step (--update) runs on one device".into(),

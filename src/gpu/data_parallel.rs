@@ -245,7 +245,7 @@ pub struct BucketReport {
 
 /// Every gradient buffer a replica's backward pass writes, in the network's order, each with the
 /// number of backward dispatches after which it is final (its layer's last) and its layer.
-fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer, usize)>> {
+pub(crate) fn gradient_buffers(net: &GpuNetwork) -> Result<Vec<(usize, wgpu::Buffer, usize)>> {
     let plan = net.plan();
     let dispatches = net.backward_dispatches()?;
     let mut buffers = Vec::new();

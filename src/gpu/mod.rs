@@ -13,6 +13,7 @@ mod data_parallel;
 mod gradients;
 mod kernel;
 mod lbfgs;
+mod micro_batches;
 mod network;
 pub(crate) mod ops;
 mod packing;
@@ -30,6 +31,7 @@ pub use data_parallel::{
     shards, AllReduce, AllReduceStats, BucketReport, DataParallel, BUCKET_BYTES,
     REPLICA_CHECK_EVERY,
 };
+pub use micro_batches::{parts_needed, MicroBatches};
 pub use network::{GpuNetwork, Keep};
 pub use ops::pixels::{PixelDecoder, PixelFormat};
 pub use peak::{measure as measure_peak, Peak};
@@ -86,6 +88,7 @@ macro_rules! runner {
 }
 runner!(GpuNetwork<'_>);
 runner!(TwoDeviceNetwork<'_>);
+runner!(MicroBatches<'_>);
 
 #[cfg(test)]
 mod tests {

@@ -2,17 +2,20 @@
 //! drive without caring which.
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, GpuNetwork, Keep, MemoryUse, Runner, TwoDeviceNetwork};
+use crate::gpu::{GpuContext, GpuNetwork, Keep, MemoryUse, MicroBatches, Runner, TwoDeviceNetwork};
 use crate::model::{LayerPlan, Loss, LossKind, Network};
 use crate::weights::Weights;
 
-/// A network on the devices it was given: one device (any network), or a two-device layout
-/// split over two (the 2012 AlexNet).
+/// A network on the devices it was given: one device (any network; a batch whose tensors exceed
+/// one storage binding in parts along the batch), or a two-device layout split over two (the
+/// 2012 AlexNet).
 pub enum PlacedNetwork<'a> {
     /// The whole network on one device.
     One(GpuNetwork<'a>),
     /// The two-device layout.
     Two(TwoDeviceNetwork<'a>),
+    /// One device, the batch in parts that each fit one storage binding.
+    Parts(MicroBatches<'a>),
 }
 
 /// GPU memory a placed network holds, per device.
@@ -35,27 +38,43 @@ impl<'a> PlacedNetwork<'a> {
         weights: &Weights,
         training: Option<Keep>,
     ) -> Result<Self> {
-        Ok(match (contexts, training) {
-            ([ctx], Some(keep)) => {
-                // GoogLeNet's auxiliary heads, where built, add 0.3 x their l2_loss (as its paper
-                // trains them): a benchmark or check times and judges their backward too.
-                let loss = Loss::with_aux_heads(LossKind::L2, plan);
-                PlacedNetwork::One(GpuNetwork::training(ctx, plan, weights, &loss, keep)?)
+        let ctx = match contexts {
+            [ctx] => ctx,
+            [a, b] => {
+                let batch = plan.first().map_or(0, |l| l.batch);
+                return Ok(PlacedNetwork::Two(TwoDeviceNetwork::new(
+                    [a, b],
+                    network,
+                    batch,
+                    weights,
+                )?));
             }
-            ([ctx], None) => PlacedNetwork::One(GpuNetwork::new(ctx, plan, weights)?),
-            ([a, b], _) => PlacedNetwork::Two(TwoDeviceNetwork::new(
-                [a, b],
-                network,
-                plan.first().map_or(0, |l| l.batch),
-                weights,
-            )?),
             _ => {
                 return Err(Error::InvalidArgument(format!(
                     "a network runs on one or two devices, not {}",
                     contexts.len()
                 )))
             }
-        })
+        };
+        let whole = match training {
+            Some(keep) => {
+                // GoogLeNet's auxiliary heads, where built, add 0.3 x their l2_loss (as its paper
+                // trains them): a benchmark or check times and judges their backward too.
+                let loss = Loss::with_aux_heads(LossKind::L2, plan);
+                GpuNetwork::training(ctx, plan, weights, &loss, keep)
+            }
+            None => GpuNetwork::new(ctx, plan, weights),
+        };
+        match whole {
+            Ok(net) => Ok(PlacedNetwork::One(net)),
+            // Some tensor of the whole batch exceeds one storage binding: the batch in parts.
+            Err(Error::TooLarge { .. }) => {
+                let training = training.map(|keep| (LossKind::L2, keep));
+                let parts = MicroBatches::new(ctx, network, plan, weights, training)?;
+                Ok(PlacedNetwork::Parts(parts))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The network as checking and benchmarking drive it.
@@ -63,6 +82,7 @@ impl<'a> PlacedNetwork<'a> {
         match self {
             PlacedNetwork::One(net) => net,
             PlacedNetwork::Two(net) => net,
+            PlacedNetwork::Parts(net) => net,
         }
     }
 
@@ -71,6 +91,7 @@ impl<'a> PlacedNetwork<'a> {
         match self {
             PlacedNetwork::One(net) => PlacedMemory::One(net.memory()),
             PlacedNetwork::Two(net) => PlacedMemory::Two(net.memory()),
+            PlacedNetwork::Parts(net) => PlacedMemory::One(net.memory()),
         }
     }
 }
