@@ -1562,3 +1562,77 @@ fn run_and_train_split_the_batch_over_replicas_with_parallel_data() {
     );
     assert_eq!(buckets[0]["layers"][0], "fc3", "{buckets:?}");
 }
+
+/// A batch larger than one storage binding runs in parts along it (`gpu::MicroBatches`), chosen
+/// by `run`, `train` and `bench` themselves: AlexNet at batch 10 with bindings held to 6 MiB
+/// (conv1's output is 774 KB an image: two parts of 5) writes the whole batch's logits and
+/// cross-entropy gradients (within 1e-5 of the unlimited run's), and `bench` times a training
+/// step over the parts.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn a_batch_larger_than_one_binding_runs_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let weights = path("w.safetensors");
+    assert!(convnet(&["init", "--model", "alexnet", "--out", &weights]).0);
+    let network = convnet_wgpu::model::by_name("alexnet").unwrap();
+    let plan = network.plan(10).unwrap();
+    let images = path("x.npy");
+    let input = convnet_wgpu::weights::random_input(&plan, 5);
+    convnet_wgpu::npy::write(Path::new(&images), &[10, 3, 224, 224], &input).unwrap();
+    let labels = path("y.npy");
+    let classes: Vec<usize> = (0..10).map(|i| i * 97 % 1000).collect();
+    convnet_wgpu::npy::write_labels(Path::new(&labels), &classes).unwrap();
+    let mut grads = Vec::new();
+    let mut logits = Vec::new();
+    for limit in [None, Some("6")] {
+        let (out, output) = (path("g.safetensors"), path("logits.npy"));
+        let mut run = vec!["run", "--model", "alexnet", "--weights", &weights];
+        run.extend(["--input", &images, "--labels", &labels]);
+        run.extend(["--grads", &out, "--output", &output]);
+        if let Some(mib) = limit {
+            run.extend(["--max-binding-mib", mib]);
+        }
+        let (ok, stdout, stderr) = convnet(&run);
+        assert!(ok, "{stdout}{stderr}");
+        assert_eq!(
+            stdout.contains("runs in 2 parts along it, as one storage binding holds: [5, 5]"),
+            limit.is_some(),
+            "{stdout}"
+        );
+        grads.push(convnet_wgpu::weights::Weights::load(Path::new(&out), &network).unwrap());
+        logits.push(convnet_wgpu::npy::read(Path::new(&output)).unwrap().data);
+    }
+    let relative = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        (a.iter().zip(b)).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    };
+    assert!(relative(&logits[1], &logits[0]) <= 1e-5);
+    for ((name, whole), (_, parts)) in grads[0].iter().zip(grads[1].iter()) {
+        let r = relative(&parts.data, &whole.data);
+        assert!(r <= 1e-5, "{name}: {r:e}");
+    }
+    let json = path("bench.json");
+    let bench = [
+        "bench",
+        "--model",
+        "alexnet",
+        "--batch",
+        "10",
+        "--max-binding-mib",
+        "6",
+        "--update",
+        "--pass",
+        "forward-backward",
+        "--batches",
+        "1",
+        "--burn-in",
+        "0",
+        "--json",
+        &json,
+    ];
+    let (ok, stdout, stderr) = convnet(&bench);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("the batch in 2 parts"), "{stdout}");
+    assert!(stdout.contains("Training_step across 1 steps"), "{stdout}");
+}

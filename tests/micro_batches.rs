@@ -145,12 +145,13 @@ fn a_batch_in_parts_computes_the_whole_batchs_passes_and_steps() {
         for kind in [LossKind::L2, LossKind::CrossEntropy] {
             let what = format!("{kind:?} on {}", ctx.describe());
             let one = whole(ctx, &network, &weights, kind);
+            let loss = Loss::main_head(kind, &plan);
             let parts = MicroBatches::new(
                 &limited[0],
                 &network,
                 &plan,
                 &weights,
-                Some((kind, Keep::Everything)),
+                Some((&loss, Keep::Everything)),
             )
             .unwrap();
             for net in [&one as &dyn Runner, &parts] {

@@ -16,8 +16,8 @@ use convnet_wgpu::weights::{self, Weights};
 use convnet_wgpu::{chart, files};
 
 use super::{
-    describe_memory, driver_memory, megabytes, open_contexts, open_replica_contexts, placed_memory,
-    BatchNormArgs, DeviceArgs, NetworkArgs, Parallel,
+    describe_memory, describe_placed, driver_memory, megabytes, open_contexts,
+    open_replica_contexts, BatchNormArgs, DeviceArgs, NetworkArgs, Parallel,
 };
 
 /// Which passes `bench` times.
@@ -177,7 +177,7 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
             steps.0,
             steps.1,
             contexts.len(),
-            placed_memory(placed.memory()),
+            describe_placed(&placed),
             driver_memory(contexts)
         );
         memory.get_or_insert(placed.memory());
@@ -189,7 +189,21 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
             print_pass(&result, args.batch, contexts);
             results.push(result);
         }
-        if let (true, PlacedNetwork::One(net)) = (args.profile, &placed) {
+        let profiled = match &placed {
+            PlacedNetwork::One(net) => Some(net),
+            PlacedNetwork::Parts(parts) => {
+                if args.profile {
+                    println!(
+                        "profiling the first part alone ({} images): the others run the same \
+                         kernels on their own images",
+                        parts.first().plan()[0].batch
+                    );
+                }
+                Some(parts.first())
+            }
+            PlacedNetwork::Two(_) => None,
+        };
+        if let (true, Some(net)) = (args.profile, profiled) {
             Watchdog::alive(&watchdog);
             profiles = bench::profile_passes(net, passes, PROFILE_RUNS)?;
             for profile in &profiles {

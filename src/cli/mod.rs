@@ -275,6 +275,11 @@ pub(crate) struct DeviceArgs {
     /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
     #[arg(long, value_enum, default_value = "auto")]
     matmul_kernel: ShapeChoice,
+    /// Plan as if one storage binding held at most this many MiB (never more than the adapter
+    /// allows): a smaller adapter's limits, such as WebGPU's default 128 MiB, on a larger one;
+    /// weights split and batches run in parts as they would there.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_binding_mib: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -318,6 +323,15 @@ impl DeviceArgs {
                 replicas.set_all_reduce(AllReduce::AfterBackward)
             }
         }
+    }
+
+    /// A context on `choice` with these flags' kernel variants and binding limit.
+    fn open(&self, choice: &AdapterChoice) -> anyhow::Result<GpuContext> {
+        let ctx = GpuContext::new(choice)?.with_variants(self.variants()?);
+        Ok(match self.max_binding_mib {
+            Some(mib) => ctx.with_binding_limit(mib << 20),
+            None => ctx,
+        })
     }
 
     /// Fails when a data-parallel flag is given without --parallel data.
@@ -452,7 +466,7 @@ pub(crate) fn open_context_quiet_if(
     if device.devices != 1 || device.parallel == Parallel::Data {
         anyhow::bail!("this command runs on one device; drop --devices and --parallel");
     }
-    let ctx = GpuContext::new(&device.choices()?[0])?.with_variants(device.variants()?);
+    let ctx = device.open(&device.choices()?[0])?;
     if !quiet {
         println!("adapter: {}", ctx.describe());
     }
@@ -485,12 +499,11 @@ pub(crate) fn open_replica_contexts_quiet_if(
     device: &DeviceArgs,
     quiet: bool,
 ) -> anyhow::Result<Vec<GpuContext>> {
-    let variants = device.variants()?;
     let contexts = device
         .choices()?
         .iter()
-        .map(|choice| Ok(GpuContext::new(choice)?.with_variants(variants)))
-        .collect::<convnet_wgpu::Result<Vec<_>>>()?;
+        .map(|choice| device.open(choice))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate().filter(|_| !quiet) {
         println!(
             "device {i}: {}; convolutions {:?}, fully connected {:?} (backward {:?})",
@@ -541,6 +554,23 @@ pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
             megabytes(a),
             megabytes(b)
         ),
+    }
+}
+
+/// GPU memory of a network on one device, and the parts its batch runs in where it does.
+pub(crate) fn describe_placed(placed: &gpu::PlacedNetwork) -> String {
+    match placed {
+        gpu::PlacedNetwork::Parts(parts) => format!(
+            "{} (the batch in {} parts along it, as one binding holds: {:?} images)",
+            placed_memory(placed.memory()),
+            parts.parts().len(),
+            parts
+                .parts()
+                .iter()
+                .map(|p| p.plan()[0].batch)
+                .collect::<Vec<_>>()
+        ),
+        _ => placed_memory(placed.memory()),
     }
 }
 

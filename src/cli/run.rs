@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use convnet_wgpu::distributed::World;
-use convnet_wgpu::gpu::{DataParallel, GpuNetwork, Keep, TwoDeviceNetwork};
+use convnet_wgpu::gpu::{DataParallel, Keep, PlacedNetwork, TwoDeviceNetwork};
 use convnet_wgpu::model::{LayerPlan, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
@@ -55,19 +55,29 @@ pub(crate) fn run(
     let (loss, labels) = loss.resolve(&plan, true)?;
     let ctx = open_context(device)?;
     let _watchdog = Watchdog::start(device.timeout, format!("run on {}", ctx.info().name))?;
-    let net = if training {
-        GpuNetwork::training(&ctx, &plan, &params, &loss, Keep::WhatBackwardReads)?
-    } else {
-        GpuNetwork::new(&ctx, &plan, &params)?
-    };
+    // Whole, or in parts along the batch where a tensor exceeds one storage binding.
+    let training_with = training.then_some((&loss, Keep::WhatBackwardReads));
+    let placed = PlacedNetwork::on_one_device(&ctx, &gpu_network, &plan, &params, training_with)?;
+    if let PlacedNetwork::Parts(parts) = &placed {
+        println!(
+            "the batch runs in {} parts along it, as one storage binding holds: {:?} images",
+            parts.parts().len(),
+            parts
+                .parts()
+                .iter()
+                .map(|p| p.plan()[0].batch)
+                .collect::<Vec<_>>()
+        );
+    }
+    let net = placed.runner();
     net.upload_input(&data)?;
     if let Some(labels) = &labels {
-        net.upload_labels(labels)?;
+        placed.upload_labels(labels)?;
     }
     let gradients = match (training, grads) {
         (true, _) => {
             net.forward_backward()?;
-            println!("{} = {:.6e}", describe_loss(&loss), net.read_loss()?);
+            println!("{} = {:.6e}", describe_loss(&loss), placed.read_loss()?);
             grads.map(|_| net.read_gradients()).transpose()?
         }
         (false, _) => {
@@ -75,7 +85,7 @@ pub(crate) fn run(
             None
         }
     };
-    let logits = net.read_output()?;
+    let logits = net.read_layer(plan.len() - 1)?;
     write_outputs(
         &plan,
         &logits,

@@ -10,7 +10,7 @@ use clap::Args;
 use convnet_wgpu::chart::{self, Series};
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
-    AllReduceStats, DataParallel, GpuNetwork, Keep, Sgd, SgdConfig, TwoDeviceNetwork,
+    AllReduceStats, DataParallel, Keep, PlacedNetwork, Sgd, SgdConfig, TwoDeviceNetwork,
     REPLICA_CHECK_EVERY,
 };
 use convnet_wgpu::model::{LayerPlan, LossKind, Network};
@@ -25,8 +25,8 @@ use convnet_wgpu::{files, npy};
 
 use super::run::l2_loss;
 use super::{
-    describe_loss, describe_memory, megabytes, open_context, open_contexts, DeviceArgs, LossArgs,
-    ModelArgs, SourceArgs,
+    describe_loss, describe_memory, describe_placed, megabytes, open_context, open_contexts,
+    DeviceArgs, LossArgs, ModelArgs, SourceArgs,
 };
 
 #[derive(Args)]
@@ -161,12 +161,15 @@ pub(crate) fn train(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
     let ctx = open_context(&args.device)?;
     let watchdog = Watchdog::start(args.device.timeout, format!("train on {}", ctx.info().name))?;
     let (loss, labels) = args.loss.resolve(&plan, args.source.has_input())?;
-    let net = GpuNetwork::training(&ctx, &plan, &params, &loss, Keep::WhatBackwardReads)?;
+    // Whole, or in parts along the batch where a tensor exceeds one storage binding.
+    let training = Some((&loss, Keep::WhatBackwardReads));
+    let placed = PlacedNetwork::on_one_device(&ctx, &network, &plan, &params, training)?;
     if let Some(labels) = &labels {
-        net.upload_labels(labels)?;
+        placed.upload_labels(labels)?;
     }
-    let sgd = Sgd::new(&net, config)?;
-    net.upload_input(&data)?;
+    let net = placed.trained()?;
+    let sgd = Sgd::new(net, config)?;
+    placed.runner().upload_input(&data)?;
     println!(
         "training {} on one batch of {}, loss {}: SGD lr {:e}, momentum {}, weight decay {}; {} + \
          velocities {}",
@@ -176,16 +179,17 @@ pub(crate) fn train(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
         lr,
         args.momentum,
         args.weight_decay,
-        describe_memory(&net.memory()),
+        describe_placed(&placed),
         megabytes(sgd.memory)
     );
     for step in 0..steps {
         Watchdog::step(&watchdog, step);
-        sgd.step()?;
+        placed.runner().forward_backward()?;
+        sgd.update()?;
         // The loss of this step's forward pass, before its update; checked every step, so that
         // a divergence is caught at the step it happens.
-        report_step(args, (step, steps), net.read_loss()?, || {
-            Ok(first_non_finite(&net)?)
+        report_step(args, (step, steps), placed.read_loss()?, || {
+            Ok(first_non_finite(net)?)
         })?;
     }
     write_weights(args, || net.read_weights())

@@ -78,16 +78,16 @@ fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
 
 impl<'a> MicroBatches<'a> {
     /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts that fit
-    /// (more where a part's scratch does not): at inference, or with `training` (the loss's
-    /// kind and what the forward pass keeps) for a backward pass whose gradients are summed over
-    /// the parts. Refuses a network with batch norms in training when it needs more than one
+    /// (more where a part's scratch does not): at inference, or with `training` (the loss, of
+    /// `plan`'s layers, and what the forward pass keeps) for a backward pass whose gradients are
+    /// summed over the parts. Refuses a network with batch norms in training when it needs more than one
     /// part.
     pub fn new(
         ctx: &'a GpuContext,
         network: &Network,
         plan: &[LayerPlan],
         weights: &Weights,
-        training: Option<(LossKind, Keep)>,
+        training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
         let limits = ctx.limits();
@@ -125,17 +125,15 @@ impl<'a> MicroBatches<'a> {
         network: &Network,
         plan: &[LayerPlan],
         weights: &Weights,
-        training: Option<(LossKind, Keep)>,
+        training: Option<(&Loss, Keep)>,
         parts: usize,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
         let sizes = shards(batch, parts)?;
         let first_plan = network.plan(sizes[0])?;
         let first = match training {
-            Some((kind, keep)) => {
-                let loss = Loss::with_aux_heads(kind, &first_plan);
-                GpuNetwork::training(ctx, &first_plan, weights, &loss, keep)?
-            }
+            // A loss names layers, not images: the whole batch's serves every part.
+            Some((loss, keep)) => GpuNetwork::training(ctx, &first_plan, weights, loss, keep)?,
             None => GpuNetwork::new(ctx, &first_plan, weights)?,
         };
         let mut networks = vec![];
@@ -148,7 +146,7 @@ impl<'a> MicroBatches<'a> {
         }
         networks.insert(0, first);
         let accumulation = match training {
-            Some((kind, _)) if parts > 1 => Some(Accumulation::new(ctx, &networks, kind)?),
+            Some((loss, _)) if parts > 1 => Some(Accumulation::new(ctx, &networks, loss.kind)?),
             _ => None,
         };
         Ok(MicroBatches {

@@ -56,24 +56,74 @@ impl<'a> PlacedNetwork<'a> {
                 )))
             }
         };
+        // GoogLeNet's auxiliary heads, where built, add 0.3 x their l2_loss (as its paper trains
+        // them): a benchmark or check times and judges their backward too.
+        let loss = Loss::with_aux_heads(LossKind::L2, plan);
+        let training = training.map(|keep| (&loss, keep));
+        Self::on_one_device(ctx, network, plan, weights, training)
+    }
+
+    /// `network` (planned as `plan`, with `weights`) on `ctx`: whole, or in parts along the
+    /// batch where some tensor of the whole batch exceeds one storage binding
+    /// ([`MicroBatches`]); at inference, or with `training` (a loss and what the forward pass
+    /// keeps).
+    pub fn on_one_device(
+        ctx: &'a GpuContext,
+        network: &Network,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        training: Option<(&Loss, Keep)>,
+    ) -> Result<Self> {
         let whole = match training {
-            Some(keep) => {
-                // GoogLeNet's auxiliary heads, where built, add 0.3 x their l2_loss (as its paper
-                // trains them): a benchmark or check times and judges their backward too.
-                let loss = Loss::with_aux_heads(LossKind::L2, plan);
-                GpuNetwork::training(ctx, plan, weights, &loss, keep)
-            }
+            Some((loss, keep)) => GpuNetwork::training(ctx, plan, weights, loss, keep),
             None => GpuNetwork::new(ctx, plan, weights),
         };
         match whole {
             Ok(net) => Ok(PlacedNetwork::One(net)),
-            // Some tensor of the whole batch exceeds one storage binding: the batch in parts.
-            Err(Error::TooLarge { .. }) => {
-                let training = training.map(|keep| (LossKind::L2, keep));
-                let parts = MicroBatches::new(ctx, network, plan, weights, training)?;
-                Ok(PlacedNetwork::Parts(parts))
-            }
+            Err(Error::TooLarge { .. }) => Ok(PlacedNetwork::Parts(MicroBatches::new(
+                ctx, network, plan, weights, training,
+            )?)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The network an optimiser updates on one device: the whole batch's, or the first part's
+    /// (whose parameters and gradients every part shares).
+    pub fn trained(&self) -> Result<&GpuNetwork<'a>> {
+        match self {
+            PlacedNetwork::One(net) => Ok(net),
+            PlacedNetwork::Parts(parts) => Ok(parts.first()),
+            PlacedNetwork::Two(_) => Err(Error::InvalidArgument(
+                "a two-device layout has an optimiser per device".into(),
+            )),
+        }
+    }
+
+    /// Copies the batch's labels (for cross-entropy) to one device.
+    pub fn upload_labels(&self, labels: &[usize]) -> Result<()> {
+        match self {
+            PlacedNetwork::One(net) => net.upload_labels(labels),
+            PlacedNetwork::Parts(parts) => parts.upload_labels(labels),
+            PlacedNetwork::Two(_) => Err(Error::InvalidArgument(
+                "a two-device layout trains on l2_loss, without labels".into(),
+            )),
+        }
+    }
+
+    /// The loss of the last pass over the whole batch.
+    pub fn read_loss(&self) -> Result<f64> {
+        match self {
+            PlacedNetwork::One(net) => net.read_loss(),
+            PlacedNetwork::Parts(parts) => parts.read_loss(),
+            // l2_loss(logits) = sum(logits^2) / 2, the only loss the layout trains with.
+            PlacedNetwork::Two(net) => {
+                let logits = net.read_output()?;
+                Ok(logits
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    / 2.0)
+            }
         }
     }
 
