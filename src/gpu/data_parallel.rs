@@ -352,6 +352,32 @@ impl<'a> DataParallel<'a> {
         Ok(shared)
     }
 
+    /// `batch` images of `network` on `ctx` in `parts` networks over one set of parameter
+    /// buffers, each part with gradient buffers of its own and every batch norm synchronised
+    /// across the parts (the whole batch's statistics): a batch too large for one storage
+    /// binding whose batch norms train (`gpu::MicroBatches`). One optimiser, on the first part,
+    /// updates the parameters every part shares.
+    pub(crate) fn parts_on_one_device(
+        ctx: &'a GpuContext,
+        network: &Network,
+        (batch, parts): (usize, usize),
+        weights: &Weights,
+        (loss, keep): (&Loss, Keep),
+    ) -> Result<Self> {
+        let (sizes, _) = Self::split(None, parts, batch)?;
+        let first =
+            GpuNetwork::training_with(ctx, &network.plan(sizes[0])?, weights, (loss, keep), true)?;
+        let others = (sizes[1..].iter())
+            .map(|&size| {
+                let plan = network.plan(size)?;
+                GpuNetwork::training_sharing_parameters(&first, &plan, keep, true)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let replicas: Vec<GpuNetwork<'a>> = std::iter::once(first).chain(others).collect();
+        let synced = SyncedBatchNorms::new(&replicas, None)?;
+        Self::assemble(None, replicas, (batch, 0, sizes), loss.kind, Some(synced))
+    }
+
     /// This process's shards of `batch` split over `replicas` per rank of `world`, and the
     /// whole batch's image its first shard starts at.
     fn split(world: Option<&World>, replicas: usize, batch: usize) -> Result<(Vec<usize>, usize)> {

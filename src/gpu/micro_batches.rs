@@ -10,16 +10,17 @@
 //! seed's `l2_loss`, a sum), then is copied back: the optimiser and every reader see the whole
 //! batch's gradient, as gradient accumulation does in other frameworks, with no host round trip.
 //!
-//! Batch norms in training mode normalise over the whole batch, so their statistics would have
-//! to be combined across the parts between the passes; that is not built, and such a network is
-//! refused with the largest batch that fits and the data-parallel route that does combine them
-//! (docs/networks.md). At inference a batch norm uses its running statistics, and the parts are
-//! independent.
+//! Batch norms in training normalise over the whole batch: there the parts are data-parallel
+//! replicas on one device ([`DataParallel::parts_on_one_device`]) whose passes stop at every
+//! batch norm for the host to combine the parts' statistics and backward sums (as
+//! `--sync-batch-norm` combines replicas'), each part with gradient buffers of its own, summed on
+//! the host after the backward pass. At inference a batch norm uses its running statistics, and
+//! the parts are independent.
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{Builder, Purpose};
 use crate::gpu::context::GpuContext;
-use crate::gpu::data_parallel::{gradient_buffers, shards};
+use crate::gpu::data_parallel::{gradient_buffers, shards, DataParallel};
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::network::{GpuNetwork, Keep};
 // The `a out + b x` kernel L-BFGS is built on serves any weighted sum of buffers.
@@ -32,10 +33,20 @@ use crate::weights::Weights;
 pub struct MicroBatches<'a> {
     /// The whole batch's plan.
     plan: Vec<LayerPlan>,
-    /// The parts, in image order; the first owns the parameters (and their gradients).
-    parts: Vec<GpuNetwork<'a>>,
-    /// With gradients: the sums of the parts' gradients.
-    accumulation: Option<Accumulation>,
+    parts: Parts<'a>,
+}
+
+/// How the parts run.
+enum Parts<'a> {
+    /// Each part's passes whole, one after another (no batch norm trains).
+    Independent {
+        /// In image order; the first owns the parameters and the gradients every part writes.
+        networks: Vec<GpuNetwork<'a>>,
+        /// With gradients: the sums of the parts' gradients.
+        accumulation: Option<Accumulation>,
+    },
+    /// Batch norms train: the parts' passes stop at each for the host.
+    Synchronised(DataParallel<'a>),
 }
 
 /// The GPU-side sum of the parts' gradients.
@@ -80,8 +91,7 @@ impl<'a> MicroBatches<'a> {
     /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts that fit
     /// (more where a part's scratch does not): at inference, or with `training` (the loss, of
     /// `plan`'s layers, and what the forward pass keeps) for a backward pass whose gradients are
-    /// summed over the parts. Refuses a network with batch norms in training when it needs more than one
-    /// part.
+    /// summed over the parts.
     pub fn new(
         ctx: &'a GpuContext,
         network: &Network,
@@ -95,24 +105,9 @@ impl<'a> MicroBatches<'a> {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         let mut parts = parts_needed(plan, max_binding)?;
-        let batch_norms =
-            (plan.iter()).any(|l| matches!(l.layer.kind, LayerKind::BatchNorm { .. }));
         // A part's scratch (padded inputs, transposes) may exceed a binding where its
         // activations do not: more parts until every buffer fits.
         loop {
-            if training.is_some() && batch_norms && parts > 1 {
-                return Err(Error::InvalidArgument(format!(
-                    "{} at batch {batch} needs {parts} parts along the batch to fit one storage \
-                     binding ({} MB), and its batch norms normalise over the whole batch in \
-                     training: that is not built for parts of one device; at most {} images' \
-                     activations fit one binding, or split the batch as replicas whose \
-                     statistics are combined: --parallel data --devices {parts} \
-                     --sync-batch-norm",
-                    network.name,
-                    max_binding / 1_000_000,
-                    images_per_binding(plan, max_binding)?,
-                )));
-            }
             match Self::in_parts(ctx, network, plan, weights, training, parts) {
                 Err(Error::TooLarge { .. }) if parts < batch => parts += 1,
                 built => return built,
@@ -129,6 +124,16 @@ impl<'a> MicroBatches<'a> {
         parts: usize,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
+        let batch_norms_train = training.is_some()
+            && (plan.iter()).any(|l| matches!(l.layer.kind, LayerKind::BatchNorm { .. }));
+        if let (Some(training), true, true) = (training, batch_norms_train, parts > 1) {
+            let replicas =
+                DataParallel::parts_on_one_device(ctx, network, (batch, parts), weights, training)?;
+            return Ok(MicroBatches {
+                plan: plan.to_vec(),
+                parts: Parts::Synchronised(replicas),
+            });
+        }
         let sizes = shards(batch, parts)?;
         let first_plan = network.plan(sizes[0])?;
         let first = match training {
@@ -151,19 +156,24 @@ impl<'a> MicroBatches<'a> {
         };
         Ok(MicroBatches {
             plan: plan.to_vec(),
-            parts: networks,
-            accumulation,
+            parts: Parts::Independent {
+                networks,
+                accumulation,
+            },
         })
     }
 
     /// The parts, in image order (the first owns the parameters and their gradients).
     pub fn parts(&self) -> &[GpuNetwork<'a>] {
-        &self.parts
+        match &self.parts {
+            Parts::Independent { networks, .. } => networks,
+            Parts::Synchronised(replicas) => replicas.replicas(),
+        }
     }
 
     /// The network an optimiser updates: the first part, whose parameters every part shares.
     pub fn first(&self) -> &GpuNetwork<'a> {
-        &self.parts[0]
+        &self.parts()[0]
     }
 
     /// The whole batch's plan.
@@ -173,11 +183,14 @@ impl<'a> MicroBatches<'a> {
 
     /// GPU memory held by every part and the gradients' accumulators.
     pub fn memory(&self) -> MemoryUse {
-        let mut total = self
-            .accumulation
-            .as_ref()
-            .map_or_else(MemoryUse::default, |a| a.memory);
-        for part in &self.parts {
+        let mut total = match &self.parts {
+            Parts::Independent {
+                accumulation: Some(accumulation),
+                ..
+            } => accumulation.memory,
+            _ => MemoryUse::default(),
+        };
+        for part in self.parts() {
             let m = part.memory();
             total.weights += m.weights;
             total.activations += m.activations;
@@ -200,7 +213,7 @@ impl<'a> MicroBatches<'a> {
             )));
         }
         let mut first = 0;
-        for part in &self.parts {
+        for part in self.parts() {
             let n = part.plan()[0].batch;
             part.upload_input(&input[first * per_image..(first + n) * per_image])?;
             first += n;
@@ -218,7 +231,7 @@ impl<'a> MicroBatches<'a> {
             )));
         }
         let mut first = 0;
-        for part in &self.parts {
+        for part in self.parts() {
             let n = part.plan()[0].batch;
             part.upload_labels(&labels[first..first + n])?;
             first += n;
@@ -226,29 +239,47 @@ impl<'a> MicroBatches<'a> {
         Ok(())
     }
 
-    /// Every part's forward pass, in one submission, waited for.
+    /// Every part's forward pass (in training mode where batch norms train), waited for.
     pub fn forward(&self) -> Result<()> {
+        let networks = match &self.parts {
+            Parts::Independent { networks, .. } => networks,
+            Parts::Synchronised(replicas) => return replicas.forward(),
+        };
         self.first().run("forward pass in parts", |encoder| {
-            for part in &self.parts {
+            for part in networks {
                 part.encode_forward(encoder);
             }
             Ok(())
         })
     }
 
-    /// Every part's forward and backward pass and the sum of their gradients, in one
-    /// submission, waited for: the first part's gradient buffers then hold the whole batch's.
+    /// Every part's forward and backward pass and the sum of their gradients, waited for: the
+    /// first part's gradient buffers then hold the whole batch's. Independent parts take one
+    /// submission and sum on the GPU; synchronised ones stop at every batch norm, sum on the
+    /// host, and leave the running statistics the whole batch's.
     pub fn forward_backward(&self) -> Result<()> {
+        let (networks, accumulation) = match &self.parts {
+            Parts::Independent {
+                networks,
+                accumulation,
+            } => (networks, accumulation),
+            Parts::Synchronised(replicas) => {
+                replicas.gradients()?;
+                // No optimiser here: the update writes the host's running statistics.
+                replicas.update(&[])?;
+                return Ok(());
+            }
+        };
         self.first()
             .run("forward-backward pass in parts", |encoder| {
-                for (k, part) in self.parts.iter().enumerate() {
+                for (k, part) in networks.iter().enumerate() {
                     part.encode_forward(encoder);
                     part.encode_backward(encoder)?;
-                    if let Some(accumulation) = &self.accumulation {
+                    if let Some(accumulation) = accumulation {
                         encode_pass(encoder, "gradient accumulation", &accumulation.sums[k]);
                     }
                 }
-                if let Some(accumulation) = &self.accumulation {
+                if let Some(accumulation) = accumulation {
                     for (gradient, sum) in &accumulation.copies {
                         encoder.copy_buffer_to_buffer(sum, 0, gradient, 0, gradient.size());
                     }
@@ -260,7 +291,7 @@ impl<'a> MicroBatches<'a> {
     /// Layer `index`'s output over the whole batch, the parts' in image order.
     pub fn read_layer(&self, index: usize) -> Result<Vec<f32>> {
         let mut values = Vec::new();
-        for part in &self.parts {
+        for part in self.parts() {
             values.extend(part.read_layer(index)?);
         }
         Ok(values)
@@ -273,11 +304,14 @@ impl<'a> MicroBatches<'a> {
 
     /// The loss of the last pass over the whole batch: the parts' weighted by their shares.
     pub fn read_loss(&self) -> Result<f64> {
+        if let Parts::Synchronised(replicas) = &self.parts {
+            return replicas.read_loss();
+        }
         let kind = (self.first().loss())
             .ok_or_else(|| Error::InvalidArgument("built without a loss".into()))?
             .kind;
         let mut total = 0.0;
-        for part in &self.parts {
+        for part in self.parts() {
             total += share(kind, part, self.plan[0].batch) * part.read_loss()?;
         }
         Ok(total)

@@ -88,6 +88,28 @@ impl<'a> GpuNetwork<'a> {
         keep: Keep,
         synced_batch_norms: bool,
     ) -> Result<Self> {
+        Self::sharing_for_training(other, plan, keep, synced_batch_norms, true)
+    }
+
+    /// As [`GpuNetwork::training_sharing_with`], its parameter gradients in buffers of its own:
+    /// one of several parts of a batch on one device, whose gradients are summed afterwards
+    /// (`gpu::MicroBatches`).
+    pub(crate) fn training_sharing_parameters(
+        other: &GpuNetwork<'a>,
+        plan: &[LayerPlan],
+        keep: Keep,
+        synced_batch_norms: bool,
+    ) -> Result<Self> {
+        Self::sharing_for_training(other, plan, keep, synced_batch_norms, false)
+    }
+
+    fn sharing_for_training(
+        other: &GpuNetwork<'a>,
+        plan: &[LayerPlan],
+        keep: Keep,
+        synced_batch_norms: bool,
+        share_gradients: bool,
+    ) -> Result<Self> {
         let loss = other.loss().cloned().ok_or_else(|| {
             Error::InvalidArgument("the network shared was not built for training".into())
         })?;
@@ -100,12 +122,11 @@ impl<'a> GpuNetwork<'a> {
             },
             keep,
         };
-        build(
-            other.ctx,
-            plan,
-            Parameters::SharedWith(other),
-            Some(training),
-        )
+        let parameters = match share_gradients {
+            true => Parameters::SharedWith(other),
+            false => Parameters::ParametersOf(other),
+        };
+        build(other.ctx, plan, parameters, Some(training))
     }
 
     /// As [`GpuNetwork::new`], plus everything the backward pass of `l2_loss(last output)` needs.
@@ -798,6 +819,8 @@ enum Parameters<'w, 'n, 'a> {
     /// The buffers of this network, planned at another batch size (and, for training, its
     /// parameter gradient buffers).
     SharedWith(&'n GpuNetwork<'a>),
+    /// This network's parameter buffers, with parameter gradient buffers of its own.
+    ParametersOf(&'n GpuNetwork<'a>),
 }
 
 /// Builds a network (for training, when `training` says what), GPU errors caught in a scope.
@@ -841,7 +864,9 @@ fn build_unscoped<'a>(
     crate::model::check_plan(plan)?;
     match parameters {
         Parameters::Upload(weights) => weights.check_against(plan)?,
-        Parameters::SharedWith(other) => check_same_network(plan, &other.plan)?,
+        Parameters::SharedWith(other) | Parameters::ParametersOf(other) => {
+            check_same_network(plan, &other.plan)?
+        }
     }
     let mut b = Builder::new(ctx);
     let first = plan
@@ -923,7 +948,7 @@ fn build_unscoped<'a>(
         let sources = ops::source_buffers(layer, &input, &outputs);
         let layer_params = match parameters {
             Parameters::Upload(weights) => packing::upload(&mut b, index, layer, weights)?,
-            Parameters::SharedWith(other) => {
+            Parameters::SharedWith(other) | Parameters::ParametersOf(other) => {
                 other.params.iter().find(|p| p.layer == index).cloned()
             }
         };
