@@ -46,7 +46,7 @@ enum Parts<'a> {
         accumulation: Option<Accumulation>,
     },
     /// Batch norms train: the parts' passes stop at each for the host.
-    Synchronised(DataParallel<'a>),
+    Synchronised(Box<DataParallel<'a>>),
 }
 
 /// The GPU-side sum of the parts' gradients.
@@ -131,7 +131,7 @@ impl<'a> MicroBatches<'a> {
                 DataParallel::parts_on_one_device(ctx, network, (batch, parts), weights, training)?;
             return Ok(MicroBatches {
                 plan: plan.to_vec(),
-                parts: Parts::Synchronised(replicas),
+                parts: Parts::Synchronised(Box::new(replicas)),
             });
         }
         let sizes = shards(batch, parts)?;

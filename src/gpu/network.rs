@@ -124,7 +124,7 @@ impl<'a> GpuNetwork<'a> {
         };
         let parameters = match share_gradients {
             true => Parameters::SharedWith(other),
-            false => Parameters::ParametersOf(other),
+            false => Parameters::SharedWithOwnGradients(other),
         };
         build(other.ctx, plan, parameters, Some(training))
     }
@@ -820,7 +820,7 @@ enum Parameters<'w, 'n, 'a> {
     /// parameter gradient buffers).
     SharedWith(&'n GpuNetwork<'a>),
     /// This network's parameter buffers, with parameter gradient buffers of its own.
-    ParametersOf(&'n GpuNetwork<'a>),
+    SharedWithOwnGradients(&'n GpuNetwork<'a>),
 }
 
 /// Builds a network (for training, when `training` says what), GPU errors caught in a scope.
@@ -864,7 +864,7 @@ fn build_unscoped<'a>(
     crate::model::check_plan(plan)?;
     match parameters {
         Parameters::Upload(weights) => weights.check_against(plan)?,
-        Parameters::SharedWith(other) | Parameters::ParametersOf(other) => {
+        Parameters::SharedWith(other) | Parameters::SharedWithOwnGradients(other) => {
             check_same_network(plan, &other.plan)?
         }
     }
@@ -948,7 +948,7 @@ fn build_unscoped<'a>(
         let sources = ops::source_buffers(layer, &input, &outputs);
         let layer_params = match parameters {
             Parameters::Upload(weights) => packing::upload(&mut b, index, layer, weights)?,
-            Parameters::SharedWith(other) | Parameters::ParametersOf(other) => {
+            Parameters::SharedWith(other) | Parameters::SharedWithOwnGradients(other) => {
                 other.params.iter().find(|p| p.layer == index).cloned()
             }
         };

@@ -15,7 +15,7 @@ pub enum PlacedNetwork<'a> {
     /// The two-device layout.
     Two(TwoDeviceNetwork<'a>),
     /// One device, the batch in parts that each fit one storage binding.
-    Parts(MicroBatches<'a>),
+    Parts(Box<MicroBatches<'a>>),
 }
 
 /// GPU memory a placed network holds, per device.
@@ -80,9 +80,9 @@ impl<'a> PlacedNetwork<'a> {
         };
         match whole {
             Ok(net) => Ok(PlacedNetwork::One(net)),
-            Err(Error::TooLarge { .. }) => Ok(PlacedNetwork::Parts(MicroBatches::new(
+            Err(Error::TooLarge { .. }) => Ok(PlacedNetwork::Parts(Box::new(MicroBatches::new(
                 ctx, network, plan, weights, training,
-            )?)),
+            )?))),
             Err(e) => Err(e),
         }
     }
@@ -132,7 +132,7 @@ impl<'a> PlacedNetwork<'a> {
         match self {
             PlacedNetwork::One(net) => net,
             PlacedNetwork::Two(net) => net,
-            PlacedNetwork::Parts(net) => net,
+            PlacedNetwork::Parts(net) => net.as_ref(),
         }
     }
 
