@@ -10,9 +10,9 @@ use common::contexts;
 use convnet_wgpu::dataset;
 use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep};
 use convnet_wgpu::model::{Init, Layer, LayerKind, Loss, LossKind, Network, Padding, Window};
-use convnet_wgpu::training::checkpoint::{Checkpoint, Settings};
+use convnet_wgpu::training::checkpoint::{Checkpoint, Scores, Settings};
 use convnet_wgpu::training::data::LabelledImages;
-use convnet_wgpu::training::{EpochEnd, Networks, Schedule, Trainer};
+use convnet_wgpu::training::{EpochEnd, Networks, Schedule, Trainer, Training};
 use convnet_wgpu::weights::Weights;
 
 /// Images of the shapes set at 16x16: small enough for two adapters in CI.
@@ -262,37 +262,13 @@ fn the_last_batch_computes_what_a_network_of_its_own_does() {
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn epochs_over_replicas_compute_one_devices_steps() {
     use convnet_wgpu::gpu::DataParallel;
-    const TOLERANCE: f64 = 1e-5;
     let network = small_cnn();
     let weights = Weights::init(&network, 4).unwrap();
     let (train, held_out) = (shapes(70, 5), shapes(20, 6));
-    let never = AtomicBool::new(false);
-    let train_two_epochs = |nets: &Networks| {
-        let settings = settings(16, 2, train.len());
-        let schedule = settings.schedule.parse().unwrap();
-        let mut trainer = Trainer::new(nets, settings, schedule, None).unwrap();
-        let mut losses = Vec::new();
-        let mut scores = Vec::new();
-        while !trainer.finished() {
-            match trainer.run_epoch(&train, Some(&held_out), &never, |r| losses.push(r.loss)) {
-                Ok(EpochEnd::Finished(record)) => scores.push(record.validation.unwrap()),
-                other => panic!("{other:?}"),
-            }
-        }
-        (losses, scores, trainer.checkpoint().unwrap())
-    };
-    let relative = |a: &[f32], b: &[f32]| {
-        let scale = b
-            .iter()
-            .fold(0f32, |m, v| m.max(v.abs()))
-            .max(f32::MIN_POSITIVE);
-        let error = (a.iter().zip(b)).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        f64::from(error / scale)
-    };
     for ctx in contexts() {
         let second = common::fresh_context(ctx);
         let one = Networks::new(ctx, &network, &weights, 16, (70, 20), false, None).unwrap();
-        let (one_losses, one_scores, one_end) = train_two_epochs(&one);
+        let one_run = two_epochs(&one, &train, &held_out);
         for sync in [true, false] {
             let what = format!("sync {sync} on {}", ctx.describe());
             let replicas = DataParallel::over_ranks(
@@ -306,34 +282,96 @@ fn epochs_over_replicas_compute_one_devices_steps() {
             .unwrap();
             let nets = Networks::over_replicas(replicas, &network, (70, 20), false, None).unwrap();
             assert!(nets.has_last_batch());
-            let (losses, scores, end) = train_two_epochs(&nets);
-            assert_eq!(losses.len(), 10, "{what}");
-            assert_eq!(end.progress.global_step, 10, "{what}");
-            if !sync {
-                assert!(losses.iter().all(|l| l.is_finite()), "{what}: {losses:?}");
-                continue;
+            let run = two_epochs(&nets, &train, &held_out);
+            assert_eq!(run.0.len(), 10, "{what}");
+            assert_eq!(run.2.progress.global_step, 10, "{what}");
+            match sync {
+                true => assert_same_run(&run, &one_run, &what),
+                false => assert!(run.0.iter().all(|l| l.is_finite()), "{what}: {:?}", run.0),
             }
-            for (step, (a, b)) in losses.iter().zip(&one_losses).enumerate() {
-                assert!(
-                    (a - b).abs() <= TOLERANCE * b.abs(),
-                    "{what}: step {step} loss {a} vs {b}"
-                );
-            }
-            for (a, b) in scores.iter().zip(&one_scores) {
-                assert!(
-                    (a.loss - b.loss).abs() <= TOLERANCE * b.loss,
-                    "{what}: {a:?} vs {b:?}"
-                );
-            }
-            for (x, y) in [
-                (&end.weights, &one_end.weights),
-                (&end.velocities, &one_end.velocities),
-            ] {
-                for ((name, a), (_, b)) in x.iter().zip(y.iter()) {
-                    let r = relative(&a.data, &b.data);
-                    assert!(r <= TOLERANCE, "{what}: {name} differs by {r:e}");
-                }
-            }
+        }
+    }
+}
+
+/// A batch whose tensors exceed one storage binding trains on a data set in parts along it
+/// (replicas on one device over one set of parameters, batch norms synchronised across them),
+/// and computes what the whole batch computes: on a context whose bindings hold 64 KiB, batches
+/// of 16 images of the small network run in parts (the last batch, of 6, too; the held-out set
+/// at a batch that fits), and two epochs give the unlimited context's step losses, held-out
+/// scores, weights, running statistics and velocities within 1e-5 (as the replicas above).
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn epochs_in_parts_of_a_batch_compute_the_whole_batchs_steps() {
+    let network = small_cnn();
+    let weights = Weights::init(&network, 4).unwrap();
+    let (train, held_out) = (shapes(70, 5), shapes(20, 6));
+    for ctx in contexts() {
+        let limited = common::fresh_context(ctx).with_binding_limit(64 * 1024);
+        let one = Networks::new(ctx, &network, &weights, 16, (70, 20), false, None).unwrap();
+        let nets = Networks::new(&limited, &network, &weights, 16, (70, 20), false, None).unwrap();
+        let Training::DataParallel { batch, .. } = &nets.train else {
+            panic!("a batch of 16 fits 64 KiB bindings on {}", ctx.describe());
+        };
+        assert!(batch.replicas.parts_of_one_batch() && batch.replicas.shards().len() > 1);
+        let run = two_epochs(&nets, &train, &held_out);
+        let what = format!(
+            "{} parts on {}",
+            batch.replicas.shards().len(),
+            ctx.describe()
+        );
+        assert_same_run(&run, &two_epochs(&one, &train, &held_out), &what);
+    }
+}
+
+/// Every step's loss, every epoch's held-out scores, and the checkpoint at the end.
+type Run = (Vec<f64>, Vec<Scores>, Checkpoint);
+
+/// Two epochs of `settings(16, 2, ...)` over `nets` from the start.
+fn two_epochs(nets: &Networks, train: &LabelledImages, held_out: &LabelledImages) -> Run {
+    let never = AtomicBool::new(false);
+    let settings = settings(16, 2, train.len());
+    let schedule = settings.schedule.parse().unwrap();
+    let mut trainer = Trainer::new(nets, settings, schedule, None).unwrap();
+    let mut losses = Vec::new();
+    let mut scores = Vec::new();
+    while !trainer.finished() {
+        match trainer.run_epoch(train, Some(held_out), &never, |r| losses.push(r.loss)) {
+            Ok(EpochEnd::Finished(record)) => scores.push(record.validation.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    (losses, scores, trainer.checkpoint().unwrap())
+}
+
+/// Fails unless two runs agree within 1e-5: each step's loss, each held-out loss (relative),
+/// every weight, running statistic and velocity (of the tensor's largest value).
+fn assert_same_run(run: &Run, reference: &Run, what: &str) {
+    const TOLERANCE: f64 = 1e-5;
+    let relative = |a: &[f32], b: &[f32]| {
+        let scale = (b.iter().fold(0f32, |m, v| m.max(v.abs()))).max(f32::MIN_POSITIVE);
+        let error = (a.iter().zip(b)).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        f64::from(error / scale)
+    };
+    assert_eq!(run.0.len(), reference.0.len(), "{what}");
+    for (step, (a, b)) in run.0.iter().zip(&reference.0).enumerate() {
+        assert!(
+            (a - b).abs() <= TOLERANCE * b.abs(),
+            "{what}: step {step} loss {a} vs {b}"
+        );
+    }
+    for (a, b) in run.1.iter().zip(&reference.1) {
+        assert!(
+            (a.loss - b.loss).abs() <= TOLERANCE * b.loss,
+            "{what}: {a:?} vs {b:?}"
+        );
+    }
+    for (x, y) in [
+        (&run.2.weights, &reference.2.weights),
+        (&run.2.velocities, &reference.2.velocities),
+    ] {
+        for ((name, a), (_, b)) in x.iter().zip(y.iter()) {
+            let r = relative(&a.data, &b.data);
+            assert!(r <= TOLERANCE, "{what}: {name} differs by {r:e}");
         }
     }
 }

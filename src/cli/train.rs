@@ -696,8 +696,16 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
         let run = serde_json::json!({
             "adapter": devices[0].info().name,
             "replicas": match &nets.train {
-                Training::OneDevice { .. } => 1,
-                Training::DataParallel { batch, .. } => batch.replicas.replicas_in_all(),
+                Training::DataParallel { batch, .. } if !batch.replicas.parts_of_one_batch() => {
+                    batch.replicas.replicas_in_all()
+                }
+                _ => 1,
+            },
+            "parts_per_batch": match &nets.train {
+                Training::DataParallel { batch, .. } if batch.replicas.parts_of_one_batch() => {
+                    batch.replicas.replicas().len()
+                }
+                _ => 1,
             },
             "settings": trainer.settings(),
             "epochs": history,
@@ -721,6 +729,13 @@ fn describe_replicas(nets: &Networks, world: &World) -> String {
         return String::new();
     };
     let replicas = &batch.replicas;
+    if replicas.parts_of_one_batch() {
+        return format!(
+            ", each in {} parts along it as {:?}, as one storage binding holds",
+            replicas.replicas().len(),
+            replicas.shards()
+        );
+    }
     let ranks = match world.size() {
         1 => String::new(),
         n => format!(" on each of {n} MPI ranks"),

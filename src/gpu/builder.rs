@@ -110,10 +110,7 @@ impl<'a> Builder<'a> {
             pool: Vec::new(),
             lent: Vec::new(),
             lendings: Default::default(),
-            max_binding: ctx
-                .limits()
-                .max_storage_buffer_binding_size
-                .min(ctx.limits().max_buffer_size),
+            max_binding: ctx.max_binding(),
         }
     }
 

@@ -328,6 +328,14 @@ impl GpuContext {
         &self.limits
     }
 
+    /// The largest buffer one storage binding holds (and one buffer may be).
+    pub fn max_binding(&self) -> u64 {
+        let limits = &self.limits;
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+    }
+
     /// The logical device: creates buffers, pipelines, bind groups.
     pub fn device(&self) -> &wgpu::Device {
         &self.device

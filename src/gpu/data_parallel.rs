@@ -228,6 +228,8 @@ pub struct DataParallel<'a> {
     all_reduce: std::cell::Cell<AllReduce>,
     /// The bucket size asked for ([`DataParallel::set_bucket_bytes`]).
     bucket_bytes: u64,
+    /// Every replica reads the first one's parameter buffers (parts of a batch on one device).
+    shared_parameters: bool,
 }
 
 /// One bucket of the all-reduce, as a profile shows it.
@@ -349,6 +351,7 @@ impl<'a> DataParallel<'a> {
         )?;
         shared.set_all_reduce(self.all_reduce.get());
         shared.set_bucket_bytes(self.bucket_bytes);
+        shared.shared_parameters = self.shared_parameters;
         Ok(shared)
     }
 
@@ -375,7 +378,9 @@ impl<'a> DataParallel<'a> {
             .collect::<Result<Vec<_>>>()?;
         let replicas: Vec<GpuNetwork<'a>> = std::iter::once(first).chain(others).collect();
         let synced = SyncedBatchNorms::new(&replicas, None)?;
-        Self::assemble(None, replicas, (batch, 0, sizes), loss.kind, Some(synced))
+        let mut parts = Self::assemble(None, replicas, (batch, 0, sizes), loss.kind, Some(synced))?;
+        parts.shared_parameters = true;
+        Ok(parts)
     }
 
     /// This process's shards of `batch` split over `replicas` per rank of `world`, and the
@@ -459,6 +464,7 @@ impl<'a> DataParallel<'a> {
             completed_running: std::cell::RefCell::new(None),
             buckets: Vec::new(),
             bucket_bytes: BUCKET_BYTES,
+            shared_parameters: false,
             staging: Vec::new(),
             host: std::sync::Mutex::new((Vec::new(), Vec::new(), Vec::new())),
             all_reduce: std::cell::Cell::new(if replicas_software {
@@ -1022,12 +1028,20 @@ impl<'a> DataParallel<'a> {
         })
     }
 
-    /// One SGD optimiser per replica, all with `config`.
+    /// One SGD optimiser per replica, all with `config` (one in all for parts of a batch on
+    /// one device, which share their parameters).
     pub fn optimizers(&self, config: SgdConfig) -> Result<Vec<Sgd<'_, 'a>>> {
-        self.replicas
-            .iter()
-            .map(|net| Sgd::new(net, config))
-            .collect()
+        let owners = match self.shared_parameters {
+            true => &self.replicas[..1],
+            false => &self.replicas[..],
+        };
+        owners.iter().map(|net| Sgd::new(net, config)).collect()
+    }
+
+    /// True for parts of one batch on one device ([`DataParallel::parts_on_one_device`]):
+    /// every replica reads the first one's parameter buffers.
+    pub fn parts_of_one_batch(&self) -> bool {
+        self.shared_parameters
     }
 
     /// One training step: forward-backward on every replica, the all-reduce, every replica's

@@ -100,15 +100,32 @@ impl<'a> MicroBatches<'a> {
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        let limits = ctx.limits();
-        let max_binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
-        let mut parts = parts_needed(plan, max_binding)?;
+        let mut parts = parts_needed(plan, ctx.max_binding())?;
         // A part's scratch (padded inputs, transposes) may exceed a binding where its
         // activations do not: more parts until every buffer fits.
         loop {
             match Self::in_parts(ctx, network, plan, weights, training, parts) {
+                Err(Error::TooLarge { .. }) if parts < batch => parts += 1,
+                built => return built,
+            }
+        }
+    }
+
+    /// As [`MicroBatches::new`] for training where the parts are replicas on one device
+    /// ([`DataParallel::parts_on_one_device`], batch norms or not): the fewest parts that fit
+    /// `plan`'s batch, for a trainer that drives replicas.
+    pub(crate) fn replicas_on_one_device(
+        ctx: &'a GpuContext,
+        network: &Network,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        training: (&Loss, Keep),
+    ) -> Result<DataParallel<'a>> {
+        let batch = plan.first().map_or(0, |l| l.batch);
+        let mut parts = parts_needed(plan, ctx.max_binding())?.max(2);
+        loop {
+            let shape = (batch, parts);
+            match DataParallel::parts_on_one_device(ctx, network, shape, weights, training) {
                 Err(Error::TooLarge { .. }) if parts < batch => parts += 1,
                 built => return built,
             }

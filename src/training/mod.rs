@@ -27,8 +27,8 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    DataParallel, GpuContext, GpuNetwork, Keep, PixelDecoder, PixelFormat, Sgd, SgdConfig,
-    REPLICA_CHECK_EVERY,
+    DataParallel, GpuContext, GpuNetwork, Keep, MicroBatches, PixelDecoder, PixelFormat, Sgd,
+    SgdConfig, REPLICA_CHECK_EVERY,
 };
 use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
@@ -274,6 +274,8 @@ impl<'a> Networks<'a> {
     /// set's size), the last batch's where `training_images` does not divide into batches
     /// (and it is not dropped), the held-out set's at up to `batch` images where
     /// `held_out_images` > 0. With `pixels`, each gets a decoder of 8-bit pixels of that format.
+    /// A batch whose tensors exceed one storage binding trains in parts along it, as replicas
+    /// on this device over one set of parameters ([`Networks::over_replicas`]).
     pub fn new(
         ctx: &'a GpuContext,
         network: &Network,
@@ -286,7 +288,20 @@ impl<'a> Networks<'a> {
         check_batch(batch, training_images)?;
         let plan = network.plan(batch)?;
         let loss = Loss::with_aux_heads(LossKind::CrossEntropy, &plan);
-        let train = GpuNetwork::training(ctx, &plan, weights, &loss, Keep::WhatBackwardReads)?;
+        let keep = Keep::WhatBackwardReads;
+        let train = match GpuNetwork::training(ctx, &plan, weights, &loss, keep) {
+            Ok(net) => net,
+            // A tensor of the batch exceeds one storage binding: the batch in parts, replicas
+            // on this device over one set of parameters.
+            Err(Error::TooLarge { .. }) => {
+                let training = (&loss, keep);
+                let parts =
+                    MicroBatches::replicas_on_one_device(ctx, network, &plan, weights, training)?;
+                let images = (training_images, held_out_images);
+                return Self::over_replicas(parts, network, images, drop_last, pixels);
+            }
+            Err(e) => return Err(e),
+        };
         let last = match last_batch(training_images, batch, drop_last) {
             None => None,
             Some(n) => {
@@ -351,12 +366,17 @@ impl<'a> Networks<'a> {
         images: usize,
         pixels: Option<&PixelFormat>,
     ) -> Result<Option<FedNetwork<'a>>> {
-        match images {
-            0 => Ok(None),
-            n => Ok(Some(FedNetwork::new(
-                GpuNetwork::inference_sharing(train, &network.plan(batch.min(n))?)?,
-                pixels,
-            )?)),
+        if images == 0 {
+            return Ok(None);
+        }
+        // At most `batch` images, fewer where some tensor would exceed one storage binding.
+        let mut at = batch.min(images);
+        loop {
+            match GpuNetwork::inference_sharing(train, &network.plan(at)?) {
+                Ok(net) => return Ok(Some(FedNetwork::new(net, pixels)?)),
+                Err(Error::TooLarge { .. }) if at > 1 => at = at.div_ceil(2),
+                Err(e) => return Err(e),
+            }
         }
     }
 
