@@ -343,8 +343,9 @@ fn two_epochs(nets: &Networks, train: &LabelledImages, held_out: &LabelledImages
     (losses, scores, trainer.checkpoint().unwrap())
 }
 
-/// Fails unless two runs agree within 1e-5: each step's loss, each held-out loss (relative),
-/// every weight, running statistic and velocity (of the tensor's largest value).
+/// Fails unless two runs agree within 1e-5: each step's loss, each held-out loss (relative; its
+/// top-1 and top-5 within one image), every weight, running statistic and velocity (of the
+/// tensor's largest value).
 fn assert_same_run(run: &Run, reference: &Run, what: &str) {
     const TOLERANCE: f64 = 1e-5;
     let relative = |a: &[f32], b: &[f32]| {
@@ -359,11 +360,19 @@ fn assert_same_run(run: &Run, reference: &Run, what: &str) {
             "{what}: step {step} loss {a} vs {b}"
         );
     }
+    assert_eq!(run.1.len(), reference.1.len(), "{what}");
     for (a, b) in run.1.iter().zip(&reference.1) {
         assert!(
             (a.loss - b.loss).abs() <= TOLERANCE * b.loss,
             "{what}: {a:?} vs {b:?}"
         );
+        // The 20 held-out images' ranks: logits 1e-6 apart could swap a near tie, no more.
+        for (x, y) in [(a.top1, b.top1), (a.top5, b.top5)] {
+            assert!(
+                (x - y).abs() <= 1.0 / 20.0 + 1e-12,
+                "{what}: {a:?} vs {b:?}"
+            );
+        }
     }
     for (x, y) in [
         (&run.2.weights, &reference.2.weights),

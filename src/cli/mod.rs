@@ -560,18 +560,24 @@ pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
 /// GPU memory of a network on one device, and the parts its batch runs in where it does.
 pub(crate) fn describe_placed(placed: &gpu::PlacedNetwork) -> String {
     match placed {
-        gpu::PlacedNetwork::Parts(parts) => format!(
-            "{} (the batch in {} parts along it, as one binding holds: {:?} images)",
-            placed_memory(placed.memory()),
-            parts.parts().len(),
-            parts
-                .parts()
-                .iter()
-                .map(|p| p.plan()[0].batch)
-                .collect::<Vec<_>>()
-        ),
+        gpu::PlacedNetwork::Parts(parts) => {
+            let sizes: Vec<usize> = (parts.parts().iter()).map(|p| p.plan()[0].batch).collect();
+            format!(
+                "{} (the batch {})",
+                placed_memory(placed.memory()),
+                describe_parts(&sizes)
+            )
+        }
         _ => placed_memory(placed.memory()),
     }
+}
+
+/// A batch in parts of `sizes` images, as the output says it.
+pub(crate) fn describe_parts(sizes: &[usize]) -> String {
+    format!(
+        "in {} parts along it, as one storage binding holds: {sizes:?} images",
+        sizes.len()
+    )
 }
 
 /// Where `check` and `train` take their weights and images from: files, or drawn from a seed.

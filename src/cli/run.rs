@@ -10,8 +10,8 @@ use convnet_wgpu::weights::Weights;
 use convnet_wgpu::{files, npy, reference};
 
 use super::{
-    describe_loss, load_or_init, open_context, open_contexts, BatchNormArgs, DeviceArgs, LossArgs,
-    NetworkArgs,
+    describe_loss, describe_parts, load_or_init, open_context, open_contexts, BatchNormArgs,
+    DeviceArgs, LossArgs, NetworkArgs,
 };
 
 /// `convnet run`: a user's weights and input through the network; logits and gradients out.
@@ -59,15 +59,8 @@ pub(crate) fn run(
     let training_with = training.then_some((&loss, Keep::WhatBackwardReads));
     let placed = PlacedNetwork::on_one_device(&ctx, &gpu_network, &plan, &params, training_with)?;
     if let PlacedNetwork::Parts(parts) = &placed {
-        println!(
-            "the batch runs in {} parts along it, as one storage binding holds: {:?} images",
-            parts.parts().len(),
-            parts
-                .parts()
-                .iter()
-                .map(|p| p.plan()[0].batch)
-                .collect::<Vec<_>>()
-        );
+        let sizes: Vec<usize> = (parts.parts().iter()).map(|p| p.plan()[0].batch).collect();
+        println!("the batch runs {}", describe_parts(&sizes));
     }
     let net = placed.runner();
     net.upload_input(&data)?;

@@ -10,7 +10,7 @@ use clap::Args;
 use convnet_wgpu::chart::{self, Series};
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
-    AllReduceStats, DataParallel, Keep, PlacedNetwork, Sgd, SgdConfig, TwoDeviceNetwork,
+    AllReduceStats, DataParallel, Keep, MemoryUse, PlacedNetwork, Sgd, SgdConfig, TwoDeviceNetwork,
     REPLICA_CHECK_EVERY,
 };
 use convnet_wgpu::model::{LayerPlan, LossKind, Network};
@@ -25,8 +25,8 @@ use convnet_wgpu::{files, npy};
 
 use super::run::l2_loss;
 use super::{
-    describe_loss, describe_memory, describe_placed, megabytes, open_context, open_contexts,
-    DeviceArgs, LossArgs, ModelArgs, SourceArgs,
+    describe_loss, describe_memory, describe_parts, describe_placed, megabytes, open_context,
+    open_contexts, DeviceArgs, LossArgs, ModelArgs, SourceArgs,
 };
 
 #[derive(Args)]
@@ -586,7 +586,7 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
             schedule,
             args.momentum,
             args.weight_decay,
-            describe_memory(&nets.first().memory()),
+            describe_training_memory(&nets),
             match &resumed {
                 Some(c) => format!(
                     "; resumed at epoch {}, step {}",
@@ -612,7 +612,7 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
             bar
         });
         let epoch_start = std::time::Instant::now();
-        // Images this process has trained on in the epoch: its rate so far.
+        // Images trained on in the epoch (whole batches, over every rank): the rate so far.
         let mut images_now = 0usize;
         let outcome = trainer.run_epoch(&train_set, held_out.as_ref(), &STOP, |record| {
             Watchdog::step(&watchdog, record.global_step);
@@ -663,22 +663,27 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
             }
             EpochEnd::Interrupted => {
                 let progress = &trainer.progress;
-                let (Some(path), true) = (&checkpoint_path, writes) else {
-                    anyhow::bail!(
-                        "interrupted at epoch {}, step {}; nothing written (no --checkpoint or --out)",
-                        progress.epoch + 1,
-                        progress.step_in_epoch
-                    );
-                };
-                trainer.checkpoint()?.save(path)?;
-                anyhow::bail!(
-                    "interrupted at epoch {}, step {}; checkpoint written to {}: continue with \
-                     --resume {}",
+                let at = format!(
+                    "interrupted at epoch {}, step {}",
                     progress.epoch + 1,
-                    progress.step_in_epoch,
-                    path.display(),
-                    path.display()
+                    progress.step_in_epoch
                 );
+                if let (Some(path), true) = (&checkpoint_path, writes) {
+                    trainer.checkpoint()?.save(path)?;
+                }
+                // Every rank waits for rank 0's checkpoint: an error on any rank ends them all.
+                world.sum_f64(0.0);
+                match (&checkpoint_path, writes) {
+                    (Some(path), true) => anyhow::bail!(
+                        "{at}; checkpoint written to {}: continue with --resume {}",
+                        path.display(),
+                        path.display()
+                    ),
+                    (Some(_), false) => anyhow::bail!("{at}; rank 0 wrote the checkpoint"),
+                    (None, _) => {
+                        anyhow::bail!("{at}; nothing written (no --checkpoint or --out)")
+                    }
+                }
             }
         }
     }
@@ -723,6 +728,24 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// GPU memory of a run's training networks: one device's, every part's on one device, or one
+/// replica's.
+fn describe_training_memory(nets: &Networks) -> String {
+    let Training::DataParallel { batch, .. } = &nets.train else {
+        return describe_memory(&nets.first().memory());
+    };
+    let replicas = &batch.replicas;
+    match replicas.parts_of_one_batch() {
+        true => {
+            let total = (replicas.replicas().iter()).fold(MemoryUse::default(), |total, part| {
+                total.plus(&part.memory())
+            });
+            describe_memory(&total)
+        }
+        false => format!("{} per replica", describe_memory(&nets.first().memory())),
+    }
+}
+
 /// How a run's batches are split, for its first line: nothing on one device.
 fn describe_replicas(nets: &Networks, world: &World) -> String {
     let Training::DataParallel { batch, .. } = &nets.train else {
@@ -730,11 +753,7 @@ fn describe_replicas(nets: &Networks, world: &World) -> String {
     };
     let replicas = &batch.replicas;
     if replicas.parts_of_one_batch() {
-        return format!(
-            ", each in {} parts along it as {:?}, as one storage binding holds",
-            replicas.replicas().len(),
-            replicas.shards()
-        );
+        return format!(", each {}", describe_parts(replicas.shards()));
     }
     let ranks = match world.size() {
         1 => String::new(),

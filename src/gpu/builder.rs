@@ -43,6 +43,17 @@ impl MemoryUse {
     pub fn total(&self) -> u64 {
         self.weights + self.activations + self.gradients + self.scratch + self.uniforms
     }
+
+    /// This use and `other`'s together, purpose by purpose.
+    pub fn plus(&self, other: &MemoryUse) -> MemoryUse {
+        MemoryUse {
+            weights: self.weights + other.weights,
+            activations: self.activations + other.activations,
+            gradients: self.gradients + other.gradients,
+            scratch: self.scratch + other.scratch,
+            uniforms: self.uniforms + other.uniforms,
+        }
+    }
 }
 
 /// `value` as a kernel parameter word, or the error that it does not fit one.

@@ -330,7 +330,12 @@ impl<'a> DataParallel<'a> {
     /// set's last, smaller batch trains with it, and these replicas' optimisers update from
     /// either's all-reduce (as [`GpuNetwork::training_sharing`] does on one device).
     pub fn sharing(&self, network: &Network, batch: usize) -> Result<Self> {
-        let (shards, first_image) = Self::split(self.world, self.replicas.len(), batch)?;
+        // Parts of a batch on one device: a smaller batch needs no more parts than images.
+        let replicas = match self.shared_parameters {
+            true => self.replicas.len().min(batch),
+            false => self.replicas.len(),
+        };
+        let (shards, first_image) = Self::split(self.world, replicas, batch)?;
         let synced = self.synced.is_some();
         let replicas = (self.replicas.iter().zip(&shards))
             .map(|(other, &shard)| {
@@ -984,6 +989,11 @@ impl<'a> DataParallel<'a> {
         let weights = self.weights();
         let mut bucket_seconds = self.bucket_seconds.borrow_mut();
         bucket_seconds.clear();
+        // Parts of one batch on one device: the one optimiser reads the first part's gradients.
+        let receivers = match self.shared_parameters {
+            true => 1,
+            false => self.replicas.len(),
+        };
         for (k, bucket) in self.buckets.iter().enumerate() {
             let sum = &mut sum[bucket.floats.clone()];
             let read = &mut read[..bucket.floats.len()];
@@ -1006,7 +1016,7 @@ impl<'a> DataParallel<'a> {
             if let Some(world) = self.world {
                 world.sum(sum, scratch);
             }
-            for (net, gradients) in self.replicas.iter().zip(&self.gradients) {
+            for (net, gradients) in self.replicas.iter().zip(&self.gradients).take(receivers) {
                 let mut at = 0;
                 for buffer in &gradients[bucket.buffers.clone()] {
                     let len = (buffer.size() / 4) as usize;
@@ -1017,7 +1027,8 @@ impl<'a> DataParallel<'a> {
             }
             bucket_seconds.push(seconds + across_and_back.elapsed().as_secs_f64());
         }
-        let bytes = 2 * 4 * sum.len() as u64 * self.replicas.len() as u64;
+        // Read back from every replica, written to every receiver.
+        let bytes = 4 * sum.len() as u64 * (self.replicas.len() + receivers) as u64;
         Ok(AllReduceStats {
             seconds: start.elapsed().as_secs_f64(),
             bytes,
@@ -1116,6 +1127,10 @@ impl<'a> DataParallel<'a> {
     /// exactly replica 0's weights (bit for bit): replicas that drift apart are an error, never
     /// averaged away.
     pub fn check_replicas_equal(&self) -> Result<()> {
+        if self.shared_parameters {
+            // One set of parameter buffers: nothing can drift.
+            return Ok(());
+        }
         let first = self.replicas[0].read_weights()?;
         for (i, net) in self.replicas.iter().enumerate().skip(1) {
             let other = net.read_weights()?;

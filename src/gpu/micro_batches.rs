@@ -88,8 +88,8 @@ fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
 }
 
 impl<'a> MicroBatches<'a> {
-    /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts that fit
-    /// (more where a part's scratch does not): at inference, or with `training` (the loss, of
+    /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts whose
+    /// activations fit (more where a part's scratch does not, see [`fewest_parts`]): at inference, or with `training` (the loss, of
     /// `plan`'s layers, and what the forward pass keeps) for a backward pass whose gradients are
     /// summed over the parts.
     pub fn new(
@@ -100,15 +100,12 @@ impl<'a> MicroBatches<'a> {
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        let mut parts = parts_needed(plan, ctx.max_binding())?;
-        // A part's scratch (padded inputs, transposes) may exceed a binding where its
-        // activations do not: more parts until every buffer fits.
-        loop {
-            match Self::in_parts(ctx, network, plan, weights, training, parts) {
-                Err(Error::TooLarge { .. }) if parts < batch => parts += 1,
-                built => return built,
-            }
-        }
+        let parts = parts_needed(plan, ctx.max_binding())?;
+        fewest_parts(
+            (batch, parts),
+            || one_image(ctx, network, weights, training),
+            |parts| Self::in_parts(ctx, network, plan, weights, training, parts),
+        )
     }
 
     /// As [`MicroBatches::new`] for training where the parts are replicas on one device
@@ -122,14 +119,14 @@ impl<'a> MicroBatches<'a> {
         training: (&Loss, Keep),
     ) -> Result<DataParallel<'a>> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        let mut parts = parts_needed(plan, ctx.max_binding())?.max(2);
-        loop {
-            let shape = (batch, parts);
-            match DataParallel::parts_on_one_device(ctx, network, shape, weights, training) {
-                Err(Error::TooLarge { .. }) if parts < batch => parts += 1,
-                built => return built,
-            }
-        }
+        let parts = parts_needed(plan, ctx.max_binding())?.max(2);
+        fewest_parts(
+            (batch, parts),
+            || one_image(ctx, network, weights, Some(training)),
+            |parts| {
+                DataParallel::parts_on_one_device(ctx, network, (batch, parts), weights, training)
+            },
+        )
     }
 
     fn in_parts(
@@ -208,12 +205,7 @@ impl<'a> MicroBatches<'a> {
             _ => MemoryUse::default(),
         };
         for part in self.parts() {
-            let m = part.memory();
-            total.weights += m.weights;
-            total.activations += m.activations;
-            total.gradients += m.gradients;
-            total.scratch += m.scratch;
-            total.uniforms += m.uniforms;
+            total = total.plus(&part.memory());
         }
         total
     }
@@ -260,7 +252,11 @@ impl<'a> MicroBatches<'a> {
     pub fn forward(&self) -> Result<()> {
         let networks = match &self.parts {
             Parts::Independent { networks, .. } => networks,
-            Parts::Synchronised(replicas) => return replicas.forward(),
+            Parts::Synchronised(replicas) => {
+                replicas.forward()?;
+                // No optimiser here: the update writes the host's running statistics.
+                return replicas.update(&[]).map(|_| ());
+            }
         };
         self.first().run("forward pass in parts", |encoder| {
             for part in networks {
@@ -342,6 +338,45 @@ impl<'a> MicroBatches<'a> {
     /// The weights (and running statistics) every part shares.
     pub fn read_weights(&self) -> Result<Weights> {
         self.first().read_weights()
+    }
+}
+
+/// What `build(parts)` builds, from `parts` up until every buffer fits one binding (a part's
+/// scratch, padded inputs and transposes, may exceed a binding where its activations do not):
+/// a quarter more parts at a time (at least one), up to one image per part. At the first
+/// failure `fits_one_image` tells whether anything can fit: a buffer that does not shrink with
+/// the batch (a weight) ends the search at once, with its error.
+fn fewest_parts<T>(
+    (batch, mut parts): (usize, usize),
+    fits_one_image: impl FnOnce() -> Result<()>,
+    mut build: impl FnMut(usize) -> Result<T>,
+) -> Result<T> {
+    let mut probe = Some(fits_one_image);
+    loop {
+        match build(parts) {
+            Err(Error::TooLarge { .. }) if parts < batch => {
+                if let Some(Err(e @ Error::TooLarge { .. })) = probe.take().map(|p| p()) {
+                    return Err(e);
+                }
+                parts = (parts + (parts / 4).max(1)).min(batch);
+            }
+            built => return built,
+        }
+    }
+}
+
+/// Builds `network` for one image as the parts would be built (with `training`'s loss and
+/// keep): whether a part of one image fits at all.
+fn one_image(
+    ctx: &GpuContext,
+    network: &Network,
+    weights: &Weights,
+    training: Option<(&Loss, Keep)>,
+) -> Result<()> {
+    let plan = network.plan(1)?;
+    match training {
+        Some((loss, keep)) => GpuNetwork::training(ctx, &plan, weights, loss, keep).map(drop),
+        None => GpuNetwork::new(ctx, &plan, weights).map(drop),
     }
 }
 

@@ -88,7 +88,8 @@ impl<'a> PlacedNetwork<'a> {
     }
 
     /// The network an optimiser updates on one device: the whole batch's, or the first part's
-    /// (whose parameters and gradients every part shares).
+    /// (whose parameters every part shares, and which holds the parts' summed gradients after a
+    /// backward pass).
     pub fn trained(&self) -> Result<&GpuNetwork<'a>> {
         match self {
             PlacedNetwork::One(net) => Ok(net),

@@ -584,10 +584,13 @@ impl<'n, 'a> Trainer<'n, 'a> {
     /// Runs the rest of the current epoch over `train` (from the step the progress says),
     /// calling `on_step` after each step's loss is read, then scores `held_out` where given.
     ///
-    /// Returns early, between two steps, once `stop` is set: one step late, because the next
-    /// step is queued before a step's loss is read (and reported). A step that fails (a loss
-    /// that is not finite, an image file that cannot be read) ends it with an error naming the
-    /// step; the trainer is then unusable, as the queued step has already updated the weights.
+    /// Returns early, between two steps, once `stop` is set: on one device one step late,
+    /// because the next step is queued before a step's loss is read (and reported); over
+    /// replicas at once, every rank between the same two steps. A step that fails (a loss that
+    /// is not finite, an image file that cannot be read) ends it with an error naming the step;
+    /// the trainer is then unusable: on one device the queued step has already updated the
+    /// weights, and over replicas the failed step's forward pass has already moved the running
+    /// statistics (its update never ran).
     pub fn run_epoch(
         &mut self,
         train: &LabelledImages,
