@@ -1049,7 +1049,7 @@ impl<'a> DataParallel<'a> {
         owners.iter().map(|net| Sgd::new(net, config)).collect()
     }
 
-    /// True for parts of one batch on one device ([`DataParallel::parts_on_one_device`]):
+    /// True for parts of one batch on one device (`DataParallel::parts_on_one_device`):
     /// every replica reads the first one's parameter buffers.
     pub fn parts_of_one_batch(&self) -> bool {
         self.shared_parameters

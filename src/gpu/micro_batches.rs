@@ -11,7 +11,7 @@
 //! batch's gradient, as gradient accumulation does in other frameworks, with no host round trip.
 //!
 //! Batch norms in training normalise over the whole batch: there the parts are data-parallel
-//! replicas on one device ([`DataParallel::parts_on_one_device`]) whose passes stop at every
+//! replicas on one device (`DataParallel::parts_on_one_device`) whose passes stop at every
 //! batch norm for the host to combine the parts' statistics and backward sums (as
 //! `--sync-batch-norm` combines replicas'), each part with gradient buffers of its own, summed on
 //! the host after the backward pass. At inference a batch norm uses its running statistics, and
@@ -89,7 +89,7 @@ fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
 
 impl<'a> MicroBatches<'a> {
     /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts whose
-    /// activations fit (more where a part's scratch does not, see [`fewest_parts`]): at inference, or with `training` (the loss, of
+    /// activations fit (more where a part's scratch does not, see `fewest_parts`): at inference, or with `training` (the loss, of
     /// `plan`'s layers, and what the forward pass keeps) for a backward pass whose gradients are
     /// summed over the parts.
     pub fn new(

@@ -532,7 +532,7 @@ fn rotated_weights(
 
 /// The dispatches of a conv layer's input gradient. Stride 1: a forward convolution (on the
 /// device's variant) of the output gradient, zero-bordered to the full size (input + kernel -
-/// 1), with the rotated weights. Strided: conv2d_backward_data, phase by phase.
+/// 1; a 1x1 convolution's is read as it is), with the rotated weights. Strided: conv2d_backward_data, phase by phase.
 fn input_gradient(
     b: &mut Builder,
     variant: Variant,
@@ -573,23 +573,31 @@ fn input_gradient(
     let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
     let padded_height = input.height + window.height - 1;
     let padded_width = input.width + window.width - 1;
-    let planes = layer.batch * output.channels;
-    let len = planes * padded_height * padded_width;
-    b.check_binding(
-        &format!("{name}'s padded output gradient"),
-        (len * 4) as u64,
-    )?;
-    let padded = b.scratch(&format!("{name} padded output gradient"), len);
-    let mut dispatches = vec![pad_planes(
-        b,
-        &format!("{name} pad output gradient"),
-        planes,
-        (output.height, output.width),
-        (padded_height, padded_width),
-        (top, left),
-        grad_output,
-        &padded,
-    )?];
+    let (padded, mut dispatches) =
+        if (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0) {
+            // A 1x1 convolution without padding: the output gradient needs no border, and a copy
+            // of it would cost a pass over memory.
+            (grad_output.clone(), Vec::new())
+        } else {
+            let planes = layer.batch * output.channels;
+            let len = planes * padded_height * padded_width;
+            b.check_binding(
+                &format!("{name}'s padded output gradient"),
+                (len * 4) as u64,
+            )?;
+            let padded = b.scratch(&format!("{name} padded output gradient"), len);
+            let pad = pad_planes(
+                b,
+                &format!("{name} pad output gradient"),
+                planes,
+                (output.height, output.width),
+                (padded_height, padded_width),
+                (top, left),
+                grad_output,
+                &padded,
+            )?;
+            (padded, vec![pad])
+        };
     // The convolution from the output gradient to the input gradient: channels swapped, no bias
     // (zeros as created, never written: not shared scratch).
     let zero_bias = b.storage(
