@@ -573,6 +573,9 @@ pub struct LayerProfile {
     pub kernels: Vec<&'static str>,
     /// Mean seconds over the profile's runs.
     pub seconds: f64,
+    /// Mean seconds by kernel, each dispatch timed alone (empty where the pass was not split):
+    /// their shares split `seconds`.
+    pub kernel_seconds: Vec<gpu::KernelTime>,
     /// FLOPs of the layer's products in this pass, for the whole batch.
     pub flops: f64,
     /// `flops` per second, in GFLOP/s.
@@ -645,6 +648,13 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
             .map(|(i, layer)| {
                 let seconds =
                     measured.iter().map(|r| r.layers[i].seconds).sum::<f64>() / runs as f64;
+                let mut kernel_seconds = layer.kernel_seconds.clone();
+                for (k, kernel) in kernel_seconds.iter_mut().enumerate() {
+                    kernel.seconds = (measured.iter())
+                        .map(|r| r.layers[i].kernel_seconds[k].seconds)
+                        .sum::<f64>()
+                        / runs as f64;
+                }
                 let (index, planned) = plan
                     .iter()
                     .enumerate()
@@ -662,6 +672,7 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                     dispatches: layer.dispatches,
                     kernels: layer.kernels.clone(),
                     seconds,
+                    kernel_seconds,
                     flops,
                     gflops_per_s: flops / seconds / 1e9,
                     bytes,

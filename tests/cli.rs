@@ -636,6 +636,21 @@ fn bench_profiles_every_layer_of_both_passes() {
             layers.iter().all(|l| l["seconds"].as_f64().unwrap() > 0.0),
             "{profile}"
         );
+        // With GPU timestamps, each layer's time split by kernel: the kernels it names, each
+        // with a positive time (its dispatches timed alone, in a run of their own).
+        if profile["gpu_timestamps"] == true {
+            for layer in layers {
+                let split = layer["kernel_seconds"].as_array().unwrap();
+                let names: Vec<&serde_json::Value> = split.iter().map(|k| &k["kernel"]).collect();
+                let kernels: Vec<&serde_json::Value> =
+                    layer["kernels"].as_array().unwrap().iter().collect();
+                assert_eq!(names, kernels, "{layer}");
+                assert!(
+                    split.iter().all(|k| k["seconds"].as_f64().unwrap() > 0.0),
+                    "{layer}"
+                );
+            }
+        }
     }
     // Each layer names the kernels it ran: the forward's conv1 the convolution kernel the
     // adapter resolved (register blocks on a software adapter, tiles on most GPUs), the

@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use convnet_wgpu::bench::{self, BenchResult, DeviceInfo, Pass, PassProfile, PassResult};
+use convnet_wgpu::bench::{
+    self, BenchResult, DeviceInfo, LayerProfile, Pass, PassProfile, PassResult,
+};
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
     AllReduce, BucketReport, DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork,
@@ -555,6 +557,19 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
     }
 }
 
+/// The kernels a layer ran, each with its share of the layer's time where its dispatches were
+/// timed alone.
+fn describe_kernels(layer: &LayerProfile) -> String {
+    if layer.kernel_seconds.is_empty() {
+        return layer.kernels.join(", ");
+    }
+    let alone: f64 = layer.kernel_seconds.iter().map(|k| k.seconds).sum();
+    let shares: Vec<String> = (layer.kernel_seconds.iter())
+        .map(|k| format!("{} {:.0}%", k.kernel, 100.0 * k.seconds / alone))
+        .collect();
+    shares.join(", ")
+}
+
 /// A profile as a table: a row per layer, its time, share and rate against the peak.
 fn print_profile(profile: &PassProfile) {
     let total = profile.seconds();
@@ -599,7 +614,7 @@ fn print_profile(profile: &PassProfile) {
             100.0 * layer.of_peak(peak),
             layer.bytes / 1e6,
             layer.gb_per_s,
-            layer.kernels.join(", ")
+            describe_kernels(layer)
         );
     }
 }

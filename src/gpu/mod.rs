@@ -36,7 +36,7 @@ pub use network::{GpuNetwork, Keep};
 pub use ops::pixels::{PixelDecoder, PixelFormat};
 pub use peak::{measure as measure_peak, Peak};
 pub use placed::{PlacedMemory, PlacedNetwork};
-pub use profile::{LayerTime, Profile};
+pub use profile::{KernelTime, LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
 pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
