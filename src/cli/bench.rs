@@ -560,10 +560,10 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
 /// The kernels a layer ran, each with its share of the layer's time where its dispatches were
 /// timed alone.
 fn describe_kernels(layer: &LayerProfile) -> String {
-    if layer.kernel_seconds.is_empty() {
+    let alone: f64 = layer.kernel_seconds.iter().map(|k| k.seconds).sum();
+    if alone <= 0.0 {
         return layer.kernels.join(", ");
     }
-    let alone: f64 = layer.kernel_seconds.iter().map(|k| k.seconds).sum();
     let shares: Vec<String> = (layer.kernel_seconds.iter())
         .map(|k| format!("{} {:.0}%", k.kernel, 100.0 * k.seconds / alone))
         .collect();

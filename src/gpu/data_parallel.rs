@@ -1090,7 +1090,8 @@ impl<'a> DataParallel<'a> {
     /// and biases are left: the same update made them equal, which the check verifies); returns
     /// the bytes moved.
     fn broadcast_running_statistics(&self) -> Result<u64> {
-        if self.replicas.len() == 1 && self.world.is_none() {
+        // One replica keeps its own, unless synchronised: then the host keeps them.
+        if self.replicas.len() == 1 && self.world.is_none() && self.synced.is_none() {
             return Ok(0);
         }
         let mut statistics = match &self.synced {

@@ -2,10 +2,10 @@
 //! grouped by layer (consecutive dispatches whose labels start with the same layer name). Where
 //! the adapter has timestamp queries, each group runs in a compute pass of its own with GPU
 //! timestamps at its start and end; then, in a second run, each dispatch alone, which splits a
-//! layer's time by kernel (a pass of its own per dispatch changes the timing a little: on
-//! lavapipe a ResNet-50 backward pass summed by dispatch came to 0.88x and 1.2x its sum by layer
-//! in two runs, so the split is given as shares of the layer's own time; a pass of more
-//! dispatches than one query set holds is not split). Elsewhere each layer's group is submitted alone and timed by the host
+//! layer's time by kernel (a pass of its own per dispatch changes the timing: on lavapipe a
+//! ResNet-50 backward pass summed by dispatch came to 0.88x and 1.2x its sum by layer in two
+//! runs, so the split is given as shares of the layer's own time; a pass of more dispatches than
+//! one query set holds, or one that changes state at every run, is not split). Elsewhere each layer's group is submitted alone and timed by the host
 //! until the queue is idle, which the profile says.
 
 use std::time::Instant;
@@ -85,11 +85,31 @@ fn groups(dispatches: &[Dispatch]) -> Vec<&[Dispatch]> {
     groups
 }
 
-/// Profiles `dispatches` after `prelude` (work the pass depends on, not timed).
+/// Profiles `dispatches` after `prelude` (work the pass depends on, not timed), layer by layer
+/// and then kernel by kernel: the pass runs twice.
 pub(crate) fn profile(
     ctx: &GpuContext,
     prelude: impl Fn(&mut wgpu::CommandEncoder),
     dispatches: &[Dispatch],
+) -> Result<Profile> {
+    profile_with(ctx, prelude, dispatches, true)
+}
+
+/// As [`profile`], layer by layer only: the pass runs once (for a pass whose every run changes
+/// what it leaves, as an optimiser's update does).
+pub(crate) fn profile_layers(
+    ctx: &GpuContext,
+    prelude: impl Fn(&mut wgpu::CommandEncoder),
+    dispatches: &[Dispatch],
+) -> Result<Profile> {
+    profile_with(ctx, prelude, dispatches, false)
+}
+
+fn profile_with(
+    ctx: &GpuContext,
+    prelude: impl Fn(&mut wgpu::CommandEncoder),
+    dispatches: &[Dispatch],
+    by_kernel: bool,
 ) -> Result<Profile> {
     let groups = groups(dispatches);
     let times = match ctx.timestamps() {
@@ -97,7 +117,8 @@ pub(crate) fn profile(
         false => host_timed(ctx, &prelude, &groups)?,
     };
     // Every dispatch alone, summed by layer and kernel.
-    let mut by_dispatch = match ctx.timestamps() && 2 * dispatches.len() <= MAX_QUERIES {
+    let mut by_dispatch = match by_kernel && ctx.timestamps() && 2 * dispatches.len() <= MAX_QUERIES
+    {
         true => {
             let singles: Vec<&[Dispatch]> = dispatches.chunks(1).collect();
             Some(gpu_timed(ctx, &prelude, &singles)?.into_iter())

@@ -19,7 +19,7 @@ use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::lbfgs::{Lbfgs, LbfgsBuffers};
 use crate::gpu::network::GpuNetwork;
 use crate::gpu::ops::style::{self as ops, AdamBuffers};
-use crate::gpu::profile::{profile, Profile};
+use crate::gpu::profile::{profile, profile_layers, Profile};
 use crate::model::{Dims, LayerPlan};
 use crate::style::{normalize, LossTerms, Objective, IMAGENET_MEAN, IMAGENET_STD};
 use crate::weights::Weights;
@@ -411,7 +411,8 @@ impl<'a> StyleTransfer<'a> {
             encode_pass(encoder, "image gradient", &self.image_gradient);
         };
         let optimizer = match &self.optimizer {
-            OptimizerState::Adam { update, .. } => Some(profile(
+            // Each run of the update moves the image: run once, not split by kernel.
+            OptimizerState::Adam { update, .. } => Some(profile_layers(
                 self.ctx,
                 image_gradient,
                 std::slice::from_ref(update),

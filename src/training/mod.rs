@@ -293,7 +293,7 @@ impl<'a> Networks<'a> {
             Ok(net) => net,
             // A tensor of the batch exceeds one storage binding: the batch in parts, replicas
             // on this device over one set of parameters.
-            Err(Error::TooLarge { .. }) => {
+            Err(Error::TooLarge { .. }) if batch > 1 => {
                 let training = (&loss, keep);
                 let parts =
                     MicroBatches::replicas_on_one_device(ctx, network, &plan, weights, training)?;
