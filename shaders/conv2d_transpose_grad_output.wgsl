@@ -4,8 +4,10 @@
 // conv2d_backward_filter reduces over the pixels and needs, at each, the gradients of 16
 // consecutive output channels: sixteen loads from sixteen planes in NCHW, four vec4 loads here
 // (what the scattered loads cost: docs/kernels.md). One pass over the gradient, a small fraction
-// of the filter gradient's work. One invocation per element of the transposed layout (folded grid
-// index).
+// of the filter gradient's work. One invocation per pixel of the batch (folded grid index), which
+// writes its whole row four channels at a time: consecutive invocations read consecutive values
+// of each plane, and the index arithmetic (integer divisions, which a CPU adapter emulates lane
+// by lane) is done once per pixel rather than per value.
 
 struct Params {
     len: u32,          // batch * out_plane * groups * packed_out
@@ -20,7 +22,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read_write> transposed: array<f32>;
+@group(0) @binding(2) var<storage, read_write> transposed: array<vec4<f32>>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -28,21 +30,30 @@ fn conv2d_transpose_grad_output(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let i = folded_index(id, groups);
-    if i >= params.len {
+    let pixel = folded_index(id, groups);
+    // Floats of one pixel's row: every group's channels, each rounded up to 16.
+    let row = params.groups * params.packed_out;
+    if pixel >= params.len / row {
         return;
     }
-    let channel = i % params.packed_out;
-    let row = i / params.packed_out;
-    let group = row % params.groups;
-    let pixel = row / params.groups;
+    // The only divisions: once per pixel, not per value.
+    let image = pixel / params.out_plane;
+    let within = pixel % params.out_plane;
     let out_per_group = params.out_channels / params.groups;
-    var value = 0.0;
-    if channel < out_per_group {
-        let image = pixel / params.out_plane;
-        let within = pixel % params.out_plane;
-        let c = group * out_per_group + channel;
-        value = grad_output[(image * params.out_channels + c) * params.out_plane + within];
+    let first = image * params.out_channels * params.out_plane + within;
+    var at = pixel * (row / 4u);
+    for (var group = 0u; group < params.groups; group++) {
+        for (var block = 0u; block < params.packed_out; block += 4u) {
+            var value = vec4<f32>(0.0);
+            for (var j = 0u; j < 4u; j++) {
+                let channel = block + j;
+                if channel < out_per_group {
+                    let c = group * out_per_group + channel;
+                    value[j] = grad_output[first + c * params.out_plane];
+                }
+            }
+            transposed[at] = value;
+            at++;
+        }
     }
-    transposed[i] = value;
 }

@@ -488,7 +488,8 @@ fn transpose_grad_output(
         ..Default::default()
     };
     let label = format!("{name} output gradient transpose");
-    let workgroups = b.grid_1d(&label, len)?;
+    // One invocation per pixel of the batch, each writing its row.
+    let workgroups = b.grid_1d(&label, layer.batch * out_plane)?;
     let args = [grad_output, &transposed];
     let dispatch = b.dispatch(&label, &TRANSPOSE_GRAD_OUTPUT, &params, &args, workgroups);
     Ok((transposed, dispatch))
