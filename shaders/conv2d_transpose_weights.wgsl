@@ -8,7 +8,8 @@
 // reads it for the strided case. Each reduction step's 16 weights are four vec4 loads, where the
 // forward layout needs sixteen scattered ones. The weights change with every training step, so
 // the backward pass runs this first; it moves as many bytes as the weights. One invocation per
-// element of the transposed layout (folded grid index).
+// row of the transposed layout (folded grid index), writing it four channels at a time, its index
+// divisions (which a CPU adapter emulates lane by lane) once per row rather than per value.
 
 struct Params {
     len: u32,           // groups * out_per_group * taps * packed_in
@@ -23,7 +24,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
-@group(0) @binding(2) var<storage, read_write> transposed: array<f32>;
+@group(0) @binding(2) var<storage, read_write> transposed: array<vec4<f32>>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -31,21 +32,31 @@ fn conv2d_transpose_weights(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let i = folded_index(id, groups);
-    if i >= params.len {
+    // A row of the transposed layout: (group, out channel, rotated tap).
+    let row = folded_index(id, groups);
+    if row >= params.len / params.packed_in {
         return;
     }
-    let per_group = params.out_per_group * params.taps * params.packed_in;
-    let group = i / per_group;
-    let row = (i % per_group) / params.packed_in;
-    let in_channel = i % params.packed_in;
-    let out_channel = row / params.taps;
+    // The only divisions: once per row, not per value.
+    let per_group = params.out_per_group * params.taps;
+    let group = row / per_group;
+    let within = row % per_group;
+    let out_channel = within / params.taps;
     // The kernel rotated by 180 degrees: tap (ky, kx) comes from (kh-1-ky, kw-1-kx).
-    let tap = params.taps - 1u - row % params.taps;
-    var value = 0.0;
-    if in_channel < params.in_per_group {
-        let k = in_channel * params.taps + tap;
-        value = weight[(group * params.in_per_group * params.taps + k) * params.packed_out + out_channel];
+    let tap = params.taps - 1u - within % params.taps;
+    // Input channel c's weight at that tap, in the forward layout, is `step` after c - 1's.
+    let first = (group * params.in_per_group * params.taps + tap) * params.packed_out + out_channel;
+    let step = params.taps * params.packed_out;
+    var at = row * (params.packed_in / 4u);
+    for (var block = 0u; block < params.packed_in; block += 4u) {
+        var value = vec4<f32>(0.0);
+        for (var j = 0u; j < 4u; j++) {
+            let in_channel = block + j;
+            if in_channel < params.in_per_group {
+                value[j] = weight[first + in_channel * step];
+            }
+        }
+        transposed[at] = value;
+        at++;
     }
-    transposed[i] = value;
 }

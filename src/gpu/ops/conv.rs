@@ -525,7 +525,8 @@ fn rotated_weights(
         ..Default::default()
     };
     let label = format!("{name} weights rotate");
-    let workgroups = b.grid_1d(&label, len)?;
+    // One invocation per row of the transposed layout.
+    let workgroups = b.grid_1d(&label, len / packed_in)?;
     let args = [weights, &rotated];
     let dispatch = b.dispatch(&label, &TRANSPOSE_WEIGHTS, &params, &args, workgroups);
     Ok((rotated, dispatch))
