@@ -10,68 +10,13 @@ mod common;
 
 use common::{contexts, fresh_context};
 use convnet_wgpu::gpu::{AllReduce, DataParallel, GpuContext, GpuNetwork, Keep, Sgd, SgdConfig};
-use convnet_wgpu::model::{Init, Layer, LayerKind, Loss, LossKind, Network, Padding, Window};
+use convnet_wgpu::model::{Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
 
 const TOLERANCE: f64 = 1e-5;
 
-/// Convolution (bias, ReLU), max pool, convolution with stride 2, fully connected; with
-/// `batch_norm`, a batch norm (and ReLU) after the first convolution, which then has no bias.
-fn network(batch_norm: bool) -> Network {
-    let conv = |out_channels, stride, relu, bias| LayerKind::Conv2d {
-        out_channels,
-        window: Window::square(3, stride, Padding::Same),
-        groups: 1,
-        relu,
-        bias,
-    };
-    // Before a batch norm, no bias (as torchvision's): the batch norm removes it, and its
-    // gradient is rounding noise about zero.
-    let mut layers = vec![Layer::new("conv1", conv(6, 1, !batch_norm, !batch_norm))];
-    if batch_norm {
-        layers.push(Layer::new(
-            "bn1",
-            LayerKind::BatchNorm {
-                eps: 1e-5,
-                relu: true,
-            },
-        ));
-    }
-    layers.extend([
-        Layer::new(
-            "pool",
-            LayerKind::MaxPool {
-                window: Window::square(2, 2, Padding::Valid),
-            },
-        ),
-        Layer::new("conv2", conv(8, 2, true, true)),
-        Layer::new(
-            "fc",
-            LayerKind::Linear {
-                out_features: 5,
-                relu: false,
-            },
-        ),
-    ]);
-    let mut network = Network::new("small", common::dims(3, 9, 11), layers);
-    network.init = Init::Torchvision;
-    network
-}
-
-fn relative(a: &[f32], b: &[f32]) -> f64 {
-    let scale = b
-        .iter()
-        .fold(0.0f64, |m, &v| m.max(f64::from(v).abs()))
-        .max(1e-30);
-    let diff = (a.iter().zip(b)).fold(0.0f64, |m, (&x, &y)| m.max(f64::from(x - y).abs()));
-    diff / scale
-}
-
 fn assert_close(a: &Weights, b: &Weights, what: &str) {
-    for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
-        let r = relative(&x.data, &y.data);
-        assert!(r <= TOLERANCE, "{what}: {name} differs by {r:e}");
-    }
+    common::assert_weights_close(a, b, TOLERANCE as f32, what);
 }
 
 const SGD: SgdConfig = SgdConfig {
@@ -101,7 +46,7 @@ fn one_device<'a>(
 }
 
 fn one_and_two(ctx: &GpuContext, second: &GpuContext, kind: LossKind, batch_norm: bool) {
-    let network = network(batch_norm);
+    let network = common::small_network(batch_norm);
     let weights = Weights::init(&network, 3).unwrap();
     let plan = network.plan(5).unwrap();
     let input = weights::random_input(&plan, 4);
@@ -169,7 +114,7 @@ fn replicas_with_batch_norms_stay_equal_and_drift_is_reported() {
     // A replica updated alone has drifted: an error naming it, not an average (with batch
     // norms too: the step's copy of running statistics leaves their weights and biases).
     for batch_norm in [false, true] {
-        let network = network(batch_norm);
+        let network = common::small_network(batch_norm);
         let weights = Weights::init(&network, 3).unwrap();
         let two = DataParallel::new(&[ctx, &second], &network, 4, &weights, LossKind::L2).unwrap();
         let plan = network.plan(4).unwrap();
@@ -186,7 +131,7 @@ fn replicas_with_batch_norms_stay_equal_and_drift_is_reported() {
         );
     }
     // Cross-entropy without labels is refused, not trained on stale ones.
-    let network = network(false);
+    let network = common::small_network(false);
     let weights = Weights::init(&network, 3).unwrap();
     let two = DataParallel::new(
         &[ctx, &second],
@@ -210,7 +155,7 @@ fn overlapped_buckets_reduce_exactly_what_the_whole_pass_does() {
     for ctx in contexts() {
         let second = fresh_context(ctx);
         for batch_norm in [false, true] {
-            let network = network(batch_norm);
+            let network = common::small_network(batch_norm);
             let weights = Weights::init(&network, 5).unwrap();
             let input = weights::random_input(&network.plan(5).unwrap(), 6);
             let labels = [1, 0, 4, 3, 3];
@@ -271,7 +216,7 @@ fn overlapped_buckets_reduce_exactly_what_the_whole_pass_does() {
 fn synchronised_batch_norms_compute_one_devices_gradients_and_steps() {
     for ctx in contexts() {
         let (second, third) = (fresh_context(ctx), fresh_context(ctx));
-        let network = network(true);
+        let network = common::small_network(true);
         let weights = Weights::init(&network, 8).unwrap();
         let plan = network.plan(5).unwrap();
         let input = weights::random_input(&plan, 9);
@@ -328,7 +273,7 @@ fn a_lost_device_is_named_and_the_last_completed_step_survives() {
 fn lose_a_device(batch_norm: bool) {
     let ctx = &contexts()[0];
     let second = fresh_context(ctx);
-    let network = network(batch_norm);
+    let network = common::small_network(batch_norm);
     let weights = Weights::init(&network, 3).unwrap();
     let two = DataParallel::new(&[ctx, &second], &network, 4, &weights, LossKind::L2).unwrap();
     two.upload(&weights::random_input(&network.plan(4).unwrap(), 1), None)

@@ -14,7 +14,7 @@ use common::{contexts, fresh_context};
 use convnet_wgpu::gpu::{
     parts_needed, GpuContext, GpuNetwork, Keep, MicroBatches, PlacedNetwork, Runner, Sgd, SgdConfig,
 };
-use convnet_wgpu::model::{Init, Layer, LayerKind, Loss, LossKind, Network, Padding, Window};
+use convnet_wgpu::model::{Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
 
 const TOLERANCE: f64 = 1e-5;
@@ -28,54 +28,8 @@ const BINDING: u64 = 20 * 1024;
 /// A binding that holds the activations of 3 images and no more.
 const ACTIVATIONS_OF_THREE: u64 = 8 * 1024;
 
-/// Convolution, (batch norm,) max pool, strided convolution, fully connected, on 9x11 images.
-fn network(batch_norm: bool) -> Network {
-    let conv = |out_channels, stride, relu, bias| LayerKind::Conv2d {
-        out_channels,
-        window: Window::square(3, stride, Padding::Same),
-        groups: 1,
-        relu,
-        bias,
-    };
-    let mut layers = vec![Layer::new("conv1", conv(6, 1, !batch_norm, !batch_norm))];
-    if batch_norm {
-        let norm = LayerKind::BatchNorm {
-            eps: 1e-5,
-            relu: true,
-        };
-        layers.push(Layer::new("bn1", norm));
-    }
-    let pool = LayerKind::MaxPool {
-        window: Window::square(2, 2, Padding::Valid),
-    };
-    let fc = LayerKind::Linear {
-        out_features: 5,
-        relu: false,
-    };
-    layers.extend([
-        Layer::new("pool", pool),
-        Layer::new("conv2", conv(8, 2, true, true)),
-        Layer::new("fc", fc),
-    ]);
-    let mut network = Network::new("small", common::dims(3, 9, 11), layers);
-    network.init = Init::Torchvision;
-    network
-}
-
-fn relative(a: &[f32], b: &[f32]) -> f64 {
-    let scale = b
-        .iter()
-        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
-        .max(1e-30);
-    let diff = (a.iter().zip(b)).fold(0f64, |m, (&x, &y)| m.max(f64::from(x - y).abs()));
-    diff / scale
-}
-
 fn assert_close(a: &Weights, b: &Weights, what: &str) {
-    for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
-        let r = relative(&x.data, &y.data);
-        assert!(r <= TOLERANCE, "{what}: {name} differs by {r:e}");
-    }
+    common::assert_weights_close(a, b, TOLERANCE as f32, what);
 }
 
 const SGD: SgdConfig = SgdConfig {
@@ -83,6 +37,25 @@ const SGD: SgdConfig = SgdConfig {
     momentum: 0.9,
     weight_decay: 1e-3,
 };
+
+/// Three SGD steps of `parts` (one optimiser over the parameters its parts share) and of `one`,
+/// the whole batch, leave the same weights (and running statistics).
+fn assert_three_steps_match(parts: &MicroBatches, one: &GpuNetwork, what: &str) {
+    let (sgd, one_sgd) = (
+        Sgd::new(parts.first(), SGD).unwrap(),
+        Sgd::new(one, SGD).unwrap(),
+    );
+    for _ in 0..3 {
+        parts.forward_backward().unwrap();
+        sgd.update().unwrap();
+        one_sgd.step().unwrap();
+    }
+    assert_close(
+        &parts.read_weights().unwrap(),
+        &one.read_weights().unwrap(),
+        what,
+    );
+}
 
 /// The whole batch on `ctx` (no limit lowered), trained with `kind`.
 fn whole<'a>(
@@ -98,7 +71,7 @@ fn whole<'a>(
 
 #[test]
 fn parts_are_the_fewest_that_fit() {
-    let network = network(false);
+    let network = common::small_network(false);
     // conv1's output, 6 x 9 x 11 floats, is the largest tensor of an image.
     let per_image = 6 * 9 * 11 * 4;
     for (batch, binding, parts) in [
@@ -124,7 +97,7 @@ fn parts_are_the_fewest_that_fit() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn a_batch_in_parts_computes_the_whole_batchs_passes_and_steps() {
-    let network = network(false);
+    let network = common::small_network(false);
     let weights = Weights::init(&network, 3).unwrap();
     let plan = network.plan(7).unwrap();
     let input = weights::random_input(&plan, 4);
@@ -168,28 +141,18 @@ fn a_batch_in_parts_computes_the_whole_batchs_passes_and_steps() {
                 (loss - one_loss).abs() <= TOLERANCE * one_loss.abs(),
                 "{what}: {loss} vs {one_loss}"
             );
-            let logits = relative(&parts.read_output().unwrap(), &one.read_output().unwrap());
-            assert!(logits <= TOLERANCE, "{what}: logits differ by {logits:e}");
+            let logits =
+                common::relative_error(&parts.read_output().unwrap(), &one.read_output().unwrap());
+            assert!(
+                f64::from(logits) <= TOLERANCE,
+                "{what}: logits differ by {logits:e}"
+            );
             assert_close(
                 &parts.read_gradients().unwrap(),
                 &one.read_gradients().unwrap(),
                 &what,
             );
-            // Three SGD steps: one optimiser over the shared parameters.
-            let (sgd, one_sgd) = (
-                Sgd::new(parts.first(), SGD).unwrap(),
-                Sgd::new(&one, SGD).unwrap(),
-            );
-            for _ in 0..3 {
-                parts.forward_backward().unwrap();
-                sgd.update().unwrap();
-                one_sgd.step().unwrap();
-            }
-            assert_close(
-                &parts.read_weights().unwrap(),
-                &one.read_weights().unwrap(),
-                &what,
-            );
+            assert_three_steps_match(&parts, &one, &what);
         }
     }
 }
@@ -197,7 +160,7 @@ fn a_batch_in_parts_computes_the_whole_batchs_passes_and_steps() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn batch_norms_run_in_parts_at_inference_and_in_training() {
-    let network = network(true);
+    let network = common::small_network(true);
     let weights = common::random_weights(&network, 5);
     let plan = network.plan(7).unwrap();
     let input = weights::random_input(&plan, 6);
@@ -212,11 +175,14 @@ fn batch_norms_run_in_parts_at_inference_and_in_training() {
         net.forward().unwrap();
     }
     let last = plan.len() - 1;
-    let logits = relative(
+    let logits = common::relative_error(
         &placed.runner().read_layer(last).unwrap(),
         &one.read_output().unwrap(),
     );
-    assert!(logits <= TOLERANCE, "logits differ by {logits:e}");
+    assert!(
+        f64::from(logits) <= TOLERANCE,
+        "logits differ by {logits:e}"
+    );
     // In training the statistics are the whole batch's: combined across the parts between
     // their passes; three SGD steps leave the whole batch's weights and running statistics.
     // (The backward's scratch, not the activations, sets the parts: 3 + 2 + 2 at BINDING.)
@@ -243,19 +209,5 @@ fn batch_norms_run_in_parts_at_inference_and_in_training() {
         &one.read_gradients().unwrap(),
         "batch norms in parts",
     );
-    let (sgd, one_sgd) = (
-        Sgd::new(parts.first(), SGD).unwrap(),
-        Sgd::new(&one, SGD).unwrap(),
-    );
-    for _ in 0..3 {
-        parts.forward_backward().unwrap();
-        sgd.update().unwrap();
-        one_sgd.step().unwrap();
-    }
-    let weights = parts.read_weights().unwrap();
-    assert_close(
-        &weights,
-        &one.read_weights().unwrap(),
-        "batch norms in parts, 3 steps",
-    );
+    assert_three_steps_match(parts, &one, "batch norms in parts, 3 steps");
 }

@@ -353,11 +353,6 @@ fn two_epochs(nets: &Networks, train: &LabelledImages, held_out: &LabelledImages
 /// tensor's largest value).
 fn assert_same_run(run: &Run, reference: &Run, what: &str) {
     const TOLERANCE: f64 = 1e-5;
-    let relative = |a: &[f32], b: &[f32]| {
-        let scale = (b.iter().fold(0f32, |m, v| m.max(v.abs()))).max(f32::MIN_POSITIVE);
-        let error = (a.iter().zip(b)).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        f64::from(error / scale)
-    };
     assert_eq!(run.0.len(), reference.0.len(), "{what}");
     for (step, (a, b)) in run.0.iter().zip(&reference.0).enumerate() {
         assert!(
@@ -383,9 +378,6 @@ fn assert_same_run(run: &Run, reference: &Run, what: &str) {
         (&run.2.weights, &reference.2.weights),
         (&run.2.velocities, &reference.2.velocities),
     ] {
-        for ((name, a), (_, b)) in x.iter().zip(y.iter()) {
-            let r = relative(&a.data, &b.data);
-            assert!(r <= TOLERANCE, "{what}: {name} differs by {r:e}");
-        }
+        common::assert_weights_close(x, y, TOLERANCE as f32, what);
     }
 }

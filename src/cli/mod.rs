@@ -560,14 +560,11 @@ pub(crate) fn placed_memory(memory: PlacedMemory) -> String {
 /// GPU memory of a network on one device, and the parts its batch runs in where it does.
 pub(crate) fn describe_placed(placed: &gpu::PlacedNetwork) -> String {
     match placed {
-        gpu::PlacedNetwork::Parts(parts) => {
-            let sizes: Vec<usize> = (parts.parts().iter()).map(|p| p.plan()[0].batch).collect();
-            format!(
-                "{} (the batch {})",
-                placed_memory(placed.memory()),
-                describe_parts(&sizes)
-            )
-        }
+        gpu::PlacedNetwork::Parts(parts) => format!(
+            "{} (the batch {})",
+            placed_memory(placed.memory()),
+            describe_parts(&parts.sizes())
+        ),
         _ => placed_memory(placed.memory()),
     }
 }

@@ -59,8 +59,7 @@ pub(crate) fn run(
     let training_with = training.then_some((&loss, Keep::WhatBackwardReads));
     let placed = PlacedNetwork::on_one_device(&ctx, &gpu_network, &plan, &params, training_with)?;
     if let PlacedNetwork::Parts(parts) = &placed {
-        let sizes: Vec<usize> = (parts.parts().iter()).map(|p| p.plan()[0].batch).collect();
-        println!("the batch runs {}", describe_parts(&sizes));
+        println!("the batch runs {}", describe_parts(&parts.sizes()));
     }
     let net = placed.runner();
     net.upload_input(&data)?;

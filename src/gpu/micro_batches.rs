@@ -89,9 +89,9 @@ fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
 
 impl<'a> MicroBatches<'a> {
     /// `network` at `plan`'s batch on `ctx`, with `weights`, in the fewest parts whose
-    /// activations fit (more where a part's scratch does not, see `fewest_parts`): at inference, or with `training` (the loss, of
-    /// `plan`'s layers, and what the forward pass keeps) for a backward pass whose gradients are
-    /// summed over the parts.
+    /// activations fit (more where a part's scratch does not, see `fewest_parts`): at inference,
+    /// or with `training` (the loss, of `plan`'s layers, and what the forward pass keeps) for a
+    /// backward pass whose gradients are summed over the parts.
     pub fn new(
         ctx: &'a GpuContext,
         network: &Network,
@@ -150,11 +150,8 @@ impl<'a> MicroBatches<'a> {
         }
         let sizes = shards(batch, parts)?;
         let first_plan = network.plan(sizes[0])?;
-        let first = match training {
-            // A loss names layers, not images: the whole batch's serves every part.
-            Some((loss, keep)) => GpuNetwork::training(ctx, &first_plan, weights, loss, keep)?,
-            None => GpuNetwork::new(ctx, &first_plan, weights)?,
-        };
+        // A loss names layers, not images: the whole batch's serves every part.
+        let first = GpuNetwork::built_for(ctx, &first_plan, weights, training)?;
         let mut networks = vec![];
         for &size in &sizes[1..] {
             let part_plan = network.plan(size)?;
@@ -183,6 +180,11 @@ impl<'a> MicroBatches<'a> {
             Parts::Independent { networks, .. } => networks,
             Parts::Synchronised(replicas) => replicas.replicas(),
         }
+    }
+
+    /// Images per part, in image order.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.parts().iter().map(|p| p.plan()[0].batch).collect()
     }
 
     /// The network an optimiser updates: the first part, whose parameters every part shares.
@@ -373,11 +375,7 @@ fn one_image(
     weights: &Weights,
     training: Option<(&Loss, Keep)>,
 ) -> Result<()> {
-    let plan = network.plan(1)?;
-    match training {
-        Some((loss, keep)) => GpuNetwork::training(ctx, &plan, weights, loss, keep).map(drop),
-        None => GpuNetwork::new(ctx, &plan, weights).map(drop),
-    }
+    GpuNetwork::built_for(ctx, &network.plan(1)?, weights, training).map(drop)
 }
 
 /// Part `part`'s share of the whole batch's loss (of `batch` images) under `kind`.

@@ -129,6 +129,20 @@ impl<'a> GpuNetwork<'a> {
         build(other.ctx, plan, parameters, Some(training))
     }
 
+    /// At inference ([`GpuNetwork::new`]) or, with `training` (a loss and what the forward pass
+    /// keeps), for training ([`GpuNetwork::training`]).
+    pub(crate) fn built_for(
+        ctx: &'a GpuContext,
+        plan: &[LayerPlan],
+        weights: &Weights,
+        training: Option<(&Loss, Keep)>,
+    ) -> Result<Self> {
+        match training {
+            Some((loss, keep)) => Self::training(ctx, plan, weights, loss, keep),
+            None => Self::new(ctx, plan, weights),
+        }
+    }
+
     /// As [`GpuNetwork::new`], plus everything the backward pass of `l2_loss(last output)` needs.
     pub fn with_gradients(
         ctx: &'a GpuContext,

@@ -74,11 +74,7 @@ impl<'a> PlacedNetwork<'a> {
         weights: &Weights,
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
-        let whole = match training {
-            Some((loss, keep)) => GpuNetwork::training(ctx, plan, weights, loss, keep),
-            None => GpuNetwork::new(ctx, plan, weights),
-        };
-        match whole {
+        match GpuNetwork::built_for(ctx, plan, weights, training) {
             Ok(net) => Ok(PlacedNetwork::One(net)),
             Err(Error::TooLarge { .. }) => Ok(PlacedNetwork::Parts(Box::new(MicroBatches::new(
                 ctx, network, plan, weights, training,

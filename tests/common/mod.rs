@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use convnet_wgpu::gpu::{list_adapters, AdapterChoice, GpuContext};
-use convnet_wgpu::model::{Dims, Layer, LayerKind, Network};
+use convnet_wgpu::model::{Dims, Init, Layer, LayerKind, Network, Padding, Window};
 use convnet_wgpu::weights::Weights;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -112,4 +112,57 @@ pub fn random_weights(network: &Network, seed: u64) -> Weights {
 pub fn relative_error(gpu: &[f32], cpu: &[f32]) -> f32 {
     assert_eq!(gpu.len(), cpu.len());
     convnet_wgpu::check::compare("", gpu, cpu).unwrap().relative
+}
+
+/// The small network the data-parallel and batch-in-parts tests train on 9x11 images:
+/// convolution (bias, ReLU), max pool, convolution with stride 2, fully connected; with
+/// `batch_norm`, a batch norm (and ReLU) after the first convolution, which then has no bias.
+pub fn small_network(batch_norm: bool) -> Network {
+    let conv = |out_channels, stride, relu, bias| LayerKind::Conv2d {
+        out_channels,
+        window: Window::square(3, stride, Padding::Same),
+        groups: 1,
+        relu,
+        bias,
+    };
+    // Before a batch norm, no bias (as torchvision's): the batch norm removes it, and its
+    // gradient is rounding noise about zero.
+    let mut layers = vec![Layer::new("conv1", conv(6, 1, !batch_norm, !batch_norm))];
+    if batch_norm {
+        layers.push(Layer::new(
+            "bn1",
+            LayerKind::BatchNorm {
+                eps: 1e-5,
+                relu: true,
+            },
+        ));
+    }
+    layers.extend([
+        Layer::new(
+            "pool",
+            LayerKind::MaxPool {
+                window: Window::square(2, 2, Padding::Valid),
+            },
+        ),
+        Layer::new("conv2", conv(8, 2, true, true)),
+        Layer::new(
+            "fc",
+            LayerKind::Linear {
+                out_features: 5,
+                relu: false,
+            },
+        ),
+    ]);
+    let mut network = Network::new("small", dims(3, 9, 11), layers);
+    network.init = Init::Torchvision;
+    network
+}
+
+/// Fails, naming the tensor, unless every tensor of `a` is within `tolerance` of `b`'s
+/// ([`relative_error`]).
+pub fn assert_weights_close(a: &Weights, b: &Weights, tolerance: f32, what: &str) {
+    for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
+        let r = relative_error(&x.data, &y.data);
+        assert!(r <= tolerance, "{what}: {name} differs by {r:e}");
+    }
 }
