@@ -7,7 +7,9 @@
 //
 // (the batch statistics are functions of every input, so every input's gradient has terms
 // through them). Two passes over the channel's values in one workgroup, the sums between them;
-// after the first, the values come from cache on a CPU adapter.
+// after the first, the values come from cache on a CPU adapter. The values are read and written
+// in units of `Values` (values_by_one.wgsl or values_by_four.wgsl, which the host chooses by the
+// plane's size).
 //
 // Synchronised across data-parallel replicas (SyncBatchNorm), the sums are the whole batch's:
 // the kernel first runs with input_gradient 0 (this replica's sums into grads), the host combines
@@ -17,7 +19,7 @@
 struct Params {
     batch: u32,
     channels: u32,
-    plane: u32, // height * width
+    plane: u32, // height * width, a multiple of VALUES
     relu: u32,
     eps: f32,
     lanes: u32, // invocations per channel: a power of two up to REDUCTION
@@ -26,18 +28,22 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> output: array<f32>;
-@group(0) @binding(3) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<Values>;
+@group(0) @binding(2) var<storage, read> output: array<Values>;
+@group(0) @binding(3) var<storage, read> grad_output: array<Values>;
 // [4][channels]: weight, bias, batch mean, biased batch variance.
 @group(0) @binding(4) var<storage, read> batch_stats: array<f32>;
 // [2][channels]: the weight's gradient, then the bias's.
 @group(0) @binding(5) var<storage, read_write> grads: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_input: array<Values>;
 
-// The output gradient at `at`, through the fused ReLU.
-fn dy(at: u32) -> f32 {
-    return select(grad_output[at], 0.0, params.relu != 0u && output[at] <= 0.0);
+// The output gradient at unit `at`, through the fused ReLU.
+fn dy(at: u32) -> Values {
+    let gradient = grad_output[at];
+    if params.relu == 0u {
+        return gradient;
+    }
+    return select(gradient, Values(0.0), output[at] <= Values(0.0));
 }
 
 @compute @workgroup_size(REDUCTION)
@@ -51,35 +57,38 @@ fn batch_norm_backward(
     let c = segment.channel;
     let lane = segment.lane;
     let writes = segment.writes;
-    let plane = params.plane;
+    let units = params.plane / VALUES;
     let mean = batch_stats[2u * channels + c];
     let inverse_std = inverseSqrt(batch_stats[3u * channels + c] + params.eps);
-    var total = vec2<f32>(grads[c], grads[channels + c]);
+    var sums = vec2<f32>(grads[c], grads[channels + c]);
     if params.input_gradient != 2u {
-        var sums = vec2<f32>(0.0);
+        var dy_centred = Values(0.0);
+        var sum_dy = Values(0.0);
         for (var n = 0u; n < params.batch; n++) {
-            let base = (n * channels + c) * plane;
-            for (var p = lane; p < plane; p += lanes) {
+            let base = (n * channels + c) * units;
+            for (var p = lane; p < units; p += lanes) {
                 let g = dy(base + p);
-                sums += vec2<f32>(g * (input[base + p] - mean) * inverse_std, g);
+                dy_centred += g * (input[base + p] - mean);
+                sum_dy += g;
             }
         }
-        total = segment_sum(local, lanes, sums);
+        let dy_x_hat = total(dy_centred) * inverse_std;
+        sums = segment_sum(local, lanes, vec2<f32>(dy_x_hat, total(sum_dy)));
         if lane == 0u && writes {
-            grads[c] = total.x;
-            grads[channels + c] = total.y;
+            grads[c] = sums.x;
+            grads[channels + c] = sums.y;
         }
         if params.input_gradient == 0u {
             return;
         }
     }
-    let count = f32(params.batch * plane);
+    let count = f32(params.batch * params.plane);
     let scale = batch_stats[c] * inverse_std;
-    let mean_dy = total.y / count;
-    let mean_dy_x_hat = total.x / count;
+    let mean_dy = sums.y / count;
+    let mean_dy_x_hat = sums.x / count;
     for (var n = 0u; n < params.batch; n++) {
-        let base = (n * channels + c) * plane;
-        for (var p = lane; p < plane; p += lanes) {
+        let base = (n * channels + c) * units;
+        for (var p = lane; p < units; p += lanes) {
             let x_hat = (input[base + p] - mean) * inverse_std;
             if writes {
                 grad_input[base + p] = scale * (dy(base + p) - mean_dy - x_hat * mean_dy_x_hat);

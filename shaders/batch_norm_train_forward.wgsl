@@ -5,9 +5,12 @@
 // The mean and variance are kept beside the weight and bias, in the [4][channels] layout of the
 // parameters, for the backward pass.
 //
-// Three passes over the channel's values (mean; variance of the centred values, which does not
-// cancel digits as E[x^2] - E[x]^2 would; output) in one workgroup: after the first, the values
-// come from cache on a CPU adapter, so memory sees about one read and one write.
+// Two passes over the channel's values in one workgroup: the mean and variance together (Welford's
+// running moments, which do not cancel digits as E[x^2] - E[x]^2 would), then the output; after
+// the first, the values come from cache on a CPU adapter, so memory sees about one read and one
+// write. The values are
+// read and written in units of `Values` (values_by_one.wgsl or values_by_four.wgsl, which the
+// host chooses by the plane's size).
 //
 // Synchronised across data-parallel replicas (SyncBatchNorm), the kernel runs twice with the host
 // between: phase 1 writes this replica's statistics alone; the host combines every replica's into
@@ -17,7 +20,7 @@
 struct Params {
     batch: u32,
     channels: u32,
-    plane: u32, // height * width
+    plane: u32, // height * width, a multiple of VALUES
     relu: u32,
     eps: f32,
     lanes: u32, // invocations per channel: a power of two up to REDUCTION
@@ -30,12 +33,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<Values>;
 // [4][channels]: weight, bias, running mean, running variance (the last two updated here).
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 // [4][channels]: weight, bias, batch mean, biased batch variance.
 @group(0) @binding(3) var<storage, read_write> batch_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<Values>;
 
 @compute @workgroup_size(REDUCTION)
 fn batch_norm_train_forward(
@@ -48,7 +51,7 @@ fn batch_norm_train_forward(
     let c = segment.channel;
     let lane = segment.lane;
     let writes = segment.writes;
-    let plane = params.plane;
+    let units = params.plane / VALUES;
     var mean = 0.0;
     var variance = 0.0;
     if params.phase == 2u {
@@ -71,11 +74,11 @@ fn batch_norm_train_forward(
     let scale = stats[c] * inverseSqrt(variance + params.eps);
     let shift = stats[channels + c] - mean * scale;
     for (var n = 0u; n < params.batch; n++) {
-        let base = (n * channels + c) * plane;
-        for (var p = lane; p < plane; p += lanes) {
+        let base = (n * channels + c) * units;
+        for (var p = lane; p < units; p += lanes) {
             var y = input[base + p] * scale + shift;
             if params.relu != 0u {
-                y = max(y, 0.0);
+                y = max(y, Values(0.0));
             }
             if writes {
                 output[base + p] = y;
@@ -94,29 +97,32 @@ fn batch_norm_train_forward(
     }
 }
 
-// Channel c's mean and biased variance over the batch, on every invocation of its segment.
+// Channel c's mean and biased variance over the batch, on every invocation of its segment, in
+// one pass over the values: each invocation keeps Welford's running mean and sum of squared
+// deviations of its share (per component of a unit), and the segment combines them.
 fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32) -> vec2<f32> {
     let channels = params.channels;
-    let plane = params.plane;
+    let units = params.plane / VALUES;
+    var seen = 0u;
+    var mean = Values(0.0);
+    var squares = Values(0.0);
     // Image by image, the invocations stride over the channel's plane: consecutive invocations
-    // read consecutive values, and no index needs a division.
-    var sum = 0.0;
+    // read consecutive units, and no index needs a division.
     for (var n = 0u; n < params.batch; n++) {
-        let base = (n * channels + c) * plane;
-        for (var p = lane; p < plane; p += lanes) {
-            sum += input[base + p];
+        let base = (n * channels + c) * units;
+        for (var p = lane; p < units; p += lanes) {
+            seen += 1u;
+            let x = input[base + p];
+            let delta = x - mean;
+            mean += delta * (1.0 / f32(seen));
+            squares += delta * (x - mean);
         }
     }
-    let count = f32(params.batch * plane);
-    let mean = segment_sum(local, lanes, vec2<f32>(sum, 0.0)).x / count;
-    var squares = 0.0;
-    for (var n = 0u; n < params.batch; n++) {
-        let base = (n * channels + c) * plane;
-        for (var p = lane; p < plane; p += lanes) {
-            let centred = input[base + p] - mean;
-            squares += centred * centred;
-        }
-    }
-    let variance = segment_sum(local, lanes, vec2<f32>(squares, 0.0)).x / count;
-    return vec2<f32>(mean, variance);
+    // The components' moments, each over `seen` values, as one invocation's.
+    let count = f32(seen);
+    let own_mean = total(mean) / f32(VALUES);
+    let spread = mean - own_mean;
+    let own_squares = total(squares) + count * total(spread * spread);
+    let moments = segment_moments(local, lanes, vec3<f32>(count * f32(VALUES), own_mean, own_squares));
+    return vec2<f32>(moments.y, moments.z / moments.x);
 }

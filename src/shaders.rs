@@ -46,6 +46,10 @@ pub struct ShaderSource {
     pub file: &'static str,
     /// The compute entry point (named after the op).
     pub entry_point: &'static str,
+    /// The kernel's name in profiles, pipeline caches and file names: its entry point, with the
+    /// variant appended where one file is compiled with different snippets (such as
+    /// `batch_norm_backward_by_four`).
+    pub name: &'static str,
     /// `shaders/common/grid.wgsl`, the file's snippets from `shaders/common/`, and the file.
     body: &'static str,
     /// The snippets' file names, for the test that every snippet is used.
@@ -61,9 +65,13 @@ impl ShaderSource {
 
 macro_rules! shader {
     ($file:literal, $entry:literal, [$($snippet:literal),*]) => {
+        shader!($file, $entry as $entry, [$($snippet),*])
+    };
+    ($file:literal, $entry:literal as $name:literal, [$($snippet:literal),*]) => {
         ShaderSource {
             file: $file,
             entry_point: $entry,
+            name: $name,
             body: concat!(
                 include_str!("../shaders/common/grid.wgsl"),
                 $(include_str!(concat!("../shaders/common/", $snippet)),)*
@@ -172,18 +180,34 @@ pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
 pub const BATCH_NORM_FORWARD: ShaderSource =
     shader!("batch_norm_forward.wgsl", "batch_norm_forward", []);
 /// Batch norm in training mode: each channel's batch statistics, the output normalised by them,
-/// running statistics updated; one workgroup per channel.
+/// running statistics updated; one workgroup per channel, one value at a time.
 pub const BATCH_NORM_TRAIN_FORWARD: ShaderSource = shader!(
     "batch_norm_train_forward.wgsl",
     "batch_norm_train_forward",
-    ["workgroup_sum.wgsl"]
+    [
+        "workgroup_sum.wgsl",
+        "workgroup_moments.wgsl",
+        "values_by_one.wgsl"
+    ]
+);
+/// [`BATCH_NORM_TRAIN_FORWARD`] four values at a time, for planes whose size is a multiple of 4.
+pub const BATCH_NORM_TRAIN_FORWARD_BY_FOUR: ShaderSource = shader!(
+    "batch_norm_train_forward.wgsl",
+    "batch_norm_train_forward" as "batch_norm_train_forward_by_four",
+    ["workgroup_sum.wgsl", "workgroup_moments.wgsl", "values_by_four.wgsl"]
 );
 /// Batch norm backward in training mode: the weight, bias and input gradients through the batch
-/// statistics (and the fused ReLU); one workgroup per channel.
+/// statistics (and the fused ReLU); one workgroup per channel, one value at a time.
 pub const BATCH_NORM_BACKWARD: ShaderSource = shader!(
     "batch_norm_backward.wgsl",
     "batch_norm_backward",
-    ["workgroup_sum.wgsl"]
+    ["workgroup_sum.wgsl", "values_by_one.wgsl"]
+);
+/// [`BATCH_NORM_BACKWARD`] four values at a time, for planes whose size is a multiple of 4.
+pub const BATCH_NORM_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "batch_norm_backward.wgsl",
+    "batch_norm_backward" as "batch_norm_backward_by_four",
+    ["workgroup_sum.wgsl", "values_by_four.wgsl"]
 );
 /// Adaptive average pooling backward: each output's gradient spread over its cell, as a gather.
 pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
@@ -274,7 +298,9 @@ pub const ALL: &[ShaderSource] = &[
     ADAPTIVE_AVG_POOL_FORWARD,
     BATCH_NORM_FORWARD,
     BATCH_NORM_TRAIN_FORWARD,
+    BATCH_NORM_TRAIN_FORWARD_BY_FOUR,
     BATCH_NORM_BACKWARD,
+    BATCH_NORM_BACKWARD_BY_FOUR,
     ADAPTIVE_AVG_POOL_BACKWARD,
     SOFTMAX_CROSS_ENTROPY,
     ADD_BACKWARD,

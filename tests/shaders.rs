@@ -109,7 +109,7 @@ fn every_shader_translates_to_spirv_msl_and_hlsl() {
                 &constants,
             )
             .unwrap_or_else(|e| panic!("{}: overrides: {e}", shader.entry_point));
-            let what = format!("{} (workgroup size {workgroup_size})", shader.entry_point);
+            let what = format!("{} (workgroup size {workgroup_size})", shader.name);
 
             let spv_pipeline = naga::back::spv::PipelineOptions {
                 shader_stage: naga::ShaderStage::Compute,
@@ -123,7 +123,7 @@ fn every_shader_translates_to_spirv_msl_and_hlsl() {
             )
             .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
             let bytes: Vec<u8> = spirv.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let path = format!("{out}/{}_{workgroup_size}.spv", shader.entry_point);
+            let path = format!("{out}/{}_{workgroup_size}.spv", shader.name);
             std::fs::write(path, bytes).unwrap();
 
             let msl_options = naga::back::msl::Options {

@@ -127,18 +127,20 @@ fn training_ops_network(input: Dims) -> (Network, Weights) {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn training_ops_match_the_reference_on_awkward_shapes() {
-    let input = common::dims(3, 5, 7);
-    let (network, params) = training_ops_network(input);
-    for batch in [1, 3] {
-        let plan = network.plan(batch).unwrap();
-        let x = random(batch * input.len(), 11);
-        for ctx in contexts() {
-            let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
-            let what = format!("batch {batch} on {}", ctx.describe());
-            assert_trains_as_the_reference(&net, &params, &x, &what);
-            // The unused convolution's output reaches no loss: no gradient to read.
-            let unused = plan.iter().position(|l| l.layer.name == "unused").unwrap();
-            assert!(net.read_output_gradient(unused).is_err());
+    // Batch norms over planes of 5x7 read one value at a time, over 4x6 four at a time.
+    for input in [common::dims(3, 5, 7), common::dims(3, 4, 6)] {
+        let (network, params) = training_ops_network(input);
+        for batch in [1, 3] {
+            let plan = network.plan(batch).unwrap();
+            let x = random(batch * input.len(), 11);
+            for ctx in contexts() {
+                let net = GpuNetwork::with_gradients(ctx, &plan, &params).unwrap();
+                let what = format!("{input:?}, batch {batch} on {}", ctx.describe());
+                assert_trains_as_the_reference(&net, &params, &x, &what);
+                // The unused convolution's output reaches no loss: no gradient to read.
+                let unused = plan.iter().position(|l| l.layer.name == "unused").unwrap();
+                assert!(net.read_output_gradient(unused).is_err());
+            }
         }
     }
 }

@@ -340,7 +340,7 @@ impl<'a> Builder<'a> {
             });
         let dispatch = Dispatch {
             label: label.to_string(),
-            kernel: pipeline.entry_point,
+            kernel: pipeline.kernel,
             pipeline: pipeline.pipeline,
             bind_group,
             workgroups,

@@ -131,14 +131,16 @@ pub(crate) fn workgroup_size(software: bool) -> u32 {
 /// Override constants a kernel is specialised with (name, value), besides `WORKGROUP_SIZE`.
 pub(crate) type Overrides = Vec<(&'static str, f64)>;
 
-/// A compiled pipeline and the entry point it runs, by which profiles name it.
+/// A compiled pipeline and the name of the kernel it runs ([`ShaderSource::name`]), by which
+/// profiles name it.
 #[derive(Clone, Debug)]
 pub(crate) struct Pipeline {
-    pub entry_point: &'static str,
+    pub kernel: &'static str,
     pub pipeline: wgpu::ComputePipeline,
 }
 
-/// A pipeline's identity: its entry point and override constants (as f64 bits, to be hashable).
+/// A pipeline's identity: its kernel's name and override constants (as f64 bits, to be
+/// hashable).
 type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 
 /// Every pipeline a device has needed so far, made on first use and kept: a kernel specialised
@@ -202,7 +204,7 @@ impl Pipelines {
         let constants: Vec<(&'static str, f64)> =
             size.into_iter().chain(overrides.iter().copied()).collect();
         let key = (
-            kernel.shader.entry_point,
+            kernel.shader.name,
             constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         );
         // A panic elsewhere cannot leave the map half-updated: insertion is one call.
@@ -234,7 +236,7 @@ fn compile(
         source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(shader.entry_point),
+        label: Some(shader.name),
         // The bind group layout is derived from the shader's own declarations.
         layout: None,
         module: &module,
@@ -246,7 +248,7 @@ fn compile(
         cache: None,
     });
     Pipeline {
-        entry_point: shader.entry_point,
+        kernel: shader.name,
         pipeline,
     }
 }
@@ -255,7 +257,7 @@ fn compile(
 pub(crate) struct Dispatch {
     /// What it computes; it starts with its layer's name (profiles group by that).
     pub label: String,
-    /// The kernel's entry point, as profiles name it.
+    /// The kernel's name ([`ShaderSource::name`]), as profiles name it.
     pub kernel: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     /// The kernel's arguments (uniform parameters and buffers).

@@ -212,22 +212,22 @@ mod tests {
                 ),
             }
         }
-        // Every registered entry point is dispatched through one typed kernel, and entry points
-        // are unique (the pipeline cache is keyed by them).
+        // Every registered kernel is dispatched through one typed kernel, and kernel names are
+        // unique (the pipeline cache is keyed by them).
         for shader in crate::shaders::ALL {
             let typed = contracts
                 .iter()
-                .filter(|c| c.shader.entry_point == shader.entry_point)
+                .filter(|c| c.shader.name == shader.name)
                 .count();
-            assert_eq!(typed, 1, "{} has {typed} typed kernels", shader.entry_point);
+            assert_eq!(typed, 1, "{} has {typed} typed kernels", shader.name);
         }
-        let mut names: Vec<&str> = crate::shaders::ALL.iter().map(|s| s.entry_point).collect();
+        let mut names: Vec<&str> = crate::shaders::ALL.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(
             names.len(),
             crate::shaders::ALL.len(),
-            "entry points are unique"
+            "kernel names are unique"
         );
     }
 }

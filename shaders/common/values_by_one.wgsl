@@ -1,0 +1,10 @@
+
+// A per-channel kernel's unit of work: one value (planes whose size is not a multiple of 4, such
+// as 7x7). values_by_four.wgsl is the same interface four values at a time.
+alias Values = f32;
+const VALUES: u32 = 1u;
+
+// The sum of a unit's values.
+fn total(values: Values) -> f32 {
+    return values;
+}
