@@ -105,7 +105,7 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
 /// The training kernels for `layer`, as an index into [`TRAIN_FORWARD`] and [`BACKWARD`]: four
 /// values at a time where every image's plane of a channel is a whole number of vec4s.
 fn variant(layer: &LayerPlan) -> usize {
-    usize::from((layer.output.height * layer.output.width) % 4 == 0)
+    usize::from((layer.output.height * layer.output.width).is_multiple_of(4))
 }
 
 /// Invocations per channel of the per-channel kernels, a power of two up to [`REDUCTION`] (a
