@@ -72,8 +72,8 @@ fn batch_norm_backward(
                 sum_dy += g;
             }
         }
-        let dy_x_hat = total(dy_centred) * inverse_std;
-        sums = segment_sum(local, lanes, vec2<f32>(dy_x_hat, total(sum_dy)));
+        let dy_x_hat = sum_of(dy_centred) * inverse_std;
+        sums = segment_sum(local, lanes, vec2<f32>(dy_x_hat, sum_of(sum_dy)));
         if lane == 0u && writes {
             grads[c] = sums.x;
             grads[channels + c] = sums.y;

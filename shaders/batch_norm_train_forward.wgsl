@@ -120,9 +120,9 @@ fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32) -> vec2<f32> {
     }
     // The components' moments, each over `seen` values, as one invocation's.
     let count = f32(seen);
-    let own_mean = total(mean) / f32(VALUES);
+    let own_mean = sum_of(mean) / f32(VALUES);
     let spread = mean - own_mean;
-    let own_squares = total(squares) + count * total(spread * spread);
+    let own_squares = sum_of(squares) + count * sum_of(spread * spread);
     let moments = segment_moments(local, lanes, vec3<f32>(count * f32(VALUES), own_mean, own_squares));
     return vec2<f32>(moments.y, moments.z / moments.x);
 }

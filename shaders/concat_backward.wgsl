@@ -1,7 +1,8 @@
 // One input's gradient of a channel concatenation, NCHW: its slice of the output gradient, copied
 // (accumulate = 0) or added (accumulate = 1, where the input already received another layer's
-// gradient). The host runs one dispatch per input. Every invocation owns four consecutive
-// elements of the input's gradient.
+// gradient). The host runs one dispatch per input. Every invocation owns one unit of `Values`: four consecutive elements
+// (values_by_four.wgsl) where every length the host passes is a multiple of 4, else one
+// (values_by_one.wgsl); lengths are in units.
 
 struct Params {
     len: u32,             // batch * input channels * plane
@@ -15,19 +16,23 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(1) var<storage, read> grad_output: array<Values>;
+@group(0) @binding(2) var<storage, read_write> grad_input: array<Values>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn concat_backward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = folded_index(id, groups) * 4u;
-    for (var i = first; i < min(first + 4u, params.len); i++) {
-        let image = i / params.input_per_image;
-        let within = i % params.input_per_image;
-        let slice = grad_output[image * params.output_per_image + params.offset + within];
-        grad_input[i] = select(0.0, grad_input[i], params.accumulate != 0u) + slice;
+    let first = folded_index(id, groups) * UNITS_PER_INVOCATION;
+    var at = first_destination(first);
+    for (var i = first; i < min(first + UNITS_PER_INVOCATION, params.len); i++) {
+        let slice = grad_output[at.x];
+        if params.accumulate != 0u {
+            grad_input[i] += slice;
+        } else {
+            grad_input[i] = slice;
+        }
+        at = next_destination(at);
     }
 }

@@ -1,7 +1,8 @@
 // One input of a channel concatenation, NCHW: copies every image's [channels, plane] block of the
 // input into its slice of the output, which holds all inputs' channels in order. The host runs
-// one dispatch per input (GoogLeNet's four Inception branches). Every invocation owns four
-// consecutive elements.
+// one dispatch per input (GoogLeNet's four Inception branches). Every invocation owns one unit of `Values`: four consecutive elements
+// (values_by_four.wgsl) where every length the host passes is a multiple of 4, else one
+// (values_by_one.wgsl); lengths are in units.
 
 struct Params {
     len: u32,             // batch * input channels * plane
@@ -11,19 +12,18 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
-
+@group(0) @binding(1) var<storage, read> input: array<Values>;
+@group(0) @binding(2) var<storage, read_write> output: array<Values>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn concat_forward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = folded_index(id, groups) * 4u;
-    for (var i = first; i < min(first + 4u, params.len); i++) {
-        let image = i / params.input_per_image;
-        let within = i % params.input_per_image;
-        output[image * params.output_per_image + params.offset + within] = input[i];
+    let first = folded_index(id, groups) * UNITS_PER_INVOCATION;
+    var at = first_destination(first);
+    for (var i = first; i < min(first + UNITS_PER_INVOCATION, params.len); i++) {
+        output[at.x] = input[i];
+        at = next_destination(at);
     }
 }

@@ -6,7 +6,9 @@
 // invocation owns a POOL_TILE x POOL_TILE (4x4) tile of one plane's inputs (the folded grid index
 // counts tiles as [plane][tile row][tile column]), visits every window that can reach the tile
 // (a fixed count, from the window and stride, which are override constants as in the forward
-// kernel), and adds each window's gradient at the tile position its maximum lies at.
+// kernel), and adds each window's gradient at the tile position its maximum lies at. A tile row
+// is stored as units of `Values`: one vec4 where the input's width is a multiple of 4
+// (values_by_four.wgsl), else four values (values_by_one.wgsl).
 
 struct Params {
     planes: u32, // batch * channels
@@ -23,7 +25,7 @@ struct Params {
 // Each window's maximum, as an index into its window: dy * WINDOW_WIDTH + dx.
 @group(0) @binding(1) var<storage, read> argmax: array<u32>;
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
-@group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad_input: array<Values>;
 
 override WINDOW_HEIGHT: u32;
 override WINDOW_WIDTH: u32;
@@ -99,10 +101,10 @@ fn store_row(in_plane: u32, y: u32, first_x: u32, values: vec4<f32>) {
     if y >= params.in_height {
         return;
     }
-    let at = (in_plane + y) * params.in_width + first_x;
-    for (var k = 0u; k < POOL_TILE; k++) {
-        if first_x + k < params.in_width {
-            grad_input[at + k] = values[k];
+    let at = ((in_plane + y) * params.in_width + first_x) / VALUES;
+    for (var k = 0u; k < POOL_TILE / VALUES; k++) {
+        if first_x + k * VALUES < params.in_width {
+            grad_input[at + k] = unit_of(values, k);
         }
     }
 }

@@ -168,8 +168,18 @@ pub const MAX_POOL_FORWARD: ShaderSource = shader!("max_pool_forward.wgsl", "max
 /// Max pooling forward that also records each window's maximum for the backward pass.
 pub const MAX_POOL_ARGMAX: ShaderSource = shader!("max_pool_forward.wgsl", "max_pool_argmax", []);
 /// Max pooling backward: each output gradient to its window's recorded maximum, as a gather.
-pub const MAX_POOL_BACKWARD: ShaderSource =
-    shader!("max_pool_backward.wgsl", "max_pool_backward", []);
+pub const MAX_POOL_BACKWARD: ShaderSource = shader!(
+    "max_pool_backward.wgsl",
+    "max_pool_backward",
+    ["values_by_one.wgsl"]
+);
+/// [`MAX_POOL_BACKWARD`] storing a tile row as one vec4, for inputs whose width is a multiple
+/// of 4.
+pub const MAX_POOL_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "max_pool_backward.wgsl",
+    "max_pool_backward" as "max_pool_backward_by_four",
+    ["values_by_four.wgsl"]
+);
 /// PyTorch's adaptive average pooling to a fixed output size.
 pub const ADAPTIVE_AVG_POOL_FORWARD: ShaderSource = shader!(
     "adaptive_avg_pool_forward.wgsl",
@@ -219,19 +229,70 @@ pub const ADAPTIVE_AVG_POOL_BACKWARD: ShaderSource = shader!(
 pub const SOFTMAX_CROSS_ENTROPY: ShaderSource =
     shader!("softmax_cross_entropy.wgsl", "softmax_cross_entropy", []);
 /// A residual addition's backward: the output gradient (through the ReLU) to both inputs.
-pub const ADD_BACKWARD: ShaderSource = shader!("add_backward.wgsl", "add_backward", []);
+pub const ADD_BACKWARD: ShaderSource =
+    shader!("add_backward.wgsl", "add_backward", ["values_by_one.wgsl"]);
+/// [`ADD_BACKWARD`] four values at a time.
+pub const ADD_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "add_backward.wgsl",
+    "add_backward" as "add_backward_by_four",
+    ["values_by_four.wgsl"]
+);
 /// Copies a gradient or adds it into another (a tensor that several layers read).
-pub const ADD_GRADIENT: ShaderSource = shader!("add_gradient.wgsl", "add_gradient", []);
+pub const ADD_GRADIENT: ShaderSource =
+    shader!("add_gradient.wgsl", "add_gradient", ["values_by_one.wgsl"]);
+/// [`ADD_GRADIENT`] four values at a time.
+pub const ADD_GRADIENT_BY_FOUR: ShaderSource = shader!(
+    "add_gradient.wgsl",
+    "add_gradient" as "add_gradient_by_four",
+    ["values_by_four.wgsl"]
+);
 /// One input's slice of a channel concatenation's gradient, copied or added.
-pub const CONCAT_BACKWARD: ShaderSource = shader!("concat_backward.wgsl", "concat_backward", []);
+pub const CONCAT_BACKWARD: ShaderSource = shader!(
+    "concat_backward.wgsl",
+    "concat_backward",
+    ["values_by_one.wgsl", "concat_slices.wgsl"]
+);
+/// [`CONCAT_BACKWARD`] four values at a time.
+pub const CONCAT_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "concat_backward.wgsl",
+    "concat_backward" as "concat_backward_by_four",
+    ["values_by_four.wgsl", "concat_slices.wgsl"]
+);
 /// Element-wise sum of two tensors with optional ReLU (a residual connection).
-pub const ADD_FORWARD: ShaderSource = shader!("add_forward.wgsl", "add_forward", []);
+pub const ADD_FORWARD: ShaderSource =
+    shader!("add_forward.wgsl", "add_forward", ["values_by_one.wgsl"]);
+/// [`ADD_FORWARD`] four values at a time.
+pub const ADD_FORWARD_BY_FOUR: ShaderSource = shader!(
+    "add_forward.wgsl",
+    "add_forward" as "add_forward_by_four",
+    ["values_by_four.wgsl"]
+);
 /// Copies one input into its slice of a channel concatenation.
-pub const CONCAT_FORWARD: ShaderSource = shader!("concat_forward.wgsl", "concat_forward", []);
+pub const CONCAT_FORWARD: ShaderSource = shader!(
+    "concat_forward.wgsl",
+    "concat_forward",
+    ["values_by_one.wgsl", "concat_slices.wgsl"]
+);
+/// [`CONCAT_FORWARD`] four values at a time.
+pub const CONCAT_FORWARD_BY_FOUR: ShaderSource = shader!(
+    "concat_forward.wgsl",
+    "concat_forward" as "concat_forward_by_four",
+    ["values_by_four.wgsl", "concat_slices.wgsl"]
+);
 /// Bias gradient: the output gradient summed over the batch and each channel's plane.
 pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward", []);
 /// ReLU backward, in place: the gradient where the output was positive, zero elsewhere.
-pub const RELU_BACKWARD: ShaderSource = shader!("relu_backward.wgsl", "relu_backward", []);
+pub const RELU_BACKWARD: ShaderSource = shader!(
+    "relu_backward.wgsl",
+    "relu_backward",
+    ["values_by_one.wgsl"]
+);
+/// [`RELU_BACKWARD`] four values at a time.
+pub const RELU_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "relu_backward.wgsl",
+    "relu_backward" as "relu_backward_by_four",
+    ["values_by_four.wgsl"]
+);
 /// One SGD step with momentum on a parameter buffer.
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd", []);
 /// Style transfer: a scaled difference of two tensors and its squared sum in chunks (the
@@ -295,6 +356,7 @@ pub const ALL: &[ShaderSource] = &[
     MAX_POOL_FORWARD,
     MAX_POOL_ARGMAX,
     MAX_POOL_BACKWARD,
+    MAX_POOL_BACKWARD_BY_FOUR,
     ADAPTIVE_AVG_POOL_FORWARD,
     BATCH_NORM_FORWARD,
     BATCH_NORM_TRAIN_FORWARD,
@@ -304,12 +366,18 @@ pub const ALL: &[ShaderSource] = &[
     ADAPTIVE_AVG_POOL_BACKWARD,
     SOFTMAX_CROSS_ENTROPY,
     ADD_BACKWARD,
+    ADD_BACKWARD_BY_FOUR,
     ADD_GRADIENT,
+    ADD_GRADIENT_BY_FOUR,
     CONCAT_BACKWARD,
+    CONCAT_BACKWARD_BY_FOUR,
     ADD_FORWARD,
+    ADD_FORWARD_BY_FOUR,
     CONCAT_FORWARD,
+    CONCAT_FORWARD_BY_FOUR,
     BIAS_BACKWARD,
     RELU_BACKWARD,
+    RELU_BACKWARD_BY_FOUR,
     SGD,
     SQUARED_DIFFERENCE,
     SUM_TO_LOSS,

@@ -654,7 +654,7 @@ fn bench_profiles_every_layer_of_both_passes() {
     }
     // Each layer names the kernels it ran: the forward's conv1 the convolution kernel the
     // adapter resolved (register blocks on a software adapter, tiles on most GPUs), the
-    // backward's pool1 its gather.
+    // backward's pool1 its gather (storing vec4s: its input is 56 wide).
     let resolved = doc["devices"][0]["conv_kernel"].as_str().unwrap();
     let conv_kernel = match resolved {
         "RegisterBlock" => "conv2d_forward",
@@ -674,7 +674,7 @@ fn bench_profiles_every_layer_of_both_passes() {
     assert_eq!(backward_pool1["layer"], "pool1");
     assert_eq!(
         backward_pool1["kernels"],
-        serde_json::json!(["max_pool_backward"])
+        serde_json::json!(["max_pool_backward_by_four"])
     );
     assert_clean_failure(
         &["bench", "--profile", "--devices", "2"],

@@ -58,7 +58,7 @@ fn assert_trains_with_loss(
 /// with ReLU; convolutions without bias (a bias before a batch norm has a gradient of exactly zero:
 /// nothing to compare to a relative tolerance) and one with stride 2 and asymmetric padding whose
 /// output reaches no loss (it gets no backward); a batch norm with ReLU over a concatenation of
-/// 4 + 4 + 2 channels; a ceil-mode max pool with padding; an adaptive average pool that does not
+/// 3 + 3 + 2 channels; a ceil-mode max pool with padding; an adaptive average pool that does not
 /// divide its input (3x4 to 2x3).
 fn training_ops_network(input: Dims) -> (Network, Weights) {
     let conv = |out_channels, window, relu, bias| LayerKind::Conv2d {
@@ -83,9 +83,9 @@ fn training_ops_network(input: Dims) -> (Network, Weights) {
     });
     let norm = |relu| LayerKind::BatchNorm { eps: 1e-5, relu };
     let layers = vec![
-        Layer::new("a", conv(4, same(3), true, true)),
+        Layer::new("a", conv(3, same(3), true, true)),
         Layer::new("a_bn", norm(false)),
-        Layer::new("b", conv(4, same(1), false, false)).reading(&[model::INPUT]),
+        Layer::new("b", conv(3, same(1), false, false)).reading(&[model::INPUT]),
         Layer::new("sum", LayerKind::Add { relu: true }).reading(&["a_bn", "b"]),
         Layer::new(
             "unused",
@@ -127,7 +127,8 @@ fn training_ops_network(input: Dims) -> (Network, Weights) {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn training_ops_match_the_reference_on_awkward_shapes() {
-    // Batch norms over planes of 5x7 read one value at a time, over 4x6 four at a time.
+    // At 5x7 every element-wise kernel, batch norm and concatenation runs one value at a time
+    // (3 channels x 35 values), at 4x6 four at a time.
     for input in [common::dims(3, 5, 7), common::dims(3, 4, 6)] {
         let (network, params) = training_ops_network(input);
         for batch in [1, 3] {

@@ -1,10 +1,15 @@
 
-// A per-channel kernel's unit of work: one value (planes whose size is not a multiple of 4, such
+// A kernel's unit of work: one value (planes whose size is not a multiple of 4, such
 // as 7x7). values_by_four.wgsl is the same interface four values at a time.
 alias Values = f32;
 const VALUES: u32 = 1u;
 
 // The sum of a unit's values.
-fn total(values: Values) -> f32 {
+fn sum_of(values: Values) -> f32 {
     return values;
+}
+
+// Unit k of four values.
+fn unit_of(values: vec4<f32>, k: u32) -> Values {
+    return values[k];
 }

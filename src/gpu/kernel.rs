@@ -106,6 +106,49 @@ impl<P: KernelParams> KernelDef<P> {
     }
 }
 
+/// One WGSL kernel compiled two ways: one value per unit of work (`values_by_one.wgsl`) and
+/// four (`values_by_four.wgsl`, a vec4 per load and store). The vec4 form needs every length and
+/// offset the kernel indexes by to be a multiple of 4; on a CPU adapter it measured 2x to 16x
+/// the bandwidth of the other (an invocation's index arithmetic, bounds checks and loop are paid
+/// once per four values).
+pub(crate) struct ByUnits<P> {
+    one: KernelDef<P>,
+    four: KernelDef<P>,
+}
+
+impl<P: KernelParams> ByUnits<P> {
+    /// Kernels sized by `WORKGROUP_SIZE`.
+    pub const fn flat(one: ShaderSource, four: ShaderSource) -> Self {
+        ByUnits {
+            one: KernelDef::flat(one),
+            four: KernelDef::flat(four),
+        }
+    }
+
+    /// Kernels reducing one channel per workgroup (see [`KernelDef::reduction`]).
+    pub const fn reduction(one: ShaderSource, four: ShaderSource) -> Self {
+        ByUnits {
+            one: KernelDef::reduction(one),
+            four: KernelDef::reduction(four),
+        }
+    }
+
+    /// The variant for lengths and offsets `sizes` (in values), and the values in its unit.
+    pub fn for_sizes(&self, sizes: &[usize]) -> (&KernelDef<P>, usize) {
+        if sizes.iter().all(|size| size.is_multiple_of(4)) {
+            (&self.four, 4)
+        } else {
+            (&self.one, 1)
+        }
+    }
+
+    #[cfg(test)]
+    /// Both variants' contracts.
+    pub fn contracts(&self) -> [Contract; 2] {
+        [self.one.contract(), self.four.contract()]
+    }
+}
+
 #[cfg(test)]
 /// A kernel's side of the Rust <-> WGSL contract, for the layout test.
 #[derive(Clone, Copy, Debug)]

@@ -2,7 +2,7 @@
 //! The one home of these counts: the benchmark's GFLOP/s, the profile's rates against the
 //! adapter's peak, and the criterion benches all read them from here.
 
-use super::LayerPlan;
+use super::{LayerKind, LayerPlan};
 
 /// Which way a pass runs over a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -21,9 +21,11 @@ pub struct Cost {
     /// docs/networks.md, 'The seed').
     pub flops: u64,
     /// The least bytes the pass must move. Forward: its inputs and parameters read, its output
-    /// written. Backward: its input and output gradient read and its parameter gradients
-    /// written, and where it computes its input gradient, its parameters read and that gradient
-    /// written.
+    /// written. Backward: its output gradient read, its inputs read where the backward needs
+    /// them (not for additions, concatenations and pooling), its output read where it needs it
+    /// (a fused ReLU's mask after a batch norm or addition; a max pool's recorded maxima, one
+    /// 4-byte index per output), its parameter gradients written, and where it computes its
+    /// input gradient, its parameters read and that gradient written.
     pub bytes: u64,
 }
 
@@ -40,12 +42,22 @@ pub fn layer_cost(layer: &LayerPlan, direction: Direction, input_gradient: bool)
     let output = layer.output.len() as u64;
     let parameters = layer.parameters() as u64;
     let forward_flops = batch * layer.flops_per_image();
+    // What the backward reads besides its output gradient: its inputs, its output.
+    let (reads_inputs, reads_output) = match layer.layer.kind {
+        LayerKind::Add { relu } => (false, relu),
+        LayerKind::Concat | LayerKind::AdaptiveAvgPool { .. } => (false, false),
+        LayerKind::MaxPool { .. } => (false, true),
+        LayerKind::BatchNorm { relu, .. } => (true, relu),
+        _ => (true, false),
+    };
+    let backward_reads =
+        output + u64::from(reads_inputs) * inputs + u64::from(reads_output) * output;
     let (flops, values) = match (direction, input_gradient) {
         (Direction::Forward, _) => (forward_flops, batch * (inputs + output) + parameters),
-        (Direction::Backward, false) => (forward_flops, batch * (inputs + output) + parameters),
+        (Direction::Backward, false) => (forward_flops, batch * backward_reads + parameters),
         (Direction::Backward, true) => (
             2 * forward_flops,
-            batch * (2 * inputs + output) + 2 * parameters,
+            batch * (backward_reads + inputs) + 2 * parameters,
         ),
     };
     Cost {
@@ -109,6 +121,14 @@ mod tests {
         let lrn_cost = layer_cost(lrn, Direction::Forward, true);
         assert_eq!(lrn_cost.flops, 0);
         assert_eq!(lrn_cost.bytes, 4 * 2 * 2 * lrn.output.len() as u64);
+        // A max pool's backward reads the output gradient and the maxima (one index per output)
+        // and writes the input gradient; it never reads its input.
+        let pool = plan.iter().find(|l| l.layer.name == "pool1").unwrap();
+        let pool_backward = layer_cost(pool, Direction::Backward, true);
+        assert_eq!(
+            pool_backward.bytes,
+            4 * 2 * (2 * pool.output.len() + pool.input.len()) as u64
+        );
         // The totals: backward is twice forward less the first layer's input gradient.
         let forward_total = total_flops_per_image(&plan);
         assert_eq!(
@@ -120,5 +140,46 @@ mod tests {
             .map(|l| layer_cost(l, Direction::Forward, true).flops)
             .sum();
         assert_eq!(summed, 2 * forward_total);
+    }
+
+    #[test]
+    fn backward_bytes_count_what_each_op_reads() {
+        use crate::model::{Dims, Layer, LayerKind, Network, INPUT};
+        let dims = Dims {
+            channels: 4,
+            height: 3,
+            width: 5,
+        };
+        let layers = vec![
+            Layer::new(
+                "bn",
+                LayerKind::BatchNorm {
+                    eps: 1e-5,
+                    relu: true,
+                },
+            ),
+            Layer::new("sum", LayerKind::Add { relu: true }).reading(&[INPUT, "bn"]),
+            Layer::new("cat", LayerKind::Concat).reading(&["sum", "bn"]),
+            Layer::new(
+                "gap",
+                LayerKind::AdaptiveAvgPool {
+                    height: 1,
+                    width: 1,
+                },
+            ),
+        ];
+        let plan = Network::new("ops", dims, layers).plan(3).unwrap();
+        // Values in the batch of one 4x3x5 tensor.
+        let n = 3 * 60;
+        let bytes = |i: usize| layer_cost(&plan[i], Direction::Backward, true).bytes;
+        let bn_parameters = plan[0].parameters() as u64;
+        // Input, output (the ReLU's mask) and output gradient read, input gradient written.
+        assert_eq!(bytes(0), 4 * (4 * n + 2 * bn_parameters));
+        // Output (the mask) and output gradient read, both inputs' gradients written.
+        assert_eq!(bytes(1), 4 * 4 * n);
+        // Output gradient (two tensors' worth) read, both inputs' gradients written.
+        assert_eq!(bytes(2), 4 * 4 * n);
+        // Output gradient (8 channels x 3 images) read, input gradient (8 channels) written.
+        assert_eq!(bytes(3), 4 * (24 + 2 * n));
     }
 }

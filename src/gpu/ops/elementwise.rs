@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder};
-use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
+use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::LayerPlan;
 use crate::shaders;
@@ -84,25 +84,37 @@ kernel_params! {
     }
 }
 
-const RELU_BACKWARD: KernelDef<ReluBackwardParams> = KernelDef::flat(shaders::RELU_BACKWARD);
+const RELU_BACKWARD: ByUnits<ReluBackwardParams> =
+    ByUnits::flat(shaders::RELU_BACKWARD, shaders::RELU_BACKWARD_BY_FOUR);
 const BIAS_BACKWARD: KernelDef<BiasBackwardParams> = KernelDef::flat(shaders::BIAS_BACKWARD);
-const ADD_FORWARD: KernelDef<AddParams> = KernelDef::flat(shaders::ADD_FORWARD);
-const CONCAT_FORWARD: KernelDef<ConcatParams> = KernelDef::flat(shaders::CONCAT_FORWARD);
-const ADD_GRADIENT: KernelDef<AddGradientParams> = KernelDef::flat(shaders::ADD_GRADIENT);
-const ADD_BACKWARD: KernelDef<AddBackwardParams> = KernelDef::flat(shaders::ADD_BACKWARD);
-const CONCAT_BACKWARD: KernelDef<ConcatBackwardParams> = KernelDef::flat(shaders::CONCAT_BACKWARD);
+const ADD_FORWARD: ByUnits<AddParams> =
+    ByUnits::flat(shaders::ADD_FORWARD, shaders::ADD_FORWARD_BY_FOUR);
+const CONCAT_FORWARD: ByUnits<ConcatParams> =
+    ByUnits::flat(shaders::CONCAT_FORWARD, shaders::CONCAT_FORWARD_BY_FOUR);
+const ADD_GRADIENT: ByUnits<AddGradientParams> =
+    ByUnits::flat(shaders::ADD_GRADIENT, shaders::ADD_GRADIENT_BY_FOUR);
+const ADD_BACKWARD: ByUnits<AddBackwardParams> =
+    ByUnits::flat(shaders::ADD_BACKWARD, shaders::ADD_BACKWARD_BY_FOUR);
+const CONCAT_BACKWARD: ByUnits<ConcatBackwardParams> =
+    ByUnits::flat(shaders::CONCAT_BACKWARD, shaders::CONCAT_BACKWARD_BY_FOUR);
+
+/// Units each invocation of the concatenation kernels copies (`UNITS_PER_INVOCATION` in
+/// shaders/common/concat_slices.wgsl).
+const CONCAT_UNITS_PER_INVOCATION: usize = 4;
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    vec![
-        RELU_BACKWARD.contract(),
-        BIAS_BACKWARD.contract(),
-        ADD_FORWARD.contract(),
-        CONCAT_FORWARD.contract(),
-        ADD_GRADIENT.contract(),
-        ADD_BACKWARD.contract(),
-        CONCAT_BACKWARD.contract(),
-    ]
+    let by_units = [
+        RELU_BACKWARD.contracts(),
+        ADD_FORWARD.contracts(),
+        CONCAT_FORWARD.contracts(),
+        ADD_GRADIENT.contracts(),
+        ADD_BACKWARD.contracts(),
+        CONCAT_BACKWARD.contracts(),
+    ];
+    std::iter::once(BIAS_BACKWARD.contract())
+        .chain(by_units.into_iter().flatten())
+        .collect()
 }
 
 /// ReLU's backward, in place on the output gradient (where the output was not positive, zero).
@@ -112,14 +124,15 @@ pub(crate) fn relu_backward(
     buf: &BackwardBuffers,
 ) -> Result<Dispatch> {
     let len = layer.batch * layer.output.len();
+    let (kernel, unit) = RELU_BACKWARD.for_sizes(&[len]);
     let label = format!("{} relu backward", layer.layer.name);
-    let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+    let workgroups = b.grid_1d(&label, len / unit)?;
     let params = ReluBackwardParams {
-        len: u32_of(len, "elements")?,
+        len: u32_of(len / unit, "elements")?,
         ..Default::default()
     };
     let args = [buf.output, buf.grad_output];
-    Ok(b.dispatch(&label, &RELU_BACKWARD, &params, &args, workgroups))
+    Ok(b.dispatch(&label, kernel, &params, &args, workgroups))
 }
 
 /// The bias gradient: `grad_output` summed over images and pixels, per channel.
@@ -158,20 +171,15 @@ pub(crate) fn add_forward(
         )));
     };
     let len = layer.batch * layer.output.len();
+    let (kernel, unit) = ADD_FORWARD.for_sizes(&[len]);
     let params = AddParams {
-        len: u32_of(len, "addition size")?,
+        len: u32_of(len / unit, "addition size")?,
         relu: u32::from(relu),
         ..Default::default()
     };
-    let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+    let workgroups = b.grid_1d(name, len / unit)?;
     let args = [first, second, output];
-    Ok(vec![b.dispatch(
-        name,
-        &ADD_FORWARD,
-        &params,
-        &args,
-        workgroups,
-    )])
+    Ok(vec![b.dispatch(name, kernel, &params, &args, workgroups)])
 }
 
 /// The dispatches of a channel concatenation: one copy per input into its slice.
@@ -186,16 +194,19 @@ pub(crate) fn concat_forward(
     let mut dispatches = Vec::new();
     for (source, (_, dims)) in inputs.iter().zip(&layer.sources) {
         let len = layer.batch * dims.len();
+        let sizes = [dims.len(), layer.output.len(), offset];
+        let (kernel, unit) = CONCAT_FORWARD.for_sizes(&sizes);
+        let units = |values: usize| u32_of(values / unit, "concatenation size");
         let params = ConcatParams {
-            len: u32_of(len, "concatenation size")?,
-            input_per_image: u32_of(dims.len(), "concatenation size")?,
-            output_per_image: u32_of(layer.output.len(), "concatenation size")?,
-            offset: u32_of(offset, "concatenation size")?,
+            len: units(len)?,
+            input_per_image: units(dims.len())?,
+            output_per_image: units(layer.output.len())?,
+            offset: units(offset)?,
         };
         offset += dims.len();
-        let workgroups = b.grid_1d(name, len.div_ceil(4))?;
+        let workgroups = b.grid_1d(name, (len / unit).div_ceil(CONCAT_UNITS_PER_INVOCATION))?;
         let args = [*source, output];
-        dispatches.push(b.dispatch(name, &CONCAT_FORWARD, &params, &args, workgroups));
+        dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
     }
     Ok(dispatches)
 }
@@ -227,15 +238,16 @@ pub(crate) fn add_scaled_gradient(
     (source, scale): (&wgpu::Buffer, f32),
     target: GradientTarget,
 ) -> Result<Dispatch> {
+    let (kernel, unit) = ADD_GRADIENT.for_sizes(&[len]);
     let params = AddGradientParams {
-        len: u32_of(len, "gradient size")?,
+        len: u32_of(len / unit, "gradient size")?,
         accumulate: u32::from(target.accumulate),
         scale,
         _pad: 0,
     };
-    let workgroups = b.grid_1d(label, len.div_ceil(4))?;
+    let workgroups = b.grid_1d(label, len / unit)?;
     let args = [source, target.buffer];
-    Ok(b.dispatch(label, &ADD_GRADIENT, &params, &args, workgroups))
+    Ok(b.dispatch(label, kernel, &params, &args, workgroups))
 }
 
 /// The dispatches of a channel concatenation's backward pass: each input's slice of the output
@@ -254,18 +266,21 @@ pub(crate) fn concat_backward(
         offset += dims.len();
         let Some(target) = target else { continue };
         let len = layer.batch * dims.len();
+        let sizes = [dims.len(), layer.output.len(), slice];
+        let (kernel, unit) = CONCAT_BACKWARD.for_sizes(&sizes);
+        let units = |values: usize| u32_of(values / unit, "concatenation size");
         let params = ConcatBackwardParams {
-            len: u32_of(len, "concatenation size")?,
-            input_per_image: u32_of(dims.len(), "concatenation size")?,
-            output_per_image: u32_of(layer.output.len(), "concatenation size")?,
-            offset: u32_of(slice, "concatenation size")?,
+            len: units(len)?,
+            input_per_image: units(dims.len())?,
+            output_per_image: units(layer.output.len())?,
+            offset: units(slice)?,
             accumulate: u32::from(target.accumulate),
             ..Default::default()
         };
         let label = format!("{name} backward");
-        let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+        let workgroups = b.grid_1d(&label, (len / unit).div_ceil(CONCAT_UNITS_PER_INVOCATION))?;
         let args = [grad_output, target.buffer];
-        dispatches.push(b.dispatch(&label, &CONCAT_BACKWARD, &params, &args, workgroups));
+        dispatches.push(b.dispatch(&label, kernel, &params, &args, workgroups));
     }
     Ok(dispatches)
 }
@@ -289,8 +304,9 @@ pub(crate) fn add_backward(
     let label = format!("{name} backward");
     if let [Some(first), Some(second)] = targets {
         if first.buffer != second.buffer {
+            let (kernel, unit) = ADD_BACKWARD.for_sizes(&[len]);
             let params = AddBackwardParams {
-                len: u32_of(len, "addition size")?,
+                len: u32_of(len / unit, "addition size")?,
                 relu: u32::from(relu),
                 accumulate_first: u32::from(first.accumulate),
                 accumulate_second: u32::from(second.accumulate),
@@ -298,14 +314,8 @@ pub(crate) fn add_backward(
             // Without ReLU the output is not read: the output gradient stands in for it.
             let output = if relu { buf.output } else { buf.grad_output };
             let args = [output, buf.grad_output, first.buffer, second.buffer];
-            let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
-            return Ok(vec![b.dispatch(
-                &label,
-                &ADD_BACKWARD,
-                &params,
-                &args,
-                workgroups,
-            )]);
+            let workgroups = b.grid_1d(&label, len / unit)?;
+            return Ok(vec![b.dispatch(&label, kernel, &params, &args, workgroups)]);
         }
     }
     let mut dispatches = Vec::new();

@@ -13,7 +13,7 @@
 
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder};
-use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
+use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
 use crate::gpu::ops::BackwardBuffers;
 use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan};
@@ -70,24 +70,22 @@ kernel_params! {
 }
 
 const FORWARD: KernelDef<BatchNormParams> = KernelDef::flat(shaders::BATCH_NORM_FORWARD);
-/// The training kernels one value at a time, and four at a time (planes of a multiple of 4
-/// values: all but 7x7 in the torchvision networks at 224x224).
-const TRAIN_FORWARD: [KernelDef<BatchNormTrainParams>; 2] = [
-    KernelDef::reduction(shaders::BATCH_NORM_TRAIN_FORWARD),
-    KernelDef::reduction(shaders::BATCH_NORM_TRAIN_FORWARD_BY_FOUR),
-];
-const BACKWARD: [KernelDef<BatchNormBackwardParams>; 2] = [
-    KernelDef::reduction(shaders::BATCH_NORM_BACKWARD),
-    KernelDef::reduction(shaders::BATCH_NORM_BACKWARD_BY_FOUR),
-];
+/// The training kernels, four values at a time where a channel's plane in an image is a
+/// multiple of 4 values (all but 7x7 in the torchvision networks at 224x224).
+const TRAIN_FORWARD: ByUnits<BatchNormTrainParams> = ByUnits::reduction(
+    shaders::BATCH_NORM_TRAIN_FORWARD,
+    shaders::BATCH_NORM_TRAIN_FORWARD_BY_FOUR,
+);
+const BACKWARD: ByUnits<BatchNormBackwardParams> = ByUnits::reduction(
+    shaders::BATCH_NORM_BACKWARD,
+    shaders::BATCH_NORM_BACKWARD_BY_FOUR,
+);
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    let training = TRAIN_FORWARD.iter().map(KernelDef::contract);
-    let backward = BACKWARD.iter().map(KernelDef::contract);
+    let by_units = [TRAIN_FORWARD.contracts(), BACKWARD.contracts()];
     std::iter::once(FORWARD.contract())
-        .chain(training)
-        .chain(backward)
+        .chain(by_units.into_iter().flatten())
         .collect()
 }
 
@@ -100,12 +98,6 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
             layer.layer.name
         ))),
     }
-}
-
-/// The training kernels for `layer`, as an index into [`TRAIN_FORWARD`] and [`BACKWARD`]: four
-/// values at a time where every image's plane of a channel is a whole number of vec4s.
-fn variant(layer: &LayerPlan) -> usize {
-    usize::from((layer.output.height * layer.output.width).is_multiple_of(4))
 }
 
 /// Invocations per channel of the per-channel kernels, a power of two up to [`REDUCTION`] (a
@@ -210,7 +202,7 @@ pub(crate) fn training_forward(
     };
     let workgroups = b.workgroups(name, [channel_groups(channels, train.lanes), 1, 1])?;
     let args = [input, &params.weights[0], batch_stats, output];
-    let kernel = &TRAIN_FORWARD[variant(layer)];
+    let (kernel, _) = TRAIN_FORWARD.for_sizes(&[train.plane as usize]);
     if !synced {
         return Ok(vec![b.dispatch(name, kernel, &train, &args, workgroups)]);
     }
@@ -266,7 +258,7 @@ pub(crate) fn backward(
         &grads.weights[0],
         grad_input,
     ];
-    let kernel = &BACKWARD[variant(layer)];
+    let (kernel, _) = BACKWARD.for_sizes(&[params.plane as usize]);
     if !(synced && buf.grad_input.is_some()) {
         return Ok(vec![b.dispatch(&label, kernel, &params, &args, workgroups)]);
     }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder};
-use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef, Overrides};
+use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef, Overrides};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::{self, POOL_TILE};
@@ -41,7 +41,13 @@ kernel_params! {
 
 const MAX_FORWARD: KernelDef<MaxPoolParams> = KernelDef::flat(shaders::MAX_POOL_FORWARD);
 const MAX_ARGMAX: KernelDef<MaxPoolParams> = KernelDef::flat(shaders::MAX_POOL_ARGMAX);
-const MAX_BACKWARD: KernelDef<MaxPoolParams> = KernelDef::flat(shaders::MAX_POOL_BACKWARD);
+/// Max pooling's backward, storing a row of its tile as one vec4 where the input's width is a
+/// multiple of 4 (the tile's columns then start at a multiple of 4).
+const MAX_BACKWARD: ByUnits<MaxPoolParams> = ByUnits::flat(
+    shaders::MAX_POOL_BACKWARD,
+    shaders::MAX_POOL_BACKWARD_BY_FOUR,
+);
+const _: () = assert!(POOL_TILE == 4, "a tile row is one vec4");
 const ADAPTIVE_AVG_FORWARD: KernelDef<AdaptiveAvgPoolParams> =
     KernelDef::flat(shaders::ADAPTIVE_AVG_POOL_FORWARD);
 const ADAPTIVE_AVG_BACKWARD: KernelDef<AdaptiveAvgPoolParams> =
@@ -49,13 +55,14 @@ const ADAPTIVE_AVG_BACKWARD: KernelDef<AdaptiveAvgPoolParams> =
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    vec![
+    let mut contracts = vec![
         MAX_FORWARD.contract(),
         MAX_ARGMAX.contract(),
-        MAX_BACKWARD.contract(),
         ADAPTIVE_AVG_FORWARD.contract(),
         ADAPTIVE_AVG_BACKWARD.contract(),
-    ]
+    ];
+    contracts.extend(MAX_BACKWARD.contracts());
+    contracts
 }
 
 /// The forward pooling tile's edge for an output plane: the smallest (down to 2) that covers the
@@ -158,13 +165,9 @@ pub(crate) fn max_backward(
     let label = format!("{name} backward");
     let workgroups = b.grid_1d(&label, tiles)?;
     let args = [argmax, buf.grad_output, grad_input];
+    let (kernel, _) = MAX_BACKWARD.for_sizes(&[layer.input.width]);
     Ok(vec![b.dispatch_specialised(
-        &label,
-        &MAX_BACKWARD,
-        &overrides,
-        &params,
-        &args,
-        workgroups,
+        &label, kernel, &overrides, &params, &args, workgroups,
     )])
 }
 
@@ -182,8 +185,8 @@ impl AdaptiveAvgPoolParams {
     }
 }
 
-/// The dispatch of an adaptive average pool's backward pass: a gather, one invocation per
-/// input; nothing when no input gradient is wanted.
+/// The dispatch of an adaptive average pool's backward pass: one invocation per plane, cell by
+/// cell; nothing when no input gradient is wanted.
 pub(crate) fn adaptive_avg_backward(
     b: &mut Builder,
     layer: &LayerPlan,
@@ -194,7 +197,7 @@ pub(crate) fn adaptive_avg_backward(
     };
     let params = AdaptiveAvgPoolParams::of(layer)?;
     let label = format!("{} backward", layer.layer.name);
-    let workgroups = b.grid_1d(&label, layer.batch * layer.input.len())?;
+    let workgroups = b.grid_1d(&label, layer.batch * layer.input.channels)?;
     let args = [buf.grad_output, grad_input];
     Ok(vec![b.dispatch(
         &label,
