@@ -73,11 +73,12 @@ fn max_pool_backward(
             // The maximum's position relative to the tile (outside it: added nowhere).
             let y = i32(oy * STRIDE_HEIGHT + at / WINDOW_WIDTH) - i32(params.pad_top + first_y);
             let x = i32(ox * STRIDE_WIDTH + at % WINDOW_WIDTH) - i32(params.pad_left + first_x);
-            let columns = vec4<i32>(x) == vec4<i32>(0, 1, 2, 3);
-            row0 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 0));
-            row1 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 1));
-            row2 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 2));
-            row3 += select(vec4<f32>(0.0), vec4<f32>(gradient), columns & vec4<bool>(y == 3));
+            // The gradient at its column of a tile row, then added to its row.
+            let in_column = select(vec4<f32>(0.0), vec4<f32>(gradient), vec4<i32>(x) == vec4<i32>(0, 1, 2, 3));
+            row0 += select(vec4<f32>(0.0), in_column, y == 0);
+            row1 += select(vec4<f32>(0.0), in_column, y == 1);
+            row2 += select(vec4<f32>(0.0), in_column, y == 2);
+            row3 += select(vec4<f32>(0.0), in_column, y == 3);
         }
     }
     let in_plane = plane * params.in_height;
