@@ -52,16 +52,22 @@ fn batch_norm_train_forward(
     let lane = segment.lane;
     let writes = segment.writes;
     let units = params.plane / VALUES;
-    var mean = 0.0;
+    // The values are taken less `origin`, the channel's first value: where the mean is large
+    // against the spread (few values per channel), x - origin is exact and the mean and the
+    // centred values lose no digits to it.
+    var origin = 0.0;
+    var shifted_mean = 0.0;
     var variance = 0.0;
     if params.phase == 2u {
-        mean = batch_stats[2u * channels + c];
+        shifted_mean = batch_stats[2u * channels + c];
         variance = batch_stats[3u * channels + c];
     } else {
-        let moments = channel_moments(c, lane, lanes, local);
-        mean = moments.x;
+        origin = first_value(input[c * units]);
+        let moments = channel_moments(c, lane, lanes, local, origin);
+        shifted_mean = moments.x;
         variance = moments.y;
     }
+    let mean = origin + shifted_mean;
     if params.phase == 1u {
         if lane == 0u && writes {
             batch_stats[c] = stats[c];
@@ -72,11 +78,11 @@ fn batch_norm_train_forward(
         return;
     }
     let scale = stats[c] * inverseSqrt(variance + params.eps);
-    let shift = stats[channels + c] - mean * scale;
+    let shift = stats[channels + c] - shifted_mean * scale;
     for (var n = 0u; n < params.batch; n++) {
         let base = (n * channels + c) * units;
         for (var p = lane; p < units; p += lanes) {
-            var y = input[base + p] * scale + shift;
+            var y = (input[base + p] - origin) * scale + shift;
             if params.relu != 0u {
                 y = max(y, Values(0.0));
             }
@@ -97,10 +103,10 @@ fn batch_norm_train_forward(
     }
 }
 
-// Channel c's mean and biased variance over the batch, on every invocation of its segment, in
-// one pass over the values: each invocation keeps Welford's running mean and sum of squared
-// deviations of its share (per component of a unit), and the segment combines them.
-fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32) -> vec2<f32> {
+// Channel c's mean (less `origin`) and biased variance over the batch, on every invocation of its
+// segment, in one pass over the values: each invocation keeps Welford's running mean and sum of
+// squared deviations of its share (per component of a unit), and the segment combines them.
+fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32, origin: f32) -> vec2<f32> {
     let channels = params.channels;
     let units = params.plane / VALUES;
     var seen = 0u;
@@ -112,7 +118,7 @@ fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32) -> vec2<f32> {
         let base = (n * channels + c) * units;
         for (var p = lane; p < units; p += lanes) {
             seen += 1u;
-            let x = input[base + p];
+            let x = input[base + p] - origin;
             let delta = x - mean;
             mean += delta * (1.0 / f32(seen));
             squares += delta * (x - mean);

@@ -98,6 +98,24 @@ pub const CONV2D_FORWARD_TILED: ShaderSource = shader!(
 /// Copies a convolution's input into a zero-bordered buffer, so the forward kernels read every
 /// tap without bounds checks.
 pub const CONV2D_PAD_INPUT: ShaderSource = shader!("conv2d_pad_input.wgsl", "conv2d_pad_input", []);
+/// Winograd F(2x2, 3x3): the 3x3 filters transformed, `G g G^T`.
+pub const WINOGRAD_FILTER: ShaderSource = shader!(
+    "winograd_filter.wgsl",
+    "winograd_filter",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 3x3): the 4x4 input tiles transformed, `B^T d B`.
+pub const WINOGRAD_INPUT: ShaderSource = shader!(
+    "winograd_input.wgsl",
+    "winograd_input",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 3x3): the products back to 2x2 output tiles, `A^T M A`, with bias and ReLU.
+pub const WINOGRAD_OUTPUT: ShaderSource = shader!(
+    "winograd_output.wgsl",
+    "winograd_output",
+    ["winograd_params.wgsl"]
+);
 /// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
 /// rotated weights).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
@@ -339,6 +357,9 @@ pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
     CONV2D_FORWARD_TILED,
     CONV2D_PAD_INPUT,
+    WINOGRAD_FILTER,
+    WINOGRAD_INPUT,
+    WINOGRAD_OUTPUT,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     CONV2D_BACKWARD_FILTER_TILED,

@@ -191,6 +191,79 @@ fn every_conv_kernel_variant_matches_the_reference() {
     }
 }
 
+/// Winograd's F(2x2, 3x3) forced on every 3x3 stride-1 convolution (forward and input gradient;
+/// the others stay direct) with both product kernels, on the awkward shapes and more: odd output
+/// sizes (a last tile half outside), asymmetric and one-sided padding, VALID (no padding),
+/// groups, batch 1 and 3, channels not a multiple of 4, and a binding so small that the tiles run
+/// in many chunks. Held to the direct kernels' 1e-5.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn winograd_convolutions_match_the_reference() {
+    use convnet_wgpu::gpu::{ConvAlgorithm, KernelShape, Variants};
+    let mut cases = conv_cases();
+    cases.extend([
+        (
+            3,
+            dims(7, 9, 5),
+            13,
+            window(3, 3, 1, 1, pad(0, 2, 2, 0)),
+            1,
+            true,
+        ),
+        (
+            1,
+            dims(20, 6, 7),
+            17,
+            window(3, 3, 1, 1, Padding::Valid),
+            1,
+            false,
+        ),
+        (
+            2,
+            dims(18, 11, 4),
+            22,
+            window(3, 3, 1, 1, Padding::Same),
+            2,
+            true,
+        ),
+        (
+            3,
+            dims(33, 5, 5),
+            40,
+            window(3, 3, 1, 1, pad(1, 1, 1, 1)),
+            1,
+            false,
+        ),
+    ]);
+    for shared in contexts() {
+        for conv_kernel in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
+            let variants = Variants {
+                conv: conv_kernel,
+                conv_algorithm: ConvAlgorithm::Winograd2,
+                ..Variants::default()
+            };
+            let ctx = common::fresh_context(shared).with_variants(variants);
+            for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
+                let network = behind_identity(input, conv(out, win, groups, relu));
+                check_layer_on(&ctx, &network, batch, 700 + i as u64);
+            }
+        }
+        // 64 KiB bindings: 3 x 8 x 8 tiles of 16 x 20 transformed values run as chunks of 51.
+        let variants = Variants {
+            conv_algorithm: ConvAlgorithm::Winograd2,
+            ..Variants::default()
+        };
+        let ctx = common::fresh_context(shared)
+            .with_variants(variants)
+            .with_binding_limit(64 << 10);
+        let network = behind_identity(
+            dims(20, 15, 15),
+            conv(12, window(3, 3, 1, 1, Padding::Same), 1, true),
+        );
+        check_layer_on(&ctx, &network, 3, 800);
+    }
+}
+
 fn conv_cases() -> Vec<ConvCase> {
     vec![
         (

@@ -13,3 +13,8 @@ fn sum_of(values: Values) -> f32 {
 fn unit_of(values: vec4<f32>, k: u32) -> Values {
     return values[k];
 }
+
+// The first of a unit's values.
+fn first_value(values: Values) -> f32 {
+    return values;
+}

@@ -19,8 +19,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use convnet_wgpu::bench as library_bench;
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
-    self, AdapterChoice, AllReduce, DataParallel, GpuContext, KernelShape, LinearKernel, MemoryUse,
-    PlacedMemory, Variants,
+    self, AdapterChoice, AllReduce, ConvAlgorithm, DataParallel, GpuContext, KernelShape,
+    LinearKernel, MemoryUse, PlacedMemory, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
@@ -272,6 +272,11 @@ pub(crate) struct DeviceArgs {
     /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
     #[arg(long, value_enum, default_value = "auto")]
     conv_kernel: ShapeChoice,
+    /// How the 3x3 stride-1 convolutions (forward and input gradient) are computed: auto
+    /// (Winograd F(2x2, 3x3) where both sides have at least 16 channels), direct, or winograd2
+    /// (Winograd wherever it applies); every other convolution is direct.
+    #[arg(long, value_enum, default_value = "auto")]
+    conv_algorithm: AlgorithmChoice,
     /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
     #[arg(long, value_enum, default_value = "auto")]
     matmul_kernel: ShapeChoice,
@@ -280,6 +285,13 @@ pub(crate) struct DeviceArgs {
     /// weights split and batches run in parts as they would there.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_binding_mib: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmChoice {
+    Auto,
+    Direct,
+    Winograd2,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -379,6 +391,11 @@ impl DeviceArgs {
         Ok(Variants {
             linear,
             conv: self.conv_kernel.shape(),
+            conv_algorithm: match self.conv_algorithm {
+                AlgorithmChoice::Auto => ConvAlgorithm::Auto,
+                AlgorithmChoice::Direct => ConvAlgorithm::Direct,
+                AlgorithmChoice::Winograd2 => ConvAlgorithm::Winograd2,
+            },
             matmul: self.matmul_kernel.shape(),
         })
     }
@@ -506,9 +523,11 @@ pub(crate) fn open_replica_contexts_quiet_if(
         .collect::<anyhow::Result<Vec<_>>>()?;
     for (i, ctx) in contexts.iter().enumerate().filter(|_| !quiet) {
         println!(
-            "device {i}: {}; convolutions {:?}, fully connected {:?} (backward {:?})",
+            "device {i}: {}; convolutions {:?} (3x3 stride 1: {:?}), fully connected {:?} \
+             (backward {:?})",
             ctx.describe(),
             ctx.conv_kernel(),
+            ctx.conv_algorithm(),
             ctx.variants().linear,
             ctx.matmul_kernel()
         );

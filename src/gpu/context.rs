@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
-use crate::gpu::variants::{KernelShape, Variants};
+use crate::gpu::variants::{ConvAlgorithm, KernelShape, Variants};
 use crate::shaders::{TILE, TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
@@ -386,6 +386,12 @@ impl GpuContext {
         self.variants
             .conv
             .resolve(self.software, self.tiled_kernels_fit())
+    }
+
+    /// How this device's 3x3 stride-1 convolutions are computed, as asked (resolved per layer by
+    /// [`ConvAlgorithm::winograd`]).
+    pub fn conv_algorithm(&self) -> ConvAlgorithm {
+        self.variants.conv_algorithm
     }
 
     /// The fully connected layers' backward kernel: forced, or chosen for the adapter.

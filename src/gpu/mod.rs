@@ -40,7 +40,7 @@ pub use profile::{KernelTime, LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
 pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
-pub use variants::{KernelShape, LinearKernel, Variants};
+pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Variants};
 
 use crate::error::Result;
 use crate::model::LayerPlan;

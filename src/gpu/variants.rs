@@ -34,16 +34,50 @@ impl KernelShape {
 }
 
 /// Which kernel variants a device's networks use. `Default` chooses per adapter; tests and
-/// `--linear-kernel` / `--conv-kernel` / `--matmul-kernel` force one, so that every variant is
-/// checked on the software adapters.
+/// `--linear-kernel` / `--conv-kernel` / `--conv-algorithm` / `--matmul-kernel` force one, so
+/// that every variant is checked on the software adapters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Variants {
     /// The fully connected layers' forward product.
     pub linear: LinearKernel,
     /// The convolutions.
     pub conv: KernelShape,
+    /// How the 3x3 stride-1 convolutions are computed.
+    pub conv_algorithm: ConvAlgorithm,
     /// The fully connected layers' backward products.
     pub matmul: KernelShape,
+}
+
+/// How a 3x3 stride-1 convolution (forward, and the input gradient, itself such a convolution)
+/// is computed; every other convolution is direct.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Chosen per layer: see [`ConvAlgorithm::winograd`].
+    #[default]
+    Auto,
+    /// The direct convolution kernels.
+    Direct,
+    /// Winograd's F(2x2, 3x3): 16 multiplies per 2x2 output tile and input channel instead of
+    /// 36, through three transforms around a product on the direct kernels.
+    Winograd2,
+}
+
+/// Input channels below which Winograd's transforms cost more than its product saves.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+impl ConvAlgorithm {
+    /// Whether a 3x3 stride-1 convolution from `in_per_group` to `out_per_group` channels runs
+    /// through Winograd's F(2x2, 3x3): forced, or (`Auto`) where both have at least 16 channels,
+    /// so that the product, not the transforms, carries the time.
+    pub fn winograd(self, in_per_group: usize, out_per_group: usize) -> bool {
+        match self {
+            ConvAlgorithm::Auto => {
+                in_per_group >= WINOGRAD_MIN_CHANNELS && out_per_group >= WINOGRAD_MIN_CHANNELS
+            }
+            ConvAlgorithm::Direct => false,
+            ConvAlgorithm::Winograd2 => true,
+        }
+    }
 }
 
 /// Which kernel computes a fully connected layer's forward product.

@@ -17,6 +17,8 @@ use crate::gpu::variants::KernelShape;
 use crate::model::{LayerKind, LayerPlan, Pad};
 use crate::shaders::{self, BLOCK, TILE};
 
+mod winograd;
+
 kernel_params! {
     /// Every convolution kernel's parameters (`shaders/common/conv2d_params.wgsl`).
     pub(crate) struct Conv2dParams {
@@ -124,6 +126,9 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
         TRANSPOSE_GRAD_OUTPUT.contract(),
         SUM_CHUNKS.contract(),
     ]
+    .into_iter()
+    .chain(winograd::contracts())
+    .collect()
 }
 
 /// Fewest pixels one chunk of a filter-gradient reduction sums: enough work per invocation that
@@ -346,6 +351,10 @@ pub(crate) fn forward(
     };
     let variant = Variant::of(b)?;
     let mut conv = Conv2dParams::of(layer, packed_out)?;
+    if winograd::applies(b, &conv) {
+        let args = [input, &params.weights[0], &params.bias, output];
+        return winograd::convolution(b, variant, &layer.layer.name, &conv, args);
+    }
     let mut dispatches = Vec::new();
     let padded = match variant {
         // The tiled kernel checks the bounds as it stages its tiles.
@@ -573,6 +582,31 @@ fn input_gradient(
     }
     let pad = layer.pad;
     let (top, left) = (window.height - 1 - pad.top, window.width - 1 - pad.left);
+    // The convolution from the output gradient to the input gradient: channels swapped, padded
+    // by what the forward's padding leaves of the full size (input + kernel - 1), no bias
+    // (zeros as created, never written: not shared scratch).
+    let full = Conv2dParams {
+        in_channels: u32_of(output.channels, "channels")?,
+        in_height: u32_of(output.height, "height")?,
+        in_width: u32_of(output.width, "width")?,
+        out_channels: u32_of(input.channels, "channels")?,
+        out_height: u32_of(input.height, "height")?,
+        out_width: u32_of(input.width, "width")?,
+        pad_top: u32_of(top, "padding")?,
+        pad_left: u32_of(left, "padding")?,
+        relu: 0,
+        packed_out_per_group: u32_of(packed_in, "channels")?,
+        ..Conv2dParams::of(layer, packed_in)?
+    };
+    let zero_bias = b.storage(
+        &format!("{name} zero bias"),
+        input.channels,
+        Purpose::Scratch,
+    );
+    if winograd::applies(b, &full) {
+        let args = [grad_output, rotated, &zero_bias, grad_input];
+        return winograd::convolution(b, variant, &label, &full, args);
+    }
     let padded_height = input.height + window.height - 1;
     let padded_width = input.width + window.width - 1;
     let (padded, mut dispatches) =
@@ -600,25 +634,13 @@ fn input_gradient(
             )?;
             (padded, vec![pad])
         };
-    // The convolution from the output gradient to the input gradient: channels swapped, no bias
-    // (zeros as created, never written: not shared scratch).
-    let zero_bias = b.storage(
-        &format!("{name} zero bias"),
-        input.channels,
-        Purpose::Scratch,
-    );
+    // The same convolution over the zero-bordered copy.
     let conv = Conv2dParams {
-        in_channels: u32_of(output.channels, "channels")?,
         in_height: u32_of(padded_height, "height")?,
         in_width: u32_of(padded_width, "width")?,
-        out_channels: u32_of(input.channels, "channels")?,
-        out_height: u32_of(input.height, "height")?,
-        out_width: u32_of(input.width, "width")?,
         pad_top: 0,
         pad_left: 0,
-        relu: 0,
-        packed_out_per_group: u32_of(packed_in, "channels")?,
-        ..Conv2dParams::of(layer, packed_in)?
+        ..full
     };
     let args = [&padded, rotated, &zero_bias, grad_input];
     dispatches.push(variant.forward(b, &label, &conv, args)?);

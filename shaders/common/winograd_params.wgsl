@@ -1,0 +1,49 @@
+
+// Winograd's F(2x2, 3x3) for a 3x3 stride-1 convolution (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016): every 2x2 tile of outputs comes from the 4x4 tile of
+// inputs around it as
+//
+//   Y = A^T [ sum over input channels of (G g G^T) . (B^T d B) ] A
+//
+// with g a 3x3 filter, d the input tile and . the elementwise product of 4x4 matrices: 16
+// multiplies per tile and input channel instead of 36. The 16 positions of the 4x4 product are
+// 16 independent matrix products over the channels, which the host runs as one grouped 1x1
+// convolution on the direct kernels (gpu::ops::conv::winograd). The three transforms are
+// winograd_filter.wgsl, winograd_input.wgsl and winograd_output.wgsl; their layouts, with
+// P the tiles of a chunk, xi = 4 * row + column of the 4x4 position, G the groups:
+//
+//   transformed filters  [xi][group][input channel of the group][out_per_group rounded up to 16]
+//   transformed inputs   [xi][input channel][P]
+//   products             [xi][output channel][P]
+//
+// The transform points are 0, 1, -1 and infinity, whose matrices hold only 0, +-1 and 1/2: the
+// transforms add and subtract, and F(2x2, 3x3) loses no more than a few units in the last place
+// against the direct sum.
+struct Params {
+    batch: u32,
+    channels: u32,     // input channels
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    groups: u32,
+    packed_out: u32,   // output channels per group, rounded up to BLOCK
+    tiles_down: u32,   // ceil(out_height / 2)
+    tiles_across: u32, // ceil(out_width / 2)
+    first_tile: u32,   // the chunk's first tile, counting [image][tile row][tile column]
+    tiles: u32,        // tiles in the chunk (P)
+    pad_top: u32,
+    pad_left: u32,
+    relu: u32,
+}
+
+// The image, tile row and tile column of the chunk's tile `local`.
+fn tile_position(local: u32) -> vec3<u32> {
+    let tile = params.first_tile + local;
+    let per_image = params.tiles_down * params.tiles_across;
+    let image = tile / per_image;
+    let within = tile - image * per_image;
+    let row = within / params.tiles_across;
+    return vec3<u32>(image, row, within - row * params.tiles_across);
+}
