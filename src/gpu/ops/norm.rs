@@ -100,6 +100,14 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
     }
 }
 
+/// Workgroups the per-channel kernels leave at least on a CPU adapter: one for each thread of a
+/// 16-thread CPU, eight for each of a 2-core machine's. Fixed rather than read from the machine,
+/// because the lanes set the order of a channel's sums: a count of threads would make a batch
+/// norm round differently in an MPI rank (bound to one core, it sees one) than in a process
+/// that sees them all. (Measured on lavapipe with 2 cores: 8 workgroups ran ResNet-50's 64-channel
+/// batch norms about 20% faster than 16, and the others alike.)
+const CPU_WORKGROUPS: usize = 16;
+
 /// Invocations per channel of the per-channel kernels, a power of two up to [`REDUCTION`] (a
 /// whole workgroup); the rest of the workgroup takes other channels.
 ///
@@ -108,14 +116,13 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
 /// between channels instead of leaving most of it idle.
 ///
 /// On a CPU adapter (a workgroup runs on one thread, its invocations in SIMD lanes of 8, and
-/// every barrier switches between them) as few as leave 4 workgroups per thread: the reduction's
+/// every barrier switches between them) as few as leave [`CPU_WORKGROUPS`]: the reduction's
 /// barriers and the workgroup's start cost as much as a few thousand values (measured on
-/// lavapipe, ResNet-50's batch norms at batch 8: forward 4.5 GB/s at 32 values per invocation
-/// against 6.4 at 4 workgroups per thread, backward 6.0 against 7.4).
+/// lavapipe with 2 cores, ResNet-50's batch norms at batch 8 with vec4 loads: forward 4.5 GB/s
+/// at 32 values per invocation against 6.4 at 8 workgroups, backward 6.0 against 7.4).
 fn lanes(software: bool, layer: &LayerPlan) -> u32 {
     let lanes = if software {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        (4 * threads * REDUCTION)
+        (CPU_WORKGROUPS * REDUCTION)
             .div_ceil(layer.output.channels)
             .next_power_of_two()
     } else {
