@@ -20,9 +20,9 @@ fn concat_forward(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    let first = folded_index(id, groups) * UNITS_PER_INVOCATION;
+    let first = folded_index(id, groups) * CONCAT_UNITS;
     var at = first_destination(first);
-    for (var i = first; i < min(first + UNITS_PER_INVOCATION, params.len); i++) {
+    for (var i = first; i < min(first + CONCAT_UNITS, params.len); i++) {
         output[at.x] = input[i];
         at = next_destination(at);
     }

@@ -26,6 +26,9 @@ pub const POOL_TILE: usize = 4;
 /// one workgroup sums a channel's values, a power of two for its tree.
 pub const REDUCTION: usize = 64;
 const _: () = assert!(REDUCTION.is_power_of_two(), "REDUCTION is a power of two");
+/// Units of values each invocation of the concatenation kernels copies, one index division for
+/// all of them (`shaders/common/concat_slices.wgsl`).
+pub const CONCAT_UNITS: usize = 4;
 
 /// The WGSL prelude every kernel starts with: the constants above.
 fn prelude() -> String {
@@ -35,7 +38,8 @@ fn prelude() -> String {
          const TILE: u32 = {TILE}u;\n\
          const TILE_K: u32 = {TILE_K}u;\n\
          const POOL_TILE: u32 = {POOL_TILE}u;\n\
-         const REDUCTION: u32 = {REDUCTION}u;\n"
+         const REDUCTION: u32 = {REDUCTION}u;\n\
+         const CONCAT_UNITS: u32 = {CONCAT_UNITS}u;\n"
     )
 }
 

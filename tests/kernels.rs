@@ -13,7 +13,7 @@
 mod common;
 
 use common::{contexts, dims, random, random_weights, relative_error};
-use convnet_wgpu::gpu::{GpuContext, GpuNetwork};
+use convnet_wgpu::gpu::{ConvAlgorithm, GpuContext, GpuNetwork, KernelShape, Variants};
 use convnet_wgpu::model::{Dims, Layer, LayerKind, Network, Pad, Padding, Window};
 use convnet_wgpu::reference::{self, Parameters};
 
@@ -142,14 +142,13 @@ fn conv2d_matches_reference() {
     }
 }
 
-/// Both convolution kernels, forced on every adapter, over the same awkward shapes (forward, and
-/// backward, whose stride-1 input gradient is a forward convolution), plus
+/// Both direct convolution kernels, forced on every adapter, over the same awkward shapes
+/// (forward, and backward, whose stride-1 input gradient is a forward convolution), plus
 /// shapes larger than one 64x64 tile of the workgroup-tiled kernel (channels, pixels and a
 /// reduction that do not divide into its tiles).
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_conv_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{KernelShape, Variants};
     let mut cases = conv_cases();
     cases.push((
         2,
@@ -176,16 +175,23 @@ fn every_conv_kernel_variant_matches_the_reference() {
         1,
         false,
     ));
+    check_conv_cases_with_both_kernels(&cases, ConvAlgorithm::Direct, 500);
+}
+
+/// Every case of `cases` on every adapter with each convolution kernel shape forced, the 3x3
+/// stride-1 ones computed by `algorithm`.
+fn check_conv_cases_with_both_kernels(cases: &[ConvCase], algorithm: ConvAlgorithm, seed: u64) {
     for shared in contexts() {
         for conv_kernel in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
             let variants = Variants {
                 conv: conv_kernel,
+                conv_algorithm: algorithm,
                 ..Variants::default()
             };
             let ctx = common::fresh_context(shared).with_variants(variants);
             for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
                 let network = behind_identity(input, conv(out, win, groups, relu));
-                check_layer_on(&ctx, &network, batch, 500 + i as u64);
+                check_layer_on(&ctx, &network, batch, seed + i as u64);
             }
         }
     }
@@ -199,7 +205,6 @@ fn every_conv_kernel_variant_matches_the_reference() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn winograd_convolutions_match_the_reference() {
-    use convnet_wgpu::gpu::{ConvAlgorithm, KernelShape, Variants};
     let mut cases = conv_cases();
     cases.extend([
         (
@@ -235,19 +240,8 @@ fn winograd_convolutions_match_the_reference() {
             false,
         ),
     ]);
+    check_conv_cases_with_both_kernels(&cases, ConvAlgorithm::Winograd2, 700);
     for shared in contexts() {
-        for conv_kernel in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
-            let variants = Variants {
-                conv: conv_kernel,
-                conv_algorithm: ConvAlgorithm::Winograd2,
-                ..Variants::default()
-            };
-            let ctx = common::fresh_context(shared).with_variants(variants);
-            for (i, &(batch, input, out, win, groups, relu)) in cases.iter().enumerate() {
-                let network = behind_identity(input, conv(out, win, groups, relu));
-                check_layer_on(&ctx, &network, batch, 700 + i as u64);
-            }
-        }
         // 64 KiB bindings: 3 x 8 x 8 tiles of 16 x 20 transformed values run as chunks of 51.
         let variants = Variants {
             conv_algorithm: ConvAlgorithm::Winograd2,
@@ -401,7 +395,6 @@ fn linear_matches_reference() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_matmul_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{KernelShape, Variants};
     // The fully connected layers' backward products (both gradients), whole and in weight
     // slices (the input gradient accumulates slice by slice), at sizes off every tile; batches 1
     // and 3 take the register-block variant's 4-row kernel for the input gradient, 17 the
@@ -437,7 +430,7 @@ fn every_matmul_kernel_variant_matches_the_reference() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn every_linear_kernel_variant_matches_the_reference() {
-    use convnet_wgpu::gpu::{LinearKernel, Variants};
+    use convnet_wgpu::gpu::LinearKernel;
     let variants = [
         LinearKernel::Block16,
         LinearKernel::SmallBatch { chunks: 1 },

@@ -1,10 +1,9 @@
 
 // Where the units of one input of a channel concatenation lie in its output: every image's
 // block of `input_per_image` units goes to `offset` within the image's `output_per_image`.
-// An invocation handles UNITS_PER_INVOCATION consecutive units and divides once, for the first;
+// An invocation handles CONCAT_UNITS consecutive units and divides once, for the first;
 // the rest step along, jumping to the next image's slice at the end of a block (on a CPU adapter
 // an integer division costs as much as a unit's copy).
-const UNITS_PER_INVOCATION: u32 = 4u;
 
 // The output index of input unit `i`, and how many units remain in its image's block.
 fn first_destination(i: u32) -> vec2<u32> {

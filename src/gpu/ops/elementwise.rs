@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::LayerPlan;
-use crate::shaders;
+use crate::shaders::{self, CONCAT_UNITS};
 
 kernel_params! {
     /// relu_backward's parameters.
@@ -97,10 +97,6 @@ const ADD_BACKWARD: ByUnits<AddBackwardParams> =
     ByUnits::flat(shaders::ADD_BACKWARD, shaders::ADD_BACKWARD_BY_FOUR);
 const CONCAT_BACKWARD: ByUnits<ConcatBackwardParams> =
     ByUnits::flat(shaders::CONCAT_BACKWARD, shaders::CONCAT_BACKWARD_BY_FOUR);
-
-/// Units each invocation of the concatenation kernels copies (`UNITS_PER_INVOCATION` in
-/// shaders/common/concat_slices.wgsl).
-const CONCAT_UNITS_PER_INVOCATION: usize = 4;
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
@@ -204,7 +200,7 @@ pub(crate) fn concat_forward(
             offset: units(offset)?,
         };
         offset += dims.len();
-        let workgroups = b.grid_1d(name, (len / unit).div_ceil(CONCAT_UNITS_PER_INVOCATION))?;
+        let workgroups = b.grid_1d(name, (len / unit).div_ceil(CONCAT_UNITS))?;
         let args = [*source, output];
         dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
     }
@@ -278,7 +274,7 @@ pub(crate) fn concat_backward(
             ..Default::default()
         };
         let label = format!("{name} backward");
-        let workgroups = b.grid_1d(&label, (len / unit).div_ceil(CONCAT_UNITS_PER_INVOCATION))?;
+        let workgroups = b.grid_1d(&label, (len / unit).div_ceil(CONCAT_UNITS))?;
         let args = [grad_output, target.buffer];
         dispatches.push(b.dispatch(&label, kernel, &params, &args, workgroups));
     }

@@ -86,7 +86,8 @@ fn transformed_bytes(params: &Conv2dParams) -> (u64, u64) {
 /// transformed, then chunk by chunk of tiles the inputs transformed, the grouped 1x1 product on
 /// the device's direct kernel, and the products transformed into the output (bias and ReLU
 /// added there). `args` are input, packed weights, bias, output, as the direct kernels take them;
-/// `params` describes the unpadded input (the input transform reads zeros outside it).
+/// `params` describes the unpadded input (the input transform reads zeros outside it). Only for
+/// a convolution that [`applies`] (which checks that the transforms fit a binding).
 pub(super) fn convolution(
     b: &mut Builder,
     variant: Variant,
@@ -101,10 +102,7 @@ pub(super) fn convolution(
     let tiles_down = (params.out_height as usize).div_ceil(2);
     let tiles_across = (params.out_width as usize).div_ceil(2);
     let tiles = params.batch as usize * tiles_down * tiles_across;
-    let (filter_bytes, tile_bytes) = transformed_bytes(params);
-    b.check_binding(&format!("{label}'s Winograd filters"), filter_bytes)?;
-    b.check_binding(&format!("{label}'s Winograd tile"), tile_bytes)?;
-    let per_tile = POSITIONS * channels.max(out_channels);
+    let per_tile = (transformed_bytes(params).1 / 4) as usize;
     let most_values = MAX_CHUNK_VALUES.min((b.max_binding / 4) as usize);
     let chunk = (most_values / per_tile).clamp(1, tiles);
     let transform = |first_tile: usize, chunk_tiles: usize| -> Result<WinogradParams> {
@@ -175,12 +173,9 @@ pub(super) fn convolution(
             kernel_width: 1,
             stride_height: 1,
             stride_width: 1,
-            pad_top: 0,
-            pad_left: 0,
-            relu: 0,
             packed_out_per_group: params.packed_out_per_group,
-            pixels_per_chunk: 0,
             packed_in_per_group: u32_of((channels / groups).next_multiple_of(BLOCK), "channels")?,
+            // No padding, no ReLU (the output transform applies it).
             ..Default::default()
         };
         let args = [&inputs, &filters, &zero_bias, &products];
