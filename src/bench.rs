@@ -571,6 +571,9 @@ pub struct LayerProfile {
     pub dispatches: usize,
     /// The kernels its dispatches ran, each named once, in order.
     pub kernels: Vec<&'static str>,
+    /// For a convolution, its algorithm and kernel shape, and whether `convnet tune` chose them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choice: Option<String>,
     /// Mean seconds over the profile's runs.
     pub seconds: f64,
     /// Mean seconds by kernel, each dispatch timed alone (empty where the pass was not split):
@@ -671,6 +674,7 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                     layer: layer.layer.clone(),
                     dispatches: layer.dispatches,
                     kernels: layer.kernels.clone(),
+                    choice: net.layer_choice(&layer.layer).map(str::to_string),
                     seconds,
                     kernel_seconds,
                     flops,

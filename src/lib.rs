@@ -57,6 +57,7 @@ pub mod shaders;
 pub mod style;
 pub mod table;
 pub mod training;
+pub mod tune;
 pub mod watchdog;
 pub mod weights;
 

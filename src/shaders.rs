@@ -120,6 +120,20 @@ pub const WINOGRAD_OUTPUT: ShaderSource = shader!(
     "winograd_output",
     ["winograd_params.wgsl"]
 );
+/// Winograd F(2x2, 3x3) for the filter gradient: the output gradient's 2x2 tiles transformed,
+/// `A delta A^T`, laid out for the filter-gradient kernels.
+pub const WINOGRAD_GRADIENT: ShaderSource = shader!(
+    "winograd_gradient.wgsl",
+    "winograd_gradient",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 3x3) for the filter gradient: the transformed filters' gradients back to 3x3
+/// filters, `G^T dU G`, written or added.
+pub const WINOGRAD_FILTER_GRADIENT: ShaderSource = shader!(
+    "winograd_filter_gradient.wgsl",
+    "winograd_filter_gradient",
+    ["winograd_params.wgsl"]
+);
 /// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
 /// rotated weights).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
@@ -364,6 +378,8 @@ pub const ALL: &[ShaderSource] = &[
     WINOGRAD_FILTER,
     WINOGRAD_INPUT,
     WINOGRAD_OUTPUT,
+    WINOGRAD_GRADIENT,
+    WINOGRAD_FILTER_GRADIENT,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     CONV2D_BACKWARD_FILTER_TILED,

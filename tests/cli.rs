@@ -6,8 +6,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn convnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
+    // No tune cache of the user's: every run chooses its kernels as the flags and the adapter
+    // say, unless a test gives --tune-cache.
+    let no_cache = std::env::temp_dir().join("convnet-wgpu-tests-without-a-cache");
     let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
         .args(args)
+        .env("XDG_CACHE_HOME", no_cache)
         .output()
         .expect("the binary runs");
     (
@@ -679,6 +683,108 @@ fn bench_profiles_every_layer_of_both_passes() {
     assert_clean_failure(
         &["bench", "--profile", "--devices", "2"],
         "--profile times one device",
+    );
+}
+
+/// `tune` measures AlexNet's five convolutions and writes a choice per shape and pass; `bench`
+/// then runs each convolution as the cache says (even against the heuristic), a flag still
+/// forces its choice over the cache, and a corrupt cache is ignored with a warning.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn tune_writes_choices_that_bench_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache").join("tune.json");
+    let cache_arg = cache.display().to_string();
+    let small = ["--input-size", "99", "--batch", "2"];
+    let tune = [&["tune", "--tune-cache", &cache_arg][..], &small].concat();
+    let (ok, stdout, stderr) = convnet(&tune);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("wrote 10 choices for 5 layer shapes"),
+        "{stdout}"
+    );
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let entries = doc["entries"].as_array_mut().unwrap();
+    assert_eq!(entries.len(), 10, "{doc}");
+    // Every 3x3 layer (conv3-5, 192 to 384 channels, where the heuristic takes Winograd) made
+    // direct, every other layer's kernel made register blocks.
+    let mut three_by_three = 0;
+    for entry in entries.iter_mut() {
+        let layer = entry["layer"].as_str().unwrap().to_string();
+        entry["choice"]["kernel"] = "register-block".into();
+        if layer.contains("kernel 3x3") {
+            entry["choice"]["algorithm"] = "direct".into();
+            three_by_three += 1;
+        }
+    }
+    assert_eq!(three_by_three, 6);
+    std::fs::write(&cache, serde_json::to_string(&doc).unwrap()).unwrap();
+
+    let json = dir.path().join("bench.json").display().to_string();
+    let bench = [
+        &[
+            "bench",
+            "--pass",
+            "forward-backward",
+            "--batches",
+            "1",
+            "--burn-in",
+            "0",
+            "--profile",
+            "--json",
+            &json,
+            "--tune-cache",
+            &cache_arg,
+        ][..],
+        &small,
+    ]
+    .concat();
+    let conv3 = |extra: &[&str]| -> (String, serde_json::Value) {
+        let (ok, stdout, stderr) = convnet(&[&bench[..], extra].concat());
+        assert!(ok, "{stderr}");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let layers = doc["profiles"][0]["layers"].as_array().unwrap();
+        let conv3 = layers.iter().find(|l| l["layer"] == "conv3").unwrap();
+        (stdout + &stderr, conv3.clone())
+    };
+    let (output, layer) = conv3(&[]);
+    assert!(
+        output.contains("10 measured convolution choices"),
+        "{output}"
+    );
+    assert_eq!(layer["choice"], "direct register-block, tuned", "{layer}");
+    let kernels = layer["kernels"].to_string();
+    assert!(!kernels.contains("winograd"), "{layer}");
+    let (_, layer) = conv3(&["--conv-algorithm", "winograd2"]);
+    assert_eq!(
+        layer["choice"], "winograd2 register-block, tuned",
+        "{layer}"
+    );
+    assert!(
+        layer["kernels"].to_string().contains("winograd_input"),
+        "{layer}"
+    );
+
+    std::fs::write(&cache, "{ not a cache").unwrap();
+    let (output, layer) = conv3(&[]);
+    assert!(
+        output.contains("warning:")
+            && output.contains("not a tune cache")
+            && output.contains("ignored"),
+        "{output}"
+    );
+    assert!(!output.contains("measured convolution choices"), "{output}");
+    // The heuristic's Winograd, on whichever kernel shape the adapter's kind takes.
+    let choice = layer["choice"].as_str().unwrap();
+    assert!(
+        choice.starts_with("winograd2 ") && choice.ends_with(", heuristic"),
+        "{layer}"
+    );
+    assert_clean_failure(
+        &["tune", "--tune-cache", "none"],
+        "give --tune-cache a file",
     );
 }
 

@@ -197,8 +197,8 @@ fn check_conv_cases_with_both_kernels(cases: &[ConvCase], algorithm: ConvAlgorit
     }
 }
 
-/// Winograd's F(2x2, 3x3) forced on every 3x3 stride-1 convolution (forward and input gradient;
-/// the others stay direct) with both product kernels, on the awkward shapes and more: odd output
+/// Winograd's F(2x2, 3x3) forced on every 3x3 stride-1 convolution (forward, input gradient and
+/// filter gradient; the others stay direct) with both product kernels, on the awkward shapes and more: odd output
 /// sizes (a last tile half outside), asymmetric and one-sided padding, VALID (no padding),
 /// groups, batch 1 and 3, channels not a multiple of 4, and a binding so small that the tiles run
 /// in many chunks. Held to the direct kernels' 1e-5.
@@ -238,6 +238,15 @@ fn winograd_convolutions_match_the_reference() {
             window(3, 3, 1, 1, pad(1, 1, 1, 1)),
             1,
             false,
+        ),
+        // 1058 tiles: the filter gradient sums two chunks of them.
+        (
+            2,
+            dims(3, 46, 46),
+            5,
+            window(3, 3, 1, 1, Padding::Same),
+            1,
+            true,
         ),
     ]);
     check_conv_cases_with_both_kernels(&cases, ConvAlgorithm::Winograd2, 700);

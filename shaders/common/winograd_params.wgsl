@@ -16,6 +16,12 @@
 //   transformed inputs   [xi][input channel][P]
 //   products             [xi][output channel][P]
 //
+// and for the filter gradient (winograd_gradient.wgsl, winograd_filter_gradient.wgsl), whose 16
+// products sum over the tiles instead of the channels:
+//
+//   transformed output gradient  [P][xi][group][out_per_group rounded up to 16]
+//   filter gradient sums         [xi][group][input channel of the group][rounded up to 16]
+//
 // The transform points are 0, 1, -1 and infinity, whose matrices hold only 0, +-1 and 1/2: the
 // transforms add and subtract, and F(2x2, 3x3) loses no more than a few units in the last place
 // against the direct sum.
@@ -36,6 +42,10 @@ struct Params {
     pad_top: u32,
     pad_left: u32,
     relu: u32,
+    accumulate: u32,   // winograd_filter_gradient: add to the gradient (not the first chunk)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // The image, tile row and tile column of the chunk's tile `local`.

@@ -561,13 +561,18 @@ fn print_pass(result: &PassResult, batch: usize, contexts: &[GpuContext]) {
 /// timed alone.
 fn describe_kernels(layer: &LayerProfile) -> String {
     let alone: f64 = layer.kernel_seconds.iter().map(|k| k.seconds).sum();
-    if alone <= 0.0 {
-        return layer.kernels.join(", ");
+    let kernels = if alone <= 0.0 {
+        layer.kernels.join(", ")
+    } else {
+        let shares: Vec<String> = (layer.kernel_seconds.iter())
+            .map(|k| format!("{} {:.0}%", k.kernel, 100.0 * k.seconds / alone))
+            .collect();
+        shares.join(", ")
+    };
+    match &layer.choice {
+        Some(choice) => format!("[{choice}] {kernels}"),
+        None => kernels,
     }
-    let shares: Vec<String> = (layer.kernel_seconds.iter())
-        .map(|k| format!("{} {:.0}%", k.kernel, 100.0 * k.seconds / alone))
-        .collect();
-    shares.join(", ")
 }
 
 /// A profile as a table: a row per layer, its time, share and rate against the peak.

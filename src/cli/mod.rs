@@ -11,6 +11,7 @@ mod run;
 mod shapes;
 mod style;
 mod train;
+mod tune;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,6 +114,17 @@ pub(crate) enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Draw the project's own labelled image set (no download).
     MakeDataset(eval::MakeDatasetArgs),
+    /// Time every convolution of a network under each candidate algorithm and kernel shape on
+    /// this adapter; write the fastest that match the CPU reference to the tune cache, which
+    /// bench, check, run and train then use.
+    Tune {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 /// Which network, and what a user may change about it.
@@ -272,7 +284,7 @@ pub(crate) struct DeviceArgs {
     /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
     #[arg(long, value_enum, default_value = "auto")]
     conv_kernel: ShapeChoice,
-    /// How the 3x3 stride-1 convolutions (forward and input gradient) are computed: auto
+    /// How the 3x3 stride-1 convolutions (forward, input and filter gradients) are computed: auto
     /// (Winograd F(2x2, 3x3) where both sides have at least 16 channels), direct, or winograd2
     /// (Winograd wherever it applies); every other convolution is direct.
     #[arg(long, value_enum, default_value = "auto")]
@@ -285,6 +297,11 @@ pub(crate) struct DeviceArgs {
     /// weights split and batches run in parts as they would there.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_binding_mib: Option<u64>,
+    /// The tune cache: read for the convolutions' measured choices (where no flag forces
+    /// one), written by `tune`. Default: convnet-wgpu/tune.json in the user's cache directory;
+    /// `none` reads nothing.
+    #[arg(long)]
+    tune_cache: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -338,8 +355,42 @@ impl DeviceArgs {
     }
 
     /// A context on `choice` with these flags' kernel variants and binding limit.
+    /// The tune cache's path (`tune` writes it); fails where none is given and the platform has
+    /// no cache directory.
+    pub(crate) fn tune_cache_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.tune_cache {
+            Some(path) if path.as_os_str() == "none" => {
+                anyhow::bail!("tune writes a cache: give --tune-cache a file")
+            }
+            Some(path) => Ok(path.clone()),
+            None => gpu::tuning::default_cache_path().ok_or_else(|| {
+                anyhow::anyhow!("this platform has no cache directory: give --tune-cache")
+            }),
+        }
+    }
+
+    /// The measured choices for `ctx`'s adapter from the tune cache, warning on stderr about
+    /// what it had to ignore.
+    fn tuning_for(&self, ctx: &GpuContext) -> gpu::Tuning {
+        let path = match &self.tune_cache {
+            Some(path) if path.as_os_str() == "none" => return gpu::Tuning::default(),
+            Some(path) => path.clone(),
+            None => match gpu::tuning::default_cache_path() {
+                Some(path) => path,
+                None => return gpu::Tuning::default(),
+            },
+        };
+        let (tuning, warning) = gpu::tuning::load(&path, ctx.info());
+        if let Some(warning) = warning {
+            eprintln!("warning: {warning}");
+        }
+        tuning
+    }
+
     fn open(&self, choice: &AdapterChoice) -> anyhow::Result<GpuContext> {
         let ctx = GpuContext::new(choice)?.with_variants(self.variants()?);
+        let tuning = self.tuning_for(&ctx);
+        let ctx = ctx.with_tuning(tuning);
         Ok(match self.max_binding_mib {
             Some(mib) => ctx.with_binding_limit(mib << 20),
             None => ctx,
@@ -462,6 +513,11 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
         Command::Style(args) => style::style(&args)?,
         Command::Eval(args) => eval::eval(&args)?,
         Command::MakeDataset(args) => eval::make_dataset(&args)?,
+        Command::Tune {
+            model,
+            device,
+            seed,
+        } => tune::tune(&model, &device, seed)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -486,8 +542,22 @@ pub(crate) fn open_context_quiet_if(
     let ctx = device.open(&device.choices()?[0])?;
     if !quiet {
         println!("adapter: {}", ctx.describe());
+        if let Some(tuned) = describe_tuning(&ctx) {
+            println!("{tuned}");
+        }
     }
     Ok(ctx)
+}
+
+/// Where a context's measured convolution choices come from, if it has any.
+fn describe_tuning(ctx: &GpuContext) -> Option<String> {
+    let tuning = ctx.tuning();
+    let source = tuning.source().filter(|_| !tuning.is_empty())?;
+    Some(format!(
+        "{} measured convolution choices from {} (convnet tune)",
+        tuning.len(),
+        source.display()
+    ))
 }
 
 /// One context per device of `--devices`, each printed with its adapter.
@@ -531,6 +601,9 @@ pub(crate) fn open_replica_contexts_quiet_if(
             ctx.variants().linear,
             ctx.matmul_kernel()
         );
+        if let Some(tuned) = describe_tuning(ctx) {
+            println!("device {i}: {tuned}");
+        }
     }
     if !quiet && contexts.len() > 1 && contexts.iter().all(|c| c.info() == contexts[0].info()) {
         println!(

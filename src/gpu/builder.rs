@@ -104,6 +104,10 @@ pub(crate) struct Builder<'a> {
     pub max_binding: u64,
     /// Launches folded into a 2-D grid so far (one grid dimension could not hold them).
     pub folded_launches: usize,
+    /// Whether the network computes gradients: its layers choose their kernels for training.
+    pub trains: bool,
+    /// Each layer's kernel choice where it has one to report, as (layer, description).
+    pub choices: Vec<(String, String)>,
     /// Buffers free for reuse.
     pool: Vec<Pooled>,
     /// Scratch lent to the current step, back to the pool when it ends.
@@ -118,10 +122,19 @@ impl<'a> Builder<'a> {
             ctx,
             memory: MemoryUse::default(),
             folded_launches: 0,
+            trains: false,
+            choices: Vec::new(),
             pool: Vec::new(),
             lent: Vec::new(),
             lendings: Default::default(),
             max_binding: ctx.max_binding(),
+        }
+    }
+
+    /// Records how `layer` computes (for profiles), once per layer.
+    pub fn note_choice(&mut self, layer: &str, description: String) {
+        if !self.choices.iter().any(|(name, _)| name == layer) {
+            self.choices.push((layer.to_string(), description));
         }
     }
 

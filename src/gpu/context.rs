@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
+use crate::gpu::tuning::Tuning;
 use crate::gpu::variants::{ConvAlgorithm, KernelShape, Variants};
 use crate::shaders::{TILE, TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
@@ -217,6 +218,8 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     pipelines: Pipelines,
     variants: Variants,
+    /// Per-layer choices measured by `convnet tune` (empty unless given).
+    tuning: Arc<Tuning>,
     /// The first error wgpu reported outside an error scope, or the device-lost message.
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -274,6 +277,7 @@ impl GpuContext {
             limits: device.limits(),
             pipelines: Pipelines::new(software),
             variants: Variants::default(),
+            tuning: Arc::default(),
             info,
             software,
             device,
@@ -286,6 +290,24 @@ impl GpuContext {
     pub fn with_variants(mut self, variants: Variants) -> Self {
         self.variants = variants;
         self
+    }
+
+    /// Networks built from now on use `variants` (`convnet tune` forces each candidate in turn
+    /// on one device, keeping its compiled pipelines).
+    pub fn set_variants(&mut self, variants: Variants) {
+        self.variants = variants;
+    }
+
+    /// The same device with its convolutions computed as `tuning` measured them, layer by layer,
+    /// where no flag forces a choice.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Arc::new(tuning);
+        self
+    }
+
+    /// The measured per-layer choices this device's networks use.
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
     }
 
     /// The same device, with networks planned as if one storage binding held at most `bytes`
@@ -388,8 +410,8 @@ impl GpuContext {
             .resolve(self.software, self.tiled_kernels_fit())
     }
 
-    /// How this device's 3x3 stride-1 convolutions are computed, as asked (resolved per layer by
-    /// [`ConvAlgorithm::winograd`]).
+    /// How this device's 3x3 stride-1 convolutions are computed, as asked (resolved per layer:
+    /// forced, measured in [`GpuContext::tuning`], or by [`ConvAlgorithm::winograd`]).
     pub fn conv_algorithm(&self) -> ConvAlgorithm {
         self.variants.conv_algorithm
     }

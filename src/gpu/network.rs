@@ -50,6 +50,8 @@ pub struct GpuNetwork<'a> {
     memory: MemoryUse,
     /// Launches folded into a 2-D grid, for the test that the kernels unfold them.
     folded_launches: usize,
+    /// How each convolution computes, as (layer, description).
+    choices: Vec<(String, String)>,
 }
 
 impl<'a> GpuNetwork<'a> {
@@ -307,6 +309,19 @@ impl<'a> GpuNetwork<'a> {
         self.folded_launches
     }
 
+    /// How each convolution computes (algorithm, kernel shape, and whether `convnet tune`'s
+    /// measurements chose it), as (layer, description), in the order of the layers.
+    pub fn layer_choices(&self) -> &[(String, String)] {
+        &self.choices
+    }
+
+    /// The description [`GpuNetwork::layer_choices`] gives `layer`, if any.
+    pub fn layer_choice(&self, layer: &str) -> Option<&str> {
+        (self.choices.iter())
+            .find(|(name, _)| name == layer)
+            .map(|(_, description)| description.as_str())
+    }
+
     /// GPU memory held, by purpose.
     pub fn memory(&self) -> MemoryUse {
         self.memory
@@ -541,6 +556,21 @@ impl<'a> GpuNetwork<'a> {
             gradients.encode_loss(encoder);
         };
         crate::gpu::profile::profile(self.ctx, prelude, gradients.dispatches())
+    }
+
+    /// As [`GpuNetwork::profile_forward`], layer by layer only (the pass runs once).
+    pub fn profile_forward_layers(&self) -> Result<crate::gpu::Profile> {
+        crate::gpu::profile::profile_layers(self.ctx, |_| {}, &self.forward)
+    }
+
+    /// As [`GpuNetwork::profile_backward`], layer by layer only (the pass runs once).
+    pub fn profile_backward_layers(&self) -> Result<crate::gpu::Profile> {
+        let gradients = self.gradients_or_err()?;
+        let prelude = |encoder: &mut wgpu::CommandEncoder| {
+            self.encode_forward(encoder);
+            gradients.encode_loss(encoder);
+        };
+        crate::gpu::profile::profile_layers(self.ctx, prelude, gradients.dispatches())
     }
 
     /// The backward pass's dispatches (after the loss's), for a caller's profile.
@@ -883,6 +913,7 @@ fn build_unscoped<'a>(
         }
     }
     let mut b = Builder::new(ctx);
+    b.trains = training.is_some();
     let first = plan
         .first()
         .ok_or_else(|| Error::InvalidArgument("empty network".into()))?;
@@ -1069,6 +1100,7 @@ fn build_unscoped<'a>(
         gradients,
         memory: b.memory,
         folded_launches: b.folded_launches,
+        choices: b.choices,
     })
 }
 

@@ -8,7 +8,8 @@ use crate::shaders::BLOCK;
 
 /// Which shape of kernel computes the convolutions (forward, filter gradient, stride-1 input
 /// gradient) or the fully connected layers' backward products.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KernelShape {
     /// The register-blocked kernels on software adapters, the workgroup-tiled ones on GPUs.
     #[default]
@@ -48,9 +49,10 @@ pub struct Variants {
     pub matmul: KernelShape,
 }
 
-/// How a 3x3 stride-1 convolution (forward, and the input gradient, itself such a convolution)
-/// is computed; every other convolution is direct.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a 3x3 stride-1 convolution (forward, input gradient, itself such a convolution, and
+/// filter gradient) is computed; every other convolution is direct.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ConvAlgorithm {
     /// Chosen per layer: see [`ConvAlgorithm::winograd`].
     #[default]

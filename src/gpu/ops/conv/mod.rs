@@ -13,7 +13,8 @@ use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights, Packing};
-use crate::gpu::variants::KernelShape;
+use crate::gpu::tuning::TunedPass;
+use crate::gpu::variants::{ConvAlgorithm, KernelShape};
 use crate::model::{LayerKind, LayerPlan, Pad};
 use crate::shaders::{self, BLOCK, TILE};
 
@@ -191,8 +192,8 @@ enum Variant {
 }
 
 impl Variant {
-    fn of(b: &Builder) -> Result<Self> {
-        match b.ctx.conv_kernel() {
+    fn of(b: &Builder, shape: KernelShape) -> Result<Self> {
+        match shape {
             KernelShape::WorkgroupTile => {
                 check_tiled_fits(b, "convolution")?;
                 Ok(Variant::WorkgroupTile)
@@ -264,6 +265,80 @@ impl Variant {
             ),
         };
         Ok(b.dispatch(label, kernel, params, &args, workgroups))
+    }
+}
+
+/// How one conv layer is computed, forward and backward alike: what a flag forces, else what
+/// `convnet tune` measured for its shape and pass (the context's tuning), else the adapter's
+/// heuristic (register blocks on software adapters, Winograd from 16 channels a side).
+#[derive(Clone, Copy, Debug)]
+struct Choice {
+    variant: Variant,
+    /// Whether its 3x3 stride-1 convolutions go through Winograd (where [`winograd::fits`]).
+    winograd: bool,
+    /// Where it came from: `tuned` (the tuning set any of it), `forced` (a flag forced any of
+    /// it), or `heuristic`.
+    source: &'static str,
+}
+
+impl Choice {
+    fn of(b: &Builder, layer: &LayerPlan) -> Result<Self> {
+        let LayerKind::Conv2d {
+            out_channels,
+            groups,
+            ..
+        } = layer.layer.kind
+        else {
+            return Err(Error::Internal(format!(
+                "{} is not a convolution",
+                layer.layer.name
+            )));
+        };
+        let asked = b.ctx.variants();
+        let pass = match b.trains {
+            true => TunedPass::Training,
+            false => TunedPass::Inference,
+        };
+        let tuned = b.ctx.tuning().conv_choice(layer, pass);
+        let tuned_kernel = tuned.map(|t| t.kernel).filter(|&kernel| {
+            asked.conv == KernelShape::Auto
+                && (kernel != KernelShape::WorkgroupTile || b.ctx.tiled_kernels_fit())
+        });
+        let tuned_algorithm = tuned
+            .map(|t| t.algorithm)
+            .filter(|_| asked.conv_algorithm == ConvAlgorithm::Auto);
+        let variant = Variant::of(b, tuned_kernel.unwrap_or_else(|| b.ctx.conv_kernel()))?;
+        let winograd = match tuned_algorithm {
+            Some(algorithm) => algorithm == ConvAlgorithm::Winograd2,
+            None => asked
+                .conv_algorithm
+                .winograd(layer.input.channels / groups, out_channels / groups),
+        };
+        let forced = asked.conv != KernelShape::Auto || asked.conv_algorithm != ConvAlgorithm::Auto;
+        let source = match (tuned_kernel.is_some() || tuned_algorithm.is_some(), forced) {
+            (true, _) => "tuned",
+            (false, true) => "forced",
+            (false, false) => "heuristic",
+        };
+        Ok(Choice {
+            variant,
+            winograd,
+            source,
+        })
+    }
+
+    /// What the layer's forward runs, for profiles: the algorithm, the kernel shape and where
+    /// the choice came from.
+    fn describe(&self, winograd: bool) -> String {
+        format!(
+            "{} {}, {}",
+            if winograd { "winograd2" } else { "direct" },
+            match self.variant {
+                Variant::RegisterBlock => "register-block",
+                Variant::WorkgroupTile => "workgroup-tile",
+            },
+            self.source
+        )
     }
 }
 
@@ -349,9 +424,12 @@ pub(crate) fn forward(
             layer.layer.name
         )));
     };
-    let variant = Variant::of(b)?;
+    let choice = Choice::of(b, layer)?;
+    let variant = choice.variant;
     let mut conv = Conv2dParams::of(layer, packed_out)?;
-    if winograd::applies(b, &conv) {
+    let winograd = choice.winograd && winograd::fits(b, &conv);
+    b.note_choice(&layer.layer.name, choice.describe(winograd));
+    if winograd {
         let args = [input, &params.weights[0], &params.bias, output];
         return winograd::convolution(b, variant, &layer.layer.name, &conv, args);
     }
@@ -389,21 +467,21 @@ pub(crate) fn backward(
             "{name}: a conv layer's weight is packed as a conv's"
         )));
     };
-    let variant = Variant::of(b)?;
+    let choice = Choice::of(b, layer)?;
     let mut dispatches = Vec::new();
     if let LayerKind::Conv2d { relu: true, .. } = layer.layer.kind {
         dispatches.push(elementwise::relu_backward(b, layer, buf)?);
     }
     if let Some(grads) = grads {
         let packing = (groups, taps, packed_out);
-        dispatches.extend(parameter_gradients(b, layer, buf, packing, grads, variant)?);
+        dispatches.extend(parameter_gradients(b, layer, buf, packing, grads, choice)?);
     }
     if let Some(grad_input) = buf.grad_input {
         let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
         dispatches.push(rotate);
         dispatches.extend(input_gradient(
             b,
-            variant,
+            choice,
             layer,
             buf.grad_output,
             &rotated,
@@ -422,42 +500,25 @@ fn parameter_gradients(
     buf: &BackwardBuffers,
     (groups, taps, packed_out): (usize, usize, usize),
     grads: &PackedGrads,
-    variant: Variant,
+    choice: Choice,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
-    let mut dispatches = Vec::new();
-    // Filter gradient: chunks of pixels, as many as fit one binding and the dispatch limit.
-    let pixels = layer.batch * layer.output.height * layer.output.width;
-    let packed_len = groups * taps * packed_out;
-    let max_chunks = ((b.max_binding / (packed_len as u64 * 4)) as usize)
-        .min(b.ctx.limits().max_compute_workgroups_per_dimension as usize / groups)
-        .max(1);
-    let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
-    let pixels_per_chunk = pixels.div_ceil(wanted);
-    let chunks = pixels.div_ceil(pixels_per_chunk);
-    let scratch = (chunks > 1)
-        .then(|| b.scratch(&format!("{name} filter partial sums"), chunks * packed_len));
-    let partial = scratch.as_ref().unwrap_or(&grads.weights[0]);
-    let mut conv = Conv2dParams::of(layer, packed_out)?;
-    conv.pixels_per_chunk = u32_of(pixels_per_chunk, "pixels")?;
-    let (transposed, transpose) =
-        transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
-    dispatches.push(transpose);
-    let label = format!("{name} filter backward");
-    // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a group.
-    let args = [buf.input, &transposed, partial];
-    dispatches.push(variant.filter(b, &label, &conv, taps, chunks, args)?);
-    if let Some(scratch) = &scratch {
-        let label = format!("{name} filter chunk sum");
-        let params = SumChunksParams {
-            len: u32_of(packed_len, "weights")?,
-            chunks: u32_of(chunks, "chunks")?,
-            ..Default::default()
-        };
-        let workgroups = b.grid_1d(&label, packed_len.div_ceil(4))?;
-        let args = [scratch, &grads.weights[0]];
-        dispatches.push(b.dispatch(&label, &SUM_CHUNKS, &params, &args, workgroups));
-    }
+    let variant = choice.variant;
+    let conv = Conv2dParams::of(layer, packed_out)?;
+    let mut dispatches = if choice.winograd && winograd::fits(b, &conv) {
+        let args = [buf.input, buf.grad_output, &grads.weights[0]];
+        winograd::filter_gradient(b, variant, name, &conv, args)?
+    } else {
+        let (transposed, transpose) =
+            transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
+        let label = format!("{name} filter backward");
+        // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a
+        // group.
+        let args = [buf.input, &transposed, &grads.weights[0]];
+        let mut dispatches = vec![transpose];
+        dispatches.extend(filter_sums(b, variant, &label, &conv, taps, args)?);
+        dispatches
+    };
 
     // A convolution without a bias (a batch norm follows it) has no bias gradient.
     if let LayerKind::Conv2d { bias: true, .. } = layer.layer.kind {
@@ -467,6 +528,50 @@ fn parameter_gradients(
             buf.grad_output,
             &grads.bias,
         )?);
+    }
+    Ok(dispatches)
+}
+
+/// The dispatches of the filter gradient of the convolution of `params` (`taps` reduction entries
+/// per group): the sums over its output pixels in chunks of pixels, as many as fit one binding
+/// and the dispatch limit, then the chunks added. `args` are the input, the output gradient as
+/// [`transpose_grad_output`] lays it out, and the gradient in the packed weights' layout.
+fn filter_sums(
+    b: &mut Builder,
+    variant: Variant,
+    label: &str,
+    params: &Conv2dParams,
+    taps: usize,
+    [input, transposed, gradient]: [&wgpu::Buffer; 3],
+) -> Result<Vec<Dispatch>> {
+    let groups = params.groups as usize;
+    let pixels = (params.batch * params.out_height * params.out_width) as usize;
+    let packed_len = groups * taps * params.packed_out_per_group as usize;
+    let max_chunks = ((b.max_binding / (packed_len as u64 * 4)) as usize)
+        .min(b.ctx.limits().max_compute_workgroups_per_dimension as usize / groups)
+        .max(1);
+    let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
+    let pixels_per_chunk = pixels.div_ceil(wanted);
+    let chunks = pixels.div_ceil(pixels_per_chunk);
+    let scratch =
+        (chunks > 1).then(|| b.scratch(&format!("{label} partial sums"), chunks * packed_len));
+    let partial = scratch.as_ref().unwrap_or(gradient);
+    let params = Conv2dParams {
+        pixels_per_chunk: u32_of(pixels_per_chunk, "pixels")?,
+        ..*params
+    };
+    let args = [input, transposed, partial];
+    let mut dispatches = vec![variant.filter(b, label, &params, taps, chunks, args)?];
+    if let Some(scratch) = &scratch {
+        let label = format!("{label} chunk sum");
+        let params = SumChunksParams {
+            len: u32_of(packed_len, "weights")?,
+            chunks: u32_of(chunks, "chunks")?,
+            ..Default::default()
+        };
+        let workgroups = b.grid_1d(&label, packed_len.div_ceil(4))?;
+        let args = [scratch, gradient];
+        dispatches.push(b.dispatch(&label, &SUM_CHUNKS, &params, &args, workgroups));
     }
     Ok(dispatches)
 }
@@ -546,13 +651,14 @@ fn rotated_weights(
 /// 1; a 1x1 convolution's is read as it is), with the rotated weights. Strided: conv2d_backward_data, phase by phase.
 fn input_gradient(
     b: &mut Builder,
-    variant: Variant,
+    choice: Choice,
     layer: &LayerPlan,
     grad_output: &wgpu::Buffer,
     rotated: &wgpu::Buffer,
     grad_input: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let name = &layer.layer.name;
+    let variant = choice.variant;
     let LayerKind::Conv2d { window, groups, .. } = layer.layer.kind else {
         return Err(Error::Internal(format!("{name} is not a convolution")));
     };
@@ -603,7 +709,7 @@ fn input_gradient(
         input.channels,
         Purpose::Scratch,
     );
-    if winograd::applies(b, &full) {
+    if choice.winograd && winograd::fits(b, &full) {
         let args = [grad_output, rotated, &zero_bias, grad_input];
         return winograd::convolution(b, variant, &label, &full, args);
     }

@@ -3,8 +3,11 @@
 //! (`winograd_filter`, `winograd_input`, `winograd_output`), and the 16 products between them
 //! summed over the input channels as one grouped 1x1 convolution on the direct kernels (16
 //! groups per group of the layer, one per position of the 4x4 transform), so that the product
-//! runs at the rate of the direct kernels' best case on 2.25x fewer multiply-adds. The algebra
-//! and the layouts: shaders/common/winograd_params.wgsl; why: docs/kernels.md.
+//! runs at the rate of the direct kernels' best case on 2.25x fewer multiply-adds. The filter
+//! gradient is the same algorithm transposed: the output gradient's tiles transformed
+//! (`winograd_gradient`), the 16 sums over the tiles as that grouped 1x1 convolution's filter
+//! gradient, and the sums back to 3x3 filters (`winograd_filter_gradient`). The algebra and the
+//! layouts: shaders/common/winograd_params.wgsl; why: docs/kernels.md.
 //!
 //! The tiles are processed in chunks small enough that the transformed inputs and the products
 //! each fit one storage binding (VGG-16's first layers at batch 8 need several).
@@ -34,16 +37,29 @@ kernel_params! {
         pad_top: u32,
         pad_left: u32,
         relu: u32,
+        accumulate: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
 const FILTER: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_FILTER);
 const INPUT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_INPUT);
 const OUTPUT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_OUTPUT);
+const GRADIENT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_GRADIENT);
+const FILTER_GRADIENT: KernelDef<WinogradParams> =
+    KernelDef::flat(shaders::WINOGRAD_FILTER_GRADIENT);
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    vec![FILTER.contract(), INPUT.contract(), OUTPUT.contract()]
+    vec![
+        FILTER.contract(),
+        INPUT.contract(),
+        OUTPUT.contract(),
+        GRADIENT.contract(),
+        FILTER_GRADIENT.contract(),
+    ]
 }
 
 /// Positions of the 4x4 transform: the products per tile and input channel.
@@ -54,58 +70,67 @@ const POSITIONS: usize = 16;
 /// tensors.
 const MAX_CHUNK_VALUES: usize = 32 << 20;
 
-/// Whether the convolution of `params` runs through Winograd on this device: a 3x3 stride-1
-/// convolution, the device's algorithm choice takes it at these channel counts, and its
-/// transformed filters and one tile's transformed values fit a storage binding (else it stays
-/// direct, whose weights are 16/9 times smaller).
-pub(super) fn applies(b: &Builder, params: &Conv2dParams) -> bool {
-    let groups = params.groups as usize;
+/// Whether the convolution of `params` can run through Winograd on this device: a 3x3 stride-1
+/// convolution whose transformed filters and one tile's transformed values fit a storage binding
+/// (else it stays direct, whose weights are 16/9 times smaller). Whether it does is the layer's
+/// choice (`Choice` in the parent module).
+pub(super) fn fits(b: &Builder, params: &Conv2dParams) -> bool {
     let shape = (params.kernel_height, params.kernel_width);
     let stride = (params.stride_height, params.stride_width);
     let (filters, tile) = transformed_bytes(params);
-    shape == (3, 3)
-        && stride == (1, 1)
-        && filters <= b.max_binding
-        && tile <= b.max_binding
-        && b.ctx.conv_algorithm().winograd(
-            params.in_channels as usize / groups,
-            params.out_channels as usize / groups,
-        )
+    shape == (3, 3) && stride == (1, 1) && filters <= b.max_binding && tile <= b.max_binding
 }
 
-/// Bytes of the transformed filters, and of one tile's transformed inputs or products (the
-/// larger).
+/// Bytes of the transformed filters (or their gradient's sums), and of one tile's transformed
+/// inputs, products or output gradients (the largest).
 fn transformed_bytes(params: &Conv2dParams) -> (u64, u64) {
     let channels = u64::from(params.in_channels);
+    let packed_out = u64::from(params.groups) * u64::from(params.packed_out_per_group);
     let filters = POSITIONS as u64 * channels * u64::from(params.packed_out_per_group);
-    let tile = POSITIONS as u64 * channels.max(u64::from(params.out_channels));
+    let tile = POSITIONS as u64 * channels.max(packed_out);
     (4 * filters, 4 * tile)
 }
 
-/// The dispatches of the convolution of `params` through Winograd's F(2x2, 3x3): the filters
-/// transformed, then chunk by chunk of tiles the inputs transformed, the grouped 1x1 product on
-/// the device's direct kernel, and the products transformed into the output (bias and ReLU
-/// added there). `args` are input, packed weights, bias, output, as the direct kernels take them;
-/// `params` describes the unpadded input (the input transform reads zeros outside it). Only for
-/// a convolution that [`applies`] (which checks that the transforms fit a binding).
-pub(super) fn convolution(
-    b: &mut Builder,
-    variant: Variant,
-    label: &str,
-    params: &Conv2dParams,
-    [input, weights, bias, output]: [&wgpu::Buffer; 4],
-) -> Result<Vec<Dispatch>> {
-    let channels = params.in_channels as usize;
-    let out_channels = params.out_channels as usize;
-    let groups = params.groups as usize;
-    let packed_out = params.packed_out_per_group as usize;
-    let tiles_down = (params.out_height as usize).div_ceil(2);
-    let tiles_across = (params.out_width as usize).div_ceil(2);
-    let tiles = params.batch as usize * tiles_down * tiles_across;
-    let per_tile = (transformed_bytes(params).1 / 4) as usize;
-    let most_values = MAX_CHUNK_VALUES.min((b.max_binding / 4) as usize);
-    let chunk = (most_values / per_tile).clamp(1, tiles);
-    let transform = |first_tile: usize, chunk_tiles: usize| -> Result<WinogradParams> {
+/// How a convolution's output tiles are cut into chunks: the tiles across and down an image,
+/// their total over the batch, and the most one chunk holds (its transformed values within a
+/// binding and [`MAX_CHUNK_VALUES`]).
+struct Tiling {
+    tiles_across: usize,
+    tiles_down: usize,
+    tiles: usize,
+    chunk: usize,
+}
+
+impl Tiling {
+    fn of(b: &Builder, params: &Conv2dParams) -> Self {
+        let tiles_down = (params.out_height as usize).div_ceil(2);
+        let tiles_across = (params.out_width as usize).div_ceil(2);
+        let tiles = params.batch as usize * tiles_down * tiles_across;
+        let per_tile = (transformed_bytes(params).1 / 4) as usize;
+        let most_values = MAX_CHUNK_VALUES.min((b.max_binding / 4) as usize);
+        let chunk = (most_values / per_tile).clamp(1, tiles);
+        Tiling {
+            tiles_across,
+            tiles_down,
+            tiles,
+            chunk,
+        }
+    }
+
+    /// The chunks as (first tile, tiles).
+    fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.tiles)
+            .step_by(self.chunk)
+            .map(|first| (first, self.chunk.min(self.tiles - first)))
+    }
+
+    /// The transforms' parameters for the chunk of `tiles` tiles from `first_tile`.
+    fn params(
+        &self,
+        params: &Conv2dParams,
+        first_tile: usize,
+        tiles: usize,
+    ) -> Result<WinogradParams> {
         Ok(WinogradParams {
             batch: params.batch,
             channels: params.in_channels,
@@ -116,16 +141,66 @@ pub(super) fn convolution(
             out_width: params.out_width,
             groups: params.groups,
             packed_out: params.packed_out_per_group,
-            tiles_down: u32_of(tiles_down, "tiles")?,
-            tiles_across: u32_of(tiles_across, "tiles")?,
+            tiles_down: u32_of(self.tiles_down, "tiles")?,
+            tiles_across: u32_of(self.tiles_across, "tiles")?,
             first_tile: u32_of(first_tile, "tiles")?,
-            tiles: u32_of(chunk_tiles, "tiles")?,
+            tiles: u32_of(tiles, "tiles")?,
             pad_top: params.pad_top,
             pad_left: params.pad_left,
             relu: params.relu,
+            accumulate: u32::from(first_tile > 0),
+            ..Default::default()
         })
-    };
+    }
+}
 
+/// The grouped 1x1 convolution of the 16 positions (per group of the layer) over a 1 x `tiles`
+/// "image" of 16 x channels: its product is the forward's, its filter gradient the filter
+/// gradient's sums.
+fn positions_as_groups(params: &Conv2dParams, tiles: usize) -> Result<Conv2dParams> {
+    let width = u32_of(tiles, "tiles")?;
+    let channels = params.in_channels as usize;
+    Ok(Conv2dParams {
+        batch: 1,
+        in_channels: u32_of(POSITIONS * channels, "channels")?,
+        in_height: 1,
+        in_width: width,
+        out_channels: u32_of(POSITIONS * params.out_channels as usize, "channels")?,
+        out_height: 1,
+        out_width: width,
+        groups: u32_of(POSITIONS * params.groups as usize, "groups")?,
+        kernel_height: 1,
+        kernel_width: 1,
+        stride_height: 1,
+        stride_width: 1,
+        packed_out_per_group: params.packed_out_per_group,
+        packed_in_per_group: u32_of(
+            (channels / params.groups as usize).next_multiple_of(BLOCK),
+            "channels",
+        )?,
+        // No padding, no ReLU (the output transform applies it).
+        ..Default::default()
+    })
+}
+
+/// The dispatches of the convolution of `params` through Winograd's F(2x2, 3x3): the filters
+/// transformed, then chunk by chunk of tiles the inputs transformed, the grouped 1x1 product on
+/// the device's direct kernel, and the products transformed into the output (bias and ReLU
+/// added there). `args` are input, packed weights, bias, output, as the direct kernels take them;
+/// `params` describes the unpadded input (the input transform reads zeros outside it). Only for
+/// a convolution that [`fits`] (which checks that the transforms fit a binding).
+pub(super) fn convolution(
+    b: &mut Builder,
+    variant: Variant,
+    label: &str,
+    params: &Conv2dParams,
+    [input, weights, bias, output]: [&wgpu::Buffer; 4],
+) -> Result<Vec<Dispatch>> {
+    let channels = params.in_channels as usize;
+    let out_channels = params.out_channels as usize;
+    let packed_out = params.packed_out_per_group as usize;
+    let tiling = Tiling::of(b, params);
+    let chunk = tiling.chunk;
     let filters_len = POSITIONS * channels * packed_out;
     let filters = b.scratch(&format!("{label} Winograd filters"), filters_len);
     let inputs = b.scratch(
@@ -145,39 +220,18 @@ pub(super) fn convolution(
     let mut dispatches = Vec::new();
     let filter_label = format!("{label} Winograd filters");
     let workgroups = b.grid_1d(&filter_label, channels * packed_out)?;
-    let filter_params = transform(0, 0)?;
+    let filter_params = tiling.params(params, 0, 0)?;
     let args = [weights, &filters];
     dispatches.push(b.dispatch(&filter_label, &FILTER, &filter_params, &args, workgroups));
 
-    for first_tile in (0..tiles).step_by(chunk) {
-        let chunk_tiles = chunk.min(tiles - first_tile);
-        let chunk_params = transform(first_tile, chunk_tiles)?;
+    for (first_tile, chunk_tiles) in tiling.chunks() {
+        let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
         let input_label = format!("{label} Winograd inputs");
         let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
         let args = [input, &inputs];
         dispatches.push(b.dispatch(&input_label, &INPUT, &chunk_params, &args, workgroups));
 
-        // The 16 products (per group of the layer) as a grouped 1x1 convolution over a
-        // 1 x chunk_tiles "image" of 16 x channels.
-        let width = u32_of(chunk_tiles, "tiles")?;
-        let product = Conv2dParams {
-            batch: 1,
-            in_channels: u32_of(POSITIONS * channels, "channels")?,
-            in_height: 1,
-            in_width: width,
-            out_channels: u32_of(POSITIONS * out_channels, "channels")?,
-            out_height: 1,
-            out_width: width,
-            groups: u32_of(POSITIONS * groups, "groups")?,
-            kernel_height: 1,
-            kernel_width: 1,
-            stride_height: 1,
-            stride_width: 1,
-            packed_out_per_group: params.packed_out_per_group,
-            packed_in_per_group: u32_of((channels / groups).next_multiple_of(BLOCK), "channels")?,
-            // No padding, no ReLU (the output transform applies it).
-            ..Default::default()
-        };
+        let product = positions_as_groups(params, chunk_tiles)?;
         let args = [&inputs, &filters, &zero_bias, &products];
         dispatches.push(variant.forward(
             b,
@@ -190,6 +244,79 @@ pub(super) fn convolution(
         let workgroups = b.grid_1d(&output_label, out_channels * chunk_tiles)?;
         let args = [&products, bias, output];
         dispatches.push(b.dispatch(&output_label, &OUTPUT, &chunk_params, &args, workgroups));
+    }
+    Ok(dispatches)
+}
+
+/// The dispatches of the filter gradient of the convolution of `params` through Winograd's
+/// F(2x2, 3x3), chunk by chunk of tiles: the input tiles transformed as in the forward, the
+/// output gradient's tiles transformed (`A delta A^T`), the 16 sums over the tiles of their
+/// products as the filter gradient of the grouped 1x1 convolution on the device's direct kernel,
+/// and those sums transformed back to 3x3 filters (`G^T dU G`), written by the first chunk and
+/// added by the others. `args` are the input, the output gradient (through the ReLU mask
+/// already) and the gradient in the packed weights' layout. Only for a convolution that
+/// [`fits`].
+pub(super) fn filter_gradient(
+    b: &mut Builder,
+    variant: Variant,
+    label: &str,
+    params: &Conv2dParams,
+    [input, grad_output, gradient]: [&wgpu::Buffer; 3],
+) -> Result<Vec<Dispatch>> {
+    let channels = params.in_channels as usize;
+    let packed_out = params.packed_out_per_group as usize;
+    let groups = params.groups as usize;
+    let tiling = Tiling::of(b, params);
+    let inputs = b.scratch(
+        &format!("{label} Winograd inputs"),
+        POSITIONS * channels * tiling.chunk,
+    );
+    let gradients = b.scratch(
+        &format!("{label} Winograd output gradients"),
+        POSITIONS * groups * packed_out * tiling.chunk,
+    );
+    let sums = b.scratch(
+        &format!("{label} Winograd filter gradient sums"),
+        POSITIONS * channels * packed_out,
+    );
+    let mut dispatches = Vec::new();
+    for (first_tile, chunk_tiles) in tiling.chunks() {
+        let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
+        let input_label = format!("{label} Winograd inputs");
+        let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
+        let args = [input, &inputs];
+        dispatches.push(b.dispatch(&input_label, &INPUT, &chunk_params, &args, workgroups));
+
+        let gradient_label = format!("{label} Winograd output gradients");
+        let invocations = chunk_tiles * groups * packed_out / 4;
+        let workgroups = b.grid_1d(&gradient_label, invocations)?;
+        let args = [grad_output, &gradients];
+        dispatches.push(b.dispatch(&gradient_label, &GRADIENT, &chunk_params, &args, workgroups));
+
+        // One reduction entry per input channel of a group: the 1x1 convolution's taps.
+        let product = positions_as_groups(params, chunk_tiles)?;
+        let taps = channels / groups;
+        let args = [&inputs, &gradients, &sums];
+        let sums_label = format!("{label} Winograd filter backward");
+        dispatches.extend(super::filter_sums(
+            b,
+            variant,
+            &sums_label,
+            &product,
+            taps,
+            args,
+        )?);
+
+        let filter_label = format!("{label} Winograd filter gradient");
+        let workgroups = b.grid_1d(&filter_label, channels * packed_out)?;
+        let args = [&sums, gradient];
+        dispatches.push(b.dispatch(
+            &filter_label,
+            &FILTER_GRADIENT,
+            &chunk_params,
+            &args,
+            workgroups,
+        ));
     }
     Ok(dispatches)
 }

@@ -1,0 +1,68 @@
+//! `convnet tune`: every convolution timed under each candidate kernel on this adapter, the
+//! winners written to the tune cache that `bench`, `check`, `run` and `train` read.
+
+use convnet_wgpu::gpu::tuning;
+use convnet_wgpu::tune::{self, TuneReport};
+
+use super::{open_context, DeviceArgs, ModelArgs};
+
+/// `convnet tune`: measure, print a table, write the cache.
+pub(crate) fn tune(model: &ModelArgs, device: &DeviceArgs, seed: u64) -> anyhow::Result<()> {
+    let network = model.network.build()?;
+    let path = device.tune_cache_path()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the directory: {e}", dir.display()))?;
+    }
+    convnet_wgpu::files::check_writable(&path)?;
+    let mut ctx = open_context(device)?;
+    let report = tune::tune(&mut ctx, &network, model.batch, seed, |line| {
+        println!("{line}")
+    })?;
+    print_report(&report);
+    let entries = report.entries(ctx.info());
+    tuning::store(&path, &entries)?;
+    println!(
+        "wrote {} choices for {} layer shapes to {} ({:.1} s)",
+        entries.len(),
+        report.shapes.len(),
+        path.display(),
+        report.seconds
+    );
+    Ok(())
+}
+
+/// A row per layer shape: each candidate's forward and forward+backward milliseconds, then the
+/// winners.
+fn print_report(report: &TuneReport) {
+    println!(
+        "\n{:<28} {:<28} {:>10} {:>14}",
+        "layers", "candidate", "forward ms", "fwd+bwd ms"
+    );
+    for shape in &report.shapes {
+        let mut names = shape.layers[0].clone();
+        if shape.layers.len() > 1 {
+            names += &format!(" (+{})", shape.layers.len() - 1);
+        }
+        for (i, c) in shape.candidates.iter().enumerate() {
+            println!(
+                "{:<28} {:<28} {:>10.2} {:>14}{}",
+                if i == 0 { names.as_str() } else { "" },
+                c.choice.to_string(),
+                c.forward_s * 1e3,
+                c.training_s()
+                    .map_or("-".to_string(), |s| format!("{:.2}", s * 1e3)),
+                c.rejected
+                    .as_ref()
+                    .map_or(String::new(), |why| format!("  rejected: {why}"))
+            );
+        }
+        let or_none = |c: Option<tuning::ConvChoice>| c.map_or("none".into(), |c| c.to_string());
+        println!(
+            "{:<28} inference: {}, training: {}",
+            "",
+            or_none(shape.inference),
+            or_none(shape.training)
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Measured per-layer kernel choices: which algorithm and kernel shape computes each
+//! convolution, as `convnet tune` measured them on an adapter (`crate::tune`), and the cache
+//! file that keeps them between runs.
+//!
+//! A context holds a [`Tuning`] (empty unless given one); a convolution looks its layer up by
+//! [`conv_key`] and the pass it is built for. What a flag forces wins over the tuning, and the
+//! tuning over the adapter's heuristic (`gpu::ops::conv`). The cache is one JSON file of
+//! [`CacheEntry`]s for any number of adapters; a context takes only those of its own adapter,
+//! backend and driver version, so a driver update makes the old entries stale (ignored, kept in
+//! the file). A file that does not parse, or entries that name no real choice, are ignored with
+//! a warning, never trusted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gpu::variants::{ConvAlgorithm, KernelShape};
+use crate::model::{LayerKind, LayerPlan};
+
+/// The cache file's format; a file of another version is ignored.
+const SCHEMA_VERSION: u32 = 1;
+
+/// Which pass a choice is for: a network built for inference runs the forward alone, one built
+/// with gradients also the backward, whose kernels the choice sets too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunedPass {
+    /// The forward pass alone.
+    Inference,
+    /// The forward and backward passes.
+    Training,
+}
+
+/// How one convolution is computed: an algorithm and a kernel shape, neither `Auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvChoice {
+    /// Direct, or Winograd where the layer allows it.
+    pub algorithm: ConvAlgorithm,
+    /// Register blocks or workgroup tiles.
+    pub kernel: KernelShape,
+}
+
+impl ConvChoice {
+    /// Whether both halves name a real choice (a cache file could hold `auto`).
+    fn is_definite(&self) -> bool {
+        self.algorithm != ConvAlgorithm::Auto && self.kernel != KernelShape::Auto
+    }
+}
+
+impl std::fmt::Display for ConvChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let algorithm = match self.algorithm {
+            ConvAlgorithm::Winograd2 => "winograd2",
+            _ => "direct",
+        };
+        let kernel = match self.kernel {
+            KernelShape::WorkgroupTile => "workgroup-tile",
+            _ => "register-block",
+        };
+        write!(f, "{algorithm} {kernel}")
+    }
+}
+
+/// The key a convolution is tuned and looked up by: everything that sets its kernels' work
+/// (batch, input, output channels, window, stride, padding, groups), nothing of its name or
+/// place in the network. `None` for a layer that is not a convolution.
+pub fn conv_key(layer: &LayerPlan) -> Option<String> {
+    let LayerKind::Conv2d {
+        out_channels,
+        window,
+        groups,
+        ..
+    } = layer.layer.kind
+    else {
+        return None;
+    };
+    let (input, pad) = (layer.input, layer.pad);
+    Some(format!(
+        "conv batch {} input {}x{}x{} out {} kernel {}x{} stride {}x{} pad {},{},{},{} groups {}",
+        layer.batch,
+        input.channels,
+        input.height,
+        input.width,
+        out_channels,
+        window.height,
+        window.width,
+        window.stride_height,
+        window.stride_width,
+        pad.top,
+        pad.bottom,
+        pad.left,
+        pad.right,
+        groups
+    ))
+}
+
+/// One measured choice in the cache file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The adapter's name, as wgpu reports it.
+    pub adapter: String,
+    /// Its backend (`Vulkan`, `Metal`, ...).
+    pub backend: String,
+    /// Its driver and version ([`driver_of`]).
+    pub driver: String,
+    /// The layer's [`conv_key`].
+    pub layer: String,
+    /// The pass the choice is for.
+    pub pass: TunedPass,
+    /// The fastest candidate that matched the CPU reference.
+    pub choice: ConvChoice,
+    /// Every candidate measured, as (choice, seconds of the pass's share of the layer), for the
+    /// record.
+    pub seconds: Vec<(String, f64)>,
+}
+
+impl CacheEntry {
+    fn is_for(&self, info: &wgpu::AdapterInfo) -> bool {
+        self.adapter == info.name
+            && self.backend == format!("{:?}", info.backend)
+            && self.driver == driver_of(info)
+    }
+}
+
+/// The driver and its version, as one string (what makes an entry stale when it changes).
+pub fn driver_of(info: &wgpu::AdapterInfo) -> String {
+    format!("{} {}", info.driver, info.driver_info)
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    schema_version: u32,
+    entries: Vec<CacheEntry>,
+}
+
+/// The measured choices one context uses.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    choices: HashMap<(String, TunedPass), ConvChoice>,
+    /// The file they came from.
+    source: Option<PathBuf>,
+}
+
+impl Tuning {
+    /// The measured choice for the convolution `layer` in `pass`, if one was measured.
+    pub fn conv_choice(&self, layer: &LayerPlan, pass: TunedPass) -> Option<ConvChoice> {
+        let key = conv_key(layer)?;
+        self.choices.get(&(key, pass)).copied()
+    }
+
+    /// How many (layer, pass) choices it holds.
+    pub fn len(&self) -> usize {
+        self.choices.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.choices.is_empty()
+    }
+
+    /// The cache file it was read from.
+    pub fn source(&self) -> Option<&Path> {
+        self.source.as_deref()
+    }
+}
+
+/// Where the cache lives unless a path is given: `convnet-wgpu/tune.json` in the user's cache
+/// directory (`$XDG_CACHE_HOME` or `~/.cache` on Linux, `~/Library/Caches` on macOS,
+/// `%LOCALAPPDATA%` on Windows). `None` where the platform has none.
+pub fn default_cache_path() -> Option<PathBuf> {
+    dirs::cache_dir().map(|dir| dir.join("convnet-wgpu").join("tune.json"))
+}
+
+/// Every entry of the cache file at `path`: empty where there is no file. A file that cannot be
+/// read or parsed, or of another format version, is an error (the caller decides whether to
+/// warn and go on).
+pub fn read_cache(path: &Path) -> Result<Vec<CacheEntry>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = crate::files::read(path)?;
+    let file: CacheFile = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::file(path, format!("not a tune cache: {e}")))?;
+    if file.schema_version != SCHEMA_VERSION {
+        return Err(Error::file(
+            path,
+            format!(
+                "a tune cache of format version {} (this program reads {SCHEMA_VERSION})",
+                file.schema_version
+            ),
+        ));
+    }
+    Ok(file.entries)
+}
+
+/// The choices of the cache at `path` for the adapter `info`, and a warning for what had to be
+/// ignored: the whole file where it is unreadable, or the entries that name no real choice.
+pub fn load(path: &Path, info: &wgpu::AdapterInfo) -> (Tuning, Option<String>) {
+    let entries = match read_cache(path) {
+        Ok(entries) => entries,
+        Err(e) => return (Tuning::default(), Some(format!("{e}; ignored"))),
+    };
+    let mut tuning = Tuning {
+        choices: HashMap::new(),
+        source: Some(path.to_path_buf()),
+    };
+    let mut ignored = 0;
+    for entry in entries.into_iter().filter(|e| e.is_for(info)) {
+        if entry.choice.is_definite() {
+            tuning
+                .choices
+                .insert((entry.layer, entry.pass), entry.choice);
+        } else {
+            ignored += 1;
+        }
+    }
+    let warning = (ignored > 0).then(|| {
+        format!(
+            "{}: {ignored} entries name no definite choice; ignored",
+            path.display()
+        )
+    });
+    (tuning, warning)
+}
+
+/// Writes `measured` into the cache at `path`, replacing the entries of the same adapter,
+/// driver, layer and pass and keeping every other; written whole or not at all. An unreadable
+/// old cache is replaced.
+pub fn store(path: &Path, measured: &[CacheEntry]) -> Result<()> {
+    let mut entries = read_cache(path).unwrap_or_default();
+    let same = |a: &CacheEntry, b: &CacheEntry| {
+        (&a.adapter, &a.backend, &a.driver, &a.layer, a.pass)
+            == (&b.adapter, &b.backend, &b.driver, &b.layer, b.pass)
+    };
+    entries.retain(|old| !measured.iter().any(|new| same(old, new)));
+    entries.extend(measured.iter().cloned());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(dir, format!("cannot create the directory: {e}")))?;
+    }
+    let file = CacheFile {
+        schema_version: SCHEMA_VERSION,
+        entries,
+    };
+    let json = serde_json::to_vec_pretty(&file)
+        .map_err(|e| Error::Internal(format!("tune cache: {e}")))?;
+    crate::files::write_atomically(path, &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(name: &str, driver_info: &str) -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: name.into(),
+            driver: "llvmpipe".into(),
+            driver_info: driver_info.into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        }
+    }
+
+    fn entry(adapter: &wgpu::AdapterInfo, layer: &str, algorithm: ConvAlgorithm) -> CacheEntry {
+        CacheEntry {
+            adapter: adapter.name.clone(),
+            backend: format!("{:?}", adapter.backend),
+            driver: driver_of(adapter),
+            layer: layer.into(),
+            pass: TunedPass::Training,
+            choice: ConvChoice {
+                algorithm,
+                kernel: KernelShape::RegisterBlock,
+            },
+            seconds: vec![("direct register-block".into(), 1.0)],
+        }
+    }
+
+    #[test]
+    fn a_cache_keeps_other_adapters_and_replaces_its_own_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("tune.json");
+        let (this, other) = (info("a", "Mesa 25"), info("b", "Mesa 25"));
+        store(&path, &[entry(&this, "x", ConvAlgorithm::Direct)]).unwrap();
+        store(&path, &[entry(&other, "x", ConvAlgorithm::Direct)]).unwrap();
+        store(&path, &[entry(&this, "x", ConvAlgorithm::Winograd2)]).unwrap();
+        assert_eq!(read_cache(&path).unwrap().len(), 2);
+        let (tuning, warning) = load(&path, &this);
+        assert!(warning.is_none());
+        assert_eq!(tuning.len(), 1);
+        assert_eq!(
+            tuning.choices[&("x".to_string(), TunedPass::Training)].algorithm,
+            ConvAlgorithm::Winograd2
+        );
+        // A driver update makes the entries stale.
+        assert!(load(&path, &info("a", "Mesa 26")).0.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_cache_is_ignored_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tune.json");
+        let this = info("a", "Mesa 25");
+        for bad in [
+            "{ not json",
+            r#"{"schema_version": 99, "entries": []}"#,
+            r#"{"schema_version": 1, "entries": [{"adapter": "a"}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let (tuning, warning) = load(&path, &this);
+            assert!(tuning.is_empty(), "{bad}");
+            assert!(warning.unwrap().contains("ignored"), "{bad}");
+        }
+        let mut auto = entry(&this, "x", ConvAlgorithm::Auto);
+        auto.choice.kernel = KernelShape::Auto;
+        store(&path, &[auto]).unwrap();
+        let (tuning, warning) = load(&path, &this);
+        assert!(tuning.is_empty());
+        assert!(warning.unwrap().contains("1 entries"));
+        // No file: nothing to use, nothing to warn about.
+        let (tuning, warning) = load(&dir.path().join("none.json"), &this);
+        assert!(tuning.is_empty() && warning.is_none());
+    }
+}

@@ -1,0 +1,354 @@
+//! `convnet tune`: every convolution of a network timed under each candidate way of computing
+//! it on the adapter at hand, and the fastest that matches the CPU reference kept per layer
+//! shape and pass ([`crate::gpu::tuning`] holds the choices and their cache file).
+//!
+//! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3)) crossed with the
+//! kernel shapes (register blocks, workgroup tiles where the adapter's limits run them). Each
+//! candidate is forced on the whole network. The network at batch 1 runs a forward-backward
+//! pass first, untimed: a driver such as llvmpipe compiles a shader at its first dispatch, and
+//! the pipelines (specialised by window and stride, never by batch) are then compiled when the
+//! network at the tuned batch runs a profiled forward pass: every layer timed in context, by
+//! GPU timestamps where the adapter has them. A candidate whose forward took at least
+//! [`PRUNE_FACTOR`] times the best candidate's so far on every layer it applies to can win
+//! nothing and stops there; the others run an untimed forward-backward pass and a profiled
+//! backward pass. (On lavapipe this halves a tune: the workgroup-tiled kernels run 3-4x slower
+//! there, and their backward passes were most of its time.) A candidate that does not apply to a
+//! layer (Winograd on a 5x5 layer, or one whose transforms do not fit a binding) is not timed
+//! for it. Before a candidate may win a layer,
+//! the layer alone under it (batch 1, its input cropped to at most 12x12 or the window, same
+//! channels, window, stride, padding and groups) must match the CPU reference within
+//! `check::TOLERANCE` in its output, its input gradient and its parameter gradients.
+//!
+//! The winner for inference is the fastest forward; for training, the fastest forward plus
+//! backward. Layers of one shape (ResNet's repeated blocks) share one entry, their times
+//! summed.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::check::{compare, TOLERANCE};
+use crate::error::{Error, Result};
+use crate::gpu::tuning::{conv_key, driver_of, CacheEntry, ConvChoice, TunedPass};
+use crate::gpu::{ConvAlgorithm, GpuContext, GpuNetwork, KernelShape, Variants};
+use crate::model::{Dims, Layer, LayerKind, LayerPlan, Network, Padding, Window};
+use crate::reference::{self, Parameters};
+use crate::weights::{self, Weights};
+
+/// How many times the best forward time a candidate's forward must take, on every layer, to be
+/// dropped without timing its backward.
+pub const PRUNE_FACTOR: f64 = 2.0;
+
+/// The largest side of the cropped input a candidate is checked on, unless the window needs
+/// more.
+const CHECK_SIDE: usize = 12;
+
+/// One candidate's measurements on one layer shape.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CandidateTime {
+    /// The algorithm and kernel shape.
+    pub choice: ConvChoice,
+    /// Seconds of the forward pass spent in the layers of this shape.
+    pub forward_s: f64,
+    /// Seconds of the backward pass spent in them; `None` where the candidate was dropped after
+    /// its forward (see [`PRUNE_FACTOR`]).
+    pub backward_s: Option<f64>,
+    /// Why it may not win: its check against the reference failed, or it was dropped (`None`:
+    /// it may).
+    pub rejected: Option<String>,
+}
+
+impl CandidateTime {
+    /// Its forward plus backward seconds, where both were timed.
+    pub fn training_s(&self) -> Option<f64> {
+        self.backward_s.map(|b| self.forward_s + b)
+    }
+}
+
+/// One layer shape's candidates and winners.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ShapeResult {
+    /// The layers of this shape, by name.
+    pub layers: Vec<String>,
+    /// Their [`conv_key`].
+    pub key: String,
+    /// Every candidate that applied, in the order measured.
+    pub candidates: Vec<CandidateTime>,
+    /// The fastest checked candidate for the forward pass alone.
+    pub inference: Option<ConvChoice>,
+    /// The fastest checked candidate for the forward and backward passes.
+    pub training: Option<ConvChoice>,
+}
+
+/// What a tune measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TuneReport {
+    /// Every layer shape, in the order of the network.
+    pub shapes: Vec<ShapeResult>,
+    /// Wall-clock seconds the whole tune took.
+    pub seconds: f64,
+}
+
+impl TuneReport {
+    /// The winners as cache entries for the adapter `info`.
+    pub fn entries(&self, info: &wgpu::AdapterInfo) -> Vec<CacheEntry> {
+        let mut entries = Vec::new();
+        for shape in &self.shapes {
+            let passes = [
+                (TunedPass::Inference, shape.inference),
+                (TunedPass::Training, shape.training),
+            ];
+            for (pass, choice) in passes {
+                let Some(choice) = choice else { continue };
+                let seconds = (shape.candidates.iter())
+                    .filter_map(|c| {
+                        let s = match pass {
+                            TunedPass::Inference => Some(c.forward_s),
+                            TunedPass::Training => c.training_s(),
+                        };
+                        Some((c.choice.to_string(), s?))
+                    })
+                    .collect();
+                entries.push(CacheEntry {
+                    adapter: info.name.clone(),
+                    backend: format!("{:?}", info.backend),
+                    driver: driver_of(info),
+                    layer: shape.key.clone(),
+                    pass,
+                    choice,
+                    seconds,
+                });
+            }
+        }
+        entries
+    }
+}
+
+/// The candidates on `ctx`: what its flags force, else every algorithm and every kernel shape
+/// its limits run.
+pub fn candidates(ctx: &GpuContext) -> Vec<ConvChoice> {
+    let asked = ctx.variants();
+    let algorithms = match asked.conv_algorithm {
+        ConvAlgorithm::Auto => vec![ConvAlgorithm::Direct, ConvAlgorithm::Winograd2],
+        forced => vec![forced],
+    };
+    let kernels = match asked.conv {
+        KernelShape::Auto if ctx.tiled_kernels_fit() => {
+            vec![KernelShape::RegisterBlock, KernelShape::WorkgroupTile]
+        }
+        KernelShape::Auto => vec![KernelShape::RegisterBlock],
+        forced => vec![forced],
+    };
+    let mut all = Vec::new();
+    for &kernel in &kernels {
+        for &algorithm in &algorithms {
+            all.push(ConvChoice { algorithm, kernel });
+        }
+    }
+    all
+}
+
+/// Tunes every convolution of `network` at `batch` on `ctx` (whose flags may narrow the
+/// candidates; its variants are restored afterwards). `progress` hears a line per step.
+pub fn tune(
+    ctx: &mut GpuContext,
+    network: &Network,
+    batch: usize,
+    seed: u64,
+    mut progress: impl FnMut(&str),
+) -> Result<TuneReport> {
+    let start = Instant::now();
+    let plan = network.plan(batch)?;
+    let warm_up_plan = network.plan(1)?;
+    // Layers by shape, in the order of the network.
+    let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for (index, layer) in plan.iter().enumerate() {
+        if let Some(key) = conv_key(layer) {
+            if !shapes.contains_key(&key) {
+                order.push(key.clone());
+            }
+            shapes.entry(key).or_default().push(index);
+        }
+    }
+    if order.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{} has no convolutions to tune",
+            network.name
+        )));
+    }
+    let weights = Weights::init(network, seed)?;
+    let input = weights::random_input(&plan, seed + 1);
+    let asked = ctx.variants();
+    let mut results: Vec<ShapeResult> = (order.iter())
+        .map(|key| ShapeResult {
+            layers: (shapes[key].iter())
+                .map(|&i| plan[i].layer.name.clone())
+                .collect(),
+            key: key.clone(),
+            candidates: Vec::new(),
+            inference: None,
+            training: None,
+        })
+        .collect();
+    let outcome = (|| -> Result<()> {
+        for choice in candidates(ctx) {
+            ctx.set_variants(Variants {
+                conv: choice.kernel,
+                conv_algorithm: choice.algorithm,
+                ..asked
+            });
+            progress(&format!("timing {choice}"));
+            let warm_up = GpuNetwork::with_gradients(ctx, &warm_up_plan, &weights)?;
+            warm_up.upload_input(&input[..warm_up_plan[0].input.len()])?;
+            warm_up.forward_backward()?;
+            drop(warm_up);
+            let net = GpuNetwork::with_gradients(ctx, &plan, &weights)?;
+            net.upload_input(&input)?;
+            let forward = by_layer(net.profile_forward_layers()?);
+            let ran: BTreeMap<&str, &str> = (net.layer_choices().iter())
+                .map(|(layer, how)| (layer.as_str(), how.as_str()))
+                .collect();
+            let sum = |times: &LayerSeconds, layers: &[usize]| -> f64 {
+                (layers.iter())
+                    .map(|&i| times.get(&plan[i].layer.name).copied().unwrap_or(0.0))
+                    .sum()
+            };
+            // The shapes this candidate applies to, with their forward seconds. A candidate
+            // whose algorithm a layer could not take ran the direct one there: it is the direct
+            // candidate again, not timed twice.
+            let applied: Vec<(usize, f64)> = (order.iter().enumerate())
+                .filter(|(_, key)| {
+                    shapes[*key].iter().all(|&i| {
+                        let used = ran.get(plan[i].layer.name.as_str());
+                        let winograd = used.is_some_and(|how| how.starts_with("winograd"));
+                        winograd == (choice.algorithm == ConvAlgorithm::Winograd2)
+                    })
+                })
+                .map(|(s, key)| (s, sum(&forward, &shapes[key])))
+                .collect();
+            let best_forward = |s: usize| {
+                (results[s].candidates.iter())
+                    .filter(|c| c.rejected.is_none())
+                    .map(|c| c.forward_s)
+                    .min_by(f64::total_cmp)
+            };
+            let dropped = applied.iter().all(|&(s, seconds)| {
+                best_forward(s).is_some_and(|best| seconds >= PRUNE_FACTOR * best)
+            });
+            let backward = match dropped {
+                true => None,
+                false => Some(by_layer(net.profile_backward_layers()?)),
+            };
+            drop(net);
+            for (s, forward_s) in applied {
+                let layers = &shapes[&order[s]];
+                let rejected = match &backward {
+                    None => Some(format!(
+                        "forward at least {PRUNE_FACTOR}x the best on every layer; backward not \
+                         timed"
+                    )),
+                    Some(_) => check_layer(ctx, &plan[layers[0]], seed)?,
+                };
+                if let (Some(why), Some(_)) = (&rejected, &backward) {
+                    progress(&format!(
+                        "{choice} rejected on {}: {why}",
+                        results[s].layers[0]
+                    ));
+                }
+                results[s].candidates.push(CandidateTime {
+                    choice,
+                    forward_s,
+                    backward_s: backward.as_ref().map(|b| sum(b, layers)),
+                    rejected,
+                });
+            }
+        }
+        Ok(())
+    })();
+    ctx.set_variants(asked);
+    outcome?;
+    for shape in &mut results {
+        let fastest = |cost: &dyn Fn(&CandidateTime) -> f64| {
+            (shape.candidates.iter())
+                .filter(|c| c.rejected.is_none())
+                .min_by(|a, b| cost(a).total_cmp(&cost(b)))
+                .map(|c| c.choice)
+        };
+        shape.inference = fastest(&|c| c.forward_s);
+        shape.training = fastest(&|c| c.training_s().unwrap_or(f64::INFINITY));
+    }
+    Ok(TuneReport {
+        shapes: results,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Seconds per layer of one profiled pass.
+type LayerSeconds = BTreeMap<String, f64>;
+
+fn by_layer(profile: crate::gpu::Profile) -> LayerSeconds {
+    let mut seconds = LayerSeconds::new();
+    for layer in profile.layers {
+        *seconds.entry(layer.layer).or_default() += layer.seconds;
+    }
+    seconds
+}
+
+/// The convolution `layer` alone on `ctx` as it is set, at batch 1 on a cropped input, against
+/// the CPU reference: `None` when its output, input gradient and parameter gradients all match
+/// within [`TOLERANCE`], else what did not.
+fn check_layer(ctx: &GpuContext, layer: &LayerPlan, seed: u64) -> Result<Option<String>> {
+    let LayerKind::Conv2d { window, .. } = layer.layer.kind else {
+        return Err(Error::Internal(format!(
+            "{} is not a convolution",
+            layer.layer.name
+        )));
+    };
+    let side =
+        |size: usize, kernel: usize, stride: usize| size.min(CHECK_SIDE.max(kernel + stride));
+    let input = Dims {
+        channels: layer.input.channels,
+        height: side(layer.input.height, window.height, window.stride_height),
+        width: side(layer.input.width, window.width, window.stride_width),
+    };
+    // Behind a 1x1 max pool (an identity), so that the layer computes its input gradient.
+    let identity = LayerKind::MaxPool {
+        window: Window::square(1, 1, Padding::Valid),
+    };
+    let network = Network::new(
+        "tune check",
+        input,
+        vec![
+            Layer::new("identity", identity),
+            Layer::new("layer", layer.layer.kind.clone()),
+        ],
+    );
+    let plan = network.plan(1)?;
+    let weights = Weights::init(&network, seed)?;
+    let params = Parameters::<f32>::from_weights(&weights);
+    let image = weights::random_input(&plan, seed + 2);
+    let output = reference::layer_forward(&plan[1], &[&image], &params)?;
+    // The gradient of l2_loss(output) is the output itself.
+    let grads = reference::layer_backward(&plan[1], &image, &output, &output, &params, true)?;
+    let net = GpuNetwork::with_gradients(ctx, &plan, &weights)?;
+    net.upload_input(&image)?;
+    net.forward_backward()?;
+    let gpu_grads = net.read_gradients()?;
+    let mut compared = vec![
+        compare("output", &net.read_output()?, &output)?,
+        compare(
+            "input gradient",
+            &net.read_output_gradient(0)?,
+            grads.input.as_deref().unwrap_or_default(),
+        )?,
+    ];
+    for (name, expected) in [("layer.weight", &grads.weight), ("layer.bias", &grads.bias)] {
+        if let (Some(expected), Some(got)) = (expected, gpu_grads.get(name)) {
+            compared.push(compare(name, &got.data, expected)?);
+        }
+    }
+    Ok(compared
+        .iter()
+        .find(|d| !d.within(TOLERANCE))
+        .map(|d| format!("{} off by {:.1e} of its scale", d.name, d.relative)))
+}
