@@ -134,6 +134,37 @@ pub const WINOGRAD_FILTER_GRADIENT: ShaderSource = shader!(
     "winograd_filter_gradient",
     ["winograd_params.wgsl"]
 );
+/// Winograd F(2x2, 5x5): the 5x5 filters transformed, `G g G^T` (6x6 each). The five
+/// `winograd5_*` shaders are written by scripts/winograd_shaders.py from the transform matrices.
+pub const WINOGRAD5_FILTER: ShaderSource = shader!(
+    "winograd5_filter.wgsl",
+    "winograd5_filter",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 5x5): the 6x6 input tiles transformed, `B^T d B`.
+pub const WINOGRAD5_INPUT: ShaderSource = shader!(
+    "winograd5_input.wgsl",
+    "winograd5_input",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 5x5): the products back to 2x2 output tiles, `A^T M A`, with bias and ReLU.
+pub const WINOGRAD5_OUTPUT: ShaderSource = shader!(
+    "winograd5_output.wgsl",
+    "winograd5_output",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 5x5) for the filter gradient: the output gradient's tiles, `A delta A^T`.
+pub const WINOGRAD5_GRADIENT: ShaderSource = shader!(
+    "winograd5_gradient.wgsl",
+    "winograd5_gradient",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(2x2, 5x5) for the filter gradient: back to 5x5 filters, `G^T dU G`.
+pub const WINOGRAD5_FILTER_GRADIENT: ShaderSource = shader!(
+    "winograd5_filter_gradient.wgsl",
+    "winograd5_filter_gradient",
+    ["winograd_params.wgsl"]
+);
 /// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
 /// rotated weights).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
@@ -380,6 +411,11 @@ pub const ALL: &[ShaderSource] = &[
     WINOGRAD_OUTPUT,
     WINOGRAD_GRADIENT,
     WINOGRAD_FILTER_GRADIENT,
+    WINOGRAD5_FILTER,
+    WINOGRAD5_INPUT,
+    WINOGRAD5_OUTPUT,
+    WINOGRAD5_GRADIENT,
+    WINOGRAD5_FILTER_GRADIENT,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     CONV2D_BACKWARD_FILTER_TILED,

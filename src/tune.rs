@@ -2,7 +2,8 @@
 //! it on the adapter at hand, and the fastest that matches the CPU reference kept per layer
 //! shape and pass ([`crate::gpu::tuning`] holds the choices and their cache file).
 //!
-//! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3)) crossed with the
+//! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3) or F(2x2, 5x5))
+//! crossed with the
 //! kernel shapes (register blocks, workgroup tiles where the adapter's limits run them). Each
 //! candidate is forced on the whole network. The network at batch 1 runs a forward-backward
 //! pass first, untimed: a driver such as llvmpipe compiles a shader at its first dispatch, and

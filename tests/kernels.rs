@@ -197,8 +197,8 @@ fn check_conv_cases_with_both_kernels(cases: &[ConvCase], algorithm: ConvAlgorit
     }
 }
 
-/// Winograd's F(2x2, 3x3) forced on every 3x3 stride-1 convolution (forward, input gradient and
-/// filter gradient; the others stay direct) with both product kernels, on the awkward shapes and more: odd output
+/// Winograd's F(2x2, 3x3) and F(2x2, 5x5) forced on every 3x3 and 5x5 stride-1 convolution
+/// (forward, input gradient and filter gradient; the others stay direct) with both product kernels, on the awkward shapes and more: odd output
 /// sizes (a last tile half outside), asymmetric and one-sided padding, VALID (no padding),
 /// groups, batch 1 and 3, channels not a multiple of 4, and a binding so small that the tiles run
 /// in many chunks. Held to the direct kernels' 1e-5.
@@ -239,6 +239,32 @@ fn winograd_convolutions_match_the_reference() {
             1,
             false,
         ),
+        // F(2x2, 5x5): AlexNet conv2's SAME 5x5 in small, with groups; VALID on odd sizes;
+        // one-sided padding at batch 3 with 13 channels.
+        (
+            2,
+            dims(16, 9, 11),
+            24,
+            window(5, 5, 1, 1, Padding::Same),
+            2,
+            true,
+        ),
+        (
+            1,
+            dims(17, 8, 7),
+            6,
+            window(5, 5, 1, 1, Padding::Valid),
+            1,
+            false,
+        ),
+        (
+            3,
+            dims(13, 6, 9),
+            19,
+            window(5, 5, 1, 1, pad(0, 3, 4, 1)),
+            1,
+            true,
+        ),
         // 1058 tiles: the filter gradient sums two chunks of them.
         (
             2,
@@ -251,7 +277,8 @@ fn winograd_convolutions_match_the_reference() {
     ]);
     check_conv_cases_with_both_kernels(&cases, ConvAlgorithm::Winograd2, 700);
     for shared in contexts() {
-        // 64 KiB bindings: 3 x 8 x 8 tiles of 16 x 20 transformed values run as chunks of 51.
+        // 64 KiB bindings: 3 x 8 x 8 tiles of 16 x 20 transformed values run as chunks of 51
+        // (3x3), of 36 x 20 as chunks of 22 (5x5).
         let variants = Variants {
             conv_algorithm: ConvAlgorithm::Winograd2,
             ..Variants::default()
@@ -259,11 +286,13 @@ fn winograd_convolutions_match_the_reference() {
         let ctx = common::fresh_context(shared)
             .with_variants(variants)
             .with_binding_limit(64 << 10);
-        let network = behind_identity(
-            dims(20, 15, 15),
-            conv(12, window(3, 3, 1, 1, Padding::Same), 1, true),
-        );
-        check_layer_on(&ctx, &network, 3, 800);
+        for kernel in [3, 5] {
+            let network = behind_identity(
+                dims(20, 15, 15),
+                conv(12, window(kernel, kernel, 1, 1, Padding::Same), 1, true),
+            );
+            check_layer_on(&ctx, &network, 3, 800 + kernel as u64);
+        }
     }
 }
 
@@ -407,8 +436,15 @@ fn every_matmul_kernel_variant_matches_the_reference() {
     // The fully connected layers' backward products (both gradients), whole and in weight
     // slices (the input gradient accumulates slice by slice), at sizes off every tile; batches 1
     // and 3 take the register-block variant's 4-row kernel for the input gradient, 17 the
-    // 16-row block.
-    let shapes = [(1, 300, 37), (3, 70, 129), (17, 65, 5)];
+    // 16-row block; batches 2 and 5 a weight gradient of whole vec4s of outputs from rows not
+    // a multiple of 4 (70, 33).
+    let shapes = [
+        (1, 300, 37),
+        (3, 70, 129),
+        (17, 65, 5),
+        (2, 70, 36),
+        (5, 33, 20),
+    ];
     for shared in contexts() {
         for matmul in [KernelShape::RegisterBlock, KernelShape::WorkgroupTile] {
             for sliced in [false, true] {

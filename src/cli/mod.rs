@@ -284,9 +284,10 @@ pub(crate) struct DeviceArgs {
     /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
     #[arg(long, value_enum, default_value = "auto")]
     conv_kernel: ShapeChoice,
-    /// How the 3x3 stride-1 convolutions (forward, input and filter gradients) are computed: auto
-    /// (Winograd F(2x2, 3x3) where both sides have at least 16 channels), direct, or winograd2
-    /// (Winograd wherever it applies); every other convolution is direct.
+    /// How the 3x3 and 5x5 stride-1 convolutions (forward, input and filter gradients) are
+    /// computed: auto (the tune cache's choice, else Winograd F(2x2, 3x3) or F(2x2, 5x5) where
+    /// both sides have at least 16 channels), direct, or winograd2 (Winograd wherever it
+    /// applies); every other convolution is direct.
     #[arg(long, value_enum, default_value = "auto")]
     conv_algorithm: AlgorithmChoice,
     /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.

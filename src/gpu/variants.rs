@@ -49,8 +49,8 @@ pub struct Variants {
     pub matmul: KernelShape,
 }
 
-/// How a 3x3 stride-1 convolution (forward, input gradient, itself such a convolution, and
-/// filter gradient) is computed; every other convolution is direct.
+/// How a 3x3 or 5x5 stride-1 convolution (forward, input gradient, itself such a convolution,
+/// and filter gradient) is computed; every other convolution is direct.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConvAlgorithm {
@@ -59,8 +59,9 @@ pub enum ConvAlgorithm {
     Auto,
     /// The direct convolution kernels.
     Direct,
-    /// Winograd's F(2x2, 3x3): 16 multiplies per 2x2 output tile and input channel instead of
-    /// 36, through three transforms around a product on the direct kernels.
+    /// Winograd for 2x2 output tiles: F(2x2, 3x3), 16 multiplies per tile and input channel
+    /// instead of 36, or F(2x2, 5x5), 36 instead of 100, through transforms around a product on
+    /// the direct kernels.
     Winograd2,
 }
 
@@ -68,8 +69,8 @@ pub enum ConvAlgorithm {
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 impl ConvAlgorithm {
-    /// Whether a 3x3 stride-1 convolution from `in_per_group` to `out_per_group` channels runs
-    /// through Winograd's F(2x2, 3x3): forced, or (`Auto`) where both have at least 16 channels,
+    /// Whether a 3x3 or 5x5 stride-1 convolution from `in_per_group` to `out_per_group`
+    /// channels runs through Winograd: forced, or (`Auto`) where both have at least 16 channels,
     /// so that the product, not the transforms, carries the time.
     pub fn winograd(self, in_per_group: usize, out_per_group: usize) -> bool {
         match self {

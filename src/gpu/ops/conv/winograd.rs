@@ -13,7 +13,7 @@
 //! each fit one storage binding (VGG-16's first layers at batch 8 need several).
 
 use super::{Conv2dParams, Variant};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::shaders::{self, BLOCK};
@@ -44,50 +44,107 @@ kernel_params! {
     }
 }
 
-const FILTER: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_FILTER);
-const INPUT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_INPUT);
-const OUTPUT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_OUTPUT);
-const GRADIENT: KernelDef<WinogradParams> = KernelDef::flat(shaders::WINOGRAD_GRADIENT);
-const FILTER_GRADIENT: KernelDef<WinogradParams> =
-    KernelDef::flat(shaders::WINOGRAD_FILTER_GRADIENT);
+/// The five transforms of one Winograd algorithm.
+struct Transforms {
+    filter: KernelDef<WinogradParams>,
+    input: KernelDef<WinogradParams>,
+    output: KernelDef<WinogradParams>,
+    gradient: KernelDef<WinogradParams>,
+    filter_gradient: KernelDef<WinogradParams>,
+}
+
+const F2X3: Transforms = Transforms {
+    filter: KernelDef::flat(shaders::WINOGRAD_FILTER),
+    input: KernelDef::flat(shaders::WINOGRAD_INPUT),
+    output: KernelDef::flat(shaders::WINOGRAD_OUTPUT),
+    gradient: KernelDef::flat(shaders::WINOGRAD_GRADIENT),
+    filter_gradient: KernelDef::flat(shaders::WINOGRAD_FILTER_GRADIENT),
+};
+
+const F2X5: Transforms = Transforms {
+    filter: KernelDef::flat(shaders::WINOGRAD5_FILTER),
+    input: KernelDef::flat(shaders::WINOGRAD5_INPUT),
+    output: KernelDef::flat(shaders::WINOGRAD5_OUTPUT),
+    gradient: KernelDef::flat(shaders::WINOGRAD5_GRADIENT),
+    filter_gradient: KernelDef::flat(shaders::WINOGRAD5_FILTER_GRADIENT),
+};
+
+/// A Winograd algorithm for 2x2 output tiles: F(2x2, 3x3) for 3x3 filters (4x4 transforms), or
+/// F(2x2, 5x5) for 5x5 filters (6x6 transforms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    F2x3,
+    F2x5,
+}
+
+impl Form {
+    /// The form for a stride-1 convolution of this square filter size, if there is one.
+    fn of(params: &Conv2dParams) -> Option<Self> {
+        let shape = (params.kernel_height, params.kernel_width);
+        let stride = (params.stride_height, params.stride_width);
+        match (shape, stride) {
+            ((3, 3), (1, 1)) => Some(Form::F2x3),
+            ((5, 5), (1, 1)) => Some(Form::F2x5),
+            _ => None,
+        }
+    }
+
+    /// Positions of the transform (its side squared): the products per tile and input channel.
+    fn positions(self) -> usize {
+        match self {
+            Form::F2x3 => 16,
+            Form::F2x5 => 36,
+        }
+    }
+
+    fn transforms(self) -> &'static Transforms {
+        match self {
+            Form::F2x3 => &F2X3,
+            Form::F2x5 => &F2X5,
+        }
+    }
+}
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    vec![
-        FILTER.contract(),
-        INPUT.contract(),
-        OUTPUT.contract(),
-        GRADIENT.contract(),
-        FILTER_GRADIENT.contract(),
-    ]
+    [F2X3, F2X5]
+        .iter()
+        .flat_map(|t| {
+            [
+                t.filter.contract(),
+                t.input.contract(),
+                t.output.contract(),
+                t.gradient.contract(),
+                t.filter_gradient.contract(),
+            ]
+        })
+        .collect()
 }
-
-/// Positions of the 4x4 transform: the products per tile and input channel.
-const POSITIONS: usize = 16;
 
 /// The most values one chunk's transformed inputs or products may hold besides the binding
 /// limit: 32 Mi floats (128 MiB), so that the scratch stays within a few times the layer's own
 /// tensors.
 const MAX_CHUNK_VALUES: usize = 32 << 20;
 
-/// Whether the convolution of `params` can run through Winograd on this device: a 3x3 stride-1
-/// convolution whose transformed filters and one tile's transformed values fit a storage binding
-/// (else it stays direct, whose weights are 16/9 times smaller). Whether it does is the layer's
-/// choice (`Choice` in the parent module).
+/// Whether the convolution of `params` can run through Winograd on this device: a 3x3 or 5x5
+/// stride-1 convolution whose transformed filters and one tile's transformed values fit a
+/// storage binding (else it stays direct, whose weights are 16/9 or 36/25 times smaller).
+/// Whether it does is the layer's choice (`Choice` in the parent module).
 pub(super) fn fits(b: &Builder, params: &Conv2dParams) -> bool {
-    let shape = (params.kernel_height, params.kernel_width);
-    let stride = (params.stride_height, params.stride_width);
-    let (filters, tile) = transformed_bytes(params);
-    shape == (3, 3) && stride == (1, 1) && filters <= b.max_binding && tile <= b.max_binding
+    Form::of(params).is_some_and(|form| {
+        let (filters, tile) = transformed_bytes(params, form);
+        filters <= b.max_binding && tile <= b.max_binding
+    })
 }
 
 /// Bytes of the transformed filters (or their gradient's sums), and of one tile's transformed
 /// inputs, products or output gradients (the largest).
-fn transformed_bytes(params: &Conv2dParams) -> (u64, u64) {
+fn transformed_bytes(params: &Conv2dParams, form: Form) -> (u64, u64) {
+    let positions = form.positions() as u64;
     let channels = u64::from(params.in_channels);
     let packed_out = u64::from(params.groups) * u64::from(params.packed_out_per_group);
-    let filters = POSITIONS as u64 * channels * u64::from(params.packed_out_per_group);
-    let tile = POSITIONS as u64 * channels.max(packed_out);
+    let filters = positions * channels * u64::from(params.packed_out_per_group);
+    let tile = positions * channels.max(packed_out);
     (4 * filters, 4 * tile)
 }
 
@@ -95,6 +152,7 @@ fn transformed_bytes(params: &Conv2dParams) -> (u64, u64) {
 /// their total over the batch, and the most one chunk holds (its transformed values within a
 /// binding and [`MAX_CHUNK_VALUES`]).
 struct Tiling {
+    form: Form,
     tiles_across: usize,
     tiles_down: usize,
     tiles: usize,
@@ -102,19 +160,24 @@ struct Tiling {
 }
 
 impl Tiling {
-    fn of(b: &Builder, params: &Conv2dParams) -> Self {
+    /// Fails for a convolution that has no Winograd form (callers check [`fits`]).
+    fn of(b: &Builder, params: &Conv2dParams) -> Result<Self> {
+        let form = Form::of(params).ok_or_else(|| {
+            Error::Internal("a convolution without a Winograd form sent through Winograd".into())
+        })?;
         let tiles_down = (params.out_height as usize).div_ceil(2);
         let tiles_across = (params.out_width as usize).div_ceil(2);
         let tiles = params.batch as usize * tiles_down * tiles_across;
-        let per_tile = (transformed_bytes(params).1 / 4) as usize;
+        let per_tile = (transformed_bytes(params, form).1 / 4) as usize;
         let most_values = MAX_CHUNK_VALUES.min((b.max_binding / 4) as usize);
         let chunk = (most_values / per_tile).clamp(1, tiles);
-        Tiling {
+        Ok(Tiling {
+            form,
             tiles_across,
             tiles_down,
             tiles,
             chunk,
-        }
+        })
     }
 
     /// The chunks as (first tile, tiles).
@@ -154,21 +217,22 @@ impl Tiling {
     }
 }
 
-/// The grouped 1x1 convolution of the 16 positions (per group of the layer) over a 1 x `tiles`
-/// "image" of 16 x channels: its product is the forward's, its filter gradient the filter
-/// gradient's sums.
-fn positions_as_groups(params: &Conv2dParams, tiles: usize) -> Result<Conv2dParams> {
+/// The grouped 1x1 convolution of the transform's positions (per group of the layer) over a
+/// 1 x `tiles` "image" of positions x channels: its product is the forward's, its filter
+/// gradient the filter gradient's sums.
+fn positions_as_groups(params: &Conv2dParams, form: Form, tiles: usize) -> Result<Conv2dParams> {
+    let positions = form.positions();
     let width = u32_of(tiles, "tiles")?;
     let channels = params.in_channels as usize;
     Ok(Conv2dParams {
         batch: 1,
-        in_channels: u32_of(POSITIONS * channels, "channels")?,
+        in_channels: u32_of(positions * channels, "channels")?,
         in_height: 1,
         in_width: width,
-        out_channels: u32_of(POSITIONS * params.out_channels as usize, "channels")?,
+        out_channels: u32_of(positions * params.out_channels as usize, "channels")?,
         out_height: 1,
         out_width: width,
-        groups: u32_of(POSITIONS * params.groups as usize, "groups")?,
+        groups: u32_of(positions * params.groups as usize, "groups")?,
         kernel_height: 1,
         kernel_width: 1,
         stride_height: 1,
@@ -199,22 +263,23 @@ pub(super) fn convolution(
     let channels = params.in_channels as usize;
     let out_channels = params.out_channels as usize;
     let packed_out = params.packed_out_per_group as usize;
-    let tiling = Tiling::of(b, params);
-    let chunk = tiling.chunk;
-    let filters_len = POSITIONS * channels * packed_out;
+    let tiling = Tiling::of(b, params)?;
+    let (chunk, positions) = (tiling.chunk, tiling.form.positions());
+    let transforms = tiling.form.transforms();
+    let filters_len = positions * channels * packed_out;
     let filters = b.scratch(&format!("{label} Winograd filters"), filters_len);
     let inputs = b.scratch(
         &format!("{label} Winograd inputs"),
-        POSITIONS * channels * chunk,
+        positions * channels * chunk,
     );
     let products = b.scratch(
         &format!("{label} Winograd products"),
-        POSITIONS * out_channels * chunk,
+        positions * out_channels * chunk,
     );
     // The product adds no bias (the output transform does): zeros as created, never written.
     let zero_bias = b.storage(
         &format!("{label} Winograd zero bias"),
-        POSITIONS * out_channels,
+        positions * out_channels,
         Purpose::Scratch,
     );
     let mut dispatches = Vec::new();
@@ -222,16 +287,28 @@ pub(super) fn convolution(
     let workgroups = b.grid_1d(&filter_label, channels * packed_out)?;
     let filter_params = tiling.params(params, 0, 0)?;
     let args = [weights, &filters];
-    dispatches.push(b.dispatch(&filter_label, &FILTER, &filter_params, &args, workgroups));
+    dispatches.push(b.dispatch(
+        &filter_label,
+        &transforms.filter,
+        &filter_params,
+        &args,
+        workgroups,
+    ));
 
     for (first_tile, chunk_tiles) in tiling.chunks() {
         let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
         let input_label = format!("{label} Winograd inputs");
         let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
         let args = [input, &inputs];
-        dispatches.push(b.dispatch(&input_label, &INPUT, &chunk_params, &args, workgroups));
+        dispatches.push(b.dispatch(
+            &input_label,
+            &transforms.input,
+            &chunk_params,
+            &args,
+            workgroups,
+        ));
 
-        let product = positions_as_groups(params, chunk_tiles)?;
+        let product = positions_as_groups(params, tiling.form, chunk_tiles)?;
         let args = [&inputs, &filters, &zero_bias, &products];
         dispatches.push(variant.forward(
             b,
@@ -243,7 +320,13 @@ pub(super) fn convolution(
         let output_label = format!("{label} Winograd outputs");
         let workgroups = b.grid_1d(&output_label, out_channels * chunk_tiles)?;
         let args = [&products, bias, output];
-        dispatches.push(b.dispatch(&output_label, &OUTPUT, &chunk_params, &args, workgroups));
+        dispatches.push(b.dispatch(
+            &output_label,
+            &transforms.output,
+            &chunk_params,
+            &args,
+            workgroups,
+        ));
     }
     Ok(dispatches)
 }
@@ -266,18 +349,20 @@ pub(super) fn filter_gradient(
     let channels = params.in_channels as usize;
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
-    let tiling = Tiling::of(b, params);
+    let tiling = Tiling::of(b, params)?;
+    let positions = tiling.form.positions();
+    let transforms = tiling.form.transforms();
     let inputs = b.scratch(
         &format!("{label} Winograd inputs"),
-        POSITIONS * channels * tiling.chunk,
+        positions * channels * tiling.chunk,
     );
     let gradients = b.scratch(
         &format!("{label} Winograd output gradients"),
-        POSITIONS * groups * packed_out * tiling.chunk,
+        positions * groups * packed_out * tiling.chunk,
     );
     let sums = b.scratch(
         &format!("{label} Winograd filter gradient sums"),
-        POSITIONS * channels * packed_out,
+        positions * channels * packed_out,
     );
     let mut dispatches = Vec::new();
     for (first_tile, chunk_tiles) in tiling.chunks() {
@@ -285,16 +370,28 @@ pub(super) fn filter_gradient(
         let input_label = format!("{label} Winograd inputs");
         let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
         let args = [input, &inputs];
-        dispatches.push(b.dispatch(&input_label, &INPUT, &chunk_params, &args, workgroups));
+        dispatches.push(b.dispatch(
+            &input_label,
+            &transforms.input,
+            &chunk_params,
+            &args,
+            workgroups,
+        ));
 
         let gradient_label = format!("{label} Winograd output gradients");
         let invocations = chunk_tiles * groups * packed_out / 4;
         let workgroups = b.grid_1d(&gradient_label, invocations)?;
         let args = [grad_output, &gradients];
-        dispatches.push(b.dispatch(&gradient_label, &GRADIENT, &chunk_params, &args, workgroups));
+        dispatches.push(b.dispatch(
+            &gradient_label,
+            &transforms.gradient,
+            &chunk_params,
+            &args,
+            workgroups,
+        ));
 
         // One reduction entry per input channel of a group: the 1x1 convolution's taps.
-        let product = positions_as_groups(params, chunk_tiles)?;
+        let product = positions_as_groups(params, tiling.form, chunk_tiles)?;
         let taps = channels / groups;
         let args = [&inputs, &gradients, &sums];
         let sums_label = format!("{label} Winograd filter backward");
@@ -312,7 +409,7 @@ pub(super) fn filter_gradient(
         let args = [&sums, gradient];
         dispatches.push(b.dispatch(
             &filter_label,
-            &FILTER_GRADIENT,
+            &transforms.filter_gradient,
             &chunk_params,
             &args,
             workgroups,
