@@ -40,6 +40,16 @@ step "$convnet" check $gpu --model googlenet --aux-logits --input-size 64 --batc
 step "$convnet" bench $gpu --batch 32 --profile --json "$out/alexnet.json"
 step "$convnet" bench $gpu --batch 32 --conv-kernel register-block --matmul-kernel register-block --linear-kernel block16 \
   --json "$out/alexnet-cpu-shaped.json"
+# Every convolution algorithm forced (checked, then timed), then the tune's measured choice per
+# layer, its cache kept with the results.
+step "$convnet" check $gpu --batch 2 --conv-algorithm direct
+step "$convnet" check $gpu --batch 2 --conv-algorithm winograd2
+step "$convnet" bench $gpu --batch 32 --conv-algorithm direct --json "$out/alexnet-direct.json"
+step "$convnet" bench $gpu --batch 32 --conv-algorithm winograd2 --json "$out/alexnet-winograd.json"
+step "$convnet" tune $gpu --batch 32 --tune-cache "$out/tune.json"
+step "$convnet" bench $gpu --batch 32 --profile --tune-cache "$out/tune.json" --json "$out/alexnet-tuned.json"
+step "$convnet" tune $gpu --model resnet50 --batch 32 --tune-cache "$out/tune.json"
+step "$convnet" bench $gpu --model resnet50 --batch 32 --tune-cache "$out/tune.json" --json "$out/resnet50-tuned.json"
 step "$convnet" bench $gpu --model alexnet-2gpu --batch 32 --profile --json "$out/alexnet-2gpu.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$out/vgg16.json"
 step "$convnet" bench $gpu --model resnet50 --batch 32 --profile --json "$out/resnet50.json"

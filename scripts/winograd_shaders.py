@@ -17,109 +17,134 @@ import sympy as sp
 SHADERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shaders")
 
 
-def matrices(m, r, pts):
-    a = len(pts) + 1  # + infinity
+def matrices(m, r, points):
+    """Winograd's F(m, r) by the Cook-Toom construction over the finite `points` and infinity:
+    A^T (m x a), G (a x r) and B^T (a x a), a = m + r - 1, with y = A^T [(G g) . (B^T d)] the
+    correlation y_i = sum_k g_k d_(i+k). A^T and G are the Vandermonde rows of the points (G's
+    scaled by 1 / prod(p - q)); B^T is solved for, column by column, from the identity."""
+    a = len(points) + 1
     assert a == m + r - 1
-    AT = sp.zeros(m, a); G = sp.zeros(a, r)
-    for j, p in enumerate(pts):
-        f = sp.prod([p - q for q in pts if q != p])
-        for i in range(m): AT[i, j] = p**i
-        for k in range(r): G[j, k] = sp.Rational(p)**k / f
-    AT[m-1, a-1] = 1; G[a-1, r-1] = 1
-    BT = sp.zeros(a, a)
-    for l in range(a):
-        xs = sp.symbols(f'x0:{a}')
-        eqs = []
+    AT, G = sp.zeros(m, a), sp.zeros(a, r)
+    for j, p in enumerate(points):
+        scale = sp.prod([p - q for q in points if q != p])
         for i in range(m):
-            for k in range(r):
-                eqs.append(sum(AT[i, j]*G[j, k]*xs[j] for j in range(a)) - (1 if l == i+k else 0))
-        sol = sp.solve(eqs, xs, dict=True)
-        assert sol, (l,)
-        for j in range(a): BT[j, l] = sol[0][xs[j]]
+            AT[i, j] = sp.Rational(p) ** i
+        for k in range(r):
+            G[j, k] = sp.Rational(p) ** k / scale
+    AT[m - 1, a - 1] = 1
+    G[a - 1, r - 1] = 1
+    BT = sp.zeros(a, a)
+    unknowns = sp.symbols(f"x0:{a}")
+    for col in range(a):
+        equations = [
+            sum(AT[i, j] * G[j, k] * unknowns[j] for j in range(a)) - (1 if col == i + k else 0)
+            for i in range(m)
+            for k in range(r)
+        ]
+        solution = sp.solve(equations, unknowns, dict=True)
+        assert solution, f"no B^T column {col} for these points"
+        for j in range(a):
+            BT[j, col] = solution[0][unknowns[j]]
     return AT, G, BT
-def err(m, r, pts, C=128, trials=200):
-    AT, G, BT = matrices(m, r, pts)
-    ATf=np.array(AT,dtype=np.float32); Gf=np.array(G,dtype=np.float32); BTf=np.array(BT,dtype=np.float32)
-    rng=np.random.default_rng(0); worst=0; errs=[]
-    a=m+r-1
-    for t in range(trials):
-        g=rng.standard_normal((C,r,r)).astype(np.float32); d=rng.standard_normal((C,a,a)).astype(np.float32)
-        U=np.einsum('ij,cjk,lk->cil',Gf,g,Gf); V=np.einsum('ij,cjk,lk->cil',BTf,d,BTf)
-        M=(U*V).sum(0,dtype=np.float32); Y=ATf@M@ATf.T
-        g64=g.astype(np.float64); d64=d.astype(np.float64)
-        ref=np.zeros((m,m))
-        for y in range(m):
-            for x in range(m): ref[y,x]=(g64*d64[:,y:y+r,x:x+r]).sum()
-        errs.append(np.abs(Y-ref).max()/np.abs(ref).max())
-    # direct f32
-    return max(errs), np.mean(errs)
-def direct_err(m,r,C=128,trials=200):
-    rng=np.random.default_rng(0); errs=[]
-    a=m+r-1
-    for t in range(trials):
-        g=rng.standard_normal((C,r,r)).astype(np.float32); d=rng.standard_normal((C,a,a)).astype(np.float32)
-        Y=np.zeros((m,m),np.float32); ref=np.zeros((m,m))
-        for y in range(m):
-            for x in range(m):
-                Y[y,x]=(g*d[:,y:y+r,x:x+r]).sum(dtype=np.float32); ref[y,x]=(g.astype(np.float64)*d[:,y:y+r,x:x+r]).sum()
-        errs.append(np.abs(Y-ref).max()/np.abs(ref).max())
-    return max(errs), np.mean(errs)
 
 
-def matrices_error_table():
+def tile_error(m, r, points, channels=128, trials=200):
+    """The f32 error of one 2-D output tile through F(m, r), summed over `channels` random
+    channels, relative to the tile's largest value, against an f64 direct sum: (max, mean) over
+    `trials` tiles."""
+    AT, G, BT = (np.array(x, dtype=np.float32) for x in matrices(m, r, points))
+    a = m + r - 1
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(trials):
+        g = rng.standard_normal((channels, r, r)).astype(np.float32)
+        d = rng.standard_normal((channels, a, a)).astype(np.float32)
+        U = np.einsum("ij,cjk,lk->cil", G, g, G)
+        V = np.einsum("ij,cjk,lk->cil", BT, d, BT)
+        Y = AT @ (U * V).sum(0, dtype=np.float32) @ AT.T
+        exact = np.array([[(g.astype(np.float64) * d[:, y:y + r, x:x + r]).sum()
+                           for x in range(m)] for y in range(m)])
+        errors.append(np.abs(Y - exact).max() / np.abs(exact).max())
+    return max(errors), float(np.mean(errors))
+
+
+def print_error_table():
     R = sp.Rational
     candidates = [[0, 1, -1, 2, -2], [0, 1, -1, R(1, 2), -R(1, 2)], [0, 1, -1, 2, -R(1, 2)],
                   [0, 1, -1, R(1, 2), -2], [0, 1, -1, R(3, 2), -R(2, 3)]]
     for points in candidates:
-        worst, mean = err(2, 5, points)
+        worst, mean = tile_error(2, 5, points)
         print(f"points {[str(p) for p in points]} + infinity: f32 error per tile, "
               f"max {worst:.2e}, mean {mean:.2e}")
 
 
-R=sp.Rational
-AT,G,BT=matrices(2,5,[0,1,-1,2,-R(1,2)])
+def literal(c):
+    """A WGSL float literal of the rational c, exact to f32."""
+    text = repr(float(c))
+    if "e" in text or len(text) > 13:
+        text = "%.10g" % float(c)
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
 
-A=AT.T; GT=G.T; B=BT.T
-a=6; r=5; m=2
-def lit(c):
-    f=float(c)
-    s=repr(f)
-    if 'e' in s or len(s)>13: s='%.10g'%f
-    if '.' not in s and 'e' not in s: s+='.0'
-    return s
-def combo(coefs, names):
-    terms=[]
-    for c,n in zip(coefs,names):
-        if c==0: continue
-        if c==1: terms.append(('+',n))
-        elif c==-1: terms.append(('-',n))
-        elif c>0: terms.append(('+',f'{lit(c)} * {n}'))
-        else: terms.append(('-',f'{lit(-c)} * {n}'))
-    if not terms: return '0.0'
-    s=('-' if terms[0][0]=='-' else '')+terms[0][1]
-    for sign,t in terms[1:]: s+=f' {sign} {t}'
-    return s
-def two_sided(L, X, Rm, out, tmp, indent='    ', ty=''):
-    # out[i][l] = sum_j sum_k L[i][j] X[j][k] Rm[l][k]  i.e. L X Rm^T
-    lines=[]
+
+def combination(coefficients, names):
+    """sum of coefficient * name as a WGSL expression, zero terms dropped, +-1 unwritten."""
+    terms = []
+    for c, name in zip(coefficients, names):
+        if c == 0:
+            continue
+        if c == 1 or c == -1:
+            terms.append(("+" if c > 0 else "-", name))
+        else:
+            terms.append(("+" if c > 0 else "-", f"{literal(abs(c))} * {name}"))
+    if not terms:
+        return "0.0"
+    text = ("-" if terms[0][0] == "-" else "") + terms[0][1]
+    for sign, term in terms[1:]:
+        text += f" {sign} {term}"
+    return text
+
+
+def two_sided(L, X, Rt, temporary):
+    """L X Rt^T for the matrix of WGSL names X: the `let` lines of the intermediate L X (named
+    temporary{i}_{k}) and a dict (i, l) -> expression of the result."""
+    lines = []
     for i in range(L.rows):
         for k in range(len(X[0])):
-            lines.append(f'{indent}let {tmp}{i}_{k} = {combo([L[i,j] for j in range(L.cols)],[X[j][k] for j in range(L.cols)])};')
-    res={}
+            expression = combination([L[i, j] for j in range(L.cols)],
+                                     [X[j][k] for j in range(L.cols)])
+            lines.append(f"    let {temporary}{i}_{k} = {expression};")
+    result = {}
     for i in range(L.rows):
-        for l in range(Rm.rows):
-            res[(i,l)]=combo([Rm[l,k] for k in range(Rm.cols)],[f'{tmp}{i}_{k}' for k in range(Rm.cols)])
-    return lines,res
-def fmt_matrix(name, M):
-    rows=[]
-    w=max(len(str(M[i,j])) for i in range(M.rows) for j in range(M.cols))
+        for l in range(Rt.rows):
+            result[(i, l)] = combination([Rt[l, k] for k in range(Rt.cols)],
+                                         [f"{temporary}{i}_{k}" for k in range(Rt.cols)])
+    return lines, result
+
+
+def matrix_comment(name, M):
+    """M as a WGSL comment block."""
+    width = max(len(str(M[i, j])) for i in range(M.rows) for j in range(M.cols))
+    rows = []
     for i in range(M.rows):
-        rows.append('//   ' + (f'{name} = ' if i==M.rows//2 else ' '*(len(name)+3)) + '| ' + '  '.join(str(M[i,j]).rjust(w) for j in range(M.cols)) + ' |')
-    return '\n'.join(rows)
+        label = f"{name} = " if i == M.rows // 2 else " " * (len(name) + 3)
+        cells = "  ".join(str(M[i, j]).rjust(width) for j in range(M.cols))
+        rows.append(f"//   {label}| {cells} |")
+    return "\n".join(rows)
+
+
+if "--errors" in sys.argv:
+    print_error_table()
+    sys.exit(0)
+
+AT, G, BT = matrices(2, 5, [0, 1, -1, 2, -sp.Rational(1, 2)])
+A, GT = AT.T, G.T
+
 
 # 1. filter
 g=[[f'g{y}{x}' for x in range(5)] for y in range(5)]
-lines,res=two_sided(G,g,G,'u','t')
+lines,res=two_sided(G, g, G, 't')
 body='\n'.join(lines)
 stores='\n'.join(f'    transformed[{6*i+j}u * positions + index] = {res[(i,j)]};' for i in range(6) for j in range(6))
 loads='\n'.join(f'    let g{y}{x} = weights[(first + {5*y+x}u) * params.packed_out + o];' for y in range(5) for x in range(5))
@@ -131,7 +156,7 @@ open(os.path.join(SHADERS, 'winograd5_filter.wgsl'), 'w').write(f'''// Generated
 // -1/2 and infinity: of the sets tried, the one whose f32 error against an f64 direct sum was
 // smallest (docs/kernels.md).
 //
-{fmt_matrix("G", G)}
+{matrix_comment("G", G)}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
@@ -160,7 +185,7 @@ fn winograd5_filter(
 
 # 2. input
 d=[[f'd{y}{x}' for x in range(6)] for y in range(6)]
-lines,res=two_sided(BT,d,BT,'v','t')
+lines,res=two_sided(BT, d, BT, 't')
 loads='\n'.join(f'    let d{y}{x} = input_at(plane, top + {y}, left + {x});' for y in range(6) for x in range(6))
 stores='\n'.join(f'    transformed[{6*i+j}u * per_position + index] = {res[(i,j)]};' for i in range(6) for j in range(6))
 open(os.path.join(SHADERS, 'winograd5_input.wgsl'), 'w').write(f'''// Generated by scripts/winograd_shaders.py: edit that, not this file.\n// Winograd F(2x2, 5x5), the input transform V = B^T d B of every 6x6 input tile d and input
@@ -169,7 +194,7 @@ open(os.path.join(SHADERS, 'winograd5_input.wgsl'), 'w').write(f'''// Generated 
 // 2c - pad_left .. + 5, zeros outside the image. One invocation per (input channel, tile of the
 // chunk), as winograd_input.wgsl.
 //
-{fmt_matrix("B^T", BT)}
+{matrix_comment("B^T", BT)}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -208,14 +233,14 @@ fn winograd5_input(
 
 # 3. output
 mm=[[f'm{y}{x}' for x in range(6)] for y in range(6)]
-lines,res=two_sided(AT,mm,AT,'y','t')
+lines,res=two_sided(AT, mm, AT, 't')
 loads='\n'.join(f'    let m{y}{x} = products[{6*y+x}u * per_position + index];' for y in range(6) for x in range(6))
 open(os.path.join(SHADERS, 'winograd5_output.wgsl'), 'w').write(f'''// Generated by scripts/winograd_shaders.py: edit that, not this file.\n// Winograd F(2x2, 5x5), the output transform Y = A^T M A of every tile's 6x6 products M (summed
 // over the input channels by the grouped 1x1 convolution, [xi][output channel][P]), plus the
 // bias and the fused ReLU, into the output's 2x2 tile (not written past the output's edge). One
 // invocation per (output channel, tile of the chunk), as winograd_output.wgsl.
 //
-{fmt_matrix("A^T", AT)}
+{matrix_comment("A^T", AT)}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> products: array<f32>;
@@ -265,7 +290,7 @@ fn winograd5_output(
 
 # 4. gradient: Delta = A delta A^T (6x6 from 2x2), vec4 over channels
 dl=[['delta[0]','delta[1]'],['delta[2]','delta[3]']]
-lines,res=two_sided(A,dl,A,'D','t')
+lines,res=two_sided(A, dl, A, 't')
 stores='\n'.join(f'    transformed[base + {6*i+j}u * row_vec4s] = {res[(i,j)]};' for i in range(6) for j in range(6))
 open(os.path.join(SHADERS, 'winograd5_gradient.wgsl'), 'w').write(f'''// Generated by scripts/winograd_shaders.py: edit that, not this file.\n// Winograd F(2x2, 5x5) for the filter gradient, the output gradient's transform: every 2x2 tile
 // delta of a convolution's output gradient becomes the 6x6 tile Delta = A delta A^T, written in
@@ -274,7 +299,7 @@ open(os.path.join(SHADERS, 'winograd5_gradient.wgsl'), 'w').write(f'''// Generat
 // (zero in the padding channels and past the output's edge). One invocation per (tile, group,
 // four channels), as winograd_gradient.wgsl, whose comment derives the algorithm.
 //
-{fmt_matrix("A", A)}
+{matrix_comment("A", A)}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> grad_output: array<f32>;
@@ -324,7 +349,7 @@ fn winograd5_gradient(
 
 # 5. filter gradient: dg = G^T dU G (5x5 from 6x6)
 mm=[[f'm{y}{x}' for x in range(6)] for y in range(6)]
-lines,res=two_sided(GT,mm,GT,'dg','t')
+lines,res=two_sided(GT, mm, GT, 't')
 loads='\n'.join(f'    let m{y}{x} = sums[{6*y+x}u * positions + index];' for y in range(6) for x in range(6))
 taps='\n'.join(f'    tap({5*y+x}u, {res[(y,x)]});' for y in range(5) for x in range(5))
 open(os.path.join(SHADERS, 'winograd5_filter_gradient.wgsl'), 'w').write(f'''// Generated by scripts/winograd_shaders.py: edit that, not this file.\n// Winograd F(2x2, 5x5) for the filter gradient, the last transform: the gradient of every
@@ -367,6 +392,3 @@ fn winograd5_filter_gradient(
 {taps.replace("    tap(", "    store_tap(first, o, ")}
 }}
 ''')
-
-if "--errors" in sys.argv:
-    matrices_error_table()

@@ -506,8 +506,13 @@ pub struct DeviceInfo {
     pub software: bool,
     /// Seconds spent creating pipelines.
     pub pipeline_creation_s: f64,
-    /// The convolutions' kernel shape.
+    /// The convolutions' kernel shape (where the tune cache does not set a layer's).
     pub conv_kernel: String,
+    /// How the 3x3 and 5x5 stride-1 convolutions are computed, as asked (`Auto`: the tune
+    /// cache's choice, else the heuristic).
+    pub conv_algorithm: String,
+    /// The per-layer choices read from `convnet tune`'s cache for this adapter.
+    pub tuned_choices: usize,
     /// The fully connected layers' forward kernel.
     pub linear_kernel: String,
     /// The fully connected layers' backward kernel shape.
@@ -527,6 +532,8 @@ impl DeviceInfo {
             software: ctx.software(),
             pipeline_creation_s: ctx.pipeline_seconds(),
             conv_kernel: format!("{:?}", ctx.conv_kernel()),
+            conv_algorithm: format!("{:?}", ctx.conv_algorithm()),
+            tuned_choices: ctx.tuning().len(),
             linear_kernel: format!("{:?}", ctx.variants().linear),
             matmul_kernel: format!("{:?}", ctx.matmul_kernel()),
         }

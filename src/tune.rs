@@ -3,13 +3,12 @@
 //! shape and pass ([`crate::gpu::tuning`] holds the choices and their cache file).
 //!
 //! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3) or F(2x2, 5x5))
-//! crossed with the
-//! kernel shapes (register blocks, workgroup tiles where the adapter's limits run them). Each
-//! candidate is forced on the whole network. The network at batch 1 runs a forward-backward
-//! pass first, untimed: a driver such as llvmpipe compiles a shader at its first dispatch, and
-//! the pipelines (specialised by window and stride, never by batch) are then compiled when the
-//! network at the tuned batch runs a profiled forward pass: every layer timed in context, by
-//! GPU timestamps where the adapter has them. A candidate whose forward took at least
+//! crossed with the kernel shapes (register blocks, workgroup tiles where the adapter's limits
+//! run them). Each candidate is forced on the whole network. The network at batch 1 runs a
+//! forward-backward pass first, untimed: a driver such as llvmpipe compiles a shader at its first
+//! dispatch, and the pipelines (specialised by window and stride, never by batch) are then
+//! already compiled when the network at the tuned batch runs a profiled forward pass: every layer
+//! timed in context, by GPU timestamps where the adapter has them. A candidate whose forward took at least
 //! [`PRUNE_FACTOR`] times the best candidate's so far on every layer it applies to can win
 //! nothing and stops there; the others run an untimed forward-backward pass and a profiled
 //! backward pass. (On lavapipe this halves a tune: the workgroup-tiled kernels run 3-4x slower

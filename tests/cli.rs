@@ -754,6 +754,9 @@ fn tune_writes_choices_that_bench_follows() {
         output.contains("10 measured convolution choices"),
         "{output}"
     );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["devices"][0]["tuned_choices"], 10, "{doc}");
     assert_eq!(layer["choice"], "direct register-block, tuned", "{layer}");
     let kernels = layer["kernels"].to_string();
     assert!(!kernels.contains("winograd"), "{layer}");

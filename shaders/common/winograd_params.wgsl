@@ -25,6 +25,9 @@
 // The transform points are 0, 1, -1 and infinity, whose matrices hold only 0, +-1 and 1/2: the
 // transforms add and subtract, and F(2x2, 3x3) loses no more than a few units in the last place
 // against the direct sum.
+//
+// F(2x2, 5x5) (the winograd5_* shaders) shares these parameters and layouts with 6x6 transforms:
+// 36 positions, xi = 6 * row + column.
 struct Params {
     batch: u32,
     channels: u32,     // input channels
