@@ -4,20 +4,29 @@
 //!
 //! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3) or F(2x2, 5x5))
 //! crossed with the kernel shapes (register blocks, workgroup tiles where the adapter's limits
-//! run them). Each candidate is forced on the whole network. The network at batch 1 runs a
-//! forward-backward pass first, untimed: a driver such as llvmpipe compiles a shader at its first
-//! dispatch, and the pipelines (specialised by window and stride, never by batch) are then
-//! already compiled when the network at the tuned batch runs a profiled forward pass: every layer
-//! timed in context, by GPU timestamps where the adapter has them. A candidate whose forward took at least
-//! [`PRUNE_FACTOR`] times the best candidate's so far on every layer it applies to can win
-//! nothing and stops there; the others run an untimed forward-backward pass and a profiled
-//! backward pass. (On lavapipe this halves a tune: the workgroup-tiled kernels run 3-4x slower
-//! there, and their backward passes were most of its time.) A candidate that does not apply to a
-//! layer (Winograd on a 5x5 layer, or one whose transforms do not fit a binding) is not timed
-//! for it. Before a candidate may win a layer,
-//! the layer alone under it (batch 1, its input cropped to at most 12x12 or the window, same
+//! run them). Each candidate is forced on the whole network, so that every layer is timed in
+//! context, by GPU timestamps where the adapter has them:
+//!
+//! 1. The network at batch 1 runs a forward-backward pass, untimed: a driver such as llvmpipe
+//!    compiles a shader at its first dispatch, and the pipelines (specialised by window and
+//!    stride, never by batch) are then compiled for the network at the tuned batch.
+//! 2. That network runs a profiled forward pass. A candidate whose forward took at least
+//!    [`PRUNE_FACTOR`] times the best candidate's so far on every layer it applies to can win
+//!    nothing and stops there (on lavapipe the workgroup-tiled kernels run 3-4x slower, and
+//!    their backward passes were most of a tune's time).
+//! 3. The others run a profiled backward pass (after an untimed forward).
+//!
+//! A candidate that does not apply to a layer (Winograd on an 11x11 or strided layer, or one
+//! whose transforms do not fit a binding) is not timed for it; one that fails on the adapter
+//! (too large, out of memory) is reported and left out. Before a candidate may win a layer, the
+//! layer alone under it (batch 1, its input cropped to at most 12x12 or the window, same
 //! channels, window, stride, padding and groups) must match the CPU reference within
-//! `check::TOLERANCE` in its output, its input gradient and its parameter gradients.
+//! `check::TOLERANCE` in its output, its input gradient and its parameter gradients: one chunk
+//! of tiles and of pixels (the chunked paths are the kernel tests' to cover).
+//!
+//! The network is tuned whole at the batch it is given: a batch that runs in parts (larger than
+//! one storage binding holds) or in data-parallel shards plans its layers at the part's batch,
+//! which the cache keys separately; tune at that batch for those runs.
 //!
 //! The winner for inference is the fastest forward; for training, the fastest forward plus
 //! backward. Layers of one shape (ResNet's repeated blocks) share one entry, their times
@@ -177,7 +186,7 @@ pub fn tune(
         )));
     }
     let weights = Weights::init(network, seed)?;
-    let input = weights::random_input(&plan, seed + 1);
+    let input = weights::random_input(&plan, seed.wrapping_add(1));
     let asked = ctx.variants();
     let mut results: Vec<ShapeResult> = (order.iter())
         .map(|key| ShapeResult {
@@ -190,14 +199,16 @@ pub fn tune(
             training: None,
         })
         .collect();
-    let outcome = (|| -> Result<()> {
-        for choice in candidates(ctx) {
-            ctx.set_variants(Variants {
-                conv: choice.kernel,
-                conv_algorithm: choice.algorithm,
-                ..asked
-            });
-            progress(&format!("timing {choice}"));
+    for choice in candidates(ctx) {
+        ctx.set_variants(Variants {
+            conv: choice.kernel,
+            conv_algorithm: choice.algorithm,
+            ..asked
+        });
+        progress(&format!("timing {choice}"));
+        // A candidate that fails (too large for the adapter, out of memory) is no candidate;
+        // the others go on.
+        let outcome = (|| -> Result<()> {
             let warm_up = GpuNetwork::with_gradients(ctx, &warm_up_plan, &weights)?;
             warm_up.upload_input(&input[..warm_up_plan[0].input.len()])?;
             warm_up.forward_backward()?;
@@ -262,11 +273,13 @@ pub fn tune(
                     rejected,
                 });
             }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            progress(&format!("{choice} failed, not a candidate: {e}"));
         }
-        Ok(())
-    })();
+    }
     ctx.set_variants(asked);
-    outcome?;
     for shape in &mut results {
         let fastest = |cost: &dyn Fn(&CandidateTime) -> f64| {
             (shape.candidates.iter())
@@ -326,7 +339,7 @@ fn check_layer(ctx: &GpuContext, layer: &LayerPlan, seed: u64) -> Result<Option<
     let plan = network.plan(1)?;
     let weights = Weights::init(&network, seed)?;
     let params = Parameters::<f32>::from_weights(&weights);
-    let image = weights::random_input(&plan, seed + 2);
+    let image = weights::random_input(&plan, seed.wrapping_add(2));
     let output = reference::layer_forward(&plan[1], &[&image], &params)?;
     // The gradient of l2_loss(output) is the output itself.
     let grads = reference::layer_backward(&plan[1], &image, &output, &output, &params, true)?;

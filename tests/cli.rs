@@ -8,10 +8,9 @@ use std::process::Command;
 fn convnet<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     // No tune cache of the user's: every run chooses its kernels as the flags and the adapter
     // say, unless a test gives --tune-cache.
-    let no_cache = std::env::temp_dir().join("convnet-wgpu-tests-without-a-cache");
     let out = Command::new(env!("CARGO_BIN_EXE_convnet"))
         .args(args)
-        .env("XDG_CACHE_HOME", no_cache)
+        .env("CONVNET_TUNE_CACHE", "none")
         .output()
         .expect("the binary runs");
     (

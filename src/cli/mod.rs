@@ -281,7 +281,8 @@ pub(crate) struct DeviceArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) split_k: usize,
     /// The convolutions' kernels (forward, filter gradient, stride-1 input gradient): chosen per
-    /// adapter (auto: register-block on software adapters, workgroup-tile on GPUs), or forced.
+    /// layer (auto: the tune cache's choice, else register-block on software adapters and
+    /// workgroup-tile on GPUs), or forced.
     #[arg(long, value_enum, default_value = "auto")]
     conv_kernel: ShapeChoice,
     /// How the 3x3 and 5x5 stride-1 convolutions (forward, input and filter gradients) are
@@ -299,9 +300,9 @@ pub(crate) struct DeviceArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_binding_mib: Option<u64>,
     /// The tune cache: read for the convolutions' measured choices (where no flag forces
-    /// one), written by `tune`. Default: convnet-wgpu/tune.json in the user's cache directory;
-    /// `none` reads nothing.
-    #[arg(long)]
+    /// one), written by `tune`. Default: $CONVNET_TUNE_CACHE, else convnet-wgpu/tune.json in
+    /// the user's cache directory; `none` reads nothing.
+    #[arg(long, env = "CONVNET_TUNE_CACHE")]
     tune_cache: Option<PathBuf>,
 }
 
@@ -355,7 +356,6 @@ impl DeviceArgs {
         }
     }
 
-    /// A context on `choice` with these flags' kernel variants and binding limit.
     /// The tune cache's path (`tune` writes it); fails where none is given and the platform has
     /// no cache directory.
     pub(crate) fn tune_cache_path(&self) -> anyhow::Result<PathBuf> {
@@ -388,6 +388,8 @@ impl DeviceArgs {
         tuning
     }
 
+    /// A context on `choice` with these flags' kernel variants and binding limit, and the tune
+    /// cache's choices for its adapter.
     fn open(&self, choice: &AdapterChoice) -> anyhow::Result<GpuContext> {
         let ctx = GpuContext::new(choice)?.with_variants(self.variants()?);
         let tuning = self.tuning_for(&ctx);

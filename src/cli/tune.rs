@@ -21,7 +21,11 @@ pub(crate) fn tune(model: &ModelArgs, device: &DeviceArgs, seed: u64) -> anyhow:
     })?;
     print_report(&report);
     let entries = report.entries(ctx.info());
-    tuning::store(&path, &entries)?;
+    if let Err(e) = tuning::read_cache(&path) {
+        eprintln!("warning: {e}; replaced by this tune's");
+    }
+    let layers: Vec<String> = report.shapes.iter().map(|s| s.key.clone()).collect();
+    tuning::store(&path, ctx.info(), &layers, &entries)?;
     println!(
         "wrote {} choices for {} layer shapes to {} ({:.1} s)",
         entries.len(),

@@ -410,7 +410,7 @@ impl GpuContext {
             .resolve(self.software, self.tiled_kernels_fit())
     }
 
-    /// How this device's 3x3 stride-1 convolutions are computed, as asked (resolved per layer:
+    /// How this device's 3x3 and 5x5 stride-1 convolutions are computed, as asked (resolved per layer:
     /// forced, measured in [`GpuContext::tuning`], or by [`ConvAlgorithm::winograd`]).
     pub fn conv_algorithm(&self) -> ConvAlgorithm {
         self.variants.conv_algorithm

@@ -225,16 +225,18 @@ pub fn load(path: &Path, info: &wgpu::AdapterInfo) -> (Tuning, Option<String>) {
     (tuning, warning)
 }
 
-/// Writes `measured` into the cache at `path`, replacing the entries of the same adapter,
-/// driver, layer and pass and keeping every other; written whole or not at all. An unreadable
-/// old cache is replaced.
-pub fn store(path: &Path, measured: &[CacheEntry]) -> Result<()> {
+/// Writes a tune of `layers` (their [`conv_key`]s) on the adapter `info` into the cache at
+/// `path`: every old entry of that adapter and driver for those layers goes (also where the new
+/// tune found no winner for a pass), `measured` is added, and every other entry is kept. Written
+/// whole or not at all; an unreadable old cache is replaced (the caller may warn first).
+pub fn store(
+    path: &Path,
+    info: &wgpu::AdapterInfo,
+    layers: &[String],
+    measured: &[CacheEntry],
+) -> Result<()> {
     let mut entries = read_cache(path).unwrap_or_default();
-    let same = |a: &CacheEntry, b: &CacheEntry| {
-        (&a.adapter, &a.backend, &a.driver, &a.layer, a.pass)
-            == (&b.adapter, &b.backend, &b.driver, &b.layer, b.pass)
-    };
-    entries.retain(|old| !measured.iter().any(|new| same(old, new)));
+    entries.retain(|old| !(old.is_for(info) && layers.contains(&old.layer)));
     entries.extend(measured.iter().cloned());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -282,9 +284,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("tune.json");
         let (this, other) = (info("a", "Mesa 25"), info("b", "Mesa 25"));
-        store(&path, &[entry(&this, "x", ConvAlgorithm::Direct)]).unwrap();
-        store(&path, &[entry(&other, "x", ConvAlgorithm::Direct)]).unwrap();
-        store(&path, &[entry(&this, "x", ConvAlgorithm::Winograd2)]).unwrap();
+        let x = ["x".to_string()];
+        store(
+            &path,
+            &this,
+            &x,
+            &[entry(&this, "x", ConvAlgorithm::Direct)],
+        )
+        .unwrap();
+        store(
+            &path,
+            &other,
+            &x,
+            &[entry(&other, "x", ConvAlgorithm::Direct)],
+        )
+        .unwrap();
+        store(
+            &path,
+            &this,
+            &x,
+            &[entry(&this, "x", ConvAlgorithm::Winograd2)],
+        )
+        .unwrap();
         assert_eq!(read_cache(&path).unwrap().len(), 2);
         let (tuning, warning) = load(&path, &this);
         assert!(warning.is_none());
@@ -295,6 +316,10 @@ mod tests {
         );
         // A driver update makes the entries stale.
         assert!(load(&path, &info("a", "Mesa 26")).0.is_empty());
+        // A tune of "x" that found no winner drops the old choice.
+        store(&path, &this, &x, &[]).unwrap();
+        assert!(load(&path, &this).0.is_empty());
+        assert_eq!(load(&path, &other).0.len(), 1);
     }
 
     #[test]
@@ -314,7 +339,7 @@ mod tests {
         }
         let mut auto = entry(&this, "x", ConvAlgorithm::Auto);
         auto.choice.kernel = KernelShape::Auto;
-        store(&path, &[auto]).unwrap();
+        store(&path, &this, &["x".to_string()], &[auto]).unwrap();
         let (tuning, warning) = load(&path, &this);
         assert!(tuning.is_empty());
         assert!(warning.unwrap().contains("1 entries"));

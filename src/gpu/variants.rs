@@ -43,7 +43,7 @@ pub struct Variants {
     pub linear: LinearKernel,
     /// The convolutions.
     pub conv: KernelShape,
-    /// How the 3x3 stride-1 convolutions are computed.
+    /// How the 3x3 and 5x5 stride-1 convolutions are computed.
     pub conv_algorithm: ConvAlgorithm,
     /// The fully connected layers' backward products.
     pub matmul: KernelShape,

@@ -274,7 +274,8 @@ impl Variant {
 #[derive(Clone, Copy, Debug)]
 struct Choice {
     variant: Variant,
-    /// Whether its 3x3 stride-1 convolutions go through Winograd (where [`winograd::fits`]).
+    /// Whether its 3x3 or 5x5 stride-1 convolutions go through Winograd (where
+    /// [`winograd::fits`]).
     winograd: bool,
     /// Where it came from: `tuned` (the tuning set any of it), `forced` (a flag forced any of
     /// it), or `heuristic`.
@@ -327,8 +328,9 @@ impl Choice {
         })
     }
 
-    /// What the layer's forward runs, for profiles: the algorithm, the kernel shape and where
-    /// the choice came from.
+    /// The layer's choice, for profiles (its forward and backward rows): the algorithm its
+    /// forward runs (its input gradient may stay direct where Winograd's transforms do not fit a
+    /// binding), the kernel shape and where the choice came from.
     fn describe(&self, winograd: bool) -> String {
         format!(
             "{} {}, {}",
@@ -516,7 +518,9 @@ fn parameter_gradients(
         // group.
         let args = [buf.input, &transposed, &grads.weights[0]];
         let mut dispatches = vec![transpose];
-        dispatches.extend(filter_sums(b, variant, &label, &conv, taps, args)?);
+        dispatches.extend(filter_sums(
+            b, variant, &label, &conv, taps, args, &mut None,
+        )?);
         dispatches
     };
 
@@ -536,6 +540,8 @@ fn parameter_gradients(
 /// per group): the sums over its output pixels in chunks of pixels, as many as fit one binding
 /// and the dispatch limit, then the chunks added. `args` are the input, the output gradient as
 /// [`transpose_grad_output`] lays it out, and the gradient in the packed weights' layout.
+/// `partial_sums` keeps the chunks' scratch for a caller that sums several batches of pixels in
+/// turn (Winograd's chunks of tiles), so that they share one buffer.
 fn filter_sums(
     b: &mut Builder,
     variant: Variant,
@@ -543,6 +549,7 @@ fn filter_sums(
     params: &Conv2dParams,
     taps: usize,
     [input, transposed, gradient]: [&wgpu::Buffer; 3],
+    partial_sums: &mut Option<wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
     let groups = params.groups as usize;
     let pixels = (params.batch * params.out_height * params.out_width) as usize;
@@ -553,8 +560,15 @@ fn filter_sums(
     let wanted = pixels.div_ceil(MIN_PIXELS_PER_CHUNK).clamp(1, max_chunks);
     let pixels_per_chunk = pixels.div_ceil(wanted);
     let chunks = pixels.div_ceil(pixels_per_chunk);
-    let scratch =
-        (chunks > 1).then(|| b.scratch(&format!("{label} partial sums"), chunks * packed_len));
+    let needed = chunks * packed_len;
+    if chunks > 1
+        && partial_sums
+            .as_ref()
+            .is_none_or(|p| p.size() < (needed * 4) as u64)
+    {
+        *partial_sums = Some(b.scratch(&format!("{label} partial sums"), needed));
+    }
+    let scratch = partial_sums.clone().filter(|_| chunks > 1);
     let partial = scratch.as_ref().unwrap_or(gradient);
     let params = Conv2dParams {
         pixels_per_chunk: u32_of(pixels_per_chunk, "pixels")?,

@@ -1,13 +1,15 @@
-//! Winograd's F(2x2, 3x3) for the 3x3 stride-1 convolutions (forward, and the input gradient,
-//! which is one): the filters, the 4x4 input tiles and the products transformed by three kernels
-//! (`winograd_filter`, `winograd_input`, `winograd_output`), and the 16 products between them
-//! summed over the input channels as one grouped 1x1 convolution on the direct kernels (16
-//! groups per group of the layer, one per position of the 4x4 transform), so that the product
-//! runs at the rate of the direct kernels' best case on 2.25x fewer multiply-adds. The filter
+//! Winograd's F(2x2, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5 stride-1 convolutions (forward,
+//! and the input gradient, which is one): the filters, the input tiles (4x4 or 6x6) and the
+//! products transformed by three kernels (`winograd_filter`, `winograd_input`,
+//! `winograd_output`, or their `winograd5_` versions), and the 16 or 36 products between them
+//! summed over the input channels as one grouped 1x1 convolution on the direct kernels (one
+//! group per position of the transform and group of the layer), so that the product runs at the
+//! rate of the direct kernels' best case on 2.25x or 2.78x fewer multiply-adds. The filter
 //! gradient is the same algorithm transposed: the output gradient's tiles transformed
-//! (`winograd_gradient`), the 16 sums over the tiles as that grouped 1x1 convolution's filter
-//! gradient, and the sums back to 3x3 filters (`winograd_filter_gradient`). The algebra and the
-//! layouts: shaders/common/winograd_params.wgsl; why: docs/kernels.md.
+//! (`winograd_gradient`), the sums over the tiles as that grouped 1x1 convolution's filter
+//! gradient, and the sums back to filters (`winograd_filter_gradient`). [`Form`] picks the
+//! transforms by filter size. The algebra and the layouts: shaders/common/winograd_params.wgsl;
+//! why: docs/kernels.md.
 //!
 //! The tiles are processed in chunks small enough that the transformed inputs and the products
 //! each fit one storage binding (VGG-16's first layers at batch 8 need several).
@@ -247,7 +249,7 @@ fn positions_as_groups(params: &Conv2dParams, form: Form, tiles: usize) -> Resul
     })
 }
 
-/// The dispatches of the convolution of `params` through Winograd's F(2x2, 3x3): the filters
+/// The dispatches of the convolution of `params` through Winograd (its [`Form`]): the filters
 /// transformed, then chunk by chunk of tiles the inputs transformed, the grouped 1x1 product on
 /// the device's direct kernel, and the products transformed into the output (bias and ReLU
 /// added there). `args` are input, packed weights, bias, output, as the direct kernels take them;
@@ -332,10 +334,10 @@ pub(super) fn convolution(
 }
 
 /// The dispatches of the filter gradient of the convolution of `params` through Winograd's
-/// F(2x2, 3x3), chunk by chunk of tiles: the input tiles transformed as in the forward, the
+/// (its [`Form`]), chunk by chunk of tiles: the input tiles transformed as in the forward, the
 /// output gradient's tiles transformed (`A delta A^T`), the 16 sums over the tiles of their
 /// products as the filter gradient of the grouped 1x1 convolution on the device's direct kernel,
-/// and those sums transformed back to 3x3 filters (`G^T dU G`), written by the first chunk and
+/// and those sums transformed back to filters (`G^T dU G`), written by the first chunk and
 /// added by the others. `args` are the input, the output gradient (through the ReLU mask
 /// already) and the gradient in the packed weights' layout. Only for a convolution that
 /// [`fits`].
@@ -364,6 +366,9 @@ pub(super) fn filter_gradient(
         &format!("{label} Winograd filter gradient sums"),
         positions * channels * packed_out,
     );
+    // The pixel chunks' partial sums, one buffer for every chunk of tiles (the first is the
+    // largest).
+    let mut partial_sums = None;
     let mut dispatches = Vec::new();
     for (first_tile, chunk_tiles) in tiling.chunks() {
         let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
@@ -402,6 +407,7 @@ pub(super) fn filter_gradient(
             &product,
             taps,
             args,
+            &mut partial_sums,
         )?);
 
         let filter_label = format!("{label} Winograd filter gradient");
