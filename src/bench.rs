@@ -681,7 +681,7 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                     layer: layer.layer.clone(),
                     dispatches: layer.dispatches,
                     kernels: layer.kernels.clone(),
-                    choice: net.layer_choice(&layer.layer).map(str::to_string),
+                    choice: net.layer_choice(&layer.layer).map(|c| c.to_string()),
                     seconds,
                     kernel_seconds,
                     flops,

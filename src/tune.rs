@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use crate::check::{compare, TOLERANCE};
 use crate::error::{Error, Result};
-use crate::gpu::tuning::{conv_key, driver_of, CacheEntry, ConvChoice, TunedPass};
+use crate::gpu::tuning::{conv_key, driver_of, CacheEntry, ConvChoice, LayerChoice, TunedPass};
 use crate::gpu::{ConvAlgorithm, GpuContext, GpuNetwork, KernelShape, Variants};
 use crate::model::{Dims, Layer, LayerKind, LayerPlan, Network, Padding, Window};
 use crate::reference::{self, Parameters};
@@ -216,8 +216,8 @@ pub fn tune(
             let net = GpuNetwork::with_gradients(ctx, &plan, &weights)?;
             net.upload_input(&input)?;
             let forward = by_layer(net.profile_forward_layers()?);
-            let ran: BTreeMap<&str, &str> = (net.layer_choices().iter())
-                .map(|(layer, how)| (layer.as_str(), how.as_str()))
+            let ran: BTreeMap<&str, LayerChoice> = (net.layer_choices().iter())
+                .map(|(layer, choice)| (layer.as_str(), *choice))
                 .collect();
             let sum = |times: &LayerSeconds, layers: &[usize]| -> f64 {
                 (layers.iter())
@@ -231,7 +231,8 @@ pub fn tune(
                 .filter(|(_, key)| {
                     shapes[*key].iter().all(|&i| {
                         let used = ran.get(plan[i].layer.name.as_str());
-                        let winograd = used.is_some_and(|how| how.starts_with("winograd"));
+                        let winograd =
+                            used.is_some_and(|c| c.choice.algorithm == ConvAlgorithm::Winograd2);
                         winograd == (choice.algorithm == ConvAlgorithm::Winograd2)
                     })
                 })

@@ -7,6 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams};
+use crate::gpu::tuning::LayerChoice;
 
 /// GPU memory a network holds, in bytes, by purpose. It is fixed at construction: a pass
 /// allocates nothing.
@@ -107,7 +108,7 @@ pub(crate) struct Builder<'a> {
     /// Whether the network computes gradients: its layers choose their kernels for training.
     pub trains: bool,
     /// Each layer's kernel choice where it has one to report, as (layer, description).
-    pub choices: Vec<(String, String)>,
+    pub choices: Vec<(String, LayerChoice)>,
     /// Buffers free for reuse.
     pool: Vec<Pooled>,
     /// Scratch lent to the current step, back to the pool when it ends.
@@ -132,9 +133,9 @@ impl<'a> Builder<'a> {
     }
 
     /// Records how `layer` computes (for profiles), once per layer.
-    pub fn note_choice(&mut self, layer: &str, description: String) {
+    pub fn note_choice(&mut self, layer: &str, choice: LayerChoice) {
         if !self.choices.iter().any(|(name, _)| name == layer) {
-            self.choices.push((layer.to_string(), description));
+            self.choices.push((layer.to_string(), choice));
         }
     }
 

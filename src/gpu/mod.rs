@@ -40,7 +40,7 @@ pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{KernelTime, LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
 pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
-pub use tuning::{ConvChoice, TunedPass, Tuning};
+pub use tuning::{ChoiceSource, ConvChoice, LayerChoice, TunedPass, Tuning};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
 pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Variants};
 

@@ -17,6 +17,7 @@ use crate::gpu::gradients::{
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedGrads, PackedWeights, Packing};
+use crate::gpu::tuning::LayerChoice;
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::weights::{Tensor, Weights};
 
@@ -51,7 +52,7 @@ pub struct GpuNetwork<'a> {
     /// Launches folded into a 2-D grid, for the test that the kernels unfold them.
     folded_launches: usize,
     /// How each convolution computes, as (layer, description).
-    choices: Vec<(String, String)>,
+    choices: Vec<(String, LayerChoice)>,
 }
 
 impl<'a> GpuNetwork<'a> {
@@ -311,15 +312,15 @@ impl<'a> GpuNetwork<'a> {
 
     /// How each convolution computes (algorithm, kernel shape, and whether `convnet tune`'s
     /// measurements chose it), as (layer, description), in the order of the layers.
-    pub fn layer_choices(&self) -> &[(String, String)] {
+    pub fn layer_choices(&self) -> &[(String, LayerChoice)] {
         &self.choices
     }
 
-    /// The description [`GpuNetwork::layer_choices`] gives `layer`, if any.
-    pub fn layer_choice(&self, layer: &str) -> Option<&str> {
+    /// The choice [`GpuNetwork::layer_choices`] gives `layer`, if any.
+    pub fn layer_choice(&self, layer: &str) -> Option<LayerChoice> {
         (self.choices.iter())
             .find(|(name, _)| name == layer)
-            .map(|(_, description)| description.as_str())
+            .map(|&(_, choice)| choice)
     }
 
     /// GPU memory held, by purpose.

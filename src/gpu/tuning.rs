@@ -63,6 +63,38 @@ impl std::fmt::Display for ConvChoice {
     }
 }
 
+/// Where a built layer's [`ConvChoice`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoiceSource {
+    /// The context's tuning set it (or part of it).
+    Tuned,
+    /// A flag forced it (or part of it), and the tuning had none.
+    Forced,
+    /// The adapter's heuristic.
+    Heuristic,
+}
+
+/// How one convolution of a built network computes, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerChoice {
+    /// What its forward runs (its input gradient may stay direct where Winograd's transforms
+    /// do not fit a binding).
+    pub choice: ConvChoice,
+    /// Where that came from.
+    pub source: ChoiceSource,
+}
+
+impl std::fmt::Display for LayerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match self.source {
+            ChoiceSource::Tuned => "tuned",
+            ChoiceSource::Forced => "forced",
+            ChoiceSource::Heuristic => "heuristic",
+        };
+        write!(f, "{}, {source}", self.choice)
+    }
+}
+
 /// The key a convolution is tuned and looked up by: everything that sets its kernels' work
 /// (batch, input, output channels, window, stride, padding, groups), nothing of its name or
 /// place in the network. `None` for a layer that is not a convolution.

@@ -13,7 +13,7 @@ use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights, Packing};
-use crate::gpu::tuning::TunedPass;
+use crate::gpu::tuning::{ChoiceSource, ConvChoice, LayerChoice, TunedPass};
 use crate::gpu::variants::{ConvAlgorithm, KernelShape};
 use crate::model::{LayerKind, LayerPlan, Pad};
 use crate::shaders::{self, BLOCK, TILE};
@@ -277,9 +277,8 @@ struct Choice {
     /// Whether its 3x3 or 5x5 stride-1 convolutions go through Winograd (where
     /// [`winograd::fits`]).
     winograd: bool,
-    /// Where it came from: `tuned` (the tuning set any of it), `forced` (a flag forced any of
-    /// it), or `heuristic`.
-    source: &'static str,
+    /// Where it came from.
+    source: ChoiceSource,
 }
 
 impl Choice {
@@ -317,9 +316,9 @@ impl Choice {
         };
         let forced = asked.conv != KernelShape::Auto || asked.conv_algorithm != ConvAlgorithm::Auto;
         let source = match (tuned_kernel.is_some() || tuned_algorithm.is_some(), forced) {
-            (true, _) => "tuned",
-            (false, true) => "forced",
-            (false, false) => "heuristic",
+            (true, _) => ChoiceSource::Tuned,
+            (false, true) => ChoiceSource::Forced,
+            (false, false) => ChoiceSource::Heuristic,
         };
         Ok(Choice {
             variant,
@@ -328,19 +327,21 @@ impl Choice {
         })
     }
 
-    /// The layer's choice, for profiles (its forward and backward rows): the algorithm its
-    /// forward runs (its input gradient may stay direct where Winograd's transforms do not fit a
-    /// binding), the kernel shape and where the choice came from.
-    fn describe(&self, winograd: bool) -> String {
-        format!(
-            "{} {}, {}",
-            if winograd { "winograd2" } else { "direct" },
-            match self.variant {
-                Variant::RegisterBlock => "register-block",
-                Variant::WorkgroupTile => "workgroup-tile",
-            },
-            self.source
-        )
+    /// The layer's choice as the network reports it (for profiles and the tune), with
+    /// `winograd` whether its forward did go through Winograd.
+    fn report(&self, winograd: bool) -> LayerChoice {
+        let algorithm = match winograd {
+            true => ConvAlgorithm::Winograd2,
+            false => ConvAlgorithm::Direct,
+        };
+        let kernel = match self.variant {
+            Variant::RegisterBlock => KernelShape::RegisterBlock,
+            Variant::WorkgroupTile => KernelShape::WorkgroupTile,
+        };
+        LayerChoice {
+            choice: ConvChoice { algorithm, kernel },
+            source: self.source,
+        }
     }
 }
 
@@ -430,7 +431,7 @@ pub(crate) fn forward(
     let variant = choice.variant;
     let mut conv = Conv2dParams::of(layer, packed_out)?;
     let winograd = choice.winograd && winograd::fits(b, &conv);
-    b.note_choice(&layer.layer.name, choice.describe(winograd));
+    b.note_choice(&layer.layer.name, choice.report(winograd));
     if winograd {
         let args = [input, &params.weights[0], &params.bias, output];
         return winograd::convolution(b, variant, &layer.layer.name, &conv, args);
