@@ -695,9 +695,34 @@ fn tune_writes_choices_that_bench_follows() {
     let cache = dir.path().join("cache").join("tune.json");
     let cache_arg = cache.display().to_string();
     let small = ["--input-size", "99", "--batch", "2"];
-    let tune = [&["tune", "--tune-cache", &cache_arg][..], &small].concat();
+    let report = dir.path().join("tune-report.json").display().to_string();
+    let tune = [
+        &["tune", "--tune-cache", &cache_arg, "--json", &report][..],
+        &small,
+    ]
+    .concat();
     let (ok, stdout, stderr) = convnet(&tune);
     assert!(ok, "{stderr}");
+    // The report: every layer shape with its measured candidates, each with a positive forward
+    // time, and a winner for each pass.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let shapes = report["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 5, "{report}");
+    for shape in shapes {
+        let candidates = shape["candidates"].as_array().unwrap();
+        assert!(!candidates.is_empty(), "{shape}");
+        assert!(
+            candidates
+                .iter()
+                .all(|c| c["forward_s"].as_f64().unwrap() > 0.0),
+            "{shape}"
+        );
+        assert!(
+            shape["inference"].is_object() && shape["training"].is_object(),
+            "{shape}"
+        );
+    }
     assert!(
         stdout.contains("wrote 10 choices for 5 layer shapes"),
         "{stdout}"

@@ -124,6 +124,9 @@ pub(crate) enum Command {
         device: DeviceArgs,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Also write every candidate's times and the winners as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -520,7 +523,8 @@ pub(crate) fn run(command: Command, world: &World) -> anyhow::Result<ExitCode> {
             model,
             device,
             seed,
-        } => tune::tune(&model, &device, seed)?,
+            json,
+        } => tune::tune(&model, &device, seed, json.as_deref())?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,15 +1,26 @@
 //! `convnet tune`: every convolution timed under each candidate kernel on this adapter, the
 //! winners written to the tune cache that `bench`, `check`, `run` and `train` read.
 
+use std::path::Path;
+
+use convnet_wgpu::files;
 use convnet_wgpu::gpu::tuning;
 use convnet_wgpu::tune::{self, TuneReport};
 
 use super::{open_context, DeviceArgs, ModelArgs};
 
-/// `convnet tune`: measure, print a table, write the cache.
-pub(crate) fn tune(model: &ModelArgs, device: &DeviceArgs, seed: u64) -> anyhow::Result<()> {
+/// `convnet tune`: measure, print a table, write the cache (and the report as JSON to `json`).
+pub(crate) fn tune(
+    model: &ModelArgs,
+    device: &DeviceArgs,
+    seed: u64,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
     let network = model.network.build()?;
     let path = device.tune_cache_path()?;
+    if let Some(json) = json {
+        files::check_writable(json)?;
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create the directory: {e}", dir.display()))?;
@@ -26,6 +37,9 @@ pub(crate) fn tune(model: &ModelArgs, device: &DeviceArgs, seed: u64) -> anyhow:
     }
     let layers: Vec<String> = report.shapes.iter().map(|s| s.key.clone()).collect();
     tuning::store(&path, ctx.info(), &layers, &entries)?;
+    if let Some(json) = json {
+        files::write_atomically(json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
     println!(
         "wrote {} choices for {} layer shapes to {} ({:.1} s)",
         entries.len(),
