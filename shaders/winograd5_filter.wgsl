@@ -24,38 +24,35 @@ fn winograd5_filter(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let index = folded_index(id, groups);
-    let rows = params.channels; // (group, input channel of the group) pairs
-    if index >= rows * params.packed_out {
+    if index >= filter_invocations() {
         return;
     }
-    let row = index / params.packed_out;
-    let o = index - row * params.packed_out;
-    let first = row * 25u;
-    let g00 = weights[(first + 0u) * params.packed_out + o];
-    let g01 = weights[(first + 1u) * params.packed_out + o];
-    let g02 = weights[(first + 2u) * params.packed_out + o];
-    let g03 = weights[(first + 3u) * params.packed_out + o];
-    let g04 = weights[(first + 4u) * params.packed_out + o];
-    let g10 = weights[(first + 5u) * params.packed_out + o];
-    let g11 = weights[(first + 6u) * params.packed_out + o];
-    let g12 = weights[(first + 7u) * params.packed_out + o];
-    let g13 = weights[(first + 8u) * params.packed_out + o];
-    let g14 = weights[(first + 9u) * params.packed_out + o];
-    let g20 = weights[(first + 10u) * params.packed_out + o];
-    let g21 = weights[(first + 11u) * params.packed_out + o];
-    let g22 = weights[(first + 12u) * params.packed_out + o];
-    let g23 = weights[(first + 13u) * params.packed_out + o];
-    let g24 = weights[(first + 14u) * params.packed_out + o];
-    let g30 = weights[(first + 15u) * params.packed_out + o];
-    let g31 = weights[(first + 16u) * params.packed_out + o];
-    let g32 = weights[(first + 17u) * params.packed_out + o];
-    let g33 = weights[(first + 18u) * params.packed_out + o];
-    let g34 = weights[(first + 19u) * params.packed_out + o];
-    let g40 = weights[(first + 20u) * params.packed_out + o];
-    let g41 = weights[(first + 21u) * params.packed_out + o];
-    let g42 = weights[(first + 22u) * params.packed_out + o];
-    let g43 = weights[(first + 23u) * params.packed_out + o];
-    let g44 = weights[(first + 24u) * params.packed_out + o];
+    let base = filter_base(index, 25u);
+    let g00 = weights[base + 0u * params.packed_out];
+    let g01 = weights[base + 1u * params.packed_out];
+    let g02 = weights[base + 2u * params.packed_out];
+    let g03 = weights[base + 3u * params.packed_out];
+    let g04 = weights[base + 4u * params.packed_out];
+    let g10 = weights[base + 5u * params.packed_out];
+    let g11 = weights[base + 6u * params.packed_out];
+    let g12 = weights[base + 7u * params.packed_out];
+    let g13 = weights[base + 8u * params.packed_out];
+    let g14 = weights[base + 9u * params.packed_out];
+    let g20 = weights[base + 10u * params.packed_out];
+    let g21 = weights[base + 11u * params.packed_out];
+    let g22 = weights[base + 12u * params.packed_out];
+    let g23 = weights[base + 13u * params.packed_out];
+    let g24 = weights[base + 14u * params.packed_out];
+    let g30 = weights[base + 15u * params.packed_out];
+    let g31 = weights[base + 16u * params.packed_out];
+    let g32 = weights[base + 17u * params.packed_out];
+    let g33 = weights[base + 18u * params.packed_out];
+    let g34 = weights[base + 19u * params.packed_out];
+    let g40 = weights[base + 20u * params.packed_out];
+    let g41 = weights[base + 21u * params.packed_out];
+    let g42 = weights[base + 22u * params.packed_out];
+    let g43 = weights[base + 23u * params.packed_out];
+    let g44 = weights[base + 24u * params.packed_out];
     // G g (6 x 5), then each of its rows times G^T.
     let t0_0 = g00;
     let t0_1 = g01;
@@ -87,7 +84,7 @@ fn winograd5_filter(
     let t5_2 = g42;
     let t5_3 = g43;
     let t5_4 = g44;
-    let positions = rows * params.packed_out; // values per position xi
+    let positions = filter_invocations(); // values per position xi
     transformed[0u * positions + index] = t0_0;
     transformed[1u * positions + index] = -0.3333333333 * t0_0 - 0.3333333333 * t0_1 - 0.3333333333 * t0_2 - 0.3333333333 * t0_3 - 0.3333333333 * t0_4;
     transformed[2u * positions + index] = 0.3333333333 * t0_0 - 0.3333333333 * t0_1 + 0.3333333333 * t0_2 - 0.3333333333 * t0_3 + 0.3333333333 * t0_4;

@@ -2,22 +2,8 @@
 // Winograd F(2x2, 5x5) for the filter gradient, the last transform: the gradient of every
 // transformed filter, summed over a chunk of tiles ([xi][group][input channel of the
 // group][packed_out]), back to the 5x5 filter's gradient dg = G^T dU G in the packed weights'
-// layout; the first chunk of tiles writes it, later chunks add to it. One invocation per (group,
-// input channel of the group, packed output channel), as winograd_filter_gradient.wgsl.
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> sums: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gradient: array<f32>;
-
-// Writes (or adds) tap `t` = 5 * kernel row + kernel column of this invocation's filter.
-fn store_tap(first: u32, o: u32, t: u32, value: f32) {
-    let at = (first + t) * params.packed_out + o;
-    if params.accumulate != 0u {
-        gradient[at] += value;
-    } else {
-        gradient[at] = value;
-    }
-}
+// layout; the first chunk of tiles writes it, later chunks add to it. Bindings:
+// winograd_filter_sums.wgsl.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd5_filter_gradient(
@@ -25,50 +11,45 @@ fn winograd5_filter_gradient(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let index = folded_index(id, groups);
-    let rows = params.channels; // (group, input channel of the group) pairs
-    if index >= rows * params.packed_out {
+    if index >= filter_invocations() {
         return;
     }
-    let row = index / params.packed_out;
-    let o = index - row * params.packed_out;
-    let first = row * 25u;
-    let positions = rows * params.packed_out; // values per position xi
-    let m00 = sums[0u * positions + index];
-    let m01 = sums[1u * positions + index];
-    let m02 = sums[2u * positions + index];
-    let m03 = sums[3u * positions + index];
-    let m04 = sums[4u * positions + index];
-    let m05 = sums[5u * positions + index];
-    let m10 = sums[6u * positions + index];
-    let m11 = sums[7u * positions + index];
-    let m12 = sums[8u * positions + index];
-    let m13 = sums[9u * positions + index];
-    let m14 = sums[10u * positions + index];
-    let m15 = sums[11u * positions + index];
-    let m20 = sums[12u * positions + index];
-    let m21 = sums[13u * positions + index];
-    let m22 = sums[14u * positions + index];
-    let m23 = sums[15u * positions + index];
-    let m24 = sums[16u * positions + index];
-    let m25 = sums[17u * positions + index];
-    let m30 = sums[18u * positions + index];
-    let m31 = sums[19u * positions + index];
-    let m32 = sums[20u * positions + index];
-    let m33 = sums[21u * positions + index];
-    let m34 = sums[22u * positions + index];
-    let m35 = sums[23u * positions + index];
-    let m40 = sums[24u * positions + index];
-    let m41 = sums[25u * positions + index];
-    let m42 = sums[26u * positions + index];
-    let m43 = sums[27u * positions + index];
-    let m44 = sums[28u * positions + index];
-    let m45 = sums[29u * positions + index];
-    let m50 = sums[30u * positions + index];
-    let m51 = sums[31u * positions + index];
-    let m52 = sums[32u * positions + index];
-    let m53 = sums[33u * positions + index];
-    let m54 = sums[34u * positions + index];
-    let m55 = sums[35u * positions + index];
+    let m00 = filter_sum(0u, index);
+    let m01 = filter_sum(1u, index);
+    let m02 = filter_sum(2u, index);
+    let m03 = filter_sum(3u, index);
+    let m04 = filter_sum(4u, index);
+    let m05 = filter_sum(5u, index);
+    let m10 = filter_sum(6u, index);
+    let m11 = filter_sum(7u, index);
+    let m12 = filter_sum(8u, index);
+    let m13 = filter_sum(9u, index);
+    let m14 = filter_sum(10u, index);
+    let m15 = filter_sum(11u, index);
+    let m20 = filter_sum(12u, index);
+    let m21 = filter_sum(13u, index);
+    let m22 = filter_sum(14u, index);
+    let m23 = filter_sum(15u, index);
+    let m24 = filter_sum(16u, index);
+    let m25 = filter_sum(17u, index);
+    let m30 = filter_sum(18u, index);
+    let m31 = filter_sum(19u, index);
+    let m32 = filter_sum(20u, index);
+    let m33 = filter_sum(21u, index);
+    let m34 = filter_sum(22u, index);
+    let m35 = filter_sum(23u, index);
+    let m40 = filter_sum(24u, index);
+    let m41 = filter_sum(25u, index);
+    let m42 = filter_sum(26u, index);
+    let m43 = filter_sum(27u, index);
+    let m44 = filter_sum(28u, index);
+    let m45 = filter_sum(29u, index);
+    let m50 = filter_sum(30u, index);
+    let m51 = filter_sum(31u, index);
+    let m52 = filter_sum(32u, index);
+    let m53 = filter_sum(33u, index);
+    let m54 = filter_sum(34u, index);
+    let m55 = filter_sum(35u, index);
     // G^T dU (5 x 6), then each of its rows times G.
     let t0_0 = m00 - 0.3333333333 * m10 + 0.3333333333 * m20 + 0.06666666667 * m30 - 1.066666667 * m40;
     let t0_1 = m01 - 0.3333333333 * m11 + 0.3333333333 * m21 + 0.06666666667 * m31 - 1.066666667 * m41;
@@ -100,29 +81,30 @@ fn winograd5_filter_gradient(
     let t4_3 = -0.3333333333 * m13 + 0.3333333333 * m23 + 1.066666667 * m33 - 0.06666666667 * m43 + m53;
     let t4_4 = -0.3333333333 * m14 + 0.3333333333 * m24 + 1.066666667 * m34 - 0.06666666667 * m44 + m54;
     let t4_5 = -0.3333333333 * m15 + 0.3333333333 * m25 + 1.066666667 * m35 - 0.06666666667 * m45 + m55;
-    store_tap(first, o, 0u, t0_0 - 0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 0.06666666667 * t0_3 - 1.066666667 * t0_4);
-    store_tap(first, o, 1u, -0.3333333333 * t0_1 - 0.3333333333 * t0_2 + 0.1333333333 * t0_3 + 0.5333333333 * t0_4);
-    store_tap(first, o, 2u, -0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 0.2666666667 * t0_3 - 0.2666666667 * t0_4);
-    store_tap(first, o, 3u, -0.3333333333 * t0_1 - 0.3333333333 * t0_2 + 0.5333333333 * t0_3 + 0.1333333333 * t0_4);
-    store_tap(first, o, 4u, -0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 1.066666667 * t0_3 - 0.06666666667 * t0_4 + t0_5);
-    store_tap(first, o, 5u, t1_0 - 0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 0.06666666667 * t1_3 - 1.066666667 * t1_4);
-    store_tap(first, o, 6u, -0.3333333333 * t1_1 - 0.3333333333 * t1_2 + 0.1333333333 * t1_3 + 0.5333333333 * t1_4);
-    store_tap(first, o, 7u, -0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 0.2666666667 * t1_3 - 0.2666666667 * t1_4);
-    store_tap(first, o, 8u, -0.3333333333 * t1_1 - 0.3333333333 * t1_2 + 0.5333333333 * t1_3 + 0.1333333333 * t1_4);
-    store_tap(first, o, 9u, -0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 1.066666667 * t1_3 - 0.06666666667 * t1_4 + t1_5);
-    store_tap(first, o, 10u, t2_0 - 0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 0.06666666667 * t2_3 - 1.066666667 * t2_4);
-    store_tap(first, o, 11u, -0.3333333333 * t2_1 - 0.3333333333 * t2_2 + 0.1333333333 * t2_3 + 0.5333333333 * t2_4);
-    store_tap(first, o, 12u, -0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 0.2666666667 * t2_3 - 0.2666666667 * t2_4);
-    store_tap(first, o, 13u, -0.3333333333 * t2_1 - 0.3333333333 * t2_2 + 0.5333333333 * t2_3 + 0.1333333333 * t2_4);
-    store_tap(first, o, 14u, -0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 1.066666667 * t2_3 - 0.06666666667 * t2_4 + t2_5);
-    store_tap(first, o, 15u, t3_0 - 0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 0.06666666667 * t3_3 - 1.066666667 * t3_4);
-    store_tap(first, o, 16u, -0.3333333333 * t3_1 - 0.3333333333 * t3_2 + 0.1333333333 * t3_3 + 0.5333333333 * t3_4);
-    store_tap(first, o, 17u, -0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 0.2666666667 * t3_3 - 0.2666666667 * t3_4);
-    store_tap(first, o, 18u, -0.3333333333 * t3_1 - 0.3333333333 * t3_2 + 0.5333333333 * t3_3 + 0.1333333333 * t3_4);
-    store_tap(first, o, 19u, -0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 1.066666667 * t3_3 - 0.06666666667 * t3_4 + t3_5);
-    store_tap(first, o, 20u, t4_0 - 0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 0.06666666667 * t4_3 - 1.066666667 * t4_4);
-    store_tap(first, o, 21u, -0.3333333333 * t4_1 - 0.3333333333 * t4_2 + 0.1333333333 * t4_3 + 0.5333333333 * t4_4);
-    store_tap(first, o, 22u, -0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 0.2666666667 * t4_3 - 0.2666666667 * t4_4);
-    store_tap(first, o, 23u, -0.3333333333 * t4_1 - 0.3333333333 * t4_2 + 0.5333333333 * t4_3 + 0.1333333333 * t4_4);
-    store_tap(first, o, 24u, -0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 1.066666667 * t4_3 - 0.06666666667 * t4_4 + t4_5);
+    let base = filter_base(index, 25u);
+    store_tap(base, 0u, t0_0 - 0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 0.06666666667 * t0_3 - 1.066666667 * t0_4);
+    store_tap(base, 1u, -0.3333333333 * t0_1 - 0.3333333333 * t0_2 + 0.1333333333 * t0_3 + 0.5333333333 * t0_4);
+    store_tap(base, 2u, -0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 0.2666666667 * t0_3 - 0.2666666667 * t0_4);
+    store_tap(base, 3u, -0.3333333333 * t0_1 - 0.3333333333 * t0_2 + 0.5333333333 * t0_3 + 0.1333333333 * t0_4);
+    store_tap(base, 4u, -0.3333333333 * t0_1 + 0.3333333333 * t0_2 + 1.066666667 * t0_3 - 0.06666666667 * t0_4 + t0_5);
+    store_tap(base, 5u, t1_0 - 0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 0.06666666667 * t1_3 - 1.066666667 * t1_4);
+    store_tap(base, 6u, -0.3333333333 * t1_1 - 0.3333333333 * t1_2 + 0.1333333333 * t1_3 + 0.5333333333 * t1_4);
+    store_tap(base, 7u, -0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 0.2666666667 * t1_3 - 0.2666666667 * t1_4);
+    store_tap(base, 8u, -0.3333333333 * t1_1 - 0.3333333333 * t1_2 + 0.5333333333 * t1_3 + 0.1333333333 * t1_4);
+    store_tap(base, 9u, -0.3333333333 * t1_1 + 0.3333333333 * t1_2 + 1.066666667 * t1_3 - 0.06666666667 * t1_4 + t1_5);
+    store_tap(base, 10u, t2_0 - 0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 0.06666666667 * t2_3 - 1.066666667 * t2_4);
+    store_tap(base, 11u, -0.3333333333 * t2_1 - 0.3333333333 * t2_2 + 0.1333333333 * t2_3 + 0.5333333333 * t2_4);
+    store_tap(base, 12u, -0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 0.2666666667 * t2_3 - 0.2666666667 * t2_4);
+    store_tap(base, 13u, -0.3333333333 * t2_1 - 0.3333333333 * t2_2 + 0.5333333333 * t2_3 + 0.1333333333 * t2_4);
+    store_tap(base, 14u, -0.3333333333 * t2_1 + 0.3333333333 * t2_2 + 1.066666667 * t2_3 - 0.06666666667 * t2_4 + t2_5);
+    store_tap(base, 15u, t3_0 - 0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 0.06666666667 * t3_3 - 1.066666667 * t3_4);
+    store_tap(base, 16u, -0.3333333333 * t3_1 - 0.3333333333 * t3_2 + 0.1333333333 * t3_3 + 0.5333333333 * t3_4);
+    store_tap(base, 17u, -0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 0.2666666667 * t3_3 - 0.2666666667 * t3_4);
+    store_tap(base, 18u, -0.3333333333 * t3_1 - 0.3333333333 * t3_2 + 0.5333333333 * t3_3 + 0.1333333333 * t3_4);
+    store_tap(base, 19u, -0.3333333333 * t3_1 + 0.3333333333 * t3_2 + 1.066666667 * t3_3 - 0.06666666667 * t3_4 + t3_5);
+    store_tap(base, 20u, t4_0 - 0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 0.06666666667 * t4_3 - 1.066666667 * t4_4);
+    store_tap(base, 21u, -0.3333333333 * t4_1 - 0.3333333333 * t4_2 + 0.1333333333 * t4_3 + 0.5333333333 * t4_4);
+    store_tap(base, 22u, -0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 0.2666666667 * t4_3 - 0.2666666667 * t4_4);
+    store_tap(base, 23u, -0.3333333333 * t4_1 - 0.3333333333 * t4_2 + 0.5333333333 * t4_3 + 0.1333333333 * t4_4);
+    store_tap(base, 24u, -0.3333333333 * t4_1 + 0.3333333333 * t4_2 + 1.066666667 * t4_3 - 0.06666666667 * t4_4 + t4_5);
 }

@@ -25,17 +25,14 @@ fn winograd_filter(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let index = folded_index(id, groups);
-    let in_per_group = params.channels / params.groups;
-    let rows = params.groups * in_per_group; // (group, input channel) pairs
-    if index >= rows * params.packed_out {
+    if index >= filter_invocations() {
         return;
     }
-    let row = index / params.packed_out; // group * in_per_group + input channel
-    let o = index - row * params.packed_out;
+    let base = filter_base(index, 9u);
     // The filter's rows, each three taps along the kernel's width.
     var g: array<vec3<f32>, 3>;
     for (var ky = 0u; ky < 3u; ky++) {
-        let tap = (row * 9u + ky * 3u) * params.packed_out + o;
+        let tap = base + 3u * ky * params.packed_out;
         g[ky] = vec3<f32>(weights[tap], weights[tap + params.packed_out], weights[tap + 2u * params.packed_out]);
     }
     // G g (4 x 3), row by row of G, then each of its four rows times G^T.
@@ -45,7 +42,7 @@ fn winograd_filter(
         0.5 * (g[0] - g[1] + g[2]),
         g[2],
     );
-    let positions = rows * params.packed_out; // values per position xi
+    let positions = filter_invocations(); // values per position xi
     for (var i = 0u; i < 4u; i++) {
         let u = g_times(gg[i]);
         for (var j = 0u; j < 4u; j++) {

@@ -6,17 +6,12 @@
 //   dg = G^T dU G,
 //
 // in the packed weights' layout [group][input channel, kernel row, kernel column][packed_out].
-// The first chunk of tiles writes it, later chunks add to it (the transform is linear). One
-// invocation per (group, input channel of the group, packed output channel), as
-// winograd_filter.wgsl.
+// The first chunk of tiles writes it, later chunks add to it (the transform is linear).
+// Bindings: winograd_filter_sums.wgsl.
 //
 //         | 1  1/2  1/2  0 |
 //   G^T = | 0  1/2 -1/2  0 |
 //         | 0  1/2  1/2  1 |
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> sums: array<f32>;
-@group(0) @binding(2) var<storage, read_write> gradient: array<f32>;
 
 // G^T applied to four values along one axis.
 fn g_transpose_times(v: vec4<f32>) -> vec3<f32> {
@@ -30,30 +25,26 @@ fn winograd_filter_gradient(
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let index = folded_index(id, groups);
-    let rows = params.channels; // (group, input channel of the group) pairs
-    if index >= rows * params.packed_out {
+    if index >= filter_invocations() {
         return;
     }
-    let row = index / params.packed_out;
-    let o = index - row * params.packed_out;
-    let positions = rows * params.packed_out; // values per position xi
     var m: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {
-        let at = 4u * i * positions + index;
-        m[i] = vec4<f32>(sums[at], sums[at + positions], sums[at + 2u * positions], sums[at + 3u * positions]);
+        m[i] = vec4<f32>(
+            filter_sum(4u * i, index),
+            filter_sum(4u * i + 1u, index),
+            filter_sum(4u * i + 2u, index),
+            filter_sum(4u * i + 3u, index),
+        );
     }
     // G^T dU (three rows), then each row times G.
     let middle = 0.5 * (m[1] + m[2]);
     let rows_of = array<vec4<f32>, 3>(m[0] + middle, 0.5 * (m[1] - m[2]), middle + m[3]);
+    let base = filter_base(index, 9u);
     for (var ky = 0u; ky < 3u; ky++) {
         let taps = g_transpose_times(rows_of[ky]);
         for (var kx = 0u; kx < 3u; kx++) {
-            let at = (row * 9u + ky * 3u + kx) * params.packed_out + o;
-            if params.accumulate != 0u {
-                gradient[at] += taps[kx];
-            } else {
-                gradient[at] = taps[kx];
-            }
+            store_tap(base, 3u * ky + kx, taps[kx]);
         }
     }
 }

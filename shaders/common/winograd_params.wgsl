@@ -60,3 +60,18 @@ fn tile_position(local: u32) -> vec3<u32> {
     let row = within / params.tiles_across;
     return vec3<u32>(image, row, within - row * params.tiles_across);
 }
+
+// Invocations of the filter transforms and the filter gradient's: one per (group, input channel
+// of the group, packed output channel).
+fn filter_invocations() -> u32 {
+    return params.channels * params.packed_out;
+}
+
+// Where invocation `index`'s filter has its first tap in the packed weights [group][input
+// channel, kernel row, kernel column][packed_out], for filters of `taps` taps: tap t is at
+// base + t * packed_out.
+fn filter_base(index: u32, taps: u32) -> u32 {
+    let row = index / params.packed_out; // group * in_per_group + input channel
+    let o = index - row * params.packed_out;
+    return row * taps * params.packed_out + o;
+}

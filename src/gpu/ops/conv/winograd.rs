@@ -219,6 +219,19 @@ impl Tiling {
     }
 }
 
+/// One transform's dispatch: `invocations` invocations of `kernel` (one flat grid) over `args`.
+fn transform(
+    b: &mut Builder,
+    label: &str,
+    kernel: &KernelDef<WinogradParams>,
+    params: &WinogradParams,
+    args: &[&wgpu::Buffer],
+    invocations: usize,
+) -> Result<Dispatch> {
+    let workgroups = b.grid_1d(label, invocations)?;
+    Ok(b.dispatch(label, kernel, params, args, workgroups))
+}
+
 /// The grouped 1x1 convolution of the transform's positions (per group of the layer) over a
 /// 1 x `tiles` "image" of positions x channels: its product is the forward's, its filter
 /// gradient the filter gradient's sums.
@@ -285,30 +298,28 @@ pub(super) fn convolution(
         Purpose::Scratch,
     );
     let mut dispatches = Vec::new();
-    let filter_label = format!("{label} Winograd filters");
-    let workgroups = b.grid_1d(&filter_label, channels * packed_out)?;
     let filter_params = tiling.params(params, 0, 0)?;
     let args = [weights, &filters];
-    dispatches.push(b.dispatch(
-        &filter_label,
+    dispatches.push(transform(
+        b,
+        &format!("{label} Winograd filters"),
         &transforms.filter,
         &filter_params,
         &args,
-        workgroups,
-    ));
+        channels * packed_out,
+    )?);
 
     for (first_tile, chunk_tiles) in tiling.chunks() {
         let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
-        let input_label = format!("{label} Winograd inputs");
-        let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
         let args = [input, &inputs];
-        dispatches.push(b.dispatch(
-            &input_label,
+        dispatches.push(transform(
+            b,
+            &format!("{label} Winograd inputs"),
             &transforms.input,
             &chunk_params,
             &args,
-            workgroups,
-        ));
+            channels * chunk_tiles,
+        )?);
 
         let product = positions_as_groups(params, tiling.form, chunk_tiles)?;
         let args = [&inputs, &filters, &zero_bias, &products];
@@ -319,16 +330,15 @@ pub(super) fn convolution(
             args,
         )?);
 
-        let output_label = format!("{label} Winograd outputs");
-        let workgroups = b.grid_1d(&output_label, out_channels * chunk_tiles)?;
         let args = [&products, bias, output];
-        dispatches.push(b.dispatch(
-            &output_label,
+        dispatches.push(transform(
+            b,
+            &format!("{label} Winograd outputs"),
             &transforms.output,
             &chunk_params,
             &args,
-            workgroups,
-        ));
+            out_channels * chunk_tiles,
+        )?);
     }
     Ok(dispatches)
 }
@@ -372,28 +382,26 @@ pub(super) fn filter_gradient(
     let mut dispatches = Vec::new();
     for (first_tile, chunk_tiles) in tiling.chunks() {
         let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
-        let input_label = format!("{label} Winograd inputs");
-        let workgroups = b.grid_1d(&input_label, channels * chunk_tiles)?;
         let args = [input, &inputs];
-        dispatches.push(b.dispatch(
-            &input_label,
+        dispatches.push(transform(
+            b,
+            &format!("{label} Winograd inputs"),
             &transforms.input,
             &chunk_params,
             &args,
-            workgroups,
-        ));
+            channels * chunk_tiles,
+        )?);
 
-        let gradient_label = format!("{label} Winograd output gradients");
-        let invocations = chunk_tiles * groups * packed_out / 4;
-        let workgroups = b.grid_1d(&gradient_label, invocations)?;
+        // Four output channels per invocation.
         let args = [grad_output, &gradients];
-        dispatches.push(b.dispatch(
-            &gradient_label,
+        dispatches.push(transform(
+            b,
+            &format!("{label} Winograd output gradients"),
             &transforms.gradient,
             &chunk_params,
             &args,
-            workgroups,
-        ));
+            chunk_tiles * groups * packed_out / 4,
+        )?);
 
         // One reduction entry per input channel of a group: the 1x1 convolution's taps.
         let product = positions_as_groups(params, tiling.form, chunk_tiles)?;
@@ -410,16 +418,15 @@ pub(super) fn filter_gradient(
             &mut partial_sums,
         )?);
 
-        let filter_label = format!("{label} Winograd filter gradient");
-        let workgroups = b.grid_1d(&filter_label, channels * packed_out)?;
         let args = [&sums, gradient];
-        dispatches.push(b.dispatch(
-            &filter_label,
+        dispatches.push(transform(
+            b,
+            &format!("{label} Winograd filter gradient"),
             &transforms.filter_gradient,
             &chunk_params,
             &args,
-            workgroups,
-        ));
+            channels * packed_out,
+        )?);
     }
     Ok(dispatches)
 }
