@@ -2,36 +2,45 @@
 //
 //   grad_bias[c] = sum_n sum_p grad_output[n, c, p]      (NCHW; p runs over the plane)
 //
-// for convolutions (plane = H * W) and fully connected layers (plane = 1). One invocation per
-// channel; each image's plane is summed on its own and then added to the total, which keeps the
-// serial f32 sums short (batch x plane terms in one running sum would lose digits).
+// for convolutions (plane = H * W) and fully connected layers (plane = 1). A channel is summed
+// by a segment of `lanes` invocations of a workgroup (shaders/common/workgroup_sum.wgsl; the host
+// sizes the segments as for batch norm's sums): each invocation sums a strided share of every
+// image's plane, image by image into its running total (a batch x plane serial sum would lose
+// digits), then the segment's tree adds the invocations' totals. The values are read in units
+// of `Values` (values_by_one.wgsl or values_by_four.wgsl, which the host chooses by the plane's
+// size).
 
 struct Params {
     batch: u32,
     channels: u32,
-    plane: u32,
-    _pad: u32,
+    plane: u32, // height * width, a multiple of VALUES
+    lanes: u32, // invocations per channel: a power of two up to REDUCTION
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(1) var<storage, read> grad_output: array<Values>;
 @group(0) @binding(2) var<storage, read_write> grad_bias: array<f32>;
 
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn bias_backward(@builtin(global_invocation_id) id: vec3<u32>) {
-    let channel = id.x;
-    if channel >= params.channels {
-        return;
-    }
+@compute @workgroup_size(REDUCTION)
+fn bias_backward(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let lanes = params.lanes;
+    let segment = channel_segment(group.x, local, lanes, params.channels);
+    let units = params.plane / VALUES;
     var total = 0.0;
     for (var n = 0u; n < params.batch; n++) {
-        let base = (n * params.channels + channel) * params.plane;
-        var image_sum = 0.0;
-        for (var p = 0u; p < params.plane; p++) {
+        let base = (n * params.channels + segment.channel) * units;
+        var image_sum = Values(0.0);
+        for (var p = segment.lane; p < units; p += lanes) {
             image_sum += grad_output[base + p];
         }
-        total += image_sum;
+        total += sum_of(image_sum);
     }
-    grad_bias[channel] = total;
+    let sums = segment_sum(local, lanes, vec2<f32>(total, 0.0));
+    if segment.lane == 0u && segment.writes {
+        grad_bias[segment.channel] = sums.x;
+    }
 }

@@ -3,6 +3,10 @@
 // (the buffer is scratch that other layers share, so it holds whatever they left).
 // conv2d_forward (register-block shape) then reads every tap without bounds checks, cheaper per
 // load on CPU adapters than the checks (see docs/kernels.md), for one extra pass over the input.
+//
+// With a stride s > 1 the values are also spread apart: value (y, x) lands at
+// (top + y * s_h, left + x * s_w), zeros between. That is a strided convolution's output gradient
+// made ready for its input gradient as a stride-1 convolution (docs/kernels.md#strided-input-gradients).
 // One invocation per padded row (folded grid index over batch * channels * padded_height rows).
 
 struct Params {
@@ -13,7 +17,11 @@ struct Params {
     padded_width: u32,
     top: u32,
     left: u32,
-    _pad: u32,
+    stride_height: u32,
+    stride_width: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -33,14 +41,22 @@ fn conv2d_pad_input(
     let plane = row / params.padded_height;
     let padded_y = row % params.padded_height;
     let to = row * params.padded_width;
-    let inside = padded_y >= params.top && padded_y < params.top + params.height;
-    let source = (plane * params.height + padded_y - select(0u, params.top, inside)) * params.width;
-    for (var x = 0u; x < params.padded_width; x++) {
-        let column_inside = x >= params.left && x < params.left + params.width;
+    // Row y of the source lands on padded row top + y * stride_height.
+    let shifted_y = padded_y - params.top; // wraps above the top; then `inside` is false
+    let y = shifted_y / params.stride_height;
+    let inside = padded_y >= params.top && shifted_y % params.stride_height == 0u && y < params.height;
+    let source = (plane * params.height + select(0u, y, inside)) * params.width;
+    // Walk the row with the next source column's place in hand: no division per value (a CPU
+    // adapter emulates integer division lane by lane).
+    var x = 0u;
+    var next = params.left;
+    for (var padded_x = 0u; padded_x < params.padded_width; padded_x++) {
         var value = 0.0;
-        if inside && column_inside {
-            value = input[source + x - params.left];
+        if inside && padded_x == next && x < params.width {
+            value = input[source + x];
+            x++;
+            next += params.stride_width;
         }
-        padded[to + x] = value;
+        padded[to + padded_x] = value;
     }
 }

@@ -346,8 +346,19 @@ pub const CONCAT_FORWARD_BY_FOUR: ShaderSource = shader!(
     "concat_forward" as "concat_forward_by_four",
     ["values_by_four.wgsl", "concat_slices.wgsl"]
 );
-/// Bias gradient: the output gradient summed over the batch and each channel's plane.
-pub const BIAS_BACKWARD: ShaderSource = shader!("bias_backward.wgsl", "bias_backward", []);
+/// Bias gradient: the output gradient summed over the batch and each channel's plane, one
+/// workgroup segment per channel, one value at a time.
+pub const BIAS_BACKWARD: ShaderSource = shader!(
+    "bias_backward.wgsl",
+    "bias_backward",
+    ["workgroup_sum.wgsl", "values_by_one.wgsl"]
+);
+/// [`BIAS_BACKWARD`] four values at a time, for planes whose size is a multiple of 4.
+pub const BIAS_BACKWARD_BY_FOUR: ShaderSource = shader!(
+    "bias_backward.wgsl",
+    "bias_backward" as "bias_backward_by_four",
+    ["workgroup_sum.wgsl", "values_by_four.wgsl"]
+);
 /// ReLU backward, in place: the gradient where the output was positive, zero elsewhere.
 pub const RELU_BACKWARD: ShaderSource = shader!(
     "relu_backward.wgsl",
@@ -453,6 +464,7 @@ pub const ALL: &[ShaderSource] = &[
     CONCAT_FORWARD,
     CONCAT_FORWARD_BY_FOUR,
     BIAS_BACKWARD,
+    BIAS_BACKWARD_BY_FOUR,
     RELU_BACKWARD,
     RELU_BACKWARD_BY_FOUR,
     SGD,

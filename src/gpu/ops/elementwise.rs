@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder};
-use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
-use crate::gpu::ops::BackwardBuffers;
+use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch};
+use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::model::LayerPlan;
 use crate::shaders::{self, CONCAT_UNITS};
 
@@ -26,7 +26,7 @@ kernel_params! {
         batch: u32,
         channels: u32,
         plane: u32,
-        _pad: u32,
+        lanes: u32,
     }
 }
 
@@ -86,7 +86,8 @@ kernel_params! {
 
 const RELU_BACKWARD: ByUnits<ReluBackwardParams> =
     ByUnits::flat(shaders::RELU_BACKWARD, shaders::RELU_BACKWARD_BY_FOUR);
-const BIAS_BACKWARD: KernelDef<BiasBackwardParams> = KernelDef::flat(shaders::BIAS_BACKWARD);
+const BIAS_BACKWARD: ByUnits<BiasBackwardParams> =
+    ByUnits::reduction(shaders::BIAS_BACKWARD, shaders::BIAS_BACKWARD_BY_FOUR);
 const ADD_FORWARD: ByUnits<AddParams> =
     ByUnits::flat(shaders::ADD_FORWARD, shaders::ADD_FORWARD_BY_FOUR);
 const CONCAT_FORWARD: ByUnits<ConcatParams> =
@@ -100,17 +101,16 @@ const CONCAT_BACKWARD: ByUnits<ConcatBackwardParams> =
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    let by_units = [
+    [
+        BIAS_BACKWARD.contracts(),
         RELU_BACKWARD.contracts(),
         ADD_FORWARD.contracts(),
         CONCAT_FORWARD.contracts(),
         ADD_GRADIENT.contracts(),
         ADD_BACKWARD.contracts(),
         CONCAT_BACKWARD.contracts(),
-    ];
-    std::iter::once(BIAS_BACKWARD.contract())
-        .chain(by_units.into_iter().flatten())
-        .collect()
+    ]
+    .concat()
 }
 
 /// ReLU's backward, in place on the output gradient (where the output was not positive, zero).
@@ -131,7 +131,8 @@ pub(crate) fn relu_backward(
     Ok(b.dispatch(&label, kernel, &params, &args, workgroups))
 }
 
-/// The bias gradient: `grad_output` summed over images and pixels, per channel.
+/// The bias gradient: `grad_output` summed over images and pixels, per channel, by the
+/// segments of the per-channel reductions (sized as batch norm's: [`channel_lanes`]).
 pub(crate) fn bias_backward(
     b: &mut Builder,
     layer: &LayerPlan,
@@ -140,15 +141,17 @@ pub(crate) fn bias_backward(
 ) -> Result<Dispatch> {
     let label = format!("{} bias backward", layer.layer.name);
     let channels = layer.output.channels;
+    let plane = layer.output.height * layer.output.width;
+    let (kernel, _) = BIAS_BACKWARD.for_sizes(&[plane]);
     let params = BiasBackwardParams {
         batch: u32_of(layer.batch, "batch")?,
         channels: u32_of(channels, "channels")?,
-        plane: u32_of(layer.output.height * layer.output.width, "plane")?,
-        _pad: 0,
+        plane: u32_of(plane, "plane")?,
+        lanes: channel_lanes(b.ctx.software(), layer),
     };
-    let workgroups = b.grid_3d(&label, channels, 1, 1)?;
+    let workgroups = b.workgroups(&label, [channel_groups(channels, params.lanes), 1, 1])?;
     let args = [grad_output, grad_bias];
-    Ok(b.dispatch(&label, &BIAS_BACKWARD, &params, &args, workgroups))
+    Ok(b.dispatch(&label, kernel, &params, &args, workgroups))
 }
 
 /// The dispatch of a residual add (+ ReLU) of the layer's two inputs.

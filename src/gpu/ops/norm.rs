@@ -14,10 +14,10 @@
 use crate::error::Result;
 use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
-use crate::gpu::ops::BackwardBuffers;
+use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, REDUCTION};
+use crate::shaders;
 
 /// PyTorch's default `BatchNorm2d(momentum=0.1)`: the weight of a batch's statistics in the
 /// running ones.
@@ -100,45 +100,6 @@ fn eps_relu(layer: &LayerPlan) -> Result<(f32, bool)> {
     }
 }
 
-/// Workgroups the per-channel kernels leave at least on a CPU adapter: one for each thread of a
-/// 16-thread CPU, eight for each of a 2-core machine's. Fixed rather than read from the machine,
-/// because the lanes set the order of a channel's sums: a count of threads would make a batch
-/// norm round differently in an MPI rank (bound to one core, it sees one) than in a process
-/// that sees them all. (Measured on lavapipe with 2 cores: 8 workgroups ran ResNet-50's 64-channel
-/// batch norms about 20% faster than 16, and the others alike.)
-const CPU_WORKGROUPS: usize = 16;
-
-/// Invocations per channel of the per-channel kernels, a power of two up to [`REDUCTION`] (a
-/// whole workgroup); the rest of the workgroup takes other channels.
-///
-/// On a GPU, one invocation per 32 values: a channel's values are read by many invocations at
-/// once, and few values per channel (ResNet's last stage, 7x7 x batch) share a workgroup
-/// between channels instead of leaving most of it idle.
-///
-/// On a CPU adapter (a workgroup runs on one thread, its invocations in SIMD lanes of 8, and
-/// every barrier switches between them) as few as leave [`CPU_WORKGROUPS`]: the reduction's
-/// barriers and the workgroup's start cost as much as a few thousand values (measured on
-/// lavapipe with 2 cores, ResNet-50's batch norms at batch 8 with vec4 loads: forward 4.5 GB/s
-/// at 32 values per invocation against 6.4 at 8 workgroups, backward 6.0 against 7.4).
-fn lanes(software: bool, layer: &LayerPlan) -> u32 {
-    let lanes = if software {
-        (CPU_WORKGROUPS * REDUCTION)
-            .div_ceil(layer.output.channels)
-            .next_power_of_two()
-    } else {
-        let values = layer.batch * layer.output.height * layer.output.width;
-        // The largest power of two not above values / 32.
-        let most = (values / 32).max(1);
-        1 << (usize::BITS - 1 - most.leading_zeros())
-    };
-    lanes.clamp(1, REDUCTION) as u32
-}
-
-/// Workgroups for `channels` channels at `lanes` invocations each.
-fn channel_groups(channels: usize, lanes: u32) -> usize {
-    channels.div_ceil(REDUCTION / lanes as usize)
-}
-
 /// Values per channel in the batch, `N * H * W`, as the kernels' u32 and f32.
 fn per_channel(layer: &LayerPlan) -> Result<(u32, f32)> {
     let count = layer.batch * layer.output.height * layer.output.width;
@@ -202,7 +163,7 @@ pub(crate) fn training_forward(
         plane: u32_of(layer.output.height * layer.output.width, "plane")?,
         relu: u32::from(relu),
         eps,
-        lanes: lanes(b.ctx.software(), layer),
+        lanes: channel_lanes(b.ctx.software(), layer),
         momentum: RUNNING_MOMENTUM,
         unbiased: count_f32 / (count_f32 - 1.0),
         ..Default::default()
@@ -242,7 +203,7 @@ pub(crate) fn backward(
         plane: u32_of(layer.output.height * layer.output.width, "plane")?,
         relu: u32::from(relu),
         eps,
-        lanes: lanes(b.ctx.software(), layer),
+        lanes: channel_lanes(b.ctx.software(), layer),
         input_gradient: u32::from(buf.grad_input.is_some()),
         ..Default::default()
     };

@@ -50,7 +50,8 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// conv2d_pad_input's parameters: a zero-bordered copy of `rows` rows of planes.
+    /// conv2d_pad_input's parameters: a zero-bordered copy of `rows` rows of planes, spread
+    /// apart by the stride (1: a plain border).
     pub(crate) struct PadParams {
         rows: u32,
         height: u32,
@@ -59,7 +60,11 @@ kernel_params! {
         padded_width: u32,
         top: u32,
         left: u32,
-        _pad: u32,
+        stride_height: u32,
+        stride_width: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -346,8 +351,8 @@ impl Choice {
 }
 
 /// A zero-bordered copy of `planes` planes of `height` x `width` into planes padded to
-/// `padded_height` x `padded_width` at (`top`, `left`): the dispatch that fills it, border
-/// included, each pass.
+/// `padded_height` x `padded_width`, value (y, x) at (`top` + y * `stride_height`, `left` + x *
+/// `stride_width`): the dispatch that fills it, border and gaps included, each pass.
 #[allow(clippy::too_many_arguments)]
 fn pad_planes(
     b: &mut Builder,
@@ -356,6 +361,7 @@ fn pad_planes(
     (height, width): (usize, usize),
     (padded_height, padded_width): (usize, usize),
     (top, left): (usize, usize),
+    (stride_height, stride_width): (usize, usize),
     source: &wgpu::Buffer,
     padded: &wgpu::Buffer,
 ) -> Result<Dispatch> {
@@ -368,7 +374,9 @@ fn pad_planes(
         padded_width: u32_of(padded_width, "width")?,
         top: u32_of(top, "padding")?,
         left: u32_of(left, "padding")?,
-        _pad: 0,
+        stride_height: u32_of(stride_height, "stride")?,
+        stride_width: u32_of(stride_width, "stride")?,
+        ..Default::default()
     };
     let workgroups = b.grid_1d(label, rows)?;
     Ok(b.dispatch(label, &PAD_INPUT, &params, &[source, padded], workgroups))
@@ -403,6 +411,7 @@ fn pad_input(
         (height, width),
         (padded_height, padded_width),
         (pad.top, pad.left),
+        (1, 1),
         input,
         &padded,
     )?);
@@ -661,9 +670,17 @@ fn rotated_weights(
     Ok((rotated, dispatch))
 }
 
-/// The dispatches of a conv layer's input gradient. Stride 1: a forward convolution (on the
-/// device's variant) of the output gradient, zero-bordered to the full size (input + kernel -
-/// 1; a 1x1 convolution's is read as it is), with the rotated weights. Strided: conv2d_backward_data, phase by phase.
+/// The dispatches of a conv layer's input gradient, a convolution of the output gradient with
+/// the rotated weights (docs/kernels.md#strided-input-gradients):
+///
+/// - stride 1: a forward convolution (on the device's variant, or Winograd) of the output
+///   gradient, zero-bordered to the full size (input + kernel - 1; a 1x1 convolution's is read
+///   as it is);
+/// - strided, on workgroup tiles (GPUs): the same, of the output gradient spread apart by the
+///   stride (zeros between), which spends stride² times the multiply-adds on the tiled kernel's
+///   speed;
+/// - strided, on register blocks (CPU adapters), or where the spread copy exceeds a binding:
+///   conv2d_backward_data, phase by phase, no multiply-add on a zero.
 fn input_gradient(
     b: &mut Builder,
     choice: Choice,
@@ -680,11 +697,15 @@ fn input_gradient(
     let (input, output) = (layer.input, layer.output);
     let packed_in = (input.channels / groups).next_multiple_of(BLOCK);
     let label = format!("{name} data backward");
-    if window.stride_height != 1 || window.stride_width != 1 {
+    let (sy, sx) = (window.stride_height, window.stride_width);
+    let strided = (sy, sx) != (1, 1);
+    let padded_height = input.height + window.height - 1;
+    let padded_width = input.width + window.width - 1;
+    let spread_bytes = (layer.batch * output.channels * padded_height * padded_width * 4) as u64;
+    if strided && (variant == Variant::RegisterBlock || spread_bytes > b.max_binding) {
         let conv = Conv2dParams::of(layer, packed_in)?;
         // Blocks of BLOCK pixels phase by phase (pixels sharing their position modulo the
         // stride).
-        let (sy, sx) = (window.stride_height, window.stride_width);
         let grid_pixels = input.height.div_ceil(sy) * input.width.div_ceil(sx);
         let workgroups = b.grid_3d(
             &label,
@@ -713,6 +734,8 @@ fn input_gradient(
         out_channels: u32_of(input.channels, "channels")?,
         out_height: u32_of(input.height, "height")?,
         out_width: u32_of(input.width, "width")?,
+        stride_height: 1,
+        stride_width: 1,
         pad_top: u32_of(top, "padding")?,
         pad_left: u32_of(left, "padding")?,
         relu: 0,
@@ -724,14 +747,13 @@ fn input_gradient(
         input.channels,
         Purpose::Scratch,
     );
-    if choice.winograd && winograd::fits(b, &full) {
+    if !strided && choice.winograd && winograd::fits(b, &full) {
         let args = [grad_output, rotated, &zero_bias, grad_input];
         return winograd::convolution(b, variant, &label, &full, args);
     }
-    let padded_height = input.height + window.height - 1;
-    let padded_width = input.width + window.width - 1;
-    let (padded, mut dispatches) =
-        if (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0) {
+    let (padded, mut dispatches) = if !strided
+        && (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0)
+    {
             // A 1x1 convolution without padding: the output gradient needs no border, and a copy
             // of it would cost a pass over memory.
             (grad_output.clone(), Vec::new())
@@ -750,6 +772,7 @@ fn input_gradient(
                 (output.height, output.width),
                 (padded_height, padded_width),
                 (top, left),
+                (sy, sx),
                 grad_output,
                 &padded,
             )?;
