@@ -7,9 +7,11 @@
 // is conv2d_forward (either variant) run on the zero-bordered output gradient; conv2d_backward_data
 // reads it for the strided case. Each reduction step's 16 weights are four vec4 loads, where the
 // forward layout needs sixteen scattered ones. The weights change with every training step, so
-// the backward pass runs this first; it moves as many bytes as the weights. One invocation per
-// row of the transposed layout (folded grid index), writing it four channels at a time, its index
-// divisions (which a CPU adapter emulates lane by lane) once per row rather than per value.
+// the backward pass runs this first; it moves as many bytes as the weights. `parts` invocations
+// per row of the transposed layout (folded grid index), each writing its span of the row four
+// channels at a time, its index divisions (which a CPU adapter emulates lane by lane) once per
+// span rather than per value: one span per row on CPU adapters, one vec4 per invocation on GPUs
+// (a row per invocation left a 2048-channel 1x1 layer's 512 rows to 512 invocations).
 
 struct Params {
     len: u32,           // groups * out_per_group * taps * packed_in
@@ -18,8 +20,8 @@ struct Params {
     taps: u32,          // kernel height * kernel width
     packed_out: u32,    // row length of the forward layout
     packed_in: u32,     // row length of the transposed layout
-    _pad0: u32,
-    _pad1: u32,
+    parts: u32,         // invocations per row, each writing a span of packed_in / 4 / parts vec4s
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -32,12 +34,18 @@ fn conv2d_transpose_weights(
     @builtin(global_invocation_id) id: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
-    // A row of the transposed layout: (group, out channel, rotated tap).
-    let row = folded_index(id, groups);
+    // A row of the transposed layout: (group, out channel, rotated tap), and this invocation's
+    // part of it.
+    let index = folded_index(id, groups);
+    let row = index / params.parts;
     if row >= params.len / params.packed_in {
         return;
     }
-    // The only divisions: once per row, not per value.
+    let row_vec4s = params.packed_in / 4u;
+    let span = (row_vec4s + params.parts - 1u) / params.parts;
+    let begin = index % params.parts * span;
+    let end = min(begin + span, row_vec4s);
+    // The only divisions: once per span, not per value.
     let per_group = params.out_per_group * params.taps;
     let group = row / per_group;
     let within = row % per_group;
@@ -47,8 +55,8 @@ fn conv2d_transpose_weights(
     // Input channel c's weight at that tap, in the forward layout, is `step` after c - 1's.
     let first = (group * params.in_per_group * params.taps + tap) * params.packed_out + out_channel;
     let step = params.taps * params.packed_out;
-    var at = row * (params.packed_in / 4u);
-    for (var block = 0u; block < params.packed_in; block += 4u) {
+    var at = row * row_vec4s + begin;
+    for (var block = begin * 4u; block < end * 4u; block += 4u) {
         var value = vec4<f32>(0.0);
         for (var j = 0u; j < 4u; j++) {
             let in_channel = block + j;

@@ -77,8 +77,8 @@ kernel_params! {
         taps: u32,
         packed_out: u32,
         packed_in: u32,
-        _pad0: u32,
-        _pad1: u32,
+        parts: u32,
+        _pad: u32,
     }
 }
 
@@ -90,9 +90,9 @@ kernel_params! {
         out_channels: u32,
         groups: u32,
         packed_out: u32,
+        parts: u32,
         _pad0: u32,
         _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -489,7 +489,9 @@ pub(crate) fn backward(
         dispatches.extend(parameter_gradients(b, layer, buf, packing, grads, choice)?);
     }
     if let Some(grad_input) = buf.grad_input {
-        let (rotated, rotate) = rotated_weights(b, layer, &params.weights[0], groups, packed_out)?;
+        let weights = &params.weights[0];
+        let (rotated, rotate) =
+            rotated_weights(b, choice.variant, layer, weights, groups, packed_out)?;
         dispatches.push(rotate);
         dispatches.extend(input_gradient(
             b,
@@ -522,7 +524,7 @@ fn parameter_gradients(
         winograd::filter_gradient(b, variant, name, &conv, args)?
     } else {
         let (transposed, transpose) =
-            transpose_grad_output(b, layer, buf.grad_output, groups, packed_out)?;
+            transpose_grad_output(b, variant, layer, buf.grad_output, groups, packed_out)?;
         let label = format!("{name} filter backward");
         // `taps` counts the reduction entries (input channel, kernel row, kernel column) of a
         // group.
@@ -600,10 +602,23 @@ fn filter_sums(
     Ok(dispatches)
 }
 
+/// Invocations per row of the layout transposes (conv2d_transpose_weights,
+/// conv2d_transpose_grad_output) for rows of `row` floats, by the layer's kernel shape: one for
+/// register blocks (CPU adapters: the index divisions once per row), one per vec4 for workgroup
+/// tiles (GPUs: rows alone are too few invocations, a 2048-channel 1x1 layer's weights are 512
+/// rows).
+fn transpose_parts(variant: Variant, row: usize) -> u32 {
+    match variant {
+        Variant::RegisterBlock => 1,
+        Variant::WorkgroupTile => (row / 4) as u32,
+    }
+}
+
 /// A conv layer's output gradient transposed for the filter gradient (see
 /// conv2d_transpose_grad_output.wgsl), and the dispatch that makes it.
 fn transpose_grad_output(
     b: &mut Builder,
+    variant: Variant,
     layer: &LayerPlan,
     grad_output: &wgpu::Buffer,
     groups: usize,
@@ -623,11 +638,11 @@ fn transpose_grad_output(
         out_channels: u32_of(layer.output.channels, "channels")?,
         groups: u32_of(groups, "groups")?,
         packed_out: u32_of(packed_out, "channels")?,
+        parts: transpose_parts(variant, groups * packed_out),
         ..Default::default()
     };
     let label = format!("{name} output gradient transpose");
-    // One invocation per pixel of the batch, each writing its row.
-    let workgroups = b.grid_1d(&label, layer.batch * out_plane)?;
+    let workgroups = b.grid_1d(&label, layer.batch * out_plane * params.parts as usize)?;
     let args = [grad_output, &transposed];
     let dispatch = b.dispatch(&label, &TRANSPOSE_GRAD_OUTPUT, &params, &args, workgroups);
     Ok((transposed, dispatch))
@@ -637,6 +652,7 @@ fn transpose_grad_output(
 /// (conv2d_transpose_weights.wgsl), and the dispatch that makes them.
 fn rotated_weights(
     b: &mut Builder,
+    variant: Variant,
     layer: &LayerPlan,
     weights: &wgpu::Buffer,
     groups: usize,
@@ -660,11 +676,11 @@ fn rotated_weights(
         taps: u32_of(taps, "kernel")?,
         packed_out: u32_of(packed_out, "channels")?,
         packed_in: u32_of(packed_in, "channels")?,
+        parts: transpose_parts(variant, packed_in),
         ..Default::default()
     };
     let label = format!("{name} weights rotate");
-    // One invocation per row of the transposed layout.
-    let workgroups = b.grid_1d(&label, len / packed_in)?;
+    let workgroups = b.grid_1d(&label, len / packed_in * params.parts as usize)?;
     let args = [weights, &rotated];
     let dispatch = b.dispatch(&label, &TRANSPOSE_WEIGHTS, &params, &args, workgroups);
     Ok((rotated, dispatch))
@@ -754,30 +770,30 @@ fn input_gradient(
     let (padded, mut dispatches) = if !strided
         && (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0)
     {
-            // A 1x1 convolution without padding: the output gradient needs no border, and a copy
-            // of it would cost a pass over memory.
-            (grad_output.clone(), Vec::new())
-        } else {
-            let planes = layer.batch * output.channels;
-            let len = planes * padded_height * padded_width;
-            b.check_binding(
-                &format!("{name}'s padded output gradient"),
-                (len * 4) as u64,
-            )?;
-            let padded = b.scratch(&format!("{name} padded output gradient"), len);
-            let pad = pad_planes(
-                b,
-                &format!("{name} pad output gradient"),
-                planes,
-                (output.height, output.width),
-                (padded_height, padded_width),
-                (top, left),
-                (sy, sx),
-                grad_output,
-                &padded,
-            )?;
-            (padded, vec![pad])
-        };
+        // A 1x1 convolution without padding: the output gradient needs no border, and a copy
+        // of it would cost a pass over memory.
+        (grad_output.clone(), Vec::new())
+    } else {
+        let planes = layer.batch * output.channels;
+        let len = planes * padded_height * padded_width;
+        b.check_binding(
+            &format!("{name}'s padded output gradient"),
+            (len * 4) as u64,
+        )?;
+        let padded = b.scratch(&format!("{name} padded output gradient"), len);
+        let pad = pad_planes(
+            b,
+            &format!("{name} pad output gradient"),
+            planes,
+            (output.height, output.width),
+            (padded_height, padded_width),
+            (top, left),
+            (sy, sx),
+            grad_output,
+            &padded,
+        )?;
+        (padded, vec![pad])
+    };
     // The same convolution over the zero-bordered copy.
     let conv = Conv2dParams {
         in_height: u32_of(padded_height, "height")?,
