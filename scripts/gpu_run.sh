@@ -63,7 +63,7 @@ step "$convnet" run $gpu --weights "$work/w.safetensors" --input "$work/x.npy" \
   --output "$work/y.npy" --grads "$work/g.safetensors"
 step python3 scripts/torch_compare.py --model alexnet --weights "$work/w.safetensors" \
   --input "$work/x.npy" --logits "$work/y.npy" --grads "$work/g.safetensors" --pass both \
-  --batches 50 --burn-in 10 --device cuda
+  --batches 50 --burn-in 10 --device cuda --f64
 # ResNet-50 training, the figure GPUs are compared by, against the same peer.
 step "$convnet" bench $gpu --model resnet50 --batch 32 --update --pass forward-backward \
   --profile --json "$json/resnet50-training-step.json"
@@ -72,7 +72,7 @@ step "$convnet" run $gpu --model resnet50 --weights "$work/r.safetensors" --inpu
   --labels "$work/labels.npy" --output "$work/ry.npy" --grads "$work/rg.safetensors"
 step python3 scripts/torch_compare.py --model resnet50 --weights "$work/r.safetensors" \
   --input "$work/x.npy" --labels "$work/labels.npy" --logits "$work/ry.npy" \
-  --grads "$work/rg.safetensors" --pass both --batches 20 --burn-in 5 --device cuda
+  --grads "$work/rg.safetensors" --pass both --batches 20 --burn-in 5 --device cuda --f64
 # Correctness on the GPU against the CPU reference.
 step "$convnet" check $gpu --batch 2
 step "$convnet" check $gpu --model resnet50 --input-size 64 --batch 2
