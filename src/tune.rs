@@ -217,6 +217,12 @@ pub fn tune(
             drop(warm_up);
             let net = GpuNetwork::with_gradients(ctx, &plan, &weights)?;
             net.upload_input(&input)?;
+            if !ctx.software() {
+                let warming = Instant::now();
+                while warming.elapsed().as_secs_f64() < GPU_WARM_UP_SECONDS {
+                    net.forward_backward()?;
+                }
+            }
             let forward = fastest_by_layer(runs, || net.profile_forward_layers())?;
             let ran: BTreeMap<&str, LayerChoice> = (net.layer_choices().iter())
                 .map(|(layer, choice)| (layer.as_str(), *choice))
@@ -309,6 +315,13 @@ fn by_layer(profile: crate::gpu::Profile) -> LayerSeconds {
     }
     seconds
 }
+
+/// On a GPU, seconds of untimed forward-backward passes at the tuned batch before a candidate
+/// is timed. Clocks fall while the host checks the previous candidate against the CPU reference
+/// (an idle H200 read 345 MHz against 1980 under load) and take tenths of a second to rise: on
+/// an H200, Winograd timed after such a pause read 1.7-2x the benchmark's profile of the same
+/// layers, and the tune chose direct convolutions that benchmarked 1.3x slower.
+const GPU_WARM_UP_SECONDS: f64 = 0.5;
 
 /// Profiled runs of each pass per candidate, each layer's fastest kept. On a GPU a layer takes
 /// a fraction of a millisecond and one run is at the mercy of clocks still rising from idle: on
