@@ -10,6 +10,9 @@
 //         |    0     2    -1    -2     1     0 |
 //         |    0     1   3/2    -2  -3/2     1 |
 
+// The side of the output tiles (shaders/common/winograd_params.wgsl).
+const OUTPUT_TILE: u32 = 2u;
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd5_input(
     @builtin(global_invocation_id) id: vec3<u32>,

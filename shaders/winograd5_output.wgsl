@@ -7,6 +7,9 @@
 //         |    1     1     1     1     1     0 |
 //   A^T = |    0     1    -1     2  -1/2     1 |
 
+// The side of the output tiles (shaders/common/winograd_params.wgsl).
+const OUTPUT_TILE: u32 = 2u;
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd5_output(
     @builtin(global_invocation_id) id: vec3<u32>,
@@ -65,8 +68,10 @@ fn winograd5_output(
     let t1_3 = m13 - m23 + 2.0 * m33 - 0.5 * m43 + m53;
     let t1_4 = m14 - m24 + 2.0 * m34 - 0.5 * m44 + m54;
     let t1_5 = m15 - m25 + 2.0 * m35 - 0.5 * m45 + m55;
-    store_output_tile(index, array<vec2<f32>, 2>(
-        vec2<f32>(t0_0 + t0_1 + t0_2 + t0_3 + t0_4, t0_1 - t0_2 + 2.0 * t0_3 - 0.5 * t0_4 + t0_5),
-        vec2<f32>(t1_0 + t1_1 + t1_2 + t1_3 + t1_4, t1_1 - t1_2 + 2.0 * t1_3 - 0.5 * t1_4 + t1_5),
+    store_output_tile(index, array<f32, OUTPUT_VALUES>(
+        t0_0 + t0_1 + t0_2 + t0_3 + t0_4,
+        t0_1 - t0_2 + 2.0 * t0_3 - 0.5 * t0_4 + t0_5,
+        t1_0 + t1_1 + t1_2 + t1_3 + t1_4,
+        t1_1 - t1_2 + 2.0 * t1_3 - 0.5 * t1_4 + t1_5,
     ));
 }

@@ -6,6 +6,9 @@
 //   A^T = | 1  1  1  0 |
 //         | 0  1 -1 -1 |
 
+// The side of the output tiles (shaders/common/winograd_params.wgsl).
+const OUTPUT_TILE: u32 = 2u;
+
 // A^T applied to four values along one axis.
 fn a_transpose_times(v: vec4<f32>) -> vec2<f32> {
     return vec2<f32>(v.x + v.y + v.z, v.y - v.z - v.w);
@@ -31,5 +34,7 @@ fn winograd_output(
     }
     // A^T M (two rows), then each row times A.
     let rows = array<vec4<f32>, 2>(m[0] + m[1] + m[2], m[1] - m[2] - m[3]);
-    store_output_tile(index, array<vec2<f32>, 2>(a_transpose_times(rows[0]), a_transpose_times(rows[1])));
+    let top = a_transpose_times(rows[0]);
+    let bottom = a_transpose_times(rows[1]);
+    store_output_tile(index, array<f32, OUTPUT_VALUES>(top.x, top.y, bottom.x, bottom.y));
 }

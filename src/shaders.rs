@@ -165,6 +165,36 @@ pub const WINOGRAD5_FILTER_GRADIENT: ShaderSource = shader!(
     "winograd5_filter_gradient",
     ["winograd_params.wgsl", "winograd_filter_sums.wgsl"]
 );
+/// Winograd F(4x4, 3x3): the 3x3 filters transformed to 6x6, `G g G^T`.
+pub const WINOGRAD4_FILTER: ShaderSource = shader!(
+    "winograd4_filter.wgsl",
+    "winograd4_filter",
+    ["winograd_params.wgsl"]
+);
+/// Winograd F(4x4, 3x3): the 6x6 input tiles (at a stride of 4) transformed, `B^T d B`.
+pub const WINOGRAD4_INPUT: ShaderSource = shader!(
+    "winograd4_input.wgsl",
+    "winograd4_input",
+    ["winograd_params.wgsl", "winograd_input_tile.wgsl"]
+);
+/// Winograd F(4x4, 3x3): the products back to 4x4 output tiles, `A^T M A`, with bias and ReLU.
+pub const WINOGRAD4_OUTPUT: ShaderSource = shader!(
+    "winograd4_output.wgsl",
+    "winograd4_output",
+    ["winograd_params.wgsl", "winograd_output_tile.wgsl"]
+);
+/// Winograd F(4x4, 3x3) for the filter gradient: the output gradient's 4x4 tiles, `A delta A^T`.
+pub const WINOGRAD4_GRADIENT: ShaderSource = shader!(
+    "winograd4_gradient.wgsl",
+    "winograd4_gradient",
+    ["winograd_params.wgsl", "winograd_gradient_tile.wgsl"]
+);
+/// Winograd F(4x4, 3x3) for the filter gradient: back to 3x3 filters, `G^T dU G`.
+pub const WINOGRAD4_FILTER_GRADIENT: ShaderSource = shader!(
+    "winograd4_filter_gradient.wgsl",
+    "winograd4_filter_gradient",
+    ["winograd_params.wgsl", "winograd_filter_sums.wgsl"]
+);
 /// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
 /// rotated weights).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
@@ -427,6 +457,11 @@ pub const ALL: &[ShaderSource] = &[
     WINOGRAD5_OUTPUT,
     WINOGRAD5_GRADIENT,
     WINOGRAD5_FILTER_GRADIENT,
+    WINOGRAD4_FILTER,
+    WINOGRAD4_INPUT,
+    WINOGRAD4_OUTPUT,
+    WINOGRAD4_GRADIENT,
+    WINOGRAD4_FILTER_GRADIENT,
     CONV2D_BACKWARD_DATA,
     CONV2D_BACKWARD_FILTER,
     CONV2D_BACKWARD_FILTER_TILED,

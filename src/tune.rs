@@ -138,7 +138,11 @@ impl TuneReport {
 pub fn candidates(ctx: &GpuContext) -> Vec<ConvChoice> {
     let asked = ctx.variants();
     let algorithms = match asked.conv_algorithm {
-        ConvAlgorithm::Auto => vec![ConvAlgorithm::Direct, ConvAlgorithm::Winograd2],
+        ConvAlgorithm::Auto => vec![
+            ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd2,
+            ConvAlgorithm::Winograd4,
+        ],
         forced => vec![forced],
     };
     let kernels = match asked.conv {
@@ -234,14 +238,16 @@ pub fn tune(
             };
             // The shapes this candidate applies to, with their forward seconds. A candidate
             // whose algorithm a layer could not take ran the direct one there: it is the direct
-            // candidate again, not timed twice.
+            // candidate again, not timed twice; nor is Winograd4 on a 5x5 layer, which runs
+            // Winograd2's F(2x2, 5x5).
             let applied: Vec<(usize, f64)> = (order.iter().enumerate())
                 .filter(|(_, key)| {
                     shapes[*key].iter().all(|&i| {
                         let used = ran.get(plan[i].layer.name.as_str());
-                        let winograd =
-                            used.is_some_and(|c| c.choice.algorithm == ConvAlgorithm::Winograd2);
-                        winograd == (choice.algorithm == ConvAlgorithm::Winograd2)
+                        let ran_as_asked = used.is_some_and(|c| c.choice.algorithm == choice.algorithm);
+                        let same_as_winograd2 = choice.algorithm == ConvAlgorithm::Winograd4
+                            && !matches!(plan[i].layer.kind, LayerKind::Conv2d { window, .. } if window.height == 3);
+                        ran_as_asked && !same_as_winograd2
                     })
                 })
                 .map(|(s, key)| (s, sum(&forward, &shapes[key])))

@@ -197,14 +197,30 @@ fn check_conv_cases_with_both_kernels(cases: &[ConvCase], algorithm: ConvAlgorit
     }
 }
 
-/// Winograd's F(2x2, 3x3) and F(2x2, 5x5) forced on every 3x3 and 5x5 stride-1 convolution
-/// (forward, input gradient and filter gradient; the others stay direct) with both product kernels, on the awkward shapes and more: odd output
-/// sizes (a last tile half outside), asymmetric and one-sided padding, VALID (no padding),
-/// groups, batch 1 and 3, channels not a multiple of 4, and a binding so small that the tiles run
-/// in many chunks. Held to the direct kernels' 1e-5.
+/// Winograd's F(2x2, 3x3) and F(2x2, 5x5) (`winograd2`) forced on every 3x3 and 5x5 stride-1
+/// convolution (forward, input gradient and filter gradient; the others stay direct) with both
+/// product kernels, on the awkward shapes and more ([`winograd_cases`]), and with a binding so
+/// small that the tiles run in many chunks. Held to the direct kernels' 1e-5.
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
 fn winograd_convolutions_match_the_reference() {
+    check_winograd(ConvAlgorithm::Winograd2, 700);
+}
+
+/// As [`winograd_convolutions_match_the_reference`] under `winograd4`: F(4x4, 3x3) for the 3x3
+/// convolutions (4x4 output tiles, so most of the cases' outputs end in a partial tile), F(2x2,
+/// 5x5) for the 5x5 ones. Held to the same 1e-5: its transform points were chosen for f32
+/// (docs/kernels.md#winograd-f4x4-3x3).
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+fn winograd4_convolutions_match_the_reference() {
+    check_winograd(ConvAlgorithm::Winograd4, 900);
+}
+
+/// The Winograd tests' shapes: the awkward convolution cases, and odd output sizes (a last tile
+/// partly outside), asymmetric and one-sided padding, VALID (no padding), groups, batch 1 and
+/// 3, channels not a multiple of 4, 3x3 and 5x5.
+fn winograd_cases() -> Vec<ConvCase> {
     let mut cases = conv_cases();
     cases.extend([
         (
@@ -265,7 +281,7 @@ fn winograd_convolutions_match_the_reference() {
             1,
             true,
         ),
-        // 1058 tiles: the filter gradient sums two chunks of them.
+        // 1058 tiles under F(2x2, 3x3): its filter gradient sums two chunks of them.
         (
             2,
             dims(3, 46, 46),
@@ -275,12 +291,18 @@ fn winograd_convolutions_match_the_reference() {
             true,
         ),
     ]);
-    check_conv_cases_with_both_kernels(&cases, ConvAlgorithm::Winograd2, 700);
+    cases
+}
+
+/// Every Winograd case under `algorithm` with both product kernels, then in 64 KiB bindings.
+fn check_winograd(algorithm: ConvAlgorithm, seed: u64) {
+    check_conv_cases_with_both_kernels(&winograd_cases(), algorithm, seed);
     for shared in contexts() {
-        // 64 KiB bindings: 3 x 8 x 8 tiles of 16 x 20 transformed values run as chunks of 51
-        // (3x3), of 36 x 20 as chunks of 22 (5x5).
+        // 64 KiB bindings: the tiles of 20 channels run in chunks (3 x 8 x 8 tiles of 16 x 20
+        // transformed values as chunks of 51 under F(2x2, 3x3); 3 x 4 x 4 of 36 x 20 as chunks
+        // of 22 under F(4x4, 3x3), and 3 x 8 x 8 so under F(2x2, 5x5)).
         let variants = Variants {
-            conv_algorithm: ConvAlgorithm::Winograd2,
+            conv_algorithm: algorithm,
             ..Variants::default()
         };
         let ctx = common::fresh_context(shared)
@@ -291,7 +313,7 @@ fn winograd_convolutions_match_the_reference() {
                 dims(20, 15, 15),
                 conv(12, window(kernel, kernel, 1, 1, Padding::Same), 1, true),
             );
-            check_layer_on(&ctx, &network, 3, 800 + kernel as u64);
+            check_layer_on(&ctx, &network, 3, seed + 100 + kernel as u64);
         }
     }
 }

@@ -1,5 +1,5 @@
 // The filter-gradient transforms' bindings (winograd_filter_gradient.wgsl,
-// winograd5_filter_gradient.wgsl): one invocation per (group, input channel of the group, packed
+// winograd5_filter_gradient.wgsl, winograd4_filter_gradient.wgsl): one invocation per (group, input channel of the group, packed
 // output channel), reading the sums [xi][group][input channel][packed_out] and writing the
 // filter's taps in the packed weights' layout; the first chunk of tiles writes, later chunks add.
 

@@ -1,7 +1,8 @@
-// The input transforms' bindings and tiles (winograd_input.wgsl, winograd5_input.wgsl): one
-// invocation per (input channel, tile of the chunk), consecutive invocations on consecutive
-// tiles. Tile (row r, column c) of an image starts at input row 2r - pad_top and column
-// 2c - pad_left and reads zeros outside the image (the padding), so no zero-bordered copy is made.
+// The input transforms' bindings and tiles (winograd_input.wgsl, winograd5_input.wgsl,
+// winograd4_input.wgsl): one invocation per (input channel, tile of the chunk), consecutive
+// invocations on consecutive tiles. Tile (row r, column c) of an image starts at input row
+// OUTPUT_TILE * r - pad_top and column OUTPUT_TILE * c - pad_left and reads zeros outside the
+// image (the padding), so no zero-bordered copy is made.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -20,8 +21,8 @@ fn input_tile(index: u32) -> InputTile {
     let at = tile_position(index - c * params.tiles);
     return InputTile(
         (at.x * params.channels + c) * params.in_height,
-        i32(2u * at.y) - i32(params.pad_top),
-        i32(2u * at.z) - i32(params.pad_left),
+        i32(OUTPUT_TILE * at.y) - i32(params.pad_top),
+        i32(OUTPUT_TILE * at.z) - i32(params.pad_left),
     );
 }
 

@@ -1,6 +1,7 @@
-// The output transforms' bindings and tiles (winograd_output.wgsl, winograd5_output.wgsl): one
-// invocation per (output channel, tile of the chunk), reading the products [xi][output
-// channel][P] and writing a 2x2 tile of the output with the bias and the fused ReLU.
+// The output transforms' bindings and tiles (winograd_output.wgsl, winograd5_output.wgsl,
+// winograd4_output.wgsl): one invocation per (output channel, tile of the chunk), reading the
+// products [xi][output channel][P] and writing an OUTPUT_TILE x OUTPUT_TILE tile of the output
+// with the bias and the fused ReLU.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> products: array<f32>;
@@ -12,27 +13,27 @@ fn product(xi: u32, index: u32) -> f32 {
     return products[xi * params.out_channels * params.tiles + index];
 }
 
-// Invocation `index`'s 2x2 outputs (rows of two), plus the bias and through the ReLU where the
-// layer has one; the last row or column of tiles may reach past an odd-sized output: not
-// written.
-fn store_output_tile(index: u32, values: array<vec2<f32>, 2>) {
+// Invocation `index`'s outputs (row-major, OUTPUT_TILE to a row), plus the bias and through the
+// ReLU where the layer has one; the last row or column of tiles may reach past the output's
+// edge: not written.
+fn store_output_tile(index: u32, values: array<f32, OUTPUT_VALUES>) {
     let k = index / params.tiles;
     let at = tile_position(index - k * params.tiles);
     let b = bias[k];
-    for (var i = 0u; i < 2u; i++) {
-        let y = 2u * at.y + i;
+    for (var i = 0u; i < OUTPUT_TILE; i++) {
+        let y = OUTPUT_TILE * at.y + i;
         if y >= params.out_height {
             break;
         }
-        var row = values[i] + b;
-        if params.relu != 0u {
-            row = max(row, vec2<f32>(0.0));
-        }
         let start = ((at.x * params.out_channels + k) * params.out_height + y) * params.out_width;
-        for (var j = 0u; j < 2u; j++) {
-            let x = 2u * at.z + j;
+        for (var j = 0u; j < OUTPUT_TILE; j++) {
+            let x = OUTPUT_TILE * at.z + j;
             if x < params.out_width {
-                output[start + x] = row[j];
+                var value = values[OUTPUT_TILE * i + j] + b;
+                if params.relu != 0u {
+                    value = max(value, 0.0);
+                }
+                output[start + x] = value;
             }
         }
     }

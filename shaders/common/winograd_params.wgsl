@@ -26,8 +26,9 @@
 // transforms add and subtract, and F(2x2, 3x3) loses no more than a few units in the last place
 // against the direct sum.
 //
-// F(2x2, 5x5) (the winograd5_* shaders) shares these parameters and layouts with 6x6 transforms:
-// 36 positions, xi = 6 * row + column.
+// F(2x2, 5x5) (the winograd5_* shaders) and F(4x4, 3x3) (winograd4_*) share these parameters
+// and layouts with 6x6 transforms: 36 positions, xi = 6 * row + column. Each shader declares its
+// OUTPUT_TILE, the side of its output tiles (2, or 4 for F(4x4, 3x3)), which the snippets read.
 struct Params {
     batch: u32,
     channels: u32,     // input channels
@@ -38,8 +39,8 @@ struct Params {
     out_width: u32,
     groups: u32,
     packed_out: u32,   // output channels per group, rounded up to BLOCK
-    tiles_down: u32,   // ceil(out_height / 2)
-    tiles_across: u32, // ceil(out_width / 2)
+    tiles_down: u32,   // ceil(out_height / OUTPUT_TILE)
+    tiles_across: u32, // ceil(out_width / OUTPUT_TILE)
     first_tile: u32,   // the chunk's first tile, counting [image][tile row][tile column]
     tiles: u32,        // tiles in the chunk (P)
     pad_top: u32,
@@ -50,6 +51,9 @@ struct Params {
     _pad1: u32,
     _pad2: u32,
 }
+
+// Outputs per tile.
+const OUTPUT_VALUES: u32 = OUTPUT_TILE * OUTPUT_TILE;
 
 // The image, tile row and tile column of the chunk's tile `local`.
 fn tile_position(local: u32) -> vec3<u32> {

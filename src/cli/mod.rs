@@ -290,8 +290,9 @@ pub(crate) struct DeviceArgs {
     conv_kernel: ShapeChoice,
     /// How the 3x3 and 5x5 stride-1 convolutions (forward, input and filter gradients) are
     /// computed: auto (the tune cache's choice, else Winograd F(2x2, 3x3) or F(2x2, 5x5) where
-    /// both sides have at least 16 channels), direct, or winograd2 (Winograd wherever it
-    /// applies); every other convolution is direct.
+    /// both sides have at least 16 channels), direct, winograd2 (Winograd with 2x2 output tiles
+    /// wherever it applies) or winograd4 (F(4x4, 3x3) for 3x3 filters, F(2x2, 5x5) for 5x5);
+    /// every other convolution is direct.
     #[arg(long, value_enum, default_value = "auto")]
     conv_algorithm: AlgorithmChoice,
     /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
@@ -314,6 +315,7 @@ enum AlgorithmChoice {
     Auto,
     Direct,
     Winograd2,
+    Winograd4,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -452,6 +454,7 @@ impl DeviceArgs {
                 AlgorithmChoice::Auto => ConvAlgorithm::Auto,
                 AlgorithmChoice::Direct => ConvAlgorithm::Direct,
                 AlgorithmChoice::Winograd2 => ConvAlgorithm::Winograd2,
+                AlgorithmChoice::Winograd4 => ConvAlgorithm::Winograd4,
             },
             matmul: self.matmul_kernel.shape(),
         })

@@ -53,6 +53,7 @@ impl std::fmt::Display for ConvChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let algorithm = match self.algorithm {
             ConvAlgorithm::Winograd2 => "winograd2",
+            ConvAlgorithm::Winograd4 => "winograd4",
             _ => "direct",
         };
         let kernel = match self.kernel {

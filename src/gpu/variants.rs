@@ -63,23 +63,37 @@ pub enum ConvAlgorithm {
     /// instead of 36, or F(2x2, 5x5), 36 instead of 100, through transforms around a product on
     /// the direct kernels.
     Winograd2,
+    /// Winograd for 4x4 output tiles on 3x3 filters: F(4x4, 3x3), 36 multiplies per tile and
+    /// input channel instead of 144 (6x6 transforms, a few times F(2x2, 3x3)'s rounding error);
+    /// 5x5 filters take F(2x2, 5x5) as under `Winograd2`.
+    Winograd4,
 }
 
 /// Input channels below which Winograd's transforms cost more than its product saves.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 impl ConvAlgorithm {
-    /// Whether a 3x3 or 5x5 stride-1 convolution from `in_per_group` to `out_per_group`
-    /// channels runs through Winograd: forced, or (`Auto`) where both have at least 16 channels,
-    /// so that the product, not the transforms, carries the time.
-    pub fn winograd(self, in_per_group: usize, out_per_group: usize) -> bool {
+    /// The algorithm of a 3x3 or 5x5 stride-1 convolution from `in_per_group` to
+    /// `out_per_group` channels, never `Auto`: the forced one, or (`Auto`) Winograd2 where both
+    /// have at least 16 channels, so that the product, not the transforms, carries the time, and
+    /// direct elsewhere. (`Auto` never takes Winograd4: measured on lavapipe it ran VGG-16's
+    /// 3x3 layers no faster than Winograd2, docs/results.md#winograd-f4x4-3x3.)
+    pub fn resolve(self, in_per_group: usize, out_per_group: usize) -> ConvAlgorithm {
         match self {
-            ConvAlgorithm::Auto => {
-                in_per_group >= WINOGRAD_MIN_CHANNELS && out_per_group >= WINOGRAD_MIN_CHANNELS
+            ConvAlgorithm::Auto
+                if in_per_group >= WINOGRAD_MIN_CHANNELS
+                    && out_per_group >= WINOGRAD_MIN_CHANNELS =>
+            {
+                ConvAlgorithm::Winograd2
             }
-            ConvAlgorithm::Direct => false,
-            ConvAlgorithm::Winograd2 => true,
+            ConvAlgorithm::Auto => ConvAlgorithm::Direct,
+            forced => forced,
         }
+    }
+
+    /// Whether this (resolved) algorithm is one of the Winograd ones.
+    pub fn is_winograd(self) -> bool {
+        matches!(self, ConvAlgorithm::Winograd2 | ConvAlgorithm::Winograd4)
     }
 }
 

@@ -279,9 +279,9 @@ impl Variant {
 #[derive(Clone, Copy, Debug)]
 struct Choice {
     variant: Variant,
-    /// Whether its 3x3 or 5x5 stride-1 convolutions go through Winograd (where
+    /// How its 3x3 or 5x5 stride-1 convolutions are computed, never `Auto` (Winograd where
     /// [`winograd::fits`]).
-    winograd: bool,
+    algorithm: ConvAlgorithm,
     /// Where it came from.
     source: ChoiceSource,
 }
@@ -313,12 +313,9 @@ impl Choice {
             .map(|t| t.algorithm)
             .filter(|_| asked.conv_algorithm == ConvAlgorithm::Auto);
         let variant = Variant::of(b, tuned_kernel.unwrap_or_else(|| b.ctx.conv_kernel()))?;
-        let winograd = match tuned_algorithm {
-            Some(algorithm) => algorithm == ConvAlgorithm::Winograd2,
-            None => asked
-                .conv_algorithm
-                .winograd(layer.input.channels / groups, out_channels / groups),
-        };
+        let algorithm = tuned_algorithm
+            .unwrap_or(asked.conv_algorithm)
+            .resolve(layer.input.channels / groups, out_channels / groups);
         let forced = asked.conv != KernelShape::Auto || asked.conv_algorithm != ConvAlgorithm::Auto;
         let source = match (tuned_kernel.is_some() || tuned_algorithm.is_some(), forced) {
             (true, _) => ChoiceSource::Tuned,
@@ -327,7 +324,7 @@ impl Choice {
         };
         Ok(Choice {
             variant,
-            winograd,
+            algorithm,
             source,
         })
     }
@@ -336,7 +333,7 @@ impl Choice {
     /// `winograd` whether its forward did go through Winograd.
     fn report(&self, winograd: bool) -> LayerChoice {
         let algorithm = match winograd {
-            true => ConvAlgorithm::Winograd2,
+            true => self.algorithm,
             false => ConvAlgorithm::Direct,
         };
         let kernel = match self.variant {
@@ -439,11 +436,12 @@ pub(crate) fn forward(
     let choice = Choice::of(b, layer)?;
     let variant = choice.variant;
     let mut conv = Conv2dParams::of(layer, packed_out)?;
-    let winograd = choice.winograd && winograd::fits(b, &conv);
+    let winograd = winograd::fits(b, &conv, choice.algorithm);
     b.note_choice(&layer.layer.name, choice.report(winograd));
     if winograd {
         let args = [input, &params.weights[0], &params.bias, output];
-        return winograd::convolution(b, variant, &layer.layer.name, &conv, args);
+        let name = &layer.layer.name;
+        return winograd::convolution(b, variant, choice.algorithm, name, &conv, args);
     }
     let mut dispatches = Vec::new();
     let padded = match variant {
@@ -519,9 +517,9 @@ fn parameter_gradients(
     let name = &layer.layer.name;
     let variant = choice.variant;
     let conv = Conv2dParams::of(layer, packed_out)?;
-    let mut dispatches = if choice.winograd && winograd::fits(b, &conv) {
+    let mut dispatches = if winograd::fits(b, &conv, choice.algorithm) {
         let args = [buf.input, buf.grad_output, &grads.weights[0]];
-        winograd::filter_gradient(b, variant, name, &conv, args)?
+        winograd::filter_gradient(b, variant, choice.algorithm, name, &conv, args)?
     } else {
         let (transposed, transpose) =
             transpose_grad_output(b, variant, layer, buf.grad_output, groups, packed_out)?;
@@ -763,9 +761,9 @@ fn input_gradient(
         input.channels,
         Purpose::Scratch,
     );
-    if !strided && choice.winograd && winograd::fits(b, &full) {
+    if !strided && winograd::fits(b, &full, choice.algorithm) {
         let args = [grad_output, rotated, &zero_bias, grad_input];
-        return winograd::convolution(b, variant, &label, &full, args);
+        return winograd::convolution(b, variant, choice.algorithm, &label, &full, args);
     }
     let (padded, mut dispatches) = if !strided
         && (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0)

@@ -1,20 +1,21 @@
-//! Winograd's F(2x2, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5 stride-1 convolutions (forward,
-//! and the input gradient, which is one): the filters, the input tiles (4x4 or 6x6) and the
-//! products transformed by three kernels (`winograd_filter`, `winograd_input`,
-//! `winograd_output`, or their `winograd5_` versions), and the 16 or 36 products between them
-//! summed over the input channels as one grouped 1x1 convolution on the direct kernels (one
-//! group per position of the transform and group of the layer), so that the product runs at the
-//! rate of the direct kernels' best case on 2.25x or 2.78x fewer multiply-adds. The filter
+//! Winograd's F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5 stride-1
+//! convolutions (forward, and the input gradient, which is one): the filters, the input tiles
+//! (4x4 or 6x6) and the products transformed by three kernels (`winograd_filter`,
+//! `winograd_input`, `winograd_output`, or their `winograd4_` and `winograd5_` versions), and the
+//! 16 or 36 products between them summed over the input channels as one grouped 1x1 convolution
+//! on the direct kernels (one group per position of the transform and group of the layer), so
+//! that the product runs at the rate of the direct kernels' best case on 2.25x, 4x or 2.78x
+//! fewer multiply-adds. The filter
 //! gradient is the same algorithm transposed: the output gradient's tiles transformed
 //! (`winograd_gradient`), the sums over the tiles as that grouped 1x1 convolution's filter
 //! gradient, and the sums back to filters (`winograd_filter_gradient`). [`Form`] picks the
-//! transforms by filter size. The algebra and the layouts: shaders/common/winograd_params.wgsl;
+//! transforms by filter size and the layer's algorithm (Winograd2 or Winograd4). The algebra and the layouts: shaders/common/winograd_params.wgsl;
 //! why: docs/kernels.md.
 //!
 //! The tiles are processed in chunks small enough that the transformed inputs and the products
 //! each fit one storage binding (VGG-16's first layers at batch 8 need several).
 
-use super::{Conv2dParams, Variant};
+use super::{Conv2dParams, ConvAlgorithm, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
@@ -63,6 +64,14 @@ const F2X3: Transforms = Transforms {
     filter_gradient: KernelDef::flat(shaders::WINOGRAD_FILTER_GRADIENT),
 };
 
+const F4X3: Transforms = Transforms {
+    filter: KernelDef::flat(shaders::WINOGRAD4_FILTER),
+    input: KernelDef::flat(shaders::WINOGRAD4_INPUT),
+    output: KernelDef::flat(shaders::WINOGRAD4_OUTPUT),
+    gradient: KernelDef::flat(shaders::WINOGRAD4_GRADIENT),
+    filter_gradient: KernelDef::flat(shaders::WINOGRAD4_FILTER_GRADIENT),
+};
+
 const F2X5: Transforms = Transforms {
     filter: KernelDef::flat(shaders::WINOGRAD5_FILTER),
     input: KernelDef::flat(shaders::WINOGRAD5_INPUT),
@@ -71,22 +80,27 @@ const F2X5: Transforms = Transforms {
     filter_gradient: KernelDef::flat(shaders::WINOGRAD5_FILTER_GRADIENT),
 };
 
-/// A Winograd algorithm for 2x2 output tiles: F(2x2, 3x3) for 3x3 filters (4x4 transforms), or
-/// F(2x2, 5x5) for 5x5 filters (6x6 transforms).
+/// A Winograd algorithm: F(2x2, 3x3) for 3x3 filters (4x4 transforms), F(4x4, 3x3) for 3x3
+/// filters under Winograd4 (6x6 transforms), or F(2x2, 5x5) for 5x5 filters (6x6 transforms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Form {
     F2x3,
+    F4x3,
     F2x5,
 }
 
 impl Form {
-    /// The form for a stride-1 convolution of this square filter size, if there is one.
-    fn of(params: &Conv2dParams) -> Option<Self> {
+    /// The form for a stride-1 convolution of this square filter size under `algorithm`, if
+    /// there is one.
+    fn of(params: &Conv2dParams, algorithm: ConvAlgorithm) -> Option<Self> {
         let shape = (params.kernel_height, params.kernel_width);
         let stride = (params.stride_height, params.stride_width);
-        match (shape, stride) {
-            ((3, 3), (1, 1)) => Some(Form::F2x3),
-            ((5, 5), (1, 1)) => Some(Form::F2x5),
+        match (algorithm, shape, stride) {
+            (ConvAlgorithm::Winograd2, (3, 3), (1, 1)) => Some(Form::F2x3),
+            (ConvAlgorithm::Winograd4, (3, 3), (1, 1)) => Some(Form::F4x3),
+            (ConvAlgorithm::Winograd2 | ConvAlgorithm::Winograd4, (5, 5), (1, 1)) => {
+                Some(Form::F2x5)
+            }
             _ => None,
         }
     }
@@ -95,13 +109,22 @@ impl Form {
     fn positions(self) -> usize {
         match self {
             Form::F2x3 => 16,
-            Form::F2x5 => 36,
+            Form::F4x3 | Form::F2x5 => 36,
+        }
+    }
+
+    /// The side of its output tiles (the shaders' OUTPUT_TILE).
+    fn output_tile(self) -> usize {
+        match self {
+            Form::F2x3 | Form::F2x5 => 2,
+            Form::F4x3 => 4,
         }
     }
 
     fn transforms(self) -> &'static Transforms {
         match self {
             Form::F2x3 => &F2X3,
+            Form::F4x3 => &F4X3,
             Form::F2x5 => &F2X5,
         }
     }
@@ -109,7 +132,7 @@ impl Form {
 
 #[cfg(test)]
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
-    [F2X3, F2X5]
+    [F2X3, F4X3, F2X5]
         .iter()
         .flat_map(|t| {
             [
@@ -128,12 +151,12 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
 /// tensors.
 const MAX_CHUNK_VALUES: usize = 32 << 20;
 
-/// Whether the convolution of `params` can run through Winograd on this device: a 3x3 or 5x5
-/// stride-1 convolution whose transformed filters and one tile's transformed values fit a
-/// storage binding (else it stays direct, whose weights are 16/9 or 36/25 times smaller).
-/// Whether it does is the layer's choice (`Choice` in the parent module).
-pub(super) fn fits(b: &Builder, params: &Conv2dParams) -> bool {
-    Form::of(params).is_some_and(|form| {
+/// Whether the convolution of `params` runs through Winograd under `algorithm` on this device:
+/// a Winograd algorithm, and a 3x3 or 5x5 stride-1 convolution whose transformed filters and
+/// one tile's transformed values fit a storage binding (else it stays direct, whose weights are
+/// 16/9, 36/9 or 36/25 times smaller).
+pub(super) fn fits(b: &Builder, params: &Conv2dParams, algorithm: ConvAlgorithm) -> bool {
+    Form::of(params, algorithm).is_some_and(|form| {
         let (filters, tile) = transformed_bytes(params, form);
         filters <= b.max_binding && tile <= b.max_binding
     })
@@ -163,12 +186,12 @@ struct Tiling {
 
 impl Tiling {
     /// Fails for a convolution that has no Winograd form (callers check [`fits`]).
-    fn of(b: &Builder, params: &Conv2dParams) -> Result<Self> {
-        let form = Form::of(params).ok_or_else(|| {
+    fn of(b: &Builder, params: &Conv2dParams, algorithm: ConvAlgorithm) -> Result<Self> {
+        let form = Form::of(params, algorithm).ok_or_else(|| {
             Error::Internal("a convolution without a Winograd form sent through Winograd".into())
         })?;
-        let tiles_down = (params.out_height as usize).div_ceil(2);
-        let tiles_across = (params.out_width as usize).div_ceil(2);
+        let tiles_down = (params.out_height as usize).div_ceil(form.output_tile());
+        let tiles_across = (params.out_width as usize).div_ceil(form.output_tile());
         let tiles = params.batch as usize * tiles_down * tiles_across;
         let per_tile = (transformed_bytes(params, form).1 / 4) as usize;
         let most_values = MAX_CHUNK_VALUES.min((b.max_binding / 4) as usize);
@@ -271,6 +294,7 @@ fn positions_as_groups(params: &Conv2dParams, form: Form, tiles: usize) -> Resul
 pub(super) fn convolution(
     b: &mut Builder,
     variant: Variant,
+    algorithm: ConvAlgorithm,
     label: &str,
     params: &Conv2dParams,
     [input, weights, bias, output]: [&wgpu::Buffer; 4],
@@ -278,7 +302,7 @@ pub(super) fn convolution(
     let channels = params.in_channels as usize;
     let out_channels = params.out_channels as usize;
     let packed_out = params.packed_out_per_group as usize;
-    let tiling = Tiling::of(b, params)?;
+    let tiling = Tiling::of(b, params, algorithm)?;
     let (chunk, positions) = (tiling.chunk, tiling.form.positions());
     let transforms = tiling.form.transforms();
     let filters_len = positions * channels * packed_out;
@@ -354,6 +378,7 @@ pub(super) fn convolution(
 pub(super) fn filter_gradient(
     b: &mut Builder,
     variant: Variant,
+    algorithm: ConvAlgorithm,
     label: &str,
     params: &Conv2dParams,
     [input, grad_output, gradient]: [&wgpu::Buffer; 3],
@@ -361,7 +386,7 @@ pub(super) fn filter_gradient(
     let channels = params.in_channels as usize;
     let packed_out = params.packed_out_per_group as usize;
     let groups = params.groups as usize;
-    let tiling = Tiling::of(b, params)?;
+    let tiling = Tiling::of(b, params, algorithm)?;
     let positions = tiling.form.positions();
     let transforms = tiling.form.transforms();
     let inputs = b.scratch(
