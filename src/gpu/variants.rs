@@ -72,20 +72,33 @@ pub enum ConvAlgorithm {
 /// Input channels below which Winograd's transforms cost more than its product saves.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
+/// The shortest output side at which `Auto` takes F(4x4, 3x3) over F(2x2, 3x3): three tiles a
+/// side. Measured on lavapipe (ResNet-50 at batch 4, each shape's layers in the network's
+/// profile): F(4x4, 3x3) ran the forward 1.38x, 1.60x and 1.16x faster at 56, 28 and 14 values a
+/// side, and 1.84x slower at 7 (two tiles a side, as few tiles for the product as transforms to
+/// pay for); AlexNet's 13x13 layers 1.12x faster (docs/results.md#winograd-f4x4-3x3). Measured on
+/// no GPU: `convnet tune` decides there.
+pub const WINOGRAD4_MIN_SIDE: usize = 9;
+
 impl ConvAlgorithm {
-    /// The algorithm of a 3x3 or 5x5 stride-1 convolution from `in_per_group` to
-    /// `out_per_group` channels, never `Auto`: the forced one, or (`Auto`) Winograd2 where both
-    /// have at least 16 channels, so that the product, not the transforms, carries the time, and
-    /// direct elsewhere. (`Auto` never takes Winograd4: measured on lavapipe it ran VGG-16's
-    /// 3x3 layers no faster than Winograd2, docs/results.md#winograd-f4x4-3x3.)
-    pub fn resolve(self, in_per_group: usize, out_per_group: usize) -> ConvAlgorithm {
+    /// The algorithm of a convolution from `in_per_group` to `out_per_group` channels with a
+    /// `filter_side` square filter, whose output's shorter side is `output_side`, never `Auto`:
+    /// the forced one, or (`Auto`) Winograd where both sides have at least 16 channels, so that
+    /// the product, not the transforms, carries the time (direct elsewhere), with 4x4 output
+    /// tiles for a 3x3 filter where the output has at least [`WINOGRAD4_MIN_SIDE`] values a side.
+    /// (Whether Winograd applies at all, by filter and stride, is the convolution's to say.)
+    pub fn resolve(
+        self,
+        in_per_group: usize,
+        out_per_group: usize,
+        filter_side: usize,
+        output_side: usize,
+    ) -> ConvAlgorithm {
+        let wide = in_per_group >= WINOGRAD_MIN_CHANNELS && out_per_group >= WINOGRAD_MIN_CHANNELS;
+        let large_tiles = filter_side == 3 && output_side >= WINOGRAD4_MIN_SIDE;
         match self {
-            ConvAlgorithm::Auto
-                if in_per_group >= WINOGRAD_MIN_CHANNELS
-                    && out_per_group >= WINOGRAD_MIN_CHANNELS =>
-            {
-                ConvAlgorithm::Winograd2
-            }
+            ConvAlgorithm::Auto if wide && large_tiles => ConvAlgorithm::Winograd4,
+            ConvAlgorithm::Auto if wide => ConvAlgorithm::Winograd2,
             ConvAlgorithm::Auto => ConvAlgorithm::Direct,
             forced => forced,
         }

@@ -291,6 +291,7 @@ impl Choice {
         let LayerKind::Conv2d {
             out_channels,
             groups,
+            window,
             ..
         } = layer.layer.kind
         else {
@@ -313,9 +314,12 @@ impl Choice {
             .map(|t| t.algorithm)
             .filter(|_| asked.conv_algorithm == ConvAlgorithm::Auto);
         let variant = Variant::of(b, tuned_kernel.unwrap_or_else(|| b.ctx.conv_kernel()))?;
-        let algorithm = tuned_algorithm
-            .unwrap_or(asked.conv_algorithm)
-            .resolve(layer.input.channels / groups, out_channels / groups);
+        let algorithm = tuned_algorithm.unwrap_or(asked.conv_algorithm).resolve(
+            layer.input.channels / groups,
+            out_channels / groups,
+            window.height.max(window.width),
+            layer.output.height.min(layer.output.width),
+        );
         let forced = asked.conv != KernelShape::Auto || asked.conv_algorithm != ConvAlgorithm::Auto;
         let source = match (tuned_kernel.is_some() || tuned_algorithm.is_some(), forced) {
             (true, _) => ChoiceSource::Tuned,
