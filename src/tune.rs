@@ -17,6 +17,11 @@
 //!    their backward passes were most of a tune's time).
 //! 3. The others run a profiled backward pass (after an untimed forward; on a GPU five).
 //!
+//! The candidates run kernel shape by kernel shape, direct first. A kernel shape whose direct
+//! candidate was dropped after its forward is not tried with the Winograd algorithms, whose
+//! products run on the same kernels (on lavapipe the workgroup tiles' three forwards were a
+//! third of AlexNet's tune).
+//!
 //! A candidate that does not apply to a layer (Winograd on an 11x11 or strided layer, or one
 //! whose transforms do not fit a binding) is not timed for it; one that fails on the adapter
 //! (too large, out of memory) is reported and left out. Before a candidate may win a layer, the
@@ -205,7 +210,16 @@ pub fn tune(
             training: None,
         })
         .collect();
+    // Kernel shapes whose direct candidate was dropped after its forward.
+    let mut slow_kernels: Vec<KernelShape> = Vec::new();
     for choice in candidates(ctx) {
+        if slow_kernels.contains(&choice.kernel) {
+            progress(&format!(
+                "skipping {choice}: its kernel shape's direct forward took at least \
+                 {PRUNE_FACTOR}x the best on every layer"
+            ));
+            continue;
+        }
         ctx.set_variants(Variants {
             conv: choice.kernel,
             conv_algorithm: choice.algorithm,
@@ -214,7 +228,7 @@ pub fn tune(
         progress(&format!("timing {choice}"));
         // A candidate that fails (too large for the adapter, out of memory) is no candidate;
         // the others go on.
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<bool> {
             let warm_up = GpuNetwork::with_gradients(ctx, &warm_up_plan, &weights)?;
             warm_up.upload_input(&input[..warm_up_plan[0].input.len()])?;
             warm_up.forward_backward()?;
@@ -288,10 +302,14 @@ pub fn tune(
                     rejected,
                 });
             }
-            Ok(())
+            Ok(backward.is_none())
         })();
-        if let Err(e) = outcome {
-            progress(&format!("{choice} failed, not a candidate: {e}"));
+        match outcome {
+            Ok(true) if choice.algorithm == ConvAlgorithm::Direct => {
+                slow_kernels.push(choice.kernel)
+            }
+            Ok(_) => {}
+            Err(e) => progress(&format!("{choice} failed, not a candidate: {e}")),
         }
     }
     ctx.set_variants(asked);
