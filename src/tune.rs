@@ -11,7 +11,7 @@
 //!    compiles a shader at its first dispatch, and the pipelines (specialised by window and
 //!    stride, never by batch) are then compiled for the network at the tuned batch.
 //! 2. That network runs a profiled forward pass (on a GPU five, each layer's fastest kept:
-//!    [`profiled_runs`]). A candidate whose forward took at least
+//!    `profiled_runs`). A candidate whose forward took at least
 //!    [`PRUNE_FACTOR`] times the best candidate's so far on every layer it applies to can win
 //!    nothing and stops there (on lavapipe the workgroup-tiled kernels run 3-4x slower, and
 //!    their backward passes were most of a tune's time).

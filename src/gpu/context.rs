@@ -411,7 +411,7 @@ impl GpuContext {
     }
 
     /// How this device's 3x3 and 5x5 stride-1 convolutions are computed, as asked (resolved per layer:
-    /// forced, measured in [`GpuContext::tuning`], or by [`ConvAlgorithm::winograd`]).
+    /// forced, measured in [`GpuContext::tuning`], or by [`ConvAlgorithm::resolve`]).
     pub fn conv_algorithm(&self) -> ConvAlgorithm {
         self.variants.conv_algorithm
     }

@@ -54,7 +54,7 @@ pub struct Variants {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConvAlgorithm {
-    /// Chosen per layer: see [`ConvAlgorithm::winograd`].
+    /// Chosen per layer: see [`ConvAlgorithm::resolve`].
     #[default]
     Auto,
     /// The direct convolution kernels.
@@ -78,14 +78,14 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// side, and 1.84x slower at 7 (two tiles a side, as few tiles for the product as transforms to
 /// pay for); AlexNet's 13x13 layers 1.12x faster (docs/results.md#winograd-f4x4-3x3). Measured on
 /// no GPU: `convnet tune` decides there.
-pub const WINOGRAD4_MIN_SIDE: usize = 9;
+const WINOGRAD4_MIN_SIDE: usize = 9;
 
 impl ConvAlgorithm {
     /// The algorithm of a convolution from `in_per_group` to `out_per_group` channels with a
     /// `filter_side` square filter, whose output's shorter side is `output_side`, never `Auto`:
     /// the forced one, or (`Auto`) Winograd where both sides have at least 16 channels, so that
     /// the product, not the transforms, carries the time (direct elsewhere), with 4x4 output
-    /// tiles for a 3x3 filter where the output has at least [`WINOGRAD4_MIN_SIDE`] values a side.
+    /// tiles for a 3x3 filter where the output has at least `WINOGRAD4_MIN_SIDE` (9) values a side.
     /// (Whether Winograd applies at all, by filter and stride, is the convolution's to say.)
     pub fn resolve(
         self,
@@ -102,11 +102,6 @@ impl ConvAlgorithm {
             ConvAlgorithm::Auto => ConvAlgorithm::Direct,
             forced => forced,
         }
-    }
-
-    /// Whether this (resolved) algorithm is one of the Winograd ones.
-    pub fn is_winograd(self) -> bool {
-        matches!(self, ConvAlgorithm::Winograd2 | ConvAlgorithm::Winograd4)
     }
 }
 
