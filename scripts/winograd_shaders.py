@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Writes the Winograd F(2x2, 5x5) and F(4x4, 3x3) shaders (shaders/winograd5_*.wgsl,
-shaders/winograd4_*.wgsl) from the transform matrices, derived here by the Cook-Toom
+shaders/winograd4_*.wgsl, and their shared shaders/winograd6_input.wgsl) from the transform matrices, derived here by the Cook-Toom
 construction, and with --errors prints the f32 error of candidate transform points against an
 f64 direct sum (why the points 0, 1, -1, 2, -1/2 and infinity, for both: docs/kernels.md). The
-five transforms of each are straight-line code: one expression per output value, zero
+transforms are straight-line code: one expression per output value, zero
 coefficients dropped, which llvmpipe compiles into plain arithmetic where a loop over a constant
 matrix would index local arrays in memory.
 
@@ -163,12 +163,9 @@ fn {name}(
 """
 
 
-def write(name, comment, tile, body):
+def write(name, comment, body):
     with open(os.path.join(SHADERS, name + ".wgsl"), "w") as f:
-        f.write(HEADER + comment + f"""
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = {tile}u;
-""" + "\n" + body)
+        f.write(HEADER + comment + "\n" + body)
 
 
 def lines(*parts):
@@ -176,7 +173,8 @@ def lines(*parts):
 
 
 def write_form(prefix, m, r):
-    """The five shaders of F(m x m, r x r) on POINTS (and infinity), named prefix_*."""
+    """The filter, output, output-gradient and filter-gradient shaders of F(m x m, r x r) on
+    POINTS (and infinity), named prefix_* (the input transform: write_input_transform)."""
     AT, G, BT = matrices(m, r, POINTS)
     A, GT = AT.T, G.T
     a = m + r - 1
@@ -199,7 +197,7 @@ def write_form(prefix, m, r):
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
-""", m, entry(f"{prefix}_filter", "filter_invocations()", lines(
+""", entry(f"{prefix}_filter", "filter_invocations()", lines(
         f"    let base = filter_base(index, {taps}u);",
         [f"    let g{y}{x} = weights[base + {r * y + x}u * params.packed_out];"
          for y in range(r) for x in range(r)],
@@ -207,23 +205,6 @@ def write_form(prefix, m, r):
         temps,
         "    let positions = filter_invocations(); // values per position xi",
         [f"    transformed[{a * i + j}u * positions + index] = {u[(i, j)]};"
-         for i in range(a) for j in range(a)],
-    )))
-
-    # The input transform V = B^T d B (a x a from a x a).
-    d = [[f"d{y}{x}" for x in range(a)] for y in range(a)]
-    temps, v = two_sided(BT, d, BT, "t")
-    write(f"{prefix}_input", f"""// {title}, the input transform V = B^T d B of every {a}x{a} input tile d and input
-// channel, into the transformed inputs [xi][input channel][P] (shaders/common/winograd_params.wgsl).
-// Bindings and tiles: winograd_input_tile.wgsl.
-//
-{matrix_comment("B^T", BT)}
-""", m, entry(f"{prefix}_input", "params.channels * params.tiles", lines(
-        "    let tile = input_tile(index);",
-        [f"    let d{y}{x} = input_at(tile, {y}, {x});" for y in range(a) for x in range(a)],
-        f"    // B^T d ({a} x {a}), then each of its rows times B.",
-        temps,
-        [f"    store_transformed({a * i + j}u, index, {v[(i, j)]});"
          for i in range(a) for j in range(a)],
     )))
 
@@ -236,7 +217,7 @@ def write_form(prefix, m, r):
 // winograd_output_tile.wgsl.
 //
 {matrix_comment("A^T", AT)}
-""", m, entry(f"{prefix}_output", "params.out_channels * params.tiles", lines(
+""", entry(f"{prefix}_output", "params.out_channels * params.tiles", lines(
         [f"    let m{i}{j} = product({a * i + j}u, index);" for i in range(a) for j in range(a)],
         f"    // A^T M ({m} x {a}), then each of its rows times A.",
         temps,
@@ -255,7 +236,7 @@ def write_form(prefix, m, r):
 // algorithm; bindings, tiles and the layout written: winograd_gradient_tile.wgsl).
 //
 {matrix_comment("A", A)}
-""", m, entry(f"{prefix}_gradient", "gradient_invocations()", lines(
+""", entry(f"{prefix}_gradient", "gradient_invocations()", lines(
         f"    let tile = gradient_tile(index, {a * a}u);",
         f"    // A delta ({a} x {m}), then each of its rows times A^T.",
         temps,
@@ -270,7 +251,7 @@ def write_form(prefix, m, r):
 // group][packed_out]), back to the {r}x{r} filter's gradient dg = G^T dU G in the packed weights'
 // layout; the first chunk of tiles writes it, later chunks add to it. Bindings:
 // winograd_filter_sums.wgsl.
-""", m, entry(f"{prefix}_filter_gradient", "filter_invocations()", lines(
+""", entry(f"{prefix}_filter_gradient", "filter_invocations()", lines(
         [f"    let m{i}{j} = filter_sum({a * i + j}u, index);" for i in range(a) for j in range(a)],
         f"    // G^T dU ({r} x {a}), then each of its rows times G.",
         temps,
@@ -279,5 +260,31 @@ def write_form(prefix, m, r):
     )))
 
 
+def write_input_transform():
+    """The 6x6 input transform V = B^T d B, one shader for F(2x2, 5x5) and F(4x4, 3x3): B^T
+    depends only on the transform points, which they share; the output tile's side (the input
+    tiles' stride) comes from a snippet."""
+    _, _, BT = matrices(2, 5, POINTS)
+    assert BT == matrices(4, 3, POINTS)[2]
+    a = 6
+    d = [[f"d{y}{x}" for x in range(a)] for y in range(a)]
+    temps, v = two_sided(BT, d, BT, "t")
+    write("winograd6_input", f"""// Winograd F(2x2, 5x5) and F(4x4, 3x3), the input transform V = B^T d B of every 6x6 input
+// tile d and input channel, into the transformed inputs [xi][input channel][P]
+// (shaders/common/winograd_params.wgsl). Compiled once per form, with its OUTPUT_TILE (the tiles'
+// stride). Bindings and tiles: winograd_input_tile.wgsl.
+//
+{matrix_comment("B^T", BT)}
+""", entry("winograd6_input", "params.channels * params.tiles", lines(
+        "    let tile = input_tile(index);",
+        [f"    let d{y}{x} = input_at(tile, {y}, {x});" for y in range(a) for x in range(a)],
+        f"    // B^T d ({a} x {a}), then each of its rows times B.",
+        temps,
+        [f"    store_transformed({a * i + j}u, index, {v[(i, j)]});"
+         for i in range(a) for j in range(a)],
+    )))
+
+
 write_form("winograd5", 2, 5)
 write_form("winograd4", 4, 3)
+write_input_transform()

@@ -18,9 +18,6 @@
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 4u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd4_filter(
     @builtin(global_invocation_id) id: vec3<u32>,

@@ -5,9 +5,6 @@
 // layout; the first chunk of tiles writes it, later chunks add to it. Bindings:
 // winograd_filter_sums.wgsl.
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 4u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd4_filter_gradient(
     @builtin(global_invocation_id) id: vec3<u32>,

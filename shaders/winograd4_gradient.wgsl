@@ -11,9 +11,6 @@
 //       |    1  -1/2   1/4  -1/8 |
 //       |    0     0     0     1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 4u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd4_gradient(
     @builtin(global_invocation_id) id: vec3<u32>,

@@ -9,9 +9,6 @@
 //   A^T = |    0     1     1     4   1/4     0 |
 //         |    0     1    -1     8  -1/8     1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 4u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd4_output(
     @builtin(global_invocation_id) id: vec3<u32>,

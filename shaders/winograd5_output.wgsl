@@ -7,9 +7,6 @@
 //         |    1     1     1     1     1     0 |
 //   A^T = |    0     1    -1     2  -1/2     1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd5_output(
     @builtin(global_invocation_id) id: vec3<u32>,

@@ -10,9 +10,6 @@
 //       | 1/2 -1/2  1/2|
 //       | 0    0    1  |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> weights: array<f32>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;

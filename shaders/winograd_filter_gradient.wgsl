@@ -13,9 +13,6 @@
 //   G^T = | 0  1/2 -1/2  0 |
 //         | 0  1/2  1/2  1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 // G^T applied to four values along one axis.
 fn g_transpose_times(v: vec4<f32>) -> vec3<f32> {
     let middle = 0.5 * (v.y + v.z);

@@ -16,9 +16,6 @@
 //       | 1 -1 |
 //       | 0 -1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn winograd_gradient(
     @builtin(global_invocation_id) id: vec3<u32>,

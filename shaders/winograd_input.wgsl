@@ -7,9 +7,6 @@
 //         | 0 -1  1  0 |
 //         | 0  1  0 -1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 // B^T applied to four values along one axis.
 fn b_transpose_times(v: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(v.x - v.z, v.y + v.z, v.z - v.y, v.y - v.w);

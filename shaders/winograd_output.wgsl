@@ -6,9 +6,6 @@
 //   A^T = | 1  1  1  0 |
 //         | 0  1 -1 -1 |
 
-// The side of the output tiles (shaders/common/winograd_params.wgsl).
-const OUTPUT_TILE: u32 = 2u;
-
 // A^T applied to four values along one axis.
 fn a_transpose_times(v: vec4<f32>) -> vec2<f32> {
     return vec2<f32>(v.x + v.y + v.z, v.y - v.z - v.w);

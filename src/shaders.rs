@@ -106,94 +106,136 @@ pub const CONV2D_PAD_INPUT: ShaderSource = shader!("conv2d_pad_input.wgsl", "con
 pub const WINOGRAD_FILTER: ShaderSource = shader!(
     "winograd_filter.wgsl",
     "winograd_filter",
-    ["winograd_params.wgsl"]
+    ["winograd_params.wgsl", "winograd_tile2.wgsl"]
 );
 /// Winograd F(2x2, 3x3): the 4x4 input tiles transformed, `B^T d B`.
 pub const WINOGRAD_INPUT: ShaderSource = shader!(
     "winograd_input.wgsl",
     "winograd_input",
-    ["winograd_params.wgsl", "winograd_input_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_input_tile.wgsl"
+    ]
 );
 /// Winograd F(2x2, 3x3): the products back to 2x2 output tiles, `A^T M A`, with bias and ReLU.
 pub const WINOGRAD_OUTPUT: ShaderSource = shader!(
     "winograd_output.wgsl",
     "winograd_output",
-    ["winograd_params.wgsl", "winograd_output_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_output_tile.wgsl"
+    ]
 );
 /// Winograd F(2x2, 3x3) for the filter gradient: the output gradient's 2x2 tiles transformed,
 /// `A delta A^T`, laid out for the filter-gradient kernels.
 pub const WINOGRAD_GRADIENT: ShaderSource = shader!(
     "winograd_gradient.wgsl",
     "winograd_gradient",
-    ["winograd_params.wgsl", "winograd_gradient_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_gradient_tile.wgsl"
+    ]
 );
 /// Winograd F(2x2, 3x3) for the filter gradient: the transformed filters' gradients back to 3x3
 /// filters, `G^T dU G`, written or added.
 pub const WINOGRAD_FILTER_GRADIENT: ShaderSource = shader!(
     "winograd_filter_gradient.wgsl",
     "winograd_filter_gradient",
-    ["winograd_params.wgsl", "winograd_filter_sums.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_filter_sums.wgsl"
+    ]
 );
 /// Winograd F(2x2, 5x5): the 5x5 filters transformed, `G g G^T` (6x6 each). The five
-/// `winograd5_*` shaders are written by scripts/winograd_shaders.py from the transform matrices.
+/// `winograd5_*` and `winograd4_*` shaders and `winograd6_input` are written by
+/// scripts/winograd_shaders.py from the transform matrices.
 pub const WINOGRAD5_FILTER: ShaderSource = shader!(
     "winograd5_filter.wgsl",
     "winograd5_filter",
-    ["winograd_params.wgsl"]
+    ["winograd_params.wgsl", "winograd_tile2.wgsl"]
 );
 /// Winograd F(2x2, 5x5): the 6x6 input tiles transformed, `B^T d B`.
 pub const WINOGRAD5_INPUT: ShaderSource = shader!(
-    "winograd5_input.wgsl",
-    "winograd5_input",
-    ["winograd_params.wgsl", "winograd_input_tile.wgsl"]
+    "winograd6_input.wgsl",
+    "winograd6_input" as "winograd5_input",
+    ["winograd_params.wgsl", "winograd_tile2.wgsl", "winograd_input_tile.wgsl"]
 );
 /// Winograd F(2x2, 5x5): the products back to 2x2 output tiles, `A^T M A`, with bias and ReLU.
 pub const WINOGRAD5_OUTPUT: ShaderSource = shader!(
     "winograd5_output.wgsl",
     "winograd5_output",
-    ["winograd_params.wgsl", "winograd_output_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_output_tile.wgsl"
+    ]
 );
 /// Winograd F(2x2, 5x5) for the filter gradient: the output gradient's tiles, `A delta A^T`.
 pub const WINOGRAD5_GRADIENT: ShaderSource = shader!(
     "winograd5_gradient.wgsl",
     "winograd5_gradient",
-    ["winograd_params.wgsl", "winograd_gradient_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_gradient_tile.wgsl"
+    ]
 );
 /// Winograd F(2x2, 5x5) for the filter gradient: back to 5x5 filters, `G^T dU G`.
 pub const WINOGRAD5_FILTER_GRADIENT: ShaderSource = shader!(
     "winograd5_filter_gradient.wgsl",
     "winograd5_filter_gradient",
-    ["winograd_params.wgsl", "winograd_filter_sums.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile2.wgsl",
+        "winograd_filter_sums.wgsl"
+    ]
 );
 /// Winograd F(4x4, 3x3): the 3x3 filters transformed to 6x6, `G g G^T`.
 pub const WINOGRAD4_FILTER: ShaderSource = shader!(
     "winograd4_filter.wgsl",
     "winograd4_filter",
-    ["winograd_params.wgsl"]
+    ["winograd_params.wgsl", "winograd_tile4.wgsl"]
 );
-/// Winograd F(4x4, 3x3): the 6x6 input tiles (at a stride of 4) transformed, `B^T d B`.
+/// Winograd F(4x4, 3x3): the 6x6 input tiles (at a stride of 4) transformed, `B^T d B`: the same
+/// transform as F(2x2, 5x5)'s (the same points), at its own tile stride.
 pub const WINOGRAD4_INPUT: ShaderSource = shader!(
-    "winograd4_input.wgsl",
-    "winograd4_input",
-    ["winograd_params.wgsl", "winograd_input_tile.wgsl"]
+    "winograd6_input.wgsl",
+    "winograd6_input" as "winograd4_input",
+    ["winograd_params.wgsl", "winograd_tile4.wgsl", "winograd_input_tile.wgsl"]
 );
 /// Winograd F(4x4, 3x3): the products back to 4x4 output tiles, `A^T M A`, with bias and ReLU.
 pub const WINOGRAD4_OUTPUT: ShaderSource = shader!(
     "winograd4_output.wgsl",
     "winograd4_output",
-    ["winograd_params.wgsl", "winograd_output_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile4.wgsl",
+        "winograd_output_tile.wgsl"
+    ]
 );
 /// Winograd F(4x4, 3x3) for the filter gradient: the output gradient's 4x4 tiles, `A delta A^T`.
 pub const WINOGRAD4_GRADIENT: ShaderSource = shader!(
     "winograd4_gradient.wgsl",
     "winograd4_gradient",
-    ["winograd_params.wgsl", "winograd_gradient_tile.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile4.wgsl",
+        "winograd_gradient_tile.wgsl"
+    ]
 );
 /// Winograd F(4x4, 3x3) for the filter gradient: back to 3x3 filters, `G^T dU G`.
 pub const WINOGRAD4_FILTER_GRADIENT: ShaderSource = shader!(
     "winograd4_filter_gradient.wgsl",
     "winograd4_filter_gradient",
-    ["winograd_params.wgsl", "winograd_filter_sums.wgsl"]
+    [
+        "winograd_params.wgsl",
+        "winograd_tile4.wgsl",
+        "winograd_filter_sums.wgsl"
+    ]
 );
 /// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
 /// rotated weights).

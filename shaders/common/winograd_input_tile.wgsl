@@ -1,8 +1,8 @@
-// The input transforms' bindings and tiles (winograd_input.wgsl, winograd5_input.wgsl,
-// winograd4_input.wgsl): one invocation per (input channel, tile of the chunk), consecutive
-// invocations on consecutive tiles. Tile (row r, column c) of an image starts at input row
-// OUTPUT_TILE * r - pad_top and column OUTPUT_TILE * c - pad_left and reads zeros outside the
-// image (the padding), so no zero-bordered copy is made.
+// The input transforms' bindings and tiles (winograd_input.wgsl, winograd6_input.wgsl): one
+// invocation per (input channel, tile of the chunk), consecutive invocations on consecutive
+// tiles. Tile (row r, column c) of an image starts at input row OUTPUT_TILE * r - pad_top and
+// column OUTPUT_TILE * c - pad_left and reads zeros outside the image (the padding), so no
+// zero-bordered copy is made.
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;

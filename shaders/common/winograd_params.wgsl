@@ -27,8 +27,10 @@
 // against the direct sum.
 //
 // F(2x2, 5x5) (the winograd5_* shaders) and F(4x4, 3x3) (winograd4_*) share these parameters
-// and layouts with 6x6 transforms: 36 positions, xi = 6 * row + column. Each shader declares its
-// OUTPUT_TILE, the side of its output tiles (2, or 4 for F(4x4, 3x3)), which the snippets read.
+// and layouts with 6x6 transforms: 36 positions, xi = 6 * row + column. OUTPUT_TILE, the side
+// of the output tiles that the snippets read, comes from winograd_tile2.wgsl or
+// winograd_tile4.wgsl. The 6x6 input transform is one file for both 6x6 forms
+// (winograd6_input.wgsl): it depends only on the transform points, which they share.
 struct Params {
     batch: u32,
     channels: u32,     // input channels
