@@ -150,7 +150,7 @@ pub const WINOGRAD_FILTER_GRADIENT: ShaderSource = shader!(
         "winograd_filter_sums.wgsl"
     ]
 );
-/// Winograd F(2x2, 5x5): the 5x5 filters transformed, `G g G^T` (6x6 each). The five
+/// Winograd F(2x2, 5x5): the 5x5 filters transformed, `G g G^T` (6x6 each). The
 /// `winograd5_*` and `winograd4_*` shaders and `winograd6_input` are written by
 /// scripts/winograd_shaders.py from the transform matrices.
 pub const WINOGRAD5_FILTER: ShaderSource = shader!(
