@@ -5,7 +5,9 @@
 //       where y + pad_top = oy * stride + ky and x + pad_left = ox * stride + kx
 //
 // For stride 1 the host runs conv2d_forward instead (a convolution of the zero-bordered output
-// gradient with the rotated, transposed weights); this kernel serves strided convolutions, where
+// gradient with the rotated, transposed weights), and on workgroup tiles (GPUs) also for strided
+// ones, of the output gradient spread apart by the stride (docs/kernels.md#strided-input-gradients).
+// This kernel serves strided convolutions on register blocks (CPU adapters), where
 // only every stride-th tap of an input pixel meets an output position: which taps, depends on the
 // pixel's phase (y + pad_top and x + pad_left modulo the stride). So the pixels are taken phase by
 // phase: all 16 pixels of an invocation share one phase, y = qy * stride + ry and x likewise, and

@@ -4,8 +4,9 @@
 //
 // That is the packed layout of the convolution that maps the output gradient back to the input
 // gradient (channels swapped, kernel rotated by 180 degrees), so for stride 1 the input gradient
-// is conv2d_forward (either variant) run on the zero-bordered output gradient; conv2d_backward_data
-// reads it for the strided case. Each reduction step's 16 weights are four vec4 loads, where the
+// is conv2d_forward (either variant) run on the zero-bordered output gradient (spread apart by the
+// stride on workgroup tiles); conv2d_backward_data reads it for the strided case on register
+// blocks. Each reduction step's 16 weights are four vec4 loads, where the
 // forward layout needs sixteen scattered ones. The weights change with every training step, so
 // the backward pass runs this first; it moves as many bytes as the weights. `parts` invocations
 // per row of the transposed layout (folded grid index), each writing its span of the row four

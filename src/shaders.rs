@@ -237,8 +237,9 @@ pub const WINOGRAD4_FILTER_GRADIENT: ShaderSource = shader!(
         "winograd_filter_sums.wgsl"
     ]
 );
-/// Convolution input gradient for strides above 1 (stride 1 runs the forward kernel on
-/// rotated weights).
+/// Convolution input gradient for strides above 1 on register blocks, phase by phase (stride 1
+/// runs the forward kernel on rotated weights; strided layers on workgroup tiles run it on the
+/// output gradient spread apart by the stride).
 pub const CONV2D_BACKWARD_DATA: ShaderSource = shader!(
     "conv2d_backward_data.wgsl",
     "conv2d_backward_data",

@@ -2,8 +2,8 @@
 //! it on the adapter at hand, and the fastest that matches the CPU reference kept per layer
 //! shape and pass ([`crate::gpu::tuning`] holds the choices and their cache file).
 //!
-//! The candidates are the convolution algorithms (direct, Winograd F(2x2, 3x3) or F(2x2, 5x5))
-//! crossed with the kernel shapes (register blocks, workgroup tiles where the adapter's limits
+//! The candidates are the convolution algorithms (direct; winograd2: F(2x2, 3x3) or F(2x2,
+//! 5x5); winograd4: F(4x4, 3x3)) crossed with the kernel shapes (register blocks, workgroup tiles where the adapter's limits
 //! run them). Each candidate is forced on the whole network, so that every layer is timed in
 //! context, by GPU timestamps where the adapter has them:
 //!
@@ -18,8 +18,8 @@
 //! 3. The others run a profiled backward pass (after an untimed forward; on a GPU five).
 //!
 //! The candidates run kernel shape by kernel shape, direct first. A kernel shape whose direct
-//! candidate was dropped after its forward is not tried with the Winograd algorithms, whose
-//! products run on the same kernels (on lavapipe the workgroup tiles' three forwards were a
+//! forward took at least [`PRUNE_FACTOR`] times another shape's direct forward on every layer is
+//! not tried with the Winograd algorithms, whose products run on the same kernels (on lavapipe the workgroup tiles' three forwards were a
 //! third of AlexNet's tune).
 //!
 //! A candidate that does not apply to a layer (Winograd on an 11x11 or strided layer, or one
@@ -210,13 +210,13 @@ pub fn tune(
             training: None,
         })
         .collect();
-    // Kernel shapes whose direct candidate was dropped after its forward.
+    // Kernel shapes whose direct forward took PRUNE_FACTOR times another shape's everywhere.
     let mut slow_kernels: Vec<KernelShape> = Vec::new();
     for choice in candidates(ctx) {
         if slow_kernels.contains(&choice.kernel) {
             progress(&format!(
                 "skipping {choice}: its kernel shape's direct forward took at least \
-                 {PRUNE_FACTOR}x the best on every layer"
+                 {PRUNE_FACTOR}x another shape's on every layer"
             ));
             continue;
         }
@@ -252,16 +252,13 @@ pub fn tune(
             };
             // The shapes this candidate applies to, with their forward seconds. A candidate
             // whose algorithm a layer could not take ran the direct one there: it is the direct
-            // candidate again, not timed twice; nor is Winograd4 on a 5x5 layer, which runs
-            // Winograd2's F(2x2, 5x5).
+            // candidate again, not timed twice (so is Winograd4 on a 5x5 layer, which runs and
+            // reports Winograd2's F(2x2, 5x5)).
             let applied: Vec<(usize, f64)> = (order.iter().enumerate())
                 .filter(|(_, key)| {
                     shapes[*key].iter().all(|&i| {
                         let used = ran.get(plan[i].layer.name.as_str());
-                        let ran_as_asked = used.is_some_and(|c| c.choice.algorithm == choice.algorithm);
-                        let same_as_winograd2 = choice.algorithm == ConvAlgorithm::Winograd4
-                            && !matches!(plan[i].layer.kind, LayerKind::Conv2d { window, .. } if window.height == 3);
-                        ran_as_asked && !same_as_winograd2
+                        used.is_some_and(|c| c.choice.algorithm == choice.algorithm)
                     })
                 })
                 .map(|(s, key)| (s, sum(&forward, &shapes[key])))
@@ -275,6 +272,19 @@ pub fn tune(
             let dropped = applied.iter().all(|&(s, seconds)| {
                 best_forward(s).is_some_and(|best| seconds >= PRUNE_FACTOR * best)
             });
+            // A direct candidate at least PRUNE_FACTOR times another kernel shape's direct
+            // forward on every layer marks its kernel shape slow (not its algorithm: the
+            // comparison is direct against direct).
+            let best_direct_forward = |s: usize| {
+                (results[s].candidates.iter())
+                    .filter(|c| c.rejected.is_none() && c.choice.algorithm == ConvAlgorithm::Direct)
+                    .map(|c| c.forward_s)
+                    .min_by(f64::total_cmp)
+            };
+            let slow_kernel = choice.algorithm == ConvAlgorithm::Direct
+                && applied.iter().all(|&(s, seconds)| {
+                    best_direct_forward(s).is_some_and(|best| seconds >= PRUNE_FACTOR * best)
+                });
             let backward = match dropped {
                 true => None,
                 false => Some(fastest_by_layer(runs, || net.profile_backward_layers())?),
@@ -302,13 +312,11 @@ pub fn tune(
                     rejected,
                 });
             }
-            Ok(backward.is_none())
+            Ok(slow_kernel)
         })();
         match outcome {
-            Ok(true) if choice.algorithm == ConvAlgorithm::Direct => {
-                slow_kernels.push(choice.kernel)
-            }
-            Ok(_) => {}
+            Ok(true) => slow_kernels.push(choice.kernel),
+            Ok(false) => {}
             Err(e) => progress(&format!("{choice} failed, not a candidate: {e}")),
         }
     }

@@ -76,7 +76,7 @@ impl<P: KernelParams> KernelDef<P> {
     }
 
     /// A kernel whose workgroup of [`REDUCTION`](crate::shaders::REDUCTION) invocations reduces
-    /// one channel.
+    /// channels, one segment of invocations per channel (`shaders/common/workgroup_sum.wgsl`).
     pub const fn reduction(shader: ShaderSource) -> Self {
         KernelDef {
             shader,
@@ -125,7 +125,7 @@ impl<P: KernelParams> ByUnits<P> {
         }
     }
 
-    /// Kernels reducing one channel per workgroup (see [`KernelDef::reduction`]).
+    /// Kernels reducing channels by workgroup segments (see [`KernelDef::reduction`]).
     pub const fn reduction(one: ShaderSource, four: ShaderSource) -> Self {
         ByUnits {
             one: KernelDef::reduction(one),

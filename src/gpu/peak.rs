@@ -115,10 +115,10 @@ pub fn measure(ctx: &GpuContext, max_bytes: u64) -> Result<Peak> {
         };
         let args = [&source, &destination];
         let dispatch = b.dispatch("peak_bandwidth", &BANDWIDTH, &params, &args, workgroups);
-        best_of(ctx, &dispatch, 1)?; // warm-up
-                                     // The copy repeated within one submission until the run is long enough: on an H200 one
-                                     // 128 MB copy takes tens of microseconds, less than a submission's round trip, and a
-                                     // single copy read 475 GB/s.
+        // A warm-up, then the copy repeated within one submission until the run is long
+        // enough: on an H200 one 128 MB copy takes tens of microseconds, less than a
+        // submission's round trip, and a single copy read 475 GB/s.
+        best_of(ctx, &dispatch, 1)?;
         let mut repeats = 1;
         loop {
             let seconds = best_of(ctx, &dispatch, repeats)?;

@@ -75,27 +75,37 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// The shortest output side at which `Auto` takes F(4x4, 3x3) over F(2x2, 3x3): three tiles a
 /// side. Measured on lavapipe (ResNet-50 at batch 4, each shape's layers in the network's
 /// profile): F(4x4, 3x3) ran the forward 1.38x, 1.60x and 1.16x faster at 56, 28 and 14 values a
-/// side, and 1.84x slower at 7 (two tiles a side, as few tiles for the product as transforms to
-/// pay for); AlexNet's 13x13 layers 1.12x faster (docs/results.md#winograd-f4x4-3x3). Measured on
-/// no GPU: `convnet tune` decides there.
+/// side, and 1.84x slower at 7 (two tiles a side); AlexNet's 13x13 layers 1.12x faster at batch
+/// 16 (docs/results.md#winograd-f4x4-3x3). Measured on no GPU: `convnet tune` decides there.
 const WINOGRAD4_MIN_SIDE: usize = 9;
+
+/// The fewest 4x4 tiles over the batch (the grouped product's columns) at which `Auto` takes
+/// F(4x4, 3x3): AlexNet's 13x13 layers at batch 2 (32 tiles) ran 1.3x slower than with F(2x2,
+/// 3x3), ResNet-50's 14x14 at batch 4 (64 tiles) 1.16x faster; below that the filter transform,
+/// done each pass, and a product of few columns cost more than the multiplies saved.
+const WINOGRAD4_MIN_TILES: usize = 64;
 
 impl ConvAlgorithm {
     /// The algorithm of a convolution from `in_per_group` to `out_per_group` channels with a
-    /// `filter_side` square filter, whose output's shorter side is `output_side`, never `Auto`:
-    /// the forced one, or (`Auto`) Winograd where both sides have at least 16 channels, so that
-    /// the product, not the transforms, carries the time (direct elsewhere), with 4x4 output
-    /// tiles for a 3x3 filter where the output has at least `WINOGRAD4_MIN_SIDE` (9) values a side.
-    /// (Whether Winograd applies at all, by filter and stride, is the convolution's to say.)
+    /// `filter_side` square filter and an output of `batch` x `height` x `width` values a
+    /// channel, never `Auto`: the forced one, or (`Auto`) Winograd where both sides have at least
+    /// 16 channels, so that the product, not the transforms, carries the time (direct
+    /// elsewhere), with 4x4 output tiles for a 3x3 filter where the output has at least
+    /// `WINOGRAD4_MIN_SIDE` (9) values a side and the batch at least `WINOGRAD4_MIN_TILES` (64)
+    /// such tiles. (Whether Winograd applies at all, by filter and stride, is the convolution's
+    /// to say.)
     pub fn resolve(
         self,
         in_per_group: usize,
         out_per_group: usize,
         filter_side: usize,
-        output_side: usize,
+        [batch, height, width]: [usize; 3],
     ) -> ConvAlgorithm {
         let wide = in_per_group >= WINOGRAD_MIN_CHANNELS && out_per_group >= WINOGRAD_MIN_CHANNELS;
-        let large_tiles = filter_side == 3 && output_side >= WINOGRAD4_MIN_SIDE;
+        let tiles = batch * height.div_ceil(4) * width.div_ceil(4);
+        let large_tiles = filter_side == 3
+            && height.min(width) >= WINOGRAD4_MIN_SIDE
+            && tiles >= WINOGRAD4_MIN_TILES;
         match self {
             ConvAlgorithm::Auto if wide && large_tiles => ConvAlgorithm::Winograd4,
             ConvAlgorithm::Auto if wide => ConvAlgorithm::Winograd2,
@@ -198,5 +208,21 @@ mod tests {
             forced.resolve(2, 7, 5, true),
             LinearKernel::SmallBatch { chunks: 7 }
         );
+    }
+
+    #[test]
+    fn auto_takes_winograd_by_channels_and_large_tiles_by_side_and_tile_count() {
+        use super::ConvAlgorithm::*;
+        // AlexNet's 13x13 conv3: 2x2 tiles at batch 2 (32 4x4 tiles), 4x4 from batch 4 (64).
+        assert_eq!(Auto.resolve(256, 384, 3, [2, 13, 13]), Winograd2);
+        assert_eq!(Auto.resolve(256, 384, 3, [4, 13, 13]), Winograd4);
+        // ResNet-50's 7x7 layers never (two tiles a side), whatever the batch.
+        assert_eq!(Auto.resolve(512, 512, 3, [256, 7, 7]), Winograd2);
+        // 5x5 filters have one form; narrow layers stay direct.
+        assert_eq!(Auto.resolve(48, 128, 5, [32, 27, 27]), Winograd2);
+        assert_eq!(Auto.resolve(3, 64, 3, [32, 224, 224]), Direct);
+        // A forced algorithm is kept.
+        assert_eq!(Winograd4.resolve(3, 64, 3, [1, 7, 7]), Winograd4);
+        assert_eq!(Direct.resolve(256, 256, 3, [32, 56, 56]), Direct);
     }
 }

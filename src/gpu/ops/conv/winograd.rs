@@ -1,7 +1,8 @@
 //! Winograd's F(2x2, 3x3), F(4x4, 3x3) and F(2x2, 5x5) for the 3x3 and 5x5 stride-1
 //! convolutions (forward, and the input gradient, which is one): the filters, the input tiles
 //! (4x4 or 6x6) and the products transformed by three kernels (`winograd_filter`,
-//! `winograd_input`, `winograd_output`, or their `winograd4_` and `winograd5_` versions), and the
+//! `winograd_input`, `winograd_output`, or their `winograd4_` and `winograd5_` versions, whose
+//! 6x6 input transform is one file, `winograd6_input`), and the
 //! 16 or 36 products between them summed over the input channels as one grouped 1x1 convolution
 //! on the direct kernels (one group per position of the transform and group of the layer), so
 //! that the product runs at the rate of the direct kernels' best case on 2.25x, 4x or 2.78x
