@@ -290,8 +290,9 @@ pub(crate) struct DeviceArgs {
     conv_kernel: ShapeChoice,
     /// How the 3x3 and 5x5 stride-1 convolutions (forward, input and filter gradients) are
     /// computed: auto (the tune cache's choice, else Winograd where both sides have at least 16
-    /// channels: F(4x4, 3x3) for 3x3 outputs of at least 9 values a side and 64 such tiles
-    /// over the batch, F(2x2, 3x3) for the others, F(2x2, 5x5) for 5x5), direct, winograd2 (Winograd with 2x2 output tiles
+    /// channels: on software adapters F(4x4, 3x3) for 3x3 outputs of at least 9 values a side
+    /// and 64 such tiles over the batch, F(2x2, 3x3) for the others and on GPUs, F(2x2, 5x5) for
+    /// 5x5), direct, winograd2 (Winograd with 2x2 output tiles
     /// wherever it applies) or winograd4 (F(4x4, 3x3) for 3x3 filters, F(2x2, 5x5) for 5x5);
     /// every other convolution is direct.
     #[arg(long, value_enum, default_value = "auto")]

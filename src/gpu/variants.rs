@@ -76,7 +76,8 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// side. Measured on lavapipe (ResNet-50 at batch 4, each shape's layers in the network's
 /// profile): F(4x4, 3x3) ran the forward 1.38x, 1.60x and 1.16x faster at 56, 28 and 14 values a
 /// side, and 1.84x slower at 7 (two tiles a side); AlexNet's 13x13 layers 1.12x faster at batch
-/// 16 (docs/results.md#winograd-f4x4-3x3). Measured on no GPU: `convnet tune` decides there.
+/// 16 (docs/results.md#winograd-f4x4-3x3). Measured on no GPU, so `Auto` takes F(4x4, 3x3) on
+/// software adapters only; `convnet tune` decides on GPUs.
 const WINOGRAD4_MIN_SIDE: usize = 9;
 
 /// The fewest 4x4 tiles over the batch (the grouped product's columns) at which `Auto` takes
@@ -90,20 +91,23 @@ impl ConvAlgorithm {
     /// `filter_side` square filter and an output of `batch` x `height` x `width` values a
     /// channel, never `Auto`: the forced one, or (`Auto`) Winograd where both sides have at least
     /// 16 channels, so that the product, not the transforms, carries the time (direct
-    /// elsewhere), with 4x4 output tiles for a 3x3 filter where the output has at least
-    /// `WINOGRAD4_MIN_SIDE` (9) values a side and the batch at least `WINOGRAD4_MIN_TILES` (64)
-    /// such tiles. (Whether Winograd applies at all, by filter and stride, is the convolution's
-    /// to say.)
+    /// elsewhere), with 4x4 output tiles for a 3x3 filter on a software adapter (`software`:
+    /// where that was measured; on GPUs `convnet tune` takes them where they measure faster)
+    /// where the output has at least `WINOGRAD4_MIN_SIDE` (9) values a side and the batch at
+    /// least `WINOGRAD4_MIN_TILES` (64) such tiles. (Whether Winograd applies at all, by filter
+    /// and stride, is the convolution's to say.)
     pub fn resolve(
         self,
         in_per_group: usize,
         out_per_group: usize,
         filter_side: usize,
         [batch, height, width]: [usize; 3],
+        software: bool,
     ) -> ConvAlgorithm {
         let wide = in_per_group >= WINOGRAD_MIN_CHANNELS && out_per_group >= WINOGRAD_MIN_CHANNELS;
         let tiles = batch * height.div_ceil(4) * width.div_ceil(4);
-        let large_tiles = filter_side == 3
+        let large_tiles = software
+            && filter_side == 3
             && height.min(width) >= WINOGRAD4_MIN_SIDE
             && tiles >= WINOGRAD4_MIN_TILES;
         match self {
@@ -214,15 +218,17 @@ mod tests {
     fn auto_takes_winograd_by_channels_and_large_tiles_by_side_and_tile_count() {
         use super::ConvAlgorithm::*;
         // AlexNet's 13x13 conv3: 2x2 tiles at batch 2 (32 4x4 tiles), 4x4 from batch 4 (64).
-        assert_eq!(Auto.resolve(256, 384, 3, [2, 13, 13]), Winograd2);
-        assert_eq!(Auto.resolve(256, 384, 3, [4, 13, 13]), Winograd4);
+        assert_eq!(Auto.resolve(256, 384, 3, [2, 13, 13], true), Winograd2);
+        assert_eq!(Auto.resolve(256, 384, 3, [4, 13, 13], true), Winograd4);
         // ResNet-50's 7x7 layers never (two tiles a side), whatever the batch.
-        assert_eq!(Auto.resolve(512, 512, 3, [256, 7, 7]), Winograd2);
+        assert_eq!(Auto.resolve(512, 512, 3, [256, 7, 7], true), Winograd2);
         // 5x5 filters have one form; narrow layers stay direct.
-        assert_eq!(Auto.resolve(48, 128, 5, [32, 27, 27]), Winograd2);
-        assert_eq!(Auto.resolve(3, 64, 3, [32, 224, 224]), Direct);
+        assert_eq!(Auto.resolve(48, 128, 5, [32, 27, 27], true), Winograd2);
+        assert_eq!(Auto.resolve(3, 64, 3, [32, 224, 224], true), Direct);
+        // On a GPU (unmeasured there) auto keeps 2x2 tiles.
+        assert_eq!(Auto.resolve(256, 384, 3, [32, 13, 13], false), Winograd2);
         // A forced algorithm is kept.
-        assert_eq!(Winograd4.resolve(3, 64, 3, [1, 7, 7]), Winograd4);
-        assert_eq!(Direct.resolve(256, 256, 3, [32, 56, 56]), Direct);
+        assert_eq!(Winograd4.resolve(3, 64, 3, [1, 7, 7], true), Winograd4);
+        assert_eq!(Direct.resolve(256, 256, 3, [32, 56, 56], true), Direct);
     }
 }

@@ -319,6 +319,7 @@ impl Choice {
             out_channels / groups,
             window.height.max(window.width),
             [layer.batch, layer.output.height, layer.output.width],
+            b.ctx.software(),
         );
         // Winograd4 on a 5x5 filter runs Winograd2's F(2x2, 5x5): say so in reports and tunes.
         let algorithm = match algorithm {
