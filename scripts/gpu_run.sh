@@ -79,6 +79,9 @@ step "$convnet" check $gpu --model resnet50 --input-size 64 --batch 2
 # Every convolution algorithm forced, then the tune's measured choice per layer (its cache kept).
 step "$convnet" bench $gpu --batch 32 --conv-algorithm direct --json "$json/alexnet-direct.json"
 step "$convnet" bench $gpu --batch 32 --conv-algorithm winograd2 --json "$json/alexnet-winograd.json"
+step "$convnet" bench $gpu --batch 32 --conv-algorithm winograd4 --json "$json/alexnet-winograd4.json"
+step "$convnet" bench $gpu --model vgg16 --batch 32 --conv-algorithm winograd4 --json "$json/vgg16-winograd4.json"
+step "$convnet" check $gpu --batch 32 --conv-algorithm winograd4
 step "$convnet" tune $gpu --batch 32 --tune-cache "$json/tune.json"
 step "$convnet" bench $gpu --batch 32 --tune-cache "$json/tune.json" --json "$json/alexnet-tuned.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$json/vgg16.json"
