@@ -263,28 +263,22 @@ pub fn tune(
                 })
                 .map(|(s, key)| (s, sum(&forward, &shapes[key])))
                 .collect();
-            let best_forward = |s: usize| {
-                (results[s].candidates.iter())
-                    .filter(|c| c.rejected.is_none())
-                    .map(|c| c.forward_s)
-                    .min_by(f64::total_cmp)
+            // Whether this forward took PRUNE_FACTOR times the best kept one's on every layer
+            // it applies to, among the candidates `among` admits.
+            let slower_everywhere = |among: &dyn Fn(&CandidateTime) -> bool| {
+                applied.iter().all(|&(s, seconds)| {
+                    (results[s].candidates.iter())
+                        .filter(|c| c.rejected.is_none() && among(c))
+                        .map(|c| c.forward_s)
+                        .min_by(f64::total_cmp)
+                        .is_some_and(|best| seconds >= PRUNE_FACTOR * best)
+                })
             };
-            let dropped = applied.iter().all(|&(s, seconds)| {
-                best_forward(s).is_some_and(|best| seconds >= PRUNE_FACTOR * best)
-            });
-            // A direct candidate at least PRUNE_FACTOR times another kernel shape's direct
-            // forward on every layer marks its kernel shape slow (not its algorithm: the
-            // comparison is direct against direct).
-            let best_direct_forward = |s: usize| {
-                (results[s].candidates.iter())
-                    .filter(|c| c.rejected.is_none() && c.choice.algorithm == ConvAlgorithm::Direct)
-                    .map(|c| c.forward_s)
-                    .min_by(f64::total_cmp)
-            };
+            let dropped = slower_everywhere(&|_| true);
+            // A direct candidate that slow against another kernel shape's direct one marks its
+            // kernel shape slow (not its algorithm: the comparison is direct against direct).
             let slow_kernel = choice.algorithm == ConvAlgorithm::Direct
-                && applied.iter().all(|&(s, seconds)| {
-                    best_direct_forward(s).is_some_and(|best| seconds >= PRUNE_FACTOR * best)
-                });
+                && slower_everywhere(&|c| c.choice.algorithm == ConvAlgorithm::Direct);
             let backward = match dropped {
                 true => None,
                 false => Some(fastest_by_layer(runs, || net.profile_backward_layers())?),

@@ -94,8 +94,9 @@ impl ConvAlgorithm {
     /// elsewhere), with 4x4 output tiles for a 3x3 filter on a software adapter (`software`:
     /// where that was measured; on GPUs `convnet tune` takes them where they measure faster)
     /// where the output has at least `WINOGRAD4_MIN_SIDE` (9) values a side and the batch at
-    /// least `WINOGRAD4_MIN_TILES` (64) such tiles. (Whether Winograd applies at all, by filter
-    /// and stride, is the convolution's to say.)
+    /// least `WINOGRAD4_MIN_TILES` (64) such tiles. Winograd4 on another filter size is
+    /// Winograd2 (a 5x5 filter has one form, F(2x2, 5x5)). (Whether Winograd applies at all, by
+    /// filter and stride, is the convolution's to say.)
     pub fn resolve(
         self,
         in_per_group: usize,
@@ -114,6 +115,7 @@ impl ConvAlgorithm {
             ConvAlgorithm::Auto if wide && large_tiles => ConvAlgorithm::Winograd4,
             ConvAlgorithm::Auto if wide => ConvAlgorithm::Winograd2,
             ConvAlgorithm::Auto => ConvAlgorithm::Direct,
+            ConvAlgorithm::Winograd4 if filter_side != 3 => ConvAlgorithm::Winograd2,
             forced => forced,
         }
     }
@@ -227,7 +229,8 @@ mod tests {
         assert_eq!(Auto.resolve(3, 64, 3, [32, 224, 224], true), Direct);
         // On a GPU (unmeasured there) auto keeps 2x2 tiles.
         assert_eq!(Auto.resolve(256, 384, 3, [32, 13, 13], false), Winograd2);
-        // A forced algorithm is kept.
+        // A forced algorithm is kept; Winograd4 on a 5x5 filter is Winograd2.
+        assert_eq!(Winograd4.resolve(48, 128, 5, [32, 27, 27], true), Winograd2);
         assert_eq!(Winograd4.resolve(3, 64, 3, [1, 7, 7], true), Winograd4);
         assert_eq!(Direct.resolve(256, 256, 3, [32, 56, 56], true), Direct);
     }

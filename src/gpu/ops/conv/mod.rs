@@ -321,13 +321,6 @@ impl Choice {
             [layer.batch, layer.output.height, layer.output.width],
             b.ctx.software(),
         );
-        // Winograd4 on a 5x5 filter runs Winograd2's F(2x2, 5x5): say so in reports and tunes.
-        let algorithm = match algorithm {
-            ConvAlgorithm::Winograd4 if (window.height, window.width) != (3, 3) => {
-                ConvAlgorithm::Winograd2
-            }
-            other => other,
-        };
         let forced = asked.conv != KernelShape::Auto || asked.conv_algorithm != ConvAlgorithm::Auto;
         let source = match (tuned_kernel.is_some() || tuned_algorithm.is_some(), forced) {
             (true, _) => ChoiceSource::Tuned,

@@ -99,9 +99,7 @@ impl Form {
         match (algorithm, shape, stride) {
             (ConvAlgorithm::Winograd2, (3, 3), (1, 1)) => Some(Form::F2x3),
             (ConvAlgorithm::Winograd4, (3, 3), (1, 1)) => Some(Form::F4x3),
-            (ConvAlgorithm::Winograd2 | ConvAlgorithm::Winograd4, (5, 5), (1, 1)) => {
-                Some(Form::F2x5)
-            }
+            (ConvAlgorithm::Winograd2, (5, 5), (1, 1)) => Some(Form::F2x5),
             _ => None,
         }
     }
