@@ -195,11 +195,11 @@ def write_form(prefix, m, r):
 {matrix_comment("G", G)}
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 """, entry(f"{prefix}_filter", "filter_invocations()", lines(
         f"    let base = filter_base(index, {taps}u);",
-        [f"    let g{y}{x} = weights[base + {r * y + x}u * params.packed_out];"
+        [f"    let g{y}{x} = f32(weights[base + {r * y + x}u * params.packed_out]);"
          for y in range(r) for x in range(r)],
         f"    // G g ({a} x {r}), then each of its rows times G^T.",
         temps,

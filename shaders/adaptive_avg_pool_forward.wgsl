@@ -3,8 +3,8 @@
 // global average pool before ResNet's and GoogLeNet's classifiers. One output per invocation.
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read_write> output: array<OutElement>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -26,8 +26,8 @@ fn adaptive_avg_pool_forward(
     var sum = 0.0;
     for (var y = rows.x; y < rows.y; y++) {
         for (var x = columns.x; x < columns.y; x++) {
-            sum += input[base + y * params.in_width + x];
+            sum += f32(input[base + y * params.in_width + x]);
         }
     }
-    output[index] = sum / f32((rows.y - rows.x) * (columns.y - columns.x));
+    output[index] = OutElement(sum / f32((rows.y - rows.x) * (columns.y - columns.x)));
 }

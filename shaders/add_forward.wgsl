@@ -11,9 +11,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<Values>;
-@group(0) @binding(2) var<storage, read> b: array<Values>;
-@group(0) @binding(3) var<storage, read_write> output: array<Values>;
+@group(0) @binding(1) var<storage, read> a: array<InValues>;
+@group(0) @binding(2) var<storage, read> b: array<InValues>;
+@group(0) @binding(3) var<storage, read_write> output: array<OutValues>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn add_forward(
@@ -24,9 +24,9 @@ fn add_forward(
     if i >= params.len {
         return;
     }
-    var y = a[i] + b[i];
+    var y = Values(a[i]) + Values(b[i]);
     if params.relu != 0u {
         y = max(y, Values(0.0));
     }
-    output[i] = y;
+    output[i] = OutValues(y);
 }

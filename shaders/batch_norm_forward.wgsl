@@ -16,10 +16,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
 // [4][channels]: weight, bias, running mean, running variance.
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<OutElement>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -38,11 +38,11 @@ fn batch_norm_forward(
         let bias = stats[params.channels + c];
         let mean = stats[2u * params.channels + c];
         let variance = stats[3u * params.channels + c];
-        var y = (input[i] - mean) * (weight / sqrt(variance + params.eps)) + bias;
+        var y = (f32(input[i]) - mean) * (weight / sqrt(variance + params.eps)) + bias;
         if params.relu != 0u {
             y = max(y, 0.0);
         }
-        output[i] = y;
+        output[i] = OutElement(y);
         within += 1u;
         if within == params.plane {
             within = 0u;

@@ -12,8 +12,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<Values>;
-@group(0) @binding(2) var<storage, read_write> output: array<Values>;
+@group(0) @binding(1) var<storage, read> input: array<InValues>;
+@group(0) @binding(2) var<storage, read_write> output: array<OutValues>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn concat_forward(
@@ -23,7 +23,7 @@ fn concat_forward(
     let first = folded_index(id, groups) * CONCAT_UNITS;
     var at = first_destination(first);
     for (var i = first; i < min(first + CONCAT_UNITS, params.len); i++) {
-        output[at.x] = input[i];
+        output[at.x] = OutValues(input[i]);
         at = next_destination(at);
     }
 }

@@ -26,10 +26,10 @@
 // conv2d_forward comes first and shares its pixel bookkeeping with conv2d_forward_tiled.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read> weight: array<vec4<InElement>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<OutElement>;
 
 
 // A row far outside any image: pixels past the end of the batch read zeros and are never stored.
@@ -81,7 +81,7 @@ fn gather(px: Pixels, offset: i32, dy: i32, dx: i32) -> vec4<f32> {
     let inside = (row >= vec4<i32>(0)) & (row < vec4<i32>(i32(params.in_height)))
         & (col >= vec4<i32>(0)) & (col < vec4<i32>(i32(params.in_width)));
     let index = select(vec4<i32>(0), px.input_base + vec4<i32>(offset), inside);
-    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    let value = vec4<f32>(vec4<InElement>(input[index.x], input[index.y], input[index.z], input[index.w]));
     return select(vec4<f32>(0.0), value, inside);
 }
 
@@ -102,7 +102,7 @@ fn store_block(acc: mat4x4<f32>, group: u32, within_group: u32, px: Pixels) {
                 if params.relu != 0u {
                     value = max(value, 0.0);
                 }
-                output[u32(px.output_base[j]) + channel * pixels_per_image] = value;
+                output[u32(px.output_base[j]) + channel * pixels_per_image] = OutElement(value);
             }
         }
     }
@@ -152,14 +152,14 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
         let i1 = px1.input_base + vec4<i32>(offset);
         let i2 = px2.input_base + vec4<i32>(offset);
         let i3 = px3.input_base + vec4<i32>(offset);
-        let x0 = vec4<f32>(input[i0.x], input[i0.y], input[i0.z], input[i0.w]);
-        let x1 = vec4<f32>(input[i1.x], input[i1.y], input[i1.z], input[i1.w]);
-        let x2 = vec4<f32>(input[i2.x], input[i2.y], input[i2.z], input[i2.w]);
-        let x3 = vec4<f32>(input[i3.x], input[i3.y], input[i3.z], input[i3.w]);
-        let w0 = weight[w];
-        let w1 = weight[w + 1u];
-        let w2 = weight[w + 2u];
-        let w3 = weight[w + 3u];
+        let x0 = vec4<f32>(vec4<InElement>(input[i0.x], input[i0.y], input[i0.z], input[i0.w]));
+        let x1 = vec4<f32>(vec4<InElement>(input[i1.x], input[i1.y], input[i1.z], input[i1.w]));
+        let x2 = vec4<f32>(vec4<InElement>(input[i2.x], input[i2.y], input[i2.z], input[i2.w]));
+        let x3 = vec4<f32>(vec4<InElement>(input[i3.x], input[i3.y], input[i3.z], input[i3.w]));
+        let w0 = vec4<f32>(weight[w]);
+        let w1 = vec4<f32>(weight[w + 1u]);
+        let w2 = vec4<f32>(weight[w + 2u]);
+        let w3 = vec4<f32>(weight[w + 3u]);
         w += row_vec4s;
         acc00 += outer(w0, x0); acc01 += outer(w0, x1); acc02 += outer(w0, x2); acc03 += outer(w0, x3);
         acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);
@@ -188,10 +188,10 @@ fn conv2d_forward(@builtin(global_invocation_id) id: vec3<u32>) {
                 let x1 = gather(px1, row_offset + dx, dy, dx);
                 let x2 = gather(px2, row_offset + dx, dy, dx);
                 let x3 = gather(px3, row_offset + dx, dy, dx);
-                let w0 = weight[w];
-                let w1 = weight[w + 1u];
-                let w2 = weight[w + 2u];
-                let w3 = weight[w + 3u];
+                let w0 = vec4<f32>(weight[w]);
+                let w1 = vec4<f32>(weight[w + 1u]);
+                let w2 = vec4<f32>(weight[w + 2u]);
+                let w3 = vec4<f32>(weight[w + 3u]);
                 w += row_vec4s;
                 acc00 += outer(w0, x0); acc01 += outer(w0, x1); acc02 += outer(w0, x2); acc03 += outer(w0, x3);
                 acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);
@@ -249,7 +249,7 @@ fn gather_step(px: Pixels, k: u32, depth: u32) -> vec4<f32> {
         & (col >= vec4<i32>(0)) & (col < vec4<i32>(i32(params.in_width)));
     let offset = i32(c * params.in_height * params.in_width) + dy * i32(params.in_width) + dx;
     let index = select(vec4<i32>(0), px.input_base + vec4<i32>(offset), inside);
-    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    let value = vec4<f32>(vec4<InElement>(input[index.x], input[index.y], input[index.z], input[index.w]));
     return select(vec4<f32>(0.0), value, inside);
 }
 
@@ -272,7 +272,7 @@ fn conv2d_forward_tiled(
         let k = k0 + local.y;
         var w = vec4<f32>(0.0);
         if k < depth && staged_vec4 < row_vec4s {
-            w = weight[(group * depth + k) * row_vec4s + staged_vec4];
+            w = vec4<f32>(weight[(group * depth + k) * row_vec4s + staged_vec4]);
         }
         weight_tile[slot] = w;
         input_tile[slot] = gather_step(px, k, depth);

@@ -25,8 +25,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> padded: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read_write> padded: array<OutElement>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -51,9 +51,9 @@ fn conv2d_pad_input(
     var x = 0u;
     var next = params.left;
     for (var padded_x = 0u; padded_x < params.padded_width; padded_x++) {
-        var value = 0.0;
+        var value = OutElement(0.0);
         if inside && padded_x == next && x < params.width {
-            value = input[source + x];
+            value = OutElement(input[source + x]);
             x++;
             next += params.stride_width;
         }

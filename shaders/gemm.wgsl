@@ -27,10 +27,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight_t: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read> weight_t: array<vec4<InElement>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<OutElement>;
 
 
 // Offsets of four consecutive input rows; rows past the end re-read the last row (never stored).
@@ -54,7 +54,7 @@ fn store_block(acc: mat4x4<f32>, first_column: u32, first_row: u32) {
                 if params.relu != 0u {
                     value = max(value, 0.0);
                 }
-                output[row * params.output_stride + params.column_offset + column] = value;
+                output[row * params.output_stride + params.column_offset + column] = OutElement(value);
             }
         }
     }
@@ -80,14 +80,14 @@ fn gemm(@builtin(global_invocation_id) id: vec3<u32>) {
     let row_vec4s = params.packed_columns / 4u;
     var w = id.x * 4u;
     for (var k = 0u; k < params.depth; k++) {
-        let x0 = vec4<f32>(input[r0.x + k], input[r0.y + k], input[r0.z + k], input[r0.w + k]);
-        let x1 = vec4<f32>(input[r1.x + k], input[r1.y + k], input[r1.z + k], input[r1.w + k]);
-        let x2 = vec4<f32>(input[r2.x + k], input[r2.y + k], input[r2.z + k], input[r2.w + k]);
-        let x3 = vec4<f32>(input[r3.x + k], input[r3.y + k], input[r3.z + k], input[r3.w + k]);
-        let w0 = weight_t[w];
-        let w1 = weight_t[w + 1u];
-        let w2 = weight_t[w + 2u];
-        let w3 = weight_t[w + 3u];
+        let x0 = vec4<f32>(vec4<InElement>(input[r0.x + k], input[r0.y + k], input[r0.z + k], input[r0.w + k]));
+        let x1 = vec4<f32>(vec4<InElement>(input[r1.x + k], input[r1.y + k], input[r1.z + k], input[r1.w + k]));
+        let x2 = vec4<f32>(vec4<InElement>(input[r2.x + k], input[r2.y + k], input[r2.z + k], input[r2.w + k]));
+        let x3 = vec4<f32>(vec4<InElement>(input[r3.x + k], input[r3.y + k], input[r3.z + k], input[r3.w + k]));
+        let w0 = vec4<f32>(weight_t[w]);
+        let w1 = vec4<f32>(weight_t[w + 1u]);
+        let w2 = vec4<f32>(weight_t[w + 2u]);
+        let w3 = vec4<f32>(weight_t[w + 3u]);
         w += row_vec4s;
         acc00 += outer(w0, x0); acc01 += outer(w0, x1); acc02 += outer(w0, x2); acc03 += outer(w0, x3);
         acc10 += outer(w1, x0); acc11 += outer(w1, x1); acc12 += outer(w1, x2); acc13 += outer(w1, x3);

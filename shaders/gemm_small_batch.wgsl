@@ -33,10 +33,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight_t: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read> weight_t: array<vec4<InElement>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
+@group(0) @binding(4) var<storage, read_write> output: array<OutElement>;
 
 
 fn store_block(acc: mat4x4<f32>, first_column: u32, first_row: u32, chunk: u32) {
@@ -57,7 +57,7 @@ fn store_block(acc: mat4x4<f32>, first_column: u32, first_row: u32, chunk: u32) 
                         value = max(value, 0.0);
                     }
                 }
-                output[base + row * params.output_stride + column] = value;
+                output[base + row * params.output_stride + column] = OutElement(value);
             }
         }
     }
@@ -84,11 +84,11 @@ fn gemm_small_batch(@builtin(global_invocation_id) id: vec3<u32>) {
     let k_end = min(k_begin + params.chunk_depth, params.depth);
     var w = k_begin * row_vec4s + id.x * 4u;
     for (var k = k_begin; k < k_end; k++) {
-        let x = vec4<f32>(input[r.x + k], input[r.y + k], input[r.z + k], input[r.w + k]);
-        acc0 += outer(weight_t[w], x);
-        acc1 += outer(weight_t[w + 1u], x);
-        acc2 += outer(weight_t[w + 2u], x);
-        acc3 += outer(weight_t[w + 3u], x);
+        let x = vec4<f32>(vec4<InElement>(input[r.x + k], input[r.y + k], input[r.z + k], input[r.w + k]));
+        acc0 += outer(vec4<f32>(weight_t[w]), x);
+        acc1 += outer(vec4<f32>(weight_t[w + 1u]), x);
+        acc2 += outer(vec4<f32>(weight_t[w + 2u]), x);
+        acc3 += outer(vec4<f32>(weight_t[w + 3u]), x);
         w += row_vec4s;
     }
     store_block(acc0, first_column, first_row, chunk);

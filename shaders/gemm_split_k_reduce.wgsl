@@ -10,9 +10,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> partial: array<f32>;
+@group(0) @binding(1) var<storage, read> partial: array<InElement>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<OutElement>;
 
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -26,6 +26,6 @@ fn gemm_split_k_reduce(
         if params.relu != 0u {
             sum = max(sum, 0.0);
         }
-        output[i] = sum;
+        output[i] = OutElement(sum);
     }
 }

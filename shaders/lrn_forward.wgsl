@@ -15,8 +15,8 @@
 // pipeline is made) and the sliding window: shaders/common/lrn_window.wgsl.
 
 @group(0) @binding(0) var<uniform> params: LrnParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read_write> output: array<OutElement>;
 
 
 
@@ -51,7 +51,7 @@ fn sliding_window(base: u32, first: u32, last: u32) {
     for (var c = first; c <= last; c++) {
         x = shift_in(x, value_at(base, c + WIDEST_RADIUS, last));
         let sum_sq = masked_sum(squared(x), mask);
-        output[base + c * params.plane] = x.middle.z * inverse_power(params.bias + params.alpha * sum_sq);
+        output[base + c * params.plane] = OutElement(x.middle.z * inverse_power(params.bias + params.alpha * sum_sq));
     }
 }
 
@@ -60,11 +60,11 @@ fn every_window_afresh(base: u32, first: u32, last: u32) {
     for (var c = first; c <= last; c++) {
         var sum_sq = 0.0;
         for (var k = max(c, first + DEPTH_RADIUS) - DEPTH_RADIUS; k <= min(c + DEPTH_RADIUS, last); k++) {
-            let v = input[base + k * params.plane];
+            let v = f32(input[base + k * params.plane]);
             sum_sq += v * v;
         }
         let at = base + c * params.plane;
-        output[at] = input[at] * inverse_power(params.bias + params.alpha * sum_sq);
+        output[at] = OutElement(f32(input[at]) * inverse_power(params.bias + params.alpha * sum_sq));
     }
 }
 

@@ -28,8 +28,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
+@group(0) @binding(2) var<storage, read_write> output: array<OutElement>;
 
 override WINDOW_HEIGHT: u32;
 override WINDOW_WIDTH: u32;
@@ -107,7 +107,7 @@ fn max_pool_forward(
 fn row_maxima(row: u32, left: i32) -> vec4<f32> {
     var best: vec4<f32>;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
-        let v = input[row + u32(clamp(left + i32(dx), 0, i32(params.in_width) - 1))];
+        let v = f32(input[row + u32(clamp(left + i32(dx), 0, i32(params.in_width) - 1))]);
         for (var k = 0u; k < FORWARD_TILE; k++) {
             let start = k * STRIDE_WIDTH;
             if dx == start {
@@ -145,7 +145,7 @@ fn store_row(out_plane: u32, tile: Tile, t: u32, values: vec4<f32>) {
     let at = (out_plane + oh) * params.out_width + first_ow;
     for (var k = 0u; k < FORWARD_TILE; k++) {
         if first_ow + k < params.out_width {
-            output[at + k] = values[k];
+            output[at + k] = OutElement(values[k]);
         }
     }
 }
@@ -205,7 +205,7 @@ fn row_best(row: u32, left: i32) -> Best {
     var best: Best;
     for (var dx = 0u; dx < SPAN_WIDTH; dx++) {
         let x = clamp(left + i32(dx), 0, i32(params.in_width) - 1);
-        let v = input[row + u32(x)];
+        let v = f32(input[row + u32(x)]);
         for (var k = 0u; k < FORWARD_TILE; k++) {
             let start = k * STRIDE_WIDTH;
             let inside = dx > start && dx < start + WINDOW_WIDTH;
@@ -250,7 +250,7 @@ fn store_best(out_plane: u32, tile: Tile, t: u32, best: Best) {
     let first = (out_plane + oh) * params.out_width + first_ow;
     for (var k = 0u; k < FORWARD_TILE; k++) {
         if first_ow + k < params.out_width {
-            output[first + k] = best.value[k];
+            output[first + k] = OutElement(best.value[k]);
             argmax[first + k] = u32(best.at[k]);
         }
     }

@@ -15,7 +15,7 @@
 //       |      0       0       1 |
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -28,15 +28,15 @@ fn winograd4_filter(
         return;
     }
     let base = filter_base(index, 9u);
-    let g00 = weights[base + 0u * params.packed_out];
-    let g01 = weights[base + 1u * params.packed_out];
-    let g02 = weights[base + 2u * params.packed_out];
-    let g10 = weights[base + 3u * params.packed_out];
-    let g11 = weights[base + 4u * params.packed_out];
-    let g12 = weights[base + 5u * params.packed_out];
-    let g20 = weights[base + 6u * params.packed_out];
-    let g21 = weights[base + 7u * params.packed_out];
-    let g22 = weights[base + 8u * params.packed_out];
+    let g00 = f32(weights[base + 0u * params.packed_out]);
+    let g01 = f32(weights[base + 1u * params.packed_out]);
+    let g02 = f32(weights[base + 2u * params.packed_out]);
+    let g10 = f32(weights[base + 3u * params.packed_out]);
+    let g11 = f32(weights[base + 4u * params.packed_out]);
+    let g12 = f32(weights[base + 5u * params.packed_out]);
+    let g20 = f32(weights[base + 6u * params.packed_out]);
+    let g21 = f32(weights[base + 7u * params.packed_out]);
+    let g22 = f32(weights[base + 8u * params.packed_out]);
     // G g (6 x 3), then each of its rows times G^T.
     let t0_0 = g00;
     let t0_1 = g01;

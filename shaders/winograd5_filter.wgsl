@@ -15,7 +15,7 @@
 //       |      0       0       0       0       1 |
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -28,31 +28,31 @@ fn winograd5_filter(
         return;
     }
     let base = filter_base(index, 25u);
-    let g00 = weights[base + 0u * params.packed_out];
-    let g01 = weights[base + 1u * params.packed_out];
-    let g02 = weights[base + 2u * params.packed_out];
-    let g03 = weights[base + 3u * params.packed_out];
-    let g04 = weights[base + 4u * params.packed_out];
-    let g10 = weights[base + 5u * params.packed_out];
-    let g11 = weights[base + 6u * params.packed_out];
-    let g12 = weights[base + 7u * params.packed_out];
-    let g13 = weights[base + 8u * params.packed_out];
-    let g14 = weights[base + 9u * params.packed_out];
-    let g20 = weights[base + 10u * params.packed_out];
-    let g21 = weights[base + 11u * params.packed_out];
-    let g22 = weights[base + 12u * params.packed_out];
-    let g23 = weights[base + 13u * params.packed_out];
-    let g24 = weights[base + 14u * params.packed_out];
-    let g30 = weights[base + 15u * params.packed_out];
-    let g31 = weights[base + 16u * params.packed_out];
-    let g32 = weights[base + 17u * params.packed_out];
-    let g33 = weights[base + 18u * params.packed_out];
-    let g34 = weights[base + 19u * params.packed_out];
-    let g40 = weights[base + 20u * params.packed_out];
-    let g41 = weights[base + 21u * params.packed_out];
-    let g42 = weights[base + 22u * params.packed_out];
-    let g43 = weights[base + 23u * params.packed_out];
-    let g44 = weights[base + 24u * params.packed_out];
+    let g00 = f32(weights[base + 0u * params.packed_out]);
+    let g01 = f32(weights[base + 1u * params.packed_out]);
+    let g02 = f32(weights[base + 2u * params.packed_out]);
+    let g03 = f32(weights[base + 3u * params.packed_out]);
+    let g04 = f32(weights[base + 4u * params.packed_out]);
+    let g10 = f32(weights[base + 5u * params.packed_out]);
+    let g11 = f32(weights[base + 6u * params.packed_out]);
+    let g12 = f32(weights[base + 7u * params.packed_out]);
+    let g13 = f32(weights[base + 8u * params.packed_out]);
+    let g14 = f32(weights[base + 9u * params.packed_out]);
+    let g20 = f32(weights[base + 10u * params.packed_out]);
+    let g21 = f32(weights[base + 11u * params.packed_out]);
+    let g22 = f32(weights[base + 12u * params.packed_out]);
+    let g23 = f32(weights[base + 13u * params.packed_out]);
+    let g24 = f32(weights[base + 14u * params.packed_out]);
+    let g30 = f32(weights[base + 15u * params.packed_out]);
+    let g31 = f32(weights[base + 16u * params.packed_out]);
+    let g32 = f32(weights[base + 17u * params.packed_out]);
+    let g33 = f32(weights[base + 18u * params.packed_out]);
+    let g34 = f32(weights[base + 19u * params.packed_out]);
+    let g40 = f32(weights[base + 20u * params.packed_out]);
+    let g41 = f32(weights[base + 21u * params.packed_out]);
+    let g42 = f32(weights[base + 22u * params.packed_out]);
+    let g43 = f32(weights[base + 23u * params.packed_out]);
+    let g44 = f32(weights[base + 24u * params.packed_out]);
     // G g (6 x 5), then each of its rows times G^T.
     let t0_0 = g00;
     let t0_1 = g01;

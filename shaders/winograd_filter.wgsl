@@ -11,7 +11,7 @@
 //       | 0    0    1  |
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> weights: array<f32>;
+@group(0) @binding(1) var<storage, read> weights: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 
 // G applied to three values along one axis.
@@ -33,7 +33,7 @@ fn winograd_filter(
     var g: array<vec3<f32>, 3>;
     for (var ky = 0u; ky < 3u; ky++) {
         let tap = base + 3u * ky * params.packed_out;
-        g[ky] = vec3<f32>(weights[tap], weights[tap + params.packed_out], weights[tap + 2u * params.packed_out]);
+        g[ky] = vec3<f32>(vec3<InElement>(weights[tap], weights[tap + params.packed_out], weights[tap + 2u * params.packed_out]));
     }
     // G g (4 x 3), row by row of G, then each of its four rows times G^T.
     let gg = array<vec3<f32>, 4>(

@@ -131,6 +131,42 @@ pub fn training_forward(
     weights: &Weights,
     input: &[f32],
 ) -> Result<Vec<Deviation>> {
+    each_layer(net, weights, input, reference::layer_training_forward)
+}
+
+/// Largest accepted `max |gpu - exact| / max |exact|` for a layer's output when the network
+/// stores its activations and weight matrices as f16, where the exact output is the f64
+/// reference of that layer from the GPU's own (f16) inputs and the f32 weights.
+///
+/// What f16 storage costs one layer: each weight rounded to 11 significant bits (relative error
+/// up to 2^-11 = 4.9e-4, independent from weight to weight, so a sum of K products moves by
+/// about 2^-11 * sqrt(K) of its terms' root-mean-square, well below its scale), and the output
+/// rounded once as it is stored (up to 2^-11 of the value, so of the tensor's scale). The
+/// products accumulate in f32 (2^-24). AlexNet's layers measure 3.6e-4 to 4.7e-4; 2e-3 is 4x
+/// the rounding bound, and a wrong index or a value read as the wrong type errs by order 1. The error of the whole network against an f32 pass, where
+/// the layers' errors compound, is reported beside it (docs/results.md#half-precision-storage).
+pub const F16_TOLERANCE: f32 = 2e-3;
+
+/// Runs `input` through a GPU network at inference (its input rounded as the network stores it)
+/// and compares every layer with the f64 reference of that layer computed from the GPU's own
+/// inputs to it, so that each layer's kernels and storage are judged alone, as
+/// [`training_forward`] does in training mode. Fails as [`forward`] does.
+pub fn forward_layer_by_layer(
+    net: &dyn Runner,
+    weights: &Weights,
+    input: &[f32],
+) -> Result<Vec<Deviation>> {
+    each_layer(net, weights, input, reference::layer_forward_from)
+}
+
+/// The GPU's output of every layer against `layer_reference` of that layer, in f64, from the
+/// GPU's outputs of the layers before it.
+fn each_layer(
+    net: &dyn Runner,
+    weights: &Weights,
+    input: &[f32],
+    layer_reference: fn(&LayerPlan, &[f64], &[Vec<f64>], &Parameters<f64>) -> Result<Vec<f64>>,
+) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
     let plan = net.plan();
@@ -139,12 +175,12 @@ pub fn training_forward(
         .map(|i| net.read_layer(i))
         .collect::<Result<Vec<_>>>()?;
     let gpu_f64: Vec<Vec<f64>> = gpu.iter().map(|v| to_f64(v)).collect();
-    let x = to_f64(input);
+    let x = to_f64(&net.stored_input(input));
     let params = Parameters::<f64>::from_weights(weights);
     plan.iter()
         .enumerate()
         .map(|(i, layer)| {
-            let reference = reference::layer_training_forward(layer, &x, &gpu_f64, &params)?;
+            let reference = layer_reference(layer, &x, &gpu_f64, &params)?;
             compare(&layer.layer.name, &gpu[i], &reference)
         })
         .collect()

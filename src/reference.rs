@@ -1376,6 +1376,18 @@ fn sources_of<'t, T>(layer: &LayerPlan, input: &'t [T], outputs: &'t [Vec<T>]) -
         .collect()
 }
 
+/// One layer of an inference forward pass, from the network's `input` and the earlier layers'
+/// `outputs` (which need not be this reference's: a check feeds it the GPU's). Fails as
+/// [`layer_forward`] does.
+pub fn layer_forward_from<T: Real>(
+    layer: &LayerPlan,
+    input: &[T],
+    outputs: &[Vec<T>],
+    params: &Parameters<T>,
+) -> Result<Vec<T>> {
+    layer_forward(layer, &sources_of(layer, input, outputs), params)
+}
+
 /// One layer of a training forward pass (batch norms by their batch's statistics), from the
 /// network's input and the outputs of the layers before it (`outputs` may hold more: only the
 /// layer's sources are read). Fails as [`layer_forward`] does.

@@ -43,6 +43,65 @@ fn prelude() -> String {
     )
 }
 
+/// How a tensor's values are stored in a buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Element {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// 16-bit floats (WGSL's `f16`, which needs the adapter's `shader-f16` feature).
+    F16,
+}
+
+impl Element {
+    /// Bytes per value.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Element::F32 => 4,
+            Element::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type.
+    pub const fn wgsl(self) -> &'static str {
+        match self {
+            Element::F32 => "f32",
+            Element::F16 => "f16",
+        }
+    }
+}
+
+/// The element types one dispatch of a kernel binds: `read` for the tensors it reads
+/// (activations, weight matrices), `written` for the one it writes. The WGSL declares those
+/// bindings with the aliases `InElement` and `OutElement` and converts to f32 as it loads and
+/// back as it stores, so every product accumulates in f32; biases, batch-norm statistics and
+/// every gradient are always f32 (docs/design.md#half-precision-storage).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Elements {
+    /// The tensors the kernel reads.
+    pub read: Element,
+    /// The tensor it writes.
+    pub written: Element,
+}
+
+impl Elements {
+    /// f32 in, f32 out: every kernel's default.
+    pub const F32: Elements = Elements::both(Element::F32);
+
+    /// `element` in and out.
+    pub const fn both(element: Element) -> Self {
+        Elements {
+            read: element,
+            written: element,
+        }
+    }
+
+    fn any_f16(self) -> bool {
+        matches!(self.read, Element::F16) || matches!(self.written, Element::F16)
+    }
+}
+
 /// A kernel's WGSL: its file, the shared snippets it uses, and the entry point it provides.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderSource {
@@ -61,9 +120,34 @@ pub struct ShaderSource {
 }
 
 impl ShaderSource {
-    /// The WGSL text the kernel is compiled from: the prelude, then the body.
+    /// The WGSL text the kernel is compiled from with f32 tensors: the prelude, then the body.
     pub fn wgsl(&self) -> String {
-        prelude() + self.body
+        self.wgsl_with(Elements::F32)
+    }
+
+    /// The WGSL text the kernel is compiled from with `elements`: `enable f16;` where either is
+    /// f16, the prelude, the element aliases, then the body.
+    pub fn wgsl_with(&self, elements: Elements) -> String {
+        let enable = match elements.any_f16() {
+            true => "enable f16;\n",
+            false => "",
+        };
+        format!(
+            "{enable}{}alias InElement = {};\nalias OutElement = {};\n{}",
+            prelude(),
+            elements.read.wgsl(),
+            elements.written.wgsl(),
+            self.body
+        )
+    }
+
+    /// Whether the kernel declares tensors with the element aliases, so that it may be compiled
+    /// with f16 [`Elements`] (the forward kernels; every other kernel is f32 only).
+    pub fn stores_elements(&self) -> bool {
+        ["array<InElement", "array<vec4<InElement", "array<InValues"]
+            .iter()
+            .chain(&["array<OutElement", "array<OutValues"])
+            .any(|binding| self.body.contains(binding))
     }
 }
 

@@ -36,7 +36,7 @@ fn value_at(base: u32, k: u32, last: u32) -> f32 {
     if k > last {
         return 0.0;
     }
-    return input[base + k * params.plane];
+    return f32(input[base + k * params.plane]);
 }
 
 fn shift_in(w: Window, value: f32) -> Window {

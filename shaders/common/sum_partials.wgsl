@@ -3,7 +3,7 @@
 fn sum_partials(i: u32, len: u32, chunks: u32) -> f32 {
     var total = 0.0;
     for (var c = 0u; c < chunks; c++) {
-        total += partial[c * len + i];
+        total += f32(partial[c * len + i]);
     }
     return total;
 }

@@ -4,6 +4,9 @@
 // this measured twice the bandwidth of one value at a time: an invocation's loop, index and
 // bounds check are paid once per four values. values_by_one.wgsl is the same interface.
 alias Values = vec4<f32>;
+// A unit as stored in the tensors a kernel reads and the one it writes (shaders.rs's Elements).
+alias InValues = vec4<InElement>;
+alias OutValues = vec4<OutElement>;
 const VALUES: u32 = 4u;
 
 // The sum of a unit's values.

@@ -5,7 +5,7 @@
 // zero-bordered copy is made.
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transformed: array<f32>;
 
 // An invocation's tile: the first row of its channel's plane, and the image row and column of
@@ -33,7 +33,7 @@ fn input_at(tile: InputTile, y: i32, x: i32) -> f32 {
     if row < 0 || row >= i32(params.in_height) || column < 0 || column >= i32(params.in_width) {
         return 0.0;
     }
-    return input[(tile.plane + u32(row)) * params.in_width + u32(column)];
+    return f32(input[(tile.plane + u32(row)) * params.in_width + u32(column)]);
 }
 
 // Position xi of invocation `index`'s transformed tile, into [xi][input channel][P].

@@ -6,7 +6,7 @@
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> products: array<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> output: array<f32>;
+@group(0) @binding(3) var<storage, read_write> output: array<OutElement>;
 
 // Position xi of invocation `index`'s products.
 fn product(xi: u32, index: u32) -> f32 {
@@ -33,7 +33,7 @@ fn store_output_tile(index: u32, values: array<f32, OUTPUT_VALUES>) {
                 if params.relu != 0u {
                     value = max(value, 0.0);
                 }
-                output[start + x] = value;
+                output[start + x] = OutElement(value);
             }
         }
     }

@@ -24,12 +24,13 @@ pub(crate) fn list(backend: Option<String>) -> anyhow::Result<()> {
         println!("   driver: {} {}", a.info.driver, a.info.driver_info);
         println!(
             "   max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, \
-             invocations per workgroup {}, timestamp queries {}",
+             invocations per workgroup {}, timestamp queries {}, shader-f16 {}",
             l.max_storage_buffer_binding_size >> 20,
             l.max_buffer_size >> 20,
             l.max_compute_workgroup_storage_size >> 10,
             l.max_compute_invocations_per_workgroup,
-            if a.timestamps { "yes" } else { "no" }
+            if a.timestamps { "yes" } else { "no" },
+            if a.f16 { "yes" } else { "no" }
         );
     }
     Ok(())

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use convnet_wgpu::distributed::World;
-use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep, PlacedNetwork, Runner};
-use convnet_wgpu::model::{LayerKind, Loss, LossKind, Network};
+use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep, PlacedNetwork, Precision, Runner};
+use convnet_wgpu::model::{LayerKind, LayerPlan, Loss, LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
 use convnet_wgpu::weights::Weights;
 use convnet_wgpu::{check, Error};
@@ -66,6 +66,10 @@ pub(crate) fn check(
         device.timeout,
         format!("check on {}", contexts[0].info().name),
     )?;
+    if contexts[0].precision() == Precision::F16 {
+        let reference = (plan.as_slice(), &params, data.as_slice());
+        return check_f16(&contexts[0], (&gpu_plan, &gpu_params), reference);
+    }
     // Batch norms run by the running statistics at inference and by the batch's in training:
     // a network with them checks its inference forward here, and its training forward and
     // gradients on a second, unfolded network below. Without them one network does both.
@@ -183,6 +187,42 @@ pub(crate) fn check(
                 .map(|r| format!("{} (1 vs 2 devices)", r.name)),
         );
     }
+    Ok(finish_check(failed))
+}
+
+/// `check --precision f16`: the inference forward pass with f16 storage, each layer judged
+/// from the GPU's own inputs (its kernels and its storage alone), and the whole pass's drift
+/// from the f32 reference reported; there are no gradients to check (f16 is for inference).
+fn check_f16(
+    ctx: &GpuContext,
+    (gpu_plan, gpu_params): (&[LayerPlan], &Weights),
+    (plan, params, data): (&[LayerPlan], &Weights, &[f32]),
+) -> anyhow::Result<ExitCode> {
+    let net = GpuNetwork::new(ctx, gpu_plan, gpu_params)?;
+    println!("batch {}; f16 storage; {}", plan[0].batch, super::describe_memory(&net.memory()));
+    let layers = check::forward_layer_by_layer(&net, gpu_params, data)?;
+    println!(
+        "\nlayer outputs, each against the f64 reference of that layer from the GPU's own f16 \
+         inputs (tolerance {:e})",
+        check::F16_TOLERANCE
+    );
+    print_deviations(
+        "layer",
+        &layers.iter().collect::<Vec<_>>(),
+        Some(check::F16_TOLERANCE),
+        &[],
+    );
+    let failed = (layers.iter())
+        .filter(|r| !r.within(check::F16_TOLERANCE))
+        .map(|r| r.name.clone())
+        .collect();
+    let drift = check::forward(&net, plan, params, data)?;
+    println!(
+        "\nlayer outputs against the f32 CPU reference from the f32 input (not judged: f16's \
+         rounding compounds over the layers; see docs/results.md#half-precision-storage)"
+    );
+    print_deviations("layer", &drift.iter().collect::<Vec<_>>(), None, &[]);
+    println!("\nno gradients: --precision f16 runs forward passes only");
     Ok(finish_check(failed))
 }
 

@@ -21,7 +21,7 @@ use convnet_wgpu::bench as library_bench;
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
     self, AdapterChoice, AllReduce, ConvAlgorithm, DataParallel, GpuContext, KernelShape,
-    LinearKernel, MemoryUse, PlacedMemory, Variants,
+    LinearKernel, MemoryUse, PlacedMemory, Precision, Variants,
 };
 use convnet_wgpu::model::{self, LayerPlan, Loss, LossKind, Network};
 use convnet_wgpu::weights::{self, Weights};
@@ -300,6 +300,10 @@ pub(crate) struct DeviceArgs {
     /// The fully connected layers' backward kernels, chosen or forced as --conv-kernel.
     #[arg(long, value_enum, default_value = "auto")]
     matmul_kernel: ShapeChoice,
+    /// How activations and conv and linear weights are stored: f32, or f16 (half the bytes,
+    /// products still summed in f32) for forward passes on adapters with shader-f16.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionChoice,
     /// Plan as if one storage binding held at most this many MiB (never more than the adapter
     /// allows): a smaller adapter's limits, such as WebGPU's default 128 MiB, on a larger one;
     /// weights split and batches run in parts as they would there.
@@ -310,6 +314,12 @@ pub(crate) struct DeviceArgs {
     /// the user's cache directory; `none` reads nothing.
     #[arg(long, env = "CONVNET_TUNE_CACHE")]
     tune_cache: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionChoice {
+    F32,
+    F16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -459,6 +469,10 @@ impl DeviceArgs {
                 AlgorithmChoice::Winograd4 => ConvAlgorithm::Winograd4,
             },
             matmul: self.matmul_kernel.shape(),
+            precision: match self.precision {
+                PrecisionChoice::F32 => Precision::F32,
+                PrecisionChoice::F16 => Precision::F16,
+            },
         })
     }
 

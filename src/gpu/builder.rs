@@ -6,8 +6,9 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams};
+use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams, Pipeline};
 use crate::gpu::tuning::LayerChoice;
+use crate::shaders::{Element, Elements};
 
 /// GPU memory a network holds, in bytes, by purpose. It is fixed at construction: a pass
 /// allocates nothing.
@@ -63,6 +64,12 @@ pub(crate) fn u32_of(value: usize, what: &str) -> Result<u32> {
         .map_err(|_| Error::InvalidArgument(format!("{what} ({value}) exceeds 2^32")))
 }
 
+/// The size of a buffer of `len` values of `element`: whole 4-byte words (what copies and
+/// queue writes move), at least one.
+pub(crate) fn buffer_bytes(len: usize, element: Element) -> u64 {
+    ((len * element.bytes()).next_multiple_of(4) as u64).max(4)
+}
+
 /// Which account a buffer's bytes go to.
 #[derive(Clone, Copy)]
 pub(crate) enum Purpose {
@@ -71,9 +78,9 @@ pub(crate) enum Purpose {
     Scratch,
 }
 
-/// A storage buffer of the builder's pool: holds `floats` values.
+/// A storage buffer of the builder's pool: holds `bytes` bytes.
 pub(crate) struct Pooled {
-    floats: usize,
+    bytes: u64,
     buffer: wgpu::Buffer,
     /// How many times the pool had handed the buffer out, this time included.
     generation: u32,
@@ -107,6 +114,9 @@ pub(crate) struct Builder<'a> {
     pub folded_launches: usize,
     /// Whether the network computes gradients: its layers choose their kernels for training.
     pub trains: bool,
+    /// How the network stores its activations and weight matrices (f32 unless a network at
+    /// inference was asked for f16): what the forward kernels read and write.
+    pub stored: Element,
     /// Each layer's kernel choice where it has one to report, as (layer, description).
     pub choices: Vec<(String, LayerChoice)>,
     /// Buffers free for reuse.
@@ -124,6 +134,7 @@ impl<'a> Builder<'a> {
             memory: MemoryUse::default(),
             folded_launches: 0,
             trains: false,
+            stored: Element::F32,
             choices: Vec::new(),
             pool: Vec::new(),
             lent: Vec::new(),
@@ -163,7 +174,18 @@ impl<'a> Builder<'a> {
 
     /// A zero-initialised storage buffer of `floats` f32.
     pub fn storage(&mut self, label: &str, floats: usize, purpose: Purpose) -> wgpu::Buffer {
-        let bytes = (floats * 4) as u64;
+        self.storage_of(label, floats, Element::F32, purpose)
+    }
+
+    /// A zero-initialised storage buffer of `len` values of `element`.
+    pub fn storage_of(
+        &mut self,
+        label: &str,
+        len: usize,
+        element: Element,
+        purpose: Purpose,
+    ) -> wgpu::Buffer {
+        let bytes = buffer_bytes(len, element);
         match purpose {
             Purpose::Activations => self.memory.activations += bytes,
             Purpose::Gradients => self.memory.gradients += bytes,
@@ -171,7 +193,7 @@ impl<'a> Builder<'a> {
         }
         self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4),
+            size: bytes,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
@@ -179,19 +201,20 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// A buffer of at least `floats` values for `purpose`, from the pool where one is free (the
-    /// smallest that fits), else a new one. Its contents are undefined: whoever takes it writes
-    /// every value it later reads.
-    pub fn take(&mut self, label: &str, floats: usize, purpose: Purpose) -> Pooled {
+    /// A buffer of at least `len` values of `element` for `purpose`, from the pool where one is
+    /// free (the smallest that fits), else a new one. Its contents are undefined: whoever takes
+    /// it writes every value it later reads.
+    pub fn take(&mut self, label: &str, len: usize, element: Element, purpose: Purpose) -> Pooled {
+        let bytes = buffer_bytes(len, element);
         let fitting = (self.pool.iter().enumerate())
-            .filter(|(_, p)| p.floats >= floats)
-            .min_by_key(|(_, p)| p.floats)
+            .filter(|(_, p)| p.bytes >= bytes)
+            .min_by_key(|(_, p)| p.bytes)
             .map(|(i, _)| i);
         let mut pooled = match fitting {
             Some(i) => self.pool.swap_remove(i),
             None => Pooled {
-                floats,
-                buffer: self.storage(label, floats, purpose),
+                bytes,
+                buffer: self.storage_of(label, len, element, purpose),
                 generation: 0,
             },
         };
@@ -213,10 +236,15 @@ impl<'a> Builder<'a> {
         self.pool.push(pooled);
     }
 
-    /// Scratch of at least `floats` values for the current step's dispatches (a layer's): shared
+    /// Scratch of at least `floats` f32 for the current step's dispatches (a layer's): shared
     /// with other steps, so nothing it holds survives [`Builder::end_step`].
     pub fn scratch(&mut self, label: &str, floats: usize) -> wgpu::Buffer {
-        let pooled = self.take(label, floats, Purpose::Scratch);
+        self.scratch_of(label, floats, Element::F32)
+    }
+
+    /// As [`Builder::scratch`], of `len` values of `element`.
+    pub fn scratch_of(&mut self, label: &str, len: usize, element: Element) -> wgpu::Buffer {
+        let pooled = self.take(label, len, element, Purpose::Scratch);
         let buffer = pooled.buffer.clone();
         self.lent.push(pooled);
         buffer
@@ -240,6 +268,30 @@ impl<'a> Builder<'a> {
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
             })
+    }
+
+    /// A storage buffer holding `data` as `element` values (a weight matrix stored as
+    /// [`Builder::stored`]); f16 is rounded to nearest.
+    pub fn weights_of(&mut self, label: &str, data: &[f32], element: Element) -> wgpu::Buffer {
+        match element {
+            Element::F32 => self.weights(label, data),
+            Element::F16 => {
+                let mut half: Vec<half::f16> =
+                    data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                // Buffers hold whole 4-byte words.
+                half.resize(data.len().next_multiple_of(2), half::f16::ZERO);
+                self.memory.weights += (half.len() * 2) as u64;
+                self.ctx
+                    .device()
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(label),
+                        contents: bytemuck::cast_slice(&half),
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_SRC
+                            | wgpu::BufferUsages::COPY_DST,
+                    })
+            }
+        }
     }
 
     fn uniform<T: Pod>(&mut self, label: &str, params: &T) -> wgpu::Buffer {
@@ -323,6 +375,23 @@ impl<'a> Builder<'a> {
             .0
     }
 
+    /// As [`Builder::dispatch_specialised`], of `kernel` compiled for tensors of `elements`
+    /// (a forward kernel reading or writing the network's stored activations and weights).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_elements<P: KernelParams>(
+        &mut self,
+        label: &str,
+        kernel: &KernelDef<P>,
+        elements: Elements,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let pipeline = self.ctx.pipeline(kernel, elements, overrides);
+        self.bind(label, pipeline, params, buffers, workgroups).0
+    }
+
     /// As [`Builder::dispatch_specialised`], and the uniform buffer holding `params`, which the
     /// caller may rewrite between submissions (with the queue) to change them.
     pub fn dispatch_with_uniform<P: KernelParams>(
@@ -334,7 +403,20 @@ impl<'a> Builder<'a> {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> (Dispatch, wgpu::Buffer) {
-        let pipeline = self.ctx.pipeline(kernel, overrides);
+        let pipeline = self.ctx.pipeline(kernel, Elements::F32, overrides);
+        self.bind(label, pipeline, params, buffers, workgroups)
+    }
+
+    /// A dispatch of `pipeline` with `params` at binding 0 and `buffers` at bindings 1, 2, ...,
+    /// and the uniform buffer holding `params`.
+    fn bind<P: KernelParams>(
+        &mut self,
+        label: &str,
+        pipeline: Pipeline,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> (Dispatch, wgpu::Buffer) {
         let uniform = self.uniform(label, params);
         let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(&uniform)
             .chain(buffers.iter().copied())

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{KernelDef, KernelParams, Pipeline, Pipelines};
 use crate::gpu::tuning::Tuning;
-use crate::gpu::variants::{ConvAlgorithm, KernelShape, Variants};
-use crate::shaders::{TILE, TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
+use crate::gpu::variants::{ConvAlgorithm, KernelShape, Precision, Variants};
+use crate::shaders::{Element, Elements, TILE, TILE_INVOCATIONS, TILE_WORKGROUP_BYTES};
 
 /// Which adapter to run on. Empty fields fall back to `WGPU_ADAPTER_NAME` / `WGPU_BACKEND`, then
 /// to the default choice: the first hardware GPU, else a software adapter.
@@ -30,6 +30,8 @@ pub struct AdapterSummary {
     pub limits: wgpu::Limits,
     /// Whether it has timestamp queries (GPU-timed profiles).
     pub timestamps: bool,
+    /// Whether it can store f16 (`shader-f16`, for `--precision f16`).
+    pub f16: bool,
     /// Whether it runs on the CPU.
     pub software: bool,
 }
@@ -117,6 +119,7 @@ pub fn list_adapters(choice: &AdapterChoice) -> Result<Vec<AdapterSummary>> {
                 software: is_software(&info),
                 limits: adapter.limits(),
                 timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+                f16: adapter.features().contains(wgpu::Features::SHADER_F16),
                 info,
             }
         })
@@ -231,15 +234,12 @@ impl GpuContext {
         let adapter = select(choice)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // Timestamp queries where the adapter has them, for per-layer profiles.
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        // Timestamp queries where the adapter has them, for per-layer profiles; f16 storage
+        // where it has that, for `--precision f16`.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("convnet"),
-            required_features: if timestamps {
-                wgpu::Features::TIMESTAMP_QUERY
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: adapter.features() & wanted,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -384,13 +384,42 @@ impl GpuContext {
         self.pipelines.workgroup_size()
     }
 
-    /// `kernel`'s pipeline with `overrides`, compiled on first use and cached.
+    /// `kernel`'s pipeline for tensors of `elements`, with `overrides`, compiled on first use
+    /// and cached.
     pub(crate) fn pipeline<P: KernelParams>(
         &self,
         kernel: &KernelDef<P>,
+        elements: Elements,
         overrides: &[(&'static str, f64)],
     ) -> Pipeline {
-        self.pipelines.get(&self.device, kernel, overrides)
+        self.pipelines
+            .get(&self.device, kernel, elements, overrides)
+    }
+
+    /// Whether the device can store tensors as f16 (`shader-f16`; Vulkan's shaderFloat16 and
+    /// 16-bit storage).
+    pub fn has_f16(&self) -> bool {
+        self.device.features().contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// How this device's networks store activations and weight matrices: [`Precision::F32`]
+    /// unless forced.
+    pub fn precision(&self) -> Precision {
+        self.variants.precision
+    }
+
+    /// The element type of this device's networks' activations and weight matrices, or the
+    /// one-line error that the device cannot store f16.
+    pub(crate) fn stored_element(&self) -> Result<Element> {
+        match self.variants.precision {
+            Precision::F32 => Ok(Element::F32),
+            Precision::F16 if self.has_f16() => Ok(Element::F16),
+            Precision::F16 => Err(Error::InvalidArgument(format!(
+                "--precision f16 needs the shader-f16 feature, which {} ({:?}) does not have; \
+                 use --precision f32",
+                self.info.name, self.info.backend
+            ))),
+        }
     }
 
     /// Whether the adapter's limits can run the workgroup-tiled kernels (16 x 16 invocations and
@@ -563,6 +592,46 @@ impl GpuContext {
         };
         staging.unmap();
         Ok(data)
+    }
+
+    /// Copies `len` values stored as `element` from the start of `buffer` back to the CPU, as
+    /// f32 (exactly: every f16 is an f32). Allocates a staging buffer, so it belongs outside any
+    /// timed loop.
+    pub fn read_values(
+        &self,
+        buffer: &wgpu::Buffer,
+        len: usize,
+        element: Element,
+    ) -> Result<Vec<f32>> {
+        match element {
+            Element::F32 => self.read_f32(buffer, len),
+            Element::F16 => {
+                // f16 pairs as the f32 words the readback copies.
+                let words = self.read_f32(buffer, len.div_ceil(2))?;
+                let half: &[half::f16] = bytemuck::cast_slice(&words);
+                Ok(half[..len].iter().map(|v| v.to_f32()).collect())
+            }
+        }
+    }
+
+    /// Queues a write of `values` to the start of `buffer`, stored as `element` (f16 rounded to
+    /// nearest).
+    pub(crate) fn write_values(&self, buffer: &wgpu::Buffer, values: &[f32], element: Element) {
+        match element {
+            Element::F32 => self
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(values)),
+            Element::F16 => {
+                let mut half: Vec<half::f16> =
+                    values.iter().map(|&v| half::f16::from_f32(v)).collect();
+                // The queue writes whole 4-byte words.
+                if half.len() % 2 == 1 {
+                    half.push(half::f16::ZERO);
+                }
+                self.queue
+                    .write_buffer(buffer, 0, bytemuck::cast_slice(&half));
+            }
+        }
     }
 
     /// Copies `len` f32 values from the start of `buffer` back to the CPU. Allocates a staging

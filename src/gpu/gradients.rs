@@ -19,6 +19,7 @@ use crate::gpu::ops::elementwise::{self, GradientTarget};
 use crate::gpu::ops::{self, conv, linear, lrn, norm, pool, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
+use crate::shaders::Element;
 
 /// Where the gradient of the last layer's output comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -507,7 +508,7 @@ struct GradientSlots {
 impl GradientSlots {
     /// A new slot holding a buffer of at least `floats` values.
     fn take(&mut self, b: &mut Builder, label: &str, floats: usize) -> usize {
-        let pooled = b.take(label, floats, Purpose::Gradients);
+        let pooled = b.take(label, floats, Element::F32, Purpose::Gradients);
         self.buffers
             .push((pooled.buffer().clone(), pooled.generation()));
         self.taken.push(Some(pooled));

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::shaders::ShaderSource;
+use crate::shaders::{Elements, ShaderSource};
 
 /// A kernel's uniform parameter block: `#[repr(C)]`, plain old data, and the list of its fields
 /// as the WGSL struct must declare them.
@@ -182,9 +182,9 @@ pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
 }
 
-/// A pipeline's identity: its kernel's name and override constants (as f64 bits, to be
-/// hashable).
-type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
+/// A pipeline's identity: its kernel's name, the element types of its tensors and its override
+/// constants (as f64 bits, to be hashable).
+type PipelineKey = (&'static str, Elements, Vec<(&'static str, u64)>);
 
 /// Every pipeline a device has needed so far, made on first use and kept: a kernel specialised
 /// to a layer's shape (override constants) is compiled once per shape and shared by every layer
@@ -234,20 +234,27 @@ impl Pipelines {
         *self.seconds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `kernel`'s pipeline with `overrides`, compiled now if this device has not needed it
-    /// before. Errors surface through the caller's error scope.
+    /// `kernel`'s pipeline for tensors of `elements`, with `overrides`, compiled now if this
+    /// device has not needed it before. Errors surface through the caller's error scope.
     pub fn get<P: KernelParams>(
         &self,
         device: &wgpu::Device,
         kernel: &KernelDef<P>,
+        elements: Elements,
         overrides: &[(&'static str, f64)],
     ) -> Pipeline {
+        debug_assert!(
+            elements == Elements::F32 || kernel.shader.stores_elements(),
+            "{} reads and writes f32 only",
+            kernel.shader.name
+        );
         let size = (kernel.workgroup == Workgroup::Flat)
             .then(|| ("WORKGROUP_SIZE", f64::from(self.workgroup_size)));
         let constants: Vec<(&'static str, f64)> =
             size.into_iter().chain(overrides.iter().copied()).collect();
         let key = (
             kernel.shader.name,
+            elements,
             constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         );
         // A panic elsewhere cannot leave the map half-updated: insertion is one call.
@@ -260,7 +267,7 @@ impl Pipelines {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(key);
                 let start = Instant::now();
-                let pipeline = compile(device, &kernel.shader, &constants);
+                let pipeline = compile(device, &kernel.shader, elements, &constants);
                 *self.seconds.lock().unwrap_or_else(|e| e.into_inner()) +=
                     start.elapsed().as_secs_f64();
                 pipeline
@@ -272,11 +279,12 @@ impl Pipelines {
 fn compile(
     device: &wgpu::Device,
     shader: &ShaderSource,
+    elements: Elements,
     constants: &[(&'static str, f64)],
 ) -> Pipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(shader.file),
-        source: wgpu::ShaderSource::Wgsl(shader.wgsl().into()),
+        source: wgpu::ShaderSource::Wgsl(shader.wgsl_with(elements).into()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(shader.name),

@@ -42,10 +42,11 @@ pub use sgd::{Sgd, SgdConfig};
 pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
 pub use tuning::{ChoiceSource, ConvChoice, LayerChoice, TunedPass, Tuning};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
-pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Variants};
+pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Precision, Variants};
 
 use crate::error::Result;
 use crate::model::LayerPlan;
+use crate::shaders::Element;
 use crate::weights::Weights;
 
 /// What checking and benchmarking need of a network resident on one device or split over two.
@@ -62,11 +63,28 @@ pub trait Runner {
     fn read_layer(&self, index: usize) -> Result<Vec<f32>>;
     /// Every parameter gradient of the last backward pass, whole, in the weights' layouts.
     fn read_gradients(&self) -> Result<Weights>;
+    /// How the network stores its input and activations: f32 unless it was built for f16.
+    fn stored_element(&self) -> Element {
+        Element::F32
+    }
+    /// `input` as the network holds it once uploaded: each value rounded to
+    /// [`Runner::stored_element`].
+    fn stored_input(&self, input: &[f32]) -> Vec<f32> {
+        match self.stored_element() {
+            Element::F32 => input.to_vec(),
+            Element::F16 => (input.iter())
+                .map(|&v| half::f16::from_f32(v).to_f32())
+                .collect(),
+        }
+    }
 }
 
 macro_rules! runner {
-    ($t:ty) => {
+    ($t:ty $(, $stored:ident)?) => {
         impl Runner for $t {
+            $(fn stored_element(&self) -> Element {
+                <$t>::$stored(self)
+            })?
             fn plan(&self) -> &[LayerPlan] {
                 <$t>::plan(self)
             }
@@ -88,7 +106,7 @@ macro_rules! runner {
         }
     };
 }
-runner!(GpuNetwork<'_>);
+runner!(GpuNetwork<'_>, stored_element);
 runner!(TwoDeviceNetwork<'_>);
 runner!(MicroBatches<'_>);
 

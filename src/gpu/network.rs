@@ -19,6 +19,7 @@ use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedGrads, PackedWeights, Packing};
 use crate::gpu::tuning::LayerChoice;
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
+use crate::shaders::Element;
 use crate::weights::{Tensor, Weights};
 
 /// What a network built for training keeps of its forward pass.
@@ -38,6 +39,8 @@ pub enum Keep {
 pub struct GpuNetwork<'a> {
     ctx: &'a GpuContext,
     plan: Vec<LayerPlan>,
+    /// How the input, the layers' outputs and the conv and linear weights are stored.
+    stored: Element,
     input: wgpu::Buffer,
     outputs: Vec<wgpu::Buffer>,
     params: Vec<PackedWeights>,
@@ -339,8 +342,7 @@ impl<'a> GpuNetwork<'a> {
             )));
         }
         self.ctx.scoped("input upload", |ctx| {
-            ctx.queue()
-                .write_buffer(&self.input, 0, bytemuck::cast_slice(input))
+            ctx.write_values(&self.input, input, self.stored)
         })
     }
 
@@ -590,8 +592,13 @@ impl<'a> GpuNetwork<'a> {
                 layer.layer.name
             )));
         }
-        self.ctx
-            .read_f32(&self.outputs[index], layer.batch * layer.output.len())
+        let len = layer.batch * layer.output.len();
+        self.ctx.read_values(&self.outputs[index], len, self.stored)
+    }
+
+    /// How the network stores its input, its layers' outputs and its conv and linear weights.
+    pub fn stored_element(&self) -> Element {
+        self.stored
     }
 
     /// Layer `index` of the plan, or an error naming the plan's length.
@@ -677,7 +684,8 @@ impl<'a> GpuNetwork<'a> {
                 }
                 continue;
             }
-            tensors.extend(self.read_param_pair(params, &grads.weights, &grads.bias)?);
+            let weights = (grads.weights.as_slice(), Element::F32);
+            tensors.extend(self.read_param_pair(params, weights, &grads.bias)?);
         }
         Ok(Weights::from_tensors(tensors))
     }
@@ -758,18 +766,20 @@ impl<'a> GpuNetwork<'a> {
     pub fn read_weights(&self) -> Result<Weights> {
         let mut tensors = Vec::new();
         for params in &self.params {
-            tensors.extend(self.read_param_pair(params, &params.weights, &params.bias)?);
+            let weights = (params.weights.as_slice(), self.stored);
+            tensors.extend(self.read_param_pair(params, weights, &params.bias)?);
         }
         Ok(Weights::from_tensors(tensors))
     }
 
     /// One layer's parameters (or their gradients) read back in the weights file's names and
-    /// layouts: the weight, and the bias where the layer has one; for a batch norm, its weight
-    /// and bias and the running statistics its `[4][channels]` buffer holds beside them.
+    /// layouts: the weight (stored as `element`), and the bias where the layer has one; for a
+    /// batch norm, its weight and bias and the running statistics its `[4][channels]` buffer
+    /// holds beside them.
     fn read_param_pair(
         &self,
         params: &PackedWeights,
-        weights: &[wgpu::Buffer],
+        (weights, element): (&[wgpu::Buffer], Element),
         bias: &wgpu::Buffer,
     ) -> Result<Vec<(String, Tensor)>> {
         let layer = &self.plan[params.layer];
@@ -798,7 +808,7 @@ impl<'a> GpuNetwork<'a> {
         let packed = weights
             .iter()
             .zip(&lens)
-            .map(|(buffer, &len)| self.ctx.read_f32(buffer, len))
+            .map(|(buffer, &len)| self.ctx.read_values(buffer, len, element))
             .collect::<Result<Vec<_>>>()?;
         let weight = params
             .packing
@@ -915,14 +925,23 @@ fn build_unscoped<'a>(
     }
     let mut b = Builder::new(ctx);
     b.trains = training.is_some();
+    b.stored = ctx.stored_element()?;
+    if b.trains && b.stored != Element::F32 {
+        return Err(Error::InvalidArgument(
+            "--precision f16 is for inference (forward passes); a network that trains keeps \
+             f32 activations and weights"
+                .into(),
+        ));
+    }
+    let value_bytes = b.stored.bytes();
     let first = plan
         .first()
         .ok_or_else(|| Error::InvalidArgument("empty network".into()))?;
     let batch = first.batch;
     for layer in plan {
-        let bytes = (batch * layer.output.len() * 4) as u64;
+        let bytes = (batch * layer.output.len() * value_bytes) as u64;
         if bytes > b.max_binding {
-            let per_image = (layer.output.len() * 4) as u64;
+            let per_image = (layer.output.len() * value_bytes) as u64;
             return Err(b.too_large(
                 format!("batch {batch}"),
                 match b.max_binding / per_image {
@@ -944,8 +963,9 @@ fn build_unscoped<'a>(
             ));
         }
     }
-    b.check_binding("the input batch", (batch * first.input.len() * 4) as u64)?;
-    let input = b.storage("input", batch * first.input.len(), Purpose::Activations);
+    let input_len = batch * first.input.len();
+    b.check_binding("the input batch", (input_len * value_bytes) as u64)?;
+    let input = b.storage_of("input", input_len, b.stored, Purpose::Activations);
 
     // Which outputs outlive the forward pass; the others share the pool's buffers, each given
     // back after the last layer that reads it has run forward.
@@ -983,9 +1003,9 @@ fn build_unscoped<'a>(
         let label = format!("{name} output");
         let len = batch * layer.output.len();
         let output = if kept[index] {
-            b.storage(&label, len, Purpose::Activations)
+            b.storage_of(&label, len, b.stored, Purpose::Activations)
         } else {
-            let pooled = b.take(&label, len, Purpose::Activations);
+            let pooled = b.take(&label, len, b.stored, Purpose::Activations);
             let buffer = pooled.buffer().clone();
             lending[index] = Some(pooled.generation());
             transient[index] = Some(pooled);
@@ -1091,6 +1111,7 @@ fn build_unscoped<'a>(
         .collect();
     Ok(GpuNetwork {
         ctx,
+        stored: b.stored,
         readable,
         plan: plan.to_vec(),
         input,

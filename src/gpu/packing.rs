@@ -44,6 +44,8 @@ pub(crate) struct PackedWeights {
     /// Index of the layer in the plan.
     pub layer: usize,
     pub packing: Packing,
+    /// The weight (one buffer per slice): conv and linear weights as the network stores its
+    /// activations ([`Builder::stored`]), a batch norm's f32.
     pub weights: Vec<wgpu::Buffer>,
     pub bias: wgpu::Buffer,
 }
@@ -256,9 +258,11 @@ pub(crate) fn upload(
     };
     let weight = weights.tensor(name, "weight")?;
     let mut buffers = Vec::new();
+    // The weight matrix is stored as the network's activations are (f16 where asked).
     for (i, packed) in packing.pack(weight).iter().enumerate() {
-        b.check_binding(&format!("{name}.weight"), (packed.len() * 4) as u64)?;
-        buffers.push(b.weights(&format!("{name}.weight[{i}]"), packed));
+        let bytes = (packed.len() * b.stored.bytes()) as u64;
+        b.check_binding(&format!("{name}.weight"), bytes)?;
+        buffers.push(b.weights_of(&format!("{name}.weight[{i}]"), packed, b.stored));
     }
     // A convolution without bias (a batch norm follows it) adds zeros: the kernel stays one.
     let zeros = vec![0.0; layer.output.channels];

@@ -47,6 +47,22 @@ pub struct Variants {
     pub conv_algorithm: ConvAlgorithm,
     /// The fully connected layers' backward products.
     pub matmul: KernelShape,
+    /// How activations and weight matrices are stored.
+    pub precision: Precision,
+}
+
+/// How a network's activations (the input and every layer's output) and weight matrices are
+/// stored on the device; products accumulate in f32 either way, and biases, batch-norm
+/// parameters and statistics, gradients and optimiser state are f32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// Half the bytes of f32, 11 significant bits: for inference on adapters with
+    /// `shader-f16`; networks that train refuse it.
+    F16,
 }
 
 /// How a 3x3 or 5x5 stride-1 convolution (forward, input gradient, itself such a convolution,

@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch};
 use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::model::LayerPlan;
-use crate::shaders::{self, CONCAT_UNITS};
+use crate::shaders::{self, Elements, CONCAT_UNITS};
 
 kernel_params! {
     /// relu_backward's parameters.
@@ -178,7 +178,16 @@ pub(crate) fn add_forward(
     };
     let workgroups = b.grid_1d(name, len / unit)?;
     let args = [first, second, output];
-    Ok(vec![b.dispatch(name, kernel, &params, &args, workgroups)])
+    let elements = Elements::both(b.stored);
+    Ok(vec![b.dispatch_elements(
+        name,
+        kernel,
+        elements,
+        &[],
+        &params,
+        &args,
+        workgroups,
+    )])
 }
 
 /// The dispatches of a channel concatenation: one copy per input into its slice.
@@ -205,7 +214,16 @@ pub(crate) fn concat_forward(
         offset += dims.len();
         let workgroups = b.grid_1d(name, (len / unit).div_ceil(CONCAT_UNITS))?;
         let args = [*source, output];
-        dispatches.push(b.dispatch(name, kernel, &params, &args, workgroups));
+        let elements = Elements::both(b.stored);
+        dispatches.push(b.dispatch_elements(
+            name,
+            kernel,
+            elements,
+            &[],
+            &params,
+            &args,
+            workgroups,
+        ));
     }
     Ok(dispatches)
 }

@@ -13,7 +13,7 @@ use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights, Packing, Slice};
 use crate::gpu::variants::{KernelShape, LinearKernel};
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, BLOCK, TILE};
+use crate::shaders::{self, Element, Elements, BLOCK, TILE};
 
 kernel_params! {
     /// gemm's parameters: `rows x depth` by one weight slice of `columns`.
@@ -176,7 +176,16 @@ pub(crate) fn forward(
             1,
         )?;
         let args = [input, weight, &params.bias, output];
-        dispatches.push(b.dispatch(&label, &GEMM, &gemm, &args, workgroups));
+        let elements = Elements::both(b.stored);
+        dispatches.push(b.dispatch_elements(
+            &label,
+            &GEMM,
+            elements,
+            &[],
+            &gemm,
+            &args,
+            workgroups,
+        ));
     }
     Ok(dispatches)
 }
@@ -198,6 +207,15 @@ fn small_batch(
     let chunks = chunks.min((b.max_binding / (len * 4) as u64).max(1) as usize);
     let partial = (chunks > 1).then(|| b.scratch(&format!("{name} partial sums"), chunks * len));
     let target = partial.as_ref().unwrap_or(output);
+    // The input and weights as the network stores them; the partial sums in f32.
+    let elements = Elements {
+        read: b.stored,
+        written: if partial.is_some() {
+            Element::F32
+        } else {
+            b.stored
+        },
+    };
     let chunk_depth = shape.depth.div_ceil(chunks);
     let mut dispatches = Vec::new();
     for (slice, weight) in slices.iter().zip(&p.weights) {
@@ -221,7 +239,16 @@ fn small_batch(
             chunks,
         )?;
         let args = [input, weight, &p.bias, target];
-        dispatches.push(b.dispatch(&label, &GEMM_SMALL_BATCH, &params, &args, workgroups));
+        let kernel = &GEMM_SMALL_BATCH;
+        dispatches.push(b.dispatch_elements(
+            &label,
+            kernel,
+            elements,
+            &[],
+            &params,
+            &args,
+            workgroups,
+        ));
     }
     if let Some(partial) = &partial {
         let params = SplitKReduceParams {
@@ -233,7 +260,20 @@ fn small_batch(
         let workgroups = b.grid_1d(name, len.div_ceil(4))?;
         let args = [partial, &p.bias, output];
         let label = format!("{name} reduce");
-        dispatches.push(b.dispatch(&label, &GEMM_SPLIT_K_REDUCE, &params, &args, workgroups));
+        let elements = Elements {
+            read: Element::F32,
+            written: b.stored,
+        };
+        let kernel = &GEMM_SPLIT_K_REDUCE;
+        dispatches.push(b.dispatch_elements(
+            &label,
+            kernel,
+            elements,
+            &[],
+            &params,
+            &args,
+            workgroups,
+        ));
     }
     Ok(dispatches)
 }

@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef, Overrides};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders;
+use crate::shaders::{self, Elements};
 
 kernel_params! {
     /// lrn_forward's and lrn_backward's parameters (`shaders/common/lrn_window.wgsl`).
@@ -78,8 +78,9 @@ pub(crate) fn forward(
     let workgroups = b.grid_1d(name, positions)?;
     let (params, overrides) = LrnParams::of(layer)?;
     let args = [input, output];
-    Ok(vec![b.dispatch_specialised(
-        name, &FORWARD, &overrides, &params, &args, workgroups,
+    let elements = Elements::both(b.stored);
+    Ok(vec![b.dispatch_elements(
+        name, &FORWARD, elements, &overrides, &params, &args, workgroups,
     )])
 }
 

@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef, Overrides};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, POOL_TILE};
+use crate::shaders::{self, Elements, POOL_TILE};
 
 kernel_params! {
     /// max_pool_forward's, max_pool_argmax's and max_pool_backward's parameters.
@@ -135,7 +135,11 @@ pub(crate) fn max_forward(
         }
         None => {
             let args = [input, output];
-            b.dispatch_specialised(name, &MAX_FORWARD, &overrides, &params, &args, workgroups)
+            let elements = Elements::both(b.stored);
+            let kernel = &MAX_FORWARD;
+            b.dispatch_elements(
+                name, kernel, elements, &overrides, &params, &args, workgroups,
+            )
         }
     };
     Ok(vec![dispatch])
@@ -220,9 +224,13 @@ pub(crate) fn adaptive_avg_forward(
     let params = AdaptiveAvgPoolParams::of(layer)?;
     let workgroups = b.grid_1d(name, layer.batch * o.len())?;
     let args = [input, output];
-    Ok(vec![b.dispatch(
+    let elements = Elements::both(b.stored);
+    let kernel = &ADAPTIVE_AVG_FORWARD;
+    Ok(vec![b.dispatch_elements(
         name,
-        &ADAPTIVE_AVG_FORWARD,
+        kernel,
+        elements,
+        &[],
         &params,
         &args,
         workgroups,

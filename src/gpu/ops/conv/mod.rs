@@ -16,7 +16,7 @@ use crate::gpu::packing::{PackedGrads, PackedWeights, Packing};
 use crate::gpu::tuning::{ChoiceSource, ConvChoice, LayerChoice, TunedPass};
 use crate::gpu::variants::{ConvAlgorithm, KernelShape};
 use crate::model::{LayerKind, LayerPlan, Pad};
-use crate::shaders::{self, BLOCK, TILE};
+use crate::shaders::{self, Element, Elements, BLOCK, TILE};
 
 mod winograd;
 
@@ -207,11 +207,13 @@ impl Variant {
         }
     }
 
-    /// A convolution of `params`; `args` are input, packed weights, bias, output.
+    /// A convolution of `params`; `args` are input, packed weights, bias, output, the input and
+    /// weights stored as `elements.read`, the output as `elements.written`.
     fn forward(
         self,
         b: &mut Builder,
         label: &str,
+        elements: Elements,
         params: &Conv2dParams,
         args: [&wgpu::Buffer; 4],
     ) -> Result<Dispatch> {
@@ -231,7 +233,7 @@ impl Variant {
                 b.grid_3d(label, pixels.div_ceil(BLOCK), packed_out / BLOCK, groups)?,
             ),
         };
-        Ok(b.dispatch(label, kernel, params, &args, workgroups))
+        Ok(b.dispatch_elements(label, kernel, elements, &[], params, &args, workgroups))
     }
 
     /// The filter gradient in `chunks` chunks of pixels; `args` are input, transposed output
@@ -354,7 +356,8 @@ impl Choice {
 
 /// A zero-bordered copy of `planes` planes of `height` x `width` into planes padded to
 /// `padded_height` x `padded_width`, value (y, x) at (`top` + y * `stride_height`, `left` + x *
-/// `stride_width`): the dispatch that fills it, border and gaps included, each pass.
+/// `stride_width`), both stored as `element`: the dispatch that fills it, border and gaps
+/// included, each pass.
 #[allow(clippy::too_many_arguments)]
 fn pad_planes(
     b: &mut Builder,
@@ -364,8 +367,8 @@ fn pad_planes(
     (padded_height, padded_width): (usize, usize),
     (top, left): (usize, usize),
     (stride_height, stride_width): (usize, usize),
-    source: &wgpu::Buffer,
-    padded: &wgpu::Buffer,
+    (source, padded): (&wgpu::Buffer, &wgpu::Buffer),
+    element: Element,
 ) -> Result<Dispatch> {
     let rows = planes * padded_height;
     let params = PadParams {
@@ -381,7 +384,9 @@ fn pad_planes(
         ..Default::default()
     };
     let workgroups = b.grid_1d(label, rows)?;
-    Ok(b.dispatch(label, &PAD_INPUT, &params, &[source, padded], workgroups))
+    let args = [source, padded];
+    let elements = Elements::both(element);
+    Ok(b.dispatch_elements(label, &PAD_INPUT, elements, &[], &params, &args, workgroups))
 }
 
 /// For a padded convolution on the register-block kernel: a zero-bordered copy of its input,
@@ -404,8 +409,12 @@ fn pad_input(
     let padded_width = width + pad.left + pad.right;
     let planes = layer.batch * layer.input.channels;
     let len = planes * padded_height * padded_width;
-    b.check_binding(&format!("{name}'s padded input"), (len * 4) as u64)?;
-    let padded = b.scratch(&format!("{name} padded input"), len);
+    let element = b.stored;
+    b.check_binding(
+        &format!("{name}'s padded input"),
+        (len * element.bytes()) as u64,
+    )?;
+    let padded = b.scratch_of(&format!("{name} padded input"), len, element);
     dispatches.push(pad_planes(
         b,
         &format!("{name} pad input"),
@@ -414,8 +423,8 @@ fn pad_input(
         (padded_height, padded_width),
         (pad.top, pad.left),
         (1, 1),
-        input,
-        &padded,
+        (input, &padded),
+        element,
     )?);
     params.in_height = u32_of(padded_height, "height")?;
     params.in_width = u32_of(padded_width, "width")?;
@@ -456,7 +465,8 @@ pub(crate) fn forward(
     };
     let source = padded.as_ref().unwrap_or(input);
     let args = [source, &params.weights[0], &params.bias, output];
-    dispatches.push(variant.forward(b, &layer.layer.name, &conv, args)?);
+    let elements = Elements::both(b.stored);
+    dispatches.push(variant.forward(b, &layer.layer.name, elements, &conv, args)?);
     Ok(dispatches)
 }
 
@@ -792,8 +802,8 @@ fn input_gradient(
             (padded_height, padded_width),
             (top, left),
             (sy, sx),
-            grad_output,
-            &padded,
+            (grad_output, &padded),
+            Element::F32,
         )?;
         (padded, vec![pad])
     };
@@ -806,6 +816,6 @@ fn input_gradient(
         ..full
     };
     let args = [&padded, rotated, &zero_bias, grad_input];
-    dispatches.push(variant.forward(b, &label, &conv, args)?);
+    dispatches.push(variant.forward(b, &label, Elements::F32, &conv, args)?);
     Ok(dispatches)
 }

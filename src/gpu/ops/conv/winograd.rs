@@ -20,7 +20,7 @@ use super::{Conv2dParams, ConvAlgorithm, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
-use crate::shaders::{self, BLOCK};
+use crate::shaders::{self, Element, Elements, BLOCK};
 
 kernel_params! {
     /// The Winograd transforms' parameters (shaders/common/winograd_params.wgsl).
@@ -245,13 +245,13 @@ impl Tiling {
 fn transform(
     b: &mut Builder,
     label: &str,
-    kernel: &KernelDef<WinogradParams>,
+    (kernel, elements): (&KernelDef<WinogradParams>, Elements),
     params: &WinogradParams,
     args: &[&wgpu::Buffer],
     invocations: usize,
 ) -> Result<Dispatch> {
     let workgroups = b.grid_1d(label, invocations)?;
-    Ok(b.dispatch(label, kernel, params, args, workgroups))
+    Ok(b.dispatch_elements(label, kernel, elements, &[], params, args, workgroups))
 }
 
 /// The grouped 1x1 convolution of the transform's positions (per group of the layer) over a
@@ -320,13 +320,22 @@ pub(super) fn convolution(
         positions * out_channels,
         Purpose::Scratch,
     );
+    // The weights and the input as the network stores them; the transforms and products in f32.
+    let from_stored = Elements {
+        read: b.stored,
+        written: Element::F32,
+    };
+    let to_stored = Elements {
+        read: Element::F32,
+        written: b.stored,
+    };
     let mut dispatches = Vec::new();
     let filter_params = tiling.params(params, 0, 0)?;
     let args = [weights, &filters];
     dispatches.push(transform(
         b,
         &format!("{label} Winograd filters"),
-        &transforms.filter,
+        (&transforms.filter, from_stored),
         &filter_params,
         &args,
         channels * packed_out,
@@ -338,7 +347,7 @@ pub(super) fn convolution(
         dispatches.push(transform(
             b,
             &format!("{label} Winograd inputs"),
-            &transforms.input,
+            (&transforms.input, from_stored),
             &chunk_params,
             &args,
             channels * chunk_tiles,
@@ -349,6 +358,7 @@ pub(super) fn convolution(
         dispatches.push(variant.forward(
             b,
             &format!("{label} Winograd product"),
+            Elements::F32,
             &product,
             args,
         )?);
@@ -357,7 +367,7 @@ pub(super) fn convolution(
         dispatches.push(transform(
             b,
             &format!("{label} Winograd outputs"),
-            &transforms.output,
+            (&transforms.output, to_stored),
             &chunk_params,
             &args,
             out_channels * chunk_tiles,
@@ -410,7 +420,7 @@ pub(super) fn filter_gradient(
         dispatches.push(transform(
             b,
             &format!("{label} Winograd inputs"),
-            &transforms.input,
+            (&transforms.input, Elements::F32),
             &chunk_params,
             &args,
             channels * chunk_tiles,
@@ -421,7 +431,7 @@ pub(super) fn filter_gradient(
         dispatches.push(transform(
             b,
             &format!("{label} Winograd output gradients"),
-            &transforms.gradient,
+            (&transforms.gradient, Elements::F32),
             &chunk_params,
             &args,
             chunk_tiles * groups * packed_out / 4,
@@ -446,7 +456,7 @@ pub(super) fn filter_gradient(
         dispatches.push(transform(
             b,
             &format!("{label} Winograd filter gradient"),
-            &transforms.filter_gradient,
+            (&transforms.filter_gradient, Elements::F32),
             &chunk_params,
             &args,
             channels * packed_out,
