@@ -517,6 +517,8 @@ pub struct DeviceInfo {
     pub linear_kernel: String,
     /// The fully connected layers' backward kernel shape.
     pub matmul_kernel: String,
+    /// How activations and conv and linear weights are stored (`F32`, `F16`).
+    pub precision: String,
 }
 
 impl DeviceInfo {
@@ -536,6 +538,7 @@ impl DeviceInfo {
             tuned_choices: ctx.tuning().len(),
             linear_kernel: format!("{:?}", ctx.variants().linear),
             matmul_kernel: format!("{:?}", ctx.matmul_kernel()),
+            precision: format!("{:?}", ctx.precision()),
         }
     }
 }

@@ -94,7 +94,9 @@ fn every_forward_op(input: Dims) -> Network {
 /// Random weights with the batch norm's running variance positive.
 fn weights_of(network: &Network, seed: u64) -> Weights {
     let mut weights = random_weights(network, seed);
-    let variance = weights.get_mut("bn.running_var").expect("the network has bn");
+    let variance = weights
+        .get_mut("bn.running_var")
+        .expect("the network has bn");
     for v in &mut variance.data {
         *v = v.abs() + 0.5;
     }
@@ -131,11 +133,27 @@ fn f16_storage_matches_the_reference_layer_by_layer_with_every_kernel_variant() 
     // writes f32 partial sums, its reduction the f16 output).
     let cases = [
         (RegisterBlock, Direct, LinearKernel::Block16),
-        (WorkgroupTile, Direct, LinearKernel::SmallBatch { chunks: 1 }),
-        (RegisterBlock, Winograd2, LinearKernel::SmallBatch { chunks: 3 }),
+        (
+            WorkgroupTile,
+            Direct,
+            LinearKernel::SmallBatch { chunks: 1 },
+        ),
+        (
+            RegisterBlock,
+            Winograd2,
+            LinearKernel::SmallBatch { chunks: 3 },
+        ),
         (WorkgroupTile, Winograd2, LinearKernel::Block16),
-        (RegisterBlock, Winograd4, LinearKernel::SmallBatch { chunks: 1 }),
-        (WorkgroupTile, Winograd4, LinearKernel::SmallBatch { chunks: 2 }),
+        (
+            RegisterBlock,
+            Winograd4,
+            LinearKernel::SmallBatch { chunks: 1 },
+        ),
+        (
+            WorkgroupTile,
+            Winograd4,
+            LinearKernel::SmallBatch { chunks: 2 },
+        ),
     ];
     for shared in contexts() {
         if !shared.has_f16() {

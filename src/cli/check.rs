@@ -199,7 +199,11 @@ fn check_f16(
     (plan, params, data): (&[LayerPlan], &Weights, &[f32]),
 ) -> anyhow::Result<ExitCode> {
     let net = GpuNetwork::new(ctx, gpu_plan, gpu_params)?;
-    println!("batch {}; f16 storage; {}", plan[0].batch, super::describe_memory(&net.memory()));
+    println!(
+        "batch {}; f16 storage; {}",
+        plan[0].batch,
+        super::describe_memory(&net.memory())
+    );
     let layers = check::forward_layer_by_layer(&net, gpu_params, data)?;
     println!(
         "\nlayer outputs, each against the f64 reference of that layer from the GPU's own f16 \

@@ -620,12 +620,16 @@ pub(crate) fn open_replica_contexts_quiet_if(
     for (i, ctx) in contexts.iter().enumerate().filter(|_| !quiet) {
         println!(
             "device {i}: {}; convolutions {:?} (3x3 stride 1: {:?}), fully connected {:?} \
-             (backward {:?})",
+             (backward {:?}){}",
             ctx.describe(),
             ctx.conv_kernel(),
             ctx.conv_algorithm(),
             ctx.variants().linear,
-            ctx.matmul_kernel()
+            ctx.matmul_kernel(),
+            match ctx.precision() {
+                Precision::F32 => "",
+                Precision::F16 => "; activations and weights stored as f16",
+            }
         );
         if let Some(tuned) = describe_tuning(ctx) {
             println!("device {i}: {tuned}");

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use convnet_wgpu::files;
-use convnet_wgpu::gpu::tuning;
+use convnet_wgpu::gpu::{tuning, Precision};
 use convnet_wgpu::tune::{self, TuneReport};
 
 use super::{open_context, DeviceArgs, ModelArgs};
@@ -16,6 +16,9 @@ pub(crate) fn tune(
     seed: u64,
     json: Option<&Path>,
 ) -> anyhow::Result<()> {
+    if device.variants()?.precision == Precision::F16 {
+        anyhow::bail!("tune measures f32 kernels: drop --precision f16");
+    }
     let network = model.network.build()?;
     let path = device.tune_cache_path()?;
     if let Some(json) = json {
