@@ -159,13 +159,17 @@ pub fn forward_layer_by_layer(
     each_layer(net, weights, input, reference::layer_forward_from)
 }
 
+/// One layer of the f64 reference from the network's input and the earlier layers' outputs
+/// (`reference::layer_forward_from`, `reference::layer_training_forward`).
+type LayerReference = fn(&LayerPlan, &[f64], &[Vec<f64>], &Parameters<f64>) -> Result<Vec<f64>>;
+
 /// The GPU's output of every layer against `layer_reference` of that layer, in f64, from the
 /// GPU's outputs of the layers before it.
 fn each_layer(
     net: &dyn Runner,
     weights: &Weights,
     input: &[f32],
-    layer_reference: fn(&LayerPlan, &[f64], &[Vec<f64>], &Parameters<f64>) -> Result<Vec<f64>>,
+    layer_reference: LayerReference,
 ) -> Result<Vec<Deviation>> {
     net.upload_input(input)?;
     net.forward()?;
