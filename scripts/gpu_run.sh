@@ -82,6 +82,13 @@ step "$convnet" bench $gpu --batch 32 --conv-algorithm winograd2 --json "$json/a
 step "$convnet" bench $gpu --batch 32 --conv-algorithm winograd4 --json "$json/alexnet-winograd4.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --conv-algorithm winograd4 --json "$json/vgg16-winograd4.json"
 step "$convnet" check $gpu --batch 32 --conv-algorithm winograd4
+# f16 storage (--precision f16), never yet run on a GPU: forward at the batch where the fully
+# connected layers are bound by their weights, and at 32; its accuracy.
+step "$convnet" bench $gpu --batch 2 --pass forward --profile --json "$json/alexnet-b2.json"
+step "$convnet" bench $gpu --batch 2 --precision f16 --profile --json "$json/alexnet-b2-f16.json"
+step "$convnet" bench $gpu --batch 32 --precision f16 --profile --json "$json/alexnet-f16.json"
+step "$convnet" check $gpu --batch 2 --precision f16
+step "$convnet" bench $gpu --model resnet50 --batch 32 --precision f16 --json "$json/resnet50-f16.json"
 step "$convnet" tune $gpu --batch 32 --tune-cache "$json/tune.json"
 step "$convnet" bench $gpu --batch 32 --tune-cache "$json/tune.json" --json "$json/alexnet-tuned.json"
 step "$convnet" bench $gpu --model vgg16 --batch 32 --json "$json/vgg16.json"
