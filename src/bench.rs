@@ -679,7 +679,10 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                         ))
                     })?;
                 let cost = model::layer_cost(planned, direction, index > 0);
-                let (flops, bytes) = (cost.flops as f64, cost.bytes as f64);
+                // The bytes as the network stores its tensors and weights (f16 halves them; its
+                // f32 biases are a rounding error of the count).
+                let stored = net.stored_element().bytes() as f64 / 4.0;
+                let (flops, bytes) = (cost.flops as f64, cost.bytes as f64 * stored);
                 Ok(LayerProfile {
                     layer: layer.layer.clone(),
                     dispatches: layer.dispatches,

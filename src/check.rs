@@ -141,9 +141,12 @@ pub fn training_forward(
 /// What f16 storage costs one layer: each weight rounded to 11 significant bits (relative error
 /// up to 2^-11 = 4.9e-4, independent from weight to weight, so a sum of K products moves by
 /// about 2^-11 * sqrt(K) of its terms' root-mean-square, well below its scale), and the output
-/// rounded once as it is stored (up to 2^-11 of the value, so of the tensor's scale). The
+/// rounded once as it is stored (up to 2^-11 of the value, so of the tensor's scale; WGSL does
+/// not promise round-to-nearest for f32 to f16, so up to 2^-10 where a driver truncates). The
 /// products accumulate in f32 (2^-24). AlexNet's layers measure 3.6e-4 to 4.7e-4; 2e-3 is 4x
-/// the rounding bound, and a wrong index or a value read as the wrong type errs by order 1. The error of the whole network against an f32 pass, where
+/// the round-to-nearest bound, 2x truncation's, and a wrong index or a value read as the wrong
+/// type errs by order 1. A value beyond f16's range (65504) would be stored as infinity and fail
+/// here as an infinite error. The error of the whole network against an f32 pass, where
 /// the layers' errors compound, is reported beside it (docs/results.md#half-precision-storage).
 pub const F16_TOLERANCE: f32 = 2e-3;
 

@@ -74,9 +74,11 @@ pub fn evaluate(net: &GpuNetwork, images: &[f32], labels: &[usize]) -> Result<Ev
     }
     let mut padded = vec![0.0f32; batch * per_image];
     let mut logits = Vec::with_capacity(labels.len() * classes);
-    // The batch's logits come back through one staging buffer, made before the loop.
+    // The batch's logits come back through one staging buffer, made before the loop, as the
+    // network stores them.
     let ctx = net.context();
-    let staging = ctx.staging_buffer("eval logits", batch * classes);
+    let element = net.stored_element();
+    let staging = ctx.staging_buffer_of("eval logits", batch * classes, element);
     let start = Instant::now();
     for chunk in images.chunks(batch * per_image) {
         let input = if chunk.len() == padded.len() {
@@ -92,7 +94,7 @@ pub fn evaluate(net: &GpuNetwork, images: &[f32], labels: &[usize]) -> Result<Ev
             encoder.copy_buffer_to_buffer(net.logits_buffer(), 0, &staging, 0, staging.size());
             Ok(())
         })?;
-        let out = ctx.read_staging(&staging, batch * classes)?;
+        let out = ctx.read_staging_values(&staging, batch * classes, element)?;
         logits.extend_from_slice(&out[..chunk.len() / per_image * classes]);
     }
     let seconds = start.elapsed().as_secs_f64();

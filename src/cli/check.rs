@@ -67,8 +67,12 @@ pub(crate) fn check(
         format!("check on {}", contexts[0].info().name),
     )?;
     if contexts[0].precision() == Precision::F16 {
+        if contexts.len() > 1 {
+            anyhow::bail!("--precision f16 runs on one device: drop --devices");
+        }
+        let gpu = (&gpu_network, gpu_plan.as_slice(), &gpu_params);
         let reference = (plan.as_slice(), &params, data.as_slice());
-        return check_f16(&contexts[0], (&gpu_plan, &gpu_params), reference);
+        return check_f16(&contexts, gpu, reference);
     }
     // Batch norms run by the running statistics at inference and by the batch's in training:
     // a network with them checks its inference forward here, and its training forward and
@@ -194,17 +198,18 @@ pub(crate) fn check(
 /// from the GPU's own inputs (its kernels and its storage alone), and the whole pass's drift
 /// from the f32 reference reported; there are no gradients to check (f16 is for inference).
 fn check_f16(
-    ctx: &GpuContext,
-    (gpu_plan, gpu_params): (&[LayerPlan], &Weights),
+    contexts: &[GpuContext],
+    (gpu_network, gpu_plan, gpu_params): (&Network, &[LayerPlan], &Weights),
     (plan, params, data): (&[LayerPlan], &Weights, &[f32]),
 ) -> anyhow::Result<ExitCode> {
-    let net = GpuNetwork::new(ctx, gpu_plan, gpu_params)?;
+    let placed = PlacedNetwork::new(contexts, gpu_network, gpu_plan, gpu_params, None)?;
+    let net = placed.runner();
     println!(
         "batch {}; f16 storage; {}",
         plan[0].batch,
-        super::describe_memory(&net.memory())
+        placed_memory(placed.memory())
     );
-    let layers = check::forward_layer_by_layer(&net, gpu_params, data)?;
+    let layers = check::forward_layer_by_layer(net, gpu_params, data)?;
     println!(
         "\nlayer outputs, each against the f64 reference of that layer from the GPU's own f16 \
          inputs (tolerance {:e})",
@@ -220,7 +225,7 @@ fn check_f16(
         .filter(|r| !r.within(check::F16_TOLERANCE))
         .map(|r| r.name.clone())
         .collect();
-    let drift = check::forward(&net, plan, params, data)?;
+    let drift = check::forward(net, plan, params, data)?;
     println!(
         "\nlayer outputs against the f32 CPU reference from the f32 input (not judged: f16's \
          rounding compounds over the layers; see docs/results.md#half-precision-storage)"

@@ -536,12 +536,38 @@ impl GpuContext {
     /// A buffer the GPU copies results into and the CPU maps, made once so that a loop reading
     /// a few values back every step allocates nothing (see [`GpuContext::read_staging`]).
     pub(crate) fn staging_buffer(&self, label: &str, len: usize) -> wgpu::Buffer {
+        self.staging_buffer_of(label, len, Element::F32)
+    }
+
+    /// As [`GpuContext::staging_buffer`], for `len` values stored as `element`.
+    pub(crate) fn staging_buffer_of(
+        &self,
+        label: &str,
+        len: usize,
+        element: Element,
+    ) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (len * 4).max(4) as u64,
+            size: crate::gpu::builder::buffer_bytes(len, element),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// As [`GpuContext::read_staging`], of `len` values stored as `element`, widened to f32.
+    pub(crate) fn read_staging_values(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        element: Element,
+    ) -> Result<Vec<f32>> {
+        match element {
+            Element::F32 => self.read_staging(staging, len),
+            Element::F16 => {
+                let words = self.read_staging(staging, len.div_ceil(2))?;
+                Ok(widen_f16(&words, len))
+            }
+        }
     }
 
     /// As [`GpuContext::read_staging`], into `out` (as many values as it holds), waiting only
@@ -606,10 +632,8 @@ impl GpuContext {
         match element {
             Element::F32 => self.read_f32(buffer, len),
             Element::F16 => {
-                // f16 pairs as the f32 words the readback copies.
                 let words = self.read_f32(buffer, len.div_ceil(2))?;
-                let half: &[half::f16] = bytemuck::cast_slice(&words);
-                Ok(half[..len].iter().map(|v| v.to_f32()).collect())
+                Ok(widen_f16(&words, len))
             }
         }
     }
@@ -663,6 +687,12 @@ impl GpuContext {
         staging.unmap();
         Ok(data)
     }
+}
+
+/// The first `len` f16 values of `words` (read back as f32 words, two f16 each), as f32.
+fn widen_f16(words: &[f32], len: usize) -> Vec<f32> {
+    let half: &[half::f16] = bytemuck::cast_slice(words);
+    half[..len].iter().map(|v| v.to_f32()).collect()
 }
 
 /// Runs `f` inside validation, out-of-memory and internal error scopes; the first error caught

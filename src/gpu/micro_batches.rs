@@ -27,6 +27,7 @@ use crate::gpu::network::{GpuNetwork, Keep};
 use crate::gpu::ops::lbfgs::{axpy, Coefficient};
 use crate::gpu::MemoryUse;
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Network};
+use crate::shaders::Element;
 use crate::weights::Weights;
 
 /// One batch run in parts along the batch on one device (see the module's documentation).
@@ -100,7 +101,9 @@ impl<'a> MicroBatches<'a> {
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        let parts = parts_needed(plan, ctx.max_binding())?;
+        // A binding holds twice as many f16 values as f32 ones.
+        let bytes = ctx.stored_element()?.bytes() as u64;
+        let parts = parts_needed(plan, ctx.max_binding() / bytes * 4)?;
         fewest_parts(
             (batch, parts),
             || one_image(ctx, network, weights, training),
@@ -195,6 +198,11 @@ impl<'a> MicroBatches<'a> {
     /// The whole batch's plan.
     pub fn plan(&self) -> &[LayerPlan] {
         &self.plan
+    }
+
+    /// How the parts store their activations (see [`GpuNetwork::stored_element`]).
+    pub fn stored_element(&self) -> Element {
+        self.first().stored_element()
     }
 
     /// GPU memory held by every part and the gradients' accumulators.

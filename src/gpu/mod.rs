@@ -108,7 +108,8 @@ macro_rules! runner {
 }
 runner!(GpuNetwork<'_>, stored_element);
 runner!(TwoDeviceNetwork<'_>);
-runner!(MicroBatches<'_>);
+runner!(MicroBatches<'_>, stored_element);
+// A two-device layout's segments train, so they store f32 (the trait's default).
 
 #[cfg(test)]
 mod tests {
