@@ -62,9 +62,9 @@ kernel_params! {
         left: u32,
         stride_height: u32,
         stride_width: u32,
+        parts: u32,
         _pad0: u32,
         _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -357,7 +357,8 @@ impl Choice {
 /// A zero-bordered copy of `planes` planes of `height` x `width` into planes padded to
 /// `padded_height` x `padded_width`, value (y, x) at (`top` + y * `stride_height`, `left` + x *
 /// `stride_width`), both stored as `element`: the dispatch that fills it, border and gaps
-/// included, each pass.
+/// included, each pass, its rows split into parts as `variant`'s kernels want
+/// ([`transpose_parts`]).
 #[allow(clippy::too_many_arguments)]
 fn pad_planes(
     b: &mut Builder,
@@ -368,9 +369,10 @@ fn pad_planes(
     (top, left): (usize, usize),
     (stride_height, stride_width): (usize, usize),
     (source, padded): (&wgpu::Buffer, &wgpu::Buffer),
-    element: Element,
+    (element, variant): (Element, Variant),
 ) -> Result<Dispatch> {
     let rows = planes * padded_height;
+    let parts = transpose_parts(variant, padded_width).max(1);
     let params = PadParams {
         rows: u32_of(rows, "padded rows")?,
         height: u32_of(height, "height")?,
@@ -381,9 +383,10 @@ fn pad_planes(
         left: u32_of(left, "padding")?,
         stride_height: u32_of(stride_height, "stride")?,
         stride_width: u32_of(stride_width, "stride")?,
+        parts,
         ..Default::default()
     };
-    let workgroups = b.grid_1d(label, rows)?;
+    let workgroups = b.grid_1d(label, rows * parts as usize)?;
     let args = [source, padded];
     let elements = Elements::both(element);
     Ok(b.dispatch_elements(label, &PAD_INPUT, elements, &[], &params, &args, workgroups))
@@ -424,7 +427,7 @@ fn pad_input(
         (pad.top, pad.left),
         (1, 1),
         (input, &padded),
-        element,
+        (element, Variant::RegisterBlock),
     )?);
     params.in_height = u32_of(padded_height, "height")?;
     params.in_width = u32_of(padded_width, "width")?;
@@ -619,7 +622,8 @@ fn filter_sums(
 /// conv2d_transpose_grad_output) for rows of `row` floats, by the layer's kernel shape: one for
 /// register blocks (CPU adapters: the index divisions once per row), one per vec4 for workgroup
 /// tiles (GPUs: rows alone are too few invocations, a 2048-channel 1x1 layer's weights are 512
-/// rows).
+/// rows, and one invocation's writes are a row from its neighbour's). The padded copies
+/// (`conv2d_pad_input`) split their rows the same way.
 fn transpose_parts(variant: Variant, row: usize) -> u32 {
     match variant {
         Variant::RegisterBlock => 1,
@@ -803,7 +807,7 @@ fn input_gradient(
             (top, left),
             (sy, sx),
             (grad_output, &padded),
-            Element::F32,
+            (Element::F32, variant),
         )?;
         (padded, vec![pad])
     };
