@@ -511,8 +511,10 @@ pub struct DeviceInfo {
     /// How the 3x3 and 5x5 stride-1 convolutions are computed, as asked (`Auto`: the tune
     /// cache's choice, else the heuristic).
     pub conv_algorithm: String,
-    /// The per-layer choices read from `convnet tune`'s cache for this adapter.
+    /// The per-layer convolution choices read from `convnet tune`'s cache for this adapter.
     pub tuned_choices: usize,
+    /// The fully connected layer shapes it holds a forward kernel for.
+    pub tuned_linear_choices: usize,
     /// The fully connected layers' forward kernel.
     pub linear_kernel: String,
     /// The fully connected layers' backward kernel shape.
@@ -536,6 +538,7 @@ impl DeviceInfo {
             conv_kernel: format!("{:?}", ctx.conv_kernel()),
             conv_algorithm: format!("{:?}", ctx.conv_algorithm()),
             tuned_choices: ctx.tuning().len(),
+            tuned_linear_choices: ctx.tuning().linear_len(),
             linear_kernel: format!("{:?}", ctx.variants().linear),
             matmul_kernel: format!("{:?}", ctx.matmul_kernel()),
             precision: format!("{:?}", ctx.precision()),
@@ -581,7 +584,8 @@ pub struct LayerProfile {
     pub dispatches: usize,
     /// The kernels its dispatches ran, each named once, in order.
     pub kernels: Vec<&'static str>,
-    /// For a convolution, its algorithm and kernel shape, and whether `convnet tune` chose them.
+    /// For a convolution, its algorithm and kernel shape; for a fully connected layer, its
+    /// forward kernel; and whether `convnet tune`, a flag or the heuristic chose them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub choice: Option<String>,
     /// Mean seconds over the profile's runs.
@@ -687,7 +691,12 @@ pub fn profile_passes(net: &GpuNetwork, passes: &[Pass], runs: usize) -> Result<
                     layer: layer.layer.clone(),
                     dispatches: layer.dispatches,
                     kernels: layer.kernels.clone(),
-                    choice: net.layer_choice(&layer.layer).map(|c| c.to_string()),
+                    // A fully connected layer's choice is its forward product's kernel.
+                    choice: (net.layer_choice(&layer.layer).map(|c| c.to_string())).or_else(|| {
+                        (direction == Direction::Forward)
+                            .then(|| net.linear_choice(&layer.layer))?
+                            .map(|c| c.to_string())
+                    }),
                     seconds,
                     kernel_seconds,
                     flops,

@@ -37,14 +37,25 @@
 //! The winner for inference is the fastest forward; for training, the fastest forward plus
 //! backward. Layers of one shape (ResNet's repeated blocks) share one entry, their times
 //! summed.
+//!
+//! The fully connected layers are tuned apart, shape by shape, each alone (a network of that
+//! one layer at the tuned batch): every forward kernel (the 16-row block; the 4-row small-batch
+//! kernel whole and, on a GPU, with its reduction split into 2 to 64 chunks of at least 256
+//! steps: [`linear_candidates`]) after an untimed pass, its output checked against the CPU
+//! reference. Only the forward product has
+//! candidates, so one winner serves both passes ([`LinearShapeResult`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::check::{compare, TOLERANCE};
 use crate::error::{Error, Result};
-use crate::gpu::tuning::{conv_key, driver_of, CacheEntry, ConvChoice, LayerChoice, TunedPass};
-use crate::gpu::{ConvAlgorithm, GpuContext, GpuNetwork, KernelShape, Variants};
+use crate::gpu::tuning::{
+    conv_key, driver_of, linear_key, Cache, CacheEntry, ConvChoice, LayerChoice, LinearEntry,
+    TunedPass,
+};
+use crate::gpu::MIN_CHUNK_DEPTH;
+use crate::gpu::{ConvAlgorithm, GpuContext, GpuNetwork, KernelShape, LinearKernel, Variants};
 use crate::model::{Dims, Layer, LayerKind, LayerPlan, Network, Padding, Window};
 use crate::reference::{self, Parameters};
 use crate::weights::{self, Weights};
@@ -94,18 +105,74 @@ pub struct ShapeResult {
     pub training: Option<ConvChoice>,
 }
 
+/// One fully connected candidate's forward on one layer shape.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinearCandidateTime {
+    /// The forward kernel.
+    pub kernel: LinearKernel,
+    /// Seconds of the layer's forward product (its fastest run).
+    pub forward_s: f64,
+    /// Why it may not win (its output did not match the reference), or `None`.
+    pub rejected: Option<String>,
+}
+
+/// One fully connected layer shape's candidates and winner.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinearShapeResult {
+    /// The layers of this shape, by name.
+    pub layers: Vec<String>,
+    /// Their [`linear_key`].
+    pub key: String,
+    /// Every candidate, in the order measured.
+    pub candidates: Vec<LinearCandidateTime>,
+    /// The fastest checked candidate (for both passes: the backward's kernels do not depend on
+    /// it).
+    pub fastest: Option<LinearKernel>,
+}
+
 /// What a tune measured.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TuneReport {
-    /// Every layer shape, in the order of the network.
+    /// Every convolution shape, in the order of the network.
     pub shapes: Vec<ShapeResult>,
+    /// Every fully connected layer shape, in the order of the network.
+    pub linear: Vec<LinearShapeResult>,
     /// Wall-clock seconds the whole tune took.
     pub seconds: f64,
 }
 
 impl TuneReport {
-    /// The winners as cache entries for the adapter `info`.
-    pub fn entries(&self, info: &wgpu::AdapterInfo) -> Vec<CacheEntry> {
+    /// Every tuned layer shape's key (convolutions', then fully connected layers').
+    pub fn keys(&self) -> Vec<String> {
+        (self.shapes.iter().map(|s| s.key.clone()))
+            .chain(self.linear.iter().map(|s| s.key.clone()))
+            .collect()
+    }
+
+    /// The winners as the cache's entries for the adapter `info`.
+    pub fn cache(&self, info: &wgpu::AdapterInfo) -> Cache {
+        let linear = (self.linear.iter())
+            .filter_map(|shape| {
+                Some(LinearEntry {
+                    adapter: info.name.clone(),
+                    backend: format!("{:?}", info.backend),
+                    driver: driver_of(info),
+                    layer: shape.key.clone(),
+                    kernel: shape.fastest?,
+                    seconds: (shape.candidates.iter())
+                        .map(|c| (c.kernel.to_string(), c.forward_s))
+                        .collect(),
+                })
+            })
+            .collect();
+        Cache {
+            entries: self.entries(info),
+            linear,
+        }
+    }
+
+    /// The convolutions' winners as cache entries for the adapter `info`.
+    fn entries(&self, info: &wgpu::AdapterInfo) -> Vec<CacheEntry> {
         let mut entries = Vec::new();
         for shape in &self.shapes {
             let passes = [
@@ -189,9 +256,10 @@ pub fn tune(
             shapes.entry(key).or_default().push(index);
         }
     }
-    if order.is_empty() {
+    let linear = tune_linear(ctx, &plan, seed, &mut progress)?;
+    if order.is_empty() && linear.is_empty() {
         return Err(Error::InvalidArgument(format!(
-            "{} has no convolutions to tune",
+            "{} has no convolutions or fully connected layers to tune",
             network.name
         )));
     }
@@ -327,8 +395,111 @@ pub fn tune(
     }
     Ok(TuneReport {
         shapes: results,
+        linear,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The fully connected candidates for a layer of `depth` input features: the kernel `asked`
+/// forces, else the 16-row block and the small-batch kernel whole and, on a GPU, split into 2
+/// to 64 chunks of at least [`MIN_CHUNK_DEPTH`] steps. A software adapter runs a workgroup per
+/// thread, so split-K only adds a pass there: on lavapipe every split of AlexNet's fully
+/// connected layers, at batch 2 and 32, timed within noise of the whole kernel or slower
+/// (docs/kernels.md#a-measured-tune-convnet-tune).
+pub fn linear_candidates(asked: LinearKernel, depth: usize, software: bool) -> Vec<LinearKernel> {
+    let splits: &[usize] = match software {
+        true => &[1],
+        false => &[1, 2, 4, 8, 16, 32, 64],
+    };
+    match asked {
+        LinearKernel::Auto => std::iter::once(LinearKernel::Block16)
+            .chain(
+                (splits.iter().copied())
+                    .filter(|&chunks| chunks == 1 || depth / chunks >= MIN_CHUNK_DEPTH)
+                    .map(|chunks| LinearKernel::SmallBatch { chunks }),
+            )
+            .collect(),
+        forced => vec![forced],
+    }
+}
+
+/// Tunes every fully connected layer shape of `plan` alone on `ctx` (its variants restored
+/// afterwards): each candidate's forward timed after an untimed pass (on a GPU, after
+/// [`GPU_WARM_UP_SECONDS`] of them), its fastest of at least three runs, and its output checked
+/// against the CPU reference.
+fn tune_linear(
+    ctx: &mut GpuContext,
+    plan: &[LayerPlan],
+    seed: u64,
+    progress: &mut impl FnMut(&str),
+) -> Result<Vec<LinearShapeResult>> {
+    let asked = ctx.variants();
+    // A layer alone costs a fraction of a pass: three runs at least, even on a CPU adapter, where
+    // one run of AlexNet's fc2 at batch 32 read 48 ms in one tune and 73 in the next.
+    let runs = profiled_runs(ctx).max(3);
+    let mut results: Vec<LinearShapeResult> = Vec::new();
+    for layer in plan {
+        let Some(key) = linear_key(layer) else {
+            continue;
+        };
+        if let Some(shape) = results.iter_mut().find(|s| s.key == key) {
+            shape.layers.push(layer.layer.name.clone());
+            continue;
+        }
+        let network = Network::new(
+            "tune linear",
+            layer.input,
+            vec![Layer::new("layer", layer.layer.kind.clone())],
+        );
+        let alone = network.plan(layer.batch)?;
+        let weights = Weights::init(&network, seed)?;
+        let input = weights::random_input(&alone, seed.wrapping_add(3));
+        let params = Parameters::<f32>::from_weights(&weights);
+        let expected = reference::layer_forward(&alone[0], &[&input], &params)?;
+        let mut candidates = Vec::new();
+        for kernel in linear_candidates(asked.linear, layer.input.len(), ctx.software()) {
+            ctx.set_variants(Variants {
+                linear: kernel,
+                ..asked
+            });
+            progress(&format!("timing {kernel} on {}", layer.layer.name));
+            let outcome = (|| -> Result<LinearCandidateTime> {
+                let net = GpuNetwork::new(ctx, &alone, &weights)?;
+                net.upload_input(&input)?;
+                net.forward()?;
+                if !ctx.software() {
+                    let warming = Instant::now();
+                    while warming.elapsed().as_secs_f64() < GPU_WARM_UP_SECONDS {
+                        net.forward()?;
+                    }
+                }
+                let forward = fastest_by_layer(runs, || net.profile_forward_layers())?;
+                let output = compare("output", &net.read_output()?, &expected)?;
+                Ok(LinearCandidateTime {
+                    kernel,
+                    forward_s: forward.values().sum(),
+                    rejected: (!output.within(TOLERANCE))
+                        .then(|| format!("output off by {:.1e} of its scale", output.relative)),
+                })
+            })();
+            match outcome {
+                Ok(candidate) => candidates.push(candidate),
+                Err(e) => progress(&format!("{kernel} failed, not a candidate: {e}")),
+            }
+        }
+        let fastest = (candidates.iter())
+            .filter(|c| c.rejected.is_none())
+            .min_by(|a, b| a.forward_s.total_cmp(&b.forward_s))
+            .map(|c| c.kernel);
+        results.push(LinearShapeResult {
+            layers: vec![layer.layer.name.clone()],
+            key,
+            candidates,
+            fastest,
+        });
+    }
+    ctx.set_variants(asked);
+    Ok(results)
 }
 
 /// Seconds per layer of one profiled pass.
@@ -434,4 +605,35 @@ fn check_layer(ctx: &GpuContext, layer: &LayerPlan, seed: u64) -> Result<Option<
         .iter()
         .find(|d| !d.within(TOLERANCE))
         .map(|d| format!("{} off by {:.1e} of its scale", d.name, d.relative)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fully_connected_candidates_split_only_on_gpus_and_by_chunks_of_256_or_more() {
+        use LinearKernel::{Block16, SmallBatch};
+        let whole = SmallBatch { chunks: 1 };
+        assert_eq!(
+            linear_candidates(LinearKernel::Auto, 9216, true),
+            [Block16, whole]
+        );
+        // AlexNet's fc1 on a GPU: 9216 / 32 = 288 steps a chunk, / 64 = 144 too few.
+        let gpu = linear_candidates(LinearKernel::Auto, 9216, false);
+        let chunks: Vec<usize> = (gpu.iter())
+            .filter_map(|k| match k {
+                SmallBatch { chunks } => Some(*chunks),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gpu[0], Block16);
+        assert_eq!(chunks, [1, 2, 4, 8, 16, 32]);
+        assert_eq!(
+            linear_candidates(LinearKernel::Auto, 300, false),
+            [Block16, whole]
+        );
+        let forced = SmallBatch { chunks: 5 };
+        assert_eq!(linear_candidates(forced, 9216, false), [forced]);
+    }
 }

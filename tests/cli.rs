@@ -822,12 +822,34 @@ fn tune_writes_choices_that_bench_follows() {
             "{shape}"
         );
     }
+    // The fully connected layers: each shape's forward kernels timed and checked, one winner.
+    let linear = report["linear"].as_array().unwrap();
+    assert_eq!(linear.len(), 3, "{report}");
+    for shape in linear {
+        let candidates = shape["candidates"].as_array().unwrap();
+        assert!(candidates.len() >= 2, "{shape}");
+        assert!(
+            (candidates.iter())
+                .all(|c| c["forward_s"].as_f64().unwrap() > 0.0 && c["rejected"].is_null()),
+            "{shape}"
+        );
+        assert!(!shape["fastest"].is_null(), "{shape}");
+    }
     assert!(
-        stdout.contains("wrote 10 choices for 5 layer shapes"),
+        stdout.contains(
+            "wrote 10 choices for 5 convolution shapes and 3 for 3 fully connected shapes"
+        ),
         "{stdout}"
     );
     let mut doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    // fc1 made the small-batch kernel split in 3 (which no heuristic takes on any adapter).
+    let fc = doc["linear"].as_array_mut().unwrap();
+    assert_eq!(fc.len(), 3, "{doc}");
+    let fc1 = (fc.iter_mut())
+        .find(|e| e["layer"] == "linear batch 2 in 1024 out 4096")
+        .unwrap_or_else(|| panic!("no fc1 entry"));
+    fc1["kernel"] = serde_json::json!({"small-batch": {"chunks": 3}});
     let entries = doc["entries"].as_array_mut().unwrap();
     assert_eq!(entries.len(), 10, "{doc}");
     // Every 3x3 layer (conv3-5, 192 to 384 channels, where the heuristic takes Winograd) made
@@ -874,12 +896,43 @@ fn tune_writes_choices_that_bench_follows() {
     };
     let (output, layer) = conv3(&[]);
     assert!(
-        output.contains("10 measured convolution choices"),
+        output.contains("10 measured convolution choices and 3 fully connected"),
         "{output}"
     );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["devices"][0]["tuned_choices"], 10, "{doc}");
+    assert_eq!(doc["devices"][0]["tuned_linear_choices"], 3, "{doc}");
+    // The fully connected choice is the forward's: fc1's forward profile runs the split.
+    let forward = [
+        &[
+            "bench",
+            "--pass",
+            "forward",
+            "--batches",
+            "1",
+            "--burn-in",
+            "0",
+            "--profile",
+            "--json",
+            &json,
+            "--tune-cache",
+            &cache_arg,
+        ][..],
+        &small,
+    ]
+    .concat();
+    let (ok, _, stderr) = convnet(&forward);
+    assert!(ok, "{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let layers = doc["profiles"][0]["layers"].as_array().unwrap();
+    let fc1 = layers.iter().find(|l| l["layer"] == "fc1").unwrap();
+    assert_eq!(fc1["choice"], "small-batch split-k 3, tuned", "{fc1}");
+    assert!(
+        fc1["kernels"].to_string().contains("gemm_split_k_reduce"),
+        "{fc1}"
+    );
     assert_eq!(layer["choice"], "direct register-block, tuned", "{layer}");
     let kernels = layer["kernels"].to_string();
     assert!(!kernels.contains("winograd"), "{layer}");

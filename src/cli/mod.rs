@@ -580,8 +580,9 @@ fn describe_tuning(ctx: &GpuContext) -> Option<String> {
     let tuning = ctx.tuning();
     let source = tuning.source().filter(|_| !tuning.is_empty())?;
     Some(format!(
-        "{} measured convolution choices from {} (convnet tune)",
+        "{} measured convolution choices and {} fully connected from {} (convnet tune)",
         tuning.len(),
+        tuning.linear_len(),
         source.display()
     ))
 }

@@ -34,19 +34,21 @@ pub(crate) fn tune(
         println!("{line}")
     })?;
     print_report(&report);
-    let entries = report.entries(ctx.info());
+    let measured = report.cache(ctx.info());
     if let Err(e) = tuning::read_cache(&path) {
         eprintln!("warning: {e}; replaced by this tune's");
     }
-    let layers: Vec<String> = report.shapes.iter().map(|s| s.key.clone()).collect();
-    tuning::store(&path, ctx.info(), &layers, &entries)?;
+    tuning::store(&path, ctx.info(), &report.keys(), &measured)?;
     if let Some(json) = json {
         files::write_atomically(json, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     println!(
-        "wrote {} choices for {} layer shapes to {} ({:.1} s)",
-        entries.len(),
+        "wrote {} choices for {} convolution shapes and {} for {} fully connected shapes to {} \
+         ({:.1} s)",
+        measured.entries.len(),
         report.shapes.len(),
+        measured.linear.len(),
+        report.linear.len(),
         path.display(),
         report.seconds
     );
@@ -85,5 +87,25 @@ fn print_report(report: &TuneReport) {
             or_none(shape.inference),
             or_none(shape.training)
         );
+    }
+    for shape in &report.linear {
+        let mut names = shape.layers[0].clone();
+        if shape.layers.len() > 1 {
+            names += &format!(" (+{})", shape.layers.len() - 1);
+        }
+        for (i, c) in shape.candidates.iter().enumerate() {
+            println!(
+                "{:<28} {:<28} {:>10.2} {:>14}{}",
+                if i == 0 { names.as_str() } else { "" },
+                c.kernel.to_string(),
+                c.forward_s * 1e3,
+                "-",
+                c.rejected
+                    .as_ref()
+                    .map_or(String::new(), |why| format!("  rejected: {why}"))
+            );
+        }
+        let fastest = shape.fastest.map_or("none".into(), |k| k.to_string());
+        println!("{:<28} both passes: {fastest}", "");
     }
 }

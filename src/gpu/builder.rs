@@ -7,7 +7,7 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams, Pipeline};
-use crate::gpu::tuning::LayerChoice;
+use crate::gpu::tuning::{LayerChoice, LinearLayerChoice};
 use crate::shaders::{Element, Elements};
 
 /// GPU memory a network holds, in bytes, by purpose. It is fixed at construction: a pass
@@ -119,6 +119,8 @@ pub(crate) struct Builder<'a> {
     pub stored: Element,
     /// Each layer's kernel choice where it has one to report, as (layer, description).
     pub choices: Vec<(String, LayerChoice)>,
+    /// Each fully connected layer's forward kernel, as (layer, description).
+    pub linear_choices: Vec<(String, LinearLayerChoice)>,
     /// Buffers free for reuse.
     pool: Vec<Pooled>,
     /// Scratch lent to the current step, back to the pool when it ends.
@@ -136,6 +138,7 @@ impl<'a> Builder<'a> {
             trains: false,
             stored: Element::F32,
             choices: Vec::new(),
+            linear_choices: Vec::new(),
             pool: Vec::new(),
             lent: Vec::new(),
             lendings: Default::default(),

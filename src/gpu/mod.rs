@@ -40,8 +40,9 @@ pub use placed::{PlacedMemory, PlacedNetwork};
 pub use profile::{KernelTime, LayerTime, Profile};
 pub use sgd::{Sgd, SgdConfig};
 pub use style::{AdamConfig, LbfgsConfig, Optimizer, StyleImages, StyleProfile, StyleTransfer};
-pub use tuning::{ChoiceSource, ConvChoice, LayerChoice, TunedPass, Tuning};
+pub use tuning::{ChoiceSource, ConvChoice, LayerChoice, LinearLayerChoice, TunedPass, Tuning};
 pub use two_devices::{ExchangeStats, StepStats, TwoDeviceNetwork};
+pub(crate) use variants::MIN_CHUNK_DEPTH;
 pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Precision, Variants};
 
 use crate::error::Result;

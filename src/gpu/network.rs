@@ -17,7 +17,7 @@ use crate::gpu::gradients::{
 use crate::gpu::kernel::{encode_pass, Dispatch};
 use crate::gpu::ops::{self, conv, elementwise, linear, lrn, norm, pool};
 use crate::gpu::packing::{self, PackedGrads, PackedWeights, Packing};
-use crate::gpu::tuning::LayerChoice;
+use crate::gpu::tuning::{LayerChoice, LinearLayerChoice};
 use crate::model::{LayerKind, LayerPlan, Loss, LossKind, Source};
 use crate::shaders::Element;
 use crate::weights::{Tensor, Weights};
@@ -56,6 +56,8 @@ pub struct GpuNetwork<'a> {
     folded_launches: usize,
     /// How each convolution computes, as (layer, description).
     choices: Vec<(String, LayerChoice)>,
+    /// How each fully connected layer's forward computes, as (layer, description).
+    linear_choices: Vec<(String, LinearLayerChoice)>,
 }
 
 impl<'a> GpuNetwork<'a> {
@@ -317,6 +319,14 @@ impl<'a> GpuNetwork<'a> {
     /// measurements chose it), as (layer, description), in the order of the layers.
     pub fn layer_choices(&self) -> &[(String, LayerChoice)] {
         &self.choices
+    }
+
+    /// The forward kernel of the fully connected `layer` (and whether `convnet tune`'s
+    /// measurements, a flag or the heuristic chose it), if it is one.
+    pub fn linear_choice(&self, layer: &str) -> Option<LinearLayerChoice> {
+        (self.linear_choices.iter())
+            .find(|(name, _)| name == layer)
+            .map(|&(_, choice)| choice)
     }
 
     /// The choice [`GpuNetwork::layer_choices`] gives `layer`, if any.
@@ -1123,6 +1133,7 @@ fn build_unscoped<'a>(
         memory: b.memory,
         folded_launches: b.folded_launches,
         choices: b.choices,
+        linear_choices: b.linear_choices,
     })
 }
 

@@ -138,7 +138,8 @@ impl ConvAlgorithm {
 }
 
 /// Which kernel computes a fully connected layer's forward product.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum LinearKernel {
     /// Chosen per adapter and shape: see [`LinearKernel::resolve`].
     #[default]
@@ -161,9 +162,29 @@ const SMALL_BATCH: usize = 16;
 const GPU_INVOCATIONS: usize = 16_384;
 
 /// The shortest reduction chunk worth a pass of its own.
-const MIN_CHUNK_DEPTH: usize = 256;
+pub(crate) const MIN_CHUNK_DEPTH: usize = 256;
+
+impl std::fmt::Display for LinearKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinearKernel::Auto => write!(f, "auto"),
+            LinearKernel::Block16 => write!(f, "block16"),
+            LinearKernel::SmallBatch { chunks: 1 } => write!(f, "small-batch"),
+            LinearKernel::SmallBatch { chunks } => write!(f, "small-batch split-k {chunks}"),
+        }
+    }
+}
 
 impl LinearKernel {
+    /// Whether it names a real kernel (a cache file could hold `auto` or zero chunks).
+    pub fn is_definite(&self) -> bool {
+        match self {
+            LinearKernel::Auto => false,
+            LinearKernel::Block16 => true,
+            LinearKernel::SmallBatch { chunks } => *chunks >= 1,
+        }
+    }
+
     /// The kernel for a `rows x depth` by `depth x columns` product on a software (CPU) or
     /// hardware adapter. Software adapters take the 16-row block once the batch fills it; they
     /// run each workgroup on one thread, so a few hundred invocations already keep every core

@@ -230,10 +230,6 @@ impl<'a> FedReplicas<'a> {
 }
 
 /// What trains: one network on one device, or replicas over several devices (and ranks).
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one per run, made once and never moved in a loop"
-)]
 pub enum Training<'a> {
     /// One device.
     OneDevice {

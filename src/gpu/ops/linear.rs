@@ -11,6 +11,7 @@ use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::elementwise;
 use crate::gpu::ops::{check_tiled_fits, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights, Packing, Slice};
+use crate::gpu::tuning::{ChoiceSource, LinearLayerChoice};
 use crate::gpu::variants::{KernelShape, LinearKernel};
 use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::{self, Element, Elements, BLOCK, TILE};
@@ -143,11 +144,25 @@ pub(crate) fn forward(
         out_features,
         relu,
     };
-    let kernel =
-        b.ctx
-            .variants()
-            .linear
-            .resolve(shape.batch, depth, out_features, b.ctx.software());
+    // A forced kernel, else the one `convnet tune` measured for this shape, else the heuristic.
+    let asked = b.ctx.variants().linear;
+    let tuned = b
+        .ctx
+        .tuning()
+        .linear_kernel(layer)
+        .filter(|_| asked == LinearKernel::Auto);
+    let source = match (tuned, asked) {
+        (Some(_), _) => ChoiceSource::Tuned,
+        (None, LinearKernel::Auto) => ChoiceSource::Heuristic,
+        (None, _) => ChoiceSource::Forced,
+    };
+    let kernel = tuned
+        .unwrap_or(asked)
+        .resolve(shape.batch, depth, out_features, b.ctx.software());
+    if !b.linear_choices.iter().any(|(name, _)| name == shape.name) {
+        let choice = LinearLayerChoice { kernel, source };
+        b.linear_choices.push((shape.name.to_string(), choice));
+    }
     if let LinearKernel::SmallBatch { chunks } = kernel {
         return small_batch(b, &shape, params, slices, chunks, input, output);
     }
