@@ -402,7 +402,7 @@ pub fn tune(
 
 /// The fully connected candidates for a layer of `depth` input features: the kernel `asked`
 /// forces, else the 16-row block and the small-batch kernel whole and, on a GPU, split into 2
-/// to 64 chunks of at least [`MIN_CHUNK_DEPTH`] steps. A software adapter runs a workgroup per
+/// to 64 chunks of at least 256 steps (`MIN_CHUNK_DEPTH`). A software adapter runs a workgroup per
 /// thread, so split-K only adds a pass there: on lavapipe every split of AlexNet's fully
 /// connected layers, at batch 2 and 32, timed within noise of the whole kernel or slower
 /// (docs/kernels.md#a-measured-tune-convnet-tune).
