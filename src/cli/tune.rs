@@ -55,6 +55,25 @@ pub(crate) fn tune(
     Ok(())
 }
 
+/// One candidate's row: the shape's layers on its first (the first named, and how many more),
+/// the candidate, its forward and forward+backward milliseconds, and why it was rejected.
+fn print_candidate(
+    layers: Option<&Vec<String>>,
+    (candidate, forward_s, training_s, rejected): (String, f64, Option<f64>, Option<&str>),
+) {
+    let names = match layers.map(Vec::as_slice) {
+        Some([first]) => first.clone(),
+        Some([first, more @ ..]) => format!("{first} (+{})", more.len()),
+        _ => String::new(),
+    };
+    println!(
+        "{names:<28} {candidate:<28} {:>10.2} {:>14}{}",
+        forward_s * 1e3,
+        training_s.map_or("-".to_string(), |s| format!("{:.2}", s * 1e3)),
+        rejected.map_or(String::new(), |why| format!("  rejected: {why}"))
+    );
+}
+
 /// A row per layer shape: each candidate's forward and forward+backward milliseconds, then the
 /// winners.
 fn print_report(report: &TuneReport) {
@@ -63,22 +82,15 @@ fn print_report(report: &TuneReport) {
         "layers", "candidate", "forward ms", "fwd+bwd ms"
     );
     for shape in &report.shapes {
-        let mut names = shape.layers[0].clone();
-        if shape.layers.len() > 1 {
-            names += &format!(" (+{})", shape.layers.len() - 1);
-        }
         for (i, c) in shape.candidates.iter().enumerate() {
-            println!(
-                "{:<28} {:<28} {:>10.2} {:>14}{}",
-                if i == 0 { names.as_str() } else { "" },
+            let training = c.training_s();
+            let row = (
                 c.choice.to_string(),
-                c.forward_s * 1e3,
-                c.training_s()
-                    .map_or("-".to_string(), |s| format!("{:.2}", s * 1e3)),
-                c.rejected
-                    .as_ref()
-                    .map_or(String::new(), |why| format!("  rejected: {why}"))
+                c.forward_s,
+                training,
+                c.rejected.as_deref(),
             );
+            print_candidate((i == 0).then_some(&shape.layers), row);
         }
         let or_none = |c: Option<tuning::ConvChoice>| c.map_or("none".into(), |c| c.to_string());
         println!(
@@ -89,21 +101,14 @@ fn print_report(report: &TuneReport) {
         );
     }
     for shape in &report.linear {
-        let mut names = shape.layers[0].clone();
-        if shape.layers.len() > 1 {
-            names += &format!(" (+{})", shape.layers.len() - 1);
-        }
         for (i, c) in shape.candidates.iter().enumerate() {
-            println!(
-                "{:<28} {:<28} {:>10.2} {:>14}{}",
-                if i == 0 { names.as_str() } else { "" },
+            let row = (
                 c.kernel.to_string(),
-                c.forward_s * 1e3,
-                "-",
-                c.rejected
-                    .as_ref()
-                    .map_or(String::new(), |why| format!("  rejected: {why}"))
+                c.forward_s,
+                None,
+                c.rejected.as_deref(),
             );
+            print_candidate((i == 0).then_some(&shape.layers), row);
         }
         let fastest = shape.fastest.map_or("none".into(), |k| k.to_string());
         println!("{:<28} both passes: {fastest}", "");

@@ -378,6 +378,23 @@ impl<'a> Builder<'a> {
             .0
     }
 
+    /// As [`Builder::dispatch_specialised`], of a forward kernel reading and writing the
+    /// network's activations (and weights) as it stores them ([`Builder::stored`]).
+    pub fn dispatch_stored<P: KernelParams>(
+        &mut self,
+        label: &str,
+        kernel: &KernelDef<P>,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let elements = Elements::both(self.stored);
+        self.dispatch_elements(
+            label, kernel, elements, overrides, params, buffers, workgroups,
+        )
+    }
+
     /// As [`Builder::dispatch_specialised`], of `kernel` compiled for tensors of `elements`
     /// (a forward kernel reading or writing the network's stored activations and weights).
     #[allow(clippy::too_many_arguments)]

@@ -87,14 +87,19 @@ pub struct LayerChoice {
     pub source: ChoiceSource,
 }
 
-impl std::fmt::Display for LayerChoice {
+impl std::fmt::Display for ChoiceSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let source = match self.source {
+        f.write_str(match self {
             ChoiceSource::Tuned => "tuned",
             ChoiceSource::Forced => "forced",
             ChoiceSource::Heuristic => "heuristic",
-        };
-        write!(f, "{}, {source}", self.choice)
+        })
+    }
+}
+
+impl std::fmt::Display for LayerChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {}", self.choice, self.source)
     }
 }
 
@@ -155,12 +160,7 @@ pub struct LinearLayerChoice {
 
 impl std::fmt::Display for LinearLayerChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let source = match self.source {
-            ChoiceSource::Tuned => "tuned",
-            ChoiceSource::Forced => "forced",
-            ChoiceSource::Heuristic => "heuristic",
-        };
-        write!(f, "{}, {source}", self.kernel)
+        write!(f, "{}, {}", self.kernel, self.source)
     }
 }
 
@@ -184,9 +184,7 @@ pub struct LinearEntry {
 
 impl LinearEntry {
     fn is_for(&self, info: &wgpu::AdapterInfo) -> bool {
-        self.adapter == info.name
-            && self.backend == format!("{:?}", info.backend)
-            && self.driver == driver_of(info)
+        is_for((&self.adapter, &self.backend, &self.driver), info)
     }
 }
 
@@ -212,10 +210,13 @@ pub struct CacheEntry {
 
 impl CacheEntry {
     fn is_for(&self, info: &wgpu::AdapterInfo) -> bool {
-        self.adapter == info.name
-            && self.backend == format!("{:?}", info.backend)
-            && self.driver == driver_of(info)
+        is_for((&self.adapter, &self.backend, &self.driver), info)
     }
+}
+
+/// Whether an entry of this adapter, backend and driver was measured on `info`'s.
+fn is_for((adapter, backend, driver): (&str, &str, &str), info: &wgpu::AdapterInfo) -> bool {
+    adapter == info.name && backend == format!("{:?}", info.backend) && driver == driver_of(info)
 }
 
 /// The driver and its version, as one string (what makes an entry stale when it changes).

@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch};
 use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::model::LayerPlan;
-use crate::shaders::{self, Elements, CONCAT_UNITS};
+use crate::shaders::{self, CONCAT_UNITS};
 
 kernel_params! {
     /// relu_backward's parameters.
@@ -178,11 +178,9 @@ pub(crate) fn add_forward(
     };
     let workgroups = b.grid_1d(name, len / unit)?;
     let args = [first, second, output];
-    let elements = Elements::both(b.stored);
-    Ok(vec![b.dispatch_elements(
+    Ok(vec![b.dispatch_stored(
         name,
         kernel,
-        elements,
         &[],
         &params,
         &args,
@@ -214,16 +212,7 @@ pub(crate) fn concat_forward(
         offset += dims.len();
         let workgroups = b.grid_1d(name, (len / unit).div_ceil(CONCAT_UNITS))?;
         let args = [*source, output];
-        let elements = Elements::both(b.stored);
-        dispatches.push(b.dispatch_elements(
-            name,
-            kernel,
-            elements,
-            &[],
-            &params,
-            &args,
-            workgroups,
-        ));
+        dispatches.push(b.dispatch_stored(name, kernel, &[], &params, &args, workgroups));
     }
     Ok(dispatches)
 }

@@ -191,16 +191,7 @@ pub(crate) fn forward(
             1,
         )?;
         let args = [input, weight, &params.bias, output];
-        let elements = Elements::both(b.stored);
-        dispatches.push(b.dispatch_elements(
-            &label,
-            &GEMM,
-            elements,
-            &[],
-            &gemm,
-            &args,
-            workgroups,
-        ));
+        dispatches.push(b.dispatch_stored(&label, &GEMM, &[], &gemm, &args, workgroups));
     }
     Ok(dispatches)
 }

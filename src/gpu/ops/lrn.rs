@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef, Overrides};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, Elements};
+use crate::shaders;
 
 kernel_params! {
     /// lrn_forward's and lrn_backward's parameters (`shaders/common/lrn_window.wgsl`).
@@ -78,9 +78,8 @@ pub(crate) fn forward(
     let workgroups = b.grid_1d(name, positions)?;
     let (params, overrides) = LrnParams::of(layer)?;
     let args = [input, output];
-    let elements = Elements::both(b.stored);
-    Ok(vec![b.dispatch_elements(
-        name, &FORWARD, elements, &overrides, &params, &args, workgroups,
+    Ok(vec![b.dispatch_stored(
+        name, &FORWARD, &overrides, &params, &args, workgroups,
     )])
 }
 

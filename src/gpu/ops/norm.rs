@@ -17,7 +17,7 @@ use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef};
 use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::gpu::packing::{PackedGrads, PackedWeights};
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, Elements};
+use crate::shaders;
 
 /// PyTorch's default `BatchNorm2d(momentum=0.1)`: the weight of a batch's statistics in the
 /// running ones.
@@ -128,11 +128,9 @@ pub(crate) fn forward(
     };
     let workgroups = b.grid_1d(name, len.div_ceil(4))?;
     let args = [input, stats, output];
-    let elements = Elements::both(b.stored);
-    Ok(vec![b.dispatch_elements(
+    Ok(vec![b.dispatch_stored(
         name,
         &FORWARD,
-        elements,
         &[],
         &norm,
         &args,

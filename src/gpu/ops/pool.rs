@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch, KernelDef, Overrides};
 use crate::gpu::ops::BackwardBuffers;
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::{self, Elements, POOL_TILE};
+use crate::shaders::{self, POOL_TILE};
 
 kernel_params! {
     /// max_pool_forward's, max_pool_argmax's and max_pool_backward's parameters.
@@ -135,11 +135,8 @@ pub(crate) fn max_forward(
         }
         None => {
             let args = [input, output];
-            let elements = Elements::both(b.stored);
             let kernel = &MAX_FORWARD;
-            b.dispatch_elements(
-                name, kernel, elements, &overrides, &params, &args, workgroups,
-            )
+            b.dispatch_stored(name, kernel, &overrides, &params, &args, workgroups)
         }
     };
     Ok(vec![dispatch])
@@ -224,12 +221,10 @@ pub(crate) fn adaptive_avg_forward(
     let params = AdaptiveAvgPoolParams::of(layer)?;
     let workgroups = b.grid_1d(name, layer.batch * o.len())?;
     let args = [input, output];
-    let elements = Elements::both(b.stored);
     let kernel = &ADAPTIVE_AVG_FORWARD;
-    Ok(vec![b.dispatch_elements(
+    Ok(vec![b.dispatch_stored(
         name,
         kernel,
-        elements,
         &[],
         &params,
         &args,
