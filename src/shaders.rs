@@ -177,6 +177,13 @@ pub const CONV2D_FORWARD: ShaderSource = shader!(
     "conv2d_forward",
     ["conv2d_params.wgsl", "outer_product.wgsl"]
 );
+/// A 1x1 stride-1 unpadded convolution forward whose output plane holds a multiple of 4 pixels,
+/// a register block per invocation reading four pixels as one vec4 (CPU adapters).
+pub const CONV2D_FORWARD_1X1: ShaderSource = shader!(
+    "conv2d_forward_1x1.wgsl",
+    "conv2d_forward_1x1",
+    ["conv2d_params.wgsl", "outer_product.wgsl"]
+);
 /// Convolution forward as an implicit GEMM with fused bias and ReLU, workgroup tiles (GPUs).
 pub const CONV2D_FORWARD_TILED: ShaderSource = shader!(
     "conv2d_forward.wgsl",
@@ -572,6 +579,7 @@ pub const PEAK_BANDWIDTH: ShaderSource = shader!("peak_bandwidth.wgsl", "peak_ba
 /// Every kernel entry point.
 pub const ALL: &[ShaderSource] = &[
     CONV2D_FORWARD,
+    CONV2D_FORWARD_1X1,
     CONV2D_FORWARD_TILED,
     CONV2D_PAD_INPUT,
     WINOGRAD_FILTER,

@@ -166,6 +166,24 @@ fn every_conv_kernel_variant_matches_the_reference() {
         2,
         false,
     ));
+    // 1x1 stride 1 on planes of 36 and 20 pixels (conv2d_forward_1x1 on register blocks): odd
+    // channel counts, groups, batch 3 (the last block of 16 pixels partly past the batch).
+    cases.push((
+        3,
+        dims(13, 6, 6),
+        21,
+        window(1, 1, 1, 1, Padding::Valid),
+        1,
+        true,
+    ));
+    cases.push((
+        2,
+        dims(12, 4, 5),
+        18,
+        window(1, 1, 1, 1, Padding::Valid),
+        3,
+        false,
+    ));
     // 1440 output pixels: the filter gradient sums two chunks of pixels.
     cases.push((
         3,

@@ -122,6 +122,7 @@ fn every_f16_capable_shader_translates_with_f16_tensors() {
     let capable: Vec<_> = ALL.iter().filter(|s| s.stores_elements()).collect();
     for name in [
         "conv2d_forward",
+        "conv2d_forward_1x1",
         "conv2d_forward_tiled",
         "conv2d_pad_input",
         "winograd_filter",

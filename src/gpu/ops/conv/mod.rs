@@ -107,6 +107,7 @@ kernel_params! {
 }
 
 const FORWARD: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_FORWARD);
+const FORWARD_1X1: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_FORWARD_1X1);
 const FORWARD_TILED: KernelDef<Conv2dParams> = KernelDef::tiled(shaders::CONV2D_FORWARD_TILED);
 const PAD_INPUT: KernelDef<PadParams> = KernelDef::flat(shaders::CONV2D_PAD_INPUT);
 const BACKWARD_DATA: KernelDef<Conv2dParams> = KernelDef::flat(shaders::CONV2D_BACKWARD_DATA);
@@ -123,6 +124,7 @@ const SUM_CHUNKS: KernelDef<SumChunksParams> = KernelDef::flat(shaders::SUM_CHUN
 pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
     vec![
         FORWARD.contract(),
+        FORWARD_1X1.contract(),
         FORWARD_TILED.contract(),
         PAD_INPUT.contract(),
         BACKWARD_DATA.contract(),
@@ -142,6 +144,17 @@ pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
 const MIN_PIXELS_PER_CHUNK: usize = 1024;
 
 impl Conv2dParams {
+    /// Whether the convolution is 1x1, stride 1, unpadded, on planes of a multiple of 4 pixels:
+    /// `conv2d_forward_1x1` then reads four pixels as one vec4.
+    fn is_pointwise(&self) -> bool {
+        let plane = self.out_height * self.out_width;
+        (self.kernel_height, self.kernel_width) == (1, 1)
+            && (self.stride_height, self.stride_width) == (1, 1)
+            && (self.pad_top, self.pad_left) == (0, 0)
+            && (self.in_height, self.in_width) == (self.out_height, self.out_width)
+            && plane % 4 == 0
+    }
+
     /// The parameters of a planned conv layer whose weights are packed `packed_out` wide.
     pub fn of(layer: &LayerPlan, packed_out: usize) -> Result<Self> {
         let LayerKind::Conv2d {
@@ -229,7 +242,10 @@ impl Variant {
                 )?,
             ),
             Variant::RegisterBlock => (
-                &FORWARD,
+                match params.is_pointwise() {
+                    true => &FORWARD_1X1,
+                    false => &FORWARD,
+                },
                 b.grid_3d(label, pixels.div_ceil(BLOCK), packed_out / BLOCK, groups)?,
             ),
         };
