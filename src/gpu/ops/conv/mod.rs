@@ -152,7 +152,7 @@ impl Conv2dParams {
             && (self.stride_height, self.stride_width) == (1, 1)
             && (self.pad_top, self.pad_left) == (0, 0)
             && (self.in_height, self.in_width) == (self.out_height, self.out_width)
-            && plane % 4 == 0
+            && plane.is_multiple_of(4)
     }
 
     /// The parameters of a planned conv layer whose weights are packed `packed_out` wide.
