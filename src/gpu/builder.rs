@@ -5,7 +5,7 @@ use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::context::GpuContext;
+use crate::gpu::context::{f16_words, GpuContext};
 use crate::gpu::kernel::{Dispatch, KernelDef, KernelParams, Pipeline};
 use crate::gpu::tuning::{LayerChoice, LinearLayerChoice};
 use crate::shaders::{Element, Elements};
@@ -260,41 +260,31 @@ impl<'a> Builder<'a> {
 
     /// A storage buffer holding `data` (weights: the SGD step writes them, readback copies them).
     pub fn weights(&mut self, label: &str, data: &[f32]) -> wgpu::Buffer {
-        self.memory.weights += (data.len() * 4) as u64;
-        self.ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(data),
-                // COPY_DST: a data-parallel replica takes replica 0's batch-norm statistics.
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        self.weights_of(label, data, Element::F32)
     }
 
     /// A storage buffer holding `data` as `element` values (a weight matrix stored as
     /// [`Builder::stored`]); f16 is rounded to nearest.
     pub fn weights_of(&mut self, label: &str, data: &[f32], element: Element) -> wgpu::Buffer {
-        match element {
-            Element::F32 => self.weights(label, data),
+        let half;
+        let contents: &[u8] = match element {
+            Element::F32 => bytemuck::cast_slice(data),
             Element::F16 => {
-                let mut half: Vec<half::f16> =
-                    data.iter().map(|&v| half::f16::from_f32(v)).collect();
-                // Buffers hold whole 4-byte words.
-                half.resize(data.len().next_multiple_of(2), half::f16::ZERO);
-                self.memory.weights += (half.len() * 2) as u64;
-                self.ctx
-                    .device()
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: Some(label),
-                        contents: bytemuck::cast_slice(&half),
-                        usage: wgpu::BufferUsages::STORAGE
-                            | wgpu::BufferUsages::COPY_SRC
-                            | wgpu::BufferUsages::COPY_DST,
-                    })
+                half = f16_words(data);
+                bytemuck::cast_slice(&half)
             }
-        }
+        };
+        self.memory.weights += contents.len() as u64;
+        self.ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                // COPY_DST: a data-parallel replica takes replica 0's batch-norm statistics.
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     fn uniform<T: Pod>(&mut self, label: &str, params: &T) -> wgpu::Buffer {

@@ -646,12 +646,7 @@ impl GpuContext {
                 .queue
                 .write_buffer(buffer, 0, bytemuck::cast_slice(values)),
             Element::F16 => {
-                let mut half: Vec<half::f16> =
-                    values.iter().map(|&v| half::f16::from_f32(v)).collect();
-                // The queue writes whole 4-byte words.
-                if half.len() % 2 == 1 {
-                    half.push(half::f16::ZERO);
-                }
+                let half = f16_words(values);
                 self.queue
                     .write_buffer(buffer, 0, bytemuck::cast_slice(&half));
             }
@@ -687,6 +682,14 @@ impl GpuContext {
         staging.unmap();
         Ok(data)
     }
+}
+
+/// `values` rounded to nearest f16, padded with a zero to whole 4-byte words (what buffers,
+/// copies and queue writes hold).
+pub(crate) fn f16_words(values: &[f32]) -> Vec<half::f16> {
+    let mut half: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+    half.resize(values.len().next_multiple_of(2), half::f16::ZERO);
+    half
 }
 
 /// The first `len` f16 values of `words` (read back as f32 words, two f16 each), as f32.

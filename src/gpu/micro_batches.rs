@@ -59,16 +59,21 @@ struct Accumulation {
     memory: MemoryUse,
 }
 
-/// The fewest parts of `plan`'s batch whose activations and input each fit `max_binding` bytes
-/// (1 when the whole batch fits); an error when one image's do not.
+/// The fewest parts of `plan`'s batch whose f32 activations and input each fit `max_binding`
+/// bytes (1 when the whole batch fits); an error when one image's do not.
 pub fn parts_needed(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
-    let batch = plan.first().map_or(0, |l| l.batch);
-    Ok(batch.div_ceil(images_per_binding(plan, max_binding)?))
+    parts_needed_of(plan, max_binding, Element::F32)
 }
 
-/// How many images' activations (and input) of `plan` fit `max_binding` bytes each; an error
-/// when one image's do not.
-fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
+/// As [`parts_needed`], for activations stored as `element`.
+fn parts_needed_of(plan: &[LayerPlan], max_binding: u64, element: Element) -> Result<usize> {
+    let batch = plan.first().map_or(0, |l| l.batch);
+    Ok(batch.div_ceil(images_per_binding(plan, max_binding, element)?))
+}
+
+/// How many images' activations (and input) of `plan`, stored as `element`, fit `max_binding`
+/// bytes each; an error when one image's do not.
+fn images_per_binding(plan: &[LayerPlan], max_binding: u64, element: Element) -> Result<usize> {
     let Some(first) = plan.first() else {
         return Ok(1);
     };
@@ -76,7 +81,7 @@ fn images_per_binding(plan: &[LayerPlan], max_binding: u64) -> Result<usize> {
         .chain([first.input.len()])
         .max()
         .unwrap_or(0) as u64
-        * 4;
+        * element.bytes() as u64;
     match max_binding / per_image.max(1) {
         0 => Err(Error::InvalidArgument(format!(
             "one image's largest tensor is {} MB, one storage binding holds at most {} MB; only \
@@ -101,9 +106,7 @@ impl<'a> MicroBatches<'a> {
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        // A binding holds twice as many f16 values as f32 ones.
-        let bytes = ctx.stored_element()?.bytes() as u64;
-        let parts = parts_needed(plan, ctx.max_binding() / bytes * 4)?;
+        let parts = parts_needed_of(plan, ctx.max_binding(), ctx.stored_element()?)?;
         fewest_parts(
             (batch, parts),
             || one_image(ctx, network, weights, training),
