@@ -13,7 +13,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> output: array<Values>;
+@group(0) @binding(1) var<storage, read> output: array<InValues>;
 @group(0) @binding(2) var<storage, read> grad_output: array<Values>;
 @group(0) @binding(3) var<storage, read_write> grad_first: array<Values>;
 @group(0) @binding(4) var<storage, read_write> grad_second: array<Values>;
@@ -29,7 +29,7 @@ fn add_backward(
     }
     var g = grad_output[i];
     if params.relu != 0u {
-        g = select(g, Values(0.0), output[i] <= Values(0.0));
+        g = select(g, Values(0.0), Values(output[i]) <= Values(0.0));
     }
     if params.accumulate_first != 0u {
         grad_first[i] += g;

@@ -14,7 +14,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> source: array<Values>;
+@group(0) @binding(1) var<storage, read> source: array<InValues>;
 @group(0) @binding(2) var<storage, read_write> total: array<Values>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -26,7 +26,7 @@ fn add_gradient(
     if i >= params.len {
         return;
     }
-    let scaled = params.scale * source[i];
+    let scaled = params.scale * Values(source[i]);
     if params.accumulate != 0u {
         total[i] += scaled;
     } else {

@@ -28,8 +28,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<Values>;
-@group(0) @binding(2) var<storage, read> output: array<Values>;
+@group(0) @binding(1) var<storage, read> input: array<InValues>;
+@group(0) @binding(2) var<storage, read> output: array<InValues>;
 @group(0) @binding(3) var<storage, read> grad_output: array<Values>;
 // [4][channels]: weight, bias, batch mean, biased batch variance.
 @group(0) @binding(4) var<storage, read> batch_stats: array<f32>;
@@ -43,7 +43,7 @@ fn dy(at: u32) -> Values {
     if params.relu == 0u {
         return gradient;
     }
-    return select(gradient, Values(0.0), output[at] <= Values(0.0));
+    return select(gradient, Values(0.0), Values(output[at]) <= Values(0.0));
 }
 
 @compute @workgroup_size(REDUCTION)
@@ -68,7 +68,7 @@ fn batch_norm_backward(
             let base = (n * channels + c) * units;
             for (var p = lane; p < units; p += lanes) {
                 let g = dy(base + p);
-                dy_centred += g * (input[base + p] - mean);
+                dy_centred += g * (Values(input[base + p]) - mean);
                 sum_dy += g;
             }
         }
@@ -89,7 +89,7 @@ fn batch_norm_backward(
     for (var n = 0u; n < params.batch; n++) {
         let base = (n * channels + c) * units;
         for (var p = lane; p < units; p += lanes) {
-            let x_hat = (input[base + p] - mean) * inverse_std;
+            let x_hat = (Values(input[base + p]) - mean) * inverse_std;
             if writes {
                 grad_input[base + p] = scale * (dy(base + p) - mean_dy - x_hat * mean_dy_x_hat);
             }

@@ -33,12 +33,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<Values>;
+@group(0) @binding(1) var<storage, read> input: array<InValues>;
 // [4][channels]: weight, bias, running mean, running variance (the last two updated here).
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 // [4][channels]: weight, bias, batch mean, biased batch variance.
 @group(0) @binding(3) var<storage, read_write> batch_stats: array<f32>;
-@group(0) @binding(4) var<storage, read_write> output: array<Values>;
+@group(0) @binding(4) var<storage, read_write> output: array<OutValues>;
 
 @compute @workgroup_size(REDUCTION)
 fn batch_norm_train_forward(
@@ -62,7 +62,7 @@ fn batch_norm_train_forward(
         shifted_mean = batch_stats[2u * channels + c];
         variance = batch_stats[3u * channels + c];
     } else {
-        origin = first_value(input[c * units]);
+        origin = first_value(Values(input[c * units]));
         let moments = channel_moments(c, lane, lanes, local, origin);
         shifted_mean = moments.x;
         variance = moments.y;
@@ -82,12 +82,12 @@ fn batch_norm_train_forward(
     for (var n = 0u; n < params.batch; n++) {
         let base = (n * channels + c) * units;
         for (var p = lane; p < units; p += lanes) {
-            var y = (input[base + p] - origin) * scale + shift;
+            var y = (Values(input[base + p]) - origin) * scale + shift;
             if params.relu != 0u {
                 y = max(y, Values(0.0));
             }
             if writes {
-                output[base + p] = y;
+                output[base + p] = OutValues(y);
             }
         }
     }
@@ -118,7 +118,7 @@ fn channel_moments(c: u32, lane: u32, lanes: u32, local: u32, origin: f32) -> ve
         let base = (n * channels + c) * units;
         for (var p = lane; p < units; p += lanes) {
             seen += 1u;
-            let x = input[base + p] - origin;
+            let x = Values(input[base + p]) - origin;
             let delta = x - mean;
             mean += delta * (1.0 / f32(seen));
             squares += delta * (x - mean);

@@ -18,7 +18,7 @@
 // shaders/common/outer_product.wgsl.
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
 // The output gradient as conv2d_transpose_grad_output lays it out:
 // [pixel of the batch][group][out channels of the group rounded up to 16].
 @group(0) @binding(2) var<storage, read> grad_output: array<vec4<f32>>;
@@ -65,7 +65,9 @@ fn gather(t: Taps, base: i32, row: i32, col: i32) -> vec4<f32> {
     let inside = (y >= vec4<i32>(0)) & (y < vec4<i32>(i32(params.in_height)))
         & (x >= vec4<i32>(0)) & (x < vec4<i32>(i32(params.in_width)));
     let index = select(vec4<i32>(0), vec4<i32>(base) + t.offset, inside);
-    let value = vec4<f32>(input[index.x], input[index.y], input[index.z], input[index.w]);
+    let value = vec4<f32>(
+        f32(input[index.x]), f32(input[index.y]), f32(input[index.z]), f32(input[index.w])
+    );
     return select(vec4<f32>(0.0), value, inside);
 }
 

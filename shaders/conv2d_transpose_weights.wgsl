@@ -26,7 +26,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(1) var<storage, read> weight: array<InElement>;
 @group(0) @binding(2) var<storage, read_write> transposed: array<vec4<f32>>;
 
 
@@ -62,7 +62,7 @@ fn conv2d_transpose_weights(
         for (var j = 0u; j < 4u; j++) {
             let in_channel = block + j;
             if in_channel < params.in_per_group {
-                value[j] = weight[first + in_channel * step];
+                value[j] = f32(weight[first + in_channel * step]);
             }
         }
         transposed[at] = value;

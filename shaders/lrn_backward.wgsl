@@ -15,7 +15,7 @@
 // shaders/common/lrn_window.wgsl.
 
 @group(0) @binding(0) var<uniform> params: LrnParams;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> input: array<InElement>;
 @group(0) @binding(2) var<storage, read> grad_output: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grad_input: array<f32>;
 
@@ -81,11 +81,11 @@ fn every_term_afresh(base: u32, first: u32, last: u32) {
         for (var c = window_first(j, first); c <= min(j + DEPTH_RADIUS, last); c++) {
             let at = base + c * params.plane;
             let d = normaliser(base, c, first, last);
-            sum_terms += grad_output[at] * input[at] * inverse_power(d) / d;
+            sum_terms += grad_output[at] * f32(input[at]) * inverse_power(d) / d;
         }
         let at = base + j * params.plane;
         grad_input[at] = grad_output[at] * inverse_power(normaliser(base, j, first, last))
-            - 2.0 * params.alpha * BETA * input[at] * sum_terms;
+            - 2.0 * params.alpha * BETA * f32(input[at]) * sum_terms;
     }
 }
 
@@ -98,7 +98,7 @@ fn window_first(c: u32, first: u32) -> u32 {
 fn normaliser(base: u32, c: u32, first: u32, last: u32) -> f32 {
     var sum_sq = 0.0;
     for (var k = window_first(c, first); k <= min(c + DEPTH_RADIUS, last); k++) {
-        let v = input[base + k * params.plane];
+        let v = f32(input[base + k * params.plane]);
         sum_sq += v * v;
     }
     return params.bias + params.alpha * sum_sq;

@@ -2,10 +2,13 @@
 //
 //   c[m, n] = (accumulate ? c[m, n] : 0) + sum_k a[m, k] * b[k, n]
 //
-// with a[m, k] at a_offset + m * a_row_stride + k * a_col_stride, and b likewise, so one kernel
-// serves both backward products without transposing anything: the input gradient dY * W (reading
-// the forward GEMM's packed weight slices, summed slice by slice with `accumulate`) and the weight
-// gradient X^T * dY (written in the packed layout, slice by slice). Every invocation owns a 16x16
+// with a[m, k] at a_offset + m * a_row_stride + k * a_col_stride, b likewise, and c[m, n] at
+// m * c_row_stride + n * c_col_stride, so one kernel serves both backward products without
+// transposing anything: the input gradient dY * W (reading the forward GEMM's packed weight slices,
+// summed slice by slice with `accumulate`) and the weight gradient, computed as its transpose
+// dY^T * X and written transposed into the packed layout, slice by slice. Both read the output
+// gradient (f32) as a and what the forward pass stored (weights, activations: InElement, f16
+// under half-precision storage) as b. Every invocation owns a 16x16
 // register block in named 4x4 matrices (row = n, column = m): id.x is the block of 16 columns n,
 // id.y the block of 16 rows m. The 4x4 outer product: shaders/common/outer_product.wgsl.
 // matmul_tiled, below, is the GPU-shaped sibling.
@@ -22,12 +25,12 @@ struct Params {
     b_row_stride: u32,
     b_col_stride: u32,
     c_row_stride: u32,
-    _pad: u32,
+    c_col_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<InElement>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 
@@ -48,7 +51,10 @@ fn load_a(rows: vec4<u32>, offset: u32) -> vec4<f32> {
 }
 
 fn load_b(columns: vec4<u32>, offset: u32) -> vec4<f32> {
-    return vec4<f32>(b[columns.x + offset], b[columns.y + offset], b[columns.z + offset], b[columns.w + offset]);
+    return vec4<f32>(
+        f32(b[columns.x + offset]), f32(b[columns.y + offset]),
+        f32(b[columns.z + offset]), f32(b[columns.w + offset]),
+    );
 }
 
 fn store_block(acc: mat4x4<f32>, first_n: u32, first_m: u32) {
@@ -60,7 +66,7 @@ fn store_block(acc: mat4x4<f32>, first_n: u32, first_m: u32) {
         for (var j = 0u; j < 4u; j++) {
             let row = first_m + j;
             if row < params.m {
-                let at = row * params.c_row_stride + column;
+                let at = row * params.c_row_stride + column * params.c_col_stride;
                 var value = acc[j][i];
                 if params.accumulate != 0u {
                     value += c[at];
@@ -211,7 +217,7 @@ fn matmul_tiled(
             let row = first_m + j;
             let column = first_n + i;
             if row < params.m && column < params.n {
-                let at = row * params.c_row_stride + column;
+                let at = row * params.c_row_stride + column * params.c_col_stride;
                 var value = acc[j][i];
                 if params.accumulate != 0u {
                     value += c[at];

@@ -12,7 +12,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> output: array<Values>;
+@group(0) @binding(1) var<storage, read> output: array<InValues>;
 @group(0) @binding(2) var<storage, read_write> grad: array<Values>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -24,5 +24,5 @@ fn relu_backward(
     if i >= params.len {
         return;
     }
-    grad[i] = select(Values(0.0), grad[i], output[i] > Values(0.0));
+    grad[i] = select(Values(0.0), grad[i], Values(output[i]) > Values(0.0));
 }

@@ -13,7 +13,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<InElement>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
@@ -28,18 +28,23 @@ fn softmax_cross_entropy(
         return;
     }
     let row = n * params.classes;
-    var largest = logits[row];
+    var largest = logit(row);
     for (var c = 1u; c < params.classes; c++) {
-        largest = max(largest, logits[row + c]);
+        largest = max(largest, logit(row + c));
     }
     var sum = 0.0;
     for (var c = 0u; c < params.classes; c++) {
-        sum += exp(logits[row + c] - largest);
+        sum += exp(logit(row + c) - largest);
     }
     let label = labels[n];
     for (var c = 0u; c < params.classes; c++) {
-        let probability = exp(logits[row + c] - largest) / sum;
+        let probability = exp(logit(row + c) - largest) / sum;
         grad[row + c] = params.scale * (probability - select(0.0, 1.0, c == label));
     }
-    loss[n] = log(sum) - (logits[row + label] - largest);
+    loss[n] = log(sum) - (logit(row + label) - largest);
+}
+
+// Logit i, as f32 (the network may store its logits as f16).
+fn logit(i: u32) -> f32 {
+    return f32(logits[i]);
 }

@@ -229,9 +229,12 @@ pub fn gradients_of(
     let gpu_outputs = (0..plan.len())
         .map(|i| Ok(to_f64(&net.read_layer(i)?)))
         .collect::<Result<Vec<_>>>()?;
-    let params = Parameters::<f64>::from_weights(weights);
+    // The routed reference reads what the GPU's kernels read: under f16 storage, the input and
+    // weight matrices rounded to f16 (its gradients are f32 from there on).
+    let params = Parameters::<f64>::from_weights(&net.stored_weights(weights));
+    let x = to_f64(&net.stored_input(input));
     let (_, heads) = reference::loss(loss, plan, &gpu_outputs, labels)?;
-    let routed = reference::backward_through(plan, &params, &to_f64(input), &gpu_outputs, &heads)?;
+    let routed = reference::backward_through(plan, &params, &x, &gpu_outputs, &heads)?;
     let chain = reference_gradients::<f64>(plan, weights, input, (loss, labels))?;
     let single = reference_gradients::<f32>(plan, weights, input, (loss, labels))?;
     routed

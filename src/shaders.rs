@@ -72,11 +72,12 @@ impl Element {
     }
 }
 
-/// The element types one dispatch of a kernel binds: `read` for the tensors it reads
+/// The element types one dispatch of a kernel binds: `read` for the stored tensors it reads
 /// (activations, weight matrices), `written` for the one it writes. The WGSL declares those
 /// bindings with the aliases `InElement` and `OutElement` and converts to f32 as it loads and
 /// back as it stores, so every product accumulates in f32; biases, batch-norm statistics and
-/// every gradient are always f32 (docs/design.md#half-precision-storage).
+/// every gradient are always f32 (docs/design.md#half-precision-storage). A backward kernel
+/// declares the forward pass's tensors it reads as `InElement` and writes f32 gradients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Elements {
     /// The tensors the kernel reads.
@@ -94,6 +95,15 @@ impl Elements {
         Elements {
             read: element,
             written: element,
+        }
+    }
+
+    /// Stored tensors of `element` in, f32 out: a backward kernel reading what the forward pass
+    /// stored and writing a gradient.
+    pub const fn reading(element: Element) -> Self {
+        Elements {
+            read: element,
+            written: Element::F32,
         }
     }
 
@@ -537,6 +547,8 @@ pub const RELU_BACKWARD_BY_FOUR: ShaderSource = shader!(
 );
 /// One SGD step with momentum on a parameter buffer.
 pub const SGD: ShaderSource = shader!("sgd.wgsl", "sgd", []);
+/// A tensor copied to another element type: f32 master weights rounded into their f16 copy.
+pub const CONVERT_VALUES: ShaderSource = shader!("convert_values.wgsl", "convert_values", []);
 /// Style transfer: a scaled difference of two tensors and its squared sum in chunks (the
 /// content and style losses and the gradients they start from).
 pub const SQUARED_DIFFERENCE: ShaderSource = shader!(
@@ -638,6 +650,7 @@ pub const ALL: &[ShaderSource] = &[
     RELU_BACKWARD,
     RELU_BACKWARD_BY_FOUR,
     SGD,
+    CONVERT_VALUES,
     SQUARED_DIFFERENCE,
     SUM_TO_LOSS,
     IMAGE_GRADIENT,

@@ -327,7 +327,7 @@ fn run_writes_logits() {
 /// feature.
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
-fn precision_f16_checks_and_runs_the_forward_pass_and_refuses_training() {
+fn precision_f16_checks_runs_and_trains_on_one_device() {
     let small = [
         "--model",
         "resnet18",
@@ -350,6 +350,10 @@ fn precision_f16_checks_and_runs_the_forward_pass_and_refuses_training() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("check passed"), "{stdout}");
     assert!(stdout.contains("f16 inputs (tolerance 2e-3)"), "{stdout}");
+    assert!(
+        stdout.contains("(f32) against the f64 backward pass through the GPU's f16 activations"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let d = |name: &str| dir.path().join(name).display().to_string();
@@ -392,14 +396,29 @@ fn precision_f16_checks_and_runs_the_forward_pass_and_refuses_training() {
         "f16 logits {drift:e} from f32's"
     );
 
-    assert_clean_failure(
-        &["bench", "--precision", "f16", "--pass", "both"],
-        "add --pass forward",
-    );
-    assert_clean_failure(
-        &["train", "--precision", "f16", "--steps", "1"],
-        "inference",
-    );
+    // Mixed precision trains on one device; the data-parallel replicas keep f32.
+    let train: Vec<&str> = [
+        "train",
+        "--precision",
+        "f16",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+    ]
+    .iter()
+    .chain(&small)
+    .copied()
+    .collect();
+    let (ok, stdout, stderr) = convnet(&train);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("step 1, loss = "), "{stdout}");
+    let data_parallel: Vec<&str> = train
+        .iter()
+        .chain(&["--parallel", "data", "--devices", "2"])
+        .copied()
+        .collect();
+    assert_clean_failure(&data_parallel, "data-parallel replicas keep f32");
     assert_clean_failure(&["tune", "--precision", "f16"], "drop --precision f16");
     let grads = d("g.safetensors");
     let gradients = [
@@ -414,8 +433,18 @@ fn precision_f16_checks_and_runs_the_forward_pass_and_refuses_training() {
         "f16",
     ];
     let gradients: Vec<&str> = gradients.iter().chain(&small).copied().collect();
-    assert_clean_failure(&gradients, "inference");
-    assert!(!Path::new(&grads).exists());
+    let (ok, stdout, stderr) = convnet(&gradients);
+    assert!(ok, "{stdout}{stderr}");
+    let options = convnet_wgpu::model::Options {
+        num_classes: Some(10),
+        input_size: Some(64),
+        aux_logits: false,
+    };
+    let network = convnet_wgpu::model::build("resnet18", &options).unwrap();
+    let grads = convnet_wgpu::weights::Weights::load(Path::new(&grads), &network).unwrap();
+    assert!(grads
+        .iter()
+        .all(|(_, t)| t.data.iter().all(|v| v.is_finite())));
 }
 
 #[test]

@@ -10,8 +10,7 @@ use convnet_wgpu::bench::{
 };
 use convnet_wgpu::distributed::World;
 use convnet_wgpu::gpu::{
-    AllReduce, BucketReport, DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory,
-    PlacedNetwork, Precision,
+    AllReduce, BucketReport, DataParallel, GpuContext, Keep, MemoryUse, PlacedMemory, PlacedNetwork,
 };
 use convnet_wgpu::model::{LossKind, Network};
 use convnet_wgpu::watchdog::Watchdog;
@@ -113,18 +112,7 @@ pub(crate) fn bench(args: &BenchArgs, world: &World) -> anyhow::Result<()> {
     }
     let network = args.network.build()?;
     let plan = network.plan(args.batch)?;
-    // f16 storage is for inference: its bench times the forward pass.
-    let half = args.device.variants()?.precision == Precision::F16;
-    let pass = match (args.pass, half) {
-        (_, true) if args.update => {
-            anyhow::bail!("--precision f16 is for inference: drop --update")
-        }
-        (Some(PassChoice::Forward) | None, true) => PassChoice::Forward,
-        (Some(_), true) => {
-            anyhow::bail!("--precision f16 is for inference: add --pass forward")
-        }
-        (pass, false) => pass.unwrap_or(PassChoice::Both),
-    };
+    let pass = args.pass.unwrap_or(PassChoice::Both);
     let data_parallel = args.device.parallel == Parallel::Data;
     let contexts = if data_parallel {
         open_replica_contexts(&args.device)?

@@ -196,7 +196,9 @@ pub(crate) fn check(
 
 /// `check --precision f16`: the inference forward pass with f16 storage, each layer judged
 /// from the GPU's own inputs (its kernels and its storage alone), and the whole pass's drift
-/// from the f32 reference reported; there are no gradients to check (f16 is for inference).
+/// from the f32 reference reported; then a network that trains (mixed precision): its training
+/// forward judged the same way, and its f32 gradients against the f64 backward pass through
+/// its own f16 activations and weights.
 fn check_f16(
     contexts: &[GpuContext],
     (gpu_network, gpu_plan, gpu_params): (&Network, &[LayerPlan], &Weights),
@@ -221,7 +223,7 @@ fn check_f16(
         Some(check::F16_TOLERANCE),
         &[],
     );
-    let failed = (layers.iter())
+    let mut failed: Vec<String> = (layers.iter())
         .filter(|r| !r.within(check::F16_TOLERANCE))
         .map(|r| r.name.clone())
         .collect();
@@ -231,7 +233,44 @@ fn check_f16(
          rounding compounds over the layers; see docs/results.md#half-precision-storage)"
     );
     print_deviations("layer", &drift.iter().collect::<Vec<_>>(), None, &[]);
-    println!("\nno gradients: --precision f16 runs forward passes only");
+
+    let loss = Loss::with_aux_heads(LossKind::L2, plan);
+    let training = GpuNetwork::training(&contexts[0], plan, params, &loss, Keep::Everything)?;
+    let layers = check::training_forward(&training, params, data)?;
+    println!(
+        "\nlayer outputs in training mode, each against the f64 reference of that layer from the \
+         GPU's own f16 inputs (tolerance {:e})",
+        check::F16_TOLERANCE
+    );
+    print_deviations(
+        "layer",
+        &layers.iter().collect::<Vec<_>>(),
+        Some(check::F16_TOLERANCE),
+        &[],
+    );
+    failed.extend(
+        (layers.iter())
+            .filter(|r| !r.within(check::F16_TOLERANCE))
+            .map(|r| format!("{} (training)", r.name)),
+    );
+    let grads = check::gradients(&training, params, data)?;
+    println!(
+        "\ngradients of {} (f32) against the f64 backward pass through the GPU's f16 activations \
+         and f16-rounded weights (tolerance {:e});\nbeside it, the GPU against a fully f64 pass \
+         from the f32 weights (not judged: what f16 storage costs the gradients)",
+        super::describe_loss(&loss),
+        check::GRADIENT_TOLERANCE
+    );
+    let rows: Vec<&check::Deviation> = grads.iter().map(|g| &g.gpu).collect();
+    let drift: Vec<String> = (grads.iter())
+        .map(|g| format!("(vs f64 pass: {:.3e})", g.gpu_vs_f64_chain.relative))
+        .collect();
+    print_deviations("parameter", &rows, Some(check::GRADIENT_TOLERANCE), &drift);
+    failed.extend(
+        (rows.iter())
+            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
+            .map(|r| r.name.clone()),
+    );
     Ok(finish_check(failed))
 }
 

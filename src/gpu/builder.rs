@@ -114,8 +114,8 @@ pub(crate) struct Builder<'a> {
     pub folded_launches: usize,
     /// Whether the network computes gradients: its layers choose their kernels for training.
     pub trains: bool,
-    /// How the network stores its activations and weight matrices (f32 unless a network at
-    /// inference was asked for f16): what the forward kernels read and write.
+    /// How the network stores its activations and weight matrices (f32 unless asked for f16):
+    /// what the forward kernels read and write, and the backward kernels read.
     pub stored: Element,
     /// Each layer's kernel choice where it has one to report, as (layer, description).
     pub choices: Vec<(String, LayerChoice)>,
@@ -380,6 +380,23 @@ impl<'a> Builder<'a> {
         workgroups: [u32; 3],
     ) -> Dispatch {
         let elements = Elements::both(self.stored);
+        self.dispatch_elements(
+            label, kernel, elements, overrides, params, buffers, workgroups,
+        )
+    }
+
+    /// As [`Builder::dispatch_specialised`], of a backward kernel reading the forward pass's
+    /// activations (or weights) as the network stores them and writing f32 gradients.
+    pub fn dispatch_reading_stored<P: KernelParams>(
+        &mut self,
+        label: &str,
+        kernel: &KernelDef<P>,
+        overrides: &[(&'static str, f64)],
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let elements = Elements::reading(self.stored);
         self.dispatch_elements(
             label, kernel, elements, overrides, params, buffers, workgroups,
         )

@@ -33,6 +33,7 @@ use crate::gpu::network::{GpuNetwork, Keep};
 use crate::gpu::ops::norm::RUNNING_MOMENTUM;
 use crate::gpu::profile::layer_of;
 use crate::gpu::sgd::{Sgd, SgdConfig};
+use crate::gpu::variants::Precision;
 use crate::model::{Loss, LossKind, Network};
 use crate::weights::Weights;
 
@@ -303,6 +304,13 @@ impl<'a> DataParallel<'a> {
         weights: &Weights,
         (kind, sync_batch_norm): (LossKind, bool),
     ) -> Result<Self> {
+        if contexts.iter().any(|c| c.precision() != Precision::F32) {
+            return Err(Error::InvalidArgument(
+                "--precision f16 trains one network on one device; data-parallel replicas keep f32 \
+                 (use --precision f32)"
+                    .into(),
+            ));
+        }
         let (shards, first_image) = Self::split(world, contexts.len(), batch)?;
         // One replica in all normalises by the whole batch anyway; a network without batch
         // norms has nothing to synchronise.

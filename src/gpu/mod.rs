@@ -46,7 +46,7 @@ pub(crate) use variants::MIN_CHUNK_DEPTH;
 pub use variants::{ConvAlgorithm, KernelShape, LinearKernel, Precision, Variants};
 
 use crate::error::Result;
-use crate::model::LayerPlan;
+use crate::model::{LayerKind, LayerPlan};
 use crate::shaders::Element;
 use crate::weights::Weights;
 
@@ -77,6 +77,27 @@ pub trait Runner {
                 .map(|&v| half::f16::from_f32(v).to_f32())
                 .collect(),
         }
+    }
+    /// `weights` as the network's kernels read them: each conv and linear weight matrix rounded
+    /// to [`Runner::stored_element`]; biases and batch-norm parameters stay f32.
+    fn stored_weights(&self, weights: &Weights) -> Weights {
+        let mut stored = weights.clone();
+        if self.stored_element() == Element::F16 {
+            let matrices = (self.plan().iter()).filter(|l| {
+                matches!(
+                    l.layer.kind,
+                    LayerKind::Conv2d { .. } | LayerKind::Linear { .. }
+                )
+            });
+            for layer in matrices {
+                if let Some(t) = stored.get_mut(&format!("{}.weight", layer.layer.name)) {
+                    for v in &mut t.data {
+                        *v = half::f16::from_f32(*v).to_f32();
+                    }
+                }
+            }
+        }
+        stored
     }
 }
 
@@ -121,6 +142,7 @@ mod tests {
         [
             super::ops::contracts(),
             super::sgd::contracts(),
+            super::packing::contracts(),
             super::ops::style::contracts(),
             super::ops::pixels::contracts(),
             super::ops::lbfgs::contracts(),

@@ -776,7 +776,11 @@ impl<'a> GpuNetwork<'a> {
     pub fn read_weights(&self) -> Result<Weights> {
         let mut tensors = Vec::new();
         for params in &self.params {
-            let weights = (params.weights.as_slice(), self.stored);
+            // The f32 master where the network trains an f16 copy.
+            let weights = match params.master.is_empty() {
+                true => (params.weights.as_slice(), self.stored),
+                false => (params.master.as_slice(), Element::F32),
+            };
             tensors.extend(self.read_param_pair(params, weights, &params.bias)?);
         }
         Ok(Weights::from_tensors(tensors))
@@ -936,10 +940,15 @@ fn build_unscoped<'a>(
     let mut b = Builder::new(ctx);
     b.trains = training.is_some();
     b.stored = ctx.stored_element()?;
-    if b.trains && b.stored != Element::F32 {
+    // Mixed precision trains one network from its loss. Style transfer (which writes its
+    // image into the input as f32) and multi-device layouts keep f32.
+    let one_network_from_its_loss = training.as_ref().is_none_or(|t| {
+        matches!(t.output_gradient, OutputGradient::Loss(_)) && !t.wanted.synced_batch_norms
+    });
+    if b.stored != Element::F32 && !one_network_from_its_loss {
         return Err(Error::InvalidArgument(
-            "--precision f16 is for inference (forward passes); a network that trains keeps \
-             f32 activations and weights"
+            "--precision f16 trains one network on one device from its loss; style transfer \
+             and multi-device layouts keep f32 activations and weights"
                 .into(),
         ));
     }
@@ -1243,5 +1252,23 @@ mod tests {
             unsplit_from: 1,
         });
         invalid(TwoDeviceNetwork::new([&ctx, &ctx], &unordered, 2, &weights));
+    }
+
+    #[test]
+    #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
+    fn f16_storage_refuses_style_transfer_and_the_two_device_layout() {
+        let variants = crate::gpu::Variants {
+            precision: crate::gpu::Precision::F16,
+            ..Default::default()
+        };
+        let ctx = context().with_variants(variants);
+        let network = small_test_network(4, 3);
+        let plan = network.plan(2).unwrap();
+        let weights = Weights::init(&network, 1).unwrap();
+        // Without shader-f16 the adapter refuses first; either line names the flag.
+        let style = invalid(GpuNetwork::for_input_gradient(&ctx, &plan, &weights, &[0]));
+        assert!(style.contains("--precision f16"), "{style}");
+        let two = invalid(TwoDeviceNetwork::new([&ctx, &ctx], &network, 2, &weights));
+        assert!(two.contains("--precision f16"), "{two}");
     }
 }

@@ -2,12 +2,35 @@
 //! kernels read as vec4s (and split into slices where it exceeds one storage binding), and
 //! unpacked back to PyTorch's layout when read. Parameter gradients share the packed layouts,
 //! so an SGD step is element by element.
+//!
+//! Under half-precision storage the kernels read f16 weight matrices; a network that trains
+//! also keeps them in f32 (the master copy the optimiser updates, so that steps smaller than
+//! f16's spacing still accumulate) and rounds the master into the f16 copy after every step
+//! (docs/design.md#half-precision-storage).
 
 use crate::error::Result;
-use crate::gpu::builder::{Builder, Purpose};
+use crate::gpu::builder::{u32_of, Builder, Purpose};
+use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::model::{LayerKind, LayerPlan};
-use crate::shaders::BLOCK;
+use crate::shaders::{self, Element, Elements, BLOCK};
 use crate::weights::Weights;
+
+kernel_params! {
+    /// convert_values's parameters.
+    struct ConvertParams {
+        len: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
+}
+
+const CONVERT_VALUES: KernelDef<ConvertParams> = KernelDef::flat(shaders::CONVERT_VALUES);
+
+#[cfg(test)]
+pub(crate) fn contracts() -> Vec<crate::gpu::kernel::Contract> {
+    vec![CONVERT_VALUES.contract()]
+}
 
 /// A column slice of a linear layer's weight: as many columns as one storage binding holds.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +71,9 @@ pub(crate) struct PackedWeights {
     /// activations ([`Builder::stored`]), a batch norm's f32.
     pub weights: Vec<wgpu::Buffer>,
     pub bias: wgpu::Buffer,
+    /// Where the weight is stored as f16 in a network that trains: its f32 master copy (one
+    /// buffer per slice), which the optimiser updates. Empty otherwise.
+    pub master: Vec<wgpu::Buffer>,
 }
 
 impl Packing {
@@ -141,11 +167,47 @@ pub(crate) fn trains_bias(kind: &LayerKind) -> bool {
 }
 
 impl PackedWeights {
-    /// The buffers an optimiser updates: the weight's (slices; a batch norm's statistics, of
-    /// which it updates the first `2 * channels` values), then the bias's where it trains one.
+    /// The buffers an optimiser updates: the weight's (slices, in f32: the master copy where
+    /// there is one; a batch norm's statistics, of which it updates the first `2 * channels`
+    /// values), then the bias's where it trains one.
     pub fn trained_buffers(&self, kind: &LayerKind) -> Vec<&wgpu::Buffer> {
         let bias = trains_bias(kind).then_some(&self.bias);
-        self.weights.iter().chain(bias).collect()
+        let weights = match self.master.is_empty() {
+            true => &self.weights,
+            false => &self.master,
+        };
+        weights.iter().chain(bias).collect()
+    }
+
+    /// The dispatches that round the master copy into the weight the kernels read (f16), to
+    /// run after every optimiser step; none without a master copy.
+    pub fn round_master(&self, b: &mut Builder, name: &str) -> Result<Vec<Dispatch>> {
+        let elements = Elements {
+            read: Element::F32,
+            written: Element::F16,
+        };
+        let lens = self.packing.buffer_lens();
+        let mut dispatches = Vec::new();
+        for ((master, weight), len) in self.master.iter().zip(&self.weights).zip(lens) {
+            let label = format!("{name}.weight rounded to f16");
+            let params = ConvertParams {
+                len: u32_of(len, "weights")?,
+                ..Default::default()
+            };
+            let workgroups = b.grid_1d(&label, len.div_ceil(4))?;
+            let args = [master, weight];
+            let kernel = &CONVERT_VALUES;
+            dispatches.push(b.dispatch_elements(
+                &label,
+                kernel,
+                elements,
+                &[],
+                &params,
+                &args,
+                workgroups,
+            ));
+        }
+        Ok(dispatches)
     }
 }
 
@@ -248,6 +310,7 @@ pub(crate) fn upload(
                 packing: Packing::Norm,
                 weights: vec![b.weights(&format!("{name} statistics"), &stats)],
                 bias: b.weights(&format!("{name}.bias"), &[]),
+                master: Vec::new(),
             }));
         }
         LayerKind::Lrn { .. }
@@ -258,11 +321,16 @@ pub(crate) fn upload(
     };
     let weight = weights.tensor(name, "weight")?;
     let mut buffers = Vec::new();
-    // The weight matrix is stored as the network's activations are (f16 where asked).
+    let mut master = Vec::new();
+    // The weight matrix is stored as the network's activations are (f16 where asked), and a
+    // network that trains an f16 copy keeps the f32 master too.
     for (i, packed) in packing.pack(weight).iter().enumerate() {
-        let bytes = (packed.len() * b.stored.bytes()) as u64;
+        let bytes = (packed.len() * 4) as u64;
         b.check_binding(&format!("{name}.weight"), bytes)?;
         buffers.push(b.weights_of(&format!("{name}.weight[{i}]"), packed, b.stored));
+        if b.trains && b.stored != Element::F32 {
+            master.push(b.weights(&format!("{name}.weight[{i}] f32 master"), packed));
+        }
     }
     // A convolution without bias (a batch norm follows it) adds zeros: the kernel stays one.
     let zeros = vec![0.0; layer.output.channels];
@@ -275,5 +343,6 @@ pub(crate) fn upload(
         packing,
         weights: buffers,
         bias,
+        master,
     }))
 }

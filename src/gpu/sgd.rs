@@ -103,6 +103,8 @@ impl<'n, 'a> Sgd<'n, 'a> {
                         dispatches.push(dispatch);
                         params.push((sgd, uniform));
                     }
+                    // Under half-precision storage, the f16 weights the kernels read.
+                    dispatches.extend(weights.round_master(&mut b, &layer.name)?);
                     velocities.push(Some(velocity));
                 }
                 Ok((dispatches, params, velocities, b.memory.gradients))

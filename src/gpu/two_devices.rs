@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
 use crate::gpu::network::GpuNetwork;
 use crate::gpu::sgd::{Sgd, SgdConfig};
+use crate::gpu::variants::Precision;
 use crate::model::{LayerPlan, Network, Segment};
 use crate::weights::{Tensor, Weights};
 
@@ -106,6 +107,13 @@ impl<'a> TwoDeviceNetwork<'a> {
         batch: usize,
         weights: &Weights,
     ) -> Result<Self> {
+        if contexts.iter().any(|c| c.precision() != Precision::F32) {
+            return Err(Error::InvalidArgument(
+                "--precision f16 trains one network on one device; the two-device layout keeps f32 \
+                 (use --precision f32)"
+                    .into(),
+            ));
+        }
         let towers = network.towers.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{} has no two-device layout (alexnet-2gpu has one); use --devices 1, or \

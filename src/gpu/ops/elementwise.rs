@@ -8,7 +8,7 @@ use crate::gpu::builder::{u32_of, Builder};
 use crate::gpu::kernel::{kernel_params, ByUnits, Dispatch};
 use crate::gpu::ops::{channel_groups, channel_lanes, BackwardBuffers};
 use crate::model::LayerPlan;
-use crate::shaders::{self, CONCAT_UNITS};
+use crate::shaders::{self, Element, Elements, CONCAT_UNITS};
 
 kernel_params! {
     /// relu_backward's parameters.
@@ -128,7 +128,7 @@ pub(crate) fn relu_backward(
         ..Default::default()
     };
     let args = [buf.output, buf.grad_output];
-    Ok(b.dispatch(&label, kernel, &params, &args, workgroups))
+    Ok(b.dispatch_reading_stored(&label, kernel, &[], &params, &args, workgroups))
 }
 
 /// The bias gradient: `grad_output` summed over images and pixels, per channel, by the
@@ -225,7 +225,7 @@ pub(crate) struct GradientTarget<'b> {
     pub accumulate: bool,
 }
 
-/// The dispatch that copies `source` (`len` floats) into `target`, or adds it there.
+/// The dispatch that copies `source` (`len` floats, a gradient) into `target`, or adds it there.
 pub(crate) fn add_gradient(
     b: &mut Builder,
     label: &str,
@@ -233,15 +233,16 @@ pub(crate) fn add_gradient(
     source: &wgpu::Buffer,
     target: GradientTarget,
 ) -> Result<Dispatch> {
-    add_scaled_gradient(b, label, len, (source, 1.0), target)
+    add_scaled_gradient(b, label, len, (source, Element::F32, 1.0), target)
 }
 
-/// As [`add_gradient`], of `scale * source`.
+/// As [`add_gradient`], of `scale * source`, whose values are `element`s (a layer's output, as
+/// the network stores it, for the L2 loss's gradient).
 pub(crate) fn add_scaled_gradient(
     b: &mut Builder,
     label: &str,
     len: usize,
-    (source, scale): (&wgpu::Buffer, f32),
+    (source, element, scale): (&wgpu::Buffer, Element, f32),
     target: GradientTarget,
 ) -> Result<Dispatch> {
     let (kernel, unit) = ADD_GRADIENT.for_sizes(&[len]);
@@ -253,7 +254,8 @@ pub(crate) fn add_scaled_gradient(
     };
     let workgroups = b.grid_1d(label, len / unit)?;
     let args = [source, target.buffer];
-    Ok(b.dispatch(label, kernel, &params, &args, workgroups))
+    let elements = Elements::reading(element);
+    Ok(b.dispatch_elements(label, kernel, elements, &[], &params, &args, workgroups))
 }
 
 /// The dispatches of a channel concatenation's backward pass: each input's slice of the output
@@ -321,7 +323,14 @@ pub(crate) fn add_backward(
             let output = if relu { buf.output } else { buf.grad_output };
             let args = [output, buf.grad_output, first.buffer, second.buffer];
             let workgroups = b.grid_1d(&label, len / unit)?;
-            return Ok(vec![b.dispatch(&label, kernel, &params, &args, workgroups)]);
+            return Ok(vec![b.dispatch_reading_stored(
+                &label,
+                kernel,
+                &[],
+                &params,
+                &args,
+                workgroups,
+            )]);
         }
     }
     let mut dispatches = Vec::new();

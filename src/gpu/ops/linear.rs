@@ -60,8 +60,8 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// matmul's parameters: `c (m x n) (+)= a (m x k) b (k x n)`, each operand read in place
-    /// through its offsets and strides (transposed or not).
+    /// matmul's parameters: `c (m x n) (+)= a (m x k) b (k x n)`, each operand read (and `c`
+    /// written) in place through its offsets and strides, transposed or not.
     pub(crate) struct MatmulParams {
         m: u32,
         n: u32,
@@ -74,7 +74,7 @@ kernel_params! {
         b_row_stride: u32,
         b_col_stride: u32,
         c_row_stride: u32,
-        _pad: u32,
+        c_col_stride: u32,
     }
 }
 
@@ -304,25 +304,29 @@ pub(crate) fn backward(
     if relu {
         dispatches.push(elementwise::relu_backward(b, layer, buf)?);
     }
+    // Both products read the output gradient (f32) as `a` and what the forward pass stored as
+    // `b` (the input, the weights: f16 under half-precision storage).
+    let stored = b.stored;
     for (s, slice) in slices.iter().enumerate() {
-        // Weight gradient of the slice, packed [in][packed_columns]: X^T dY[:, slice].
+        // Weight gradient of the slice, packed [in][packed_columns]: X^T dY[:, slice], computed
+        // as its transpose dY[:, slice]^T X and written transposed.
         let label = format!("{name}[{}..] weight backward", slice.first);
         let product = MatmulParams {
-            m: u32_of(depth, "features")?,
-            n: u32_of(slice.count, "features")?,
+            m: u32_of(slice.count, "features")?,
+            n: u32_of(depth, "features")?,
             k: u32_of(batch, "batch")?,
             accumulate: 0,
-            a_offset: 0,
+            a_offset: u32_of(slice.first, "features")?,
             a_row_stride: 1,
-            a_col_stride: u32_of(depth, "features")?,
-            b_offset: u32_of(slice.first, "features")?,
-            b_row_stride: u32_of(out_features, "features")?,
+            a_col_stride: u32_of(out_features, "features")?,
+            b_offset: 0,
+            b_row_stride: u32_of(depth, "features")?,
             b_col_stride: 1,
-            c_row_stride: u32_of(slice.packed_columns, "features")?,
-            _pad: 0,
+            c_row_stride: 1,
+            c_col_stride: u32_of(slice.packed_columns, "features")?,
         };
-        let args = [buf.input, buf.grad_output, &grads.weights[s]];
-        dispatches.push(matmul(b, &label, &product, args)?);
+        let args = [buf.grad_output, buf.input, &grads.weights[s]];
+        dispatches.push(matmul(b, &label, &product, stored, args)?);
 
         // Input gradient, summed over slices: dY[:, slice] W[slice, :].
         if let Some(grad_input) = buf.grad_input {
@@ -339,10 +343,10 @@ pub(crate) fn backward(
                 b_row_stride: 1,
                 b_col_stride: u32_of(slice.packed_columns, "features")?,
                 c_row_stride: u32_of(depth, "features")?,
-                _pad: 0,
+                c_col_stride: 1,
             };
             let args = [buf.grad_output, &params.weights[s], grad_input];
-            dispatches.push(matmul(b, &label, &product, args)?);
+            dispatches.push(matmul(b, &label, &product, stored, args)?);
         }
     }
     dispatches.push(elementwise::bias_backward(
@@ -356,11 +360,12 @@ pub(crate) fn backward(
 
 /// The dispatch of `product` (a, b, c) on the matmul kernel this device uses: `matmul` (register
 /// block; `matmul_rows4` where c has fewer rows than a block, as a small batch's input gradient
-/// has) or `matmul_tiled` (workgroup tiles).
+/// has) or `matmul_tiled` (workgroup tiles). `a` and `c` hold f32, `b` holds `b_element`s.
 pub(crate) fn matmul(
     b: &mut Builder,
     label: &str,
     product: &MatmulParams,
+    b_element: Element,
     args: [&wgpu::Buffer; 3],
 ) -> Result<Dispatch> {
     let (m, n) = (product.m as usize, product.n as usize);
@@ -381,5 +386,6 @@ pub(crate) fn matmul(
             b.grid_3d(label, n.div_ceil(BLOCK), m.div_ceil(BLOCK), 1)?,
         ),
     };
-    Ok(b.dispatch(label, kernel, product, &args, workgroups))
+    let elements = Elements::reading(b_element);
+    Ok(b.dispatch_elements(label, kernel, elements, &[], product, &args, workgroups))
 }

@@ -41,7 +41,8 @@ pub(crate) fn l2(
         buffer: grad,
         accumulate: false,
     };
-    elementwise::add_scaled_gradient(b, &label, len, (output, weight), target)
+    let source = (output, b.stored, weight);
+    elementwise::add_scaled_gradient(b, &label, len, source, target)
 }
 
 /// The gradient of `weight * mean cross-entropy(softmax(output), labels)` written into `grad`,
@@ -62,5 +63,6 @@ pub(crate) fn cross_entropy(
     };
     let workgroups = b.grid_1d(&label, head.batch)?;
     let args = [output, labels, grad, losses];
-    Ok(b.dispatch(&label, &SOFTMAX_CROSS_ENTROPY, &params, &args, workgroups))
+    let kernel = &SOFTMAX_CROSS_ENTROPY;
+    Ok(b.dispatch_reading_stored(&label, kernel, &[], &params, &args, workgroups))
 }

@@ -99,7 +99,7 @@ pub(crate) fn backward(
     let workgroups = b.grid_1d(name, positions)?;
     let args = [buf.input, buf.grad_output, grad_input];
     let label = format!("{name} backward");
-    Ok(vec![b.dispatch_specialised(
+    Ok(vec![b.dispatch_reading_stored(
         &label, &BACKWARD, &overrides, &params, &args, workgroups,
     )])
 }

@@ -179,12 +179,19 @@ pub(crate) fn training_forward(
     let args = [input, &params.weights[0], batch_stats, output];
     let (kernel, _) = TRAIN_FORWARD.for_sizes(&[train.plane as usize]);
     if !synced {
-        return Ok(vec![b.dispatch(name, kernel, &train, &args, workgroups)]);
+        return Ok(vec![b.dispatch_stored(
+            name,
+            kernel,
+            &[],
+            &train,
+            &args,
+            workgroups,
+        )]);
     }
     let phase = |phase| BatchNormTrainParams { phase, ..train };
     Ok(vec![
-        b.dispatch(name, kernel, &phase(1), &args, workgroups),
-        b.dispatch(name, kernel, &phase(2), &args, workgroups),
+        b.dispatch_stored(name, kernel, &[], &phase(1), &args, workgroups),
+        b.dispatch_stored(name, kernel, &[], &phase(2), &args, workgroups),
     ])
 }
 
@@ -235,14 +242,21 @@ pub(crate) fn backward(
     ];
     let (kernel, _) = BACKWARD.for_sizes(&[params.plane as usize]);
     if !(synced && buf.grad_input.is_some()) {
-        return Ok(vec![b.dispatch(&label, kernel, &params, &args, workgroups)]);
+        return Ok(vec![b.dispatch_reading_stored(
+            &label,
+            kernel,
+            &[],
+            &params,
+            &args,
+            workgroups,
+        )]);
     }
     let mode = |input_gradient| BatchNormBackwardParams {
         input_gradient,
         ..params
     };
     Ok(vec![
-        b.dispatch(&label, kernel, &mode(0), &args, workgroups),
-        b.dispatch(&label, kernel, &mode(2), &args, workgroups),
+        b.dispatch_reading_stored(&label, kernel, &[], &mode(0), &args, workgroups),
+        b.dispatch_reading_stored(&label, kernel, &[], &mode(2), &args, workgroups),
     ])
 }

@@ -131,7 +131,7 @@ pub(crate) fn max_forward(
     let dispatch = match argmax {
         Some(argmax) => {
             let args = [input, output, argmax];
-            b.dispatch_specialised(name, &MAX_ARGMAX, &overrides, &params, &args, workgroups)
+            b.dispatch_stored(name, &MAX_ARGMAX, &overrides, &params, &args, workgroups)
         }
         None => {
             let args = [input, output];

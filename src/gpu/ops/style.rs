@@ -9,7 +9,7 @@ use crate::gpu::kernel::{kernel_params, Dispatch, KernelDef};
 use crate::gpu::ops::chunks;
 use crate::gpu::ops::linear::{matmul, MatmulParams};
 use crate::model::Dims;
-use crate::shaders;
+use crate::shaders::{self, Element};
 
 kernel_params! {
     /// squared_difference's parameters.
@@ -111,9 +111,9 @@ pub(crate) fn gram(
         b_row_stride: 1,
         b_col_stride: p,
         c_row_stride: c,
-        _pad: 0,
+        c_col_stride: 1,
     };
-    matmul(b, label, &product, [features, features, gram])
+    matmul(b, label, &product, Element::F32, [features, features, gram])
 }
 
 /// The features' gradient of a style loss, `grad (+)= D F` for `D` (`[channels][channels]`,
@@ -139,9 +139,15 @@ pub(crate) fn gram_backward(
         b_row_stride: p,
         b_col_stride: 1,
         c_row_stride: p,
-        _pad: 0,
+        c_col_stride: 1,
     };
-    matmul(b, label, &product, [difference, features, grad])
+    matmul(
+        b,
+        label,
+        &product,
+        Element::F32,
+        [difference, features, grad],
+    )
 }
 
 /// `d = a_scale a - b_scale b` over `len` elements: `gradient_scale d` into `difference`, and

@@ -252,14 +252,15 @@ impl Variant {
         Ok(b.dispatch_elements(label, kernel, elements, &[], params, &args, workgroups))
     }
 
-    /// The filter gradient in `chunks` chunks of pixels; `args` are input, transposed output
-    /// gradient, partial sums (or the gradient itself for one chunk).
+    /// The filter gradient in `chunks` chunks of pixels; `args` are input (of `input`
+    /// elements), transposed output gradient, partial sums (or the gradient itself for one
+    /// chunk).
     fn filter(
         self,
         b: &mut Builder,
         label: &str,
         params: &Conv2dParams,
-        taps: usize,
+        (taps, input): (usize, Element),
         chunks: usize,
         args: [&wgpu::Buffer; 3],
     ) -> Result<Dispatch> {
@@ -287,7 +288,8 @@ impl Variant {
                 )?,
             ),
         };
-        Ok(b.dispatch(label, kernel, params, &args, workgroups))
+        let elements = Elements::reading(input);
+        Ok(b.dispatch_elements(label, kernel, elements, &[], params, &args, workgroups))
     }
 }
 
@@ -474,7 +476,8 @@ pub(crate) fn forward(
     if winograd {
         let args = [input, &params.weights[0], &params.bias, output];
         let name = &layer.layer.name;
-        return winograd::convolution(b, variant, choice.algorithm, name, &conv, args);
+        let stored = b.stored;
+        return winograd::convolution(b, variant, choice.algorithm, name, &conv, args, stored);
     }
     let mut dispatches = Vec::new();
     let padded = match variant {
@@ -562,8 +565,15 @@ fn parameter_gradients(
         // group.
         let args = [buf.input, &transposed, &grads.weights[0]];
         let mut dispatches = vec![transpose];
+        let stored = b.stored;
         dispatches.extend(filter_sums(
-            b, variant, &label, &conv, taps, args, &mut None,
+            b,
+            variant,
+            &label,
+            &conv,
+            (taps, stored),
+            args,
+            &mut None,
         )?);
         dispatches
     };
@@ -582,8 +592,9 @@ fn parameter_gradients(
 
 /// The dispatches of the filter gradient of the convolution of `params` (`taps` reduction entries
 /// per group): the sums over its output pixels in chunks of pixels, as many as fit one binding
-/// and the dispatch limit, then the chunks added. `args` are the input, the output gradient as
-/// [`transpose_grad_output`] lays it out, and the gradient in the packed weights' layout.
+/// and the dispatch limit, then the chunks added. `args` are the input (of `input_element`s),
+/// the output gradient as [`transpose_grad_output`] lays it out, and the gradient in the packed
+/// weights' layout.
 /// `partial_sums` keeps the chunks' scratch for a caller that sums several batches of pixels in
 /// turn (Winograd's chunks of tiles), so that they share one buffer.
 fn filter_sums(
@@ -591,7 +602,7 @@ fn filter_sums(
     variant: Variant,
     label: &str,
     params: &Conv2dParams,
-    taps: usize,
+    (taps, input_element): (usize, Element),
     [input, transposed, gradient]: [&wgpu::Buffer; 3],
     partial_sums: &mut Option<wgpu::Buffer>,
 ) -> Result<Vec<Dispatch>> {
@@ -619,6 +630,7 @@ fn filter_sums(
         ..*params
     };
     let args = [input, transposed, partial];
+    let taps = (taps, input_element);
     let mut dispatches = vec![variant.filter(b, label, &params, taps, chunks, args)?];
     if let Some(scratch) = &scratch {
         let label = format!("{label} chunk sum");
@@ -715,7 +727,8 @@ fn rotated_weights(
     let label = format!("{name} weights rotate");
     let workgroups = b.grid_1d(&label, len / packed_in * params.parts as usize)?;
     let args = [weights, &rotated];
-    let dispatch = b.dispatch(&label, &TRANSPOSE_WEIGHTS, &params, &args, workgroups);
+    let kernel = &TRANSPOSE_WEIGHTS;
+    let dispatch = b.dispatch_reading_stored(&label, kernel, &[], &params, &args, workgroups);
     Ok((rotated, dispatch))
 }
 
@@ -798,7 +811,8 @@ fn input_gradient(
     );
     if !strided && winograd::fits(b, &full, choice.algorithm) {
         let args = [grad_output, rotated, &zero_bias, grad_input];
-        return winograd::convolution(b, variant, choice.algorithm, &label, &full, args);
+        let algorithm = choice.algorithm;
+        return winograd::convolution(b, variant, algorithm, &label, &full, args, Element::F32);
     }
     let (padded, mut dispatches) = if !strided
         && (padded_height, padded_width, top, left) == (output.height, output.width, 0, 0)

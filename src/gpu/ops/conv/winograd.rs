@@ -287,9 +287,12 @@ fn positions_as_groups(params: &Conv2dParams, form: Form, tiles: usize) -> Resul
 /// The dispatches of the convolution of `params` through Winograd (its [`Form`]): the filters
 /// transformed, then chunk by chunk of tiles the inputs transformed, the grouped 1x1 product on
 /// the device's direct kernel, and the products transformed into the output (bias and ReLU
-/// added there). `args` are input, packed weights, bias, output, as the direct kernels take them;
-/// `params` describes the unpadded input (the input transform reads zeros outside it). Only for
-/// a convolution that [`fits`] (which checks that the transforms fit a binding).
+/// added there). `args` are input, packed weights, bias, output, as the direct kernels take them,
+/// the input, weights and output stored as `stored` (the network's element for a forward pass,
+/// f32 for an input gradient); `params` describes the unpadded input (the input transform reads
+/// zeros outside it). Only for a convolution that [`fits`] (which checks that the transforms fit
+/// a binding).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn convolution(
     b: &mut Builder,
     variant: Variant,
@@ -297,6 +300,7 @@ pub(super) fn convolution(
     label: &str,
     params: &Conv2dParams,
     [input, weights, bias, output]: [&wgpu::Buffer; 4],
+    stored: Element,
 ) -> Result<Vec<Dispatch>> {
     let channels = params.in_channels as usize;
     let out_channels = params.out_channels as usize;
@@ -320,14 +324,11 @@ pub(super) fn convolution(
         positions * out_channels,
         Purpose::Scratch,
     );
-    // The weights and the input as the network stores them; the transforms and products in f32.
-    let from_stored = Elements {
-        read: b.stored,
-        written: Element::F32,
-    };
+    // The weights and the input as stored; the transforms and products in f32.
+    let from_stored = Elements::reading(stored);
     let to_stored = Elements {
         read: Element::F32,
-        written: b.stored,
+        written: stored,
     };
     let mut dispatches = Vec::new();
     let filter_params = tiling.params(params, 0, 0)?;
@@ -416,11 +417,12 @@ pub(super) fn filter_gradient(
     let mut dispatches = Vec::new();
     for (first_tile, chunk_tiles) in tiling.chunks() {
         let chunk_params = tiling.params(params, first_tile, chunk_tiles)?;
+        // The input as the network stores it.
         let args = [input, &inputs];
         dispatches.push(transform(
             b,
             &format!("{label} Winograd inputs"),
-            (&transforms.input, Elements::F32),
+            (&transforms.input, Elements::reading(b.stored)),
             &chunk_params,
             &args,
             channels * chunk_tiles,
@@ -447,7 +449,7 @@ pub(super) fn filter_gradient(
             variant,
             &sums_label,
             &product,
-            taps,
+            (taps, Element::F32),
             args,
             &mut partial_sums,
         )?);
