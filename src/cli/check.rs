@@ -43,6 +43,21 @@ fn print_deviations(
     }
 }
 
+/// As [`print_deviations`], judged at `tolerance`: the names of the rows beyond it, each with
+/// `suffix` appended.
+fn judge(
+    title: &str,
+    rows: &[&check::Deviation],
+    (tolerance, extra): (f32, &[String]),
+    suffix: &str,
+) -> Vec<String> {
+    print_deviations(title, rows, Some(tolerance), extra);
+    (rows.iter())
+        .filter(|r| !r.within(tolerance))
+        .map(|r| format!("{}{suffix}", r.name))
+        .collect()
+}
+
 /// `convnet check`: GPU against the CPU reference, layer by layer and gradient by gradient.
 pub(crate) fn check(
     world: &World,
@@ -105,17 +120,8 @@ pub(crate) fn check(
         "\nlayer outputs against the f32 CPU reference (tolerance: max |error| / max |ref| <= {:e})",
         check::TOLERANCE
     );
-    print_deviations(
-        "layer",
-        &layers.iter().collect::<Vec<_>>(),
-        Some(check::TOLERANCE),
-        &[],
-    );
-    let mut failed: Vec<String> = layers
-        .iter()
-        .filter(|r| !r.within(check::TOLERANCE))
-        .map(|r| r.name.clone())
-        .collect();
+    let rows: Vec<_> = layers.iter().collect();
+    let mut failed = judge("layer", &rows, (check::TOLERANCE, &[]), "");
 
     let training = if trains_alike {
         None
@@ -128,18 +134,13 @@ pub(crate) fn check(
              the f64 reference of that layer from the GPU's own inputs (tolerance {:e})",
             check::TOLERANCE
         );
-        print_deviations(
+        let rows: Vec<_> = layers.iter().collect();
+        failed.extend(judge(
             "layer",
-            &layers.iter().collect::<Vec<_>>(),
-            Some(check::TOLERANCE),
-            &[],
-        );
-        failed.extend(
-            layers
-                .iter()
-                .filter(|r| !r.within(check::TOLERANCE))
-                .map(|r| format!("{} (training)", r.name)),
-        );
+            &rows,
+            (check::TOLERANCE, &[]),
+            " (training)",
+        ));
         Some(training)
     };
     let trained: &dyn Runner = match &training {
@@ -164,13 +165,8 @@ pub(crate) fn check(
             )
         })
         .collect();
-    print_deviations("parameter", &rows, Some(check::GRADIENT_TOLERANCE), &scale);
-
-    failed.extend(
-        rows.iter()
-            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
-            .map(|r| r.name.clone()),
-    );
+    let tolerance = (check::GRADIENT_TOLERANCE, scale.as_slice());
+    failed.extend(judge("parameter", &rows, tolerance, ""));
 
     if let PlacedNetwork::Two(two) = &placed {
         let versus = check::one_device_versus_two(&contexts[0], two, &params, &data)?;
@@ -178,18 +174,9 @@ pub(crate) fn check(
             "\ntwo devices against the same layout on device 0 alone (tolerance {:e})",
             check::TOLERANCE
         );
-        print_deviations(
-            "tensor",
-            &versus.iter().collect::<Vec<_>>(),
-            Some(check::TOLERANCE),
-            &[],
-        );
-        failed.extend(
-            versus
-                .iter()
-                .filter(|r| !r.within(check::TOLERANCE))
-                .map(|r| format!("{} (1 vs 2 devices)", r.name)),
-        );
+        let rows: Vec<_> = versus.iter().collect();
+        let tolerance = (check::TOLERANCE, &[][..]);
+        failed.extend(judge("tensor", &rows, tolerance, " (1 vs 2 devices)"));
     }
     Ok(finish_check(failed))
 }
@@ -217,16 +204,8 @@ fn check_f16(
          inputs (tolerance {:e})",
         check::F16_TOLERANCE
     );
-    print_deviations(
-        "layer",
-        &layers.iter().collect::<Vec<_>>(),
-        Some(check::F16_TOLERANCE),
-        &[],
-    );
-    let mut failed: Vec<String> = (layers.iter())
-        .filter(|r| !r.within(check::F16_TOLERANCE))
-        .map(|r| r.name.clone())
-        .collect();
+    let rows: Vec<_> = layers.iter().collect();
+    let mut failed = judge("layer", &rows, (check::F16_TOLERANCE, &[]), "");
     let drift = check::forward(net, plan, params, data)?;
     println!(
         "\nlayer outputs against the f32 CPU reference from the f32 input (not judged: f16's \
@@ -242,17 +221,13 @@ fn check_f16(
          GPU's own f16 inputs (tolerance {:e})",
         check::F16_TOLERANCE
     );
-    print_deviations(
+    let rows: Vec<_> = layers.iter().collect();
+    failed.extend(judge(
         "layer",
-        &layers.iter().collect::<Vec<_>>(),
-        Some(check::F16_TOLERANCE),
-        &[],
-    );
-    failed.extend(
-        (layers.iter())
-            .filter(|r| !r.within(check::F16_TOLERANCE))
-            .map(|r| format!("{} (training)", r.name)),
-    );
+        &rows,
+        (check::F16_TOLERANCE, &[]),
+        " (training)",
+    ));
     let grads = check::gradients(&training, params, data)?;
     println!(
         "\ngradients of {} (f32) against the f64 backward pass through the GPU's f16 activations \
@@ -265,12 +240,8 @@ fn check_f16(
     let drift: Vec<String> = (grads.iter())
         .map(|g| format!("(vs f64 pass: {:.3e})", g.gpu_vs_f64_chain.relative))
         .collect();
-    print_deviations("parameter", &rows, Some(check::GRADIENT_TOLERANCE), &drift);
-    failed.extend(
-        (rows.iter())
-            .filter(|r| !r.within(check::GRADIENT_TOLERANCE))
-            .map(|r| r.name.clone()),
-    );
+    let tolerance = (check::GRADIENT_TOLERANCE, drift.as_slice());
+    failed.extend(judge("parameter", &rows, tolerance, ""));
     Ok(finish_check(failed))
 }
 
@@ -304,11 +275,12 @@ fn check_data_parallel(
              statistics, so a shard alone is another computation)"
         );
     }
-    print_deviations("parameter", &rows, Some(tolerance), &[]);
-    let mut failed: Vec<String> = (rows.iter())
-        .filter(|r| !r.within(tolerance))
-        .map(|r| format!("{} (against the shards)", r.name))
-        .collect();
+    let mut failed = judge(
+        "parameter",
+        &rows,
+        (tolerance, &[]),
+        " (against the shards)",
+    );
     let rows: Vec<&check::Deviation> = result.against_one_device.iter().collect();
     if result.batch_norms && !result.synced_batch_norms {
         println!(
@@ -326,12 +298,8 @@ fn check_data_parallel(
             "\nall-reduced gradients against one device's over the whole batch (tolerance \
              {tolerance:e})"
         );
-        print_deviations("parameter", &rows, Some(tolerance), &[]);
-        failed.extend(
-            (rows.iter())
-                .filter(|r| !r.within(tolerance))
-                .map(|r| format!("{} (against one device)", r.name)),
-        );
+        let suffix = " (against one device)";
+        failed.extend(judge("parameter", &rows, (tolerance, &[]), suffix));
     }
     match &result.replicas_apart_after_step {
         None => {
