@@ -18,7 +18,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> pixels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> input: array<OutElement>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn decode_pixels(
@@ -37,5 +37,5 @@ fn decode_pixels(
         at = (image * params.plane + p) * params.channels + c;
     }
     let byte = (pixels[at / 4u] >> (8u * (at % 4u))) & 0xffu;
-    input[i] = (f32(byte) / 255.0 - params.mean[c]) * params.inv_std[c];
+    input[i] = OutElement((f32(byte) / 255.0 - params.mean[c]) * params.inv_std[c]);
 }

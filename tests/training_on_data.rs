@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::contexts;
 use convnet_wgpu::dataset;
-use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep};
+use convnet_wgpu::gpu::{GpuContext, GpuNetwork, Keep, Precision, Variants};
 use convnet_wgpu::model::{Init, Layer, LayerKind, Loss, LossKind, Network, Padding, Window};
 use convnet_wgpu::training::checkpoint::{Checkpoint, Scores, Settings};
 use convnet_wgpu::training::data::LabelledImages;
@@ -94,7 +94,17 @@ fn a_small_network_learns_the_shapes_far_above_chance() {
     // 390 images at batch 32: the last batch of every epoch holds 6.
     let (train, held_out) = (shapes(390, 1), shapes(200, 2));
     let never = AtomicBool::new(false);
-    for ctx in contexts() {
+    // Every adapter in f32, and in mixed precision where it has shader-f16 (the batches written
+    // into an f16 input).
+    let f16 = Variants {
+        precision: Precision::F16,
+        ..Variants::default()
+    };
+    let half: Vec<GpuContext> = (contexts().iter())
+        .filter(|c| c.has_f16())
+        .map(|c| common::fresh_context(c).with_variants(f16))
+        .collect();
+    for ctx in contexts().iter().chain(&half) {
         let nets = Networks::new(ctx, &network, &weights, 32, (390, 200), false, None).unwrap();
         assert!(nets.has_last_batch() && nets.eval.is_some());
         let settings = settings(32, 8, 390);
@@ -111,8 +121,9 @@ fn a_small_network_learns_the_shapes_far_above_chance() {
         let last = last.unwrap();
         let scores = last.validation.unwrap();
         eprintln!(
-            "{}: after 8 epochs train loss {:.3}, held-out top-1 {:.3}, loss {:.3}",
+            "{} ({:?}): after 8 epochs train loss {:.3}, held-out top-1 {:.3}, loss {:.3}",
             ctx.describe(),
+            ctx.precision(),
             last.train_loss,
             scores.top1,
             scores.loss
@@ -120,7 +131,8 @@ fn a_small_network_learns_the_shapes_far_above_chance() {
         assert_eq!(steps, 8 * 13);
         assert_eq!(last.learning_rate, 0.05 * 0.5 * 0.5);
         // Chance is 0.1; logistic regression on the pixels reached 0.446 on the 32x32 set
-        // (scripts/shapes_baselines.py). Measured here: 0.81 on lavapipe and llvmpipe-GL.
+        // (scripts/shapes_baselines.py). Measured here: 0.81 on lavapipe and llvmpipe-GL, and
+        // in mixed precision on lavapipe.
         assert!(scores.top1 >= 0.6, "held-out top-1 {}", scores.top1);
         let first = &trainer.progress.history[0];
         assert!(

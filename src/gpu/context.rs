@@ -570,6 +570,25 @@ impl GpuContext {
         }
     }
 
+    /// As [`GpuContext::read_staging_of`], of values stored as `element`, widened to f32 into
+    /// `out` (an f16 staging buffer is read into a vector of its own first).
+    pub(crate) fn read_staging_values_of(
+        &self,
+        staging: &wgpu::Buffer,
+        (out, element): (&mut [f32], Element),
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<()> {
+        match element {
+            Element::F32 => self.read_staging_of(staging, out, submission),
+            Element::F16 => {
+                let mut words = vec![0.0; out.len().div_ceil(2)];
+                self.read_staging_of(staging, &mut words, submission)?;
+                out.copy_from_slice(&widen_f16(&words, out.len()));
+                Ok(())
+            }
+        }
+    }
+
     /// As [`GpuContext::read_staging`], into `out` (as many values as it holds), waiting only
     /// for `submission` (the one that copied into `staging`): work submitted after it keeps the GPU busy while the host reads. A trainer
     /// reads a step's losses while the next step runs.
@@ -693,7 +712,7 @@ pub(crate) fn f16_words(values: &[f32]) -> Vec<half::f16> {
 }
 
 /// The first `len` f16 values of `words` (read back as f32 words, two f16 each), as f32.
-fn widen_f16(words: &[f32], len: usize) -> Vec<f32> {
+pub(crate) fn widen_f16(words: &[f32], len: usize) -> Vec<f32> {
     let half: &[half::f16] = bytemuck::cast_slice(words);
     half[..len].iter().map(|v| v.to_f32()).collect()
 }

@@ -27,6 +27,7 @@ mod two_devices;
 mod variants;
 
 pub use builder::MemoryUse;
+pub(crate) use context::widen_f16;
 pub use context::{device_choices, list_adapters, AdapterChoice, AdapterSummary, GpuContext};
 pub use data_parallel::{
     shards, AllReduce, AllReduceStats, BucketReport, DataParallel, BUCKET_BYTES,

@@ -356,6 +356,28 @@ impl<'a> GpuNetwork<'a> {
         })
     }
 
+    /// Writes `bytes`, f32 values in little-endian order (a data set's batch, possibly fewer
+    /// images than the network's batch: the rest of the input keeps what it held), into the
+    /// network's input as it stores it (rounded to f16 where it stores f16). Checks nothing;
+    /// the caller sized the batch.
+    pub(crate) fn write_input_bytes(&self, bytes: &[u8]) {
+        let queue = self.ctx.queue();
+        match self.stored {
+            Element::F32 => queue.write_buffer(&self.input, 0, bytes),
+            Element::F16 => {
+                let mut half: Vec<u16> = (bytes.chunks_exact(4))
+                    .map(|v| half::f16::from_f32(f32::from_le_bytes([v[0], v[1], v[2], v[3]])))
+                    .map(half::f16::to_bits)
+                    .collect();
+                // The queue writes whole 4-byte words; the buffer is sized in whole words.
+                if half.len() % 2 == 1 {
+                    half.push(0);
+                }
+                queue.write_buffer(&self.input, 0, bytemuck::cast_slice(&half));
+            }
+        }
+    }
+
     /// Copies the batch's labels (one class index per image) to the GPU, for a network trained
     /// with cross-entropy. Fails for another loss, a count other than the batch, or a label
     /// that is not one of the heads' classes.

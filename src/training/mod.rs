@@ -27,10 +27,11 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    DataParallel, GpuContext, GpuNetwork, Keep, MicroBatches, PixelDecoder, PixelFormat, Sgd,
-    SgdConfig, REPLICA_CHECK_EVERY,
+    widen_f16, DataParallel, GpuContext, GpuNetwork, Keep, MicroBatches, PixelDecoder, PixelFormat,
+    Sgd, SgdConfig, REPLICA_CHECK_EVERY,
 };
 use crate::model::{Loss, LossKind, Network};
+use crate::shaders::Element;
 use crate::weights::Weights;
 use checkpoint::{Checkpoint, EpochRecord, EpochTotals, Progress, Scores, Settings};
 use data::LabelledImages;
@@ -149,7 +150,7 @@ impl<'a> FedNetwork<'a> {
                 let first = &net.plan()[0];
                 Some(PixelDecoder::new(
                     net.context(),
-                    net.input_buffer(),
+                    (net.input_buffer(), net.stored_element()),
                     first.batch,
                     first.input,
                     format,
@@ -167,7 +168,7 @@ impl<'a> FedNetwork<'a> {
         let ctx = self.net.context();
         match &self.decoder {
             Some(decoder) => decoder.upload(ctx, bytes),
-            None => ctx.queue().write_buffer(self.net.input_buffer(), 0, bytes),
+            None => self.net.write_input_bytes(bytes),
         }
     }
 
@@ -195,7 +196,8 @@ impl<'a> FedReplicas<'a> {
                 .map(|net| {
                     let first = &net.plan()[0];
                     let ctx = net.context();
-                    PixelDecoder::new(ctx, net.input_buffer(), first.batch, first.input, format)
+                    let input = (net.input_buffer(), net.stored_element());
+                    PixelDecoder::new(ctx, input, first.batch, first.input, format)
                 })
                 .collect::<Result<_>>()?,
             None => Vec::new(),
@@ -220,7 +222,7 @@ impl<'a> FedReplicas<'a> {
                         Ok(())
                     })?;
                 }
-                None => ctx.queue().write_buffer(net.input_buffer(), 0, part),
+                None => net.write_input_bytes(part),
             }
             net.upload_labels(&labels[first..first + n])?;
             first += n;
@@ -812,13 +814,15 @@ impl<'n, 'a> Trainer<'n, 'a> {
             set.gather(chunk, bytes, &mut labels)?;
             fed.upload(bytes);
             let staging = &self.staging[0];
+            // The logits as the network stores them (f16 under --precision f16), whole words.
+            let element = fed.net.stored_element();
+            let copied = (out.len() * element.bytes()).next_multiple_of(4) as u64;
             let submission = fed.net.submit("held-out batch", |encoder| {
                 fed.encode_forward(encoder);
-                let copied = (out.len() * 4) as u64;
                 encoder.copy_buffer_to_buffer(logits_buffer, 0, staging, 0, copied);
                 Ok(())
             })?;
-            ctx.read_staging_of(&self.staging[0], out, submission)?;
+            ctx.read_staging_values_of(&self.staging[0], (out, element), submission)?;
         }
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
             return Err(Error::InvalidArgument(format!(
@@ -899,7 +903,16 @@ impl<'n, 'a> Trainer<'n, 'a> {
             .expect("a planned network has layers")
             .output
             .len();
-        let logits = &self.readback[heads.len() * n..][..n * classes];
+        // The logits follow the losses as the network stores them (f16 under --precision f16).
+        let stored = &self.readback[heads.len() * n..];
+        let widened;
+        let logits = match net.stored_element() {
+            Element::F32 => &stored[..n * classes],
+            Element::F16 => {
+                widened = widen_f16(stored, n * classes);
+                &widened[..]
+            }
+        };
         let labels = &self.labels[step.slot];
         let correct = (logits.chunks_exact(classes).zip(labels))
             .filter(|(row, &label)| !row.iter().any(|&v| v > row[label]))

@@ -7,7 +7,7 @@ use crate::gpu::builder::{u32_of, Builder, Purpose};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{encode_pass, kernel_params, Dispatch, KernelDef};
 use crate::model::Dims;
-use crate::shaders;
+use crate::shaders::{self, Element, Elements};
 
 kernel_params! {
     /// decode_pixels's parameters.
@@ -93,10 +93,10 @@ pub struct PixelDecoder {
 
 impl PixelDecoder {
     /// A decoder of `images` images of `dims` in `format` into `input` (`images * dims.len()`
-    /// f32 values, the network's input buffer).
+    /// values of `element`, the network's input buffer as the network stores it).
     pub(crate) fn new(
         ctx: &GpuContext,
-        input: &wgpu::Buffer,
+        (input, element): (&wgpu::Buffer, Element),
         images: usize,
         dims: Dims,
         format: &PixelFormat,
@@ -119,9 +119,15 @@ impl PixelDecoder {
             b.check_binding("a batch of 8-bit pixels", len as u64)?;
             let pixels = b.storage("8-bit pixels", len.div_ceil(4), Purpose::Activations);
             let workgroups = b.grid_1d("decode pixels", len)?;
-            let dispatch = b.dispatch(
+            let elements = Elements {
+                read: Element::F32,
+                written: element,
+            };
+            let dispatch = b.dispatch_elements(
                 "decode pixels",
                 &DECODE_PIXELS,
+                elements,
+                &[],
                 &params,
                 &[&pixels, input],
                 workgroups,
@@ -160,7 +166,7 @@ mod tests {
 
     #[test]
     #[cfg_attr(skip_gpu_tests, ignore = "CONVNET_SKIP_GPU_TESTS=1")]
-    fn pixels_decode_as_the_reference_in_both_layouts() {
+    fn pixels_decode_as_the_reference_in_both_layouts_and_both_elements() {
         let ctx = GpuContext::new(&AdapterChoice::default())
             .expect("a GPU adapter; set CONVNET_SKIP_GPU_TESTS=1 to skip the GPU tests");
         // 3 images of 3 x 5 x 7: 315 bytes, not a multiple of 4 (the last word padded).
@@ -173,32 +179,42 @@ mod tests {
         let pixels: Vec<u8> = (0..images * dims.len())
             .map(|i| (i * 37 % 256) as u8)
             .collect();
-        for channels_last in [false, true] {
+        // f16 where the network stores its input so (the adapter has shader-f16).
+        let elements = [Element::F32, Element::F16];
+        let elements = &elements[..if ctx.has_f16() { 2 } else { 1 }];
+        for (channels_last, &element) in [false, true].into_iter().zip(elements.iter().cycle()) {
             let format = PixelFormat {
                 channels_last,
                 mean: vec![0.485, 0.456, 0.406],
                 std: vec![0.229, 0.224, 0.225],
             };
+            let len = images * dims.len();
             let input = ctx.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("input"),
-                size: (images * dims.len() * 4) as u64,
+                size: crate::gpu::builder::buffer_bytes(len, element),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let decoder = PixelDecoder::new(&ctx, &input, images, dims, &format).unwrap();
+            let target = (&input, element);
+            let decoder = PixelDecoder::new(&ctx, target, images, dims, &format).unwrap();
             decoder.upload(&ctx, &pixels);
             let mut encoder = ctx.device().create_command_encoder(&Default::default());
             decoder.encode(&mut encoder);
             ctx.queue().submit([encoder.finish()]);
-            let decoded = ctx.read_f32(&input, images * dims.len()).unwrap();
+            let decoded = ctx.read_values(&input, len, element).unwrap();
             let expected: Vec<f32> = (pixels.chunks(dims.len()))
                 .flat_map(|image| format.decode(dims, image))
                 .collect();
-            // One f32 division and one multiplication by a rounded 1/std: a few ulps.
+            // One f32 division and one multiplication by a rounded 1/std: a few ulps; then,
+            // in f16, one rounding (2^-11 of the value, 2^-10 where a driver truncates).
+            let tolerance = match element {
+                Element::F32 => 1e-6,
+                Element::F16 => 1e-3,
+            };
             for (i, (got, want)) in decoded.iter().zip(&expected).enumerate() {
                 assert!(
-                    (got - want).abs() <= 1e-6 * want.abs().max(1.0),
-                    "channels_last {channels_last}, value {i}: {got} vs {want}"
+                    (got - want).abs() <= tolerance * want.abs().max(1.0),
+                    "{element:?}, channels_last {channels_last}, value {i}: {got} vs {want}"
                 );
             }
         }
