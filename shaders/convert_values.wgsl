@@ -1,8 +1,8 @@
 // A tensor's values copied from one element type to another (the host's Elements), rounded to
 // nearest where the copy is narrower: under half-precision storage, a network that trains keeps
 // f32 master weights, which the optimiser updates, and after every step this rounds them into
-// the f16 copy the forward and backward kernels read. Four values per invocation, so that two
-// f16 halves of one 32-bit word are written by the same invocation.
+// the f16 copy the forward and backward kernels read. Four values per invocation, as sgd.wgsl
+// updates them.
 
 struct Params {
     len: u32,

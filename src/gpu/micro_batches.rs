@@ -106,7 +106,12 @@ impl<'a> MicroBatches<'a> {
         training: Option<(&Loss, Keep)>,
     ) -> Result<Self> {
         let batch = plan.first().map_or(0, |l| l.batch);
-        let parts = parts_needed_of(plan, ctx.max_binding(), ctx.stored_element()?)?;
+        // A part that trains holds f32 gradients of its outputs whatever it stores.
+        let element = match training {
+            Some(_) => Element::F32,
+            None => ctx.stored_element()?,
+        };
+        let parts = parts_needed_of(plan, ctx.max_binding(), element)?;
         fewest_parts(
             (batch, parts),
             || one_image(ctx, network, weights, training),

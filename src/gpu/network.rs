@@ -963,18 +963,28 @@ fn build_unscoped<'a>(
     b.trains = training.is_some();
     b.stored = ctx.stored_element()?;
     // Mixed precision trains one network from its loss. Style transfer (which writes its
-    // image into the input as f32) and multi-device layouts keep f32.
-    let one_network_from_its_loss = training.as_ref().is_none_or(|t| {
-        matches!(t.output_gradient, OutputGradient::Loss(_)) && !t.wanted.synced_batch_norms
-    });
-    if b.stored != Element::F32 && !one_network_from_its_loss {
-        return Err(Error::InvalidArgument(
-            "--precision f16 trains one network on one device from its loss; style transfer \
-             and multi-device layouts keep f32 activations and weights"
-                .into(),
-        ));
+    // image into the input as f32), multi-device layouts and batches in parts keep f32.
+    if let (Element::F16, Some(t)) = (b.stored, &training) {
+        if !matches!(t.output_gradient, OutputGradient::Loss(_)) {
+            return Err(Error::InvalidArgument(
+                "--precision f16 trains one network on one device from its loss; style \
+                 transfer and the two-device layout keep f32 activations and weights"
+                    .into(),
+            ));
+        }
+        if t.wanted.synced_batch_norms {
+            return Err(Error::InvalidArgument(
+                "--precision f16 trains a batch that fits one storage binding; a batch in parts \
+                 or replicas keeps f32 (lower --batch, or use --precision f32)"
+                    .into(),
+            ));
+        }
     }
-    let value_bytes = b.stored.bytes();
+    // Each output's gradient is f32 whatever the network stores.
+    let value_bytes = match b.trains {
+        true => Element::F32.bytes(),
+        false => b.stored.bytes(),
+    };
     let first = plan
         .first()
         .ok_or_else(|| Error::InvalidArgument("empty network".into()))?;
