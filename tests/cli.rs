@@ -1510,6 +1510,10 @@ fn train_on_a_data_set_checkpoints_resumes_and_refuses_bad_input() {
     let mut other_model = with(&["--epochs", "3", "--resume", &checkpoint]);
     other_model[4] = "5".into(); // --num-classes
     assert_clean_failure(&other_model, "another model");
+    // An f32 run resumed in f16 (refused for the setting, or by an adapter without f16).
+    let mut other_precision = with(&["--epochs", "3", "--resume", &checkpoint]);
+    other_precision.extend(["--precision".to_string(), "f16".to_string()]);
+    assert_clean_failure(&other_precision, "precision");
     let damaged = path("damaged.safetensors");
     let mut bytes = std::fs::read(&checkpoint).unwrap();
     let middle = bytes.len() / 2;

@@ -83,6 +83,7 @@ fn settings(batch: usize, epochs: usize, training_images: usize) -> Settings {
         training_images,
         mean: Vec::new(),
         std: Vec::new(),
+        precision: Default::default(),
     }
 }
 
@@ -107,7 +108,10 @@ fn a_small_network_learns_the_shapes_far_above_chance() {
     for ctx in contexts().iter().chain(&half) {
         let nets = Networks::new(ctx, &network, &weights, 32, (390, 200), false, None).unwrap();
         assert!(nets.has_last_batch() && nets.eval.is_some());
-        let settings = settings(32, 8, 390);
+        let settings = Settings {
+            precision: ctx.precision(),
+            ..settings(32, 8, 390)
+        };
         let mut trainer =
             Trainer::new(&nets, settings, "step:3:0.5".parse().unwrap(), None).unwrap();
         let mut steps = 0;

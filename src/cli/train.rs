@@ -484,6 +484,7 @@ fn train_on_data(args: &TrainArgs, world: &World) -> anyhow::Result<()> {
         training_images: train_set.len(),
         mean: pixels.as_ref().map_or(Vec::new(), |p| p.mean.clone()),
         std: pixels.as_ref().map_or(Vec::new(), |p| p.std.clone()),
+        precision: args.device.variants()?.precision,
     };
     let plan = network.plan(1)?;
     let resumed = match &data.resume {

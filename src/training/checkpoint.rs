@@ -17,6 +17,7 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::gpu::Precision;
 use crate::model::LayerPlan;
 use crate::weights::{Tensor, Weights};
 
@@ -57,6 +58,10 @@ pub struct Settings {
     pub mean: Vec<f32>,
     /// See `mean`.
     pub std: Vec<f32>,
+    /// How the network stored its activations and weights (`--precision`); f32 in checkpoints
+    /// written before it was recorded.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Settings {
@@ -341,6 +346,7 @@ mod tests {
             training_images: 10,
             mean: Vec::new(),
             std: Vec::new(),
+            precision: Precision::F16,
         };
         let progress = Progress {
             epoch: 1,

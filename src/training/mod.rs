@@ -509,6 +509,13 @@ impl<'n, 'a> Trainer<'n, 'a> {
                 settings.batch
             )));
         }
+        let precision = nets.first().context().precision();
+        if settings.precision != precision {
+            return Err(Error::InvalidArgument(format!(
+                "the settings say precision {:?}, the networks store {precision:?}",
+                settings.precision
+            )));
+        }
         let config = SgdConfig {
             learning_rate: settings.learning_rate,
             momentum: settings.momentum,
