@@ -361,19 +361,12 @@ impl<'a> GpuNetwork<'a> {
     /// network's input as it stores it (rounded to f16 where it stores f16). Checks nothing;
     /// the caller sized the batch.
     pub(crate) fn write_input_bytes(&self, bytes: &[u8]) {
-        let queue = self.ctx.queue();
         match self.stored {
-            Element::F32 => queue.write_buffer(&self.input, 0, bytes),
+            Element::F32 => self.ctx.queue().write_buffer(&self.input, 0, bytes),
+            // The bytes need not be aligned for f32: copied into values first.
             Element::F16 => {
-                let mut half: Vec<u16> = (bytes.chunks_exact(4))
-                    .map(|v| half::f16::from_f32(f32::from_le_bytes([v[0], v[1], v[2], v[3]])))
-                    .map(half::f16::to_bits)
-                    .collect();
-                // The queue writes whole 4-byte words; the buffer is sized in whole words.
-                if half.len() % 2 == 1 {
-                    half.push(0);
-                }
-                queue.write_buffer(&self.input, 0, bytemuck::cast_slice(&half));
+                let values: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
+                self.ctx.write_values(&self.input, &values, Element::F16);
             }
         }
     }
